@@ -1,0 +1,51 @@
+"""``imf import``: read a dataset directory (or a bundled dataset) into the entity store."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Optional
+
+import typer
+
+from imf_cli.output import console, handle_errors, print_json, warn
+
+
+class Format(str, Enum):
+    auto = "auto"
+    tsv = "tsv"
+    imf = "imf"
+    ids = "ids"
+
+
+@handle_errors
+def import_command(
+    source: str = typer.Argument(..., help="A dataset directory, or a bundled dataset name (countries-mm)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name [default: the directory's name]."),
+    format: Format = typer.Option(Format.auto, "--format", help="Input layout; auto detects it."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite an existing dataset of that name."),
+    json_output: bool = typer.Option(False, "--json", help="Print the counts as one JSON object."),
+) -> None:
+    """Import a dataset into the entity store.
+
+    Layouts: tsv (train/valid/test files of head<TAB>relation<TAB>tail, optional entities.tsv),
+    imf (IMF reference / MMKB: N-Triples-style files with entity2id.txt and relation2id.txt),
+    ids (integer triples with entity2id.txt, as MyGO / MMRNS).
+
+    Example: imf import ../shared/datasets/fb15k-237 --name fb15k-237
+    """
+    from kgdata.importing import import_dataset
+
+    report = import_dataset(
+        source, name=name, format=format.value, replace=replace, progress=not json_output
+    )
+    for message in report.warnings:
+        warn(message)
+    if json_output:
+        print_json(report.to_dict())
+        return
+    console.print(
+        f"Imported [bold]{report.name}[/] ({report.format}): {report.entities:,} entities, "
+        f"{report.relations:,} relations, {report.train:,} / {report.valid:,} / {report.test:,} "
+        f"train / valid / test triples"
+    )
+    console.print(f"Store: {report.path}", soft_wrap=True)

@@ -1,0 +1,50 @@
+"""The Typer root. It imports neither torch nor textual, so ``imf --help`` stays fast.
+
+Each command lives in ``imf_cli/commands/<name>.py`` and imports heavy libraries inside its body.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imf_cli.commands import datasets as datasets_cmd
+from imf_cli.commands import import_ as import_cmd
+from imf_cli.commands import search as search_cmd
+
+app = typer.Typer(
+    name="imf",
+    help="Multimodal knowledge-graph link prediction with IMF (Interactive Multimodal Fusion).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def root(
+    home: Optional[Path] = typer.Option(
+        None,
+        "--home",
+        help="Workspace directory for datasets, features and runs (default: $IMF_HOME, else the user data directory).",
+        show_default=False,
+    ),
+) -> None:
+    """Multimodal knowledge-graph link prediction with IMF (Interactive Multimodal Fusion).
+
+    Example: imf import countries-mm && imf datasets
+    """
+    if home is not None:
+        os.environ["IMF_HOME"] = str(home.expanduser().resolve())
+
+
+app.command("import")(import_cmd.import_command)
+app.command("datasets")(datasets_cmd.datasets_command)
+app.command("search")(search_cmd.search_command)
+
+
+def main() -> None:
+    app()

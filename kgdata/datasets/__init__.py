@@ -1,0 +1,1 @@
+"""Datasets bundled with imf."""

@@ -1,0 +1,1 @@
+"""The bundled countries_mm multimodal knowledge graph (see LICENSE.md)."""

@@ -1,0 +1,41 @@
+"""Errors raised by the data layer.
+
+Every error the user can cause derives from :class:`ImfError`; the CLI prints its message and exits
+with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ImfError(Exception):
+    """Base class of the errors a user can cause and fix."""
+
+
+class DataError(ImfError):
+    """Bad input data, optionally located at ``path:line``."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        self.path = Path(path) if path is not None else None
+        self.line = line
+        self.reason = message
+        location = ""
+        if self.path is not None:
+            location = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
+        super().__init__(location + message)
+
+
+class DatasetExistsError(ImfError):
+    """An import would overwrite a dataset without ``--replace``."""
+
+
+class DatasetNotFoundError(ImfError):
+    """No dataset of that name has been imported."""
+
+
+class UnknownEntityError(ImfError, KeyError):
+    """An entity or relation id or key that the store does not hold."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])

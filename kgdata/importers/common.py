@@ -1,0 +1,176 @@
+"""What every importer shares: the parsed-dataset record, line reading, id maps and split files."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import unquote
+
+import numpy as np
+
+from kgdata.errors import DataError
+from kgdata.migrations import SPLITS
+
+# Accepted file names per split, in order of preference.
+SPLIT_STEMS = {"train": ("train",), "valid": ("valid", "val", "dev"), "test": ("test",)}
+SUFFIXES = (".txt", ".tsv", ".txt.gz", ".tsv.gz")
+
+#: Called with the number of bytes read since the last call; used for progress bars.
+Advance = Callable[[int], None]
+
+
+@dataclass
+class ParsedDataset:
+    """A dataset read from disk, with dense ids, ready to be written to a store.
+
+    ``splits[s]`` is an int64 array of shape ``(n_s, 3)`` (head, relation, tail), duplicates removed.
+    """
+
+    format: str
+    source: Path
+    entity_keys: list[str]
+    entity_names: list[str]
+    entity_descriptions: list[str | None]
+    entity_images: list[str | None]
+    relation_keys: list[str]
+    relation_names: list[str]
+    splits: dict[str, np.ndarray]
+    duplicates: dict[str, int] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+class IdMap:
+    """Keys to dense ids. ``frozen`` maps reject unknown keys; open ones grow on first sight."""
+
+    def __init__(self, kind: str, keys: list[str] | None = None, frozen: bool = False, source: str = ""):
+        self.kind = kind
+        self.source = source or f"the {kind} id map"
+        self.keys: list[str] = []
+        self.ids: dict[str, int] = {}
+        self.frozen = False
+        for key in keys or []:
+            self.add(key)
+        self.frozen = frozen
+
+    def add(self, key: str) -> int:
+        self.ids[key] = len(self.keys)
+        self.keys.append(key)
+        return len(self.keys) - 1
+
+    def get(self, key: str, path: Path, line: int) -> int:
+        found = self.ids.get(key)
+        if found is not None:
+            return found
+        if self.frozen:
+            raise DataError(f"{self.kind} {key!r} is not listed in {self.source}", path, line)
+        return self.add(key)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def find_file(directory: Path, stems: tuple[str, ...], suffixes: tuple[str, ...] = SUFFIXES) -> Path | None:
+    for stem in stems:
+        for suffix in suffixes:
+            candidate = directory / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def split_files(directory: Path, suffixes: tuple[str, ...] = SUFFIXES) -> dict[str, Path]:
+    """The train/valid/test files of ``directory``; a missing one is an error naming what was looked for."""
+    found = {}
+    for split in SPLITS:
+        path = find_file(directory, SPLIT_STEMS[split], suffixes)
+        if path is None:
+            names = ", ".join(f"{s}{x}" for s in SPLIT_STEMS[split] for x in suffixes[:2])
+            raise DataError(f"missing {split} split file (looked for {names})", directory)
+        found[split] = path
+    return found
+
+
+def iter_lines(path: Path, advance: Advance | None = None) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each non-blank line, decoded as UTF-8, newline stripped.
+
+    Lines are decoded one at a time so that an encoding error names its line.
+    """
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise DataError(f"cannot read file: {exc.strerror or exc}", path) from exc
+    stream: io.BufferedIOBase = gzip.open(raw) if path.name.endswith(".gz") else raw  # type: ignore[assignment]
+    pending = 0
+    try:
+        for number, data in enumerate(stream, start=1):
+            pending += len(data)
+            if advance is not None and pending >= 1 << 20:
+                advance(pending)
+                pending = 0
+            try:
+                text = data.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path, number) from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            if text.strip():
+                yield number, text
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"cannot read file: {exc}", path) from exc
+    finally:
+        if advance is not None and pending:
+            advance(pending)
+        stream.close()
+        raw.close()
+
+
+def dedupe(rows: list[tuple[int, int, int]]) -> tuple[np.ndarray, int]:
+    """Drop repeated triples, keeping first occurrences in order. Returns ``(array (n, 3), dropped)``."""
+    unique = list(dict.fromkeys(rows))
+    return np.asarray(unique, dtype=np.int64).reshape(-1, 3), len(rows) - len(unique)
+
+
+def name_from_uri(uri: str) -> str:
+    """A readable name from a URI: ``<http://dbpedia.org/resource/Pocatello,_Idaho>`` → ``Pocatello, Idaho``."""
+    text = uri.strip().removeprefix("<").removesuffix(">")
+    text = text.rstrip("/")
+    for sep in ("#", "/"):
+        if sep in text:
+            text = text.rsplit(sep, 1)[1]
+            break
+    text = unquote(text).replace("_", " ").strip()
+    return text or uri
+
+
+def read_key_id_map(path: Path, kind: str, advance: Advance | None = None) -> list[str]:
+    """Read an ``entity2id.txt``-style file (``key id`` per line) into keys ordered by id.
+
+    Ids must be the dense range ``0..n-1``, each used once.
+    """
+    pairs: list[tuple[str, int, int]] = []
+    for number, text in iter_lines(path, advance):
+        parts = text.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            raise DataError(f"expected '<{kind}> <id>', got {text!r}", path, number)
+        key, raw_id = parts
+        try:
+            pairs.append((key.strip(), int(raw_id), number))
+        except ValueError:
+            raise DataError(f"{kind} id {raw_id!r} is not an integer", path, number) from None
+    keys: list[str | None] = [None] * len(pairs)
+    seen: dict[str, int] = {}
+    for key, index, number in pairs:
+        if not 0 <= index < len(pairs):
+            raise DataError(
+                f"{kind} id {index} out of range 0..{len(pairs) - 1} (ids must be dense)", path, number
+            )
+        if keys[index] is not None:
+            raise DataError(f"{kind} id {index} is used twice", path, number)
+        if key in seen:
+            raise DataError(f"{kind} {key!r} is listed twice (first on line {seen[key]})", path, number)
+        keys[index] = key
+        seen[key] = number
+    return keys  # type: ignore[return-value]

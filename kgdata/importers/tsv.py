@@ -1,0 +1,123 @@
+"""The ``tsv`` layout: ``train``/``valid``/``test`` files of ``head<TAB>relation<TAB>tail``.
+
+Optional beside them:
+
+- ``entities.tsv``: a header line naming the columns ``id`` (required), ``name``, ``description`` and
+  ``image`` (a path relative to the dataset directory). When present it is the entity id map: ids
+  follow its row order and every entity in a triple must be listed.
+- ``relations.tsv``: a header line with ``id`` and ``name``.
+
+Without ``entities.tsv``, ids are given in order of first appearance (train, valid, then test).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kgdata.errors import DataError
+from kgdata.importers.common import Advance, IdMap, ParsedDataset, dedupe, iter_lines, split_files
+
+FORMAT = "tsv"
+
+
+def detect(directory: Path) -> bool:
+    from kgdata.importers.common import SPLIT_STEMS, find_file
+
+    return find_file(directory, SPLIT_STEMS["train"]) is not None
+
+
+def read_table(path: Path, required: tuple[str, ...], known: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """Read a headed TSV file into ``(line_number, {column: value})`` rows."""
+    lines = iter_lines(path)
+    first = next(lines, None)
+    if first is None:
+        raise DataError("empty file; expected a header line", path, 1)
+    header = [column.strip().lower() for column in first[1].split("\t")]
+    for column in required:
+        if column not in header:
+            raise DataError(f"header has no {column!r} column (found: {', '.join(header)})", path, first[0])
+    unknown = [c for c in header if c not in known]
+    if unknown:
+        raise DataError(f"unknown column(s) {', '.join(unknown)}; expected {', '.join(known)}", path, first[0])
+    rows = []
+    for number, text in lines:
+        fields = text.split("\t")
+        if len(fields) != len(header):
+            raise DataError(f"expected {len(header)} tab-separated fields, got {len(fields)}", path, number)
+        rows.append((number, {c: f.strip() for c, f in zip(header, fields)}))
+    return rows
+
+
+def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
+    files = split_files(directory)
+    entities = IdMap("entity", source="entities.tsv")
+    names: dict[int, str] = {}
+    descriptions: dict[int, str] = {}
+    images: dict[int, str] = {}
+
+    entity_file = directory / "entities.tsv"
+    if entity_file.is_file():
+        files["entities"] = entity_file
+        for number, row in read_table(entity_file, ("id",), ("id", "name", "description", "image")):
+            key = row["id"]
+            if not key:
+                raise DataError("empty entity id", entity_file, number)
+            if key in entities.ids:
+                raise DataError(f"entity {key!r} is listed twice", entity_file, number)
+            index = entities.add(key)
+            if row.get("name"):
+                names[index] = row["name"]
+            if row.get("description"):
+                descriptions[index] = row["description"]
+            if row.get("image"):
+                image = (directory / row["image"]).resolve()
+                if not image.is_file():
+                    raise DataError(f"image file {row['image']!r} does not exist", entity_file, number)
+                images[index] = str(image)
+        entities.frozen = True
+
+    relations = IdMap("relation", source="relations.tsv")
+    relation_names: dict[int, str] = {}
+    relation_file = directory / "relations.tsv"
+    if relation_file.is_file():
+        files["relations"] = relation_file
+        for number, row in read_table(relation_file, ("id",), ("id", "name")):
+            if row["id"] in relations.ids:
+                raise DataError(f"relation {row['id']!r} is listed twice", relation_file, number)
+            index = relations.add(row["id"])
+            if row.get("name"):
+                relation_names[index] = row["name"]
+        relations.frozen = True
+
+    splits, duplicates = {}, {}
+    for split, path in files.items():
+        if split not in ("train", "valid", "test"):
+            continue
+        rows = []
+        for number, text in iter_lines(path, advance):
+            fields = text.split("\t")
+            if len(fields) != 3 or not all(f.strip() for f in fields):
+                raise DataError(
+                    f"expected 3 tab-separated fields (head, relation, tail), got {len(fields)}: {text[:80]!r}",
+                    path,
+                    number,
+                )
+            head, relation, tail = (f.strip() for f in fields)
+            rows.append(
+                (entities.get(head, path, number), relations.get(relation, path, number), entities.get(tail, path, number))
+            )
+        splits[split], duplicates[split] = dedupe(rows)
+
+    return ParsedDataset(
+        format=FORMAT,
+        source=directory,
+        entity_keys=entities.keys,
+        entity_names=[names.get(i, key) for i, key in enumerate(entities.keys)],
+        entity_descriptions=[descriptions.get(i) for i in range(len(entities))],
+        entity_images=[images.get(i) for i in range(len(entities))],
+        relation_keys=relations.keys,
+        relation_names=[relation_names.get(i, key) for i, key in enumerate(relations.keys)],
+        splits=splits,
+        duplicates=duplicates,
+        files=files,
+    )

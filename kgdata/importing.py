@@ -1,0 +1,248 @@
+"""Build a dataset's entity store from files on disk, atomically.
+
+The new store is written to a temporary file beside the final one and renamed into place only once
+complete, so a failed or interrupted import leaves an existing store byte-identical and never leaves a
+half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from sqlite_utils import Database
+
+from kgdata import migrations, paths
+from kgdata.errors import DataError, DatasetExistsError
+from kgdata.importers import read_dataset
+from kgdata.importers.common import ParsedDataset
+from kgdata.migrations import SPLITS
+
+#: Datasets shipped inside the package: CLI name → directory under ``kgdata/datasets``.
+BUNDLED = {"countries-mm": "countries_mm"}
+
+
+@dataclass
+class ImportReport:
+    name: str
+    path: str
+    format: str
+    source: str
+    entities: int
+    relations: int
+    train: int
+    valid: int
+    test: int
+    duplicates_dropped: dict[str, int]
+    unseen_entities: dict[str, int]  # valid/test entities that never occur in train
+    entities_with_description: int
+    entities_with_image: int
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bundled_path(name: str) -> Path | None:
+    """The directory of a bundled dataset, or ``None`` if ``name`` is not one."""
+    package = BUNDLED.get(name)
+    if package is None:
+        return None
+    return Path(str(resources.files("kgdata.datasets") / package))
+
+
+def resolve_source(source: str | Path) -> tuple[Path, str]:
+    """Map a bundled dataset name or a directory to ``(directory, default dataset name)``."""
+    bundled = bundled_path(str(source))
+    if bundled is not None and not Path(source).exists():
+        return bundled, str(source)
+    directory = Path(source).expanduser()
+    if not directory.exists():
+        raise DataError(
+            f"no such directory, and not a bundled dataset (bundled: {', '.join(BUNDLED)})", directory
+        )
+    if not directory.is_dir():
+        raise DataError("expected a dataset directory", directory)
+    return directory.resolve(), directory.resolve().name
+
+
+def content_hash(parsed: ParsedDataset) -> str:
+    """SHA-256 over entity keys, relation keys and the triples of each split."""
+    digest = hashlib.sha256()
+    for keys in (parsed.entity_keys, parsed.relation_keys):
+        digest.update("\n".join(keys).encode())
+        digest.update(b"\0")
+    for split in SPLITS:
+        digest.update(split.encode())
+        digest.update(np.ascontiguousarray(parsed.splits[split], dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def _unseen(parsed: ParsedDataset) -> dict[str, int]:
+    train = parsed.splits["train"]
+    seen = np.zeros(len(parsed.entity_keys), dtype=bool)
+    seen[train[:, 0]] = True
+    seen[train[:, 2]] = True
+    unseen = {}
+    for split in ("valid", "test"):
+        used = np.unique(parsed.splits[split][:, [0, 2]])
+        unseen[split] = int((~seen[used]).sum())
+    return unseen
+
+
+def _report(name: str, path: Path, parsed: ParsedDataset) -> ImportReport:
+    unseen = _unseen(parsed)
+    warnings = []
+    dropped = sum(parsed.duplicates.values())
+    if dropped:
+        per_split = ", ".join(f"{s}: {n}" for s, n in parsed.duplicates.items() if n)
+        warnings.append(f"dropped {dropped} duplicate triples ({per_split})")
+    for split, count in unseen.items():
+        if count:
+            warnings.append(f"{count} {split} entities never occur in train")
+    return ImportReport(
+        name=name,
+        path=str(path),
+        format=parsed.format,
+        source=str(parsed.source),
+        entities=len(parsed.entity_keys),
+        relations=len(parsed.relation_keys),
+        train=len(parsed.splits["train"]),
+        valid=len(parsed.splits["valid"]),
+        test=len(parsed.splits["test"]),
+        duplicates_dropped=dict(parsed.duplicates),
+        unseen_entities=unseen,
+        entities_with_description=sum(1 for d in parsed.entity_descriptions if d),
+        entities_with_image=sum(1 for i in parsed.entity_images if i),
+        warnings=warnings,
+    )
+
+
+def write_store(path: Path, parsed: ParsedDataset, metadata: dict) -> None:
+    """Write ``parsed`` as a new store at ``path`` (which must not exist)."""
+    conn = sqlite3.connect(path)
+    try:
+        db = Database(conn)
+        # The file is private until renamed into place, so durability is only needed at the end.
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")
+        migrations.apply(db)
+        with conn:
+            conn.executemany(
+                "INSERT INTO entities (id, key, name, description, image) VALUES (?, ?, ?, ?, ?)",
+                zip(
+                    range(len(parsed.entity_keys)),
+                    parsed.entity_keys,
+                    parsed.entity_names,
+                    parsed.entity_descriptions,
+                    parsed.entity_images,
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO relations (id, key, name) VALUES (?, ?, ?)",
+                zip(range(len(parsed.relation_keys)), parsed.relation_keys, parsed.relation_names),
+            )
+            for split in SPLITS:
+                conn.executemany(
+                    f"INSERT INTO triples (head, relation, tail, split) VALUES (?, ?, ?, '{split}')",
+                    parsed.splits[split].tolist(),
+                )
+            conn.executemany(
+                "INSERT INTO metadata (key, value) VALUES (?, ?)",
+                [(key, json.dumps(value)) for key, value in metadata.items()],
+            )
+        conn.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        conn.close()
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("reading", total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def import_dataset(
+    source: str | Path,
+    *,
+    name: str | None = None,
+    format: str = "auto",
+    replace: bool = False,
+    home: str | Path | None = None,
+    progress: bool = False,
+) -> ImportReport:
+    """Read ``source`` (a directory or a bundled dataset name) into ``$IMF_HOME/datasets/<name>/store.db``.
+
+    Raises :class:`DataError` for bad input (naming file and line) and :class:`DatasetExistsError`
+    when the dataset exists and ``replace`` is false. Nothing is written unless the import succeeds.
+    """
+    directory, default_name = resolve_source(source)
+    name = paths.check_dataset_name(name or default_name)
+    final = paths.store_path(name, home)
+    if final.exists() and not replace:
+        raise DatasetExistsError(f"dataset {name!r} already exists at {final}; pass --replace to overwrite it")
+
+    total = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+    with _progress(progress, total) as advance:
+        parsed = read_dataset(directory, format, advance)
+    if len(parsed.splits["train"]) == 0:
+        raise DataError("the train split is empty", parsed.files["train"])
+
+    report = _report(name, final, parsed)
+    metadata = {
+        "name": name,
+        "source": str(directory),
+        "format": parsed.format,
+        "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": {role: str(path) for role, path in parsed.files.items()},
+        "counts": {
+            "entities": report.entities,
+            "relations": report.relations,
+            "train": report.train,
+            "valid": report.valid,
+            "test": report.test,
+            "triples": report.train + report.valid + report.test,
+        },
+        "duplicates_dropped": report.duplicates_dropped,
+        "unseen_entities": report.unseen_entities,
+        "content_hash": content_hash(parsed),
+    }
+
+    created_dir = not final.parent.exists()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.parent / f".store.db.{os.getpid()}.tmp"
+    try:
+        write_store(temporary, parsed, metadata)
+        os.replace(temporary, final)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        if created_dir:
+            with contextlib.suppress(OSError):
+                final.parent.rmdir()
+        raise
+    return report

@@ -1,0 +1,57 @@
+"""The workspace: everything imf writes lives under one home directory.
+
+The home is, in order of precedence, an explicit argument (the CLI's ``--home``), the ``IMF_HOME``
+environment variable, or the platform's user data directory. Layout::
+
+    $IMF_HOME/datasets/<name>/store.db
+    $IMF_HOME/datasets/<name>/features/<modality>-<encoder>.safetensors
+    $IMF_HOME/runs/<run-id>/
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from kgdata.errors import ImfError
+
+ENV_VAR = "IMF_HOME"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def imf_home(home: str | Path | None = None) -> Path:
+    """Return the workspace directory (not created here)."""
+    if home is not None:
+        return Path(home).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("imf", appauthor=False))
+
+
+def check_dataset_name(name: str) -> str:
+    """Dataset names become directory names: letters, digits, ``.``, ``_`` and ``-`` only."""
+    if not _NAME_RE.match(name):
+        raise ImfError(
+            f"invalid dataset name {name!r}: use letters, digits, '.', '_' and '-' (at most 64)"
+        )
+    return name
+
+
+def datasets_dir(home: str | Path | None = None) -> Path:
+    return imf_home(home) / "datasets"
+
+
+def dataset_dir(name: str, home: str | Path | None = None) -> Path:
+    return datasets_dir(home) / check_dataset_name(name)
+
+
+def store_path(name: str, home: str | Path | None = None) -> Path:
+    return dataset_dir(name, home) / "store.db"
+
+
+def runs_dir(home: str | Path | None = None) -> Path:
+    return imf_home(home) / "runs"

@@ -1,0 +1,300 @@
+"""The entity store: one SQLite file per dataset, read through a small library API.
+
+The schema (see :mod:`kgdata.migrations`) holds entities with dense ids ``0..N-1``, relations with
+dense ids ``0..R-1``, triples tagged with their split, a key/value metadata table and an FTS5 index
+over entity names and descriptions. Writing happens only in :mod:`kgdata.importing`; this module reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+from sqlite_utils import Database
+
+from kgdata import paths
+from kgdata.errors import DatasetNotFoundError, ImfError, UnknownEntityError
+from kgdata.migrations import SPLITS
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Entity:
+    id: int
+    key: str
+    name: str
+    description: str | None = None
+    image: str | None = None  # absolute path of the entity's image file, if any
+
+    @property
+    def text(self) -> str:
+        """The text that represents the entity: its description, else its name."""
+        return self.description if self.description else self.name
+
+
+@dataclass(frozen=True)
+class Relation:
+    id: int
+    key: str
+    name: str
+
+
+class KnownTriples:
+    """Every known ``(h, r, t)`` of some splits, indexed for filtered ranking.
+
+    Two CSR indexes are built once with numpy: tails by ``(h, r)`` and heads by ``(r, t)``.
+    Lookups are ``O(log n)``.
+
+    Args:
+        triples: int64 array of shape ``(n, 3)``.
+        num_entities: ``N``.
+        num_relations: ``R``.
+    """
+
+    def __init__(self, triples: np.ndarray, num_entities: int, num_relations: int):
+        self.triples = np.ascontiguousarray(triples, dtype=np.int64).reshape(-1, 3)
+        self.num_entities = num_entities
+        self.num_relations = num_relations
+        h, r, t = self.triples.T
+        self._hr_keys, self._hr_order = self._index(h * num_relations + r)
+        self._rt_keys, self._rt_order = self._index(r * num_entities + t)
+
+    @staticmethod
+    def _index(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(keys, kind="stable")
+        return keys[order], order
+
+    def tails(self, head: int, relation: int) -> np.ndarray:
+        """Known tails of ``(head, relation, ?)``, sorted and unique, shape ``(k,)``."""
+        key = head * self.num_relations + relation
+        lo, hi = np.searchsorted(self._hr_keys, [key, key + 1])
+        return np.unique(self.triples[self._hr_order[lo:hi], 2])
+
+    def heads(self, relation: int, tail: int) -> np.ndarray:
+        """Known heads of ``(?, relation, tail)``, sorted and unique, shape ``(k,)``."""
+        key = relation * self.num_entities + tail
+        lo, hi = np.searchsorted(self._rt_keys, [key, key + 1])
+        return np.unique(self.triples[self._rt_order[lo:hi], 0])
+
+    def __contains__(self, triple: tuple[int, int, int]) -> bool:
+        h, r, t = triple
+        return bool(np.isin(t, self.tails(h, r)).item())
+
+    def __len__(self) -> int:
+        return len(self.triples)
+
+
+#: bm25 weight of a name match relative to a description match.
+NAME_WEIGHT = 10.0
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+
+
+def fts_query(text: str) -> str | None:
+    """Turn free text into a safe FTS5 query: every word must match, the last one as a prefix."""
+    words = _WORD_RE.findall(text)
+    if not words:
+        return None
+    quoted = [f'"{w}"' for w in words]
+    quoted[-1] += "*"
+    return " ".join(quoted)
+
+
+class EntityStore:
+    """Read access to one dataset's ``store.db``.
+
+    Open by path, or by dataset name with :meth:`open`. Use as a context manager or call
+    :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DatasetNotFoundError(f"no entity store at {self.path}")
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            self.db = Database(conn)
+            self._meta = {row["key"]: json.loads(row["value"]) for row in self.db["metadata"].rows}
+        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
+            raise ImfError(f"{self.path}: not a readable imf entity store ({exc})") from exc
+
+    @classmethod
+    def open(cls, name: str, home: str | Path | None = None) -> "EntityStore":
+        path = paths.store_path(name, home)
+        if not path.is_file():
+            known = ", ".join(list_datasets(home)) or "none"
+            raise DatasetNotFoundError(
+                f"no dataset named {name!r} in {paths.datasets_dir(home)} (imported: {known}); "
+                f"run `imf import` first"
+            )
+        return cls(path)
+
+    def __enter__(self) -> "EntityStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"EntityStore(name={self.name!r}, entities={self.num_entities}, "
+            f"relations={self.num_relations}, triples={self.counts['triples']})"
+        )
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def dataset_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def name(self) -> str:
+        return self._meta.get("name", self.dataset_dir.name)
+
+    @property
+    def metadata(self) -> dict:
+        """Source path, format, import time, counts, duplicates dropped, content hash, ..."""
+        return dict(self._meta)
+
+    @property
+    def counts(self) -> dict:
+        return self._meta["counts"]
+
+    @property
+    def num_entities(self) -> int:
+        return int(self.counts["entities"])
+
+    @property
+    def num_relations(self) -> int:
+        return int(self.counts["relations"])
+
+    @property
+    def content_hash(self) -> str:
+        """A hash of the entity keys, relation keys and split triples, fixed at import."""
+        return self._meta["content_hash"]
+
+    # ------------------------------------------------------------------ lookups
+    def entity(self, ref: int | str) -> Entity:
+        """An entity by dense id (int) or by key (str)."""
+        column = "id" if isinstance(ref, (int, np.integer)) else "key"
+        rows = list(self.db["entities"].rows_where(f"{column} = ?", [int(ref) if column == "id" else ref]))
+        if not rows:
+            raise UnknownEntityError(f"unknown entity {ref!r} in dataset {self.name!r}")
+        return Entity(**rows[0])
+
+    def relation(self, ref: int | str) -> Relation:
+        """A relation by dense id (int) or by key (str)."""
+        column = "id" if isinstance(ref, (int, np.integer)) else "key"
+        rows = list(self.db["relations"].rows_where(f"{column} = ?", [int(ref) if column == "id" else ref]))
+        if not rows:
+            raise UnknownEntityError(f"unknown relation {ref!r} in dataset {self.name!r}")
+        return Relation(**rows[0])
+
+    def entities(self, ids: Iterable[int] | None = None) -> list[Entity]:
+        """All entities in id order, or those of ``ids`` in the order given."""
+        if ids is None:
+            return [Entity(**row) for row in self.db["entities"].rows_where(order_by="id")]
+        ids = [int(i) for i in ids]
+        by_id = {}
+        for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            chunk = ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db["entities"].rows_where(f"id in ({marks})", chunk):
+                by_id[row["id"]] = Entity(**row)
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise UnknownEntityError(f"unknown entity id {missing[0]} in dataset {self.name!r}")
+        return [by_id[i] for i in ids]
+
+    def relations(self) -> list[Relation]:
+        return [Relation(**row) for row in self.db["relations"].rows_where(order_by="id")]
+
+    @cached_property
+    def entity_keys(self) -> list[str]:
+        """Entity keys in id order (``entity_keys[i]`` is the key of id ``i``)."""
+        return [row[0] for row in self.db.execute("SELECT key FROM entities ORDER BY id")]
+
+    @cached_property
+    def relation_keys(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT key FROM relations ORDER BY id")]
+
+    def search(self, query: str, limit: int = 10) -> list[Entity]:
+        """Entities whose key, name or description match ``query``, best first.
+
+        An exact key or name match comes first; then FTS5 matches ranked by bm25 with name matches
+        weighted above description matches. Every word must occur, and the last word may be a
+        prefix, so a half-typed name finds its entity.
+        """
+        found: dict[int, Entity] = {}
+        for row in self.db.execute(
+            "SELECT * FROM entities WHERE key = ? OR name = ? COLLATE NOCASE ORDER BY id LIMIT ?",
+            [query, query, limit],
+        ):
+            entity = Entity(*row)
+            found[entity.id] = entity
+        match = fts_query(query)
+        if match is not None and len(found) < limit:
+            rows = self.db.execute(
+                "SELECT entities.* FROM entities JOIN entities_fts ON entities.rowid = entities_fts.rowid "
+                "WHERE entities_fts MATCH ? ORDER BY bm25(entities_fts, ?, 1.0), entities.id LIMIT ?",
+                [match, NAME_WEIGHT, limit + len(found)],
+            )
+            for row in rows:
+                found.setdefault(row[0], Entity(*row))
+        return list(found.values())[:limit]
+
+    # ------------------------------------------------------------------ triples
+    def triples(self, split: str) -> np.ndarray:
+        """The triples of one split as an int64 array of shape ``(n, 3)``: head, relation, tail."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        rows = self.db.execute(
+            "SELECT head, relation, tail FROM triples WHERE split = ? ORDER BY rowid", [split]
+        ).fetchall()
+        return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+    def triples_tensor(self, split: str) -> "torch.Tensor":
+        """The triples of one split as a ``torch.long`` tensor of shape ``(n, 3)``."""
+        import torch
+
+        return torch.from_numpy(self.triples(split))
+
+    def known_triples(self, splits: Iterable[str] = SPLITS) -> KnownTriples:
+        """The union of ``splits``, indexed for filtered ranking (filter with all three by default)."""
+        arrays = [self.triples(split) for split in splits]
+        return KnownTriples(np.concatenate(arrays), self.num_entities, self.num_relations)
+
+
+def list_datasets(home: str | Path | None = None) -> list[str]:
+    """Names of the imported datasets (those with a ``store.db``), sorted."""
+    root = paths.datasets_dir(home)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "store.db").is_file())
+
+
+def dataset_summaries(home: str | Path | None = None) -> list[dict]:
+    """One dict per imported dataset: name, counts, format, source and import time."""
+    summaries = []
+    for name in list_datasets(home):
+        with EntityStore.open(name, home) as store:
+            meta = store.metadata
+            summaries.append(
+                {
+                    "name": name,
+                    **meta["counts"],
+                    "format": meta.get("format"),
+                    "source": meta.get("source"),
+                    "imported_at": meta.get("imported_at"),
+                }
+            )
+    return summaries

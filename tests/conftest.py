@@ -1,0 +1,29 @@
+"""Project-wide fixtures: every test runs in its own temporary IMF_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY_TEST, TINY_TRAIN, TINY_VALID, write_tsv_dataset
+
+
+@pytest.fixture(autouse=True)
+def imf_home(tmp_path_factory, monkeypatch) -> Path:
+    """A fresh, empty workspace per test; nothing is written to the user's real data directory."""
+    home = tmp_path_factory.mktemp("imf-home")
+    monkeypatch.setenv("IMF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture
+def tiny_tsv(tmp_path) -> Path:
+    """A 7-entity KG in the tsv layout with names and descriptions for some entities."""
+    names = ["paris", "berlin", "madrid", "france", "germany", "spain", "europe"]
+    entities = [{"id": n, "name": n.title()} for n in names]
+    entities[3]["description"] = "Republic in Western Europe, capital Paris"
+    entities[4]["description"] = "Federal republic in Central Europe"
+    return write_tsv_dataset(tmp_path / "tiny", train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST, entities=entities)

@@ -1,0 +1,52 @@
+"""Helpers shared by tests: tiny datasets written to disk, and access to ../shared datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a shared benchmark dataset, skipping the test cleanly when it is absent."""
+    path = SHARED_DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"shared dataset {name} not available at {path}")
+    return path
+
+
+def write_tsv_dataset(
+    root: Path,
+    *,
+    train: list[tuple[str, str, str]],
+    valid: list[tuple[str, str, str]] = (),
+    test: list[tuple[str, str, str]] = (),
+    entities: list[dict] | None = None,
+) -> Path:
+    """Write a dataset in the ``tsv`` layout and return its directory."""
+    root.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", train), ("valid", valid), ("test", test)):
+        (root / f"{split}.txt").write_text("".join("\t".join(row) + "\n" for row in rows), encoding="utf-8")
+    if entities is not None:
+        columns = ["id", "name", "description", "image"]
+        lines = ["\t".join(columns)]
+        lines += ["\t".join(str(e.get(c) or "") for c in columns) for e in entities]
+        (root / "entities.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+TINY_TRAIN = [
+    ("paris", "capital_of", "france"),
+    ("berlin", "capital_of", "germany"),
+    ("france", "borders", "germany"),
+    ("germany", "borders", "france"),
+    ("france", "in", "europe"),
+    ("germany", "in", "europe"),
+    ("madrid", "capital_of", "spain"),
+    ("spain", "borders", "france"),
+]
+TINY_VALID = [("spain", "in", "europe")]
+TINY_TEST = [("france", "borders", "spain")]

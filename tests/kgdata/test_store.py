@@ -1,0 +1,91 @@
+"""The entity store's library API: lookups, FTS search, split arrays and the filter index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kgdata.errors import DatasetNotFoundError, UnknownEntityError
+from kgdata.importing import import_dataset
+from kgdata.store import EntityStore, KnownTriples, dataset_summaries, fts_query, list_datasets
+
+
+@pytest.fixture
+def store(tiny_tsv):
+    import_dataset(tiny_tsv)
+    with EntityStore.open("tiny") as opened:
+        yield opened
+
+
+def test_lookup_by_id_and_key(store):
+    assert store.entity(3) == store.entity("france")
+    assert store.relation("borders").id == 1
+    assert store.relation(1).key == "borders"
+    with pytest.raises(UnknownEntityError, match="unknown entity 'atlantis'"):
+        store.entity("atlantis")
+    with pytest.raises(UnknownEntityError):
+        store.entity(99)
+    assert [e.key for e in store.entities([5, 0])] == ["spain", "paris"]
+    assert len(store.entities()) == store.num_entities == 7
+    assert [r.key for r in store.relations()] == ["capital_of", "borders", "in"]
+    assert repr(store) == "EntityStore(name='tiny', entities=7, relations=3, triples=10)"
+
+
+def test_search_matches_words_prefixes_and_descriptions(store):
+    assert [e.key for e in store.search("france")][0] == "france"
+    # prefix of the last word, so a half-typed name finds its entity
+    assert [e.key for e in store.search("germ")] == ["germany"]
+    # words from the description; every word must match
+    assert [e.key for e in store.search("western europe")] == ["france"]
+    assert {e.key for e in store.search("republic")} == {"france", "germany"}
+    assert store.search("republic", limit=1)[0].key in {"france", "germany"}
+    # FTS syntax in user input is not interpreted
+    assert store.search('AND OR "( *') == []
+    assert store.search("zzz") == []
+
+
+def test_fts_query_quotes_words():
+    assert fts_query('new "york') == '"new" "york"*'
+    assert fts_query("  ") is None
+
+
+def test_triples_as_array_and_tensor(store):
+    valid = store.triples("valid")
+    assert valid.tolist() == [[5, 2, 6]]
+    tensor = store.triples_tensor("train")
+    assert tensor.dtype == torch.long and tensor.shape == (8, 3)
+    assert np.array_equal(tensor.numpy(), store.triples("train"))
+    with pytest.raises(ValueError):
+        store.triples("dev")
+
+
+def test_known_triples_filter_index(store):
+    known = store.known_triples()
+    assert len(known) == 10
+    france, germany, spain = (store.entity(k).id for k in ("france", "germany", "spain"))
+    borders = store.relation("borders").id
+    assert known.tails(france, borders).tolist() == sorted([germany, spain])  # train + test
+    assert known.heads(borders, france).tolist() == sorted([germany, spain])
+    assert (france, borders, spain) in known
+    assert (france, borders, france) not in known
+    train_only = store.known_triples(["train"])
+    assert train_only.tails(france, borders).tolist() == [germany]
+
+
+def test_known_triples_random_against_python_sets():
+    rng = np.random.default_rng(0)
+    triples = np.stack([rng.integers(0, 30, 500), rng.integers(0, 4, 500), rng.integers(0, 30, 500)], 1)
+    known = KnownTriples(triples, 30, 4)
+    for h in range(30):
+        for r in range(4):
+            expected = sorted({t for hh, rr, t in triples.tolist() if (hh, rr) == (h, r)})
+            assert known.tails(h, r).tolist() == expected
+
+
+def test_open_unknown_dataset_lists_known(store):
+    with pytest.raises(DatasetNotFoundError, match=r"imported: tiny"):
+        EntityStore.open("nope")
+    assert list_datasets() == ["tiny"]
+    [summary] = dataset_summaries()
+    assert summary["name"] == "tiny" and summary["entities"] == 7 and summary["train"] == 8
