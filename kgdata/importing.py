@@ -167,6 +167,24 @@ def write_store(path: Path, parsed: ParsedDataset, metadata: dict) -> None:
         os.fsync(handle.fileno())
 
 
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Delete temp stores left by imports that were killed (their process no longer exists)."""
+    for leftover in directory.glob(".store.db.*.tmp"):
+        pid = leftover.name.split(".")[3]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int) -> Iterator:
     if not enabled:
@@ -235,6 +253,7 @@ def import_dataset(
 
     created_dir = not final.parent.exists()
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(final.parent)
     temporary = final.parent / f".store.db.{os.getpid()}.tmp"
     try:
         write_store(temporary, parsed, metadata)

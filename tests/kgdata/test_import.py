@@ -254,6 +254,14 @@ def test_interrupted_write_keeps_existing_store_byte_identical(tiny_tsv, imf_hom
     assert sorted(p.name for p in store_file.parent.iterdir()) == ["store.db"]
 
 
+def test_temp_store_of_a_killed_import_is_cleaned_up(tiny_tsv, imf_home):
+    import_dataset(tiny_tsv, name="keep")
+    leftover = imf_home / "datasets" / "keep" / ".store.db.999999999.tmp"  # no such process
+    leftover.write_bytes(b"half a store")
+    import_dataset(tiny_tsv, name="keep", replace=True)
+    assert not leftover.exists()
+
+
 def test_existing_dataset_needs_replace(tiny_tsv):
     import_dataset(tiny_tsv)
     with pytest.raises(DatasetExistsError, match="--replace"):
