@@ -1,0 +1,270 @@
+"""The one place that wires the entity store, the feature files and the model together.
+
+Commands call these functions; :mod:`models` never sees SQLite and :mod:`kgdata` never sees the model.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from kgdata import paths
+from kgdata.errors import ImfError
+
+if TYPE_CHECKING:
+    from kgdata.store import EntityStore
+    from models.config import RunConfig
+    from models.training import KGTensors, TrainResult
+
+#: Model branch → the feature modality that feeds it.
+BRANCH_FEATURES = {"visual": "image", "text": "text"}
+BRANCHES = ("structure", "visual", "text")
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    tensors: "KGTensors"
+    modalities: tuple[str, ...]
+    manifests: list[dict]  # one per feature file used: modality, encoder, dim, missing, input_hash, path
+
+
+def available_branches(store: "EntityStore") -> tuple[str, ...]:
+    """Structure, plus each modality branch whose features have been encoded."""
+    from kgdata.features import list_features
+
+    stored = {row["modality"] for row in list_features(store)}
+    return ("structure", *(b for b, m in BRANCH_FEATURES.items() if m in stored))
+
+
+def prepare_data(
+    store: "EntityStore",
+    modalities: tuple[str, ...],
+    *,
+    text_encoder: str | None = None,
+    image_encoder: str | None = None,
+    structure_init: str | None = None,
+) -> PreparedData:
+    """Load the splits and the frozen features the chosen branches need, as :class:`KGTensors`.
+
+    ``structure_init`` names a structure encoder (``"gat"``) whose entity and relation vectors
+    initialise the structure branch, or None for a random initialisation.
+    """
+    import torch
+
+    from kgdata.features import load_features
+    from models.training import KGTensors
+
+    unknown = [m for m in modalities if m not in BRANCHES]
+    if unknown:
+        raise ImfError(f"unknown modality {unknown[0]!r}; choose from {', '.join(BRANCHES)}")
+    encoders = {"text": text_encoder, "image": image_encoder}
+    features, manifests = {}, []
+    for branch in modalities:
+        if branch == "structure":
+            continue
+        modality = BRANCH_FEATURES[branch]
+        feature_set = load_features(store, modality, encoders[modality])
+        features[branch] = (torch.from_numpy(feature_set.matrix), torch.from_numpy(feature_set.mask))
+        manifests.append(_manifest(feature_set))
+
+    entity_init = relation_init = None
+    if structure_init and "structure" in modalities:
+        feature_set = load_features(store, "structure", structure_init)
+        if feature_set.relation_matrix is None:
+            raise ImfError(f"{feature_set.path}: structure features hold no relation vectors")
+        entity_init = torch.from_numpy(feature_set.matrix)
+        relation_init = torch.from_numpy(feature_set.relation_matrix)
+        manifests.append(_manifest(feature_set))
+
+    tensors = KGTensors(
+        num_entities=store.num_entities,
+        num_relations=store.num_relations,
+        train=store.triples_tensor("train"),
+        valid=store.triples_tensor("valid"),
+        test=store.triples_tensor("test"),
+        features=features,
+        structure_entity_init=entity_init,
+        structure_relation_init=relation_init,
+    )
+    return PreparedData(tensors, tuple(modalities), manifests)
+
+
+def _manifest(feature_set) -> dict:
+    return {
+        "modality": feature_set.modality,
+        "encoder": feature_set.encoder,
+        "dim": int(feature_set.matrix.shape[1]),
+        "missing": int((~feature_set.mask).sum()),
+        "input_hash": feature_set.input_hash,
+        "path": str(feature_set.path),
+    }
+
+
+def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> "RunConfig":
+    """Defaults ← YAML file ← flags (None flags are skipped). Config errors become :class:`ImfError`."""
+    from models.config import ConfigError, load_yaml, resolve
+
+    try:
+        file_values = load_yaml(config_file) if config_file is not None else None
+        return resolve(file_values, flags)
+    except ConfigError as error:
+        raise ImfError(str(error)) from error
+    except OSError as error:
+        raise ImfError(f"cannot read config file {config_file}: {error.strerror}") from error
+
+
+def git_commit() -> str | None:
+    """The commit of the imf source tree, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def new_run_dir(dataset: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    return paths.runs_dir() / f"{dataset}-{stamp}"
+
+
+def train_model(
+    dataset: str,
+    *,
+    config_file: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    modalities: tuple[str, ...] | None = None,
+    text_encoder: str | None = None,
+    image_encoder: str | None = None,
+    structure_init: str | None = None,
+    run_dir: Path | None = None,
+    progress: bool = True,
+) -> "TrainResult":
+    """Train IMF on an imported dataset into a new, write-once run directory."""
+    from kgdata.store import EntityStore
+    from models.training import train
+
+    flags = dict(flags or {})
+    with EntityStore.open(dataset) as store:
+        if modalities is None:
+            modalities = available_branches(store)
+        flags["model.modalities"] = list(modalities)
+        config = resolve_config(config_file, flags)
+        prepared = prepare_data(
+            store,
+            tuple(config.model.modalities),
+            text_encoder=text_encoder,
+            image_encoder=image_encoder,
+            structure_init=structure_init,
+        )
+        metadata = {
+            "dataset": store.name,
+            "dataset_hash": store.content_hash,
+            "store": str(store.path),
+            "features": prepared.manifests,
+            "structure_init": structure_init,
+            "git_commit": git_commit(),
+        }
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(dataset)
+    try:
+        return train(prepared.tensors, config, run_dir, metadata=metadata, progress=progress)
+    except (FileExistsError, ValueError) as error:
+        raise ImfError(str(error)) from error
+
+
+def run_metadata(run_dir: Path) -> dict:
+    """The ``config.yaml`` document of a run directory."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ImfError(f"{run_dir}: not a run directory (no config.yaml)")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ImfError(f"{path}: not valid YAML ({error})") from error
+
+
+def resume_model(run_dir: Path, *, progress: bool = True) -> "TrainResult":
+    """Continue a killed run with the dataset and features it recorded."""
+    from kgdata.store import EntityStore
+    from models.checkpoint import CheckpointError
+    from models.training import resume
+
+    document = run_metadata(run_dir)
+    meta = document["metadata"]
+    with EntityStore.open(meta["dataset"]) as store:
+        _check_same_dataset(store, meta, run_dir)
+        prepared = prepare_data(
+            store,
+            tuple(document["config"]["model"]["modalities"]),
+            **_recorded_encoders(meta),
+        )
+    try:
+        return resume(run_dir, prepared.tensors, progress=progress)
+    except (CheckpointError, ValueError) as error:
+        raise ImfError(str(error)) from error
+
+
+def _recorded_encoders(meta: dict) -> dict:
+    by_modality = {m["modality"]: m["encoder"] for m in meta.get("features", [])}
+    return {
+        "text_encoder": by_modality.get("text"),
+        "image_encoder": by_modality.get("image"),
+        "structure_init": meta.get("structure_init"),
+    }
+
+
+def _check_same_dataset(store: "EntityStore", meta: dict, run_dir: Path) -> None:
+    if store.content_hash != meta.get("dataset_hash"):
+        raise ImfError(
+            f"dataset {store.name!r} changed since run {run_dir} was trained (it was re-imported); "
+            f"re-import the original data or train a new run"
+        )
+
+
+def evaluate_run(run_dir: Path, *, split: str = "test", checkpoint: str = "best", batch_size: int = 512) -> dict:
+    """Filtered ranking metrics of a run's checkpoint on ``split``, per branch and fused.
+
+    Filtering removes every known triple of train, valid and test except the one being ranked; ties
+    get the realistic rank (the mean of the optimistic and pessimistic ranks).
+    """
+    import torch
+
+    from kgdata.store import EntityStore
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.distributed import pick_device
+    from models.evaluation import build_filter, evaluate
+
+    if split not in ("valid", "test"):
+        raise ImfError(f"unknown split {split!r}; choose valid or test")
+    document = run_metadata(run_dir)
+    meta = document["metadata"]
+    device = pick_device("auto")
+    try:
+        model, _ = load_checkpoint(Path(run_dir) / f"{checkpoint}.pt", map_location=device)
+    except CheckpointError as error:
+        raise ImfError(str(error)) from error
+    with EntityStore.open(meta["dataset"]) as store:
+        _check_same_dataset(store, meta, run_dir)
+        splits = {s: store.triples_tensor(s) for s in ("train", "valid", "test")}
+        num_entities, num_relations = store.num_entities, store.num_relations
+    index = build_filter(splits.values(), num_entities=num_entities, num_relations=num_relations).to(device)
+    with torch.inference_mode():
+        metrics = evaluate(model, splits[split].to(device), index, batch_size=batch_size, num_relations=num_relations)
+    return {
+        "run": str(run_dir),
+        "dataset": meta["dataset"],
+        "split": split,
+        "checkpoint": checkpoint,
+        "triples": int(len(splits[split])),
+        "metrics": metrics,
+    }

@@ -1,0 +1,143 @@
+"""`imf train` and `imf eval` end to end on small data: run directories, metrics, resume, DDP, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from imf_cli.main import app
+from kgdata.features import save_features
+from kgdata.importing import import_dataset
+from kgdata.store import EntityStore
+
+runner = CliRunner()
+SMALL = ["--dim", "8", "--batch-size", "4", "--eval-every", "1", "--seed", "3", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture
+def tiny_with_features(tiny_tsv):
+    import_dataset(tiny_tsv)
+    rng = np.random.default_rng(0)
+    with EntityStore.open("tiny") as store:
+        n = store.num_entities
+        mask = np.ones(n, dtype=bool)
+        mask[2] = False  # madrid has no image
+        save_features(store, "image", "test-cnn", rng.normal(size=(n, 12)), mask, input_hash="i")
+        save_features(store, "text", "test-bert", rng.normal(size=(n, 6)), np.ones(n, dtype=bool), input_hash="t")
+    return "tiny"
+
+
+def train(*args: str) -> dict:
+    result = runner.invoke(app, ["train", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_train_writes_a_complete_run_and_eval_reports_every_branch(tiny_with_features, imf_home):
+    summary = train("tiny", "--epochs", "3", *SMALL)
+    run = imf_home / "runs" / summary["run_dir"].split("/")[-1]
+    assert run.is_dir() and summary["seed"] == 3 and summary["epochs"] == 3
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "last.pt", "trace.jsonl"]
+
+    document = yaml.safe_load((run / "config.yaml").read_text())
+    assert document["seed"] == 3
+    assert document["config"]["model"]["modalities"] == ["structure", "visual", "text"]
+    assert document["config"]["model"]["dim"] == 8
+    meta = document["metadata"]
+    assert meta["dataset"] == "tiny" and len(meta["dataset_hash"]) == 64
+    assert {(f["modality"], f["encoder"], f["dim"], f["missing"]) for f in meta["features"]} == {
+        ("image", "test-cnn", 12, 1),
+        ("text", "test-bert", 6, 0),
+    }
+    trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
+    assert [t["epoch"] for t in trace] == [1, 2, 3]
+    assert all("valid" in t for t in trace)
+
+    payload = torch.load(run / "best.pt", weights_only=True)
+    assert payload["config"]["train"]["seed"] == 3
+
+    result = runner.invoke(app, ["eval", str(run), "--split", "test", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["split"] == "test" and report["triples"] == 1
+    assert set(report["metrics"]) == {"structure", "visual", "text", "multimodal", "fused"}
+    for metrics in report["metrics"].values():
+        assert 0 < metrics["mrr"] <= 1 and 1 <= metrics["mr"] <= 7
+        assert metrics["hits@1"] <= metrics["hits@3"] <= metrics["hits@10"] == 1.0  # 7 entities
+
+    table = runner.invoke(app, ["eval", str(run), "--split", "valid"])
+    assert table.exit_code == 0 and "fused" in table.stdout and "Hits@10" in table.stdout
+
+
+def test_modalities_default_to_what_is_encoded(tiny_tsv):
+    import_dataset(tiny_tsv)
+    summary = train("tiny", "--epochs", "1", *SMALL)
+    document = yaml.safe_load(open(os.path.join(summary["run_dir"], "config.yaml")))
+    assert document["config"]["model"]["modalities"] == ["structure"]
+
+
+def test_resume_of_a_finished_run_keeps_its_result(tiny_with_features):
+    first = train("tiny", "--epochs", "2", "--modalities", "structure,text", *SMALL)
+    again = train("--resume", first["run_dir"], "--no-progress")
+    assert again["best_valid_mrr"] == first["best_valid_mrr"] and again["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tiny", "--modalities", "structure,smell"], "unknown modality 'smell'"),
+        (["tiny", "--fusion", "median"], "model.fusion"),
+        (["nope"], "no dataset named 'nope'"),
+        (["tiny", "--modalities", "structure,visual"], "no image features"),
+    ],
+)
+def test_bad_train_arguments_exit_2(tiny_tsv, args, message):
+    import_dataset(tiny_tsv)
+    result = runner.invoke(app, ["train", *args, "--epochs", "1", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_unknown_config_file_key_is_an_error(tiny_tsv, tmp_path):
+    import_dataset(tiny_tsv)
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  epochs: 1\n  learning_rate: 0.1\n")
+    result = runner.invoke(app, ["train", "tiny", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 2 and "learning_rate" in result.output
+
+
+def test_eval_of_corrupt_checkpoint_names_the_file(tiny_with_features):
+    summary = train("tiny", "--epochs", "1", "--modalities", "structure", *SMALL)
+    best = os.path.join(summary["run_dir"], "best.pt")
+    with open(best, "wb") as handle:
+        handle.write(b"not a checkpoint")
+    result = runner.invoke(app, ["eval", summary["run_dir"]])
+    assert result.exit_code == 2 and "best.pt" in result.output
+
+
+def test_torchrun_two_cpu_processes_on_countries_mm(imf_home):
+    import_dataset("countries-mm")
+    run_dir = imf_home / "runs" / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+        "-m", "imf_cli", "train", "countries-mm", "--modalities", "structure", "--epochs", "1", "--dim", "16",
+        "--batch-size", "128", "--eval-every", "1", "--seed", "5", "--device", "cpu", "--no-progress",
+        "--run-dir", str(run_dir),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert document["environment"]["world_size"] == 2
+    from models.checkpoint import load_checkpoint
+
+    model, config = load_checkpoint(run_dir / "best.pt")
+    assert config["train"]["seed"] == 5 and model.num_entities == 492
