@@ -1,0 +1,125 @@
+"""Checkpoint files: plain dicts of tensors and primitives that load with ``torch.load(weights_only=True)``.
+
+A checkpoint is self-sufficient. Besides the model's ``state_dict`` (the frozen feature buffers
+included), it holds the sizes that rebuild the model (``model_args``), the resolved config as a
+plain dict, the optimizer and scheduler states, the loop counters and every RNG state. RNG states
+are stored as tensors and ints; numpy arrays and Python's state tuple are converted first.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.config import ConfigError, RunConfig
+from models.imf import IMF, build_model
+
+FORMAT = "imf-checkpoint"
+VERSION = 1
+REQUIRED_KEYS = ("model", "model_args", "config")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, or not an IMF checkpoint."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"cannot load checkpoint {path}: {reason}")
+        self.path = Path(path)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically (through a temporary file and a rename), tagged with the format version."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, temporary)
+    os.replace(temporary, path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw checkpoint dict, loaded with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: If the file is missing, corrupt, or not an IMF checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file (RuntimeError, EOFError, …)
+        raise CheckpointError(path, f"the file is corrupt or unreadable ({type(error).__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(path, "not an IMF checkpoint")
+    if payload.get("version", 0) > VERSION:
+        raise CheckpointError(path, f"format version {payload['version']} is newer than this code ({VERSION})")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(path, f"missing {', '.join(missing)}")
+    return payload
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[IMF, dict[str, Any]]:
+    """Rebuild the model stored in ``path`` for inference.
+
+    Returns:
+        The model, on ``map_location`` and in eval mode, and the run's config as a plain dict
+        (``{"model": …, "train": …, "eval": …}``).
+
+    Raises:
+        CheckpointError: If the file cannot be read, or its config or weights do not fit together.
+    """
+    payload = read_checkpoint(path, map_location)
+    try:
+        config = RunConfig.from_dict(payload["config"])
+        model = build_model(config.model, **payload["model_args"])
+        model.load_state_dict(payload["model"])
+    except (ConfigError, KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(path, f"the stored model does not rebuild ({error})") from error
+    return model.to(map_location).eval(), payload["config"]
+
+
+def capture_rng_state(shuffle: torch.Generator) -> dict[str, Any]:
+    """Every RNG state of this process, as tensors and primitives: torch (CPU and CUDA), numpy, Python, ``shuffle``."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "shuffle": shuffle.get_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], shuffle: torch.Generator) -> None:
+    """The inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    shuffle.set_state(state["shuffle"].cpu())
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    python_state = state["python"]
+    random.setstate(
+        (python_state["version"], tuple(int(x) for x in python_state["internal"].tolist()), python_state["gauss_next"])
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,0 +1,79 @@
+"""Stage 1 of IMF: low-rank Tucker fusion of the modality representations.
+
+The full Tucker fusion of three modality vectors is ``p = (((P ×1 M_s) ×2 M_v) ×3 M_t) ×4 M_d``, whose
+core ``P`` would hold ``d⁴`` numbers. As in MUTAN, the core is factorised into a sum of ``K`` rank-one
+terms. Each modality ``m`` is projected by ``M_m`` into ``K`` slices of width ``h``. For each ``k``, the
+slices are multiplied elementwise across the modalities. The ``K`` products are summed and ``M_d`` maps
+the sum to the output::
+
+    z_m = M_m · LayerNorm(x_m)                  # (B, K, h) for every modality m
+    p   = M_d · Σ_k  Π_m z_m[:, k]              # (B, out)
+
+The LayerNorm on each input is our addition. Without it, the product of three small embeddings
+(Xavier scale is about 0.05) would start near 1e-4 and pass almost no gradient back to the modalities.
+The module fuses any number of modalities; with one it is a plain low-rank linear map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+class LowRankTuckerFusion(nn.Module):
+    """Fuse ``num_inputs`` vectors of width ``dim`` into one vector of width ``out_dim``.
+
+    Args:
+        num_inputs: The number of modalities fused (1, 2 or 3 in IMF).
+        dim: The width of every input.
+        rank: ``K``, the number of rank-one terms of the core.
+        hidden_dim: ``h``, the width of each term (default ``dim``).
+        out_dim: The width of the output (default ``dim``).
+        dropout: Dropout on each input, after its normalisation (the reference uses 0.2).
+    """
+
+    def __init__(
+        self,
+        num_inputs: int,
+        dim: int,
+        *,
+        rank: int = 2,
+        hidden_dim: int | None = None,
+        out_dim: int | None = None,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        if num_inputs < 1:
+            raise ValueError("fusion needs at least one input")
+        self.num_inputs = num_inputs
+        self.dim = dim
+        self.rank = rank
+        self.hidden_dim = hidden_dim or dim
+        self.out_dim = out_dim or dim
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_inputs))
+        self.projections = nn.ModuleList(nn.Linear(dim, rank * self.hidden_dim) for _ in range(num_inputs))
+        self.output = nn.Linear(self.hidden_dim, self.out_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in (*self.norms, *self.projections, self.output):
+            module.reset_parameters()
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
+        """Fuse ``inputs``, one ``(B, dim)`` tensor per modality in a fixed order, into ``(B, out_dim)``."""
+        if len(inputs) != self.num_inputs:
+            raise ValueError(f"expected {self.num_inputs} inputs, got {len(inputs)}")
+        product: Tensor | None = None
+        for x, norm, projection in zip(inputs, self.norms, self.projections):
+            z = projection(self.dropout(norm(x))).unflatten(-1, (self.rank, self.hidden_dim))  # (B, K, h)
+            product = z if product is None else product * z
+        return self.output(product.sum(dim=-2))
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.num_inputs}, {self.dim}, rank={self.rank}, "
+            f"hidden_dim={self.hidden_dim}, out_dim={self.out_dim})"
+        )
+

@@ -1,0 +1,198 @@
+"""Per-branch entity and relation representations.
+
+A branch represents every entity as one ``dim``-vector. The structure branch learns a free table, and
+GAT output can initialise it. A feature branch (visual, text, …) builds its vectors from frozen
+features of one modality, in one of two modes:
+
+``"finetune"`` (the reference)
+    The features are reduced to ``dim`` by PCA, and the result initialises a trainable per-entity
+    table. The model is transductive: an entity it never trained on keeps its PCA vector.
+``"project"``
+    A learned linear projection of the frozen features. The PCA basis initialises it, so at step 0
+    both modes give the same vectors. The model stays inductive: a new entity with features gets a
+    sensible vector without training.
+
+An entity without a feature of that modality (``mask`` is False) gets the branch's learned
+"missing" vector.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+FEATURE_MODES = ("finetune", "project")
+
+
+def xavier_std(num_rows: int, dim: int) -> float:
+    """Standard deviation of ``xavier_normal_`` for a ``(num_rows, dim)`` table, as TuckER uses."""
+    return math.sqrt(2.0 / (num_rows + dim))
+
+
+def pca_basis(rows: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """Mean ``(D,)`` and principal directions ``(D, dim)`` of ``rows`` ``(n, D)``.
+
+    At most ``min(n - 1, D)`` directions are real. The remaining columns are zero, so the reduced
+    vectors always have ``dim`` columns. ``torch.pca_lowrank`` is randomised. It runs under a fixed
+    seed in a forked RNG, and each direction's sign is fixed (largest entry positive), so the result
+    depends only on ``rows`` and the global RNG is left alone.
+    """
+    rows = rows.float()
+    mean = rows.mean(dim=0)
+    basis = rows.new_zeros(rows.shape[1], dim)
+    q = min(dim, rows.shape[0] - 1, rows.shape[1])
+    if q > 0:
+        with torch.random.fork_rng(devices=[rows.device] if rows.is_cuda else []):
+            torch.manual_seed(0)
+            _, _, v = torch.pca_lowrank(rows - mean, q=q, center=False)
+        v = v[:, :q]
+        signs = torch.sign(v.gather(0, v.abs().argmax(dim=0, keepdim=True)))
+        basis[:, :q] = v * signs
+    return mean, basis
+
+
+class LearnedRepresentation(nn.Module):
+    """A trainable table whose ``i``-th row represents item ``i``: the structure entities, or a branch's relations.
+
+    Args:
+        num_items: The number of rows ``n``.
+        dim: The width of each row.
+    """
+
+    def __init__(self, num_items: int, dim: int):
+        super().__init__()
+        self.num_items = num_items
+        self.dim = dim
+        self.weight = nn.Parameter(torch.empty(num_items, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_normal_(self.weight)
+
+    @torch.no_grad()
+    def initialise_from(self, values: Tensor) -> None:
+        """Copy ``values`` ``(n, k)`` into the table. If ``k != dim``, reduce them by PCA first.
+
+        The rows are rescaled to the table's Xavier scale, so a branch initialised from GAT output
+        starts at the same scale as a random one.
+        """
+        if values.shape[0] != self.num_items:
+            raise ValueError(f"expected {self.num_items} rows to initialise from, got {values.shape[0]}")
+        values = values.to(self.weight.device, torch.float32)
+        if values.shape[1] != self.dim:
+            mean, basis = pca_basis(values, self.dim)
+            values = (values - mean) @ basis
+        std = values.std()
+        if torch.isfinite(std) and std > 0:
+            self.weight.copy_(values * (xavier_std(self.num_items, self.dim) / std))
+
+    def forward(self, indices: Tensor | None = None) -> Tensor:
+        """Rows for ``indices`` ``(B,)`` as ``(B, dim)``, or the whole table ``(n, dim)`` when None."""
+        return self.weight if indices is None else self.weight[indices]
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.num_items}, {self.dim})"
+
+
+class FeatureRepresentation(nn.Module):
+    """Entity vectors built from one modality's frozen features (see the module docstring for modes).
+
+    The frozen inputs are buffers, so they live in the ``state_dict`` and a checkpoint needs no
+    feature files: ``mask`` ``(N,)`` always; ``features`` ``(N, D)`` in ``"project"`` mode; and in
+    ``"finetune"`` mode ``reduced`` ``(N, dim)``, the PCA-reduced features that ``reset_parameters``
+    restores the table to.
+
+    Args:
+        num_entities: The number of entities ``N``.
+        feature_dim: The width ``D`` of the frozen features.
+        dim: The width of the entity vectors.
+        mode: ``"finetune"`` or ``"project"``.
+    """
+
+    def __init__(self, num_entities: int, feature_dim: int, dim: int, *, mode: str = "finetune"):
+        super().__init__()
+        if mode not in FEATURE_MODES:
+            raise ValueError(f"unknown feature mode {mode!r}; expected one of {FEATURE_MODES}")
+        self.num_entities = num_entities
+        self.feature_dim = feature_dim
+        self.dim = dim
+        self.mode = mode
+        self.register_buffer("mask", torch.zeros(num_entities, dtype=torch.bool))
+        if mode == "finetune":
+            self.register_buffer("reduced", torch.zeros(num_entities, dim))
+            self.table = nn.Parameter(torch.empty(num_entities, dim))
+        else:
+            self.register_buffer("features", torch.zeros(num_entities, feature_dim))
+            self.projection = nn.Linear(feature_dim, dim)
+        self.missing = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def set_features(self, matrix: Tensor, mask: Tensor) -> None:
+        """Attach the frozen features, then re-initialise the trainable parameters from them.
+
+        Args:
+            matrix: ``(N, D)`` float features. Rows where ``mask`` is False are ignored.
+            mask: ``(N,)`` bool, True where the entity has a real feature.
+        """
+        if matrix.shape != (self.num_entities, self.feature_dim):
+            raise ValueError(
+                f"expected features of shape {(self.num_entities, self.feature_dim)}, got {tuple(matrix.shape)}"
+            )
+        if mask.shape != (self.num_entities,):
+            raise ValueError(f"expected a mask of shape ({self.num_entities},), got {tuple(mask.shape)}")
+        mask = mask.to(self.mask.device, torch.bool)
+        matrix = matrix.to(self.mask.device, torch.float32) * mask[:, None]
+        self.mask.copy_(mask)
+        if self.mode == "finetune":
+            self.reduced.zero_()
+            mean, basis, scale = self._pca(matrix)
+            if basis is not None:
+                self.reduced[mask] = (matrix[mask] - mean) @ basis * scale
+        else:
+            self.features.copy_(matrix)
+        self.reset_parameters()
+
+    def _pca(self, matrix: Tensor) -> tuple[Tensor | None, Tensor | None, float]:
+        """PCA of the observed rows, and the scale that brings the reduced vectors to Xavier std.
+
+        Returns ``(None, None, 1.0)`` when fewer than two entities have features (nothing to fit).
+        """
+        rows = matrix[self.mask]
+        if rows.shape[0] < 2:
+            return None, None, 1.0
+        mean, basis = pca_basis(rows, self.dim)
+        std = ((rows - mean) @ basis).std()
+        if not torch.isfinite(std) or std == 0:
+            return None, None, 1.0
+        return mean, basis, xavier_std(self.num_entities, self.dim) / float(std)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        std = xavier_std(self.num_entities, self.dim)
+        nn.init.normal_(self.missing, std=std)
+        if self.mode == "finetune":
+            nn.init.normal_(self.table, std=std)
+            self.table[self.mask] = self.reduced[self.mask]
+            return
+        self.projection.reset_parameters()
+        mean, basis, scale = self._pca(self.features)
+        if basis is not None:
+            self.projection.weight.copy_(basis.T * scale)
+            self.projection.bias.copy_(-(mean @ basis) * scale)
+
+    def forward(self, indices: Tensor | None = None) -> Tensor:
+        """Vectors for entity ids ``indices`` ``(B,)`` as ``(B, dim)``, or for all entities ``(N, dim)``."""
+        mask = self.mask if indices is None else self.mask[indices]
+        if self.mode == "finetune":
+            values = self.table if indices is None else self.table[indices]
+        else:
+            values = self.projection(self.features if indices is None else self.features[indices])
+        return torch.where(mask[:, None], values, self.missing.to(values.dtype))
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.num_entities}, {self.feature_dim}, {self.dim}, mode={self.mode!r})"
+        )

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from models.config import resolve
+from models.imf import build_model
+
+
+@pytest.fixture
+def saved(tmp_path, kg):
+    """A model with features attached, saved as a checkpoint, and its scores on a few queries."""
+    config = resolve({"model": {"dim": 8, "feature_mode": "project", "fusion": "learned-per-relation"}})
+    model_args = {"num_entities": kg.num_entities, "num_relations": kg.num_relations, "feature_dims": kg.feature_dims}
+    model = build_model(config.model, **model_args)
+    for modality, (matrix, mask) in kg.features.items():
+        model.set_features(modality, matrix, mask)
+    with torch.no_grad():
+        model.decision.logits.normal_()
+    model.eval()
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "model_args": model_args, "config": config.to_dict()})
+    heads, relations = torch.arange(10), torch.arange(10) % 6
+    return path, model(heads, relations), (heads, relations)
+
+
+def test_round_trip_gives_identical_scores(saved):
+    path, expected, (heads, relations) = saved
+    model, config = load_checkpoint(path)
+    assert not model.training
+    assert config["model"]["feature_mode"] == "project"
+    scores = model(heads, relations)
+    assert torch.equal(scores.fused, expected.fused)
+    assert all(torch.equal(scores.branches[name], expected.branches[name]) for name in expected.branches)
+    # The frozen features travelled inside the state dict.
+    assert "entity_representations.visual.features" in torch.load(path, weights_only=True)["model"]
+
+
+def test_checkpoint_loads_with_weights_only(saved):
+    payload = torch.load(saved[0], weights_only=True)
+    assert payload["format"] == "imf-checkpoint" and payload["version"] == 1
+
+
+def test_a_corrupt_file_raises_checkpoint_error_naming_it(saved, tmp_path):
+    path = saved[0]
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="truncated.pt") as error:
+        load_checkpoint(truncated)
+    assert error.value.path == truncated
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.pt.*corrupt"):
+        load_checkpoint(garbage)
+    with pytest.raises(CheckpointError, match="no such file"):
+        read_checkpoint(tmp_path / "absent.pt")
+
+
+def test_a_foreign_or_mismatched_checkpoint_raises_checkpoint_error(saved, tmp_path):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not an IMF checkpoint"):
+        load_checkpoint(foreign)
+    payload = torch.load(saved[0], weights_only=True)
+    payload["model_args"]["num_entities"] += 1
+    mismatched = tmp_path / "mismatched.pt"
+    torch.save(payload, mismatched)
+    with pytest.raises(CheckpointError, match="does not rebuild"):
+        load_checkpoint(mismatched)

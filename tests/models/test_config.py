@@ -1,0 +1,86 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from models.config import ConfigError, ModelConfig, RunConfig, TrainConfig, load_yaml, resolve
+
+
+def test_defaults_follow_the_reference():
+    config = resolve()
+    assert config.model == ModelConfig()
+    assert (config.model.dim, config.train.lr, config.train.batch_size) == (256, 5e-4, 256)
+    assert config.train.label_smoothing == 0.1
+    assert config.train.seed is None
+
+
+def test_layers_override_in_order_and_none_flags_are_skipped():
+    file_values = {"model": {"dim": 64, "fusion": "mean"}, "train": {"lr": "1e-3", "seed": 3}}
+    flags = {"train.lr": 0.01, "train.epochs": None, "model.modalities": "structure,text"}
+    config = resolve(file_values, flags)
+    assert config.model.dim == 64 and config.model.fusion == "mean"
+    assert config.train.lr == 0.01 and config.train.seed == 3
+    assert config.train.epochs == TrainConfig().epochs
+    assert config.model.modalities == ("structure", "text")
+
+
+@pytest.mark.parametrize(
+    ("layer", "named"),
+    [
+        ({"train": {"learning_rate": 0.1}}, "'train.learning_rate'"),
+        ({"train.lrr": 0.1}, "did you mean 'train.lr'"),
+        ({"optimizer": {"lr": 0.1}}, "'optimizer'"),
+        ({"modle.dim": 3}, "'modle.dim'"),
+    ],
+)
+def test_an_unknown_key_fails_with_a_message_naming_it(layer, named):
+    with pytest.raises(ConfigError, match="unknown config key") as error:
+        resolve(layer)
+    assert named in str(error.value)
+    with pytest.raises(ConfigError):
+        resolve(None, layer)
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ({"model": {"dim": "big"}}, "'model.dim' expects int"),
+        ({"model": {"dim": 2.5}}, "'model.dim' expects int"),
+        ({"train": {"lr": True}}, "'train.lr' expects float"),
+        ({"model": {"fusion": "max"}}, "model.fusion must be one of"),
+        ({"model": {"input_dropout": 1.5}}, "input_dropout must be in"),
+        ({"train": {"batch_size": 1}}, "at least 2"),
+        ({"train": "fast"}, "section 'train' must be a mapping"),
+    ],
+)
+def test_bad_values_fail_clearly(layer, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(layer)
+
+
+def test_dict_round_trip_through_yaml(tmp_path):
+    config = resolve({"model": {"dim": 32, "feature_mode": "project"}, "train": {"seed": 11}})
+    plain = config.to_dict()
+    assert plain["model"]["modalities"] == ["structure", "visual", "text"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(plain))
+    assert RunConfig.from_dict(load_yaml(path)) == config
+    assert config.with_seed(5).train.seed == 5
+
+
+def test_load_yaml_rejects_non_mappings(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_yaml(path)
+    path.write_text("")
+    assert load_yaml(path) == {}
+
+
+def test_config_module_does_not_import_torch():
+    code = "import sys; import models.config; import models; print('torch' in sys.modules)"
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,57 @@
+"""Checks that need a GPU: bf16 training on CUDA, the batched relation products, CPU loading of CUDA checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.config import resolve
+from models.evaluation import build_filter, evaluate
+from models.scorer import TuckERScorer
+from models.training import resume, train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_cuda_scorer_uses_the_batched_product_and_matches_cpu():
+    scorer = TuckERScorer(16, 12).eval()
+    heads, table = torch.randn(40, 16), torch.randn(7, 12)
+    relations, entities = torch.randint(0, 7, (40,)), torch.randn(30, 16)
+    expected = scorer(heads, table, relations, entities)
+    on_gpu = scorer.cuda()(heads.cuda(), table.cuda(), relations.cuda(), entities.cuda())
+    torch.testing.assert_close(on_gpu.cpu(), expected, atol=1e-3, rtol=1e-3)
+
+
+def test_bf16_training_on_cuda_learns_and_reloads_on_cpu(tmp_path, kg):
+    config = resolve(
+        {
+            "model": {"dim": 16, "input_dropout": 0.0, "relation_dropout": 0.0, "hidden_dropout": 0.1},
+            "train": {"epochs": 15, "lr": 0.01, "batch_size": 16, "eval_every": 5, "seed": 1, "device": "cuda"},
+        }
+    )
+    result = train(kg, config, tmp_path / "run", progress=False)
+    trace = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    assert trace[-1]["loss"]["total"] < 0.5 * trace[0]["loss"]["total"]
+    assert result.best_valid_mrr > 0.5
+    on_gpu, _ = load_checkpoint(tmp_path / "run" / "best.pt", map_location="cuda")
+    filter_index = build_filter([kg.train, kg.valid], num_entities=kg.num_entities, num_relations=kg.num_relations)
+    metrics = evaluate(on_gpu, kg.valid, filter_index, batch_size=64, num_relations=kg.num_relations)
+    assert metrics["fused"]["mrr"] == pytest.approx(result.best_valid_mrr, abs=1e-6)
+    on_cpu, _ = load_checkpoint(tmp_path / "run" / "best.pt", map_location="cpu")
+    assert next(on_cpu.parameters()).device.type == "cpu"
+    heads, relations = kg.valid[:, 0], kg.valid[:, 1]
+    expected = on_gpu(heads.cuda(), relations.cuda()).fused.cpu()
+    torch.testing.assert_close(on_cpu(heads, relations).fused, expected, atol=1e-3, rtol=1e-3)
+
+
+def test_cuda_run_resumes(tmp_path, kg):
+    config = resolve({"model": {"dim": 8}, "train": {"epochs": 2, "batch_size": 16, "seed": 2, "device": "cuda"}})
+
+    def stop(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(kg, config, tmp_path / "run", progress=False, on_epoch_end=stop)
+    assert resume(tmp_path / "run", kg, progress=False).epochs_completed == 2

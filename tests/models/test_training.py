@@ -1,0 +1,147 @@
+import json
+
+import pytest
+import torch
+import yaml
+
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.config import resolve
+from models.training import KGTensors, resume, train
+
+FAST = {
+    "model": {
+        "dim": 16,
+        "input_dropout": 0.0,
+        "relation_dropout": 0.0,
+        "hidden_dropout": 0.1,
+        "fusion_dropout": 0.0,
+    },
+    "train": {"lr": 0.01, "batch_size": 16, "eval_every": 1, "patience": 0, "device": "cpu"},
+    "eval": {"batch_size": 7},
+}
+
+
+def fast_config(**train):
+    return resolve(FAST, {f"train.{key}": value for key, value in train.items()})
+
+
+def read_trace(run_dir):
+    return [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
+
+
+def without_timing(records):
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in records]
+
+
+def test_loss_falls_and_positives_outscore_negatives(tmp_path, kg):
+    result = train(kg, fast_config(epochs=15, seed=1, eval_every=5), tmp_path / "run", progress=False)
+    trace = read_trace(tmp_path / "run")
+    assert trace[-1]["loss"]["total"] < 0.5 * trace[0]["loss"]["total"]
+    model, _ = load_checkpoint(tmp_path / "run" / "last.pt")
+    heads, relations, tails = kg.train.unbind(1)
+    scores = model(heads, relations).fused
+    positives = scores.gather(1, tails[:, None])
+    known = torch.zeros_like(scores, dtype=torch.bool)
+    for h, r, t in kg.train.tolist():
+        known[(heads == h) & (relations == r), t] = True
+    negatives = scores.masked_fill(known, float("nan"))
+    assert (positives > negatives.nanmean(dim=1, keepdim=True)).float().mean() > 0.95
+    assert result.best_valid_mrr > 0.5  # held-out triples are inferable; random ranking gives about 0.13
+
+
+def test_run_directory_records_seed_config_metadata_and_checkpoints(tmp_path, kg):
+    run_dir = tmp_path / "run"
+    metadata = {"dataset": "tiny", "commit": "abc"}
+    result = train(kg, fast_config(epochs=2, eval_every=2), run_dir, metadata=metadata, progress=False)
+    document = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert isinstance(result.seed, int) and document["seed"] == result.seed == document["config"]["train"]["seed"]
+    assert document["metadata"] == {"dataset": "tiny", "commit": "abc"}
+    assert document["data"]["num_entities"] == kg.num_entities
+    trace = read_trace(run_dir)
+    assert [r["epoch"] for r in trace] == [1, 2]
+    assert "valid" not in trace[0] and set(trace[1]["valid"]) == {"structure", "visual", "text", "multimodal", "fused"}
+    assert set(trace[0]["loss"]) == {"total", "structure", "visual", "text", "multimodal", "fused", "contrastive"}
+    for name in ("best.pt", "last.pt"):
+        payload = torch.load(run_dir / name, weights_only=True)
+        assert payload["epoch"] == 2 and payload["config"]["train"]["seed"] == result.seed
+        assert {"torch", "shuffle", "numpy", "python"} <= set(payload["rng"][0])
+    with pytest.raises(FileExistsError, match="write-once"):
+        train(kg, fast_config(epochs=1), run_dir, progress=False)
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, kg):
+    config = fast_config(epochs=4, seed=7, lr_decay=0.9)
+    straight = train(kg, config, tmp_path / "straight", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_two(record):
+        if record["epoch"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(kg, config, tmp_path / "killed", progress=False, on_epoch_end=kill_after_epoch_two)
+    assert len(read_trace(tmp_path / "killed")) == 2
+    resumed = resume(tmp_path / "killed", kg, progress=False)
+
+    assert without_timing(read_trace(tmp_path / "killed")) == without_timing(read_trace(tmp_path / "straight"))
+    assert (resumed.best_epoch, resumed.best_valid_mrr) == (straight.best_epoch, straight.best_valid_mrr)
+    final_straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
+    final_resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(final_straight[key], final_resumed[key]) for key in final_straight)
+    # A finished run resumes to the same result at once.
+    assert resume(tmp_path / "killed", kg, progress=False) == resumed
+
+
+def test_resume_drops_trace_lines_written_after_the_checkpoint(tmp_path, kg):
+    run_dir = tmp_path / "run"
+    train(kg, fast_config(epochs=2, seed=3), run_dir, progress=False)
+    with open(run_dir / "trace.jsonl", "a") as trace:
+        trace.write(json.dumps({"epoch": 3, "loss": {"total": -1}}) + "\n")
+    resume(run_dir, kg, progress=False)
+    assert [r["epoch"] for r in read_trace(run_dir)] == [1, 2]
+
+
+def test_resume_refuses_other_data_and_missing_checkpoints(tmp_path, kg, kg_factory):
+    run_dir = tmp_path / "run"
+    train(kg, fast_config(epochs=1, seed=3), run_dir, progress=False)
+    with pytest.raises(ValueError, match="data differ"):
+        resume(run_dir, kg_factory(seed=5), progress=False)
+    with pytest.raises(CheckpointError, match="no such file"):
+        resume(tmp_path / "elsewhere", kg, progress=False)
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path, kg):
+    result = train(kg, fast_config(epochs=60, seed=2, patience=2, lr=0.05), tmp_path / "run", progress=False)
+    trace = read_trace(tmp_path / "run")
+    assert result.stopped_early and result.epochs_completed == len(trace) < 60
+    assert result.best_epoch == result.epochs_completed - 2
+    best = max(trace, key=lambda r: r["valid"]["fused"]["mrr"])
+    assert best["epoch"] == result.best_epoch
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["epoch"] == result.best_epoch
+
+
+def test_the_test_split_never_influences_training(tmp_path, kg, kg_factory):
+    other = kg_factory(seed=9)
+    swapped = KGTensors(
+        kg.num_entities, kg.num_relations, kg.train, kg.valid, other.test[:3], features=kg.features
+    )
+    train(kg, fast_config(epochs=2, seed=4), tmp_path / "a", progress=False)
+    train(swapped, fast_config(epochs=2, seed=4), tmp_path / "b", progress=False)
+    assert without_timing(read_trace(tmp_path / "a")) == without_timing(read_trace(tmp_path / "b"))
+
+
+def test_structure_only_training_and_missing_modalities(tmp_path, kg):
+    config = resolve(FAST, {"model.modalities": ["structure"], "train.epochs": 1})
+    result = train(kg, config, tmp_path / "structure", progress=False)
+    assert set(read_trace(tmp_path / "structure")[0]["valid"]) == {"structure", "fused"}
+    assert result.epochs_completed == 1
+    bare = KGTensors(kg.num_entities, kg.num_relations, kg.train, kg.valid, kg.test)
+    with pytest.raises(ValueError, match="no features for it"):
+        train(bare, fast_config(epochs=1), tmp_path / "bare", progress=False)
+
+
+def test_progress_bar_runs(tmp_path, kg, capsys):
+    train(kg, fast_config(epochs=1), tmp_path / "run", progress=True)
+    assert "valid MRR" in capsys.readouterr().out
