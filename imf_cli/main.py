@@ -12,8 +12,12 @@ from typing import Optional
 import typer
 
 from imf_cli.commands import datasets as datasets_cmd
+from imf_cli.commands import eval as eval_cmd
+from imf_cli.commands import encode as encode_cmd
+from imf_cli.commands import features as features_cmd
 from imf_cli.commands import import_ as import_cmd
 from imf_cli.commands import search as search_cmd
+from imf_cli.commands import train as train_cmd
 
 app = typer.Typer(
     name="imf",
@@ -44,6 +48,10 @@ def root(
 app.command("import")(import_cmd.import_command)
 app.command("datasets")(datasets_cmd.datasets_command)
 app.command("search")(search_cmd.search_command)
+app.command("train")(train_cmd.train_command)
+app.command("eval")(eval_cmd.eval_command)
+app.command("encode")(encode_cmd.encode_command)
+app.command("features")(features_cmd.features_command)
 
 
 def main() -> None:

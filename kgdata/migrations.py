@@ -53,3 +53,23 @@ def m003_entity_fts(db: Database) -> None:
 def apply(db: Database) -> None:
     """Apply every pending migration to ``db``."""
     migrations.apply(db)
+
+
+@migrations(name="m004_feature_manifest")
+def m004_feature_manifest(db: Database) -> None:
+    # One row per feature file (kgdata.features): which encoder, its shape, coverage and input hash.
+    db["features"].create(
+        {
+            "modality": str,
+            "encoder": str,
+            "dim": int,
+            "rows": int,
+            "missing": int,
+            "input_hash": str,
+            "path": str,
+            "created_at": str,
+            "extra": str,  # JSON: encoder options, seed, source file, ...
+        },
+        pk=("modality", "encoder"),
+        not_null={"modality", "encoder", "dim", "rows", "missing", "input_hash", "path", "created_at"},
+    )

@@ -1,0 +1,174 @@
+"""``imf encode``: one feature vector per entity and modality, from a pretrained encoder or a file."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imf_cli.output import console, handle_errors, print_json, warn
+from kgdata.errors import ImfError
+
+ENCODERS_HELP = (
+    "Encoder id. text: minilm (default, offline), bert-base-uncased (the paper's, 768-d), "
+    "hf:<hub-id-or-directory>; image: efficientnet-lite0 (default, offline), vgg16 (the paper's, "
+    "4096-d), resnet50; structure: gat (default). With --from-file: the name to store the features under "
+    "(default: file:<file name>)."
+)
+
+
+class Modality(str, Enum):
+    text = "text"
+    image = "image"
+    structure = "structure"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Pooling(str, Enum):
+    cls = "cls"
+    mean = "mean"
+    pooler = "pooler"
+
+
+@handle_errors
+def encode_command(
+    name: str = typer.Argument(..., help="Dataset name (see imf datasets)."),
+    modality: Modality = typer.Option(..., "--modality", "-m", help="Which modality to encode."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help=ENCODERS_HELP, show_default=False),
+    from_file: Optional[Path] = typer.Option(
+        None,
+        "--from-file",
+        help=(
+            "Import precomputed text or image features instead of encoding: .npy, .pt (read by torch.load with "
+            "weights_only=True), .pkl or .safetensors, holding an entities × dim array (rows "
+            "in entity2id order, or as --keys lists them) or a key → vector dict. A .pkl file is a Python "
+            "pickle: loading one can run arbitrary code, so only import .pkl files you trust."
+        ),
+        show_default=False,
+    ),
+    keys: Optional[Path] = typer.Option(
+        None, "--keys", help="With --from-file: a file of one entity key per line, naming each row.", show_default=False
+    ),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", min=1, help="Items per batch (structure: triples per step).", show_default=False
+    ),
+    device: Device = typer.Option(Device.auto, "--device", help="auto uses CUDA when present."),
+    pooling: Optional[Pooling] = typer.Option(
+        None, "--pooling", help="Text (hf:, bert-base-uncased, minilm): how token states become one vector.",
+        show_default=False,
+    ),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Image encoders: a state-dict file to load instead of the default weights.",
+        show_default=False,
+    ),
+    download: bool = typer.Option(
+        False, "--download", help="Allow downloading missing weights (never while HF_HUB_OFFLINE is set)."
+    ),
+    dim: Optional[int] = typer.Option(
+        None, "--dim", min=1, help="gat: embedding size (default: 256).", show_default=False
+    ),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs", min=1, help="gat: training epochs (default: 30).", show_default=False
+    ),
+    lr: Optional[float] = typer.Option(
+        None, "--lr", min=0.0, help="gat: Adam learning rate (default: 0.01).", show_default=False
+    ),
+    margin: Optional[float] = typer.Option(
+        None, "--margin", min=0.0, help="gat: TransE margin (default: 1.0).", show_default=False
+    ),
+    negatives: Optional[int] = typer.Option(
+        None, "--negatives", min=1, help="gat: corrupted triples per positive (default: 8).", show_default=False
+    ),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="gat: random seed (default: drawn, then recorded).", show_default=False
+    ),
+    force: bool = typer.Option(False, "--force", help="Recompute even when the inputs are unchanged."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
+    """Encode every entity of a dataset for one modality and store the features.
+
+    Text is an entity's description, else its name; images are the stored image files; structure is a
+    GAT trained with a TransE loss on the train triples. Entities without an input (or with an
+    unreadable image) are recorded as missing. Running again with unchanged inputs does nothing.
+
+    Example: imf encode countries-mm --modality text
+    """
+    from kgdata.store import EntityStore
+
+    with EntityStore.open(name) as store:
+        if from_file is not None:
+            given = {
+                flag: value
+                for flag, value in (
+                    ("--batch-size", batch_size), ("--pooling", pooling), ("--weights", weights), ("--dim", dim),
+                    ("--epochs", epochs), ("--lr", lr), ("--margin", margin), ("--negatives", negatives),
+                    ("--seed", seed),
+                )
+                if value is not None
+            }
+            if given:
+                raise ImfError(f"{', '.join(given)} cannot be combined with --from-file")
+            from kgdata.features import import_features
+
+            report = import_features(
+                store, modality.value, from_file, keys=keys, encoder=encoder, force=force
+            )
+        else:
+            if keys is not None:
+                raise ImfError("--keys names the rows of a --from-file file; pass --from-file too")
+            from kgdata.encoders import encode_dataset
+
+            options = {
+                option: value
+                for option, value in (
+                    ("pooling", pooling.value if pooling else None),
+                    ("weights", str(weights) if weights else None),
+                    ("dim", dim), ("epochs", epochs), ("lr", lr), ("margin", margin),
+                    ("negatives", negatives), ("seed", seed),
+                )
+                if value is not None
+            }
+            if download:
+                options["download"] = True
+            report = encode_dataset(
+                store,
+                modality.value,
+                encoder,
+                options=options,
+                batch_size=batch_size,
+                device=device.value,
+                force=force,
+                progress=not json_output,
+            )
+
+    for message in report.warnings:
+        warn(message)
+    if json_output:
+        print_json(report.to_dict())
+        return
+    covered = report.rows - report.missing
+    if report.status == "unchanged":
+        console.print(
+            f"Unchanged: {report.modality} features of [bold]{report.dataset}[/] from {report.encoder} are up "
+            f"to date (input hash {report.input_hash[:12]}); pass --force to recompute.",
+            soft_wrap=True,
+            highlight=False,
+        )
+    else:
+        unit = report.extra.get("throughput_unit", "items")
+        speed = f", {report.items_per_second:,.1f} {unit}/s" if report.items_per_second else ""
+        console.print(
+            f"Stored {report.modality} features of [bold]{report.dataset}[/] from {report.encoder}: "
+            f"{report.dim}-d, {covered:,} of {report.rows:,} entities covered, {report.missing:,} missing "
+            f"({report.seconds:.1f} s{speed})",
+            soft_wrap=True,
+            highlight=False,
+        )
+    console.print(f"File: {report.path}", soft_wrap=True)

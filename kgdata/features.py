@@ -1,0 +1,672 @@
+"""Feature files: one safetensors file per (modality, encoder), with a mask and a manifest row.
+
+Layout: ``$IMF_HOME/datasets/<name>/features/<modality>-<encoder>.safetensors`` holding
+
+- ``features``: float32 ``(N, D)``, row ``i`` belongs to entity id ``i``;
+- ``mask``: uint8 ``(N,)``, 1 where the entity has a real feature. Rows of masked-out entities are
+  zeros, never a stand-in vector, and consumers must ignore them through the mask;
+- ``relation_features`` (structure encoders only): float32 ``(R, D)``.
+
+The safetensors metadata names the modality, the encoder, the hash of the inputs and a hash of the
+entity keys, so a file is never applied to the wrong entity order. Every write also upserts a row of
+the ``features`` manifest table in ``store.db`` (migration ``m004``).
+
+Writes are atomic: a temporary file beside the final one, fsynced, then ``os.replace``.
+This module imports neither torch nor transformers (``.pt`` imports load torch lazily).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kgdata.errors import DataError, ImfError
+
+if TYPE_CHECKING:
+    from kgdata.store import EntityStore
+
+MODALITIES = ("text", "image", "structure")
+FEATURES_DIR = "features"
+SUFFIX = ".safetensors"
+FORMAT = "imf-features"
+FORMAT_VERSION = "1"
+#: Containers accepted by :func:`import_features`.
+IMPORT_SUFFIXES = (".npy", ".pt", ".pkl", ".safetensors")
+
+_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """One modality's features for every entity of a dataset (see the module docstring)."""
+
+    modality: str
+    encoder: str
+    matrix: np.ndarray  # float32 (N, D); rows of masked entities are zeros and must be ignored
+    mask: np.ndarray  # bool (N,): True where the entity has a real feature
+    relation_matrix: np.ndarray | None  # float32 (R, D) for structure features, else None
+    path: Path
+    input_hash: str
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    @property
+    def missing(self) -> int:
+        return int((~self.mask).sum())
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureSet(modality={self.modality!r}, encoder={self.encoder!r}, rows={len(self.matrix)}, "
+            f"dim={self.dim}, missing={self.missing})"
+        )
+
+
+@dataclass
+class FeatureReport:
+    """What a run of :func:`import_features` or ``encode_dataset`` did.
+
+    ``status`` is ``"written"`` or ``"unchanged"`` (the inputs hash matched the stored file).
+    """
+
+    dataset: str
+    modality: str
+    encoder: str
+    path: str
+    dim: int
+    rows: int
+    missing: int
+    input_hash: str
+    status: str
+    seconds: float = 0.0
+    items_per_second: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------- paths
+def safe_encoder_name(encoder: str) -> str:
+    """A file-name-safe form of an encoder id; ids that need escaping get a short hash suffix."""
+    safe = _UNSAFE_RE.sub("-", encoder).strip("-.")
+    if safe == encoder and safe:
+        return safe
+    digest = hashlib.sha1(encoder.encode()).hexdigest()[:8]
+    return f"{safe[:48]}-{digest}" if safe else digest
+
+
+def feature_path(dataset_dir: Path, modality: str, encoder: str) -> Path:
+    """``dataset_dir/features/<modality>-<encoder>.safetensors``."""
+    check_modality(modality)
+    return Path(dataset_dir) / FEATURES_DIR / f"{modality}-{safe_encoder_name(encoder)}{SUFFIX}"
+
+
+def check_modality(modality: str) -> str:
+    if modality not in MODALITIES:
+        raise ImfError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    return modality
+
+
+def keys_hash(keys: list[str]) -> str:
+    """SHA-256 of the entity keys in id order: ties a feature file to one row order."""
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def _opened(store_or_dataset_dir: "EntityStore | str | Path"):
+    """Yield an :class:`EntityStore`, opening (and closing) one when given a dataset directory."""
+    from kgdata.store import EntityStore
+
+    if isinstance(store_or_dataset_dir, EntityStore):
+        yield store_or_dataset_dir
+        return
+    store = EntityStore(Path(store_or_dataset_dir) / "store.db")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------------------- writing
+def _as_float_matrix(name: str, value: Any, path: Path | None = None) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 2:
+        raise DataError(f"{name} must be a 2-D array (rows × dim), got shape {tuple(array.shape)}", path)
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise DataError(f"{name} must hold real numbers, got dtype {array.dtype}", path)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def save_features(
+    store_or_dataset_dir: "EntityStore | str | Path",
+    modality: str,
+    encoder: str,
+    matrix: np.ndarray,
+    mask: np.ndarray,
+    *,
+    relation_matrix: np.ndarray | None = None,
+    input_hash: str,
+    extra: dict | None = None,
+) -> Path:
+    """Write one feature file atomically and upsert its manifest row; return the file's path.
+
+    ``matrix`` must have one row per entity; rows where ``mask`` is False are written as zeros.
+    Raises :class:`DataError` for a wrong shape or non-finite values.
+    """
+    check_modality(modality)
+    with _opened(store_or_dataset_dir) as store:
+        final = feature_path(store.dataset_dir, modality, encoder)
+        matrix = _as_float_matrix("the feature matrix", matrix).copy()
+        mask = np.asarray(mask).astype(bool).reshape(-1)
+        n = store.num_entities
+        if matrix.shape[0] != n:
+            raise DataError(
+                f"{matrix.shape[0]} feature rows for {n} entities of dataset {store.name!r}", final
+            )
+        if mask.shape != (n,):
+            raise DataError(f"mask of shape {tuple(mask.shape)} for {n} entities", final)
+        matrix[~mask] = 0.0
+        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+        if len(bad):
+            raise DataError(f"row {bad[0]} (and {len(bad) - 1} more) holds NaN or infinite values", final)
+        tensors = {"features": matrix, "mask": mask.astype(np.uint8)}
+        if relation_matrix is not None:
+            relations = _as_float_matrix("the relation matrix", relation_matrix)
+            if relations.shape != (store.num_relations, matrix.shape[1]):
+                raise DataError(
+                    f"relation matrix of shape {tuple(relations.shape)}; expected "
+                    f"({store.num_relations}, {matrix.shape[1]})",
+                    final,
+                )
+            if not np.isfinite(relations).all():
+                raise DataError("the relation matrix holds NaN or infinite values", final)
+            tensors["relation_features"] = relations
+        created_at = _now()
+        metadata = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "dataset": store.name,
+            "modality": modality,
+            "encoder": encoder,
+            "input_hash": input_hash,
+            "entity_keys_hash": keys_hash(store.entity_keys),
+            "created_at": created_at,
+            "extra": json.dumps(extra or {}, sort_keys=True, default=str),
+        }
+        _write_atomic(final, tensors, metadata)
+        _upsert_manifest(
+            store.path,
+            {
+                "modality": modality,
+                "encoder": encoder,
+                "dim": int(matrix.shape[1]),
+                "rows": int(matrix.shape[0]),
+                "missing": int((~mask).sum()),
+                "input_hash": input_hash,
+                "path": str(final),
+                "created_at": created_at,
+                "extra": metadata["extra"],
+            },
+        )
+    return final
+
+
+def _write_atomic(final: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    from safetensors.numpy import save_file
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.parent / f".{final.name}.{os.getpid()}.tmp"
+    try:
+        save_file(tensors, str(temporary), metadata=metadata)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _upsert_manifest(store_path: Path, row: dict) -> None:
+    """Write a manifest row through a separate read-write connection (EntityStore is read-only)."""
+    from sqlite_utils import Database
+
+    from kgdata import migrations
+
+    db = Database(store_path)
+    try:
+        migrations.apply(db)  # stores imported before m004 lack the table
+        with db.atomic():
+            db["features"].upsert(row, pk=("modality", "encoder"))
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------------------- reading
+def read_header(path: Path) -> dict:
+    """The metadata and tensor shapes of a feature file, without reading the tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            metadata = dict(handle.metadata() or {})
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except FileNotFoundError:
+        raise DataError("no such feature file", path) from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise DataError(f"not a readable safetensors feature file ({exc})", path) from exc
+    return {"metadata": metadata, "shapes": shapes}
+
+
+def _feature_files(dataset_dir: Path) -> list[tuple[Path, dict]]:
+    directory = Path(dataset_dir) / FEATURES_DIR
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        if path.name.startswith("."):
+            continue
+        try:
+            header = read_header(path)
+        except DataError:
+            continue
+        if header["metadata"].get("format") == FORMAT:
+            found.append((path, header))
+    return found
+
+
+def _check_header(store: "EntityStore", path: Path, header: dict) -> None:
+    metadata, shapes = header["metadata"], header["shapes"]
+    if "features" not in shapes or "mask" not in shapes:
+        raise DataError("not an imf feature file (needs 'features' and 'mask' tensors)", path)
+    rows = shapes["features"]
+    n = store.num_entities
+    if len(rows) != 2:
+        raise DataError(f"'features' must be 2-D, got shape {rows}", path)
+    if rows[0] != n or shapes["mask"] != (n,):
+        raise DataError(
+            f"holds {rows[0]} rows but dataset {store.name!r} has {n} entities; re-create it with "
+            f"imf encode {store.name} --modality {metadata.get('modality', '?')} --force",
+            path,
+        )
+    if metadata.get("entity_keys_hash") not in (None, keys_hash(store.entity_keys)):
+        raise DataError(
+            f"was computed for other entities than those of dataset {store.name!r} (re-imported since?); "
+            f"re-create it with imf encode {store.name} --modality {metadata.get('modality', '?')} --force",
+            path,
+        )
+    relations = shapes.get("relation_features")
+    if relations is not None and relations != (store.num_relations, rows[1]):
+        raise DataError(
+            f"'relation_features' has shape {relations}; expected ({store.num_relations}, {rows[1]})", path
+        )
+
+
+def load_features(store: "EntityStore", modality: str, encoder: str | None = None) -> FeatureSet:
+    """Load the features of one modality: of ``encoder``, or the only / most recent one.
+
+    Raises :class:`ImfError` listing what exists when nothing matches, and :class:`DataError` naming
+    the file when its shape does not match the dataset.
+    """
+    from safetensors.numpy import load_file
+
+    check_modality(modality)
+    available = [
+        (path, header) for path, header in _feature_files(store.dataset_dir)
+        if header["metadata"].get("modality") == modality
+    ]
+    if encoder is not None:
+        available = [(p, h) for p, h in available if h["metadata"].get("encoder") == encoder]
+        expected = feature_path(store.dataset_dir, modality, encoder)
+        if not available and expected.is_file():
+            read_header(expected)  # raises a DataError naming the unreadable file
+            raise DataError(f"not an imf {modality} feature file of encoder {encoder!r}", expected)
+    if not available:
+        existing = sorted(
+            f"{h['metadata'].get('modality')}/{h['metadata'].get('encoder')}"
+            for _, h in _feature_files(store.dataset_dir)
+        )
+        wanted = f"{modality} features" + (f" from encoder {encoder!r}" if encoder else "")
+        raise ImfError(
+            f"no {wanted} for dataset {store.name!r} (stored: {', '.join(existing) or 'none'}); "
+            f"run: imf encode {store.name} --modality {modality}"
+            + (f" --encoder {encoder}" if encoder else "")
+        )
+    path, header = max(available, key=lambda item: item[1]["metadata"].get("created_at", ""))
+    _check_header(store, path, header)
+    tensors = load_file(str(path))
+    metadata = header["metadata"]
+    relation = tensors.get("relation_features")
+    return FeatureSet(
+        modality=modality,
+        encoder=metadata["encoder"],
+        matrix=np.ascontiguousarray(tensors["features"], dtype=np.float32),
+        mask=tensors["mask"].astype(bool),
+        relation_matrix=None if relation is None else np.ascontiguousarray(relation, dtype=np.float32),
+        path=path,
+        input_hash=metadata.get("input_hash", ""),
+        extra=json.loads(metadata.get("extra") or "{}"),
+    )
+
+
+def list_features(store: "EntityStore") -> list[dict]:
+    """What is stored for ``store``: one dict per feature file, manifest and file merged.
+
+    Keys: modality, encoder, dim, rows, covered, missing, input_hash, created_at, path, extra, status
+    (``ok``, ``file missing``, ``not in manifest`` or ``stale: <reason>``).
+    """
+    entries: dict[tuple[str, str], dict] = {}
+    if "features" in store.db.table_names():
+        for row in store.db["features"].rows:
+            entry = dict(row)
+            entry["extra"] = json.loads(entry.get("extra") or "{}")
+            path = Path(entry["path"])
+            if not path.is_file():
+                entry["status"] = "file missing"
+            else:
+                try:
+                    _check_header(store, path, read_header(path))
+                    entry["status"] = "ok"
+                except DataError as exc:
+                    entry["status"] = f"stale: {exc.reason}"
+            entries[(row["modality"], row["encoder"])] = entry
+    for path, header in _feature_files(store.dataset_dir):
+        metadata, shapes = header["metadata"], header["shapes"]
+        key = (metadata.get("modality", "?"), metadata.get("encoder", "?"))
+        if key in entries:
+            continue
+        entry = entries[key] = {
+            "modality": key[0],
+            "encoder": key[1],
+            "dim": shapes.get("features", (0, 0))[-1],
+            "rows": shapes.get("features", (0,))[0],
+            "missing": None,
+            "input_hash": metadata.get("input_hash"),
+            "path": str(path),
+            "created_at": metadata.get("created_at"),
+            "extra": json.loads(metadata.get("extra") or "{}"),
+            "status": "not in manifest",
+        }
+        try:
+            _check_header(store, path, header)
+        except DataError as exc:
+            entry["status"] = f"stale: {exc.reason}"
+    order = {m: i for i, m in enumerate(MODALITIES)}
+    result = sorted(entries.values(), key=lambda e: (order.get(e["modality"], 9), e["created_at"] or ""))
+    for entry in result:
+        missing = entry["missing"]
+        entry["covered"] = None if missing is None else entry["rows"] - missing
+    return result
+
+
+def current_features(store: "EntityStore", modality: str, encoder: str, input_hash: str) -> FeatureReport | None:
+    """A report for an existing, valid file of ``(modality, encoder)`` built from ``input_hash``, else None.
+
+    Used for no-op re-runs; it re-registers the manifest row when the manifest lacks it.
+    """
+    path = feature_path(store.dataset_dir, modality, encoder)
+    if not path.is_file():
+        return None
+    try:
+        header = read_header(path)
+        _check_header(store, path, header)
+    except DataError:
+        return None
+    metadata = header["metadata"]
+    if metadata.get("input_hash") != input_hash or metadata.get("encoder") != encoder:
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as handle:
+        mask = handle.get_tensor("mask").astype(bool)
+    rows, dim = header["shapes"]["features"]
+    registered = "features" in store.db.table_names() and any(
+        store.db["features"].rows_where(
+            "modality = ? AND encoder = ? AND input_hash = ?", [modality, encoder, input_hash]
+        )
+    )
+    if not registered:
+        _upsert_manifest(
+            store.path,
+            {
+                "modality": modality,
+                "encoder": encoder,
+                "dim": dim,
+                "rows": rows,
+                "missing": int((~mask).sum()),
+                "input_hash": input_hash,
+                "path": str(path),
+                "created_at": metadata.get("created_at") or _now(),
+                "extra": metadata.get("extra") or "{}",
+            },
+        )
+    return FeatureReport(
+        dataset=store.name,
+        modality=modality,
+        encoder=encoder,
+        path=str(path),
+        dim=dim,
+        rows=rows,
+        missing=int((~mask).sum()),
+        input_hash=input_hash,
+        status="unchanged",
+        extra=json.loads(metadata.get("extra") or "{}"),
+    )
+
+
+# ------------------------------------------------------------------------------ --from-file import
+def _file_digest(path: Path, digest: "hashlib._Hash") -> None:
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def _to_numpy(value: Any, source: Path, what: str) -> np.ndarray:
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
+        value = value.detach().cpu().float().numpy()
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} is not numeric ({exc})", source) from None
+
+
+def _read_container(source: Path) -> Any:
+    """Load a features file: an array-like, or a ``{key: vector}`` mapping."""
+    suffix = source.suffix.lower()
+    try:
+        if suffix == ".npy":
+            try:
+                return np.load(source, allow_pickle=False)
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise DataError(
+                        "holds Python objects, which .npy import refuses; save a plain array, or a "
+                        "key→vector dict as .pkl (only from a source you trust)",
+                        source,
+                    ) from None
+                raise
+        if suffix == ".pt":
+            import torch
+
+            try:
+                return torch.load(source, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as exc:
+                raise DataError(
+                    f"not loadable with torch.load(weights_only=True): save only tensors, or a dict of "
+                    f"key → tensor ({str(exc).splitlines()[0]})",
+                    source,
+                ) from None
+        if suffix == ".pkl":
+            with open(source, "rb") as handle:
+                return pickle.load(handle)  # trusted input only: documented in `imf encode --help`
+        if suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(source))
+            if "features" in tensors:
+                return tensors
+            if len(tensors) == 1:
+                return next(iter(tensors.values()))
+            return tensors
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"could not read the features file ({type(exc).__name__}: {exc})", source) from None
+    raise DataError(f"unsupported features file type {suffix!r}; expected one of {', '.join(IMPORT_SUFFIXES)}", source)
+
+
+def _read_keys(path: Path, known: dict[str, int]) -> list[int]:
+    if not path.is_file():
+        raise DataError("no such keys file", path)
+    ids, seen = [], {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            key = line.rstrip("\r\n").strip()
+            if not key:
+                raise DataError("empty line; the keys file needs one entity key per line", path, number)
+            if key not in known:
+                raise DataError(f"entity key {key!r} is not in the dataset", path, number)
+            if key in seen:
+                raise DataError(f"entity key {key!r} is listed twice (first on line {seen[key]})", path, number)
+            seen[key] = number
+            ids.append(known[key])
+    return ids
+
+
+def import_features(
+    store: "EntityStore",
+    modality: str,
+    source: str | Path,
+    *,
+    keys: str | Path | None = None,
+    encoder: str | None = None,
+    force: bool = False,
+) -> FeatureReport:
+    """Import precomputed features (``.npy``, ``.pt``, ``.pkl`` or ``.safetensors``) for one modality.
+
+    The file holds a 2-D array whose rows follow entity id order, or the order of ``keys`` (a file of
+    one entity key per line), or a ``{entity key: vector}`` mapping. Entities left out are recorded as
+    missing in the mask. ``.pkl`` files are unpickled: only import files from a trusted source.
+    """
+    import time
+
+    if modality not in ("text", "image"):
+        raise ImfError(f"--from-file imports text or image features, not {modality!r}")
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise DataError("no such features file", source)
+    if source.suffix.lower() not in IMPORT_SUFFIXES:
+        raise DataError(
+            f"unsupported features file type {source.suffix!r}; expected one of {', '.join(IMPORT_SUFFIXES)}",
+            source,
+        )
+    keys_path = Path(keys).expanduser() if keys is not None else None
+    encoder = encoder or f"file:{source.name}"
+    started = time.perf_counter()
+
+    digest = hashlib.sha256(b"imf-import-v1\0")
+    digest.update(f"{modality}\0{encoder}\0{keys_hash(store.entity_keys)}\0".encode())
+    _file_digest(source, digest)
+    digest.update(b"\0keys\0")
+    if keys_path is not None and keys_path.is_file():
+        _file_digest(keys_path, digest)
+    input_hash = digest.hexdigest()
+    if not force:
+        unchanged = current_features(store, modality, encoder, input_hash)
+        if unchanged is not None:
+            return unchanged
+
+    n = store.num_entities
+    known = {key: i for i, key in enumerate(store.entity_keys)}
+    content = _read_container(source)
+    given_mask = None
+    if isinstance(content, dict) and "features" in content and not isinstance(content["features"], dict):
+        given_mask = content.get("mask")
+        content = content["features"]
+
+    if isinstance(content, dict):
+        if keys_path is not None:
+            raise DataError("holds a key → vector mapping, which names its own keys; drop --keys", source)
+        if not content:
+            raise DataError("holds an empty mapping", source)
+        unknown = [str(k) for k in content if str(k) not in known]
+        if unknown:
+            raise DataError(
+                f"key {unknown[0]!r} is not an entity of dataset {store.name!r}"
+                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
+                source,
+            )
+        vectors = {known[str(k)]: _to_numpy(v, source, f"the vector of {k!r}") for k, v in content.items()}
+        dims = {v.shape for v in vectors.values()}
+        if len(dims) != 1 or len(next(iter(dims))) != 1:
+            raise DataError(f"mapping values must be 1-D vectors of one length, got shapes {sorted(dims)}", source)
+        dim = next(iter(dims))[0]
+        matrix = np.zeros((n, dim), dtype=np.float32)
+        mask = np.zeros(n, dtype=bool)
+        for index, vector in vectors.items():
+            matrix[index] = vector
+            mask[index] = True
+    else:
+        array = _to_numpy(content, source, "the array")
+        if array.ndim != 2:
+            raise DataError(f"expected a 2-D array (entities × dim), got shape {tuple(array.shape)}", source)
+        if keys_path is not None:
+            ids = _read_keys(keys_path, known)
+            if len(ids) != array.shape[0]:
+                raise DataError(
+                    f"lists {len(ids)} entity keys but {source.name} has {array.shape[0]} rows", keys_path
+                )
+            matrix = np.zeros((n, array.shape[1]), dtype=np.float32)
+            mask = np.zeros(n, dtype=bool)
+            matrix[ids] = array
+            mask[ids] = True
+        else:
+            if array.shape[0] != n:
+                raise DataError(
+                    f"has {array.shape[0]} rows but dataset {store.name!r} has {n} entities "
+                    f"(rows follow entity2id order; pass --keys FILE to name the row of each key)",
+                    source,
+                )
+            matrix = array
+            mask = np.ones(n, dtype=bool) if given_mask is None else np.asarray(given_mask).astype(bool)
+            if mask.shape != (n,):
+                raise DataError(f"'mask' has shape {tuple(mask.shape)}; expected ({n},)", source)
+    bad = np.flatnonzero(mask & ~np.isfinite(matrix).all(axis=1))
+    if len(bad):
+        raise DataError(
+            f"the vector of entity {store.entity_keys[bad[0]]!r} holds NaN or infinite values"
+            + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
+            source,
+        )
+    extra = {"source": str(source.resolve()), "keys": str(keys_path.resolve()) if keys_path else None}
+    path = save_features(store, modality, encoder, matrix, mask, input_hash=input_hash, extra=extra)
+    return FeatureReport(
+        dataset=store.name,
+        modality=modality,
+        encoder=encoder,
+        path=str(path),
+        dim=int(matrix.shape[1]),
+        rows=n,
+        missing=int((~mask).sum()),
+        input_hash=input_hash,
+        status="written",
+        seconds=round(time.perf_counter() - started, 3),
+        extra=extra,
+    )

@@ -1,0 +1,330 @@
+"""Feature files: save/load with masks, the manifest, atomic writes, shape checks and --from-file."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sqlite_utils import Database
+
+from kgdata import features, migrations
+from kgdata.errors import DataError, ImfError
+from kgdata.features import (
+    FeatureSet,
+    feature_path,
+    import_features,
+    list_features,
+    load_features,
+    safe_encoder_name,
+    save_features,
+)
+
+
+def random_features(store, dim: int = 5, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(size=(store.num_entities, dim)).astype(np.float32)
+    mask = np.ones(store.num_entities, dtype=bool)
+    mask[[1, 4]] = False
+    return matrix, mask
+
+
+# ------------------------------------------------------------------------------ save and load
+def test_save_load_roundtrip_zeroes_masked_rows_and_writes_manifest(mm_store):
+    matrix, mask = random_features(mm_store)
+    path = save_features(mm_store, "text", "toy", matrix, mask, input_hash="abc", extra={"k": 1})
+    assert path == mm_store.dataset_dir / "features" / "text-toy.safetensors"
+
+    loaded = load_features(mm_store, "text")
+    assert isinstance(loaded, FeatureSet)
+    assert (loaded.modality, loaded.encoder, loaded.input_hash, loaded.path) == ("text", "toy", "abc", path)
+    assert loaded.matrix.dtype == np.float32 and loaded.matrix.shape == (mm_store.num_entities, 5)
+    assert loaded.mask.dtype == bool and loaded.mask.tolist() == mask.tolist()
+    np.testing.assert_array_equal(loaded.matrix[mask], matrix[mask])
+    assert not loaded.matrix[~mask].any()  # masked rows are zeros, never a stand-in vector
+    assert loaded.relation_matrix is None
+    assert loaded.extra == {"k": 1}
+    assert repr(loaded) == "FeatureSet(modality='text', encoder='toy', rows=10, dim=5, missing=2)"
+
+    (entry,) = list_features(mm_store)
+    assert entry["modality"] == "text" and entry["encoder"] == "toy"
+    assert (entry["dim"], entry["rows"], entry["missing"], entry["covered"]) == (5, 10, 2, 8)
+    assert entry["input_hash"] == "abc" and entry["status"] == "ok" and entry["created_at"]
+    row = next(mm_store.db["features"].rows)
+    assert row["path"] == str(path)
+
+
+def test_structure_features_carry_relation_matrix(mm_store):
+    matrix, mask = random_features(mm_store, dim=4)
+    relations = np.arange(mm_store.num_relations * 4, dtype=np.float32).reshape(-1, 4)
+    save_features(mm_store, "structure", "gat", matrix, mask, relation_matrix=relations, input_hash="h")
+    loaded = load_features(mm_store, "structure", "gat")
+    np.testing.assert_array_equal(loaded.relation_matrix, relations)
+    with pytest.raises(DataError, match="relation matrix of shape"):
+        save_features(mm_store, "structure", "gat", matrix, mask, relation_matrix=relations[:2], input_hash="h")
+
+
+def test_save_accepts_a_dataset_directory(mm_store):
+    matrix, mask = random_features(mm_store)
+    path = save_features(mm_store.dataset_dir, "image", "toy", matrix, mask, input_hash="x")
+    assert path.is_file() and load_features(mm_store, "image").encoder == "toy"
+
+
+@pytest.mark.parametrize(
+    ("matrix", "mask", "message"),
+    [
+        (np.zeros((9, 5)), np.ones(10, bool), "9 feature rows for 10 entities"),
+        (np.zeros(10), np.ones(10, bool), "2-D"),
+        (np.zeros((10, 5)), np.ones(9, bool), "mask of shape"),
+        (np.full((10, 5), np.nan), np.ones(10, bool), "NaN"),
+    ],
+)
+def test_save_refuses_bad_shapes_and_values(mm_store, matrix, mask, message):
+    with pytest.raises(DataError, match=message):
+        save_features(mm_store, "text", "toy", matrix, mask, input_hash="x")
+    assert not (mm_store.dataset_dir / "features" / "text-toy.safetensors").exists()
+
+
+def test_nan_rows_of_masked_entities_are_zeroed_not_refused(mm_store):
+    matrix, mask = random_features(mm_store)
+    matrix[~mask] = np.nan
+    save_features(mm_store, "text", "toy", matrix, mask, input_hash="x")
+    assert np.isfinite(load_features(mm_store, "text").matrix).all()
+
+
+def test_encoder_ids_become_safe_file_names(tmp_path):
+    assert safe_encoder_name("minilm") == "minilm"
+    assert safe_encoder_name("bert-base-uncased") == "bert-base-uncased"
+    odd = safe_encoder_name("hf:/tmp/some dir/model")
+    assert odd.startswith("hf-tmp-some-dir-model-") and "/" not in odd and ":" not in odd
+    assert safe_encoder_name("hf:/a/b") != safe_encoder_name("hf:/a-b")  # escaping never collides
+    assert feature_path(tmp_path, "image", "vgg16") == tmp_path / "features" / "image-vgg16.safetensors"
+    with pytest.raises(ImfError, match="unknown modality"):
+        feature_path(tmp_path, "audio", "x")
+
+
+def test_load_picks_the_most_recent_and_lists_what_exists_when_unknown(mm_store, monkeypatch):
+    matrix, mask = random_features(mm_store)
+    monkeypatch.setattr(features, "_now", lambda: "2030-01-01T00:00:00+00:00")
+    save_features(mm_store, "text", "older", matrix, mask, input_hash="1")
+    monkeypatch.setattr(features, "_now", lambda: "2030-01-02T00:00:00+00:00")
+    save_features(mm_store, "text", "newer", matrix * 2, mask, input_hash="2")
+    assert load_features(mm_store, "text").encoder == "newer"
+    assert load_features(mm_store, "text", "older").input_hash == "1"
+    with pytest.raises(ImfError, match=r"no text features from encoder 'nope'.*text/newer, text/older"):
+        load_features(mm_store, "text", "nope")
+    with pytest.raises(ImfError, match=r"no image features .*imf encode tiny-mm --modality image"):
+        load_features(mm_store, "image")
+
+
+def test_load_refuses_a_file_whose_rows_do_not_match_the_dataset(mm_store):
+    from safetensors.numpy import save_file
+
+    path = feature_path(mm_store.dataset_dir, "text", "bad")
+    path.parent.mkdir(parents=True)
+    metadata = {"format": features.FORMAT, "modality": "text", "encoder": "bad", "created_at": "x"}
+    save_file({"features": np.zeros((7, 3), np.float32), "mask": np.ones(7, np.uint8)}, str(path), metadata=metadata)
+    with pytest.raises(DataError, match="holds 7 rows but dataset 'tiny-mm' has 10 entities") as error:
+        load_features(mm_store, "text", "bad")
+    assert error.value.path == path
+    (entry,) = list_features(mm_store)
+    assert entry["status"].startswith("stale: holds 7 rows") and entry["missing"] is None
+
+
+def test_load_refuses_features_of_other_entities(mm_store):
+    matrix, mask = random_features(mm_store)
+    path = save_features(mm_store, "text", "toy", matrix, mask, input_hash="x")
+    header = features.read_header(path)
+    header["metadata"]["entity_keys_hash"] = "0" * 64
+    with pytest.raises(DataError, match="computed for other entities"):
+        features._check_header(mm_store, path, header)
+
+
+def test_store_imported_before_the_manifest_migration_gets_it_on_first_write(mm_store):
+    db = Database(mm_store.path)
+    db["features"].drop()
+    db.execute(f"DELETE FROM {migrations.migrations.migrations_table} WHERE name = 'm004_feature_manifest'")
+    db.conn.commit()
+    db.close()
+    assert "features" not in mm_store.db.table_names()
+    matrix, mask = random_features(mm_store)
+    save_features(mm_store, "text", "toy", matrix, mask, input_hash="x")
+    assert [row["encoder"] for row in mm_store.db["features"].rows] == ["toy"]
+
+
+# ------------------------------------------------------------------------------- atomic writes
+def test_a_failed_write_leaves_the_old_file_intact_and_no_temp_file(mm_store, monkeypatch):
+    import safetensors.numpy
+
+    matrix, mask = random_features(mm_store)
+    path = save_features(mm_store, "text", "toy", matrix, mask, input_hash="old")
+    before = path.read_bytes()
+
+    def half_write(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial garbage")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", half_write)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_features(mm_store, "text", "toy", matrix * 3, mask, input_hash="new")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    assert load_features(mm_store, "text").input_hash == "old"
+    assert next(mm_store.db["features"].rows)["input_hash"] == "old"
+
+
+def test_an_interrupted_rename_leaves_no_temp_file(mm_store, monkeypatch):
+    matrix, mask = random_features(mm_store)
+    path = save_features(mm_store, "text", "toy", matrix, mask, input_hash="old")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(features.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_features(mm_store, "text", "toy", matrix, mask, input_hash="new")
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+# ------------------------------------------------------------------------------- --from-file
+def _write_container(path, value):
+    import torch
+    from safetensors.numpy import save_file
+
+    if path.suffix == ".npy":
+        np.save(path, value)
+    elif path.suffix == ".pt":
+        torch.save(value, path)
+    elif path.suffix == ".pkl":
+        path.write_bytes(pickle.dumps(value))
+    else:
+        save_file(value, str(path))
+    return path
+
+
+def _containers(store, rng):
+    """(file name, content, expected matrix, expected mask) for every supported container."""
+    import torch
+
+    n, keys = store.num_entities, store.entity_keys
+    array = rng.normal(size=(n, 6)).astype(np.float32)
+    subset = {keys[i]: array[i] for i in (0, 2, 5)}
+    subset_mask = np.isin(np.arange(n), [0, 2, 5])
+    return [
+        ("feats.npy", array, array, np.ones(n, bool)),
+        ("feats.pt", torch.from_numpy(array), array, np.ones(n, bool)),
+        ("dict.pt", {k: torch.from_numpy(v) for k, v in subset.items()}, array * subset_mask[:, None], subset_mask),
+        ("feats.pkl", array, array, np.ones(n, bool)),
+        ("list.pkl", array.tolist(), array, np.ones(n, bool)),
+        ("dict.pkl", subset, array * subset_mask[:, None], subset_mask),
+        ("one.safetensors", {"vgg": array}, array, np.ones(n, bool)),
+        ("masked.safetensors", {"features": array, "mask": subset_mask.astype(np.uint8)},
+         array * subset_mask[:, None], subset_mask),
+        ("dict.safetensors", dict(subset), array * subset_mask[:, None], subset_mask),
+    ]
+
+
+def test_from_file_reads_every_container(mm_store, tmp_path):
+    rng = np.random.default_rng(1)
+    for name, content, expected, expected_mask in _containers(mm_store, rng):
+        source = _write_container(tmp_path / name, content)
+        report = import_features(mm_store, "image", source, encoder=f"vgg16-{name}")
+        assert (report.status, report.dim, report.rows) == ("written", 6, 10), name
+        assert report.missing == int((~expected_mask).sum()), name
+        loaded = load_features(mm_store, "image", f"vgg16-{name}")
+        np.testing.assert_allclose(loaded.matrix, expected, rtol=1e-6, err_msg=name)
+        assert loaded.mask.tolist() == expected_mask.tolist(), name
+
+
+def test_from_file_default_encoder_name_and_no_op_rerun(mm_store, tmp_path):
+    source = _write_container(tmp_path / "bert.npy", np.ones((10, 3), np.float32))
+    first = import_features(mm_store, "text", source)
+    assert first.encoder == "file:bert.npy" and first.status == "written"
+    again = import_features(mm_store, "text", source)
+    assert again.status == "unchanged" and again.input_hash == first.input_hash
+    assert import_features(mm_store, "text", source, force=True).status == "written"
+    np.save(source, np.full((10, 3), 2.0, np.float32))
+    assert import_features(mm_store, "text", source).status == "written"
+
+
+def test_from_file_with_a_keys_file(mm_store, tmp_path):
+    keys = mm_store.entity_keys
+    chosen = [keys[7], keys[0], keys[3]]
+    array = np.arange(9, dtype=np.float32).reshape(3, 3)
+    source = _write_container(tmp_path / "img.npy", array)
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("\n".join(chosen) + "\n")
+    report = import_features(mm_store, "image", source, keys=keys_file)
+    assert report.missing == 7
+    loaded = load_features(mm_store, "image")
+    np.testing.assert_array_equal(loaded.matrix[[7, 0, 3]], array)
+    assert loaded.mask.nonzero()[0].tolist() == [0, 3, 7]
+
+
+@pytest.mark.parametrize(
+    ("content", "keys", "message", "line"),
+    [
+        (np.zeros((11, 4)), None, "has 11 rows but dataset 'tiny-mm' has 10 entities", None),
+        (np.zeros(10), None, "expected a 2-D array", None),
+        (np.zeros((10, 2, 2)), None, "expected a 2-D array", None),
+        (np.zeros((3, 4)), ["country:alpha", "country:beta", "country:nowhere"], "'country:nowhere' is not in the dataset", 3),
+        (np.zeros((3, 4)), ["country:alpha", "country:beta"], "lists 2 entity keys but", None),
+        (np.zeros((2, 4)), ["country:alpha", "country:alpha"], "listed twice", 2),
+        (np.zeros((2, 4)), ["country:alpha", ""], "empty line", 2),
+        (np.array([[1.0, np.inf]] * 10), None, "NaN or infinite", None),
+    ],
+)
+def test_from_file_shape_and_key_errors(mm_store, tmp_path, content, keys, message, line):
+    source = _write_container(tmp_path / "x.npy", np.asarray(content, dtype=np.float32))
+    keys_file = None
+    if keys is not None:
+        keys_file = tmp_path / "keys.txt"
+        keys_file.write_text("\n".join(keys) + "\n")
+    with pytest.raises(DataError, match=message) as error:
+        import_features(mm_store, "text", source, keys=keys_file)
+    assert error.value.path == (keys_file if line is not None or "lists" in message else source)
+    assert error.value.line == line
+    assert list_features(mm_store) == []
+
+
+def test_from_file_refuses_unknown_dict_keys_objects_and_formats(mm_store, tmp_path):
+    import torch
+
+    bad_dict = _write_container(tmp_path / "d.pkl", {"country:alpha": [1.0, 2.0], "nobody": [0.0, 1.0]})
+    with pytest.raises(DataError, match="key 'nobody' is not an entity"):
+        import_features(mm_store, "text", bad_dict)
+    ragged = _write_container(tmp_path / "r.pkl", {"country:alpha": [1.0, 2.0], "country:beta": [1.0]})
+    with pytest.raises(DataError, match="one length"):
+        import_features(mm_store, "text", ragged)
+    objects = tmp_path / "o.npy"
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="Python objects"):
+        import_features(mm_store, "text", objects)
+    unsafe = tmp_path / "u.pt"
+    torch.save({"features": np.zeros((10, 2))}, unsafe)  # a numpy array inside: not weights-only
+    with pytest.raises(DataError, match="weights_only=True"):
+        import_features(mm_store, "text", unsafe)
+    text = tmp_path / "f.csv"
+    text.write_text("1,2\n")
+    with pytest.raises(DataError, match="unsupported features file type"):
+        import_features(mm_store, "text", text)
+    with pytest.raises(DataError, match="no such features file"):
+        import_features(mm_store, "text", tmp_path / "missing.npy")
+    with pytest.raises(ImfError, match="text or image"):
+        import_features(mm_store, "structure", bad_dict)
+    with pytest.raises(DataError, match="drop --keys"):
+        import_features(mm_store, "text", bad_dict, keys=tmp_path / "keys.txt")
+
+
+def test_a_corrupt_feature_file_is_named_when_loaded_and_listed(mm_store):
+    matrix, mask = random_features(mm_store)
+    path = save_features(mm_store, "text", "toy", matrix, mask, input_hash="x")
+    path.write_bytes(b"\x00\x01 not safetensors")
+    with pytest.raises(DataError, match="not a readable safetensors feature file") as error:
+        load_features(mm_store, "text", "toy")
+    assert error.value.path == path
+    (entry,) = list_features(mm_store)
+    assert entry["status"].startswith("stale: not a readable safetensors feature file")
+    path.unlink()
+    assert list_features(mm_store)[0]["status"] == "file missing"
