@@ -45,13 +45,14 @@ def root(
         os.environ["IMF_HOME"] = str(home.expanduser().resolve())
 
 
+# In the order of the data flow: import → encode → train → eval.
 app.command("import")(import_cmd.import_command)
 app.command("datasets")(datasets_cmd.datasets_command)
 app.command("search")(search_cmd.search_command)
-app.command("train")(train_cmd.train_command)
-app.command("eval")(eval_cmd.eval_command)
 app.command("encode")(encode_cmd.encode_command)
 app.command("features")(features_cmd.features_command)
+app.command("train")(train_cmd.train_command)
+app.command("eval")(eval_cmd.eval_command)
 
 
 def main() -> None:
