@@ -119,7 +119,7 @@ class EntityStore:
         if not self.path.is_file():
             raise DatasetNotFoundError(f"no entity store at {self.path}")
         try:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
             self.db = Database(conn)
             self._meta = {row["key"]: json.loads(row["value"]) for row in self.db["metadata"].rows}
         except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:

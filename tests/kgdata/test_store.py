@@ -89,3 +89,10 @@ def test_open_unknown_dataset_lists_known(store):
     assert list_datasets() == ["tiny"]
     [summary] = dataset_summaries()
     assert summary["name"] == "tiny" and summary["entities"] == 7 and summary["train"] == 8
+
+
+def test_store_opens_under_a_path_with_uri_characters(tiny_tsv, tmp_path):
+    home = tmp_path / "odd home #1 ?x=%20"
+    import_dataset(tiny_tsv, home=home)
+    with EntityStore.open("tiny", home) as store:
+        assert store.num_entities == 7
