@@ -15,6 +15,7 @@ from kgdata import paths
 from kgdata.errors import ImfError
 
 if TYPE_CHECKING:
+    from kgdata.features import FeatureSet
     from kgdata.store import EntityStore
     from models.config import RunConfig
     from models.training import KGTensors, TrainResult
@@ -92,12 +93,12 @@ def prepare_data(
     return PreparedData(tensors, tuple(modalities), manifests)
 
 
-def _manifest(feature_set) -> dict:
+def _manifest(feature_set: "FeatureSet") -> dict:
     return {
         "modality": feature_set.modality,
         "encoder": feature_set.encoder,
-        "dim": int(feature_set.matrix.shape[1]),
-        "missing": int((~feature_set.mask).sum()),
+        "dim": feature_set.dim,
+        "missing": feature_set.missing,
         "input_hash": feature_set.input_hash,
         "path": str(feature_set.path),
     }
@@ -237,8 +238,6 @@ def evaluate_run(run_dir: Path, *, split: str = "test", checkpoint: str = "best"
     Filtering removes every known triple of train, valid and test except the one being ranked; ties
     get the realistic rank (the mean of the optimistic and pessimistic ranks).
     """
-    import torch
-
     from kgdata.store import EntityStore
     from models.checkpoint import CheckpointError, load_checkpoint
     from models.distributed import pick_device
@@ -257,9 +256,9 @@ def evaluate_run(run_dir: Path, *, split: str = "test", checkpoint: str = "best"
         _check_same_dataset(store, meta, run_dir)
         splits = {s: store.triples_tensor(s) for s in ("train", "valid", "test")}
         num_entities, num_relations = store.num_entities, store.num_relations
-    index = build_filter(splits.values(), num_entities=num_entities, num_relations=num_relations).to(device)
-    with torch.inference_mode():
-        metrics = evaluate(model, splits[split].to(device), index, batch_size=batch_size, num_relations=num_relations)
+    index = build_filter(splits.values(), num_entities=num_entities, num_relations=num_relations)
+    # evaluate() moves the triples and the filter to the model's device and runs under inference_mode.
+    metrics = evaluate(model, splits[split], index, batch_size=batch_size, num_relations=num_relations)
     return {
         "run": str(run_dir),
         "dataset": meta["dataset"],

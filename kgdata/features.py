@@ -126,6 +126,13 @@ def keys_hash(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
+def hash_file(path: str | Path, digest: "hashlib._Hash") -> None:
+    """Feed the bytes of ``path`` to ``digest``, 1 MiB at a time."""
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -300,16 +307,12 @@ def _check_header(store: "EntityStore", path: Path, header: dict) -> None:
     n = store.num_entities
     if len(rows) != 2:
         raise DataError(f"'features' must be 2-D, got shape {rows}", path)
+    recreate = f"re-create it with imf encode {store.name} --modality {metadata.get('modality', '?')} --force"
     if rows[0] != n or shapes["mask"] != (n,):
-        raise DataError(
-            f"holds {rows[0]} rows but dataset {store.name!r} has {n} entities; re-create it with "
-            f"imf encode {store.name} --modality {metadata.get('modality', '?')} --force",
-            path,
-        )
+        raise DataError(f"holds {rows[0]} rows but dataset {store.name!r} has {n} entities; {recreate}", path)
     if metadata.get("entity_keys_hash") not in (None, keys_hash(store.entity_keys)):
         raise DataError(
-            f"was computed for other entities than those of dataset {store.name!r} (re-imported since?); "
-            f"re-create it with imf encode {store.name} --modality {metadata.get('modality', '?')} --force",
+            f"was computed for other entities than those of dataset {store.name!r} (re-imported since?); {recreate}",
             path,
         )
     relations = shapes.get("relation_features")
@@ -328,10 +331,8 @@ def load_features(store: "EntityStore", modality: str, encoder: str | None = Non
     from safetensors.numpy import load_file
 
     check_modality(modality)
-    available = [
-        (path, header) for path, header in _feature_files(store.dataset_dir)
-        if header["metadata"].get("modality") == modality
-    ]
+    stored = _feature_files(store.dataset_dir)
+    available = [(path, header) for path, header in stored if header["metadata"].get("modality") == modality]
     if encoder is not None:
         available = [(p, h) for p, h in available if h["metadata"].get("encoder") == encoder]
         expected = feature_path(store.dataset_dir, modality, encoder)
@@ -339,10 +340,7 @@ def load_features(store: "EntityStore", modality: str, encoder: str | None = Non
             read_header(expected)  # raises a DataError naming the unreadable file
             raise DataError(f"not an imf {modality} feature file of encoder {encoder!r}", expected)
     if not available:
-        existing = sorted(
-            f"{h['metadata'].get('modality')}/{h['metadata'].get('encoder')}"
-            for _, h in _feature_files(store.dataset_dir)
-        )
+        existing = sorted(f"{h['metadata'].get('modality')}/{h['metadata'].get('encoder')}" for _, h in stored)
         wanted = f"{modality} features" + (f" from encoder {encoder!r}" if encoder else "")
         raise ImfError(
             f"no {wanted} for dataset {store.name!r} (stored: {', '.join(existing) or 'none'}); "
@@ -373,6 +371,8 @@ def list_features(store: "EntityStore") -> list[dict]:
     (``ok``, ``file missing``, ``not in manifest`` or ``stale: <reason>``).
     """
     entries: dict[tuple[str, str], dict] = {}
+    files = _feature_files(store.dataset_dir)
+    headers = dict(files)
     if "features" in store.db.table_names():
         for row in store.db["features"].rows:
             entry = dict(row)
@@ -382,12 +382,12 @@ def list_features(store: "EntityStore") -> list[dict]:
                 entry["status"] = "file missing"
             else:
                 try:
-                    _check_header(store, path, read_header(path))
+                    _check_header(store, path, headers.get(path) or read_header(path))
                     entry["status"] = "ok"
                 except DataError as exc:
                     entry["status"] = f"stale: {exc.reason}"
             entries[(row["modality"], row["encoder"])] = entry
-    for path, header in _feature_files(store.dataset_dir):
+    for path, header in files:
         metadata, shapes = header["metadata"], header["shapes"]
         key = (metadata.get("modality", "?"), metadata.get("encoder", "?"))
         if key in entries:
@@ -435,7 +435,7 @@ def current_features(store: "EntityStore", modality: str, encoder: str, input_ha
     from safetensors import safe_open
 
     with safe_open(str(path), framework="np") as handle:
-        mask = handle.get_tensor("mask").astype(bool)
+        missing = int((~handle.get_tensor("mask").astype(bool)).sum())
     rows, dim = header["shapes"]["features"]
     registered = "features" in store.db.table_names() and any(
         store.db["features"].rows_where(
@@ -450,7 +450,7 @@ def current_features(store: "EntityStore", modality: str, encoder: str, input_ha
                 "encoder": encoder,
                 "dim": dim,
                 "rows": rows,
-                "missing": int((~mask).sum()),
+                "missing": missing,
                 "input_hash": input_hash,
                 "path": str(path),
                 "created_at": metadata.get("created_at") or _now(),
@@ -464,7 +464,7 @@ def current_features(store: "EntityStore", modality: str, encoder: str, input_ha
         path=str(path),
         dim=dim,
         rows=rows,
-        missing=int((~mask).sum()),
+        missing=missing,
         input_hash=input_hash,
         status="unchanged",
         extra=json.loads(metadata.get("extra") or "{}"),
@@ -472,12 +472,6 @@ def current_features(store: "EntityStore", modality: str, encoder: str, input_ha
 
 
 # ------------------------------------------------------------------------------ --from-file import
-def _file_digest(path: Path, digest: "hashlib._Hash") -> None:
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-
-
 def _to_numpy(value: Any, source: Path, what: str) -> np.ndarray:
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
         value = value.detach().cpu().float().numpy()
@@ -583,10 +577,10 @@ def import_features(
 
     digest = hashlib.sha256(b"imf-import-v1\0")
     digest.update(f"{modality}\0{encoder}\0{keys_hash(store.entity_keys)}\0".encode())
-    _file_digest(source, digest)
+    hash_file(source, digest)
     digest.update(b"\0keys\0")
     if keys_path is not None and keys_path.is_file():
-        _file_digest(keys_path, digest)
+        hash_file(keys_path, digest)
     input_hash = digest.hexdigest()
     if not force:
         unchanged = current_features(store, modality, encoder, input_hash)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-FUSION_MODES = ("learned", "learned-per-relation", "mean")
+from models.config import FUSION_MODES
 
 
 class DecisionFusion(nn.Module):

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-FEATURE_MODES = ("finetune", "project")
+from models.config import FEATURE_MODES
 
 
 def xavier_std(num_rows: int, dim: int) -> float:

@@ -142,15 +142,16 @@ def train(
     metadata = json.loads(json.dumps(dict(metadata or {})))  # fail early on values YAML/torch.load can't hold
     if not len(data.train) or not len(data.valid):
         raise ValueError("training needs non-empty train and valid splits (valid selects the model)")
+    fingerprint = data.fingerprint()
     context, device = distributed.setup(config.train.device)
     try:
         seed = config.train.seed if config.train.seed is not None else context.broadcast(secrets.randbits(31))
         config = config.with_seed(seed)
         if context.is_main:
-            _create_run_dir(run_dir, config, data, metadata, device, context)
+            _create_run_dir(run_dir, config, data, fingerprint, metadata, device, context)
         context.barrier()
         _seed_everything(seed, context.rank)
-        trainer = _Trainer(data, config, run_dir, context, device, metadata=metadata)
+        trainer = _Trainer(data, fingerprint, config, run_dir, context, device, metadata=metadata)
         trainer.initialise()
         return trainer.run(progress=progress, on_epoch_end=on_epoch_end)
     finally:
@@ -175,12 +176,13 @@ def resume(
     """
     run_dir = Path(run_dir)
     payload = read_checkpoint(run_dir / "last.pt")
-    if payload["data_fingerprint"] != data.fingerprint():
+    fingerprint = data.fingerprint()
+    if payload["data_fingerprint"] != fingerprint:
         raise ValueError(f"the data differ from the data run {run_dir} was trained on")
     config = RunConfig.from_dict(payload["config"])
     context, device = distributed.setup(config.train.device)
     try:
-        trainer = _Trainer(data, config, run_dir, context, device, metadata=payload["metadata"])
+        trainer = _Trainer(data, fingerprint, config, run_dir, context, device, metadata=payload["metadata"])
         trainer.restore(payload)
         if context.is_main:
             _truncate_trace(run_dir / "trace.jsonl", trainer.epoch)
@@ -225,6 +227,7 @@ class _Trainer:
     def __init__(
         self,
         data: KGTensors,
+        fingerprint: str,
         config: RunConfig,
         run_dir: Path,
         context: distributed.Distributed,
@@ -232,6 +235,7 @@ class _Trainer:
         *,
         metadata: dict[str, Any],
     ):
+        """``fingerprint`` is ``data.fingerprint()``, which the caller has already computed."""
         self.data = data
         self.config = config
         self.run_dir = run_dir
@@ -241,7 +245,7 @@ class _Trainer:
         missing = [m for m in config.model.modalities if m != STRUCTURE and m not in data.features]
         if missing:
             raise ValueError(f"the config uses modality {missing[0]!r} but the data have no features for it")
-        self.fingerprint = data.fingerprint()
+        self.fingerprint = fingerprint
         self.model_args = {
             "num_entities": data.num_entities,
             "num_relations": data.num_relations,
@@ -481,6 +485,7 @@ def _create_run_dir(
     run_dir: Path,
     config: RunConfig,
     data: KGTensors,
+    fingerprint: str,
     metadata: dict[str, Any],
     device: torch.device,
     context: distributed.Distributed,
@@ -496,7 +501,7 @@ def _create_run_dir(
             "num_relations": data.num_relations,
             "feature_dims": data.feature_dims,
             "triples": {split: len(getattr(data, split)) for split in ("train", "valid", "test")},
-            "fingerprint": data.fingerprint(),
+            "fingerprint": fingerprint,
         },
         "metadata": metadata,
         "environment": {

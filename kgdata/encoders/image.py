@@ -59,6 +59,19 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_weights(net: nn.Module, path: Path, arch: str) -> None:
+    """Load the state dict in ``path`` into ``net``; one that does not fit ``arch`` is an :class:`ImfError`."""
+    try:
+        net.load_state_dict(load_state_dict(path))
+    except RuntimeError as exc:
+        raise ImfError(f"{path}: does not fit {arch} ({str(exc).splitlines()[0]})") from None
+
+
+def _weights_option(weights: str | None) -> str | None:
+    """The ``weights`` option as an absolute path, so that the input hash names the file."""
+    return str(Path(weights).expanduser().resolve()) if weights else None
+
+
 class ImageEncoder(Encoder):
     """Base class: PIL images → resized, centre-cropped, normalised tensors → ``build()`` → (B, dim)."""
 
@@ -144,7 +157,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
     std: ClassVar[tuple[float, float, float]] = (0.5, 0.5, 0.5)
 
     def __init__(self, *, weights: str | None = None):
-        super().__init__(weights=str(Path(weights).expanduser().resolve()) if weights else None)
+        super().__init__(weights=_weights_option(weights))
 
     def build(self) -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
@@ -153,10 +166,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
         if not path.is_file():
             raise WeightsNotFoundError(f"image encoder {self.name!r}: no weights file at {path}")
         net = EfficientNet.from_name("efficientnet-lite0")
-        try:
-            net.load_state_dict(load_state_dict(path))
-        except RuntimeError as exc:
-            raise ImfError(f"{path}: does not fit efficientnet-lite0 ({str(exc).splitlines()[0]})") from None
+        load_weights(net, path, "efficientnet-lite0")
         return _GlobalPooled(net)
 
 
@@ -167,7 +177,7 @@ class TorchvisionEncoder(ImageEncoder):
     weights_name: ClassVar[str]
 
     def __init__(self, *, weights: str | None = None, download: bool = False):
-        super().__init__(weights=str(Path(weights).expanduser().resolve()) if weights else None, download=download)
+        super().__init__(weights=_weights_option(weights), download=download)
 
     def head(self, net: nn.Module) -> nn.Module:
         """Cut the classifier off ``net``."""
@@ -202,10 +212,7 @@ class TorchvisionEncoder(ImageEncoder):
 
         path = self.state_dict_path()
         net = get_model(self.arch, weights=None)
-        try:
-            net.load_state_dict(load_state_dict(path))
-        except RuntimeError as exc:
-            raise ImfError(f"{path}: does not fit {self.arch} ({str(exc).splitlines()[0]})") from None
+        load_weights(net, path, self.arch)
         return self.head(net)
 
 

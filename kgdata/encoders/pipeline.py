@@ -66,9 +66,7 @@ def image_inputs_hash(spec: dict, keys: list[str], images: list[str | None]) -> 
             continue
         try:
             content = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    content.update(chunk)
+            features.hash_file(path, content)
             digest.update(b"\2" + content.digest())
         except OSError:
             digest.update(b"\3")
