@@ -364,7 +364,7 @@ class _Trainer:
                 self.stopped_early = settings.patience > 0 and self.bad_evaluations >= settings.patience
                 self.finished = self.stopped_early or self.epoch >= settings.epochs
                 record.update(best_epoch=self.best_epoch, best_valid_mrr=self.best_valid_mrr)
-                self._write(record, improved)
+                self._write(record, improved, last=self.finished or self.epoch % settings.checkpoint_every == 0)
                 bar.epoch_done(self.epoch, losses["total"], record.get("valid"))
                 if on_epoch_end is not None and self.context.is_main:
                     on_epoch_end(record)
@@ -416,16 +416,22 @@ class _Trainer:
         self.bad_evaluations += 1
         return False
 
-    def _write(self, record: dict[str, Any], improved: bool) -> None:
-        """Write ``best.pt`` (if improved), the trace line, then ``last.pt``, so no checkpoint is ahead of the trace."""
-        rng = self.context.gather(capture_rng_state(self.shuffle))
+    def _write(self, record: dict[str, Any], improved: bool, *, last: bool) -> None:
+        """Write ``best.pt`` (if improved), the trace line, then ``last.pt`` (if ``last``).
+
+        No checkpoint is ever ahead of the trace; trace lines after ``last.pt`` are dropped on resume.
+        """
+        payload = None
+        if improved or last:  # the same on every rank: the gather is a collective
+            rng = self.context.gather(capture_rng_state(self.shuffle))
+            payload = self._checkpoint(rng) if self.context.is_main else None
         if self.context.is_main:
-            payload = self._checkpoint(rng)
             if improved:
                 save_checkpoint(self.run_dir / "best.pt", payload)
             with open(self.run_dir / "trace.jsonl", "a", encoding="utf-8") as trace:
                 trace.write(json.dumps(record) + "\n")
-            save_checkpoint(self.run_dir / "last.pt", payload)
+            if last:
+                save_checkpoint(self.run_dir / "last.pt", payload)
         self.context.barrier()
 
 

@@ -32,6 +32,9 @@ def train_command(
     feature_mode: Optional[str] = typer.Option(None, "--feature-mode", help="finetune | project [finetune]."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate valid MRR every N epochs [10]."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Evaluations without improvement before stopping [5]."),
+    checkpoint_every: Optional[int] = typer.Option(
+        None, "--checkpoint-every", help="Write last.pt every N epochs; a killed run repeats at most N-1 [1]."
+    ),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N [auto]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [drawn and recorded]."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where to write the run [$IMF_HOME/runs/<name>-<time>]."),
@@ -66,6 +69,7 @@ def train_command(
             "train.contrastive_weight": contrastive_weight,
             "train.eval_every": eval_every,
             "train.patience": patience,
+            "train.checkpoint_every": checkpoint_every,
             "train.device": device,
             "train.seed": seed,
         }

@@ -94,6 +94,27 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, kg):
     assert resume(tmp_path / "killed", kg, progress=False) == resumed
 
 
+def test_sparser_checkpoints_still_resume_to_the_same_run(tmp_path, kg):
+    straight = train(kg, fast_config(epochs=5, seed=7), tmp_path / "straight", progress=False)
+    config = fast_config(epochs=5, seed=7, checkpoint_every=2)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_three(record):
+        if record["epoch"] == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(kg, config, tmp_path / "killed", progress=False, on_epoch_end=kill_after_epoch_three)
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 2
+    resumed = resume(tmp_path / "killed", kg, progress=False)
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 5  # the end is always saved
+    assert [r["epoch"] for r in read_trace(tmp_path / "killed")] == [1, 2, 3, 4, 5]
+    assert without_timing(read_trace(tmp_path / "killed")) == without_timing(read_trace(tmp_path / "straight"))
+    assert (resumed.best_epoch, resumed.best_valid_mrr) == (straight.best_epoch, straight.best_valid_mrr)
+
+
 def test_resume_drops_trace_lines_written_after_the_checkpoint(tmp_path, kg):
     run_dir = tmp_path / "run"
     train(kg, fast_config(epochs=2, seed=3), run_dir, progress=False)
