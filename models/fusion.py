@@ -6,11 +6,16 @@ terms. Each modality ``m`` is projected by ``M_m`` into ``K`` slices of width ``
 slices are multiplied elementwise across the modalities. The ``K`` products are summed and ``M_d`` maps
 the sum to the output::
 
-    z_m = M_m · LayerNorm(x_m)                  # (B, K, h) for every modality m
+    z_m = M_m · x_m                             # (B, K, h) for every modality m
     p   = M_d · Σ_k  Π_m z_m[:, k]              # (B, out)
 
-The LayerNorm on each input is our addition. Without it, the product of three small embeddings
-(Xavier scale is about 0.05) would start near 1e-4 and pass almost no gradient back to the modalities.
+The projections keep their biases, so the product does not vanish when the inputs are small. An
+earlier version put a LayerNorm on each input. That scales the gradient flowing back into the
+modality embeddings by 1/std (about 17× at Xavier scale), so the multimodal branch's loss dominated
+their Adam updates and held back every branch. On Countries-MM (three modalities, dim 128, lr 5e-3,
+40 epochs, seed 0), removing it raised the valid fused MRR from 0.230 to 0.279 (structure 0.237 →
+0.275, text 0.252 → 0.298). The multimodal branch itself stays the weakest (0.082 → 0.061).
+
 The module fuses any number of modalities; with one it is a plain low-rank linear map.
 """
 
@@ -30,7 +35,7 @@ class LowRankTuckerFusion(nn.Module):
         rank: ``K``, the number of rank-one terms of the core.
         hidden_dim: ``h``, the width of each term (default ``dim``).
         out_dim: The width of the output (default ``dim``).
-        dropout: Dropout on each input, after its normalisation (the reference uses 0.2).
+        dropout: Dropout on each input (the reference uses 0.2).
     """
 
     def __init__(
@@ -51,14 +56,13 @@ class LowRankTuckerFusion(nn.Module):
         self.rank = rank
         self.hidden_dim = hidden_dim or dim
         self.out_dim = out_dim or dim
-        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_inputs))
         self.projections = nn.ModuleList(nn.Linear(dim, rank * self.hidden_dim) for _ in range(num_inputs))
         self.output = nn.Linear(self.hidden_dim, self.out_dim)
         self.dropout = nn.Dropout(dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for module in (*self.norms, *self.projections, self.output):
+        for module in (*self.projections, self.output):
             module.reset_parameters()
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
@@ -66,8 +70,8 @@ class LowRankTuckerFusion(nn.Module):
         if len(inputs) != self.num_inputs:
             raise ValueError(f"expected {self.num_inputs} inputs, got {len(inputs)}")
         product: Tensor | None = None
-        for x, norm, projection in zip(inputs, self.norms, self.projections):
-            z = projection(self.dropout(norm(x))).unflatten(-1, (self.rank, self.hidden_dim))  # (B, K, h)
+        for x, projection in zip(inputs, self.projections):
+            z = projection(self.dropout(x)).unflatten(-1, (self.rank, self.hidden_dim))  # (B, K, h)
             product = z if product is None else product * z
         return self.output(product.sum(dim=-2))
 
