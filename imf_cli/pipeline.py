@@ -104,17 +104,33 @@ def _manifest(feature_set: "FeatureSet") -> dict:
     }
 
 
-def resolve_config(config_file: Path | None, flags: Mapping[str, Any]) -> "RunConfig":
-    """Defaults ← YAML file ← flags (None flags are skipped). Config errors become :class:`ImfError`."""
-    from models.config import ConfigError, load_yaml, resolve
+def read_config_file(config_file: Path | None) -> dict:
+    """The values of a YAML config file (empty without one). Errors become :class:`ImfError`."""
+    from models.config import ConfigError, load_yaml
 
+    if config_file is None:
+        return {}
     try:
-        file_values = load_yaml(config_file) if config_file is not None else None
-        return resolve(file_values, flags)
+        return load_yaml(config_file)
     except ConfigError as error:
         raise ImfError(str(error)) from error
     except OSError as error:
         raise ImfError(f"cannot read config file {config_file}: {error.strerror}") from error
+
+
+def resolve_config(file_values: Mapping[str, Any], flags: Mapping[str, Any]) -> "RunConfig":
+    """Defaults ← file values ← flags (None flags are skipped). Config errors become :class:`ImfError`."""
+    from models.config import ConfigError, resolve
+
+    try:
+        return resolve(file_values, flags)
+    except ConfigError as error:
+        raise ImfError(str(error)) from error
+
+
+def _sets_modalities(file_values: Mapping[str, Any]) -> bool:
+    model = file_values.get("model")
+    return "model.modalities" in file_values or (isinstance(model, Mapping) and "modalities" in model)
 
 
 def git_commit() -> str | None:
@@ -154,11 +170,14 @@ def train_model(
     from models.training import train
 
     flags = dict(flags or {})
+    file_values = read_config_file(config_file)
     with EntityStore.open(dataset) as store:
-        if modalities is None:
+        # Precedence: --modalities, else the config file's, else structure plus every encoded modality.
+        if modalities is None and not _sets_modalities(file_values):
             modalities = available_branches(store)
-        flags["model.modalities"] = list(modalities)
-        config = resolve_config(config_file, flags)
+        if modalities is not None:
+            flags["model.modalities"] = list(modalities)
+        config = resolve_config(file_values, flags)
         prepared = prepare_data(
             store,
             tuple(config.model.modalities),

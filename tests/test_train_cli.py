@@ -84,6 +84,18 @@ def test_modalities_default_to_what_is_encoded(tiny_tsv):
     assert document["config"]["model"]["modalities"] == ["structure"]
 
 
+def test_config_file_modalities_are_not_overridden_by_the_default(tiny_with_features, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model:\n  modalities: [structure, text]\n")
+    summary = train("tiny", "--epochs", "1", "--config", str(config), *SMALL)
+    document = yaml.safe_load(open(os.path.join(summary["run_dir"], "config.yaml")))
+    assert document["config"]["model"]["modalities"] == ["structure", "text"]
+    # an explicit flag still wins over the file
+    summary = train("tiny", "--epochs", "1", "--config", str(config), "--modalities", "structure", *SMALL)
+    document = yaml.safe_load(open(os.path.join(summary["run_dir"], "config.yaml")))
+    assert document["config"]["model"]["modalities"] == ["structure"]
+
+
 def test_resume_of_a_finished_run_keeps_its_result(tiny_with_features):
     first = train("tiny", "--epochs", "2", "--modalities", "structure,text", *SMALL)
     again = train("--resume", first["run_dir"], "--no-progress")
