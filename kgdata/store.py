@@ -185,19 +185,18 @@ class EntityStore:
     # ------------------------------------------------------------------ lookups
     def entity(self, ref: int | str) -> Entity:
         """An entity by dense id (int) or by key (str)."""
-        column = "id" if isinstance(ref, (int, np.integer)) else "key"
-        rows = list(self.db["entities"].rows_where(f"{column} = ?", [int(ref) if column == "id" else ref]))
-        if not rows:
-            raise UnknownEntityError(f"unknown entity {ref!r} in dataset {self.name!r}")
-        return Entity(**rows[0])
+        return Entity(**self._row("entities", ref, "entity"))
 
     def relation(self, ref: int | str) -> Relation:
         """A relation by dense id (int) or by key (str)."""
-        column = "id" if isinstance(ref, (int, np.integer)) else "key"
-        rows = list(self.db["relations"].rows_where(f"{column} = ?", [int(ref) if column == "id" else ref]))
-        if not rows:
-            raise UnknownEntityError(f"unknown relation {ref!r} in dataset {self.name!r}")
-        return Relation(**rows[0])
+        return Relation(**self._row("relations", ref, "relation"))
+
+    def _row(self, table: str, ref: int | str, kind: str) -> dict:
+        by_id = isinstance(ref, (int, np.integer))
+        column, value = ("id", int(ref)) if by_id else ("key", ref)
+        for row in self.db[table].rows_where(f"{column} = ?", [value], limit=1):
+            return row
+        raise UnknownEntityError(f"unknown {kind} {ref!r} in dataset {self.name!r}")
 
     def entities(self, ids: Iterable[int] | None = None) -> list[Entity]:
         """All entities in id order, or those of ``ids`` in the order given."""

@@ -15,14 +15,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from kgdata.errors import DataError
-from kgdata.importers.common import Advance, IdMap, ParsedDataset, dedupe, iter_lines, split_files
+from kgdata.importers.common import (
+    SPLIT_STEMS,
+    Advance,
+    IdMap,
+    ParsedDataset,
+    dedupe,
+    find_file,
+    iter_lines,
+    split_files,
+)
 
 FORMAT = "tsv"
 
 
 def detect(directory: Path) -> bool:
-    from kgdata.importers.common import SPLIT_STEMS, find_file
-
     return find_file(directory, SPLIT_STEMS["train"]) is not None
 
 

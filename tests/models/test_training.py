@@ -69,19 +69,24 @@ def test_run_directory_records_seed_config_metadata_and_checkpoints(tmp_path, kg
         train(kg, fast_config(epochs=1), run_dir, progress=False)
 
 
+class Killed(Exception):
+    """Stands in for a process killed between epochs."""
+
+
+def train_until_killed(kg, config, run_dir, *, after_epoch):
+    def kill(record):
+        if record["epoch"] == after_epoch:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(kg, config, run_dir, progress=False, on_epoch_end=kill)
+
+
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, kg):
     config = fast_config(epochs=4, seed=7, lr_decay=0.9)
     straight = train(kg, config, tmp_path / "straight", progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_epoch_two(record):
-        if record["epoch"] == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train(kg, config, tmp_path / "killed", progress=False, on_epoch_end=kill_after_epoch_two)
+    train_until_killed(kg, config, tmp_path / "killed", after_epoch=2)
     assert len(read_trace(tmp_path / "killed")) == 2
     resumed = resume(tmp_path / "killed", kg, progress=False)
 
@@ -98,15 +103,7 @@ def test_sparser_checkpoints_still_resume_to_the_same_run(tmp_path, kg):
     straight = train(kg, fast_config(epochs=5, seed=7), tmp_path / "straight", progress=False)
     config = fast_config(epochs=5, seed=7, checkpoint_every=2)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_epoch_three(record):
-        if record["epoch"] == 3:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train(kg, config, tmp_path / "killed", progress=False, on_epoch_end=kill_after_epoch_three)
+    train_until_killed(kg, config, tmp_path / "killed", after_epoch=3)
     assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 2
     resumed = resume(tmp_path / "killed", kg, progress=False)
     assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 5  # the end is always saved
