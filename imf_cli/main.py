@@ -12,10 +12,13 @@ from typing import Optional
 import typer
 
 from imf_cli.commands import datasets as datasets_cmd
+from imf_cli.commands import demo as demo_cmd
 from imf_cli.commands import eval as eval_cmd
+from imf_cli.commands import explore as explore_cmd
 from imf_cli.commands import encode as encode_cmd
 from imf_cli.commands import features as features_cmd
 from imf_cli.commands import import_ as import_cmd
+from imf_cli.commands import predict as predict_cmd
 from imf_cli.commands import search as search_cmd
 from imf_cli.commands import train as train_cmd
 
@@ -45,7 +48,8 @@ def root(
         os.environ["IMF_HOME"] = str(home.expanduser().resolve())
 
 
-# In the order of the data flow: import → encode → train → eval.
+# The one-command tour first, then the data flow: import → encode → train → eval → predict → explore.
+app.command("demo")(demo_cmd.demo_command)
 app.command("import")(import_cmd.import_command)
 app.command("datasets")(datasets_cmd.datasets_command)
 app.command("search")(search_cmd.search_command)
@@ -53,6 +57,8 @@ app.command("encode")(encode_cmd.encode_command)
 app.command("features")(features_cmd.features_command)
 app.command("train")(train_cmd.train_command)
 app.command("eval")(eval_cmd.eval_command)
+app.command("explore")(explore_cmd.explore_command)
+app.command("predict")(predict_cmd.predict_command)
 
 
 def main() -> None:

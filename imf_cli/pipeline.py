@@ -251,38 +251,48 @@ def _check_same_dataset(store: "EntityStore", meta: dict, run_dir: Path) -> None
         )
 
 
-def evaluate_run(run_dir: Path, *, split: str = "test", checkpoint: str = "best", batch_size: int = 512) -> dict:
-    """Filtered ranking metrics of a run's checkpoint on ``split``, per branch and fused.
+def evaluate_run(
+    run_dir: Path,
+    *,
+    split: str = "test",
+    checkpoint: str = "best",
+    batch_size: int | None = None,
+    device: str = "auto",
+    per_relation: bool = False,
+    write: bool = True,
+) -> dict:
+    """Filtered ranking metrics of a run's checkpoint on ``split``: each branch, fused, and mean fusion.
 
     Filtering removes every known triple of train, valid and test except the one being ranked; ties
-    get the realistic rank (the mean of the optimistic and pessimistic ranks).
+    get the realistic rank (the mean of the optimistic and pessimistic ranks). See
+    :meth:`imf_cli.service.PredictionService.evaluate` for the report's keys. With ``write``, the report
+    is also written to ``<run_dir>/metrics-<split>.json``.
     """
-    from kgdata.store import EntityStore
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.distributed import pick_device
-    from models.evaluation import build_filter, evaluate
+    from imf_cli.service import PredictionService
 
     if split not in ("valid", "test"):
         raise ImfError(f"unknown split {split!r}; choose valid or test")
-    document = run_metadata(run_dir)
-    meta = document["metadata"]
-    device = pick_device("auto")
+    with PredictionService.from_run(run_dir, checkpoint=checkpoint, device=device) as service:
+        report = service.evaluate(split, batch_size=batch_size, per_relation=per_relation)
+    report = {"split": report["split"], "checkpoint": report["checkpoint"], "run": str(run_dir), **report}
+    if write:
+        _write_json(metrics_path(run_dir, split), report)
+    return report
+
+
+def metrics_path(run_dir: Path, split: str) -> Path:
+    """Where :func:`evaluate_run` writes the metrics of ``split``."""
+    return Path(run_dir) / f"metrics-{split}.json"
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON through a temporary file and a rename, so a reader never sees half a file."""
+    import json
+    import os
+
+    temporary = path.with_name(path.name + ".tmp")
     try:
-        model, _ = load_checkpoint(Path(run_dir) / f"{checkpoint}.pt", map_location=device)
-    except CheckpointError as error:
-        raise ImfError(str(error)) from error
-    with EntityStore.open(meta["dataset"]) as store:
-        _check_same_dataset(store, meta, run_dir)
-        splits = {s: store.triples_tensor(s) for s in ("train", "valid", "test")}
-        num_entities, num_relations = store.num_entities, store.num_relations
-    index = build_filter(splits.values(), num_entities=num_entities, num_relations=num_relations)
-    # evaluate() moves the triples and the filter to the model's device and runs under inference_mode.
-    metrics = evaluate(model, splits[split], index, batch_size=batch_size, num_relations=num_relations)
-    return {
-        "run": str(run_dir),
-        "dataset": meta["dataset"],
-        "split": split,
-        "checkpoint": checkpoint,
-        "triples": int(len(splits[split])),
-        "metrics": metrics,
-    }
+        temporary.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        raise ImfError(f"cannot write {path}: {error.strerror}") from error

@@ -55,3 +55,36 @@ def store_path(name: str, home: str | Path | None = None) -> Path:
 
 def runs_dir(home: str | Path | None = None) -> Path:
     return imf_home(home) / "runs"
+
+
+def latest_run(dataset: str | None = None, home: str | Path | None = None) -> Path | None:
+    """The run directory whose ``config.yaml`` was written last, or None when there is none.
+
+    With ``dataset``, only runs trained on that dataset (``metadata.dataset`` in ``config.yaml``) count.
+    Directories without a ``config.yaml`` (an interrupted start) are skipped.
+    """
+    runs = runs_dir(home)
+    if not runs.is_dir():
+        return None
+    candidates = []
+    for config in runs.glob("*/config.yaml"):
+        try:
+            mtime = config.stat().st_mtime
+        except OSError:
+            continue
+        candidates.append((mtime, config.parent.name, config))
+    for _, _, config in sorted(candidates, reverse=True):
+        if dataset is None or _run_dataset(config) == dataset:
+            return config.parent
+    return None
+
+
+def _run_dataset(config: Path) -> str | None:
+    import yaml
+
+    try:
+        document = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    return metadata.get("dataset") if isinstance(metadata, dict) else None

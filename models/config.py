@@ -32,7 +32,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The model's shape; see :class:`models.imf.IMF`."""
+    """The model's shape; see :class:`models.imf.IMF`.
+
+    ``detach_fusion_inputs`` stops the multimodal branch's gradient at the modality vectors it fuses.
+    Trained jointly (False, as the paper does) its loss pulls on every modality branch and holds them
+    back; see ``docs/benchmarks.md`` for the Countries-MM runs behind the default.
+    """
 
     dim: int = 256
     modalities: tuple[str, ...] = ("structure", "visual", "text")
@@ -40,6 +45,7 @@ class ModelConfig:
     fusion: str = "learned"
     fusion_rank: int = 2
     fusion_dropout: float = 0.2
+    detach_fusion_inputs: bool = True
     input_dropout: float = 0.3
     relation_dropout: float = 0.4
     hidden_dropout: float = 0.5
@@ -68,7 +74,13 @@ class TrainConfig:
     larger N writes less but a killed run repeats up to N-1 epochs. ``seed`` None draws one, which the
     run records. ``device`` is ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
     ``contrastive_weight`` and ``temperature`` are our choices: the reference never calls its contrastive
-    loss, so it gives no values.
+    loss, so it gives no values. ``fit_fusion_on_valid`` (with ``model.fusion: learned``) refits the
+    decision-fusion weights on the valid queries at every evaluation and holds them fixed in between
+    (see :mod:`models.calibration`); False learns them by gradient on the training loss, as the paper does.
+    ``fused_loss_weight`` weighs the BCE of the fused score in the loss. The paper uses 1; its gradient
+    couples the branches, and with weights fitted on valid it has nothing of its own to train, so the
+    default is 0: each branch learns from its own loss (and the contrastive term), and the fusion
+    combines them. ``imf_cli/presets/paper.yaml`` restores the paper's joint training.
     """
 
     epochs: int = 1000
@@ -78,10 +90,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     label_smoothing: float = 0.1
     contrastive_weight: float = 0.1
+    fused_loss_weight: float = 0.0
     temperature: float = 0.1
     eval_every: int = 10
     patience: int = 5
     checkpoint_every: int = 1
+    fit_fusion_on_valid: bool = True
     seed: int | None = None
     device: str = "auto"
 
@@ -94,6 +108,7 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "train.weight_decay must be non-negative")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
         _check(self.contrastive_weight >= 0, "train.contrastive_weight must be non-negative")
+        _check(self.fused_loss_weight >= 0, "train.fused_loss_weight must be non-negative")
         _check(self.temperature > 0, "train.temperature must be positive")
         _check(self.patience >= 0, "train.patience must be non-negative")
         _check(self.checkpoint_every > 0, "train.checkpoint_every must be positive")
@@ -120,6 +135,15 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        fitted = self.model.fusion == "learned" and self.train.fit_fusion_on_valid
+        _check(
+            self.model.fusion == "mean" or fitted or self.train.fused_loss_weight > 0,
+            f"model.fusion {self.model.fusion!r} learns its weights from the fused loss, but "
+            "train.fused_loss_weight is 0; set it above 0"
+            + (" or set train.fit_fusion_on_valid: true" if self.model.fusion == "learned" else ""),
+        )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """A plain nested dict (lists, not tuples), safe for YAML and ``torch.load(weights_only=True)``."""
@@ -215,7 +239,7 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
 
 
 def _coerce(value: Any, hint: Any) -> Any:
-    """``value`` as type ``hint``: int, float, str, ``X | None``, or ``tuple[str, ...]`` (from a list or "a,b")."""
+    """``value`` as type ``hint``: bool, int, float, str, ``X | None``, or ``tuple[str, ...]`` (from a list or "a,b")."""
     if isinstance(hint, types.UnionType):  # X | None
         if value is None:
             return None
@@ -225,6 +249,12 @@ def _coerce(value: Any, hint: Any) -> Any:
         if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
             raise TypeError
         return tuple(item.strip() for item in items)
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.lower()]
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TypeError
     if hint is str:
@@ -234,6 +264,9 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is int and isinstance(value, float) and not value.is_integer():
         raise TypeError
     return hint(value)
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
 def _check(condition: bool, message: str) -> None:

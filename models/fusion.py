@@ -15,6 +15,8 @@ modality embeddings by 1/std (about 17× at Xavier scale), so the multimodal bra
 their Adam updates and held back every branch. On Countries-MM (three modalities, dim 128, lr 5e-3,
 40 epochs, seed 0), removing it raised the valid fused MRR from 0.230 to 0.279 (structure 0.237 →
 0.275, text 0.252 → 0.298). The multimodal branch itself stays the weakest (0.082 → 0.061).
+Even without it, the multimodal loss holds the modality branches back, so :class:`models.imf.IMF`
+detaches the fusion inputs by default (``model.detach_fusion_inputs``).
 
 The module fuses any number of modalities; with one it is a plain low-rank linear map.
 """

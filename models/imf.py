@@ -75,6 +75,8 @@ class IMF(nn.Module):
         fusion: Decision fusion mode (see :mod:`models.decision`).
         fusion_rank: ``K`` of the low-rank Tucker fusion.
         fusion_dropout: Dropout on the fusion inputs.
+        detach_fusion_inputs: Stop the multimodal branch's gradient at its inputs, so that its loss
+            trains the fusion and its scorer but never the modality branches' vectors.
         input_dropout, relation_dropout, hidden_dropout: The TuckER dropouts (see :class:`TuckERScorer`).
 
     Until :meth:`set_features` is called, a feature branch has no features and gives every entity its
@@ -93,6 +95,7 @@ class IMF(nn.Module):
         fusion: str = "learned",
         fusion_rank: int = 2,
         fusion_dropout: float = 0.2,
+        detach_fusion_inputs: bool = False,
         input_dropout: float = 0.3,
         relation_dropout: float = 0.4,
         hidden_dropout: float = 0.5,
@@ -111,6 +114,7 @@ class IMF(nn.Module):
         self.modalities = modalities
         self.feature_dims = {m: int(feature_dims[m]) for m in modalities if m != STRUCTURE}
         self.feature_mode = feature_mode
+        self.detach_fusion_inputs = detach_fusion_inputs
         self.branch_names = modalities + ((MULTIMODAL,) if len(modalities) > 1 else ())
 
         self.entity_representations = nn.ModuleDict(
@@ -187,9 +191,12 @@ class IMF(nn.Module):
             for m in self.modalities
         }
         if MULTIMODAL in self.branch_names:
+            inputs = [encoded[m] for m in self.modalities]
+            if self.detach_fusion_inputs:
+                inputs = [BranchEmbeddings(e.entities.detach(), e.relations.detach()) for e in inputs]
             encoded[MULTIMODAL] = BranchEmbeddings(
-                self.entity_fusion([encoded[m].entities for m in self.modalities]),
-                self.relation_fusion([encoded[m].relations for m in self.modalities]),
+                self.entity_fusion([e.entities for e in inputs]),
+                self.relation_fusion([e.relations for e in inputs]),
             )
         return encoded
 
@@ -259,6 +266,7 @@ def build_model(
         fusion=config.fusion,
         fusion_rank=config.fusion_rank,
         fusion_dropout=config.fusion_dropout,
+        detach_fusion_inputs=config.detach_fusion_inputs,
         input_dropout=config.input_dropout,
         relation_dropout=config.relation_dropout,
         hidden_dropout=config.hidden_dropout,

@@ -1,6 +1,6 @@
 """IMF's training objective: 1-N BCE per branch and for the fused score, plus a contrastive term.
 
-``total = Σ_branches BCE(branch) + BCE(fused) + contrastive_weight · InfoNCE(modalities)``
+``total = Σ_branches BCE(branch) + fused_weight · BCE(fused) + contrastive_weight · InfoNCE(modalities)``
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ def imf_objective(
     masks: Mapping[str, Tensor] | None = None,
     label_smoothing: float = 0.1,
     contrastive_weight: float = 0.1,
+    fused_weight: float = 1.0,
     temperature: float = 0.1,
 ) -> LossTerms:
     """IMF's loss for one batch.
@@ -103,5 +104,5 @@ def imf_objective(
     contrastive = torch.zeros((), device=fused.device)
     if contrastive_weight:
         contrastive = info_nce(views, masks=masks, temperature=temperature)
-    total = torch.stack(list(branches.values())).sum() + fused + contrastive_weight * contrastive
+    total = torch.stack(list(branches.values())).sum() + fused_weight * fused + contrastive_weight * contrastive
     return LossTerms(total, branches, fused, contrastive)

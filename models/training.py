@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from models import distributed
+from models.calibration import fit_decision_weights
 from models.checkpoint import capture_rng_state, read_checkpoint, restore_rng_state, save_checkpoint
 from models.config import RunConfig
 from models.evaluation import FUSED, build_filter, evaluate
@@ -195,11 +196,20 @@ def resume(
 class _Objective(nn.Module):
     """The model and its loss as one module, so that DDP sees every parameter used inside ``forward``."""
 
-    def __init__(self, model: IMF, *, label_smoothing: float, contrastive_weight: float, temperature: float):
+    def __init__(
+        self,
+        model: IMF,
+        *,
+        label_smoothing: float,
+        contrastive_weight: float,
+        fused_weight: float,
+        temperature: float,
+    ):
         super().__init__()
         self.model = model
         self.label_smoothing = label_smoothing
         self.contrastive_weight = contrastive_weight
+        self.fused_weight = fused_weight
         self.temperature = temperature
 
     def forward(self, heads: Tensor, relations: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -216,6 +226,7 @@ class _Objective(nn.Module):
             masks=masks,
             label_smoothing=self.label_smoothing,
             contrastive_weight=self.contrastive_weight,
+            fused_weight=self.fused_weight,
             temperature=self.temperature,
         )
         return terms.total, terms.detached()
@@ -253,10 +264,17 @@ class _Trainer:
         }
         self.model = build_model(config.model, **self.model_args).to(device)
         settings = config.train
+        # Fitted on valid at each evaluation (models.calibration), not by gradient; one branch has nothing to fit.
+        self.fit_fusion = (
+            settings.fit_fusion_on_valid and config.model.fusion == "learned" and len(self.model.branch_names) > 1
+        )
+        if self.fit_fusion:
+            self.model.decision.logits.requires_grad_(False)
         self.objective = _Objective(
             self.model,
             label_smoothing=settings.label_smoothing,
             contrastive_weight=settings.contrastive_weight,
+            fused_weight=settings.fused_loss_weight,
             temperature=settings.temperature,
         )
         # The fused kernel updates parameters in place; the default foreach path allocates
@@ -358,7 +376,9 @@ class _Trainer:
                 record: dict[str, Any] = {"epoch": self.epoch, "lr": lr, "loss": losses, "seconds": seconds}
                 improved = False
                 if self.epoch % settings.eval_every == 0 or self.epoch == settings.epochs:
-                    record["valid"] = self._validate()
+                    record["valid"], weights = self._validate()
+                    if weights is not None:
+                        record["fusion_weights"] = weights
                     seconds["valid"] = time.perf_counter() - started - seconds["train"]
                     improved = self._update_best(record["valid"])
                 self.stopped_early = settings.patience > 0 and self.bad_evaluations >= settings.patience
@@ -396,9 +416,21 @@ class _Trainer:
         self.scheduler.step()
         return {name: self.context.mean(value / rows).item() for name, value in sums.items()}
 
-    def _validate(self) -> dict[str, dict[str, float]] | None:
-        metrics = None
+    def _validate(self) -> tuple[dict[str, dict[str, float]], dict[str, float] | None]:
+        """Valid metrics, after refitting the decision weights on valid when configured; and those weights."""
+        result = None
         if self.context.is_main:
+            weights = None
+            if self.fit_fusion:
+                fitted = fit_decision_weights(
+                    self.model,
+                    self.data.valid,
+                    self.valid_filter,
+                    num_relations=self.data.num_relations,
+                    batch_size=self.config.eval.batch_size,
+                    seed=self.config.train.seed,
+                )
+                weights = dict(zip(self.model.branch_names, fitted.tolist()))
             metrics = evaluate(
                 self.model,
                 self.data.valid,
@@ -406,7 +438,13 @@ class _Trainer:
                 batch_size=self.config.eval.batch_size,
                 num_relations=self.data.num_relations,
             )
-        return self.context.broadcast(metrics)
+            result = (metrics, weights)
+        metrics, weights = self.context.broadcast(result)
+        if weights is not None and not self.context.is_main:
+            with torch.no_grad():
+                logits = torch.tensor(list(weights.values()), device=self.device).log()
+                self.model.decision.logits.copy_(logits - logits.mean())
+        return metrics, weights
 
     def _update_best(self, metrics: dict[str, dict[str, float]]) -> bool:
         mrr = metrics[FUSED]["mrr"]

@@ -46,7 +46,7 @@ def test_every_command_has_help_with_example_and_readme_section():
         result = invoke(name, "--help")
         assert result.exit_code == 0, name
         assert "Example:" in result.output, f"{name} --help has no example"
-        assert f"imf {name}" in readme, f"README does not document `imf {name}`"
+        assert f"### `imf {name}`" in readme, f"README has no section on `imf {name}`"
 
 
 def test_import_datasets_and_search_json(tiny_tsv, imf_home):

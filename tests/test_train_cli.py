@@ -68,8 +68,8 @@ def test_train_writes_a_complete_run_and_eval_reports_every_branch(tiny_with_fea
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["split"] == "test" and report["triples"] == 1
-    assert set(report["metrics"]) == {"structure", "visual", "text", "multimodal", "fused"}
-    for metrics in report["metrics"].values():
+    assert set(report["branches"]) == {"structure", "visual", "text", "multimodal"}
+    for metrics in [*report["branches"].values(), report["fused"], report["mean_fusion"]]:
         assert 0 < metrics["mrr"] <= 1 and 1 <= metrics["mr"] <= 7
         assert metrics["hits@1"] <= metrics["hits@3"] <= metrics["hits@10"] == 1.0  # 7 entities
 

@@ -1,12 +1,15 @@
-"""``imf eval``: filtered ranking metrics of a trained run, per branch and fused."""
+"""``imf eval``: filtered ranking metrics of a trained run, per branch, fused, mean fusion, per relation."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from imf_cli.output import console, handle_errors, print_json
+
+HITS = (1, 3, 10)
 
 
 @handle_errors
@@ -14,34 +17,92 @@ def eval_command(
     run_dir: Path = typer.Argument(..., help="A run directory written by imf train."),
     split: str = typer.Option("test", "--split", help="valid | test."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best (chosen on valid) | last."),
-    batch_size: int = typer.Option(512, "--batch-size", min=1, help="Queries scored at once."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", min=1, help="Queries scored at once [picked from free memory]."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    per_relation: bool = typer.Option(False, "--per-relation", help="Also report every relation."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
-    """Evaluate a run: filtered MRR, MR and Hits@1/3/10 for each branch and the fused prediction.
+    """Evaluate a run: filtered MRR, MR and Hits@1/3/10 per branch, fused, and mean fusion.
 
     Both directions are ranked (tails, and heads through inverse relations), every other known
     triple of train/valid/test is filtered out, and ties get the realistic (mean) rank. The
-    checkpoint was chosen on valid; report test once.
+    "mean fusion" row is the reference code's uniform mean of the branch logits, as a baseline.
+    The metrics are also written to RUN_DIR/metrics-<split>.json. The checkpoint was chosen on
+    valid; report test once.
 
     Example: imf eval ~/.local/share/imf/runs/countries-mm-20261127-120000-000000 --split test
     """
-    from rich.table import Table
+    from imf_cli.pipeline import evaluate_run, metrics_path
 
-    from imf_cli.pipeline import evaluate_run
-
-    result = evaluate_run(run_dir, split=split, checkpoint=checkpoint, batch_size=batch_size)
+    result = evaluate_run(
+        run_dir, split=split, checkpoint=checkpoint, batch_size=batch_size, device=device, per_relation=per_relation
+    )
     if json_output:
         print_json(result)
         return
-    table = Table(
-        "branch", "MRR", "MR", "Hits@1", "Hits@3", "Hits@10",
-        title=f"{result['dataset']} {split} ({result['triples']:,} triples, both directions, filtered)",
+    console.print(summary_table(result))
+    fused = result["fused"]
+    console.print(
+        f"Fused MRR with optimistic / pessimistic ranks: {fused['optimistic_mrr']:.4f} / "
+        f"{fused['pessimistic_mrr']:.4f}. {result['seconds']:.2f} s on {result['device']}, "
+        f"{result['chunk_size']} queries per chunk.",
+        style="dim",
     )
-    for branch, metrics in result["metrics"].items():
+    if result["per_relation"]:
+        console.print(relation_table(result))
+    console.print(f"Wrote {metrics_path(run_dir, split)}", style="dim")
+
+
+def summary_table(result: dict):
+    """One row per score: each branch, then fused and mean fusion."""
+    from rich.table import Table
+
+    table = Table(
+        title=(
+            f"{result['dataset']} {result['split']}, {result['checkpoint']}.pt: {result['triples']:,} triples, "
+            f"filtered, realistic ranks; heads and tails give the MRR of each direction"
+        ),
+    )
+    table.add_column("score", no_wrap=True)
+    for column in ("MRR", "MR", "Hits@1", "Hits@3", "Hits@10", "heads", "tails"):
+        table.add_column(column, justify="right")
+    rows = [*result["branches"].items(), ("fused", result["fused"]), ("mean fusion", result["mean_fusion"])]
+    for index, (name, metrics) in enumerate(rows):
         table.add_row(
-            branch,
+            name,
             f"{metrics['mrr']:.4f}",
             f"{metrics['mr']:.1f}",
-            *(f"{metrics[f'hits@{k}']:.4f}" for k in (1, 3, 10)),
+            *(f"{metrics[f'hits@{k}']:.4f}" for k in HITS),
+            f"{metrics['heads']['mrr']:.4f}",
+            f"{metrics['tails']['mrr']:.4f}",
+            end_section=index == len(result["branches"]) - 1,
         )
-    console.print(table)
+    return table
+
+
+def relation_table(result: dict):
+    """One row per relation, most triples first: fused MRR (both, heads, tails), mean fusion, best branch."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="MRR per relation: fused (both directions, heads, tails), mean fusion, the best branch")
+    table.add_column("relation", overflow="fold")
+    for column in ("triples", "fused", "heads", "tails", "mean"):
+        table.add_column(column, justify="right")
+    table.add_column("best branch", no_wrap=True)
+    ordered = sorted(result["per_relation"].items(), key=lambda item: -item[1]["triples"])
+    for key, values in ordered:
+        fused = values["fused"]
+        best, best_metrics = max(values["branches"].items(), key=lambda item: item[1]["mrr"])
+        table.add_row(
+            escape(key if values["name"] == key else f"{values['name']} ({key})"),
+            f"{values['triples']:,}",
+            f"{fused['mrr']:.3f}",
+            f"{fused['heads']['mrr']:.3f}",
+            f"{fused['tails']['mrr']:.3f}",
+            f"{values['mean_fusion']['mrr']:.3f}",
+            f"{best} {best_metrics['mrr']:.3f}",
+        )
+    return table

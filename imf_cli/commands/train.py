@@ -28,6 +28,9 @@ def train_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="(head, relation) queries per step [256]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [5e-4]."),
     contrastive_weight: Optional[float] = typer.Option(None, "--contrastive-weight", help="λ of the InfoNCE term [0.1]."),
+    fused_loss_weight: Optional[float] = typer.Option(
+        None, "--fused-loss-weight", help="Weight of the fused score's BCE [0; learned-per-relation needs > 0]."
+    ),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="learned | learned-per-relation | mean [learned]."),
     feature_mode: Optional[str] = typer.Option(None, "--feature-mode", help="finetune | project [finetune]."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate valid MRR every N epochs [10]."),
@@ -67,6 +70,7 @@ def train_command(
             "train.batch_size": batch_size,
             "train.lr": lr,
             "train.contrastive_weight": contrastive_weight,
+            "train.fused_loss_weight": fused_loss_weight,
             "train.eval_every": eval_every,
             "train.patience": patience,
             "train.checkpoint_every": checkpoint_every,

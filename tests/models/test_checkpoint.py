@@ -9,7 +9,12 @@ from models.imf import build_model
 @pytest.fixture
 def saved(tmp_path, kg):
     """A model with features attached, saved as a checkpoint, and its scores on a few queries."""
-    config = resolve({"model": {"dim": 8, "feature_mode": "project", "fusion": "learned-per-relation"}})
+    config = resolve(
+        {
+            "model": {"dim": 8, "feature_mode": "project", "fusion": "learned-per-relation"},
+            "train": {"fused_loss_weight": 1.0},
+        }
+    )
     model_args = {"num_entities": kg.num_entities, "num_relations": kg.num_relations, "feature_dims": kg.feature_dims}
     model = build_model(config.model, **model_args)
     for modality, (matrix, mask) in kg.features.items():

@@ -1,0 +1,641 @@
+"""The prediction service: a trained run plus its entity store, loaded once, answering link queries.
+
+``imf predict``, ``imf eval`` and the ``imf explore`` TUI all use :class:`PredictionService`. It imports
+neither Typer nor Textual, and imports torch only when a service is built, so importing this module
+is cheap. Everything it returns is a plain frozen dataclass, so a fake service for tests only
+has to produce the same dataclasses.
+
+Relation ids follow the model: ``0 … R-1`` are the dataset's relations, ``R … 2R-1`` their inverses.
+``(t, r + R, ?)`` asks for the heads of ``(?, r, t)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from kgdata.errors import ImfError, UnknownEntityError
+from kgdata.store import Entity, EntityStore
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.imf import IMF
+
+SPLITS = ("train", "valid", "test")
+#: Candidates listed in an ambiguous- or unknown-name error.
+CANDIDATES = 5
+#: Entity counts up to which an unknown name is compared with every name for suggestions.
+FUZZY_LIMIT = 200_000
+
+
+class AmbiguousNameError(ImfError):
+    """A name matched several entities or relations; ``candidates`` holds the best few."""
+
+    def __init__(self, message: str, candidates: list):
+        super().__init__(message)
+        self.candidates = candidates
+
+
+@dataclass(frozen=True)
+class EntityInfo:
+    """One entity as shown to people. ``image`` is an absolute path, or None."""
+
+    id: int
+    key: str
+    name: str
+    description: str | None = None
+    image: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "key": self.key, "name": self.name, "description": self.description, "image": self.image}
+
+
+@dataclass(frozen=True)
+class RelationChoice:
+    """A relation id of the model, ``[0, 2R)``. Inverse relations predict heads."""
+
+    id: int
+    key: str
+    name: str
+    inverse: bool = False
+
+    @property
+    def label(self) -> str:
+        """``name``, or ``← name`` for an inverse relation."""
+        return f"← {self.name}" if self.inverse else self.name
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "key": self.key, "name": self.name, "inverse": self.inverse}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One ranked candidate answer.
+
+    Attributes:
+        rank: 1-based position among the returned rows.
+        entity: The candidate.
+        fused: The fused logit (the decision fusion of the branch logits).
+        branches: Branch name → that branch's logit.
+        contributions: Branch name → weight × logit; they sum to ``fused``.
+        known: The splits in which the triple (head, relation, candidate) is a known fact.
+    """
+
+    rank: int
+    entity: EntityInfo
+    fused: float
+    branches: Mapping[str, float]
+    contributions: Mapping[str, float]
+    known: frozenset[str] = field(default_factory=frozenset)
+
+    def to_dict(self) -> dict:
+        """Plain JSON values; ``known`` becomes one flag per split."""
+        return {
+            "rank": self.rank,
+            "entity": self.entity.to_dict(),
+            "fused": self.fused,
+            "branches": dict(self.branches),
+            "contributions": dict(self.contributions),
+            "known": {split: split in self.known for split in SPLITS},
+        }
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A known triple of the store, with names, for supporting evidence."""
+
+    head: EntityInfo
+    relation: RelationChoice
+    tail: EntityInfo
+    split: str
+
+    def to_dict(self) -> dict:
+        return {
+            "head": self.head.to_dict(),
+            "relation": self.relation.to_dict(),
+            "tail": self.tail.to_dict(),
+            "split": self.split,
+        }
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The answer to one query ``(entity, relation, ?)``.
+
+    Attributes:
+        entity: The query's given entity (the head, or the tail for an inverse relation).
+        relation: The relation asked about.
+        weights: Branch name → the decision-fusion weight used for this relation.
+        predictions: The top rows, best first.
+        hidden_known: How many known answers were left out (0 with ``include_known``).
+    """
+
+    entity: EntityInfo
+    relation: RelationChoice
+    weights: Mapping[str, float]
+    predictions: list[Prediction]
+    hidden_known: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "entity": self.entity.to_dict(),
+            "relation": self.relation.to_dict(),
+            "weights": dict(self.weights),
+            "hidden_known": self.hidden_known,
+            "predictions": [p.to_dict() for p in self.predictions],
+        }
+
+
+class Service(Protocol):
+    """What the TUI and ``imf predict`` need; :class:`PredictionService` implements it."""
+
+    dataset: str
+    branch_names: tuple[str, ...]
+
+    def search_entities(self, text: str, limit: int = 10) -> list[EntityInfo]: ...
+    def resolve_entity(self, text: str) -> EntityInfo: ...
+    def relations(self) -> list[RelationChoice]: ...
+    def resolve_relation(self, text: str, *, inverse: bool = False) -> RelationChoice: ...
+    def entity(self, entity_id: int) -> EntityInfo: ...
+    def top_k(self, entity: int, relation: int, k: int = 10, *, include_known: bool = False) -> QueryResult: ...
+    def supporting_facts(self, head: int, tail: int, limit: int = 5) -> list[Fact]: ...
+
+
+class UnknownNameError(UnknownEntityError):
+    """No entity or relation matches a name; ``candidates`` holds the closest few (maybe none)."""
+
+    def __init__(self, message: str, candidates: list):
+        super().__init__(message)
+        self.candidates = candidates
+
+
+def _entity_info(entity: Entity) -> EntityInfo:
+    return EntityInfo(entity.id, entity.key, entity.name, entity.description, entity.image)
+
+
+def _describe(candidates: list) -> str:
+    return "; ".join(f"{c.label if isinstance(c, RelationChoice) else c.name} [{c.key}]" for c in candidates)
+
+
+def _closest(text: str, relations: list[RelationChoice]) -> list[RelationChoice]:
+    """The relations most like ``text``: by the best similarity to their key, name or a word of either."""
+
+    def similarity(relation: RelationChoice) -> float:
+        words = {relation.key.casefold(), relation.name.casefold()}
+        words |= {w for name in tuple(words) for w in re.split(r"[\W_]+", name) if w}
+        return max(difflib.SequenceMatcher(None, text, word).ratio() for word in words)
+
+    scored = sorted(((similarity(r), r.id, r) for r in relations), key=lambda item: (-item[0], item[1]))
+    return [r for score, _, r in scored[:CANDIDATES] if score >= 0.6]
+
+
+def _like_prefix(text: str) -> str:
+    """``text%`` for SQL ``LIKE … ESCAPE '\\'``, with ``%``, ``_`` and ``\\`` taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class PredictionService:
+    """A run's model and its dataset's store, loaded once (see the module docstring).
+
+    Build with :meth:`from_run`. Caches every branch's encoded entity and relation matrices, so a
+    query is a few matrix-vector products.
+
+    Each method may be called from a worker thread: scoring runs under ``torch.inference_mode`` and
+    the store is used under a lock. :meth:`close` (or a ``with`` block) closes the store.
+
+    Args:
+        model: The trained model, on the device to score on.
+        store: The entity store of the dataset the model was trained on.
+        run_dir: The run directory, for reports.
+        checkpoint: Which checkpoint of the run the model is, for reports.
+    """
+
+    def __init__(
+        self, model: "IMF", store: EntityStore, *, run_dir: str | Path | None = None, checkpoint: str = "best"
+    ):
+        from models.evaluation import FrozenScorer
+        from models.index import TailIndex, with_inverses
+
+        if (model.num_entities, model.num_relations) != (store.num_entities, store.num_relations):
+            raise ImfError(
+                f"the model has {model.num_entities} entities and {model.num_relations} relations, "
+                f"but dataset {store.name!r} has {store.num_entities} and {store.num_relations}"
+            )
+        self.model = model
+        self.store = store
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.checkpoint = checkpoint
+        self.dataset = store.name
+        self.branch_names: tuple[str, ...] = tuple(model.branch_names)
+        self.num_entities = store.num_entities
+        self.num_relations = store.num_relations
+        self.scorer = FrozenScorer(model, cache_relations=True)
+        self.device = self.scorer.device
+        self.splits = {split: store.triples_tensor(split) for split in SPLITS}
+        self._known = {
+            split: TailIndex.from_triples(
+                with_inverses(triples, self.num_relations),
+                num_entities=self.num_entities,
+                num_relations=2 * self.num_relations,
+            )
+            for split, triples in self.splits.items()
+        }
+        stored = store.relations()
+        self._relations = [RelationChoice(r.id, r.key, r.name) for r in stored]
+        self._relations += [RelationChoice(r.id + self.num_relations, r.key, r.name, inverse=True) for r in stored]
+        self._adjacency: tuple | None = None
+        self._lock = threading.RLock()  # one sqlite connection, shared by the threads that call in
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> "PredictionService":
+        """Load ``<run_dir>/<checkpoint>.pt`` on ``device`` (``auto``, ``cpu``, ``cuda[:i]``) and open its dataset.
+
+        Raises:
+            ImfError: If the run directory, the checkpoint or the dataset cannot be used, or the dataset
+                was re-imported since the run was trained.
+        """
+        from imf_cli.pipeline import _check_same_dataset, run_metadata
+        from models.checkpoint import CheckpointError, load_checkpoint
+
+        if checkpoint not in ("best", "last"):
+            raise ImfError(f"unknown checkpoint {checkpoint!r}; choose best or last")
+        run_dir = Path(run_dir)
+        document = run_metadata(run_dir)
+        meta = (document or {}).get("metadata") or {}
+        if "dataset" not in meta:
+            raise ImfError(f"{run_dir / 'config.yaml'}: records no dataset")
+        torch_device = _pick_device(device)
+        try:
+            model, _ = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device)
+        except CheckpointError as error:
+            raise ImfError(str(error)) from error
+        store = EntityStore.open(meta["dataset"])
+        try:
+            _check_same_dataset(store, meta, run_dir)
+            return cls(model, store, run_dir=run_dir, checkpoint=checkpoint)
+        except BaseException:
+            store.close()
+            raise
+
+    # ---------------------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        with self._lock:
+            self.store.close()
+
+    def __enter__(self) -> "PredictionService":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(dataset={self.dataset!r}, run={str(self.run_dir)!r}, "
+            f"checkpoint={self.checkpoint!r}, branches={self.branch_names}, device={str(self.device)!r})"
+        )
+
+    # ---------------------------------------------------------------------------- entities
+    def entity(self, entity_id: int) -> EntityInfo:
+        """The entity with dense id ``entity_id``."""
+        with self._lock:
+            return _entity_info(self.store.entity(int(entity_id)))
+
+    def entities(self, ids: list[int]) -> list[EntityInfo]:
+        """The entities of ``ids``, in that order."""
+        with self._lock:
+            return [_entity_info(e) for e in self.store.entities(ids)]
+
+    def search_entities(self, text: str, limit: int = 10) -> list[EntityInfo]:
+        """Entities whose key, name or description match ``text``, best first (see :meth:`EntityStore.search`)."""
+        if not text.strip():
+            return []
+        with self._lock:
+            return [_entity_info(e) for e in self.store.search(text.strip(), limit=limit)]
+
+    def resolve_entity(self, text: str) -> EntityInfo:
+        """The one entity that ``text`` names.
+
+        Tried in order: an exact key; an exact name (case-insensitive); a unique prefix of a key or
+        name; a single full-text search match.
+
+        Raises:
+            AmbiguousNameError: Several entities match; the message lists the best candidates.
+            UnknownNameError: Nothing matches; the message lists close names, if any.
+        """
+        text = text.strip()
+        if not text:
+            raise ImfError("no entity given")
+        with self._lock:
+            db = self.store.db
+            rows = list(db.execute("SELECT * FROM entities WHERE key = ? LIMIT 1", [text]))
+            if rows:
+                return _entity_info(Entity(*rows[0]))
+            named = [
+                Entity(*row)
+                for row in db.execute(
+                    "SELECT * FROM entities WHERE name = ? COLLATE NOCASE ORDER BY id LIMIT ?", [text, CANDIDATES + 1]
+                )
+            ]
+            if len(named) == 1:
+                return _entity_info(named[0])
+            if named:
+                raise AmbiguousNameError(
+                    f"{len(named) if len(named) <= CANDIDATES else 'many'} entities are named {text!r}: "
+                    f"{_describe([_entity_info(e) for e in named[:CANDIDATES]])}; give a key instead",
+                    [_entity_info(e) for e in named[:CANDIDATES]],
+                )
+            pattern = _like_prefix(text)
+            prefixed = [
+                Entity(*row)
+                for row in db.execute(
+                    "SELECT * FROM entities WHERE name LIKE ? ESCAPE '\\' OR key LIKE ? ESCAPE '\\' "
+                    "ORDER BY length(name), id LIMIT ?",
+                    [pattern, pattern, CANDIDATES + 1],
+                )
+            ]
+            if len(prefixed) == 1:
+                return _entity_info(prefixed[0])
+            hits = [] if prefixed else self.store.search(text, limit=CANDIDATES + 1)
+            if len(hits) == 1:
+                return _entity_info(hits[0])
+            candidates = [_entity_info(e) for e in (prefixed or hits)[:CANDIDATES]]
+            if candidates:
+                raise AmbiguousNameError(
+                    f"{text!r} matches several entities: {_describe(candidates)}"
+                    f"{' …' if len(prefixed or hits) > CANDIDATES else ''}; give a key or a longer name",
+                    candidates,
+                )
+            close = self._close_entities(text)
+        hint = f"; did you mean: {_describe(close)}" if close else ""
+        raise UnknownNameError(f"no entity of dataset {self.dataset!r} matches {text!r}{hint}", close)
+
+    def _close_entities(self, text: str) -> list[EntityInfo]:
+        """Entities with names close to ``text`` (difflib), on graphs small enough to scan."""
+        if self.num_entities > FUZZY_LIMIT:
+            return []
+        rows = list(self.store.db.execute("SELECT id, lower(name) FROM entities ORDER BY id"))
+        first_id: dict[str, int] = {}
+        for entity_id, name in rows:
+            first_id.setdefault(name, entity_id)
+        close = difflib.get_close_matches(text.lower(), list(first_id), n=CANDIDATES, cutoff=0.6)
+        return [_entity_info(e) for e in self.store.entities([first_id[name] for name in close])]
+
+    # ---------------------------------------------------------------------------- relations
+    def relations(self) -> list[RelationChoice]:
+        """Every relation id of the model: the ``R`` relations, then their ``R`` inverses."""
+        return list(self._relations)
+
+    def relation(self, relation_id: int) -> RelationChoice:
+        self._check_relation(relation_id)
+        return self._relations[relation_id]
+
+    def resolve_relation(self, text: str, *, inverse: bool = False) -> RelationChoice:
+        """The relation that ``text`` names: an exact key, an exact name (case-insensitive), or a unique
+        prefix or substring of a key or name. A leading ``←`` asks for the inverse, as does ``inverse``.
+
+        Raises:
+            AmbiguousNameError: Several relations match; the message lists them.
+            UnknownNameError: Nothing matches; the message lists close ones.
+        """
+        text = text.strip()
+        if text.startswith("←"):
+            text, inverse = text[1:].strip(), True
+        if not text:
+            raise ImfError("no relation given")
+        forward = self._relations[: self.num_relations]
+        lowered = text.casefold()
+        tests = (
+            lambda r: r.key == text,
+            lambda r: r.name.casefold() == lowered or r.key.casefold() == lowered,
+            lambda r: r.name.casefold().startswith(lowered) or r.key.casefold().startswith(lowered),
+            lambda r: lowered in r.name.casefold() or lowered in r.key.casefold(),
+        )
+        for test in tests:
+            found = [r for r in forward if test(r)]
+            if len(found) == 1:
+                chosen = found[0]
+                return self._relations[chosen.id + (self.num_relations if inverse else 0)]
+            if found:
+                shown = found[:CANDIDATES]
+                raise AmbiguousNameError(
+                    f"{text!r} matches several relations: {_describe(shown)}"
+                    f"{' …' if len(found) > CANDIDATES else ''}; give a key or a longer name",
+                    shown,
+                )
+        close = _closest(lowered, forward)
+        if close:
+            hint = f"; did you mean: {_describe(close)}"
+        else:
+            hint = f"; the relations are: {_describe(forward)}" if len(forward) <= 2 * CANDIDATES else ""
+        raise UnknownNameError(f"no relation of dataset {self.dataset!r} matches {text!r}{hint}", close)
+
+    # ---------------------------------------------------------------------------- queries
+    def known(self, entity: int, relation: int) -> dict[str, Any]:
+        """Split → the known answers ``(k,)`` of ``(entity, relation, ?)`` in that split, as a CPU tensor."""
+        import torch
+
+        query = torch.tensor([int(entity)]), torch.tensor([int(relation)])
+        return {split: index.lookup(*query)[1] for split, index in self._known.items()}
+
+    def top_k(self, entity: int, relation: int, k: int = 10, *, include_known: bool = False) -> QueryResult:
+        """The ``k`` best answers of ``(entity, relation, ?)`` by fused score.
+
+        Args:
+            entity: The given entity's id (the head; the tail when ``relation`` is an inverse).
+            relation: A relation id of :meth:`relations`, in ``[0, 2R)``.
+            k: Rows to return.
+            include_known: Keep answers already known in train, valid or test. By default they are left
+                out, as in filtered evaluation, and counted in ``hidden_known``.
+        """
+        import torch
+
+        self._check_entity(entity)
+        self._check_relation(relation)
+        if k < 1:
+            raise ImfError(f"k must be at least 1, not {k}")
+        known = self.known(entity, relation)
+        with torch.inference_mode():
+            heads = torch.tensor([int(entity)], device=self.device)
+            relations = torch.tensor([int(relation)], device=self.device)
+            breakdown = self.scorer.score(heads, relations)
+            fused = breakdown.fused[0]
+            hidden = 0
+            if not include_known:
+                answers = torch.unique(torch.cat(list(known.values())))
+                hidden = answers.numel()
+                fused = fused.index_fill(0, answers.to(self.device), float("-inf"))
+            count = min(k, self.num_entities - hidden)
+            top = torch.topk(fused, count).indices if count > 0 else fused.new_empty(0, dtype=torch.long)
+            ids = top.cpu()
+            branch_rows = {name: scores[0, top].cpu().tolist() for name, scores in breakdown.branches.items()}
+            fused_rows = breakdown.fused[0, top].cpu().tolist()
+            weights = dict(zip(self.branch_names, breakdown.weights[0].cpu().tolist()))
+            flags = {split: torch.isin(ids, tails).tolist() for split, tails in known.items()}
+        infos = self.entities(ids.tolist())
+        predictions = [
+            Prediction(
+                rank=position + 1,
+                entity=info,
+                fused=fused_rows[position],
+                branches={name: values[position] for name, values in branch_rows.items()},
+                contributions={name: weights[name] * values[position] for name, values in branch_rows.items()},
+                known=frozenset(split for split in SPLITS if flags[split][position]),
+            )
+            for position, info in enumerate(infos)
+        ]
+        return QueryResult(self.entity(entity), self._relations[relation], weights, predictions, hidden)
+
+    def query(
+        self,
+        *,
+        relation: str,
+        head: str | None = None,
+        tail: str | None = None,
+        k: int = 10,
+        include_known: bool = False,
+    ) -> QueryResult:
+        """Resolve names and answer ``(head, relation, ?)``, or ``(?, relation, tail)`` through the inverse.
+
+        Exactly one of ``head`` and ``tail`` is given. Names resolve as in :meth:`resolve_entity` and
+        :meth:`resolve_relation`.
+        """
+        if (head is None) == (tail is None):
+            raise ImfError("give exactly one of --head (to predict tails) and --tail (to predict heads)")
+        entity = self.resolve_entity(head if head is not None else tail)
+        chosen = self.resolve_relation(relation, inverse=tail is not None)
+        return self.top_k(entity.id, chosen.id, k, include_known=include_known)
+
+    # ---------------------------------------------------------------------------- evidence
+    def supporting_facts(self, head: int, tail: int, limit: int = 5) -> list[Fact]:
+        """Training facts that link ``head`` and ``tail``, best first, at most ``limit``.
+
+        First the facts between the two (in either direction); then two-hop paths ``head – x – tail``
+        through a shared neighbour ``x``, each as its two facts, the rarest ``x`` (fewest training
+        facts) first, as a rare neighbour says more than a hub. A path is never cut in half.
+        """
+        self._check_entity(head)
+        self._check_entity(tail)
+        if limit < 1 or head == tail:
+            return []
+        sources, relations, targets, offsets = self._training_adjacency()
+
+        def edges(entity: int):
+            start, end = offsets[entity], offsets[entity + 1]
+            return relations[start:end], targets[start:end]
+
+        head_relations, head_targets = edges(head)
+        tail_relations, tail_targets = edges(tail)
+        links: list[tuple[int, int, int]] = [  # (from, relation id in [0, 2R), to), as seen from head
+            (head, int(r), tail) for r in head_relations[head_targets == tail]
+        ][:limit]
+        shared = np.intersect1d(head_targets, tail_targets)
+        shared = shared[(shared != head) & (shared != tail)]
+        degree = offsets[shared + 1] - offsets[shared]
+        for x in shared[np.lexsort((shared, degree))]:
+            if len(links) + 2 > limit:
+                break
+            first = int(head_relations[head_targets == x][0])
+            second = int(tail_relations[tail_targets == x][0])
+            links += [(head, first, int(x)), (tail, second, int(x))]
+        ids = sorted({e for a, _, b in links for e in (a, b)})
+        info = dict(zip(ids, self.entities(ids)))
+        facts = []
+        for source, relation, target in links:
+            if relation >= self.num_relations:  # stored the other way round
+                source, relation, target = target, relation - self.num_relations, source
+            facts.append(Fact(info[source], self._relations[relation], info[target], "train"))
+        return facts
+
+    def _training_adjacency(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Training edges in both directions, sorted by source: sources, relation ids, targets, CSR offsets."""
+        with self._lock:
+            if self._adjacency is None:
+                train = self.splits["train"].numpy()
+                h, r, t = train[:, 0], train[:, 1], train[:, 2]
+                sources = np.concatenate([h, t])
+                relations = np.concatenate([r, r + self.num_relations])
+                targets = np.concatenate([t, h])
+                order = np.argsort(sources, kind="stable")
+                counts = np.bincount(sources, minlength=self.num_entities)
+                offsets = np.concatenate([[0], np.cumsum(counts)])
+                self._adjacency = (sources[order], relations[order], targets[order], offsets)
+            return self._adjacency
+
+    # ---------------------------------------------------------------------------- evaluation
+    def evaluate(self, split: str = "test", *, batch_size: int | None = None, per_relation: bool = False) -> dict:
+        """Filtered ranking metrics of ``split`` (see :mod:`models.evaluation` and ``imf eval``).
+
+        Returns:
+            ``{"split", "checkpoint", "dataset", "triples", "device", "chunk_size", "seconds", "fused",
+            "branches", "mean_fusion", "per_relation"}``; ``per_relation`` maps relation keys to their
+            metrics, or is None unless asked for.
+        """
+        import time
+
+        from models.evaluation import build_filter, metrics_report, rank_queries
+
+        if split not in ("valid", "test"):
+            raise ImfError(f"unknown split {split!r}; choose valid or test")
+        if batch_size is not None and batch_size < 1:
+            raise ImfError(f"the batch size must be at least 1, not {batch_size}")
+        triples = self.splits[split]
+        if not len(triples):
+            raise ImfError(f"the {split} split of dataset {self.dataset!r} holds no triples")
+        started = time.perf_counter()
+        index = build_filter(self.splits.values(), num_entities=self.num_entities, num_relations=self.num_relations)
+        ranks = rank_queries(self.scorer.without_cache(), triples, index, chunk_size=batch_size)
+        report = metrics_report(ranks, per_relation=per_relation)
+        seconds = time.perf_counter() - started
+        if report["per_relation"] is not None:
+            report["per_relation"] = {
+                self._relations[r].key: {"name": self._relations[r].name, **values}
+                for r, values in report["per_relation"].items()
+            }
+        return {
+            "split": split,
+            "checkpoint": self.checkpoint,
+            "dataset": self.dataset,
+            "triples": int(len(triples)),
+            "device": str(self.device),
+            "chunk_size": ranks.chunk_size,
+            "seconds": round(seconds, 3),
+            **report,
+        }
+
+    # ---------------------------------------------------------------------------- checks
+    def _check_entity(self, entity: int) -> None:
+        if not 0 <= int(entity) < self.num_entities:
+            raise UnknownEntityError(
+                f"no entity id {entity} in dataset {self.dataset!r} (ids 0–{self.num_entities - 1})"
+            )
+
+    def _check_relation(self, relation: int) -> None:
+        if not 0 <= int(relation) < 2 * self.num_relations:
+            raise UnknownEntityError(
+                f"no relation id {relation} in the model (ids 0–{2 * self.num_relations - 1}, inverses included)"
+            )
+
+
+def _pick_device(name: str) -> "torch.device":
+    """``auto``, ``cpu`` or ``cuda[:i]`` as a device, or an :class:`ImfError` that says why not."""
+    import torch
+
+    from models.distributed import pick_device
+
+    try:
+        device = pick_device(name) if name in ("auto", "cuda") else torch.device(name)
+    except RuntimeError as error:
+        raise ImfError(f"unknown device {name!r}; choose auto, cpu or cuda") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ImfError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ImfError("--device cuda, but CUDA is not available; use --device cpu or auto")
+    return device

@@ -1,0 +1,169 @@
+"""The detail pane for the highlighted candidate: what it is, what each branch says, and why.
+
+The fast parts (description, image path, fusion weights and contributions) come from the prediction
+itself. Supporting facts and the image preview are fetched in a thread worker, which posts
+:class:`~imf_cli.tui.messages.DetailReady`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Static
+from textual.worker import get_current_worker
+
+from imf_cli.service import Fact, Prediction, QueryResult, Service
+from imf_cli.tui.messages import DetailReady
+from imf_cli.tui.preview import half_block_preview
+from imf_cli.tui.render import bar, colour, display_path, known_label, sigmoid, truncate
+
+FACTS = 5
+#: Preview size in cells (two pixels a cell, stacked): beside the table, and under it.
+PREVIEW_SIZE = (20, 7)
+PREVIEW_SIZE_NARROW = (12, 4)
+#: Descriptions are cut after this many characters; ``imf search`` shows them whole.
+DESCRIPTION_CHARS = 320
+
+
+def triple_ends(result: QueryResult, prediction: Prediction) -> tuple[int, int]:
+    """(head, tail) of the triple a row stands for; an inverse relation swaps them."""
+    if result.relation.inverse:
+        return prediction.entity.id, result.entity.id
+    return result.entity.id, prediction.entity.id
+
+
+def fusion_table(result: QueryResult, prediction: Prediction) -> Table:
+    """Per branch: the relation's fusion weight, the branch logit, weight × logit and its share."""
+    table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
+    table.add_column("branch", no_wrap=True)
+    table.add_column("weight", justify="right", no_wrap=True)
+    table.add_column("logit", justify="right", no_wrap=True)
+    table.add_column("w×logit", justify="right", no_wrap=True)
+    table.add_column("share", no_wrap=True)
+    total = sum(abs(v) for v in prediction.contributions.values()) or 1.0
+    for branch, weight in result.weights.items():
+        contribution = prediction.contributions.get(branch, 0.0)
+        share = Text(bar(abs(contribution) / total, 3), style=f"{colour(branch)} on #3a3a3a")
+        share.append(f"{abs(contribution) / total:4.0%}", style=colour(branch))
+        table.add_row(
+            Text(branch, style=colour(branch)),
+            f"{weight:.2f}",
+            f"{prediction.branches.get(branch, float('nan')):.2f}",
+            f"{contribution:+.2f}",
+            share,
+        )
+    table.add_row(Text("fused", style="bold"), "", "", Text(f"{prediction.fused:+.2f}", style="bold"), "")
+    return table
+
+
+def facts_text(facts: list[Fact] | None) -> Text:
+    text = Text("Supporting facts", style="bold")
+    text.append(" (training graph)\n", style="dim")
+    if facts is None:
+        text.append("…", style="dim")
+    elif not facts:
+        text.append("None link the two or their neighbours.", style="dim")
+    for index, fact in enumerate(facts or ()):
+        if index:
+            text.append("\n")
+        text.append(fact.head.name)
+        text.append(f" —{fact.relation.label}→ ", style="dim")
+        text.append(fact.tail.name)
+        if fact.split != "train":
+            text.append(f"  {fact.split}", style="yellow")
+    return text
+
+
+class DetailPane(VerticalScroll):
+    """Shows one :class:`Prediction` of the current :class:`QueryResult`."""
+
+    def __init__(self, service: Service, *, id: str | None = None):
+        super().__init__(id=id)
+        self.service = service
+        self.shown: tuple[int, int] | None = None
+        self.result: QueryResult | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="detail-columns"):
+            with Vertical(id="detail-about"):
+                yield Static(id="detail-title")
+                with Horizontal(id="detail-top"):
+                    yield Static(id="detail-preview")
+                    yield Static(id="detail-description")
+                yield Static(id="detail-image")
+            with Vertical(id="detail-scores"):
+                yield Static(id="detail-fusion")
+                yield Static(id="detail-facts")
+
+    def _static(self, name: str) -> Static:
+        return self.query_one(f"#detail-{name}", Static)
+
+    def clear(self, message: str = "") -> None:
+        self.shown = self.result = None
+        self._static("title").update(Text(message, style="dim"))
+        for name in ("preview", "description", "image", "fusion", "facts"):
+            self._static(name).update("")
+        self._static("preview").display = False
+
+    def show(self, result: QueryResult, prediction: Prediction | None) -> None:
+        if prediction is None:
+            self.clear("No candidates to show.")
+            return
+        key = (id(result), prediction.entity.id)
+        if key == self.shown:
+            return
+        self.shown, self.result = key, result
+        entity = prediction.entity
+
+        title = Text()
+        title.append(entity.name, style="bold")
+        title.append(f"  {entity.key}", style="dim")
+        title.append(f"\nrank {prediction.rank} · fused {prediction.fused:.2f} · p {sigmoid(prediction.fused):.2f}\n")
+        known = known_label(prediction.known)
+        title.append(f"known: {known}" if known else "not a known fact", style="yellow" if known else "dim")
+        self._static("title").update(title)
+
+        description = truncate(" ".join((entity.description or "").split()), DESCRIPTION_CHARS)
+        self._static("description").update(Text(description or "No description.", style="" if description else "dim"))
+        if entity.image:
+            missing = "" if Path(entity.image).is_file() else " (file missing)"
+            self._static("image").update(Text(f"Image: {display_path(entity.image)}{missing}", style="dim"))
+        else:
+            self._static("image").update(Text("No image.", style="dim"))
+        self._static("preview").display = False
+
+        weights = Text(f"Fusion for {result.relation.label}", style="bold")
+        self._static("fusion").update(Group(weights, fusion_table(result, prediction)))
+        self._static("facts").update(facts_text(None))
+        narrow = self.parent is not None and self.parent.has_class("-narrow")
+        self._load(key, result, prediction, PREVIEW_SIZE_NARROW if narrow else PREVIEW_SIZE)
+
+    @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
+    def _load(
+        self, key: tuple[int, int], result: QueryResult, prediction: Prediction, size: tuple[int, int]
+    ) -> None:
+        try:
+            facts = self.service.supporting_facts(*triple_ends(result, prediction), limit=FACTS)
+        except Exception:  # evidence is a nicety; its failure must not end the app
+            facts = []
+        preview = None
+        if prediction.entity.image and not self.app.no_color:
+            preview = half_block_preview(prediction.entity.image, *size)
+        if not get_current_worker().is_cancelled:
+            self.post_message(DetailReady(key, facts, preview))
+
+    @on(DetailReady)
+    def _ready(self, message: DetailReady) -> None:
+        message.stop()
+        if message.key != self.shown:
+            return
+        self._static("facts").update(facts_text(message.facts))
+        if message.preview is not None:
+            self._static("preview").update(message.preview)
+            self._static("preview").display = True

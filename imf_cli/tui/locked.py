@@ -1,0 +1,35 @@
+"""One lock around the service, so thread workers never call it concurrently.
+
+The service holds one SQLite connection and a model; neither is promised to be safe under concurrent
+calls from several threads. Every call is short (milliseconds), so serialising them costs little.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from imf_cli.service import Service
+
+
+class LockedService:
+    """Forwards attributes to ``service``; calls to its methods hold one lock."""
+
+    def __init__(self, service: Service):
+        self._service = service
+        self._lock = threading.Lock()
+
+    @property
+    def wrapped(self) -> Service:
+        return self._service
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._service, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return call

@@ -1,0 +1,58 @@
+"""Messages between the explore widgets, the app and its thread workers.
+
+Workers never touch widgets: they post one of these, and a handler on the UI thread reacts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.message import Message
+
+from imf_cli.service import EntityInfo, Fact, QueryResult, RelationChoice
+
+
+@dataclass
+class QueryRequested(Message):
+    """The query bar asks for ``(head, relation, ?)``; a ``str`` is text still to be resolved."""
+
+    head: EntityInfo | str
+    relation: RelationChoice | str
+
+
+@dataclass
+class ResultsReady(Message):
+    """A query worker finished. ``serial`` tells a stale answer from the current one."""
+
+    serial: int
+    result: QueryResult
+
+
+@dataclass
+class QueryFailed(Message):
+    """A query could not be answered (unknown or ambiguous name, or a service error).
+
+    ``field`` is the query-bar input at fault (``"head"`` or ``"relation"``), or None.
+    """
+
+    serial: int
+    error: str
+    field: str | None = None
+
+
+@dataclass
+class SuggestionsReady(Message):
+    """Entity matches for ``text``, as typed in the head input."""
+
+    text: str
+    entities: list[EntityInfo]
+
+
+@dataclass
+class DetailReady(Message):
+    """The slow parts of the detail pane for one row: supporting facts and the image preview."""
+
+    key: tuple[int, int]
+    facts: list[Fact] | None
+    preview: Text | None

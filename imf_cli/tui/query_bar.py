@@ -1,0 +1,272 @@
+"""The query bar: a head-entity input with live search, and a relation input with its inverses.
+
+Typing in the head input searches the store's FTS index (name and description) in a thread worker and
+lists the matches under the input: name, key and the start of the description. The relation input
+lists the relations matching what is typed, each also as ``← relation`` (its inverse, which predicts
+heads). Up and Down move through a list, Enter picks the highlighted entry and, once both fields are
+filled, asks for the query with :class:`~imf_cli.tui.messages.QueryRequested`.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.actions import SkipAction
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, OptionList
+from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
+
+from imf_cli.service import EntityInfo, RelationChoice, Service
+from imf_cli.tui.messages import QueryRequested, SuggestionsReady
+from imf_cli.tui.render import truncate
+
+#: How many entity matches the head list shows.
+SUGGESTIONS = 8
+_INVERSE_MARKS = ("←", "<-", "<")
+
+
+def split_relation_text(text: str) -> tuple[str, bool | None]:
+    """``"← borders"`` → ``("borders", True)``; without a mark the direction is open (None)."""
+    text = text.strip()
+    for mark in _INVERSE_MARKS:
+        if text.startswith(mark):
+            return text[len(mark) :].strip(), True
+    return text, None
+
+
+def match_relations(relations: list[RelationChoice], text: str) -> list[RelationChoice]:
+    """Relations whose name or key contains the typed words: prefix matches first, forward before inverse."""
+    needle, inverse = split_relation_text(text)
+    needle = needle.lower()
+    ranked = []
+    for index, relation in enumerate(relations):
+        if inverse and not relation.inverse:
+            continue
+        names = (relation.name.lower(), relation.key.lower())
+        if not needle or any(name.startswith(needle) for name in names):
+            score = 0
+        elif any(needle in name for name in names):
+            score = 1
+        else:
+            continue
+        ranked.append((score, relation.inverse, index, relation))
+    return [relation for *_, relation in sorted(ranked, key=lambda row: row[:3])]
+
+
+def entity_prompt(entity: EntityInfo, width: int = 72) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    text.append(entity.name, style="bold")
+    text.append(f"  {entity.key}", style="dim")
+    room = width - len(entity.name) - len(entity.key) - 4
+    if entity.description and room > 8:
+        text.append("  " + truncate(" ".join(entity.description.split()), room), style="italic dim")
+    return text
+
+
+def relation_prompt(relation: RelationChoice) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    text.append(relation.label)
+    if relation.inverse:
+        text.append("  predicts heads", style="dim")
+    return text
+
+
+class Suggestions(OptionList, can_focus=False):
+    """A list under an input. It never takes focus: the input keeps it and drives the highlight."""
+
+    def show(self, prompts: list[Text]) -> None:
+        self.set_options(Option(prompt) for prompt in prompts)
+        self.set_class(bool(prompts), "-open")
+        if prompts:
+            self.highlighted = 0
+
+    def close(self) -> None:
+        self.remove_class("-open")
+
+    @property
+    def is_open(self) -> bool:
+        return self.has_class("-open")
+
+
+class QueryBar(Horizontal):
+    """Head and relation inputs with their suggestion lists."""
+
+    BINDINGS = [
+        Binding("down", "move(1)", "Next suggestion", show=False),
+        Binding("up", "move(-1)", "Previous suggestion", show=False),
+        Binding("escape", "close", "Close suggestions", show=False),
+    ]
+
+    def __init__(self, service: Service, *, id: str | None = None):
+        super().__init__(id=id)
+        self.service = service
+        self.head: EntityInfo | None = None
+        self.relation: RelationChoice | None = None
+        self._all_relations = list(service.relations())
+        self._entity_options: list[EntityInfo] = []
+        #: The head text that the entity list answers; a list for older text is not picked from.
+        self.suggested_for: str | None = None
+        self._relation_options: list[RelationChoice] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="head-field", classes="field"):
+            yield Input(placeholder="Head entity: type to search", id="head")
+            yield Suggestions(id="head-suggestions")
+        with Vertical(id="relation-field", classes="field"):
+            yield Input(placeholder="Relation (← predicts heads)", id="relation")
+            yield Suggestions(id="relation-suggestions")
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def head_input(self) -> Input:
+        return self.query_one("#head", Input)
+
+    @property
+    def relation_input(self) -> Input:
+        return self.query_one("#relation", Input)
+
+    def suggestions(self, field: str) -> Suggestions:
+        """The list under the ``"head"`` or ``"relation"`` input."""
+        return self.query_one(f"#{field}-suggestions", Suggestions)
+
+    def _focused_field(self) -> str | None:
+        focused = self.screen.focused
+        if isinstance(focused, Input) and focused.id in ("head", "relation") and self in focused.ancestors:
+            return focused.id
+        return None
+
+    def focus_search(self) -> None:
+        self.focus_field("head")
+
+    def focus_field(self, field: str) -> None:
+        """Focus the ``"head"`` or ``"relation"`` input with its text selected, ready to be replaced."""
+        target = self.query_one(f"#{field}", Input)
+        target.focus()
+        target.select_all()
+
+    def set_query(self, entity: EntityInfo, relation: RelationChoice) -> None:
+        """Show a resolved query in the inputs (after a query, or when a row becomes the head)."""
+        self.head, self.relation = entity, relation
+        if self.head_input.value != entity.name:
+            self.head_input.value = entity.name
+        if self.relation_input.value != relation.label:
+            self.relation_input.value = relation.label
+        for field in ("head", "relation"):
+            self.suggestions(field).close()
+
+    # ------------------------------------------------------------- head search
+    @on(Input.Changed, "#head")
+    def _head_changed(self, event: Input.Changed) -> None:
+        if self.head is not None and event.value == self.head.name:
+            return
+        self.head = None
+        if not event.value.strip():
+            self.suggestions("head").close()
+            return
+        self._search(event.value)
+
+    @work(thread=True, exclusive=True, group="suggest", exit_on_error=False)
+    def _search(self, text: str) -> None:
+        try:
+            found = self.service.search_entities(text, limit=SUGGESTIONS)
+        except Exception:  # a search error must not end the app; the query reports real errors
+            found = []
+        if not get_current_worker().is_cancelled:
+            self.post_message(SuggestionsReady(text, found))
+
+    @on(SuggestionsReady)
+    def _show_entities(self, message: SuggestionsReady) -> None:
+        message.stop()
+        if message.text != self.head_input.value or self._focused_field() != "head":
+            return
+        self._entity_options = message.entities
+        self.suggested_for = message.text
+        width = max(self.query_one("#head-field").size.width - 6, 30)
+        self.suggestions("head").show([entity_prompt(e, width) for e in message.entities])
+
+    # --------------------------------------------------------------- relations
+    @on(Input.Changed, "#relation")
+    def _relation_changed(self, event: Input.Changed) -> None:
+        if self.relation is not None and event.value == self.relation.label:
+            return
+        self.relation = None
+        if self._focused_field() == "relation":
+            self._show_relations(event.value)
+
+    def _show_relations(self, text: str) -> None:
+        self._relation_options = match_relations(self._all_relations, text)
+        self.suggestions("relation").show([relation_prompt(r) for r in self._relation_options])
+
+    # ------------------------------------------------------------------- focus
+    def on_descendant_focus(self) -> None:
+        field = self._focused_field()
+        if field == "relation" and self.relation is None:
+            self._show_relations(self.relation_input.value)
+        self.call_after_refresh(self._close_unfocused)
+
+    def on_descendant_blur(self) -> None:
+        self.call_after_refresh(self._close_unfocused)
+
+    def _close_unfocused(self) -> None:
+        field = self._focused_field()
+        for name in ("head", "relation"):
+            if name != field:
+                self.suggestions(name).close()
+
+    # ----------------------------------------------------------------- actions
+    def action_move(self, step: int) -> None:
+        field = self._focused_field()
+        suggestions = self.suggestions(field) if field else None
+        if suggestions is None or not suggestions.is_open:
+            raise SkipAction()
+        if step > 0:
+            suggestions.action_cursor_down()
+        else:
+            suggestions.action_cursor_up()
+
+    def action_close(self) -> None:
+        field = self._focused_field()
+        if field is None or not self.suggestions(field).is_open:
+            raise SkipAction()
+        self.suggestions(field).close()
+
+    @on(OptionList.OptionSelected)
+    def _clicked(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        field = "head" if event.option_list.id == "head-suggestions" else "relation"
+        self._pick(field, event.option_index)
+        self._submit_or_advance()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        field = event.input.id
+        suggestions = self.suggestions(field)
+        stale = field == "head" and self.suggested_for != event.value
+        if suggestions.is_open and suggestions.highlighted is not None and not stale:
+            self._pick(field, suggestions.highlighted)
+        self._submit_or_advance()
+
+    def _pick(self, field: str, index: int) -> None:
+        if field == "head" and index < len(self._entity_options):
+            self.head = self._entity_options[index]
+            self.head_input.value = self.head.name
+            self.head_input.cursor_position = len(self.head.name)
+        elif field == "relation" and index < len(self._relation_options):
+            self.relation = self._relation_options[index]
+            self.relation_input.value = self.relation.label
+            self.relation_input.cursor_position = len(self.relation.label)
+        self.suggestions(field).close()
+
+    def _submit_or_advance(self) -> None:
+        head_text = self.head_input.value.strip()
+        relation_text = self.relation_input.value.strip()
+        if not head_text:
+            self.head_input.focus()
+        elif not relation_text:
+            self.relation_input.focus()
+        else:
+            self.post_message(QueryRequested(self.head or head_text, self.relation or relation_text))

@@ -1,0 +1,77 @@
+"""Small renderers shared by the explore widgets: score bars, branch colours, flags and paths.
+
+The bars are honest about what they show: a branch cell's bar is ``sigmoid(logit)``, the branch's own
+probability that the triple holds (each branch is trained with a binary cross-entropy loss on its
+logit), so a full bar means 1.0. A contribution bar in the detail pane is the branch's share of
+``Σ |weight × logit|``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from rich.text import Text
+
+#: Branch → colour of its bars. Unknown branches get the last colour.
+BRANCH_COLOURS = {
+    "structure": "#5fafff",
+    "visual": "#d787d7",
+    "text": "#87d787",
+    "multimodal": "#ffaf5f",
+}
+SHORT_NAMES = {"structure": "struct", "visual": "visual", "text": "text", "multimodal": "multi"}
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def bar(fraction: float, width: int) -> str:
+    """A left-aligned bar of ``width`` cells filled to ``fraction`` in eighths of a cell."""
+    fraction = 0.0 if math.isnan(fraction) else min(max(fraction, 0.0), 1.0)
+    eighths = round(fraction * width * 8)
+    full, rest = divmod(eighths, 8)
+    text = "█" * full + (_EIGHTHS[rest] if rest else "")
+    return text.ljust(width)
+
+
+def colour(branch: str) -> str:
+    return BRANCH_COLOURS.get(branch, "#ffaf5f")
+
+
+def branch_cell(branch: str, logit: float, width: int, *, dominant: bool = False) -> Text:
+    """``██▍  2.3``: the bar is sigmoid(logit) on a dark track, the number the logit.
+
+    The branch that contributes most to the fused score is bold and underlined.
+    """
+    text = Text(no_wrap=True, end="")
+    text.append(bar(sigmoid(logit), width), style=f"{colour(branch)} on #3a3a3a")
+    text.append(f"{logit:5.1f}", style="bold underline" if dominant else "")
+    return text
+
+
+def known_label(known: frozenset[str] | set[str]) -> str:
+    return ",".join(split for split in ("train", "valid", "test") if split in known)
+
+
+def truncate(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path as people read it: relative to the working directory below it, else with ``~``."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        pass
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except (ValueError, RuntimeError):
+        return str(path)

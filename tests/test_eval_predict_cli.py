@@ -1,0 +1,234 @@
+"""`imf eval` against a brute-force reference on a small trained model, and `imf predict` end to end."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from helpers import write_tsv_dataset
+from imf_cli.main import app
+from kgdata.features import save_features
+from kgdata.importing import import_dataset
+from kgdata.store import EntityStore
+from models.checkpoint import load_checkpoint
+
+runner = CliRunner()
+HITS = (1, 3, 10)
+
+
+def clustered_triples(seed: int = 0) -> list[tuple[str, str, str]]:
+    """4 clusters of 8 entities: ``same_cluster`` links members, ``hub`` each to its hub, ``next`` to the next hub."""
+    rows = []
+    for cluster in range(4):
+        members = [f"e{cluster * 8 + i}" for i in range(8)]
+        for i, member in enumerate(members):
+            rows += [(member, "same_cluster", other) for other in members[i + 1 : i + 4]]
+            rows.append((member, "hub", members[0]))
+            rows.append((member, "next", f"e{(cluster + 1) % 4 * 8}"))
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A home with the dataset ``clusters`` (3 relations, 32 entities) and a 3-epoch structure + text run."""
+    home = tmp_path_factory.mktemp("eval-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMF_HOME", str(home))
+        rows = clustered_triples()
+        entities = [
+            {"id": f"e{i}", "name": f"Entity {i}", "description": f"member of cluster {i // 8}"} for i in range(32)
+        ]
+        source = write_tsv_dataset(
+            tmp_path_factory.mktemp("data") / "clusters",
+            train=rows[: len(rows) * 8 // 10],
+            valid=rows[len(rows) * 8 // 10 : len(rows) * 9 // 10],
+            test=rows[len(rows) * 9 // 10 :],
+            entities=entities,
+        )
+        import_dataset(source)
+        with EntityStore.open("clusters") as store:
+            features = np.random.default_rng(0).normal(size=(32, 6))
+            save_features(store, "text", "test-bert", features, np.ones(32, dtype=bool), input_hash="t")
+        result = runner.invoke(
+            app,
+            ["train", "clusters", "--modalities", "structure,text", "--epochs", "3", "--dim", "8", "--batch-size",
+             "8", "--eval-every", "1", "--seed", "1", "--device", "cpu", "--no-progress",
+             "--run-dir", str(home / "runs" / "r")],
+        )
+        assert result.exit_code == 0, result.output
+    return home, home / "runs" / "r"
+
+
+@pytest.fixture
+def run_dir(run, monkeypatch):
+    monkeypatch.setenv("IMF_HOME", str(run[0]))
+    return run[1]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def invoke_json(*args) -> dict:
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def brute_force_metrics(run_dir, split: str = "test") -> dict:
+    """Every score's metrics, computed plainly: one query at a time, one candidate at a time."""
+    model, _ = load_checkpoint(run_dir / "best.pt")
+    with EntityStore.open("clusters") as store:
+        known = {tuple(t) for s in ("train", "valid", "test") for t in store.triples(s).tolist()}
+        triples = store.triples(split).tolist()
+        n, r = store.num_entities, store.num_relations
+    ranks: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for h, rel, t in triples:
+        for direction, entity, relation, answer in (("tails", h, rel, t), ("heads", t, rel + r, h)):
+            with torch.no_grad():
+                scores = model(torch.tensor([entity]), torch.tensor([relation]))
+            rows = {**scores.branches, "fused": scores.fused, "mean_fusion": sum(scores.branches.values()) / 3}
+            for name, row in rows.items():
+                row = row[0].tolist()
+                higher = equal = 0
+                for candidate in range(n):
+                    triple = (entity, rel, candidate) if direction == "tails" else (candidate, rel, entity)
+                    if candidate != answer and triple in known:
+                        continue
+                    higher += row[candidate] > row[answer]
+                    equal += row[candidate] == row[answer]
+                ranks.setdefault(name, {}).setdefault(direction, []).append((higher + 1, higher + equal))
+
+    def metrics(pairs):
+        realistic = [(o + p) / 2 for o, p in pairs]
+        values = {"mrr": np.mean([1 / x for x in realistic]), "mr": np.mean(realistic)}
+        values.update({f"hits@{k}": np.mean([x <= k for x in realistic]) for k in HITS})
+        values["optimistic_mrr"] = np.mean([1 / o for o, _ in pairs])
+        values["pessimistic_mrr"] = np.mean([1 / p for _, p in pairs])
+        return values
+
+    return {
+        name: {**metrics(by["tails"] + by["heads"]), "heads": metrics(by["heads"]), "tails": metrics(by["tails"])}
+        for name, by in ranks.items()
+    }
+
+
+def assert_block(got: dict, expected: dict, label: str) -> None:
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            assert_block(got[key], value, f"{label}.{key}")
+        else:
+            assert got[key] == pytest.approx(value, abs=1e-9), f"{label}.{key}"
+
+
+def test_eval_agrees_with_brute_force_for_every_branch_and_writes_the_json(run_dir):
+    result = invoke("eval", run_dir, "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert list(report)[:2] == ["split", "checkpoint"] and (report["split"], report["checkpoint"]) == ("test", "best")
+    assert set(report) >= {"fused", "branches", "mean_fusion", "per_relation"} and report["per_relation"] is None
+    assert list(report["branches"]) == ["structure", "text", "multimodal"]
+    expected = brute_force_metrics(run_dir)
+    for name in ("structure", "text", "multimodal"):
+        assert_block(report["branches"][name], expected[name], name)
+    assert_block(report["fused"], expected["fused"], "fused")
+    assert_block(report["mean_fusion"], expected["mean_fusion"], "mean_fusion")
+    assert json.loads((run_dir / "metrics-test.json").read_text()) == report
+
+
+def test_per_relation_metrics_and_an_explicit_batch_size(run_dir):
+    auto = invoke_json("eval", run_dir, "--split", "valid", "--per-relation")
+    small = invoke_json("eval", run_dir, "--split", "valid", "--per-relation", "--batch-size", 1)
+    assert small["chunk_size"] == 1 and auto["chunk_size"] > 1
+    for key in ("fused", "branches", "mean_fusion", "per_relation"):
+        assert small[key] == auto[key]
+    per = auto["per_relation"]
+    assert set(per) <= {"same_cluster", "hub", "next"} and sum(v["triples"] for v in per.values()) == auto["triples"]
+    weighted = sum(v["triples"] * v["fused"]["mrr"] for v in per.values()) / auto["triples"]
+    assert weighted == pytest.approx(auto["fused"]["mrr"])
+    assert set(per["hub"]["branches"]) == {"structure", "text", "multimodal"} and "heads" in per["hub"]["mean_fusion"]
+    assert (run_dir / "metrics-valid.json").is_file()
+
+
+def test_eval_table_for_people(run_dir):
+    result = invoke("eval", run_dir, "--per-relation")
+    assert result.exit_code == 0, result.output
+    expected = ("structure", "multimodal", "fused", "mean fusion", "heads", "per relation", "same_cluster")
+    for text in (*expected, "metrics-test.json"):
+        assert text in result.stdout, text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--split", "train"], "unknown split 'train'"),
+        (["--checkpoint", "middle"], "unknown checkpoint 'middle'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_bad_eval_arguments_exit_2(run_dir, args, message):
+    result = invoke("eval", run_dir, *args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_eval_of_a_directory_that_is_not_a_run(tmp_path):
+    result = invoke("eval", tmp_path)
+    assert result.exit_code == 2 and "not a run directory" in result.output
+
+
+def test_predict_json_rows_flags_and_include_known(run_dir):
+    with EntityStore.open("clusters") as store:
+        splits = {s: {tuple(t) for t in store.triples(s).tolist()} for s in ("train", "valid", "test")}
+        e0, same = store.entity("e0").id, store.relation("same_cluster").id
+    known_tails = {t for triples in splits.values() for (h, r, t) in triples if (h, r) == (e0, same)}
+
+    hidden = invoke_json("predict", run_dir, "--head", "e0", "--relation", "same_cluster", "-k", 5)
+    assert hidden["entity"]["key"] == "e0" and hidden["relation"]["inverse"] is False
+    assert hidden["hidden_known"] == len(known_tails) > 0
+    assert len(hidden["predictions"]) == 5
+    assert all(not any(p["known"].values()) and p["entity"]["id"] not in known_tails for p in hidden["predictions"])
+    assert set(hidden["weights"]) == {"structure", "text", "multimodal"}
+
+    shown = invoke_json("predict", run_dir, "--head", "e0", "--relation", "same", "-k", 32, "--include-known")
+    assert shown["hidden_known"] == 0 and len(shown["predictions"]) == 32
+    for row in shown["predictions"]:
+        candidate = row["entity"]["id"]
+        assert row["known"] == {s: (e0, same, candidate) in splits[s] for s in splits}
+        assert set(row["branches"]) == set(row["contributions"]) == {"structure", "text", "multimodal"}
+        assert sum(row["contributions"].values()) == pytest.approx(row["fused"], abs=1e-5)
+    assert [row["rank"] for row in shown["predictions"]] == list(range(1, 33))
+    assert sum(any(row["known"].values()) for row in shown["predictions"]) == len(known_tails)
+
+
+def test_predict_heads_and_the_table(run_dir):
+    heads = invoke_json("predict", run_dir, "--tail", "Entity 0", "--relation", "hub", "-k", 3)
+    assert heads["relation"]["inverse"] is True and heads["entity"]["key"] == "e0"
+    table = invoke("predict", run_dir, "--head", "Entity 9", "--relation", "next", "-k", "4")
+    assert table.exit_code == 0, table.output
+    assert "(Entity 9, next, ?)" in table.stdout and "fusion weights" in table.stdout and "multimodal" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "messages"),
+    [
+        (["--head", "Entity", "--relation", "hub"], ["'Entity' matches several", "Entity 0 [e0]; Entity 1", "…"]),
+        (["--head", "cluster 3", "--relation", "hub"], ["matches several entities", "Entity 24 [e24]"]),
+        (["--head", "Entty 3", "--relation", "hub"], ["no entity of dataset 'clusters' matches 'Entty 3'", "did you"]),
+        (["--head", "e1", "--relation", "color"], ["no relation of dataset 'clusters' matches 'color'"]),
+        (["--head", "e1", "--tail", "e2", "--relation", "hub"], ["exactly one of --head"]),
+        (["--relation", "hub"], ["exactly one of --head"]),
+    ],
+)
+def test_predict_name_errors_are_clear(run_dir, args, messages):
+    result = invoke("predict", run_dir, *args)
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    for message in messages:
+        assert message in output
+    assert "Traceback" not in result.output

@@ -1,0 +1,236 @@
+"""The explore TUI driven through Textual's Pilot, on the deterministic fake service."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from textual.widgets import DataTable
+
+from imf_cli.tui.app import ExploreApp
+from imf_cli.tui.detail import DetailPane
+from imf_cli.tui.results import ResultsTable
+from tui.fake_service import FakeService
+from tui.pilot import no_blink, run_query, settle, wait_until
+
+
+def status(app) -> str:
+    return str(app.query_one("#status").render())
+
+
+def detail_text(app) -> str:
+    names = ("title", "description", "image", "facts")
+    return " ".join(str(app.query_one(f"#detail-{name}").render()) for name in names)
+
+
+def rendered(static) -> str:
+    console = Console(width=60, record=True, file=io.StringIO())
+    console.print(static.content)
+    return console.export_text()
+
+
+def rows(app) -> list[str]:
+    table = app.query_one(ResultsTable)
+    return [p.entity.name for p in table.result.predictions] if table.result else []
+
+
+async def test_type_a_head_pick_a_relation_get_rows(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        no_blink(app)
+        await pilot.press(*"fra")
+        await wait_until(pilot, lambda: app.query_one("#head-suggestions").is_open)
+        prompts = [str(o.prompt) for o in app.query_one("#head-suggestions").options]
+        assert prompts[0].startswith("France  country:FRA  A republic in")
+        await pilot.press("enter")
+        assert app.focused.id == "relation" and app.query_one("#head").value == "France"
+        await pilot.press(*"bord")
+        labels = [str(o.prompt) for o in app.query_one("#relation-suggestions").options]
+        assert labels == ["shares border with", "← shares border with  predicts heads"]
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.results_shown == 1)
+        await settle(pilot)
+        table = app.query_one(ResultsTable)
+        assert table.row_count == 6  # 12 entities, 6 known neighbours hidden
+        assert "(France, shares border with, ?)" in status(app) and "6 known hidden" in status(app)
+        assert app.focused is table
+        assert app.last_latency_ms is not None and app.last_latency_ms < 1000
+        assert fake.calls == [(0, 0, 20, False)]
+
+
+async def test_inverse_relation_asks_for_heads(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "euro", "<cur")
+        assert "(Euro, ← uses currency, ?)" in status(app)
+        assert fake.calls[-1][:2] == (11, 7)
+
+
+async def test_known_toggle_changes_rows(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        hidden = rows(app)
+        assert len(hidden) == 6 and "Germany" not in hidden
+        await pilot.press("f")
+        await wait_until(pilot, lambda: app.results_shown == 2)
+        shown = rows(app)
+        assert len(shown) == 12 and {"Germany", "Spain", "Switzerland"} <= set(shown)
+        table = app.query_one(ResultsTable)
+        known = {p.entity.name: str(table.get_cell(str(p.entity.id), "known")) for p in table.result.predictions}
+        flags = [known[name] for name in ("Germany", "Spain", "Switzerland", "Portugal")]
+        assert flags == ["train", "valid", "test", ""]
+        assert "known shown" in status(app)
+        await pilot.press("f")
+        await wait_until(pilot, lambda: app.results_shown == 3)
+        assert rows(app) == hidden
+
+
+async def test_k_cycles_the_row_count(fake):
+    app = ExploreApp(fake, rows=10)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "germ", "part")
+        assert fake.calls[-1] == (1, 2, 10, False)
+        for expected in (20, 50, 100, 10):
+            before = app.results_shown
+            await pilot.press("k")
+            await wait_until(pilot, lambda: app.results_shown > before)
+            assert app.rows == expected and fake.calls[-1][2] == expected
+
+
+async def test_detail_pane_follows_the_cursor(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(130, 36)) as pilot:
+        await run_query(pilot, "germ", "bord")
+        await pilot.press("f")
+        await wait_until(pilot, lambda: app.results_shown == 2)
+        await settle(pilot)
+        first, second = app.query_one(ResultsTable).result.predictions[:2]
+        assert first.entity.name in detail_text(app)
+        await pilot.press("down")
+        await settle(pilot)
+        assert second.entity.name in detail_text(app) and f"rank {second.rank}" in detail_text(app)
+        # down to France: description, image path, preview and supporting facts
+        names = rows(app)
+        for _ in range(names.index("France") - 1):
+            await pilot.press("down")
+        await settle(pilot)
+        text = detail_text(app)
+        assert "A republic in Western Europe" in text and "Image: images/flag_fra.png" in text
+        assert "known: train" in text
+        assert "Germany —shares border with→ France" in text or "France —shares border with→ Germany" in text
+        assert app.query_one("#detail-preview").display
+        fusion = rendered(app.query_one("#detail-fusion"))
+        assert "structure" in fusion and "multimodal" in fusion and "0.46" in fusion
+
+
+async def test_unknown_entity_shows_a_message_and_no_crash(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        before = app.results_shown
+        await pilot.press("slash")
+        await pilot.press(*"Atlantis")
+        await pilot.press("enter")  # no suggestion: on to the relation, which is still filled
+        await wait_until(pilot, lambda: app.results_shown > before)
+        assert "no entity matches 'Atlantis'" in status(app)
+        assert app.query_one(ResultsTable).row_count == 0
+        assert app.is_running
+        # the head input has the focus, its text selected: the next query replaces it
+        assert app.focused.id == "head" and app.focused.selected_text == "Atlantis"
+        await run_query(pilot, "spa")  # the relation is still chosen: Enter runs the query
+        assert "(Spain, shares border with, ?)" in status(app)
+
+
+async def test_ambiguous_and_unknown_relation_text(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        head = app.query_one("#head")
+        head.value = "republic"  # typed but not picked: the worker resolves the text
+        app.query_one("#relation").value = "flies to"
+        await pilot.pause()
+        app.request("republic", "shares border with")
+        await wait_until(pilot, lambda: app.results_shown == 1)
+        assert "'republic' matches several entities: France [country:FRA]" in status(app)
+        assert app.focused.id == "head"
+        app.request("France", "flies to")
+        await wait_until(pilot, lambda: app.results_shown == 2)
+        assert "no relation matches 'flies to'" in status(app)
+
+
+async def test_a_new_query_cancels_the_previous_one(flag):
+    fake = FakeService(str(flag), delay=0.4, slow={0})
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        france, germany = fake.entity(0), fake.entity(1)
+        border = fake.relations()[0]
+        app.request(france, border)  # slow
+        await pilot.pause(0.05)
+        app.request(germany, border)  # fast; cancels the first
+        await wait_until(pilot, lambda: app.results_shown == 1)
+        assert "(Germany," in status(app)
+        await pilot.pause(0.6)  # the slow one has finished by now
+        await settle(pilot)
+        assert app.results_shown == 1 and "(Germany," in status(app)
+        assert app.query_one(ResultsTable).result.entity == germany
+
+
+async def test_enter_on_a_row_explores_from_it_and_b_goes_back(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "italy", "bord")
+        first = rows(app)[0]
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.results_shown == 2)
+        assert f"({first}, shares border with, ?)" in status(app)
+        assert app.query_one("#head").value == first
+        await pilot.press("b")
+        await wait_until(pilot, lambda: app.results_shown == 3)
+        assert "(Italy, shares border with, ?)" in status(app)
+
+
+async def test_keys_help_and_quit(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await run_query(pilot, "france", "bord")
+        await pilot.press("question_mark")
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        assert app.screen.__class__.__name__ != "HelpScreen"
+        await pilot.press("slash")
+        assert app.focused.id == "head"
+        await pilot.press("down")  # no suggestions open: down goes to the results
+        assert isinstance(app.focused, DataTable)
+        footer_keys = {b.key for _, b, enabled, *_ in app.active_bindings.values() if b.show}
+        assert {"slash", "f", "k", "question_mark", "q"} <= footer_keys
+        await pilot.press("q")
+        assert not app.is_running
+
+
+async def test_layout_stacks_below_120_columns(fake):
+    for size, narrow in (((80, 24), True), ((140, 40), False)):
+        app = ExploreApp(fake)
+        async with app.run_test(size=size) as pilot:
+            await run_query(pilot, "france", "bord")
+            assert app.query_one("#body").has_class("-narrow") is narrow
+            table, detail = app.query_one(ResultsTable), app.query_one(DetailPane)
+            assert table.region.width > 0 and detail.region.width > 0 and detail.region.height > 0
+            if narrow:
+                assert table.region.width == detail.region.width == 80
+                # every column fits: no horizontal scrolling at 80 columns
+                assert table.virtual_size.width <= table.scrollable_content_region.width
+            else:
+                assert detail.region.x >= table.region.right
+
+
+async def test_results_that_arrive_under_the_help_screen_are_shown(flag):
+    fake = FakeService(str(flag), delay=0.3)
+    app = ExploreApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.request(fake.entity(3), fake.relations()[0])
+        app.table.focus()
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: app.results_shown == 1)
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        assert rows(app) and "(Italy, shares border with, ?)" in status(app)
