@@ -117,14 +117,5 @@ def run_demo(
     rows.append(DemoRow("IMF (learned fusion)", "fusion", imf["fused"]))
     rows.append(DemoRow("IMF (mean fusion)", "fusion", imf["mean_fusion"]))
     rows.append(DemoRow("structure-only baseline", "baseline", baseline["fused"]))
-    weights = _best_weights(runs["IMF"])
+    weights = imf["fusion_weights"]
     return DemoResult(runs["IMF"], runs["structure-only baseline"], rows, weights, seconds, seed)
-
-
-def _best_weights(run_dir: Path) -> dict[str, float]:
-    """The decision-fusion weights fitted at a run's best epoch, from its trace (empty when none were)."""
-    import json
-
-    records = [json.loads(line) for line in (Path(run_dir) / "trace.jsonl").read_text(encoding="utf-8").splitlines()]
-    best = records[-1]["best_epoch"] if records else None
-    return next((r.get("fusion_weights", {}) for r in records if r["epoch"] == best), {})

@@ -57,8 +57,8 @@ app.command("encode")(encode_cmd.encode_command)
 app.command("features")(features_cmd.features_command)
 app.command("train")(train_cmd.train_command)
 app.command("eval")(eval_cmd.eval_command)
-app.command("explore")(explore_cmd.explore_command)
 app.command("predict")(predict_cmd.predict_command)
+app.command("explore")(explore_cmd.explore_command)
 
 
 def main() -> None:

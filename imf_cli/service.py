@@ -44,18 +44,8 @@ class AmbiguousNameError(ImfError):
         self.candidates = candidates
 
 
-@dataclass(frozen=True)
-class EntityInfo:
-    """One entity as shown to people. ``image`` is an absolute path, or None."""
-
-    id: int
-    key: str
-    name: str
-    description: str | None = None
-    image: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "key": self.key, "name": self.name, "description": self.description, "image": self.image}
+#: One entity as shown to people: the store's own record (``image`` is an absolute path, or None).
+EntityInfo = Entity
 
 
 @dataclass(frozen=True)
@@ -175,10 +165,6 @@ class UnknownNameError(UnknownEntityError):
     def __init__(self, message: str, candidates: list):
         super().__init__(message)
         self.candidates = candidates
-
-
-def _entity_info(entity: Entity) -> EntityInfo:
-    return EntityInfo(entity.id, entity.key, entity.name, entity.description, entity.image)
 
 
 def _describe(candidates: list) -> str:
@@ -306,19 +292,19 @@ class PredictionService:
     def entity(self, entity_id: int) -> EntityInfo:
         """The entity with dense id ``entity_id``."""
         with self._lock:
-            return _entity_info(self.store.entity(int(entity_id)))
+            return self.store.entity(int(entity_id))
 
     def entities(self, ids: list[int]) -> list[EntityInfo]:
         """The entities of ``ids``, in that order."""
         with self._lock:
-            return [_entity_info(e) for e in self.store.entities(ids)]
+            return self.store.entities(ids)
 
     def search_entities(self, text: str, limit: int = 10) -> list[EntityInfo]:
         """Entities whose key, name or description match ``text``, best first (see :meth:`EntityStore.search`)."""
         if not text.strip():
             return []
         with self._lock:
-            return [_entity_info(e) for e in self.store.search(text.strip(), limit=limit)]
+            return self.store.search(text.strip(), limit=limit)
 
     def resolve_entity(self, text: str) -> EntityInfo:
         """The one entity that ``text`` names.
@@ -334,10 +320,11 @@ class PredictionService:
         if not text:
             raise ImfError("no entity given")
         with self._lock:
+            try:
+                return self.store.entity(text)  # by key
+            except UnknownEntityError:
+                pass
             db = self.store.db
-            rows = list(db.execute("SELECT * FROM entities WHERE key = ? LIMIT 1", [text]))
-            if rows:
-                return _entity_info(Entity(*rows[0]))
             named = [
                 Entity(*row)
                 for row in db.execute(
@@ -345,12 +332,12 @@ class PredictionService:
                 )
             ]
             if len(named) == 1:
-                return _entity_info(named[0])
+                return named[0]
             if named:
                 raise AmbiguousNameError(
                     f"{len(named) if len(named) <= CANDIDATES else 'many'} entities are named {text!r}: "
-                    f"{_describe([_entity_info(e) for e in named[:CANDIDATES]])}; give a key instead",
-                    [_entity_info(e) for e in named[:CANDIDATES]],
+                    f"{_describe(named[:CANDIDATES])}; give a key instead",
+                    named[:CANDIDATES],
                 )
             pattern = _like_prefix(text)
             prefixed = [
@@ -362,11 +349,11 @@ class PredictionService:
                 )
             ]
             if len(prefixed) == 1:
-                return _entity_info(prefixed[0])
+                return prefixed[0]
             hits = [] if prefixed else self.store.search(text, limit=CANDIDATES + 1)
             if len(hits) == 1:
-                return _entity_info(hits[0])
-            candidates = [_entity_info(e) for e in (prefixed or hits)[:CANDIDATES]]
+                return hits[0]
+            candidates = (prefixed or hits)[:CANDIDATES]
             if candidates:
                 raise AmbiguousNameError(
                     f"{text!r} matches several entities: {_describe(candidates)}"
@@ -386,7 +373,7 @@ class PredictionService:
         for entity_id, name in rows:
             first_id.setdefault(name, entity_id)
         close = difflib.get_close_matches(text.lower(), list(first_id), n=CANDIDATES, cutoff=0.6)
-        return [_entity_info(e) for e in self.store.entities([first_id[name] for name in close])]
+        return self.store.entities([first_id[name] for name in close])
 
     # ---------------------------------------------------------------------------- relations
     def relations(self) -> list[RelationChoice]:
@@ -574,9 +561,11 @@ class PredictionService:
         """Filtered ranking metrics of ``split`` (see :mod:`models.evaluation` and ``imf eval``).
 
         Returns:
-            ``{"split", "checkpoint", "dataset", "triples", "device", "chunk_size", "seconds", "fused",
-            "branches", "mean_fusion", "per_relation"}``; ``per_relation`` maps relation keys to their
-            metrics, or is None unless asked for.
+            ``{"split", "checkpoint", "dataset", "triples", "device", "chunk_size", "seconds",
+            "fusion_weights", "fused", "branches", "mean_fusion", "per_relation"}``; ``per_relation``
+            maps relation keys to their metrics, or is None unless asked for. ``fusion_weights`` maps
+            branch names to the decision weights, or, with per-relation fusion, relation keys (inverse
+            relations as ``"← key"``) to such maps.
         """
         import time
 
@@ -607,7 +596,21 @@ class PredictionService:
             "device": str(self.device),
             "chunk_size": ranks.chunk_size,
             "seconds": round(seconds, 3),
+            "fusion_weights": self._fusion_weights(),
             **report,
+        }
+
+    def _fusion_weights(self) -> dict:
+        import torch
+
+        relations = torch.arange(2 * self.num_relations, device=self.device)
+        with torch.inference_mode():
+            weights = self.model.decision.weights(relations).cpu()
+        if weights.dim() == 1:
+            return dict(zip(self.branch_names, weights.tolist()))
+        return {
+            ("← " if choice.inverse else "") + choice.key: dict(zip(self.branch_names, row))
+            for choice, row in zip(self._relations, weights.tolist())
         }
 
     # ---------------------------------------------------------------------------- checks

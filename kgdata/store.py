@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -38,6 +38,9 @@ class Entity:
     def text(self) -> str:
         """The text that represents the entity: its description, else its name."""
         return self.description if self.description else self.name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,11 @@
 The package knows nothing of SQLite, Typer or Textual. Its names are imported lazily, so
 ``from models.config import resolve`` (or ``import models``) does not import torch.
 
-Beyond the modules that ARCHITECTURE.md proposes, three more each hold one concept:
+Beyond the modules that ARCHITECTURE.md proposes, four more each hold one concept:
 ``index.py`` (the CSR map of known tails that both training targets and evaluation filters use),
 ``checkpoint.py`` (the checkpoint format and RNG capture, so that inference loads a model without
-importing the training loop) and ``distributed.py`` (device choice and the collectives, identities
-in one process).
+importing the training loop), ``distributed.py`` (device choice and the collectives, identities
+in one process) and ``calibration.py`` (the decision-fusion weights fitted on valid queries).
 """
 
 from __future__ import annotations
@@ -35,7 +35,14 @@ _EXPORTS = {
     "evaluate": "models.evaluation",
     "evaluate_ranks": "models.evaluation",
     "realistic_ranks": "models.evaluation",
+    "rank_bounds": "models.evaluation",
     "rank_metrics": "models.evaluation",
+    "FrozenScorer": "models.evaluation",
+    "RankResult": "models.evaluation",
+    "rank_queries": "models.evaluation",
+    "metrics_report": "models.evaluation",
+    "fit_decision_weights": "models.calibration",
+    "fit_fusion_logits": "models.calibration",
     "ConfigError": "models.config",
     "EvalConfig": "models.config",
     "ModelConfig": "models.config",
@@ -57,8 +64,20 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
     from models.config import ConfigError, EvalConfig, ModelConfig, RunConfig, TrainConfig, load_yaml, resolve
+    from models.calibration import fit_decision_weights, fit_fusion_logits
     from models.decision import DecisionFusion
-    from models.evaluation import build_filter, evaluate, evaluate_ranks, rank_metrics, realistic_ranks
+    from models.evaluation import (
+        FrozenScorer,
+        RankResult,
+        build_filter,
+        evaluate,
+        evaluate_ranks,
+        metrics_report,
+        rank_bounds,
+        rank_metrics,
+        rank_queries,
+        realistic_ranks,
+    )
     from models.fusion import LowRankTuckerFusion
     from models.imf import IMF, BranchEmbeddings, ScoreBreakdown, build_model
     from models.index import TailIndex, with_inverses

@@ -43,21 +43,21 @@ def fit_fusion_logits(
         Logits centred at zero; ``softmax`` of them gives the weights.
     """
     stacked = torch.stack([s.float() for s in scores])  # (n_branches, Q, N)
-    keep = torch.ones(stacked.shape[1:], dtype=torch.bool, device=stacked.device)
+    rows = torch.arange(answers.numel(), device=answers.device)
+    drop = torch.zeros(stacked.shape[1:], dtype=torch.bool, device=stacked.device)  # built once, not per step
     if exclude_rows.numel():
-        keep[exclude_rows, exclude_cols] = False
-    keep[torch.arange(answers.numel(), device=answers.device), answers] = True
+        drop[exclude_rows, exclude_cols] = True
+    drop[rows, answers] = False
     # Standardise each branch so that one step size suits all; the fitted scale folds back in below.
     scale = stacked.std(dim=(1, 2)).clamp_min(1e-6)
     stacked = stacked / scale.view(-1, 1, 1)
     log_weights = torch.zeros(len(scores), device=stacked.device, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_weights], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
-    rows = torch.arange(answers.numel(), device=answers.device)
 
     def closure() -> Tensor:
         optimizer.zero_grad()
         weights = log_weights.clamp(-LOG_WEIGHT_BOUND, LOG_WEIGHT_BOUND).exp()
-        fused = torch.einsum("b,bqn->qn", weights, stacked).masked_fill(~keep, float("-inf"))
+        fused = torch.einsum("b,bqn->qn", weights, stacked).masked_fill(drop, float("-inf"))
         # A small pull towards equal weights keeps a useless branch's weight finite.
         loss = (fused.logsumexp(dim=1) - fused[rows, answers]).mean() + 1e-4 * log_weights.square().sum()
         loss.backward()

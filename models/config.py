@@ -36,7 +36,8 @@ class ModelConfig:
 
     ``detach_fusion_inputs`` stops the multimodal branch's gradient at the modality vectors it fuses.
     Trained jointly (False, as the paper does) its loss pulls on every modality branch and holds them
-    back; see ``docs/benchmarks.md`` for the Countries-MM runs behind the default.
+    back; see ``docs/benchmarks.md`` for the Countries-MM runs behind the default. ``fusion_residual``
+    adds the mean of the fused vectors to the fusion's output (see :mod:`models.fusion`).
     """
 
     dim: int = 256
@@ -46,6 +47,7 @@ class ModelConfig:
     fusion_rank: int = 2
     fusion_dropout: float = 0.2
     detach_fusion_inputs: bool = True
+    fusion_residual: bool = True
     input_dropout: float = 0.3
     relation_dropout: float = 0.4
     hidden_dropout: float = 0.5
@@ -157,7 +159,16 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
-        """The inverse of :meth:`to_dict`; as strict as :func:`resolve`."""
+        """The inverse of :meth:`to_dict`; as strict as :func:`resolve`.
+
+        A stored config written before a key of :data:`ADDED_KEYS` existed gets the value that key's
+        behaviour had then, so an older checkpoint rebuilds (and resumes) as the model it was trained as.
+        """
+        data = {section: dict(values) if isinstance(values, Mapping) else values for section, values in data.items()}
+        for key, value in ADDED_KEYS.items():
+            section, name = key.split(".")
+            if isinstance(data.get(section), dict):
+                data[section].setdefault(name, value)
         return resolve(data)
 
     def with_seed(self, seed: int) -> RunConfig:
@@ -165,6 +176,16 @@ class RunConfig:
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+
+#: Keys added after runs were first recorded → the value that reproduces what the code did before the
+#: key existed (the paper's scheme: joint fusion inputs, no residual, fused BCE, weights by gradient).
+#: Only :meth:`RunConfig.from_dict` uses them, for stored configs that lack the key.
+ADDED_KEYS: dict[str, Any] = {
+    "model.detach_fusion_inputs": False,
+    "model.fusion_residual": False,
+    "train.fused_loss_weight": 1.0,
+    "train.fit_fusion_on_valid": False,
+}
 
 
 def resolve(file_values: Mapping[str, Any] | None = None, flags: Mapping[str, Any] | None = None) -> RunConfig:

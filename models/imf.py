@@ -77,6 +77,8 @@ class IMF(nn.Module):
         fusion_dropout: Dropout on the fusion inputs.
         detach_fusion_inputs: Stop the multimodal branch's gradient at its inputs, so that its loss
             trains the fusion and its scorer but never the modality branches' vectors.
+        fusion_residual: Add the mean of the modality vectors to the fusion's output (see
+            :class:`LowRankTuckerFusion`).
         input_dropout, relation_dropout, hidden_dropout: The TuckER dropouts (see :class:`TuckERScorer`).
 
     Until :meth:`set_features` is called, a feature branch has no features and gives every entity its
@@ -96,6 +98,7 @@ class IMF(nn.Module):
         fusion_rank: int = 2,
         fusion_dropout: float = 0.2,
         detach_fusion_inputs: bool = False,
+        fusion_residual: bool = False,
         input_dropout: float = 0.3,
         relation_dropout: float = 0.4,
         hidden_dropout: float = 0.5,
@@ -129,7 +132,7 @@ class IMF(nn.Module):
             {m: LearnedRepresentation(2 * num_relations, dim) for m in modalities}
         )
         if MULTIMODAL in self.branch_names:
-            fusion_args = dict(rank=fusion_rank, dropout=fusion_dropout)
+            fusion_args = dict(rank=fusion_rank, dropout=fusion_dropout, residual=fusion_residual)
             self.entity_fusion = LowRankTuckerFusion(len(modalities), dim, **fusion_args)
             self.relation_fusion = LowRankTuckerFusion(len(modalities), dim, **fusion_args)
         self.scorers = nn.ModuleDict(
@@ -267,6 +270,7 @@ def build_model(
         fusion_rank=config.fusion_rank,
         fusion_dropout=config.fusion_dropout,
         detach_fusion_inputs=config.detach_fusion_inputs,
+        fusion_residual=config.fusion_residual,
         input_dropout=config.input_dropout,
         relation_dropout=config.relation_dropout,
         hidden_dropout=config.hidden_dropout,

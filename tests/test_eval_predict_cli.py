@@ -140,6 +140,10 @@ def test_eval_agrees_with_brute_force_for_every_branch_and_writes_the_json(run_d
     assert_block(report["fused"], expected["fused"], "fused")
     assert_block(report["mean_fusion"], expected["mean_fusion"], "mean_fusion")
     assert json.loads((run_dir / "metrics-test.json").read_text()) == report
+    model, _ = load_checkpoint(run_dir / "best.pt")
+    stored = model.decision.weights(torch.zeros(1, dtype=torch.long)).tolist()
+    assert list(report["fusion_weights"]) == ["structure", "text", "multimodal"]
+    assert list(report["fusion_weights"].values()) == pytest.approx(stored)
 
 
 def test_per_relation_metrics_and_an_explicit_batch_size(run_dir):

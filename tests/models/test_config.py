@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from models.config import ConfigError, ModelConfig, RunConfig, TrainConfig, load_yaml, resolve
+from models.config import ADDED_KEYS, ConfigError, ModelConfig, RunConfig, TrainConfig, load_yaml, resolve
 
 
 def test_defaults_follow_the_reference():
@@ -68,6 +68,19 @@ def test_dict_round_trip_through_yaml(tmp_path):
     path.write_text(yaml.safe_dump(plain))
     assert RunConfig.from_dict(load_yaml(path)) == config
     assert config.with_seed(5).train.seed == 5
+
+
+def test_a_stored_config_that_predates_a_key_keeps_the_old_behaviour():
+    stored = resolve({"model": {"fusion": "learned-per-relation"}, "train": {"fused_loss_weight": 1.0}}).to_dict()
+    for key in ADDED_KEYS:
+        section, name = key.split(".")
+        del stored[section][name]
+    config = RunConfig.from_dict(stored)
+    for key, value in ADDED_KEYS.items():
+        section, name = key.split(".")
+        assert getattr(getattr(config, section), name) == value, key
+    assert "fusion_residual" not in stored["model"]  # the caller's dict is not changed
+    assert resolve({}).model.fusion_residual and resolve({}).train.fused_loss_weight == 0.0  # new runs: today's defaults
 
 
 def test_load_yaml_rejects_non_mappings(tmp_path):

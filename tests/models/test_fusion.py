@@ -40,4 +40,15 @@ def test_fusion_checks_input_count_and_has_a_repr():
     fusion = LowRankTuckerFusion(2, 6)
     with pytest.raises(ValueError, match="expected 2 inputs"):
         fusion([torch.randn(3, 6)])
-    assert repr(fusion) == "LowRankTuckerFusion(2, 6, rank=2, hidden_dim=6, out_dim=6)"
+    assert repr(fusion) == "LowRankTuckerFusion(2, 6, rank=2, hidden_dim=6, out_dim=6, residual=False)"
+
+
+def test_residual_fusion_adds_the_mean_of_its_inputs():
+    torch.manual_seed(4)
+    plain = LowRankTuckerFusion(3, 4, rank=2, dropout=0.0).eval()
+    residual = LowRankTuckerFusion(3, 4, rank=2, dropout=0.0, residual=True).eval()
+    residual.load_state_dict(plain.state_dict())
+    inputs = [torch.randn(5, 4) for _ in range(3)]
+    torch.testing.assert_close(residual(inputs), plain(inputs) + (inputs[0] + inputs[1] + inputs[2]) / 3)
+    with pytest.raises(ValueError, match="out_dim == dim"):
+        LowRankTuckerFusion(2, 4, out_dim=3, residual=True)
