@@ -34,6 +34,8 @@ SPLITS = ("train", "valid", "test")
 CANDIDATES = 5
 #: Entity counts up to which an unknown name is compared with every name for suggestions.
 FUZZY_LIMIT = 200_000
+#: Marks before a relation that ask for its inverse, longest first: ``← r``, ``<- r`` or ``< r``.
+INVERSE_MARKS = ("←", "<-", "<")
 
 
 class AmbiguousNameError(ImfError):
@@ -171,6 +173,19 @@ def _describe(candidates: list) -> str:
     return "; ".join(f"{c.label if isinstance(c, RelationChoice) else c.name} [{c.key}]" for c in candidates)
 
 
+def split_relation_text(text: str) -> tuple[str, bool | None]:
+    """Split an inverse mark (:data:`INVERSE_MARKS`) off typed relation text.
+
+    ``"← borders"``, ``"<- borders"`` and ``"<borders"`` → ``("borders", True)``; without a mark the
+    direction is open: ``"borders"`` → ``("borders", None)``. The text is stripped.
+    """
+    text = text.strip()
+    for mark in INVERSE_MARKS:
+        if text.startswith(mark):
+            return text[len(mark) :].strip(), True
+    return text, None
+
+
 def _closest(text: str, relations: list[RelationChoice]) -> list[RelationChoice]:
     """The relations most like ``text``: by the best similarity to their key, name or a word of either."""
 
@@ -181,11 +196,6 @@ def _closest(text: str, relations: list[RelationChoice]) -> list[RelationChoice]
 
     scored = sorted(((similarity(r), r.id, r) for r in relations), key=lambda item: (-item[0], item[1]))
     return [r for score, _, r in scored[:CANDIDATES] if score >= 0.6]
-
-
-def _like_prefix(text: str) -> str:
-    """``text%`` for SQL ``LIKE … ESCAPE '\\'``, with ``%``, ``_`` and ``\\`` taken literally."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class PredictionService:
@@ -324,13 +334,7 @@ class PredictionService:
                 return self.store.entity(text)  # by key
             except UnknownEntityError:
                 pass
-            db = self.store.db
-            named = [
-                Entity(*row)
-                for row in db.execute(
-                    "SELECT * FROM entities WHERE name = ? COLLATE NOCASE ORDER BY id LIMIT ?", [text, CANDIDATES + 1]
-                )
-            ]
+            named = self.store.entities_named(text, limit=CANDIDATES + 1)
             if len(named) == 1:
                 return named[0]
             if named:
@@ -339,15 +343,7 @@ class PredictionService:
                     f"{_describe(named[:CANDIDATES])}; give a key instead",
                     named[:CANDIDATES],
                 )
-            pattern = _like_prefix(text)
-            prefixed = [
-                Entity(*row)
-                for row in db.execute(
-                    "SELECT * FROM entities WHERE name LIKE ? ESCAPE '\\' OR key LIKE ? ESCAPE '\\' "
-                    "ORDER BY length(name), id LIMIT ?",
-                    [pattern, pattern, CANDIDATES + 1],
-                )
-            ]
+            prefixed = self.store.entities_with_prefix(text, limit=CANDIDATES + 1)
             if len(prefixed) == 1:
                 return prefixed[0]
             hits = [] if prefixed else self.store.search(text, limit=CANDIDATES + 1)
@@ -368,12 +364,7 @@ class PredictionService:
         """Entities with names close to ``text`` (difflib), on graphs small enough to scan."""
         if self.num_entities > FUZZY_LIMIT:
             return []
-        rows = list(self.store.db.execute("SELECT id, lower(name) FROM entities ORDER BY id"))
-        first_id: dict[str, int] = {}
-        for entity_id, name in rows:
-            first_id.setdefault(name, entity_id)
-        close = difflib.get_close_matches(text.lower(), list(first_id), n=CANDIDATES, cutoff=0.6)
-        return self.store.entities([first_id[name] for name in close])
+        return self.store.entities_with_close_names(text, limit=CANDIDATES, cutoff=0.6)
 
     # ---------------------------------------------------------------------------- relations
     def relations(self) -> list[RelationChoice]:
@@ -386,18 +377,21 @@ class PredictionService:
 
     def resolve_relation(self, text: str, *, inverse: bool = False) -> RelationChoice:
         """The relation that ``text`` names: an exact key, an exact name (case-insensitive), or a unique
-        prefix or substring of a key or name. A leading ``←`` asks for the inverse, as does ``inverse``.
+        prefix or substring of a key or name. A leading inverse mark (``←``, ``<-`` or ``<``, see
+        :func:`split_relation_text`) asks for the inverse, as does ``inverse``. Text that is a relation's
+        key exactly is taken as that key, even if it starts with a mark (as ``<http://…>`` keys do).
 
         Raises:
             AmbiguousNameError: Several relations match; the message lists them.
             UnknownNameError: Nothing matches; the message lists close ones.
         """
+        forward = self._relations[: self.num_relations]
         text = text.strip()
-        if text.startswith("←"):
-            text, inverse = text[1:].strip(), True
+        if not any(r.key == text for r in forward):
+            text, marked = split_relation_text(text)
+            inverse = inverse or bool(marked)
         if not text:
             raise ImfError("no relation given")
-        forward = self._relations[: self.num_relations]
         lowered = text.casefold()
         tests = (
             lambda r: r.key == text,

@@ -7,6 +7,7 @@ over entity names and descriptions. Writing happens only in :mod:`kgdata.importi
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import sqlite3
@@ -108,6 +109,16 @@ def fts_query(text: str) -> str | None:
     quoted = [f'"{w}"' for w in words]
     quoted[-1] += "*"
     return " ".join(quoted)
+
+
+def like_prefix(text: str) -> str:
+    """``text%`` for SQL ``LIKE … ESCAPE '\\'``, with ``%``, ``_`` and ``\\`` in ``text`` taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _sql_limit(limit: int | None) -> int:
+    """``limit`` for SQL ``LIMIT ?``: None (no limit) becomes SQLite's -1."""
+    return -1 if limit is None else int(limit)
 
 
 class EntityStore:
@@ -253,6 +264,44 @@ class EntityStore:
             for row in rows:
                 found.setdefault(row[0], Entity(*row))
         return list(found.values())[:limit]
+
+    def entities_named(self, name: str, limit: int | None = None) -> list[Entity]:
+        """Entities whose name is exactly ``name``, ignoring case, in id order; at most ``limit`` (None: all).
+
+        Names need not be unique, so several entities may come back. Case is ignored as SQLite's
+        ``NOCASE`` does, for ASCII letters only.
+        """
+        rows = self.db.execute(
+            "SELECT * FROM entities WHERE name = ? COLLATE NOCASE ORDER BY id LIMIT ?", [name, _sql_limit(limit)]
+        )
+        return [Entity(*row) for row in rows]
+
+    def entities_with_prefix(self, prefix: str, limit: int | None = None) -> list[Entity]:
+        """Entities whose name or key starts with ``prefix``, shortest name first, then by id; at most ``limit``.
+
+        Case is ignored as SQL ``LIKE`` does, for ASCII letters only. ``%``, ``_`` and ``\\`` in
+        ``prefix`` are taken literally. An empty prefix matches every entity.
+        """
+        pattern = like_prefix(prefix)
+        rows = self.db.execute(
+            "SELECT * FROM entities WHERE name LIKE ? ESCAPE '\\' OR key LIKE ? ESCAPE '\\' "
+            "ORDER BY length(name), id LIMIT ?",
+            [pattern, pattern, _sql_limit(limit)],
+        )
+        return [Entity(*row) for row in rows]
+
+    def entities_with_close_names(self, text: str, limit: int = 5, cutoff: float = 0.6) -> list[Entity]:
+        """Entities whose names are most like ``text`` (for "did you mean" hints), most similar first.
+
+        Names are compared lower-cased with :func:`difflib.get_close_matches`: a name must score at least
+        ``cutoff`` (0–1). Of entities that share a lower-cased name only the lowest id is returned. Every
+        name is read and compared, so the cost grows with the number of entities.
+        """
+        first_id: dict[str, int] = {}
+        for entity_id, name in self.db.execute("SELECT id, lower(name) FROM entities ORDER BY id"):
+            first_id.setdefault(name, entity_id)
+        close = difflib.get_close_matches(text.lower(), list(first_id), n=limit, cutoff=cutoff)
+        return self.entities([first_id[name] for name in close])
 
     # ------------------------------------------------------------------ triples
     def triples(self, split: str) -> np.ndarray:

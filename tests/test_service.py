@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,14 @@ import torch
 
 from helpers import TINY_TEST, TINY_TRAIN, TINY_VALID, write_tsv_dataset
 from imf_cli.pipeline import train_model
-from imf_cli.service import SPLITS, AmbiguousNameError, PredictionService, UnknownNameError
+from imf_cli.service import (
+    INVERSE_MARKS,
+    SPLITS,
+    AmbiguousNameError,
+    PredictionService,
+    UnknownNameError,
+    split_relation_text,
+)
 from kgdata.errors import ImfError, UnknownEntityError
 from kgdata.features import save_features
 from kgdata.importing import import_dataset
@@ -171,6 +179,38 @@ def test_resolve_relation(service):
     assert {r.key for r in ambiguous.value.candidates} == {"capital_of", "borders"}
     with pytest.raises(UnknownNameError, match="did you mean: borders"):
         service.resolve_relation("bordres")
+
+
+def test_split_relation_text_is_the_one_the_tui_uses():
+    from imf_cli.tui import app, query_bar
+
+    assert query_bar.split_relation_text is split_relation_text and app.split_relation_text is split_relation_text
+    assert INVERSE_MARKS == ("←", "<-", "<")
+    assert split_relation_text(" <- shares border ") == ("shares border", True)
+    assert split_relation_text("<in") == ("in", True)
+    assert split_relation_text(" in ") == ("in", None)
+
+
+@pytest.mark.parametrize("mark", INVERSE_MARKS)
+def test_resolve_relation_accepts_every_inverse_mark(service, mark):
+    inverse_in = service.resolve_relation("in", inverse=True)
+    assert inverse_in.inverse
+    assert service.resolve_relation(f"{mark} in") == inverse_in
+    assert service.resolve_relation(f"  {mark}IN ") == inverse_in
+    assert service.resolve_relation(f"{mark} in", inverse=True) == inverse_in
+    borders = service.resolve_relation(f"{mark} bord")  # a unique prefix, with a mark
+    assert borders.key == "borders" and borders.inverse
+    with pytest.raises(ImfError, match="no relation given"):
+        service.resolve_relation(f" {mark} ")
+
+
+def test_a_relation_key_that_starts_with_a_mark_is_taken_as_written(service):
+    # Keys of the imf layout (DB15K) are URIs such as <http://dbpedia.org/ontology/country>.
+    service._relations = [replace(r, key=f"<http://x/{r.key}>") for r in service._relations]
+    forward = service.resolve_relation("<http://x/in>")
+    assert forward.key == "<http://x/in>" and not forward.inverse
+    assert service.resolve_relation("<http://x/in>", inverse=True).inverse
+    assert service.resolve_relation("← <http://x/in>") == service.resolve_relation("<http://x/in>", inverse=True)
 
 
 def test_bad_ids_and_k_are_clear_errors(service):

@@ -18,12 +18,12 @@ from textual.containers import Container
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from imf_cli.service import EntityInfo, QueryResult, RelationChoice, Service
+from imf_cli.service import EntityInfo, QueryResult, RelationChoice, Service, split_relation_text
 from imf_cli.tui.detail import DetailPane
 from imf_cli.tui.help import HelpScreen
 from imf_cli.tui.locked import LockedService
 from imf_cli.tui.messages import QueryFailed, QueryRequested, ResultsReady
-from imf_cli.tui.query_bar import QueryBar, split_relation_text
+from imf_cli.tui.query_bar import QueryBar
 from imf_cli.tui.results import ResultsTable
 
 ROW_COUNTS = (10, 20, 50, 100)

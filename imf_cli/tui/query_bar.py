@@ -19,22 +19,12 @@ from textual.widgets import Input, OptionList
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from imf_cli.service import EntityInfo, RelationChoice, Service
+from imf_cli.service import EntityInfo, RelationChoice, Service, split_relation_text
 from imf_cli.tui.messages import QueryRequested, SuggestionsReady
 from imf_cli.tui.render import truncate
 
 #: How many entity matches the head list shows.
 SUGGESTIONS = 8
-_INVERSE_MARKS = ("←", "<-", "<")
-
-
-def split_relation_text(text: str) -> tuple[str, bool | None]:
-    """``"← borders"`` → ``("borders", True)``; without a mark the direction is open (None)."""
-    text = text.strip()
-    for mark in _INVERSE_MARKS:
-        if text.startswith(mark):
-            return text[len(mark) :].strip(), True
-    return text, None
 
 
 def match_relations(relations: list[RelationChoice], text: str) -> list[RelationChoice]:

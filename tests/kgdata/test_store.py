@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import write_tsv_dataset
 from kgdata.errors import DatasetNotFoundError, UnknownEntityError
 from kgdata.importing import import_dataset
-from kgdata.store import EntityStore, KnownTriples, dataset_summaries, fts_query, list_datasets
+from kgdata.store import EntityStore, KnownTriples, dataset_summaries, fts_query, like_prefix, list_datasets
 
 
 @pytest.fixture
@@ -43,6 +44,79 @@ def test_search_matches_words_prefixes_and_descriptions(store):
     # FTS syntax in user input is not interpreted
     assert store.search('AND OR "( *') == []
     assert store.search("zzz") == []
+
+
+#: Entities for the name lookups, in id order: shared names, names that share a start, LIKE wildcards.
+NAMED = [
+    ("georgia_eu", "Georgia"),
+    ("georgia_us", "GEORGIA"),
+    ("germany", "Germany"),
+    ("ge", "Gel"),
+    ("tbilisi", "Tbilisi"),
+    ("pct", "100% Pure"),
+    ("pc1", "1000 Pure"),
+    ("snake", "a_b"),
+    ("plain", "axb"),
+    ("slash", "c\\d"),
+    ("links", "Peace"),
+]
+
+
+@pytest.fixture
+def named(tmp_path):
+    """A store whose entities are :data:`NAMED` (key, name), ids in that order."""
+    keys = [key for key, _ in NAMED]
+    train = [(keys[i], "next", keys[i + 1]) for i in range(len(keys) - 1)]
+    source = write_tsv_dataset(
+        tmp_path / "named", train=train, entities=[{"id": key, "name": name} for key, name in NAMED]
+    )
+    import_dataset(source)
+    with EntityStore.open("named") as opened:
+        yield opened
+
+
+def keys(entities):
+    return [e.key for e in entities]
+
+
+def test_entities_named_is_an_exact_name_match_ignoring_case(named):
+    assert keys(named.entities_named("georgia")) == ["georgia_eu", "georgia_us"]  # id order
+    assert keys(named.entities_named("GEORGIA", limit=1)) == ["georgia_eu"]
+    assert keys(named.entities_named("Germany")) == ["germany"]
+    assert named.entities_named("Germ") == []  # not a prefix match
+    assert named.entities_named("germany_") == [] and named.entities_named("gel%") == []
+    assert named.entities_named("tbilisi") == [named.entity("tbilisi")]  # whole records
+
+
+def test_entities_with_prefix_matches_names_and_keys_shortest_name_first(named):
+    # Gel (3 letters), then Georgia, GEORGIA (7; by id), then Germany (7; a higher id)
+    assert keys(named.entities_with_prefix("ge")) == ["ge", "georgia_eu", "georgia_us", "germany"]
+    assert keys(named.entities_with_prefix("GEOR", limit=1)) == ["georgia_eu"]
+    assert keys(named.entities_with_prefix("georgia_")) == ["georgia_eu", "georgia_us"]  # by key
+    assert keys(named.entities_with_prefix("Pea")) == ["links"]  # by name
+    assert named.entities_with_prefix("zz") == []
+    assert len(named.entities_with_prefix("")) == len(NAMED)
+
+
+def test_entities_with_prefix_takes_wildcards_literally(named):
+    assert keys(named.entities_with_prefix("100%")) == ["pct"]  # not 1000 Pure
+    assert keys(named.entities_with_prefix("a_")) == ["snake"]  # not axb
+    assert keys(named.entities_with_prefix("c\\")) == ["slash"]
+    assert named.entities_with_prefix("%") == [] and named.entities_with_prefix("_") == []
+
+
+def test_like_prefix_escapes_wildcards_and_the_escape():
+    assert like_prefix("a_b%c\\d") == "a\\_b\\%c\\\\d%"
+    assert like_prefix("") == "%"
+
+
+def test_entities_with_close_names_suggests_similar_names(named):
+    assert keys(named.entities_with_close_names("Tbilsi")) == ["tbilisi"]
+    # Georgia and GEORGIA share a lower-cased name: only the lower id is suggested
+    assert keys(named.entities_with_close_names("georgai")) == ["georgia_eu"]
+    assert keys(named.entities_with_close_names("Gemrany", limit=1)) == ["germany"]
+    assert named.entities_with_close_names("zzzz") == []
+    assert named.entities_with_close_names("Tbilsi", cutoff=0.99) == []
 
 
 def test_fts_query_quotes_words():
