@@ -18,7 +18,7 @@ from textual.containers import Container
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from imf_cli.service import EntityInfo, QueryResult, RelationChoice, Service, split_relation_text
+from imf_cli.service import EntityInfo, QueryResult, RelationChoice, Service
 from imf_cli.tui.detail import DetailPane
 from imf_cli.tui.help import HelpScreen
 from imf_cli.tui.locked import LockedService
@@ -114,9 +114,8 @@ class ExploreApp(App[None]):
         try:
             entity = head if isinstance(head, EntityInfo) else self.service.resolve_entity(head)
             field = "relation"
-            if not isinstance(relation, RelationChoice):
-                name, inverse = split_relation_text(relation)
-                relation = self.service.resolve_relation(name, inverse=bool(inverse))
+            if not isinstance(relation, RelationChoice):  # typed text: the service reads any inverse mark
+                relation = self.service.resolve_relation(relation)
             if worker.is_cancelled:
                 return
             field = None

@@ -16,6 +16,7 @@ from imf_cli.service import (
     Prediction,
     QueryResult,
     RelationChoice,
+    split_relation_text,
 )
 from kgdata.errors import ImfError
 
@@ -125,8 +126,10 @@ class FakeService:
         raise ImfError(f"no entity matches {text!r} in {self.dataset}")
 
     def resolve_relation(self, text: str, *, inverse: bool = False) -> RelationChoice:
+        text, marked = split_relation_text(text)
+        inverse = inverse or bool(marked)
         for relation in self._relations:
-            if relation.inverse == inverse and text.strip().lower() in (relation.key, relation.name):
+            if relation.inverse == inverse and text.lower() in (relation.key, relation.name):
                 return relation
         raise ImfError(f"no relation matches {text!r} in {self.dataset}")
 

@@ -66,6 +66,16 @@ async def test_inverse_relation_asks_for_heads(fake):
         assert fake.calls[-1][:2] == (11, 7)
 
 
+async def test_typed_relation_text_goes_to_the_service_with_its_mark(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.request("euro", "<- uses currency")
+        await wait_until(pilot, lambda: app.results_shown == 1)
+        await settle(pilot)
+        assert "(Euro, ← uses currency, ?)" in status(app)
+        assert fake.calls[-1][:2] == (11, 7)
+
+
 async def test_known_toggle_changes_rows(fake):
     app = ExploreApp(fake)
     async with app.run_test(size=(100, 30)) as pilot:
