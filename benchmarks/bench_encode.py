@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from imf_cli.runtime import keep_freed_memory
+
 TARGET_SECONDS = 60.0
 
 
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["text", "image", "structure"])
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the imf command does
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch

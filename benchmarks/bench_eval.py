@@ -37,6 +37,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from imf_cli.runtime import keep_freed_memory
+
 DEFAULT_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fb15k-237"
 
 
@@ -152,6 +154,7 @@ def main() -> None:
     if not args.dataset_dir.is_dir():
         sys.exit(f"no dataset at {args.dataset_dir}")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the imf command does; PyKEEN runs in this process too
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch)
         os.environ["IMF_HOME"] = str(home)

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from imf_cli.runtime import keep_freed_memory
 from models.evaluation import build_filter, rank_metrics, realistic_ranks
 
 DATASET = "countries-mm"
@@ -302,6 +303,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the imf command does; PyKEEN runs in this process too
     torch.manual_seed(args.seed)
     command = "python benchmarks/bench_quality.py " + shlex.join(sys.argv[1:])
     lines = [

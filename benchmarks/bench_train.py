@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from imf_cli.runtime import keep_freed_memory
 from models.config import resolve
 from models.scorer import TuckERScorer, apply_relation_matrices
 from models.training import KGTensors, train
@@ -229,6 +230,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the imf command does; PyKEEN runs in this process too
     data = load_dataset(args.dataset_dir) if args.dataset_dir else synthetic_kg()
     print(
         f"KG: {data.num_entities} entities, {data.num_relations} relations, {len(data.train)} train triples; "

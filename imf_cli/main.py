@@ -21,6 +21,7 @@ from imf_cli.commands import import_ as import_cmd
 from imf_cli.commands import predict as predict_cmd
 from imf_cli.commands import search as search_cmd
 from imf_cli.commands import train as train_cmd
+from imf_cli.runtime import keep_freed_memory
 
 app = typer.Typer(
     name="imf",
@@ -46,6 +47,7 @@ def root(
     """
     if home is not None:
         os.environ["IMF_HOME"] = str(home.expanduser().resolve())
+    keep_freed_memory()
 
 
 # The one-command tour first, then the data flow: import → encode → train → eval → predict → explore.
