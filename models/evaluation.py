@@ -100,12 +100,16 @@ def rank_bounds(
     return _count_ranks(scores, targets, rows, tails)
 
 
+def realistic_from_bounds(optimistic: Tensor, pessimistic: Tensor) -> Tensor:
+    """The realistic rank, the mean of the optimistic and pessimistic ranks, as float64."""
+    return (optimistic + pessimistic).double() / 2.0
+
+
 def realistic_ranks(
     scores: Tensor, targets: Tensor, filter_rows: Tensor | None = None, filter_tails: Tensor | None = None
 ) -> Tensor:
     """Filtered realistic rank of each target: the mean of :func:`rank_bounds`, ``(B,)`` float64."""
-    optimistic, pessimistic = rank_bounds(scores, targets, filter_rows, filter_tails)
-    return (optimistic + pessimistic).double() / 2.0
+    return realistic_from_bounds(*rank_bounds(scores, targets, filter_rows, filter_tails))
 
 
 def rank_metrics(ranks: Tensor) -> dict[str, float]:
@@ -286,7 +290,7 @@ class RankResult:
         return tuple(self.optimistic)
 
     def realistic(self, name: str) -> Tensor:
-        return (self.optimistic[name] + self.pessimistic[name]).double() / 2.0
+        return realistic_from_bounds(self.optimistic[name], self.pessimistic[name])
 
 
 @torch.inference_mode()
@@ -348,7 +352,7 @@ def rank_queries(
 # ------------------------------------------------------------------------------------- metrics
 def _grouped_metrics(optimistic: Tensor, pessimistic: Tensor, groups: Tensor, num_groups: int) -> dict[str, Tensor]:
     """Metric name → ``(num_groups,)`` values; a group without queries gets NaN."""
-    realistic = (optimistic + pessimistic).double() / 2.0
+    realistic = realistic_from_bounds(optimistic, pessimistic)
     count = torch.bincount(groups, minlength=num_groups).double()
 
     def mean(values: Tensor) -> Tensor:
