@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from imf_cli.commands import ablate as ablate_cmd
 from imf_cli.commands import datasets as datasets_cmd
 from imf_cli.commands import demo as demo_cmd
 from imf_cli.commands import eval as eval_cmd
@@ -61,6 +62,7 @@ app.command("train")(train_cmd.train_command)
 app.command("eval")(eval_cmd.eval_command)
 app.command("predict")(predict_cmd.predict_command)
 app.command("explore")(explore_cmd.explore_command)
+app.command("ablate")(ablate_cmd.ablate_command)
 
 
 def main() -> None:
