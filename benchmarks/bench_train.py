@@ -325,6 +325,10 @@ def main() -> None:
     if args.worker:
         import resource
 
+        if args.worker != "pykeen":  # imf's command sets this before torch loads; PyKEEN runs as its users run it
+            from imf_cli.runtime import yield_idle_threads
+
+            yield_idle_threads()
         import torch
 
         from imf_cli.runtime import keep_freed_memory

@@ -22,7 +22,9 @@ from imf_cli.commands import import_ as import_cmd
 from imf_cli.commands import predict as predict_cmd
 from imf_cli.commands import search as search_cmd
 from imf_cli.commands import train as train_cmd
-from imf_cli.runtime import keep_freed_memory
+from imf_cli.runtime import keep_freed_memory, yield_idle_threads
+
+yield_idle_threads()  # before anything imports torch: its OpenMP runtime reads the setting once
 
 app = typer.Typer(
     name="imf",

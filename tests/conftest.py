@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# As the imf command does (imf_cli.runtime.yield_idle_threads): OpenMP threads sleep when idle, so a
+# busy CI machine is not slowed further by spinning threads. Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
