@@ -9,8 +9,9 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from imf_cli.runs import check_same_dataset, load_run, metrics_path, run_metadata, training_lock
 from kgdata import paths
 from kgdata.errors import ImfError
 
@@ -153,6 +154,46 @@ def new_run_dir(dataset: str) -> Path:
     return paths.runs_dir() / f"{dataset}-{stamp}"
 
 
+@dataclass(frozen=True)
+class BranchPlan:
+    """Which input branches a training run gets, and which it skips for lack of features.
+
+    Attributes:
+        trained: The model's input branches (``structure``, ``visual``, ``text``).
+        skipped: Branch → the command that would encode its features, for the branches left out
+            because nothing was encoded (empty when the branches were chosen explicitly).
+        chosen: True when ``--modalities`` or the config file chose the branches.
+    """
+
+    trained: tuple[str, ...]
+    skipped: dict[str, str]
+    chosen: bool
+
+    def describe(self) -> list[str]:
+        """The plan in words, one line each."""
+        lines = [f"Training branches: {', '.join(self.trained)}{' (as chosen)' if self.chosen else ''}."]
+        for branch, command in self.skipped.items():
+            lines.append(f"Skipped {branch}: no {BRANCH_FEATURES[branch]} features; add them with: {command}")
+        return lines
+
+
+def plan_branches(store: "EntityStore", modalities: tuple[str, ...] | None, file_values: Mapping[str, Any]) -> BranchPlan:
+    """The branches to train: ``modalities``, else the config file's, else structure plus every encoded one."""
+    if modalities is not None:
+        return BranchPlan(tuple(modalities), {}, True)
+    if _sets_modalities(file_values):
+        model = file_values.get("model") if isinstance(file_values.get("model"), Mapping) else {}
+        chosen = file_values.get("model.modalities", model.get("modalities"))
+        return BranchPlan(tuple(chosen or ()), {}, True)
+    trained = available_branches(store)
+    skipped = {
+        branch: f"imf encode {store.name} --modality {modality}"
+        for branch, modality in BRANCH_FEATURES.items()
+        if branch not in trained
+    }
+    return BranchPlan(trained, skipped, False)
+
+
 def train_model(
     dataset: str,
     *,
@@ -164,20 +205,27 @@ def train_model(
     structure_init: str | None = None,
     run_dir: Path | None = None,
     progress: bool = True,
+    on_epoch: EpochLogger | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> "TrainResult":
-    """Train IMF on an imported dataset into a new, write-once run directory."""
+    """Train IMF on an imported dataset into a new, write-once run directory.
+
+    ``progress`` shows a rich progress bar; ``on_epoch`` is called with each epoch's line of text
+    (for logs, when there is no terminal); ``log`` receives the branch plan (:class:`BranchPlan`).
+    """
     from kgdata.store import EntityStore
     from models.training import train
 
     flags = dict(flags or {})
     file_values = read_config_file(config_file)
     with EntityStore.open(dataset) as store:
-        # Precedence: --modalities, else the config file's, else structure plus every encoded modality.
-        if modalities is None and not _sets_modalities(file_values):
-            modalities = available_branches(store)
-        if modalities is not None:
-            flags["model.modalities"] = list(modalities)
+        plan = plan_branches(store, modalities, file_values)
+        if modalities is not None or not plan.chosen:
+            flags["model.modalities"] = list(plan.trained)
         config = resolve_config(file_values, flags)
+        if log is not None:
+            for line in plan.describe():
+                log(line)
         prepared = prepare_data(
             store,
             tuple(config.model.modalities),
@@ -194,42 +242,68 @@ def train_model(
             "git_commit": git_commit(),
         }
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(dataset)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ImfError(f"run directory {run_dir} is not empty; runs are write-once (use --resume to continue one)")
+    run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return train(prepared.tensors, config, run_dir, metadata=metadata, progress=progress)
+        with training_lock(run_dir):
+            return train(
+                prepared.tensors,
+                config,
+                run_dir,
+                metadata=metadata,
+                progress=progress,
+                on_epoch_end=_epoch_lines(on_epoch, config.train.epochs),
+            )
     except (FileExistsError, ValueError) as error:
         raise ImfError(str(error)) from error
 
 
-def run_metadata(run_dir: Path) -> dict:
-    """The ``config.yaml`` document of a run directory."""
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ImfError(f"{run_dir}: not a run directory (no config.yaml)")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ImfError(f"{path}: not valid YAML ({error})") from error
+#: Receives one line of text per finished epoch.
+EpochLogger = Callable[[str], None]
 
 
-def resume_model(run_dir: Path, *, progress: bool = True) -> "TrainResult":
+def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
+    """One finished epoch of a trace, as a log line: epoch, loss, valid MRR when evaluated, best, seconds."""
+    loss = (record.get("loss") or {}).get("total")
+    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {loss:.4f}" if loss is not None else "loss n/a"]
+    valid = record.get("valid")
+    if isinstance(valid, Mapping) and "fused" in valid:
+        parts.append(f"valid MRR {valid['fused']['mrr']:.4f}")
+    if record.get("best_valid_mrr") is not None:
+        parts.append(f"best {record['best_valid_mrr']:.4f} at epoch {record['best_epoch']}")
+    seconds = sum((record.get("seconds") or {}).values())
+    parts.append(f"{seconds:.1f} s")
+    return "  ".join(parts)
+
+
+def _epoch_lines(on_epoch: EpochLogger | None, epochs: int) -> Callable[[dict], None] | None:
+    if on_epoch is None:
+        return None
+    return lambda record: on_epoch(epoch_line(record, epochs))
+
+
+def resume_model(run_dir: Path, *, progress: bool = True, on_epoch: EpochLogger | None = None) -> "TrainResult":
     """Continue a killed run with the dataset and features it recorded."""
     from kgdata.store import EntityStore
     from models.checkpoint import CheckpointError
     from models.training import resume
 
     document = run_metadata(run_dir)
-    meta = document["metadata"]
+    meta = document.get("metadata") or {}
+    if "dataset" not in meta:
+        raise ImfError(f"{Path(run_dir) / 'config.yaml'}: records no dataset")
     with EntityStore.open(meta["dataset"]) as store:
-        _check_same_dataset(store, meta, run_dir)
+        check_same_dataset(store, meta, run_dir)
         prepared = prepare_data(
             store,
             tuple(document["config"]["model"]["modalities"]),
             **_recorded_encoders(meta),
         )
+    epochs = (document.get("config") or {}).get("train", {}).get("epochs", 0)
     try:
-        return resume(run_dir, prepared.tensors, progress=progress)
+        with training_lock(run_dir):
+            return resume(run_dir, prepared.tensors, progress=progress, on_epoch_end=_epoch_lines(on_epoch, epochs))
     except (CheckpointError, ValueError) as error:
         raise ImfError(str(error)) from error
 
@@ -243,18 +317,10 @@ def _recorded_encoders(meta: dict) -> dict:
     }
 
 
-def _check_same_dataset(store: "EntityStore", meta: dict, run_dir: Path) -> None:
-    if store.content_hash != meta.get("dataset_hash"):
-        raise ImfError(
-            f"dataset {store.name!r} changed since run {run_dir} was trained (it was re-imported); "
-            f"re-import the original data or train a new run"
-        )
-
-
 def evaluate_run(
     run_dir: Path,
     *,
-    split: str = "test",
+    split: str = "valid",
     checkpoint: str = "best",
     batch_size: int | None = None,
     device: str = "auto",
@@ -264,25 +330,73 @@ def evaluate_run(
     """Filtered ranking metrics of a run's checkpoint on ``split``: each branch, fused, and mean fusion.
 
     Filtering removes every known triple of train, valid and test except the one being ranked; ties
-    get the realistic rank (the mean of the optimistic and pessimistic ranks). See
-    :meth:`imf_cli.service.PredictionService.evaluate` for the report's keys. With ``write``, the report
-    is also written to ``<run_dir>/metrics-<split>.json``.
+    get the realistic rank (the mean of the optimistic and pessimistic ranks). With ``write``, the
+    report is also written to ``<run_dir>/metrics-<split>.json``.
+
+    Returns:
+        ``{"split", "checkpoint", "run", "dataset", "triples", "device", "chunk_size", "seconds",
+        "fusion_weights", "fused", "branches", "mean_fusion", "per_relation"}``; ``per_relation``
+        maps relation keys to their metrics, or is None unless asked for. ``fusion_weights`` maps
+        branch names to the decision weights, or, with per-relation fusion, relation keys (inverse
+        relations as ``"← key"``) to such maps.
     """
-    from imf_cli.service import PredictionService
+    import time
+
+    from models.evaluation import FrozenScorer, build_filter, metrics_report, rank_queries
 
     if split not in ("valid", "test"):
         raise ImfError(f"unknown split {split!r}; choose valid or test")
-    with PredictionService.from_run(run_dir, checkpoint=checkpoint, device=device) as service:
-        report = service.evaluate(split, batch_size=batch_size, per_relation=per_relation)
-    report = {"split": report["split"], "checkpoint": report["checkpoint"], "run": str(run_dir), **report}
+    if batch_size is not None and batch_size < 1:
+        raise ImfError(f"the batch size must be at least 1, not {batch_size}")
+    loaded = load_run(run_dir, checkpoint=checkpoint, device=device)
+    with loaded.store as store:
+        splits = {name: store.triples_tensor(name) for name in ("train", "valid", "test")}
+        relations = store.relations()
+        dataset = store.name
+    triples = splits[split]
+    if not len(triples):
+        raise ImfError(f"the {split} split of dataset {dataset!r} holds no triples")
+    model = loaded.model
+    started = time.perf_counter()
+    index = build_filter(splits.values(), num_entities=model.num_entities, num_relations=model.num_relations)
+    scorer = FrozenScorer(model)
+    ranks = rank_queries(scorer, triples, index, chunk_size=batch_size)
+    report = metrics_report(ranks, per_relation=per_relation)
+    seconds = time.perf_counter() - started
+    if report["per_relation"] is not None:
+        report["per_relation"] = {
+            relations[r].key: {"name": relations[r].name, **values} for r, values in report["per_relation"].items()
+        }
+    report = {
+        "split": split,
+        "checkpoint": checkpoint,
+        "run": str(run_dir),
+        "dataset": dataset,
+        "triples": int(len(triples)),
+        "device": str(scorer.device),
+        "chunk_size": ranks.chunk_size,
+        "seconds": round(seconds, 3),
+        "fusion_weights": _fusion_weights(model, relations),
+        **report,
+    }
     if write:
         _write_json(metrics_path(run_dir, split), report)
     return report
 
 
-def metrics_path(run_dir: Path, split: str) -> Path:
-    """Where :func:`evaluate_run` writes the metrics of ``split``."""
-    return Path(run_dir) / f"metrics-{split}.json"
+def _fusion_weights(model, relations: list) -> dict:
+    """Branch → decision weight; with per-relation fusion, relation key (``"← key"`` inverse) → such a map."""
+    import torch
+
+    count = len(relations)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        weights = model.decision.weights(torch.arange(2 * count, device=device)).cpu()
+    names = tuple(model.branch_names)
+    if weights.dim() == 1:
+        return dict(zip(names, weights.tolist()))
+    keys = [r.key for r in relations] + [f"← {r.key}" for r in relations]
+    return {key: dict(zip(names, row)) for key, row in zip(keys, weights.tolist())}
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -36,3 +36,24 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP_UP_TO)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_UP_TO))
+
+
+def set_threads(count: int | None) -> None:
+    """Use ``count`` threads for torch's intra-op and inter-op work in this process (None: torch's default).
+
+    It imports torch, so commands call it only when ``--threads`` is given. The inter-op count can be
+    set once per process, before any inter-op work; a later call keeps the first value.
+    """
+    if count is None:
+        return
+    if count < 1:
+        from kgdata.errors import ImfError
+
+        raise ImfError(f"--threads must be at least 1, not {count}")
+    import torch
+
+    torch.set_num_threads(count)
+    try:
+        torch.set_num_interop_threads(count)
+    except RuntimeError:  # already set, or inter-op work has started
+        pass

@@ -27,6 +27,9 @@ def import_command(
 ) -> None:
     """Import a dataset into the entity store.
 
+    Importing a bundled dataset that is already imported, unchanged, does nothing and says so; any
+    other existing dataset needs --replace.
+
     Layouts: tsv (train/valid/test files of head<TAB>relation<TAB>tail, optional entities.tsv),
     imf (IMF reference / MMKB: N-Triples-style files with entity2id.txt and relation2id.txt),
     ids (integer triples with entity2id.txt, as MyGO / MMRNS).
@@ -42,6 +45,15 @@ def import_command(
         warn(message)
     if json_output:
         print_json(report.to_dict())
+        return
+    if report.status == "unchanged":
+        console.print(
+            f"[bold]{report.name}[/] is already imported, unchanged ({report.entities:,} entities, "
+            f"{report.train:,} / {report.valid:,} / {report.test:,} train / valid / test triples); nothing to do. "
+            f"--replace imports it again.",
+            soft_wrap=True,
+        )
+        console.print(f"Store: {report.path}", soft_wrap=True)
         return
     console.print(
         f"Imported [bold]{report.name}[/] ({report.format}): {report.entities:,} entities, "
