@@ -20,7 +20,9 @@ class Format(str, Enum):
 @handle_errors
 def import_command(
     source: str = typer.Argument(..., help="A dataset directory, or a bundled dataset name (countries-mm)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Dataset name [default: the directory's name]."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Dataset name.", show_default="the directory's name, or the bundled dataset's"
+    ),
     format: Format = typer.Option(Format.auto, "--format", help="Input layout; auto detects it."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing dataset of that name."),
     json_output: bool = typer.Option(False, "--json", help="Print the counts as one JSON object."),
@@ -34,7 +36,7 @@ def import_command(
     imf (IMF reference / MMKB: N-Triples-style files with entity2id.txt and relation2id.txt),
     ids (integer triples with entity2id.txt, as MyGO / MMRNS).
 
-    Example: imf import ../shared/datasets/fb15k-237 --name fb15k-237
+    Example: imf import countries-mm
     """
     from kgdata.importing import import_dataset
 

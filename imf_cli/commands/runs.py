@@ -203,7 +203,7 @@ def format_value(value) -> str:
 @app.command("rm", help=reflow(
     """Remove runs and everything in their directories, after asking (--yes: without asking).
 
-    Example: imf runs rm countries-mm-20261127-152942 --yes
+    Example: imf runs rm countries-mm@latest
     """
 ))
 @handle_errors

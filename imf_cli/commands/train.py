@@ -110,7 +110,7 @@ def train_command(
     holds config.yaml, trace.jsonl, best.pt (best valid MRR) and last.pt; imf runs lists the runs.
     Under `torchrun --nproc_per_node=N -m imf_cli train ...` it trains with DistributedDataParallel.
 
-    Example: imf train countries-mm --epochs 50 --seed 1
+    Example: imf train countries-mm --epochs 5 --dim 64 --seed 1
     """
     from imf_cli.pipeline import resume_model, train_model
     from imf_cli.runs import resolve_run
