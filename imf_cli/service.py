@@ -301,15 +301,18 @@ class PredictionService:
             return self.store.entities(ids)
 
     def search_entities(self, text: str, limit: int = 10) -> list[EntityInfo]:
-        """Entities for the text typed so far, best first: full-text matches (:meth:`EntityStore.search`),
-        then, when those are fewer than ``limit``, names within a small edit distance of the text or of
+        """Entities for the text typed so far, best first: names or keys that start with it (shortest
+        first), then full-text matches (:meth:`EntityStore.search`), then, when those are fewer than ``limit``, names within a small edit distance of the text or of
         its start (:meth:`EntityStore.entities_with_close_names`), so that a typo still finds its entity.
         """
         text = text.strip()
         if not text:
             return []
         with self._lock:
-            found = self.store.search(text, limit=limit)
+            found = self.store.entities_with_prefix(text, limit=limit)  # "Fra" → France before Swiss franc
+            seen = {entity.id for entity in found}
+            found += [entity for entity in self.store.search(text, limit=limit) if entity.id not in seen]
+            found = found[:limit]
             if len(found) < limit and self.num_entities <= FUZZY_LIMIT:
                 seen = {entity.id for entity in found}
                 close = self.store.entities_with_close_names(text, limit=limit, cutoff=0.7, prefixes=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -168,3 +169,15 @@ def test_service_and_pipeline_do_not_import_each_other():
         imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         assert other not in imported, module
         assert "imf_cli.runs" in imported, module
+
+
+def test_search_puts_names_that_start_with_the_text_first_and_tolerates_typos(imf_home):
+    from imf_cli.service import PredictionService
+
+    import_dataset("countries-mm")
+    with EntityStore.open("countries-mm") as store:
+        service = PredictionService.__new__(PredictionService)  # only the store-backed lookups are used
+        service.store, service.num_entities, service._lock = store, store.num_entities, threading.RLock()
+        assert service.search_entities("Fra", limit=5)[0].name == "France"
+        assert service.search_entities("Frnace", limit=5)[0].name == "France"  # a typo: edit distance
+        assert service.search_entities("Untied Sta", limit=5)[0].name == "United States"  # still typing
