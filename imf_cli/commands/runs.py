@@ -42,10 +42,17 @@ def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB"):
         if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1000
     return f"{value:.1f} TB"
 
+
+#: Branches in the runs table, by their first letter.
+BRANCH_LETTERS = {"structure": "S", "visual": "V", "text": "T"}
+BRANCH_LEGEND = (
+    "branches: S structure, V visual, T text (two or more add a multimodal branch); valid, test: fused MRR "
+    "of best.pt (valid as training measured it; test once imf eval --split test has run)"
+)
 
 STATUS_STYLES = {
     "finished": "green",
@@ -63,22 +70,20 @@ def runs_table(runs, *, title: str | None = None):
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=title)
-    table.add_column("run", overflow="fold", min_width=12)
-    table.add_column("status", no_wrap=True)
-    table.add_column("branches", overflow="fold")
-    table.add_column("seed", justify="right", no_wrap=True)
-    table.add_column("epochs", justify="right", no_wrap=True)
-    table.add_column("best", justify="right", no_wrap=True)
-    table.add_column("valid MRR", justify="right", no_wrap=True)
-    table.add_column("test MRR", justify="right", no_wrap=True)
-    table.add_column("time", justify="right", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1), title=title,
+                  caption=BRANCH_LEGEND, caption_justify="left")
+    longest = max((len(run.name) for run in runs), default=12)
+    # Every column may wrap, so that the table fits 80 columns; the run name folds last.
+    table.add_column("run", overflow="fold", min_width=min(longest, 12))
+    table.add_column("status", min_width=8)
+    table.add_column("branches", min_width=5)
+    for header in ("seed", "epochs", "best", "valid", "test", "time", "size"):
+        table.add_column(header, justify="right", min_width=4)
     for run in runs:
         table.add_row(
             escape(run.name),
             f"[{STATUS_STYLES.get(run.status, '')}]{run.status}[/]",
-            ",".join(run.modalities) or "?",
+            "+".join(BRANCH_LETTERS.get(m, m) for m in run.modalities) or "?",
             "" if run.seed is None else str(run.seed),
             f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
             "" if run.best_epoch is None else str(run.best_epoch),
