@@ -16,6 +16,7 @@ from kgdata import paths
 from kgdata.errors import ImfError
 
 if TYPE_CHECKING:
+    from imf_cli.runs import LoadedRun
     from kgdata.features import FeatureSet
     from kgdata.store import EntityStore
     from models.config import RunConfig
@@ -242,11 +243,12 @@ def train_model(
             "git_commit": git_commit(),
         }
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(dataset)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ImfError(f"run directory {run_dir} is not empty; runs are write-once (use --resume to continue one)")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if _main_process():
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ImfError(f"run directory {run_dir} is not empty; runs are write-once (use --resume to continue one)")
+        run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with training_lock(run_dir):
+        with _lock(run_dir):
             return train(
                 prepared.tensors,
                 config,
@@ -257,6 +259,21 @@ def train_model(
             )
     except (FileExistsError, ValueError) as error:
         raise ImfError(str(error)) from error
+
+
+def _main_process() -> bool:
+    """True outside torchrun, and on its rank 0, the process that writes the run directory."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _lock(run_dir: Path):
+    """The run's :func:`~imf_cli.runs.training_lock`, held by the main process only (under torchrun
+    every rank trains the same run)."""
+    import contextlib
+
+    return training_lock(run_dir) if _main_process() else contextlib.nullcontext()
 
 
 #: Receives one line of text per finished epoch.
@@ -302,7 +319,7 @@ def resume_model(run_dir: Path, *, progress: bool = True, on_epoch: EpochLogger 
         )
     epochs = (document.get("config") or {}).get("train", {}).get("epochs", 0)
     try:
-        with training_lock(run_dir):
+        with _lock(run_dir):
             return resume(run_dir, prepared.tensors, progress=progress, on_epoch_end=_epoch_lines(on_epoch, epochs))
     except (CheckpointError, ValueError) as error:
         raise ImfError(str(error)) from error
@@ -340,22 +357,36 @@ def evaluate_run(
         branch names to the decision weights, or, with per-relation fusion, relation keys (inverse
         relations as ``"← key"``) to such maps.
     """
-    import time
-
-    from models.evaluation import FrozenScorer, build_filter, metrics_report, rank_queries
-
     if split not in ("valid", "test"):
         raise ImfError(f"unknown split {split!r}; choose valid or test")
     if batch_size is not None and batch_size < 1:
         raise ImfError(f"the batch size must be at least 1, not {batch_size}")
     loaded = load_run(run_dir, checkpoint=checkpoint, device=device)
-    with loaded.store as store:
-        splits = {name: store.triples_tensor(name) for name in ("train", "valid", "test")}
-        relations = store.relations()
-        dataset = store.name
+    with loaded.store:
+        report = evaluate_loaded(loaded, split, batch_size=batch_size, per_relation=per_relation)
+    report = {"split": split, "checkpoint": checkpoint, "run": str(run_dir), **report}
+    if write:
+        _write_json(metrics_path(run_dir, split), report)
+    return report
+
+
+def evaluate_loaded(
+    loaded: "LoadedRun", split: str, *, batch_size: int | None = None, per_relation: bool = False
+) -> dict:
+    """The metrics of :func:`evaluate_run` for a run already loaded (its store open), without writing.
+
+    ``seconds`` is the time spent ranking, after the model and the splits were loaded.
+    """
+    import time
+
+    from models.evaluation import FrozenScorer, build_filter, metrics_report, rank_queries
+
+    store = loaded.store
+    splits = {name: store.triples_tensor(name) for name in ("train", "valid", "test")}
+    relations = store.relations()
     triples = splits[split]
     if not len(triples):
-        raise ImfError(f"the {split} split of dataset {dataset!r} holds no triples")
+        raise ImfError(f"the {split} split of dataset {store.name!r} holds no triples")
     model = loaded.model
     started = time.perf_counter()
     index = build_filter(splits.values(), num_entities=model.num_entities, num_relations=model.num_relations)
@@ -367,11 +398,10 @@ def evaluate_run(
         report["per_relation"] = {
             relations[r].key: {"name": relations[r].name, **values} for r, values in report["per_relation"].items()
         }
-    report = {
+    return {
         "split": split,
-        "checkpoint": checkpoint,
-        "run": str(run_dir),
-        "dataset": dataset,
+        "checkpoint": loaded.checkpoint,
+        "dataset": store.name,
         "triples": int(len(triples)),
         "device": str(scorer.device),
         "chunk_size": ranks.chunk_size,
@@ -379,9 +409,6 @@ def evaluate_run(
         "fusion_weights": _fusion_weights(model, relations),
         **report,
     }
-    if write:
-        _write_json(metrics_path(run_dir, split), report)
-    return report
 
 
 def _fusion_weights(model, relations: list) -> dict:

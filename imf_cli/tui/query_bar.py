@@ -121,7 +121,7 @@ class QueryBar(Horizontal):
             yield Input(placeholder="Head entity: type to search", id="head")
             yield Suggestions(id="head-suggestions")
         with Vertical(id="relation-field", classes="field"):
-            yield Input(placeholder="Relation (<- for inverses, which predict heads)", id="relation")
+            yield Input(placeholder="Relation (<- for the inverse)", id="relation")
             yield Suggestions(id="relation-suggestions")
 
     def use_service(self, service: Service) -> None:
