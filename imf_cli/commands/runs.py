@@ -70,11 +70,19 @@ def runs_table(runs, *, title: str | None = None):
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1), title=title,
-                  caption=BRANCH_LEGEND, caption_justify="left")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+        padding=(0, 1),
+        title=title,
+        caption=BRANCH_LEGEND,
+        caption_justify="left",
+    )
     longest = max((len(run.name) for run in runs), default=12)
     # Every column may wrap, so that the table fits 80 columns; the run name folds last.
-    table.add_column("run", overflow="fold", min_width=min(longest, 12))
+    table.add_column("run", overflow="fold", min_width=min(longest, 10))
     table.add_column("status", min_width=8)
     table.add_column("branches", min_width=5)
     for header in ("seed", "epochs", "best", "valid", "test", "time", "size"):
