@@ -20,8 +20,10 @@ from imf_cli.commands import encode as encode_cmd
 from imf_cli.commands import features as features_cmd
 from imf_cli.commands import import_ as import_cmd
 from imf_cli.commands import predict as predict_cmd
+from imf_cli.commands import runs as runs_cmd
 from imf_cli.commands import search as search_cmd
 from imf_cli.commands import train as train_cmd
+from imf_cli.output import reflow
 from imf_cli.runtime import keep_freed_memory, yield_idle_threads
 
 yield_idle_threads()  # before anything imports torch: its OpenMP runtime reads the setting once
@@ -54,17 +56,25 @@ def root(
 
 
 # The one-command tour first, then the data flow: import → encode → train → eval → predict → explore.
-app.command("demo")(demo_cmd.demo_command)
-app.command("import")(import_cmd.import_command)
-app.command("datasets")(datasets_cmd.datasets_command)
-app.command("search")(search_cmd.search_command)
-app.command("encode")(encode_cmd.encode_command)
-app.command("features")(features_cmd.features_command)
-app.command("train")(train_cmd.train_command)
-app.command("eval")(eval_cmd.eval_command)
-app.command("predict")(predict_cmd.predict_command)
-app.command("explore")(explore_cmd.explore_command)
-app.command("ablate")(ablate_cmd.ablate_command)
+# Help texts are reflowed so that rich wraps them to the terminal.
+for name, command in (
+    ("demo", demo_cmd.demo_command),
+    ("import", import_cmd.import_command),
+    ("datasets", datasets_cmd.datasets_command),
+    ("search", search_cmd.search_command),
+    ("encode", encode_cmd.encode_command),
+    ("features", features_cmd.features_command),
+    ("train", train_cmd.train_command),
+    ("runs", None),
+    ("eval", eval_cmd.eval_command),
+    ("predict", predict_cmd.predict_command),
+    ("explore", explore_cmd.explore_command),
+    ("ablate", ablate_cmd.ablate_command),
+):
+    if command is None:
+        app.add_typer(runs_cmd.app, name=name)
+    else:
+        app.command(name, help=reflow(command.__doc__))(command)
 
 
 def main() -> None:

@@ -9,19 +9,20 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from imf_cli.runs import BRANCH_FEATURES, check_same_dataset, load_run, metrics_path, run_metadata, training_lock
 from kgdata import paths
 from kgdata.errors import ImfError
 
 if TYPE_CHECKING:
+    from imf_cli.runs import LoadedRun
     from kgdata.features import FeatureSet
     from kgdata.store import EntityStore
     from models.config import RunConfig
     from models.training import KGTensors, TrainResult
 
 #: Model branch → the feature modality that feeds it.
-BRANCH_FEATURES = {"visual": "image", "text": "text"}
 BRANCHES = ("structure", "visual", "text")
 
 
@@ -153,6 +154,46 @@ def new_run_dir(dataset: str) -> Path:
     return paths.runs_dir() / f"{dataset}-{stamp}"
 
 
+@dataclass(frozen=True)
+class BranchPlan:
+    """Which input branches a training run gets, and which it skips for lack of features.
+
+    Attributes:
+        trained: The model's input branches (``structure``, ``visual``, ``text``).
+        skipped: Branch → the command that would encode its features, for the branches left out
+            because nothing was encoded (empty when the branches were chosen explicitly).
+        chosen: True when ``--modalities`` or the config file chose the branches.
+    """
+
+    trained: tuple[str, ...]
+    skipped: dict[str, str]
+    chosen: bool
+
+    def describe(self) -> list[str]:
+        """The plan in words, one line each."""
+        lines = [f"Training branches: {', '.join(self.trained)}{' (as chosen)' if self.chosen else ''}."]
+        for branch, command in self.skipped.items():
+            lines.append(f"Skipped {branch}: no {BRANCH_FEATURES[branch]} features; add them with: {command}")
+        return lines
+
+
+def plan_branches(store: "EntityStore", modalities: tuple[str, ...] | None, file_values: Mapping[str, Any]) -> BranchPlan:
+    """The branches to train: ``modalities``, else the config file's, else structure plus every encoded one."""
+    if modalities is not None:
+        return BranchPlan(tuple(modalities), {}, True)
+    if _sets_modalities(file_values):
+        model = file_values.get("model") if isinstance(file_values.get("model"), Mapping) else {}
+        chosen = file_values.get("model.modalities", model.get("modalities"))
+        return BranchPlan(tuple(chosen or ()), {}, True)
+    trained = available_branches(store)
+    skipped = {
+        branch: f"imf encode {store.name} --modality {modality}"
+        for branch, modality in BRANCH_FEATURES.items()
+        if branch not in trained
+    }
+    return BranchPlan(trained, skipped, False)
+
+
 def train_model(
     dataset: str,
     *,
@@ -165,11 +206,15 @@ def train_model(
     structure_init: str | None = None,
     run_dir: Path | None = None,
     progress: bool = True,
+    on_epoch: EpochLogger | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> "TrainResult":
     """Train IMF on an imported dataset into a new, write-once run directory.
 
     The config is layered as defaults ← ``config_file`` (or ``config_values``, a mapping of the same
-    shape) ← ``flags``.
+    shape) ← ``flags``. ``progress`` shows a rich progress bar; ``on_epoch`` is called with each
+    epoch's line of text (for logs, when there is no terminal); ``log`` receives the branch plan
+    (:class:`BranchPlan`).
     """
     from kgdata.store import EntityStore
     from models.training import train
@@ -177,15 +222,16 @@ def train_model(
     flags = dict(flags or {})
     file_values = dict(config_values) if config_values is not None else read_config_file(config_file)
     with EntityStore.open(dataset) as store:
-        # Precedence: --modalities, else the config file's, else structure plus every encoded modality.
-        if modalities is None and not _sets_modalities(file_values):
-            modalities = available_branches(store)
-        if modalities is not None:
-            flags["model.modalities"] = list(modalities)
+        plan = plan_branches(store, modalities, file_values)
+        if modalities is not None or not plan.chosen:
+            flags["model.modalities"] = list(plan.trained)
         if structure_init is not None:
             flags["model.structure_init"] = structure_init
         config = resolve_config(file_values, flags)
         structure_init = config.model.structure_init
+        if log is not None:
+            for line in plan.describe():
+                log(line)
         prepared = prepare_data(
             store,
             tuple(config.model.modalities),
@@ -202,26 +248,64 @@ def train_model(
             "git_commit": git_commit(),
         }
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(dataset)
+    if _main_process():
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ImfError(f"run directory {run_dir} is not empty; runs are write-once (use --resume to continue one)")
+        run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return train(prepared.tensors, config, run_dir, metadata=metadata, progress=progress)
+        with _lock(run_dir):
+            return train(
+                prepared.tensors,
+                config,
+                run_dir,
+                metadata=metadata,
+                progress=progress,
+                on_epoch_end=_epoch_lines(on_epoch, config.train.epochs),
+            )
     except (FileExistsError, ValueError) as error:
         raise ImfError(str(error)) from error
 
 
-def run_metadata(run_dir: Path) -> dict:
-    """The ``config.yaml`` document of a run directory."""
-    import yaml
+def _main_process() -> bool:
+    """True outside torchrun, and on its rank 0, the process that writes the run directory."""
+    import os
 
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ImfError(f"{run_dir}: not a run directory (no config.yaml)")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ImfError(f"{path}: not valid YAML ({error})") from error
+    return int(os.environ.get("RANK", "0")) == 0
 
 
-def resume_model(run_dir: Path, *, progress: bool = True) -> "TrainResult":
+def _lock(run_dir: Path):
+    """The run's :func:`~imf_cli.runs.training_lock`, held by the main process only (under torchrun
+    every rank trains the same run)."""
+    import contextlib
+
+    return training_lock(run_dir) if _main_process() else contextlib.nullcontext()
+
+
+#: Receives one line of text per finished epoch.
+EpochLogger = Callable[[str], None]
+
+
+def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
+    """One finished epoch of a trace, as a log line: epoch, loss, valid MRR when evaluated, best, seconds."""
+    loss = (record.get("loss") or {}).get("total")
+    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {loss:.4f}" if loss is not None else "loss n/a"]
+    valid = record.get("valid")
+    if isinstance(valid, Mapping) and "fused" in valid:
+        parts.append(f"valid MRR {valid['fused']['mrr']:.4f}")
+    if record.get("best_valid_mrr") is not None:
+        parts.append(f"best {record['best_valid_mrr']:.4f} at epoch {record['best_epoch']}")
+    seconds = sum((record.get("seconds") or {}).values())
+    parts.append(f"{seconds:.1f} s")
+    return "  ".join(parts)
+
+
+def _epoch_lines(on_epoch: EpochLogger | None, epochs: int) -> Callable[[dict], None] | None:
+    if on_epoch is None:
+        return None
+    return lambda record: on_epoch(epoch_line(record, epochs))
+
+
+def resume_model(run_dir: Path, *, progress: bool = True, on_epoch: EpochLogger | None = None) -> "TrainResult":
     """Continue a killed run with the dataset and features it recorded.
 
     A run killed before it wrote any ``last.pt`` starts again from epoch 0 with its recorded config
@@ -232,28 +316,26 @@ def resume_model(run_dir: Path, *, progress: bool = True) -> "TrainResult":
     from models.training import restart, resume
 
     document = run_metadata(run_dir)
-    meta = document["metadata"]
+    meta = document.get("metadata") or {}
+    if "dataset" not in meta:
+        raise ImfError(f"{Path(run_dir) / 'config.yaml'}: records no dataset")
     with EntityStore.open(meta["dataset"]) as store:
-        _check_same_dataset(store, meta, run_dir)
+        check_same_dataset(store, meta, run_dir)
         prepared = prepare_data(
             store,
             tuple(document["config"]["model"]["modalities"]),
             **_recorded_encoders(meta),
         )
+    epochs = (document.get("config") or {}).get("train", {}).get("epochs", 0)
     try:
-        if not (Path(run_dir) / "last.pt").exists():
-            return restart(run_dir, prepared.tensors, _recorded_config(run_dir, document), progress=progress)
-        return resume(run_dir, prepared.tensors, progress=progress)
+        with _lock(run_dir):
+            lines = _epoch_lines(on_epoch, epochs)
+            if not (Path(run_dir) / "last.pt").exists():
+                config = _recorded_config(run_dir, document)
+                return restart(run_dir, prepared.tensors, config, progress=progress, on_epoch_end=lines)
+            return resume(run_dir, prepared.tensors, progress=progress, on_epoch_end=lines)
     except (CheckpointError, ValueError) as error:
         raise ImfError(str(error)) from error
-
-
-def run_features(store: "EntityStore", document: dict) -> dict:
-    """Branch → ``(matrix, mask)``: the frozen features a run trained with, read again from the feature files."""
-    meta = document["metadata"]
-    modalities = tuple(document["config"]["model"]["modalities"])
-    prepared = prepare_data(store, modalities, **{**_recorded_encoders(meta), "structure_init": None})
-    return dict(prepared.tensors.features)
 
 
 def _recorded_config(run_dir: Path, document: dict) -> "RunConfig":
@@ -274,18 +356,10 @@ def _recorded_encoders(meta: dict) -> dict:
     }
 
 
-def _check_same_dataset(store: "EntityStore", meta: dict, run_dir: Path) -> None:
-    if store.content_hash != meta.get("dataset_hash"):
-        raise ImfError(
-            f"dataset {store.name!r} changed since run {run_dir} was trained (it was re-imported); "
-            f"re-import the original data or train a new run"
-        )
-
-
 def evaluate_run(
     run_dir: Path,
     *,
-    split: str = "test",
+    split: str = "valid",
     checkpoint: str = "best",
     batch_size: int | None = None,
     device: str = "auto",
@@ -294,26 +368,89 @@ def evaluate_run(
 ) -> dict:
     """Filtered ranking metrics of a run's checkpoint on ``split``: each branch, fused, and mean fusion.
 
-    Filtering removes every known triple of train, valid and test except the one being ranked; ties
-    get the realistic rank (the mean of the optimistic and pessimistic ranks). See
-    :meth:`imf_cli.service.PredictionService.evaluate` for the report's keys. With ``write``, the report
-    is also written to ``<run_dir>/metrics-<split>.json``.
-    """
-    from imf_cli.service import PredictionService
+    Filtering removes the known triples other than the one being ranked, with the filter training
+    used for the same split (:func:`models.evaluation.filter_splits`): valid is filtered with train
+    and valid, test with all three splits. Ties get the realistic rank (the mean of the optimistic
+    and pessimistic ranks). With ``write``, the report is also written to ``<run_dir>/metrics-<split>.json``.
 
+    Returns:
+        ``{"split", "checkpoint", "run", "dataset", "triples", "filter", "device", "chunk_size", "seconds",
+        "fusion_weights", "fused", "branches", "mean_fusion", "per_relation"}``; ``per_relation``
+        maps relation keys to their metrics, or is None unless asked for. ``fusion_weights`` maps
+        branch names to the decision weights, or, with per-relation fusion, relation keys (inverse
+        relations as ``"← key"``) to such maps.
+    """
     if split not in ("valid", "test"):
         raise ImfError(f"unknown split {split!r}; choose valid or test")
-    with PredictionService.from_run(run_dir, checkpoint=checkpoint, device=device) as service:
-        report = service.evaluate(split, batch_size=batch_size, per_relation=per_relation)
-    report = {"split": report["split"], "checkpoint": report["checkpoint"], "run": str(run_dir), **report}
+    if batch_size is not None and batch_size < 1:
+        raise ImfError(f"the batch size must be at least 1, not {batch_size}")
+    loaded = load_run(run_dir, checkpoint=checkpoint, device=device)
+    with loaded.store:
+        report = evaluate_loaded(loaded, split, batch_size=batch_size, per_relation=per_relation)
+    report = {"split": split, "checkpoint": checkpoint, "run": str(run_dir), **report}
     if write:
         _write_json(metrics_path(run_dir, split), report)
     return report
 
 
-def metrics_path(run_dir: Path, split: str) -> Path:
-    """Where :func:`evaluate_run` writes the metrics of ``split``."""
-    return Path(run_dir) / f"metrics-{split}.json"
+def evaluate_loaded(
+    loaded: "LoadedRun", split: str, *, batch_size: int | None = None, per_relation: bool = False
+) -> dict:
+    """The metrics of :func:`evaluate_run` for a run already loaded (its store open), without writing.
+
+    ``seconds`` is the time spent ranking, after the model and the splits were loaded.
+    """
+    import time
+
+    from models.evaluation import FrozenScorer, build_filter, filter_splits, metrics_report, rank_queries
+
+    store = loaded.store
+    splits = {name: store.triples_tensor(name) for name in ("train", "valid", "test")}
+    relations = store.relations()
+    triples = splits[split]
+    if not len(triples):
+        raise ImfError(f"the {split} split of dataset {store.name!r} holds no triples")
+    model = loaded.model
+    started = time.perf_counter()
+    filtered_by = filter_splits(split)
+    index = build_filter(
+        [splits[name] for name in filtered_by], num_entities=model.num_entities, num_relations=model.num_relations
+    )
+    scorer = FrozenScorer(model)
+    ranks = rank_queries(scorer, triples, index, chunk_size=batch_size)
+    report = metrics_report(ranks, per_relation=per_relation)
+    seconds = time.perf_counter() - started
+    if report["per_relation"] is not None:
+        report["per_relation"] = {
+            relations[r].key: {"name": relations[r].name, **values} for r, values in report["per_relation"].items()
+        }
+    return {
+        "split": split,
+        "checkpoint": loaded.checkpoint,
+        "dataset": store.name,
+        "triples": int(len(triples)),
+        "filter": list(filtered_by),
+        "device": str(scorer.device),
+        "chunk_size": ranks.chunk_size,
+        "seconds": round(seconds, 3),
+        "fusion_weights": _fusion_weights(model, relations),
+        **report,
+    }
+
+
+def _fusion_weights(model, relations: list) -> dict:
+    """Branch → decision weight; with per-relation fusion, relation key (``"← key"`` inverse) → such a map."""
+    import torch
+
+    count = len(relations)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        weights = model.decision.weights(torch.arange(2 * count, device=device)).cpu()
+    names = tuple(model.branch_names)
+    if weights.dim() == 1:
+        return dict(zip(names, weights.tolist()))
+    keys = [r.key for r in relations] + [f"← {r.key}" for r in relations]
+    return {key: dict(zip(names, row)) for key, row in zip(keys, weights.tolist())}
 
 
 def _write_json(path: Path, value: Any) -> None:

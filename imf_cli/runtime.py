@@ -22,6 +22,7 @@ def yield_idle_threads() -> None:
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -51,16 +52,22 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP_UP_TO)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_UP_TO))
 
 
-def set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads for torch's intra-op work (and one inter-op thread)."""
+def set_threads(count: int | None) -> None:
+    """Use ``count`` threads for torch's intra-op and inter-op work in this process (None: torch's default).
+
+    It imports torch, so commands call it only when ``--threads`` is given. The inter-op count can be
+    set once per process, before any inter-op work; a later call keeps the first value.
+    """
+    if count is None:
+        return
+    if count < 1:
+        from kgdata.errors import ImfError
+
+        raise ImfError(f"--threads must be at least 1, not {count}")
     import torch
 
-    from kgdata.errors import ImfError
-
-    if threads < 1:
-        raise ImfError(f"--threads must be at least 1, not {threads}")
-    torch.set_num_threads(threads)
+    torch.set_num_threads(count)
     try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # only settable before any inter-op work has started
+        torch.set_num_interop_threads(count)
+    except RuntimeError:  # already set, or inter-op work has started
         pass

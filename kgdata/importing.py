@@ -8,6 +8,7 @@ half-written one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from kgdata import migrations, paths
-from kgdata.errors import DataError, DatasetExistsError
+from kgdata.errors import DataError, DatasetExistsError, ImfError
 from kgdata.importers import read_dataset
 from kgdata.importers.common import ParsedDataset
 from kgdata.migrations import SPLITS
@@ -47,6 +48,8 @@ class ImportReport:
     entities_with_description: int
     entities_with_image: int
     warnings: list[str] = field(default_factory=list)
+    #: ``"imported"``, or ``"unchanged"`` when a bundled dataset was already imported as it is.
+    status: str = "imported"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +76,17 @@ def resolve_source(source: str | Path) -> tuple[Path, str]:
     if not directory.is_dir():
         raise DataError("expected a dataset directory", directory)
     return directory.resolve(), directory.resolve().name
+
+
+def _stored_source(store_path: Path) -> tuple[str | None, str | None]:
+    """The source directory and content hash recorded in an existing store (Nones if unreadable)."""
+    from kgdata.store import EntityStore
+
+    try:
+        with EntityStore(store_path) as store:
+            return store.metadata.get("source"), store.content_hash
+    except (ImfError, KeyError):
+        return None, None
 
 
 def content_hash(parsed: ParsedDataset) -> str:
@@ -222,7 +236,8 @@ def import_dataset(
     directory, default_name = resolve_source(source)
     name = paths.check_dataset_name(name or default_name)
     final = paths.store_path(name, home)
-    if final.exists() and not replace:
+    bundled = bundled_path(str(source)) == directory
+    if final.exists() and not replace and not bundled:
         raise DatasetExistsError(f"dataset {name!r} already exists at {final}; pass --replace to overwrite it")
 
     total = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
@@ -232,6 +247,13 @@ def import_dataset(
         raise DataError("the train split is empty", parsed.files["train"])
 
     report = _report(name, final, parsed)
+    if final.exists() and not replace:
+        # A bundled dataset is package data: the same source and content hash mean the same store.
+        if _stored_source(final) == (str(directory), content_hash(parsed)):
+            return dataclasses.replace(report, status="unchanged", warnings=[])
+        raise DatasetExistsError(
+            f"dataset {name!r} already exists at {final} with other content; pass --replace to overwrite it"
+        )
     metadata = {
         "name": name,
         "source": str(directory),

@@ -290,18 +290,37 @@ class EntityStore:
         )
         return [Entity(*row) for row in rows]
 
-    def entities_with_close_names(self, text: str, limit: int = 5, cutoff: float = 0.6) -> list[Entity]:
+    def entities_with_close_names(
+        self, text: str, limit: int = 5, cutoff: float = 0.6, *, prefixes: bool = False
+    ) -> list[Entity]:
         """Entities whose names are most like ``text`` (for "did you mean" hints), most similar first.
 
-        Names are compared lower-cased with :func:`difflib.get_close_matches`: a name must score at least
-        ``cutoff`` (0–1). Of entities that share a lower-cased name only the lowest id is returned. Every
-        name is read and compared, so the cost grows with the number of entities.
+        Names are compared lower-cased with :class:`difflib.SequenceMatcher` (whose ratio falls by about
+        ``2 / (len(a) + len(b))`` per edited character): a name must score at least ``cutoff`` (0–1).
+        With ``prefixes``, a name also scores as its first ``len(text)`` characters, so that text still
+        being typed ("Untied Sta") finds its name ("United States"). Of entities that share a
+        lower-cased name only the lowest id is returned. Every name is read and compared, so the cost
+        grows with the number of entities.
         """
         first_id: dict[str, int] = {}
         for entity_id, name in self.db.execute("SELECT id, lower(name) FROM entities ORDER BY id"):
             first_id.setdefault(name, entity_id)
-        close = difflib.get_close_matches(text.lower(), list(first_id), n=limit, cutoff=cutoff)
-        return self.entities([first_id[name] for name in close])
+        needle = text.lower()
+        if not prefixes:
+            close = difflib.get_close_matches(needle, list(first_id), n=limit, cutoff=cutoff)
+            return self.entities([first_id[name] for name in close])
+        matcher = difflib.SequenceMatcher()
+        matcher.set_seq2(needle)
+        scored = []
+        for name, entity_id in first_id.items():
+            best = 0.0
+            for candidate in {name, name[: len(needle)]}:
+                matcher.set_seq1(candidate)
+                if matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff:
+                    best = max(best, matcher.ratio())
+            if best >= cutoff:
+                scored.append((-best, len(name), entity_id))
+        return self.entities([entity_id for *_, entity_id in sorted(scored)[:limit]])
 
     # ------------------------------------------------------------------ triples
     def triples(self, split: str) -> np.ndarray:

@@ -37,7 +37,8 @@ def _plain_help(command, ctx) -> str:
 
 
 def help_texts() -> list[tuple[str, str]]:
-    """``[(prog, help text)]``: the root ``imf`` first, then each visible command in registered order."""
+    """``[(prog, help text)]``: the root ``imf`` first, then each visible command in registered order,
+    a command group (``imf runs``) followed by its subcommands."""
     import typer.main
 
     from imf_cli.main import app
@@ -52,6 +53,12 @@ def help_texts() -> list[tuple[str, str]]:
             continue
         ctx = command.make_context(name, [], parent=root_ctx, **settings)
         texts.append((f"imf {name}", _plain_help(command, ctx)))
+        for sub_name in getattr(command, "list_commands", lambda _: [])(ctx):
+            sub = command.get_command(ctx, sub_name)
+            if sub is None or getattr(sub, "hidden", False):
+                continue
+            sub_ctx = sub.make_context(sub_name, [], parent=ctx, **settings)
+            texts.append((f"imf {name} {sub_name}", _plain_help(sub, sub_ctx)))
     return texts
 
 

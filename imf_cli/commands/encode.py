@@ -8,7 +8,16 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json, warn
+from imf_cli.output import (
+    console,
+    handle_errors,
+    json_option,
+    print_json,
+    progress_mode,
+    progress_option,
+    threads_option,
+    warn,
+)
 from kgdata.errors import ImfError
 
 ENCODERS_HELP = (
@@ -57,7 +66,11 @@ def encode_command(
         None, "--keys", help="With --from-file: a file of one entity key per line, naming each row.", show_default=False
     ),
     batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", min=1, help="Items per batch (structure: triples per step).", show_default=False
+        None,
+        "--batch-size",
+        min=1,
+        help="Items per batch (structure: triples per step).",
+        show_default="picked for the encoder and device",
     ),
     device: Device = typer.Option(Device.auto, "--device", help="auto uses CUDA when present."),
     pooling: Optional[Pooling] = typer.Option(
@@ -72,25 +85,27 @@ def encode_command(
         False, "--download", help="Allow downloading missing weights (never while HF_HUB_OFFLINE is set)."
     ),
     dim: Optional[int] = typer.Option(
-        None, "--dim", min=1, help="gat: embedding size (default: 256).", show_default=False
+        None, "--dim", min=1, help="gat: embedding size.", show_default="256"
     ),
     epochs: Optional[int] = typer.Option(
-        None, "--epochs", min=1, help="gat: training epochs (default: 30).", show_default=False
+        None, "--epochs", min=1, help="gat: training epochs.", show_default="30"
     ),
     lr: Optional[float] = typer.Option(
-        None, "--lr", min=0.0, help="gat: Adam learning rate (default: 0.01).", show_default=False
+        None, "--lr", min=0.0, help="gat: Adam learning rate.", show_default="0.01"
     ),
     margin: Optional[float] = typer.Option(
-        None, "--margin", min=0.0, help="gat: TransE margin (default: 1.0).", show_default=False
+        None, "--margin", min=0.0, help="gat: TransE margin.", show_default="1.0"
     ),
     negatives: Optional[int] = typer.Option(
-        None, "--negatives", min=1, help="gat: corrupted triples per positive (default: 8).", show_default=False
+        None, "--negatives", min=1, help="gat: corrupted triples per positive.", show_default="8"
     ),
     seed: Optional[int] = typer.Option(
-        None, "--seed", help="gat: random seed (default: drawn, then recorded).", show_default=False
+        None, "--seed", help="gat: random seed.", show_default="drawn, then recorded"
     ),
     force: bool = typer.Option(False, "--force", help="Recompute even when the inputs are unchanged."),
-    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    progress: bool = progress_option(),
+    json_output: bool = json_option("the report"),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Encode every entity of a dataset for one modality and store the features.
 
@@ -100,8 +115,11 @@ def encode_command(
 
     Example: imf encode countries-mm --modality text
     """
+    from imf_cli.runtime import set_threads
     from kgdata.store import EntityStore
 
+    set_threads(threads)
+    bar, lines = progress_mode(progress, json_output)
     with EntityStore.open(name) as store:
         if from_file is not None:
             given = {
@@ -145,7 +163,8 @@ def encode_command(
                 batch_size=batch_size,
                 device=device.value,
                 force=force,
-                progress=not json_output,
+                progress=lines or bar,
+                threads=threads,
             )
 
     for message in report.warnings:

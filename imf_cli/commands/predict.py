@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -12,7 +11,7 @@ from imf_cli.output import console, handle_errors, print_json
 
 @handle_errors
 def predict_command(
-    run_dir: Path = typer.Argument(..., help="A run directory written by imf train."),
+    run: str = typer.Argument(..., help="A run: directory, name or unique prefix, latest, or DATASET@latest."),
     head: Optional[str] = typer.Option(None, "--head", help="Predict tails of (HEAD, RELATION, ?)."),
     tail: Optional[str] = typer.Option(None, "--tail", help="Predict heads of (?, RELATION, TAIL)."),
     relation: str = typer.Option(..., "--relation", help="Relation key, name, or a unique part of one."),
@@ -30,14 +29,15 @@ def predict_command(
     ambiguous or unknown name lists the closest candidates. Each row shows the fused score, every
     branch's logit, and whether the triple is already a fact of train (T), valid (V) or test (E).
 
-    Example: imf predict ~/.local/share/imf/runs/countries-mm-20261127-120000-000000 --head France --relation borders
+    Example: imf predict countries-mm@latest --head France --relation "shares border" -k 5
     """
     from rich.markup import escape
     from rich.table import Table
 
+    from imf_cli.runs import resolve_run
     from imf_cli.service import PredictionService
 
-    with PredictionService.from_run(run_dir, checkpoint=checkpoint, device=device) as service:
+    with PredictionService.from_run(resolve_run(run), checkpoint=checkpoint, device=device) as service:
         result = service.query(relation=relation, head=head, tail=tail, k=k, include_known=include_known)
     if json_output:
         print_json(result.to_dict())

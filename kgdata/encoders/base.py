@@ -151,8 +151,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def configure_threads() -> int:
-    """Use every CPU this process may run on (cgroup/affinity aware), for intra-op parallelism."""
+def configure_threads(count: int | None = None) -> int:
+    """Use ``count`` threads for intra-op parallelism, by default every CPU this process may run on
+    (cgroup/affinity aware)."""
+    if count is not None:
+        torch.set_num_threads(count)
+        return torch.get_num_threads()
     try:
         count = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

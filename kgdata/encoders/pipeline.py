@@ -82,8 +82,25 @@ def structure_inputs_hash(spec: dict, keys: list[str], graph: StructureInput) ->
 
 # ------------------------------------------------------------------------------------ progress
 @contextlib.contextmanager
-def progress_bar(enabled: bool, total: int, description: str, unit: str = "items") -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr with throughput; yields ``advance(n, **fields)``."""
+def progress_bar(
+    enabled: bool | Callable[[str], None], total: int, description: str, unit: str = "items"
+) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr with throughput; yields ``advance(n, **fields)``.
+
+    ``enabled`` may instead be a function: it then receives one line per call of ``advance``
+    (``"<description>: 64/492 texts"``, with the ``note`` field if given), for logs without a terminal.
+    """
+    if callable(enabled):
+        done = 0
+
+        def advance_line(n: int = 1, **fields) -> None:
+            nonlocal done
+            done += n
+            note = f"  {fields['note']}" if fields.get("note") else ""
+            enabled(f"{description}: {done:,}/{total:,} {unit}{note}")
+
+        yield advance_line
+        return
     if not enabled:
         yield lambda n=1, **fields: None
         return
@@ -182,13 +199,16 @@ def encode_dataset(
     batch_size: int | None = None,
     device: str = "auto",
     force: bool = False,
-    progress: bool = False,
+    progress: bool | Callable[[str], None] = False,
+    threads: int | None = None,
 ) -> FeatureReport:
     """Encode every entity of ``store`` for one modality and store the features.
 
     ``encoder`` is a registry name (default: the modality's offline default) and ``options`` its
     keyword options (an option it does not take is an error). Returns a report whose ``status`` is
     ``"unchanged"`` when a file built from the same inputs and encoder options already exists.
+    ``progress`` is True for a progress bar, or a function that receives one line of text per step
+    (batch or epoch), for logs. ``threads`` sets torch's thread count (default: every CPU).
     """
     check_modality(modality)
     name = encoder or DEFAULT_ENCODERS[modality]
@@ -217,7 +237,7 @@ def encode_dataset(
             return unchanged
 
     torch_device = resolve_device(device)
-    configure_threads()
+    configure_threads(threads)
     started = time.perf_counter()
     instance.load(torch_device)
     load_seconds = time.perf_counter() - started

@@ -17,7 +17,7 @@ runner = CliRunner()
 def test_explore_help_works():
     result = runner.invoke(app, ["explore", "--help"])
     assert result.exit_code == 0
-    assert "RUN_DIR" in result.output.upper() and "--checkpoint" in result.output
+    assert "[RUN]" in result.output.upper() and "--checkpoint" in result.output and "--image" in result.output
     assert "Example: imf explore" in result.output
 
 
