@@ -349,6 +349,7 @@ def main() -> None:
     print(f"dim {args.dim}, batch {args.batch_size}, {args.threads} thread(s), {args.epochs} epochs per run "
           f"(first one a warm-up); machine: {os.cpu_count()} CPUs")
     peak = run_worker("peak", "none", args, [])
+    peak.pop("peak_rss_mib", None)
     print("matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
     fp32_peak = peak["float32-2048"]
     conditions = [False, True] if args.contention else [False]
