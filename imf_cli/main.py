@@ -16,15 +16,19 @@ from imf_cli.commands import demo as demo_cmd
 from imf_cli.commands import eval as eval_cmd
 from imf_cli.commands import explore as explore_cmd
 from imf_cli.commands import encode as encode_cmd
+from imf_cli.commands import entities as entities_cmd
 from imf_cli.commands import features as features_cmd
 from imf_cli.commands import import_ as import_cmd
 from imf_cli.commands import predict as predict_cmd
 from imf_cli.commands import search as search_cmd
 from imf_cli.commands import train as train_cmd
+from imf_cli.output import ImfGroup
 from imf_cli.runtime import keep_freed_memory
+from kgdata.errors import ImfError
 
 app = typer.Typer(
     name="imf",
+    cls=ImfGroup,
     help="Multimodal knowledge-graph link prediction with IMF (Interactive Multimodal Fusion).",
     no_args_is_help=True,
     add_completion=False,
@@ -45,8 +49,15 @@ def root(
 
     Example: imf import countries-mm && imf datasets
     """
+    from kgdata import locking, paths
+
     if home is not None:
-        os.environ["IMF_HOME"] = str(home.expanduser().resolve())
+        os.environ[paths.ENV_VAR] = str(home.expanduser().resolve())
+    workspace = paths.imf_home()
+    if workspace.exists() and not workspace.is_dir():
+        given = "--home" if home is not None else f"${paths.ENV_VAR}"
+        raise ImfError(f"{given} {workspace} is not a directory; point it at a directory (it is created if missing)")
+    locking.clean_stale_temporaries()
     keep_freed_memory()
 
 
@@ -55,6 +66,7 @@ app.command("demo")(demo_cmd.demo_command)
 app.command("import")(import_cmd.import_command)
 app.command("datasets")(datasets_cmd.datasets_command)
 app.command("search")(search_cmd.search_command)
+app.add_typer(entities_cmd.app, name="entities")
 app.command("encode")(encode_cmd.encode_command)
 app.command("features")(features_cmd.features_command)
 app.command("train")(train_cmd.train_command)

@@ -220,10 +220,10 @@ class PredictionService:
         from models.evaluation import FrozenScorer
         from models.index import TailIndex, with_inverses
 
-        if (model.num_entities, model.num_relations) != (store.num_entities, store.num_relations):
+        if (model.num_entities, model.num_relations) != (store.num_graph_entities, store.num_relations):
             raise ImfError(
                 f"the model has {model.num_entities} entities and {model.num_relations} relations, "
-                f"but dataset {store.name!r} has {store.num_entities} and {store.num_relations}"
+                f"but the graph of dataset {store.name!r} has {store.num_graph_entities} and {store.num_relations}"
             )
         self.model = model
         self.store = store
@@ -231,7 +231,7 @@ class PredictionService:
         self.checkpoint = checkpoint
         self.dataset = store.name
         self.branch_names: tuple[str, ...] = tuple(model.branch_names)
-        self.num_entities = store.num_entities
+        self.num_entities = store.num_graph_entities  # the model's entities; added ones are not scored here
         self.num_relations = store.num_relations
         self.scorer = FrozenScorer(model, cache_relations=True)
         self.device = self.scorer.device
@@ -249,6 +249,7 @@ class PredictionService:
         self._relations += [RelationChoice(r.id + self.num_relations, r.key, r.name, inverse=True) for r in stored]
         self._adjacency: tuple | None = None
         self._lock = threading.RLock()  # one sqlite connection, shared by the threads that call in
+        self._dataset_lock = None  # the dataset's read lock, when from_run took it
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> "PredictionService":
@@ -258,33 +259,42 @@ class PredictionService:
             ImfError: If the run directory, the checkpoint or the dataset cannot be used, or the dataset
                 was re-imported since the run was trained.
         """
-        from imf_cli.pipeline import _check_same_dataset, run_metadata
+        from imf_cli.pipeline import _check_same_dataset, pick_device, run_metadata
+        from kgdata.locking import dataset_lock
         from models.checkpoint import CheckpointError, load_checkpoint
 
         if checkpoint not in ("best", "last"):
             raise ImfError(f"unknown checkpoint {checkpoint!r}; choose best or last")
         run_dir = Path(run_dir)
-        document = run_metadata(run_dir)
-        meta = (document or {}).get("metadata") or {}
-        if "dataset" not in meta:
-            raise ImfError(f"{run_dir / 'config.yaml'}: records no dataset")
-        torch_device = _pick_device(device)
+        meta = run_metadata(run_dir)["metadata"]
+        torch_device = pick_device(device)
         try:
             model, _ = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device)
         except CheckpointError as error:
             raise ImfError(str(error)) from error
-        store = EntityStore.open(meta["dataset"])
+        # Held until close(): an import --replace of this dataset fails clearly while the service reads it.
+        lock = dataset_lock(meta["dataset"], "read").acquire()
+        try:
+            store = EntityStore.open(meta["dataset"])
+        except BaseException:
+            lock.release()
+            raise
         try:
             _check_same_dataset(store, meta, run_dir)
-            return cls(model, store, run_dir=run_dir, checkpoint=checkpoint)
+            service = cls(model, store, run_dir=run_dir, checkpoint=checkpoint)
         except BaseException:
             store.close()
+            lock.release()
             raise
+        service._dataset_lock = lock
+        return service
 
     # ---------------------------------------------------------------------------- lifetime
     def close(self) -> None:
         with self._lock:
             self.store.close()
+            if self._dataset_lock is not None:
+                self._dataset_lock.release()
 
     def __enter__(self) -> "PredictionService":
         return self
@@ -619,20 +629,3 @@ class PredictionService:
             raise UnknownEntityError(
                 f"no relation id {relation} in the model (ids 0–{2 * self.num_relations - 1}, inverses included)"
             )
-
-
-def _pick_device(name: str) -> "torch.device":
-    """``auto``, ``cpu`` or ``cuda[:i]`` as a device, or an :class:`ImfError` that says why not."""
-    import torch
-
-    from models.distributed import pick_device
-
-    try:
-        device = pick_device(name) if name in ("auto", "cuda") else torch.device(name)
-    except RuntimeError as error:
-        raise ImfError(f"unknown device {name!r}; choose auto, cpu or cuda") from error
-    if device.type not in ("cpu", "cuda"):
-        raise ImfError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ImfError("--device cuda, but CUDA is not available; use --device cpu or auto")
-    return device

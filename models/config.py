@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from typing import Any
 import yaml
 
 FEATURE_MODES = ("finetune", "project")
+#: The largest seed: torch's generators take a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
 FUSION_MODES = ("learned", "learned-per-relation", "mean")
 
 
@@ -115,8 +118,12 @@ class TrainConfig:
         _check(self.patience >= 0, "train.patience must be non-negative")
         _check(self.checkpoint_every > 0, "train.checkpoint_every must be positive")
         _check(
-            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
             f"train.device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}",
+        )
+        _check(
+            self.seed is None or 0 <= self.seed <= MAX_SEED,
+            f"train.seed must be an integer from 0 to {MAX_SEED} (2^63 - 1), got {self.seed}",
         )
 
 

@@ -560,10 +560,28 @@ def _create_run_dir(
 
 
 def _truncate_trace(path: Path, epoch: int) -> None:
-    """Keep the trace lines of epochs up to ``epoch``."""
+    """Keep the trace lines of epochs up to ``epoch``.
+
+    A torn last line (the run was killed while writing it) is dropped. Any other line that is not a
+    JSON record with an ``epoch`` raises ``ValueError`` naming ``path`` and the line.
+    """
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= epoch]
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines(keepends=True)
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            line_epoch = record["epoch"] if isinstance(record, dict) else None
+        except (json.JSONDecodeError, KeyError):
+            line_epoch = None
+        if not isinstance(line_epoch, int):
+            if number == len(lines) and not line.endswith("\n"):
+                break  # torn by a kill mid-write; the resumed run writes its epoch again
+            raise ValueError(f"{path}:{number}: not a trace record (a JSON object with an integer 'epoch')")
+        if line_epoch <= epoch:
+            kept.append(line if line.endswith("\n") else line + "\n")
     path.write_text("".join(kept), encoding="utf-8")
 

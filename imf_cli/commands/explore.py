@@ -19,8 +19,8 @@ class Checkpoint(str, Enum):
     last = "last"
 
 
-def find_run(run_dir: Path | None, dataset: str | None = None) -> Path:
-    """``run_dir``, or the latest run (of ``dataset``); an :class:`ImfError` when there is none."""
+def find_run(run_dir: Path | None, dataset: str | None = None, checkpoint: str = "best") -> Path:
+    """``run_dir``, or the latest run (of ``dataset``) that has ``checkpoint``; an :class:`ImfError` when there is none."""
     from kgdata import paths
     from kgdata.errors import ImfError
 
@@ -28,10 +28,13 @@ def find_run(run_dir: Path | None, dataset: str | None = None) -> Path:
         if not (run_dir / "config.yaml").is_file():
             raise ImfError(f"{run_dir} is not a run directory (no config.yaml); runs are in {paths.runs_dir()}")
         return run_dir
-    latest = paths.latest_run(dataset)
+    latest = paths.latest_run(dataset, checkpoint=checkpoint)
     if latest is None:
         of = f" of {dataset}" if dataset else ""
-        raise ImfError(f"no runs{of} in {paths.runs_dir()} yet; train one first: imf train {dataset or 'countries-mm'}")
+        raise ImfError(
+            f"no runs{of} in {paths.runs_dir()} yet (runs without a {checkpoint}.pt are skipped); "
+            f"train one first: imf train {dataset or 'countries-mm'}"
+        )
     return latest
 
 
@@ -62,7 +65,7 @@ def explore_command(
 
     Example: imf explore --dataset countries-mm
     """
-    run = find_run(run_dir, dataset)
+    run = find_run(run_dir, dataset, checkpoint.value)
     err_console.print(f"Loading {run} …", highlight=False, soft_wrap=True)
     service = build_service(run, checkpoint.value, device)
 

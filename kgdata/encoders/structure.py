@@ -25,6 +25,9 @@ from torch import nn
 from kgdata.encoders.base import Encoder, register
 from kgdata.errors import ImfError
 
+#: The largest seed: torch's generators take a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
+
 
 class StructureInput(NamedTuple):
     """What a structure encoder reads: the train triples ``(n, 3)`` and the id ranges."""
@@ -273,6 +276,8 @@ class GATEncoder(Encoder):
         )
         if dim % heads:
             raise ImfError(f"--dim {dim} must be divisible by the number of heads ({heads})")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise ImfError(f"--seed {seed} is out of range: give an integer from 0 to {MAX_SEED} (2^63 - 1)")
 
     @property
     def dim(self) -> int:
