@@ -501,7 +501,8 @@ def list_features(store: "EntityStore") -> list[dict]:
     """What is stored for ``store``: one dict per feature file, manifest and file merged.
 
     Keys: modality, encoder, dim, rows, covered, missing, input_hash, created_at, path, extra, status
-    (``ok``, ``file missing``, ``not in manifest`` or ``stale: <reason>``).
+    (``ok``, ``file missing``, ``not in manifest``, ``stale: <reason>``, or ``partial: <how many>`` when
+    entities were added since the file was written).
     """
     entries: dict[tuple[str, str], dict] = {}
     files = _feature_files(store.dataset_dir)
@@ -551,7 +552,16 @@ def _status(store: "EntityStore", path: Path, header: dict | None) -> str:
         _check_header(store, path, header)
     except DataError as exc:
         return f"stale: {exc.reason}"
-    return stale_reason(store, header) or "ok"
+    stale = stale_reason(store, header)
+    if stale is not None:
+        return stale
+    added = store.num_entities - header["shapes"]["features"][0]
+    if added:
+        return (
+            f"partial: {added} entit{'y' if added == 1 else 'ies'} added since it was written, missing until "
+            f"{_recreate_hint(store, header['metadata']).removeprefix('re-')}"
+        )
+    return "ok"
 
 
 def current_features(store: "EntityStore", modality: str, encoder: str, input_hash: str) -> FeatureReport | None:

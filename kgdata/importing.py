@@ -170,10 +170,12 @@ def write_store(path: Path, parsed: ParsedDataset, metadata: dict) -> None:
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int) -> Iterator:
-    if not enabled:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:  # a bar in a log or pipe only leaves a stray blank line
         yield None
         return
-    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -181,7 +183,7 @@ def _progress(enabled: bool, total: int) -> Iterator:
         BarColumn(),
         DownloadColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
     ) as progress:
         task = progress.add_task("reading", total=total)

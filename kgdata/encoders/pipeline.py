@@ -35,10 +35,12 @@ __all__ = ["encode_dataset", "entity_text", "progress_bar"]
 @contextlib.contextmanager
 def progress_bar(enabled: bool, total: int, description: str, unit: str = "items") -> Iterator[Callable[..., None]]:
     """A rich progress bar on stderr with throughput; yields ``advance(n, **fields)``."""
-    if not enabled:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:  # a bar in a log or pipe only leaves a stray blank line
         yield lambda n=1, **fields: None
         return
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -62,7 +64,7 @@ def progress_bar(enabled: bool, total: int, description: str, unit: str = "items
         TextColumn("{task.fields[note]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
     ) as progress:
         task = progress.add_task(description, total=total, note="")
