@@ -20,23 +20,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helpers import REPO
+from helpers import REPO, error_line
 from imf_cli.main import app
 from kgdata.importing import import_dataset
 from kgdata.store import EntityStore
 
 runner = CliRunner()
 SMALL = ["--dim", "8", "--batch-size", "4", "--eval-every", "1", "--seed", "3", "--device", "cpu", "--no-progress"]
-
-
-def one_line_failure(result, code: int = 2) -> str:
-    """The single error line of a failed command (asserting the exit code and that nothing else was printed)."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("Error: ")
-    return lines[0]
 
 
 def runs(imf_home: Path) -> list[str]:
@@ -50,7 +40,7 @@ def test_an_unexpected_exception_is_one_line_and_a_log_with_the_traceback(monkey
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr("kgdata.store.dataset_summaries", broken)
-    line = one_line_failure(runner.invoke(app, ["datasets"]), code=1)
+    line = error_line(runner.invoke(app, ["datasets"]), code=1)
     assert "unexpected RuntimeError: boom" in line and "a bug in imf" in line
     log = Path(line.split("the traceback is in ")[1].rstrip(")"))
     assert log.is_file() and log.is_relative_to(imf_home)
@@ -63,7 +53,7 @@ def test_an_os_error_is_one_line_naming_the_path_and_exit_1(monkeypatch):
         raise PermissionError(13, "Permission denied", "/srv/imf/datasets")
 
     monkeypatch.setattr("kgdata.store.dataset_summaries", denied)
-    line = one_line_failure(runner.invoke(app, ["datasets"]), code=1)
+    line = error_line(runner.invoke(app, ["datasets"]), code=1)
     assert line == "Error: Permission denied: /srv/imf/datasets"
 
 
@@ -88,7 +78,7 @@ def test_a_home_that_is_a_regular_file(tmp_path, monkeypatch, how):
         result = runner.invoke(app, ["import", "countries-mm"])
     else:
         result = runner.invoke(app, ["--home", str(home), "import", "countries-mm"])
-    line = one_line_failure(result)
+    line = error_line(result)
     assert f"{home} is not a directory" in line
 
 
@@ -105,7 +95,7 @@ def test_a_store_without_its_full_text_index(tiny_tsv, imf_home):
     store = imf_home / "datasets" / "tiny" / "store.db"
     with sqlite3.connect(store) as conn:
         conn.execute("DROP TABLE entities_fts")
-    line = one_line_failure(runner.invoke(app, ["search", "tiny", "republic"]))
+    line = error_line(runner.invoke(app, ["search", "tiny", "republic"]))
     assert str(store) in line and "full-text index (entities_fts) is missing" in line and "--replace" in line
 
 
@@ -128,7 +118,7 @@ def tiny(tiny_tsv):
 )
 def test_refused_train_options_leave_no_run_directory(tiny, imf_home, args, message):
     result = runner.invoke(app, ["train", tiny, "--epochs", "1", "--no-progress", *args])
-    line = one_line_failure(result)
+    line = error_line(result)
     assert message in line
     if "--seed" in args:
         assert args[-1] in line  # the seed is named
@@ -139,7 +129,7 @@ def test_refused_train_options_leave_no_run_directory(tiny, imf_home, args, mess
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_train_on_cuda_without_cuda(tiny, imf_home):
-    line = one_line_failure(runner.invoke(app, ["train", tiny, "--epochs", "1", "--device", "cuda", "--no-progress"]))
+    line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", "--device", "cuda", "--no-progress"]))
     assert "CUDA is not available" in line and "--device cpu" in line
     assert runs(imf_home) == []
 
@@ -147,7 +137,7 @@ def test_train_on_cuda_without_cuda(tiny, imf_home):
 def test_run_dir_that_is_a_regular_file(tiny, tmp_path):
     target = tmp_path / "a-file"
     target.write_text("x")
-    line = one_line_failure(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL, "--run-dir", str(target)]))
+    line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL, "--run-dir", str(target)]))
     assert f"--run-dir {target} is not a directory" in line
     assert target.read_text() == "x"
 
@@ -155,7 +145,7 @@ def test_run_dir_that_is_a_regular_file(tiny, tmp_path):
 def test_a_config_file_that_is_not_utf8(tiny, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_bytes(b"train:\n  epochs: 1\n  seed: 3 # caf\xe9\n")
-    line = one_line_failure(runner.invoke(app, ["train", tiny, "--config", str(config), "--no-progress"]))
+    line = error_line(runner.invoke(app, ["train", tiny, "--config", str(config), "--no-progress"]))
     assert f"{config}:3: not valid UTF-8" in line
 
 
@@ -166,7 +156,7 @@ def test_a_failure_after_the_run_directory_is_created_removes_it(tiny, imf_home,
         raise RuntimeError("initialisation failed")
 
     monkeypatch.setattr(training._Trainer, "initialise", broken)
-    line = one_line_failure(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL]), code=1)
+    line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL]), code=1)
     assert "unexpected RuntimeError: initialisation failed" in line
     assert runs(imf_home) == []
 
@@ -192,19 +182,19 @@ def test_training_on_features_of_magnitude_3e38_is_refused(tiny):
         n = store.num_entities
         path = save_features(store, "text", "big", np.ones((n, 4)), np.ones(n, bool), input_hash="x")
         overflowing_features(store, path)
-    line = one_line_failure(runner.invoke(app, ["train", tiny, "--modalities", "structure,text", "--epochs", "1", *SMALL]))
+    line = error_line(runner.invoke(app, ["train", tiny, "--modalities", "structure,text", "--epochs", "1", *SMALL]))
     assert str(path) in line and "as large as 3e+38" in line and "rescale" in line
 
 
 def test_zero_width_features_are_refused_by_encode(tiny, tmp_path):
     source = tmp_path / "zero.npy"
     np.save(source, np.zeros((7, 0), np.float32))
-    line = one_line_failure(runner.invoke(app, ["encode", tiny, "-m", "text", "--from-file", str(source)]))
+    line = error_line(runner.invoke(app, ["encode", tiny, "-m", "text", "--from-file", str(source)]))
     assert str(source) in line and "zero-width" in line
 
 
 def test_encode_gat_with_a_huge_seed(tiny):
-    line = one_line_failure(runner.invoke(app, ["encode", tiny, "-m", "structure", "--seed", str(10**23)]))
+    line = error_line(runner.invoke(app, ["encode", tiny, "-m", "structure", "--seed", str(10**23)]))
     assert f"--seed {10**23} is out of range" in line
 
 
@@ -231,7 +221,7 @@ def trained(tiny, imf_home):
 def test_a_malformed_run_config_is_one_line_for_eval_and_resume(trained, content, message):
     (trained / "config.yaml").write_bytes(content)
     for args in (["eval", str(trained)], ["train", "--resume", str(trained), "--no-progress"]):
-        line = one_line_failure(runner.invoke(app, args))
+        line = error_line(runner.invoke(app, args))
         assert message in line and "config.yaml" in line, args
 
 
@@ -241,7 +231,7 @@ def test_resume_with_a_run_config_that_does_not_resolve(trained):
     document = yaml.safe_load((trained / "config.yaml").read_text())
     document["config"]["model"]["dim"] = -1
     (trained / "config.yaml").write_text(yaml.safe_dump(document))
-    line = one_line_failure(runner.invoke(app, ["train", "--resume", str(trained), "--no-progress"]))
+    line = error_line(runner.invoke(app, ["train", "--resume", str(trained), "--no-progress"]))
     assert "config.yaml" in line and "model.dim must be positive" in line
 
 
@@ -258,14 +248,14 @@ def test_a_damaged_trace_line_is_named_on_resume(trained):
     trace = trace_path = trained / "trace.jsonl"
     lines = trace.read_text().splitlines(keepends=True)
     trace_path.write_text(lines[0] + "garbage\n" + "".join(lines[1:]))
-    line = one_line_failure(runner.invoke(app, ["train", "--resume", str(trained), "--no-progress"]))
+    line = error_line(runner.invoke(app, ["train", "--resume", str(trained), "--no-progress"]))
     assert f"{trace}:2: not a trace record" in line
 
 
 def test_resume_of_a_path_that_is_not_a_run(tmp_path):
     target = tmp_path / "file"
     target.write_text("x")
-    line = one_line_failure(runner.invoke(app, ["train", "--resume", str(target), "--no-progress"]))
+    line = error_line(runner.invoke(app, ["train", "--resume", str(target), "--no-progress"]))
     assert "not a run directory" in line
 
 

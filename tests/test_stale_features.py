@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from helpers import TINY_TEST, TINY_TRAIN, TINY_VALID, write_tsv_dataset
-from imf_cli.main import app
+from helpers import TINY_TEST, TINY_TRAIN, TINY_VALID, error_line, write_tsv_dataset
+from helpers import cli as invoke
+from helpers import cli_ok as ok
 
-runner = CliRunner()
 SMALL = ["--dim", "8", "--batch-size", "4", "--eval-every", "1", "--seed", "3", "--device", "cpu", "--no-progress"]
 NAMES = ["paris", "berlin", "madrid", "france", "germany", "spain", "europe"]
 
@@ -22,23 +21,6 @@ def write_tiny(root, *, france: str = "Republic in Western Europe", train=TINY_T
     entities = [{"id": n, "name": n.title(), "description": f"{n.title()} is a place"} for n in NAMES]
     entities[3]["description"] = france
     return write_tsv_dataset(root, train=train, valid=valid, test=TINY_TEST, entities=entities)
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def ok(*args: str):
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def error_line(result, code: int = 2) -> str:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    (line,) = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    return line
 
 
 @pytest.fixture

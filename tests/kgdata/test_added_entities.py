@@ -8,37 +8,18 @@ import sqlite3
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from helpers import shared_dataset
-from imf_cli.main import app
+from helpers import cli as invoke
+from helpers import cli_ok as ok
+from helpers import error_line, shared_dataset
 from kgdata.entities import NewEntity, add_entities
-from kgdata.errors import DataError
 from kgdata.features import load_features
 from kgdata.importing import import_dataset
 from kgdata.inputs import graph_input_hash
 from kgdata.locking import DatasetBusyError, dataset_lock
 from kgdata.store import EntityStore
 
-runner = CliRunner()
 SMALL = ["--dim", "8", "--batch-size", "4", "--eval-every", "1", "--seed", "3", "--device", "cpu", "--no-progress"]
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def ok(*args: str):
-    result = invoke(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def error_line(result, code: int = 2) -> str:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    (line,) = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    return line
 
 
 @pytest.fixture
