@@ -187,38 +187,6 @@ def pick_device(name: str) -> "torch.device":
     return device
 
 
-def _available_memory(device: "torch.device") -> int | None:
-    """Bytes free for a new model on ``device`` (CPU: MemAvailable), or None when unknown."""
-    if device.type == "cuda":
-        import torch
-
-        try:
-            return int(torch.cuda.mem_get_info(device)[0])
-        except RuntimeError:
-            return None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import os
-
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if count < 1000 or unit == "PB":
-            return f"{count:,.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1000
-    return f"{count:.1f} PB"
-
-
 #: Bytes per trainable parameter while training with Adam: the weight, its gradient and two moments (float32).
 TRAINING_BYTES_PER_PARAMETER = 16
 
@@ -232,9 +200,10 @@ def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.d
     """
     import torch
 
+    from kgdata.encoders.base import available_memory, require_memory
     from models.imf import build_model
 
-    available = _available_memory(device)
+    available = available_memory(device)
     dim = config.model.dim
     if available is None or TRAINING_BYTES_PER_PARAMETER * dim**3 <= available / 8:
         return
@@ -253,13 +222,13 @@ def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.d
         return
     parameters = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    needed = TRAINING_BYTES_PER_PARAMETER * parameters + buffers
-    if needed > available:
-        raise ImfError(
-            f"model.dim {dim} asks for a model of {parameters:,} parameters, which needs about {_size(needed)} "
-            f"of memory to train (weights, gradients and Adam's two moments, float32), but {device} has "
-            f"{_size(available)} free; choose a smaller --dim"
-        )
+    require_memory(
+        TRAINING_BYTES_PER_PARAMETER * parameters + buffers,
+        device,
+        f"model.dim {dim} asks for a model of {parameters:,} parameters, which to train (weights, gradients and "
+        f"Adam's two moments, float32)",
+        "choose a smaller --dim",
+    )
 
 
 def _check_run_dir(run_dir: Path) -> None:

@@ -123,7 +123,7 @@ def test_refused_train_options_leave_no_run_directory(tiny, imf_home, args, mess
     if "--seed" in args:
         assert args[-1] in line  # the seed is named
     if "--dim" in args:
-        assert "PB of memory to train" in line and "choose a smaller --dim" in line
+        assert "needs about 16.0 PB of memory" in line and "choose a smaller --dim" in line
     assert runs(imf_home) == []
 
 
@@ -191,6 +191,11 @@ def test_zero_width_features_are_refused_by_encode(tiny, tmp_path):
     np.save(source, np.zeros((7, 0), np.float32))
     line = error_line(runner.invoke(app, ["encode", tiny, "-m", "text", "--from-file", str(source)]))
     assert str(source) in line and "zero-width" in line
+
+
+def test_encode_gat_with_a_huge_dim_says_what_it_needs(tiny):
+    line = error_line(runner.invoke(app, ["encode", tiny, "-m", "structure", "--dim", "100000"]))
+    assert "the GAT at --dim 100000" in line and "needs about" in line and "choose a smaller --dim" in line
 
 
 def test_encode_gat_with_a_huge_seed(tiny):
