@@ -177,7 +177,10 @@ def pick_device(name: str) -> "torch.device":
 
     if not isinstance(name, str) or not _DEVICE_RE.fullmatch(name):
         raise ImfError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
-    device = preferred(name) if name in ("auto", "cuda") else torch.device(name)
+    try:
+        device = preferred(name) if name in ("auto", "cuda") else torch.device(name)
+    except RuntimeError:  # an index torch cannot parse, e.g. beyond 64 bits
+        raise ImfError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ImfError(f"--device {name}, but CUDA is not available on this machine; use --device cpu or auto")

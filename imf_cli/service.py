@@ -584,6 +584,8 @@ class PredictionService:
             raise ImfError(f"the {split} split of dataset {self.dataset!r} holds no triples")
         started = time.perf_counter()
         index = build_filter(self.splits.values(), num_entities=self.num_entities, num_relations=self.num_relations)
+        if batch_size is not None:
+            batch_size = min(batch_size, 2 * len(triples))  # every query of both directions at once, at most
         ranks = rank_queries(self.scorer.without_cache(), triples, index, chunk_size=batch_size)
         report = metrics_report(ranks, per_relation=per_relation)
         seconds = time.perf_counter() - started

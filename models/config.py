@@ -26,6 +26,8 @@ import yaml
 FEATURE_MODES = ("finetune", "project")
 #: The largest seed: torch's generators take a signed 64-bit integer.
 MAX_SEED = 2**63 - 1
+#: The largest batch size: torch splits index tensors with 32-bit sizes.
+MAX_SIZE = 2**31 - 1
 FUSION_MODES = ("learned", "learned-per-relation", "mean")
 
 
@@ -108,6 +110,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive")
         _check(self.batch_size > 1, "train.batch_size must be at least 2 (batch norm needs two rows)")
+        _check(self.batch_size <= MAX_SIZE, f"train.batch_size must be at most {MAX_SIZE}, got {self.batch_size}")
         _check(self.lr > 0, "train.lr must be positive")
         _check(0 < self.lr_decay <= 1, "train.lr_decay must be in (0, 1]")
         _check(self.weight_decay >= 0, "train.weight_decay must be non-negative")
@@ -135,6 +138,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "eval.batch_size must be positive")
+        _check(self.batch_size <= MAX_SIZE, f"eval.batch_size must be at most {MAX_SIZE}, got {self.batch_size}")
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,8 @@ def tiny(tiny_tsv):
         (["--seed", "100000000000000000000000"], "train.seed must be an integer from 0 to 9223372036854775807"),
         (["--seed", "-1"], "train.seed must be an integer from 0"),
         (["--dim", "100000"], "model.dim 100000 asks for a model of"),
+        (["--batch-size", "100000000000000000000"], "train.batch_size must be at most 2147483647"),
+        (["--device", "cuda:99999999999999999999"], "unknown device 'cuda:99999999999999999999'"),
     ],
 )
 def test_refused_train_options_leave_no_run_directory(tiny, imf_home, args, message):
@@ -255,6 +257,13 @@ def test_a_damaged_trace_line_is_named_on_resume(trained):
     trace_path.write_text(lines[0] + "garbage\n" + "".join(lines[1:]))
     line = error_line(runner.invoke(app, ["train", "--resume", str(trained), "--no-progress"]))
     assert f"{trace}:2: not a trace record" in line
+
+
+def test_eval_with_huge_sizes_and_odd_devices(trained):
+    result = runner.invoke(app, ["eval", str(trained), "--batch-size", "100000000000000000000", "--json"])
+    assert result.exit_code == 0, result.output
+    line = error_line(runner.invoke(app, ["eval", str(trained), "--device", "cuda:99999999999999999999"]))
+    assert "unknown device" in line
 
 
 def test_resume_of_a_path_that_is_not_a_run(tmp_path):

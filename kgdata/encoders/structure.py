@@ -224,7 +224,8 @@ def train_gat(
     needed = gat_training_bytes(
         num_entities, num_relations, len(triples), dim=dim, layers=layers, batch_size=batch_size, negatives=negatives
     )
-    require_memory(needed, device, f"the GAT at --dim {dim} ({len(triples):,} train triples)", "choose a smaller --dim")
+    asked = f"the GAT at --dim {dim} with batches of {batch_size:,} triples × {negatives:,} negatives"
+    require_memory(needed, device, f"{asked} ({len(triples):,} train triples)", "choose a smaller --dim, --batch-size or --negatives")
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     triples = triples.long().to(device)
