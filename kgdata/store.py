@@ -151,6 +151,16 @@ class EntityStore:
             self._meta = {row["key"]: json.loads(row["value"]) for row in self.db["metadata"].rows}
         except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
             raise ImfError(f"{self.path}: not a readable imf entity store ({exc})") from exc
+        counts = self._meta.get("counts")
+        usable = isinstance(counts, dict) and all(
+            isinstance(counts.get(key), int) and counts[key] >= 0 for key in ("entities", "relations")
+        )
+        if not usable or not isinstance(self._meta.get("content_hash"), str):
+            self.db.conn.close()
+            raise ImfError(
+                f"{self.path}: not a readable imf entity store (its metadata lacks the counts or the content hash); "
+                f"re-import the dataset"
+            )
 
     @classmethod
     def open(cls, name: str, home: str | Path | None = None) -> "EntityStore":

@@ -99,6 +99,17 @@ def test_a_store_without_its_full_text_index(tiny_tsv, imf_home):
     assert str(store) in line and "full-text index (entities_fts) is missing" in line and "--replace" in line
 
 
+@pytest.mark.parametrize("damage", ["DELETE FROM metadata WHERE key = 'counts'", "UPDATE metadata SET value = '[1]'"])
+def test_a_store_with_damaged_metadata(tiny_tsv, imf_home, damage):
+    import_dataset(tiny_tsv)
+    store = imf_home / "datasets" / "tiny" / "store.db"
+    with sqlite3.connect(store) as conn:
+        conn.execute(damage)
+    for args in (["search", "tiny", "paris"], ["train", "tiny", "--epochs", "1", "--no-progress"]):
+        line = error_line(runner.invoke(app, args))
+        assert str(store) in line and "re-import the dataset" in line
+
+
 # ------------------------------------------------------------------------------ train: refused inputs
 @pytest.fixture
 def tiny(tiny_tsv):
