@@ -23,7 +23,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from kgdata import locking, migrations, paths
-from kgdata.errors import DataError, DatasetExistsError, EnvironmentFault
+from kgdata.errors import DataError, DatasetExistsError, EnvironmentFault, ImfError
 from kgdata.importers import read_dataset
 from kgdata.importers.common import ParsedDataset
 from kgdata.migrations import SPLITS
@@ -217,8 +217,28 @@ def import_dataset(
         parsed = _read(directory, format, progress)
         report = _report(name, final, parsed)
         metadata = _metadata(name, directory, parsed, report)
+        dropped = _added_entities(final)
         _install(final, parsed, metadata, home)
+    if dropped:
+        report.warnings.append(
+            f"the replaced store held {dropped} entit{'y' if dropped == 1 else 'ies'} added with imf entities add; "
+            f"the source does not have {'it' if dropped == 1 else 'them'}, so {'it was' if dropped == 1 else 'they were'} "
+            f"dropped (add {'it' if dropped == 1 else 'them'} again)"
+        )
     return report
+
+
+def _added_entities(store_file: Path) -> int:
+    """How many added entities the store at ``store_file`` holds (0 when there is no readable store)."""
+    from kgdata.store import EntityStore
+
+    if not store_file.is_file():
+        return 0
+    try:
+        with EntityStore(store_file) as store:
+            return store.num_added_entities
+    except ImfError:
+        return 0
 
 
 def _read(directory: Path, format: str, progress: bool) -> ParsedDataset:

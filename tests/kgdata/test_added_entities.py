@@ -106,6 +106,14 @@ def test_bad_additions_are_one_line_and_add_nothing(tiny, tmp_path, args, messag
         assert store.num_entities == 7 and store.added_entity_ids() == []
 
 
+def test_a_replace_says_that_it_drops_added_entities(tiny, tiny_tsv):
+    add_entities(tiny, [NewEntity("oslo", "Oslo")])
+    result = ok("import", str(tiny_tsv), "--replace")
+    assert "held 1 entity added with imf entities add" in result.output and "dropped" in result.output
+    with EntityStore.open(tiny) as store:
+        assert store.num_entities == 7 and store.added_entity_ids() == []
+
+
 def test_add_waits_for_the_write_lock(tiny, monkeypatch):
     monkeypatch.setenv("IMF_LOCK_TIMEOUT", "0.2")
     with dataset_lock(tiny, "write"):
