@@ -196,3 +196,18 @@ def test_adding_one_entity_to_db15k_re_encodes_one_text(imf_home, fake_text_enco
     again = json.loads(ok("encode", "db15k", "-m", "text", "-e", "fake-text", "--json").stdout)
     assert fake_text_encoder.encoded == ["A sunken island"]
     assert (again["encoded"], again["reused"]) == (1, first["encoded"])
+
+
+def test_image_encoding_after_an_addition_reads_only_the_new_image(mm_store, tiny_cnn, tmp_path):
+    from kgdata.encoders import encode_dataset
+
+    first = encode_dataset(mm_store, "image", "tiny-cnn")
+    assert (first.encoded, first.reused) == (6, 0)  # six image files, one of them corrupt
+    before = load_features(mm_store, "image", "tiny-cnn")
+    add_entities("tiny-mm", [NewEntity("country:theta", "Theta", image=png(tmp_path / "theta.png"))])
+    with EntityStore.open("tiny-mm") as store:
+        again = encode_dataset(store, "image", "tiny-cnn")
+        assert (again.encoded, again.reused, again.rows, again.missing) == (1, 6, 11, first.missing)
+        after = load_features(store, "image", "tiny-cnn")
+    np.testing.assert_array_equal(after.matrix[:10], before.matrix)
+    assert after.mask[10] and after.mask[:10].tolist() == before.mask.tolist()
