@@ -116,7 +116,7 @@ def encode_command(
             }
             if given:
                 raise ImfError(f"{', '.join(given)} cannot be combined with --from-file")
-            from kgdata.features import import_features
+            from kgdata.feature_import import import_features
 
             report = import_features(
                 store, modality.value, from_file, keys=keys, encoder=encoder, force=force

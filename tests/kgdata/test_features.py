@@ -10,10 +10,10 @@ from sqlite_utils import Database
 
 from kgdata import features, migrations
 from kgdata.errors import DataError, ImfError
+from kgdata.feature_import import import_features
 from kgdata.features import (
     FeatureSet,
     feature_path,
-    import_features,
     list_features,
     load_features,
     safe_encoder_name,
