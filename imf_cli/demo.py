@@ -82,7 +82,8 @@ def run_demo(
     from imf_cli.output import minutes_seconds
     from kgdata.encoders import encode_dataset
     from kgdata.importing import import_dataset
-    from kgdata.store import EntityStore, list_datasets
+    from kgdata.locking import locked_store
+    from kgdata.store import list_datasets
     from imf_cli.pipeline import evaluate_run, train_model
 
     seconds: dict[str, float] = {}
@@ -94,7 +95,7 @@ def run_demo(
         log(f"1/5 Imported {DATASET}: {report.entities} entities, {report.train:,} training triples.")
     seconds["import"] = time.perf_counter() - started
 
-    with EntityStore.open(DATASET) as store:
+    with locked_store(DATASET, "write") as store:
         for modality, encoder in ENCODERS.items():
             mark = time.perf_counter()
             report = encode_dataset(store, modality, encoder, progress=lines or progress, threads=threads)

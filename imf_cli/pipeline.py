@@ -11,18 +11,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from imf_cli.runs import BRANCH_FEATURES, check_same_dataset, load_run, metrics_path, run_metadata, training_lock
+from imf_cli.runs import (
+    BRANCH_FEATURES,
+    check_same_dataset,
+    load_run,
+    metrics_path,
+    pick_device,
+    run_config,
+    run_metadata,
+    training_lock,
+)
 from kgdata import paths
-from kgdata.errors import ImfError
+from kgdata.errors import EnvironmentFault, ImfError
 
 if TYPE_CHECKING:
-    from imf_cli.runs import LoadedRun
+    import torch
+
     from kgdata.features import FeatureSet
     from kgdata.store import EntityStore
     from models.config import RunConfig
     from models.training import KGTensors, TrainResult
 
-#: Model branch → the feature modality that feeds it.
 BRANCHES = ("structure", "visual", "text")
 
 
@@ -52,7 +61,10 @@ def prepare_data(
     """Load the splits and the frozen features the chosen branches need, as :class:`KGTensors`.
 
     ``structure_init`` names a structure encoder (``"gat"``) whose entity and relation vectors
-    initialise the structure branch, or None for a random initialisation.
+    initialise the structure branch, or None for a random initialisation. The model sees the graph
+    entities only (``store.num_graph_entities``); entities added after import are left out, and the
+    feature matrices are cut to the graph's rows. Stale features (computed from other inputs than the
+    store holds now) are refused by :func:`kgdata.features.load_features`.
     """
     import torch
 
@@ -63,13 +75,15 @@ def prepare_data(
     if unknown:
         raise ImfError(f"unknown modality {unknown[0]!r}; choose from {', '.join(BRANCHES)}")
     encoders = {"text": text_encoder, "image": image_encoder}
+    graph = store.num_graph_entities
     features, manifests = {}, []
     for branch in modalities:
         if branch == "structure":
             continue
         modality = BRANCH_FEATURES[branch]
         feature_set = load_features(store, modality, encoders[modality])
-        features[branch] = (torch.from_numpy(feature_set.matrix), torch.from_numpy(feature_set.mask))
+        matrix, mask = feature_set.matrix[:graph], feature_set.mask[:graph]
+        features[branch] = (torch.from_numpy(matrix), torch.from_numpy(mask))
         manifests.append(_manifest(feature_set))
 
     entity_init = relation_init = None
@@ -77,12 +91,12 @@ def prepare_data(
         feature_set = load_features(store, "structure", structure_init)
         if feature_set.relation_matrix is None:
             raise ImfError(f"{feature_set.path}: structure features hold no relation vectors")
-        entity_init = torch.from_numpy(feature_set.matrix)
+        entity_init = torch.from_numpy(feature_set.matrix[:graph])
         relation_init = torch.from_numpy(feature_set.relation_matrix)
         manifests.append(_manifest(feature_set))
 
     tensors = KGTensors(
-        num_entities=store.num_entities,
+        num_entities=graph,
         num_relations=store.num_relations,
         train=store.triples_tensor("train"),
         valid=store.triples_tensor("valid"),
@@ -101,6 +115,8 @@ def _manifest(feature_set: "FeatureSet") -> dict:
         "dim": feature_set.dim,
         "missing": feature_set.missing,
         "input_hash": feature_set.input_hash,
+        "computed_from": feature_set.computed_from,
+        "graph_input_hash": feature_set.graph_input_hash,
         "path": str(feature_set.path),
     }
 
@@ -109,8 +125,11 @@ def read_config_file(config_file: Path | None) -> dict:
     """The values of a YAML config file (empty without one). Errors become :class:`ImfError`."""
     from models.config import ConfigError, load_yaml
 
+    from kgdata.files import read_text
+
     if config_file is None:
         return {}
+    read_text(config_file, "config file")  # a FIFO, a directory or non-UTF-8 bytes: one line with file:line
     try:
         return load_yaml(config_file)
     except ConfigError as error:
@@ -194,6 +213,82 @@ def plan_branches(store: "EntityStore", modalities: tuple[str, ...] | None, file
     return BranchPlan(trained, skipped, False)
 
 
+#: Bytes per trainable parameter while training with Adam: the weight, its gradient and two moments (float32).
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.device") -> None:
+    """Refuse a model that cannot fit in ``device``'s free memory, saying what was asked and what it needs.
+
+    The parameters are counted on PyTorch's ``meta`` device, which allocates nothing; that costs a
+    second or two the first time, so it runs only when one ``dim³`` core alone could take an eighth of
+    the free memory.
+    """
+    import torch
+
+    from kgdata.encoders.base import available_memory, require_memory
+    from models.imf import build_model
+
+    available = available_memory(device)
+    dim = config.model.dim
+    if available is None or TRAINING_BYTES_PER_PARAMETER * dim**3 <= available / 8:
+        return
+    feature_dims = {m: tensors.feature_dims[m] for m in config.model.modalities if m != "structure"}
+    try:
+        import torch.fx.experimental._config as fx_config  # lets boolean indexing run on meta tensors
+
+        with fx_config.patch(meta_nonzero_assume_all_nonzero=True), torch.device("meta"):
+            model = build_model(
+                config.model,
+                num_entities=tensors.num_entities,
+                num_relations=tensors.num_relations,
+                feature_dims=feature_dims,
+            )
+    except Exception:  # an estimate only: when it cannot be made, training reports what happens
+        return
+    parameters = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    require_memory(
+        TRAINING_BYTES_PER_PARAMETER * parameters + buffers,
+        device,
+        f"model.dim {dim} asks for a model of {parameters:,} parameters, which to train (weights, gradients and "
+        f"Adam's two moments, float32)",
+        "choose a smaller --dim",
+    )
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse a run directory that cannot be a new run: a file, a non-empty directory, an unwritable place."""
+    from kgdata.files import exists
+
+    if exists(run_dir) and not run_dir.is_dir():
+        raise ImfError(f"--run-dir {run_dir} is not a directory (a file is in the way)")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ImfError(f"run directory {run_dir} is not empty; runs are write-once (use --resume to continue one)")
+    parent = run_dir
+    while not exists(parent):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ImfError(f"cannot create run directory {run_dir}: {parent} is not a directory")
+
+
+#: What a start writes before its first checkpoint (and the temporary files of checkpoint writes).
+_START_FILES = ("config.yaml", "trace.jsonl", "best.pt.tmp", "last.pt.tmp")
+
+
+def _remove_failed_start(run_dir: Path, existed: bool) -> None:
+    """After a failed start, remove what it wrote: a run without a checkpoint is no run."""
+    if not run_dir.is_dir() or any((run_dir / name).exists() for name in paths.CHECKPOINTS):
+        return
+    for name in _START_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    if not existed:
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass  # something else is in it: leave it
+
+
 def train_model(
     dataset: str,
     *,
@@ -206,7 +301,7 @@ def train_model(
     structure_init: str | None = None,
     run_dir: Path | None = None,
     progress: bool = True,
-    on_epoch: EpochLogger | None = None,
+    on_epoch: "EpochLogger | None" = None,
     log: Callable[[str], None] | None = None,
 ) -> "TrainResult":
     """Train IMF on an imported dataset into a new, write-once run directory.
@@ -215,13 +310,20 @@ def train_model(
     shape) ← ``flags``. ``progress`` shows a rich progress bar; ``on_epoch`` is called with each
     epoch's line of text (for logs, when there is no terminal); ``log`` receives the branch plan
     (:class:`BranchPlan`).
+
+    Everything that can be checked is checked before the run directory is created (the config, the
+    device, the features, that the model fits in memory, the run directory itself); if training still
+    fails before its first checkpoint, the directory is removed, so no run without a checkpoint is left.
+    The dataset is read under its read lock (:mod:`kgdata.locking`).
     """
-    from kgdata.store import EntityStore
-    from models.training import train
+    from kgdata.locking import locked_store
 
     flags = dict(flags or {})
     file_values = dict(config_values) if config_values is not None else read_config_file(config_file)
-    with EntityStore.open(dataset) as store:
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(dataset)
+    if _main_process():
+        _check_run_dir(run_dir)
+    with locked_store(dataset, "read") as store:
         plan = plan_branches(store, modalities, file_values)
         if modalities is not None or not plan.chosen:
             flags["model.modalities"] = list(plan.trained)
@@ -229,9 +331,7 @@ def train_model(
             flags["model.structure_init"] = structure_init
         config = resolve_config(file_values, flags)
         structure_init = config.model.structure_init
-        if log is not None:
-            for line in plan.describe():
-                log(line)
+        device = pick_device(config.train.device)
         prepared = prepare_data(
             store,
             tuple(config.model.modalities),
@@ -247,12 +347,17 @@ def train_model(
             "structure_init": structure_init,
             "git_commit": git_commit(),
         }
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(dataset)
+    check_model_fits(config, prepared.tensors, device)
+    if log is not None:
+        for line in plan.describe():
+            log(line)
+    from models.training import train
+
+    existed = run_dir.exists()
     if _main_process():
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ImfError(f"run directory {run_dir} is not empty; runs are write-once (use --resume to continue one)")
         run_dir.mkdir(parents=True, exist_ok=True)
-    try:
+
+    def start() -> "TrainResult":
         with _lock(run_dir):
             return train(
                 prepared.tensors,
@@ -262,8 +367,41 @@ def train_model(
                 progress=progress,
                 on_epoch_end=_epoch_lines(on_epoch, config.train.epochs),
             )
-    except (FileExistsError, ValueError) as error:
-        raise ImfError(str(error)) from error
+
+    return _run_training(run_dir, start, config, existed=existed)
+
+
+def _run_training(
+    run_dir: Path, start: Callable[[], "TrainResult"], config: "RunConfig | None" = None, *, existed: bool = True
+) -> "TrainResult":
+    """Run ``start()`` (a training or a resume), turning its failures into :class:`ImfError`; a new run
+    (``config`` given; ``existed``: whether its directory was there before) that fails before its
+    first checkpoint is removed (only by rank 0 under torchrun)."""
+    import torch
+
+    from models.checkpoint import CheckpointError
+
+    main_process = _main_process()
+    try:
+        return start()
+    except BaseException as error:
+        if config is not None and main_process:
+            _remove_failed_start(run_dir, existed)
+        if isinstance(error, (FileExistsError, ValueError, CheckpointError)):
+            raise ImfError(str(error)) from error
+        if isinstance(error, torch.linalg.LinAlgError):
+            raise ImfError(
+                f"a linear-algebra step failed on the features ({str(error).splitlines()[0]}); check them for "
+                f"extreme values (imf features NAME) and re-encode"
+            ) from None
+        if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+            dims = f" (model.dim {config.model.dim}, batch size {config.train.batch_size})" if config else ""
+            raise EnvironmentFault(f"out of memory while training{dims}; choose a smaller --dim or --batch-size") from None
+        if isinstance(error, OSError) and not isinstance(error, FileExistsError):
+            from kgdata.locking import workspace_fault
+
+            raise workspace_fault(error) from None
+        raise
 
 
 def _main_process() -> bool:
@@ -305,50 +443,38 @@ def _epoch_lines(on_epoch: EpochLogger | None, epochs: int) -> Callable[[dict], 
     return lambda record: on_epoch(epoch_line(record, epochs))
 
 
-def resume_model(run_dir: Path, *, progress: bool = True, on_epoch: EpochLogger | None = None) -> "TrainResult":
+def resume_model(run_dir: Path, *, progress: bool = True, on_epoch: "EpochLogger | None" = None) -> "TrainResult":
     """Continue a killed run with the dataset and features it recorded.
 
     A run killed before it wrote any ``last.pt`` starts again from epoch 0 with its recorded config
     and seed, which gives the run it would have been.
     """
-    from kgdata.store import EntityStore
-    from models.checkpoint import CheckpointError
+    from kgdata.locking import locked_store
     from models.training import restart, resume
 
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ImfError(f"--resume {run_dir} is not a run directory")
     document = run_metadata(run_dir)
-    meta = document.get("metadata") or {}
-    if "dataset" not in meta:
-        raise ImfError(f"{Path(run_dir) / 'config.yaml'}: records no dataset")
-    with EntityStore.open(meta["dataset"]) as store:
+    meta = document["metadata"]
+    config = run_config(run_dir, document)
+    pick_device(config.train.device)
+    with locked_store(meta["dataset"], "read") as store:
         check_same_dataset(store, meta, run_dir)
-        prepared = prepare_data(
-            store,
-            tuple(document["config"]["model"]["modalities"]),
-            **_recorded_encoders(meta),
-        )
-    epochs = (document.get("config") or {}).get("train", {}).get("epochs", 0)
-    try:
+        prepared = prepare_data(store, tuple(config.model.modalities), **_recorded_encoders(meta))
+    lines = _epoch_lines(on_epoch, config.train.epochs)
+
+    def start() -> "TrainResult":
         with _lock(run_dir):
-            lines = _epoch_lines(on_epoch, epochs)
-            if not (Path(run_dir) / "last.pt").exists():
-                config = _recorded_config(run_dir, document)
+            if not (run_dir / "last.pt").exists():
                 return restart(run_dir, prepared.tensors, config, progress=progress, on_epoch_end=lines)
             return resume(run_dir, prepared.tensors, progress=progress, on_epoch_end=lines)
-    except (CheckpointError, ValueError) as error:
-        raise ImfError(str(error)) from error
 
-
-def _recorded_config(run_dir: Path, document: dict) -> "RunConfig":
-    from models.config import ConfigError, RunConfig
-
-    try:
-        return RunConfig.from_dict(document["config"])
-    except (ConfigError, AttributeError, TypeError) as error:
-        raise ImfError(f"{Path(run_dir) / 'config.yaml'}: {error}") from error
+    return _run_training(run_dir, start)
 
 
 def _recorded_encoders(meta: dict) -> dict:
-    by_modality = {m["modality"]: m["encoder"] for m in meta.get("features", [])}
+    by_modality = {m.get("modality"): m.get("encoder") for m in meta.get("features", [])}
     return {
         "text_encoder": by_modality.get("text"),
         "image_encoder": by_modality.get("image"),
@@ -384,8 +510,7 @@ def evaluate_run(
         raise ImfError(f"unknown split {split!r}; choose valid or test")
     if batch_size is not None and batch_size < 1:
         raise ImfError(f"the batch size must be at least 1, not {batch_size}")
-    loaded = load_run(run_dir, checkpoint=checkpoint, device=device)
-    with loaded.store:
+    with load_run(run_dir, checkpoint=checkpoint, device=device) as loaded:
         report = evaluate_loaded(loaded, split, batch_size=batch_size, per_relation=per_relation)
     report = {"split": split, "checkpoint": checkpoint, "run": str(run_dir), **report}
     if write:
@@ -417,6 +542,8 @@ def evaluate_loaded(
         [splits[name] for name in filtered_by], num_entities=model.num_entities, num_relations=model.num_relations
     )
     scorer = FrozenScorer(model)
+    if batch_size is not None:
+        batch_size = min(batch_size, 2 * len(triples))  # every query of both directions at once, at most
     ranks = rank_queries(scorer, triples, index, chunk_size=batch_size)
     report = metrics_report(ranks, per_relation=per_relation)
     seconds = time.perf_counter() - started

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -125,23 +126,50 @@ class RunInfo:
 
 # --------------------------------------------------------------------------------- metadata
 def run_metadata(run_dir: str | Path) -> dict:
-    """The ``config.yaml`` document of a run directory.
-
-    Raises:
-        ImfError: If there is no ``config.yaml`` or it is not a YAML mapping.
-    """
+    """The ``config.yaml`` document of a run directory, checked: a mapping whose ``metadata.dataset`` is a
+    dataset name and whose ``config`` is a mapping. Anything else is one :class:`ImfError` naming the file."""
     import yaml
 
+    from kgdata.files import exists, read_text
+
     path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
+    if not exists(path):
         raise ImfError(f"{run_dir}: not a run directory (no config.yaml); runs are in {paths.runs_dir()}")
+    text = read_text(path, "run config")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ImfError(f"{path}: not a readable run config ({error})") from error
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ImfError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(document, dict):
-        raise ImfError(f"{path}: not a run config (expected a mapping)")
+        raise ImfError(f"{path}: expected a mapping (config, metadata, …), got {type(document).__name__}")
+    meta = document.get("metadata")
+    if not isinstance(meta, dict):
+        raise ImfError(f"{path}: 'metadata' must be a mapping, got {type(meta).__name__}")
+    dataset = meta.get("dataset")
+    if dataset is None:
+        raise ImfError(f"{path}: records no dataset (metadata.dataset)")
+    if not isinstance(dataset, str):
+        raise ImfError(f"{path}: metadata.dataset must be a dataset name, got {dataset!r}")
+    try:
+        paths.check_dataset_name(dataset)
+    except ImfError as error:
+        raise ImfError(f"{path}: metadata.dataset: {error}") from None
+    if not isinstance(document.get("config"), dict):
+        raise ImfError(f"{path}: 'config' must be a mapping of model/train/eval sections")
+    features = meta.get("features", [])
+    if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
+        raise ImfError(f"{path}: metadata.features must be a list of mappings")
     return document
+
+
+def run_config(run_dir: Path, document: dict) -> "RunConfig":
+    """The :class:`RunConfig` a run recorded; a bad one is an :class:`ImfError` naming ``config.yaml``."""
+    from models.config import ConfigError, RunConfig
+
+    try:
+        return RunConfig.from_dict(document["config"])
+    except (ConfigError, TypeError, AttributeError) as error:
+        raise ImfError(f"{Path(run_dir) / 'config.yaml'}: {error}") from None
 
 
 def read_trace(run_dir: str | Path) -> list[dict]:
@@ -165,12 +193,28 @@ def metrics_path(run_dir: str | Path, split: str) -> Path:
     return Path(run_dir) / f"metrics-{split}.json"
 
 
-def check_same_dataset(store: "EntityStore", metadata: dict, run_dir: str | Path) -> None:
-    """Refuse a store whose content changed since the run was trained on it (it was re-imported)."""
-    if store.content_hash != metadata.get("dataset_hash"):
+def check_same_dataset(store: "EntityStore", meta: dict, run_dir: str | Path) -> None:
+    """Refuse a store that is not the one the run was trained on, or whose feature inputs changed since.
+
+    The graph's content hash covers keys and triples; each recorded feature file's graph input hash
+    covers what those features were computed from (texts, images, train triples).
+    """
+    from kgdata.inputs import graph_input_hash
+
+    if store.content_hash != meta.get("dataset_hash"):
         raise ImfError(
             f"dataset {store.name!r} changed since run {run_dir} was trained (it was re-imported); "
             f"re-import the original data or train a new run"
+        )
+    for manifest in meta.get("features", []):
+        source, recorded = manifest.get("computed_from"), manifest.get("graph_input_hash")
+        if not source or not recorded or graph_input_hash(store, source) == recorded:
+            continue
+        modality = manifest.get("modality", "?")
+        raise ImfError(
+            f"run {run_dir} was trained on {modality} features computed from other {source} than dataset "
+            f"{store.name!r} holds now (re-imported or edited since); re-run imf encode {store.name} "
+            f"--modality {modality} and train a new run"
         )
 
 
@@ -402,13 +446,32 @@ def default_run(dataset: str | None = None) -> tuple[Path, str]:
 # ---------------------------------------------------------------------------------- loading
 @dataclass
 class LoadedRun:
-    """A run's model on a device, and its dataset's store (open; the caller closes it)."""
+    """A run's model on a device, and its dataset's store, open under the dataset's read lock.
+
+    The caller calls :meth:`close` (or uses it in a ``with`` block): while it is open, an ``imf import
+    --replace`` of the dataset fails clearly instead of pulling the store from under it.
+    """
 
     run_dir: Path
     checkpoint: str
     model: "IMF"
     store: "EntityStore"
     document: dict
+    lock: Any = None
+
+    def close(self) -> None:
+        """Close the store and release the dataset's read lock."""
+        try:
+            self.store.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def __enter__(self) -> "LoadedRun":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> LoadedRun:
@@ -418,6 +481,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
         ImfError: If the run directory, the checkpoint or the dataset cannot be used, or the dataset
             was re-imported since the run was trained.
     """
+    from kgdata.locking import dataset_lock
     from kgdata.store import EntityStore
     from models.checkpoint import CheckpointError, load_checkpoint
 
@@ -429,7 +493,12 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
     if "dataset" not in metadata:
         raise ImfError(f"{run_dir / 'config.yaml'}: records no dataset")
     torch_device = pick_device(device)
-    store = EntityStore.open(metadata["dataset"])
+    lock = dataset_lock(metadata["dataset"], "read").acquire()
+    try:
+        store = EntityStore.open(metadata["dataset"])
+    except BaseException:
+        lock.release()
+        raise
     try:
         check_same_dataset(store, metadata, run_dir)
         features = _run_features(store, document) if _needs_features(document) else None
@@ -439,8 +508,9 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
             raise ImfError(str(error)) from error
     except BaseException:
         store.close()
+        lock.release()
         raise
-    return LoadedRun(run_dir, checkpoint, model, store, document)
+    return LoadedRun(run_dir, checkpoint, model, store, document, lock)
 
 
 def _needs_features(document: dict) -> bool:
@@ -461,24 +531,35 @@ def _run_features(store, document: dict) -> dict:
         modality = BRANCH_FEATURES.get(branch)
         if modality is not None:
             feature_set = load_features(store, modality, recorded.get(modality))
-            features[branch] = (torch.from_numpy(feature_set.matrix), torch.from_numpy(feature_set.mask))
+            graph = store.num_graph_entities  # the model knows the graph entities only
+            features[branch] = (
+                torch.from_numpy(feature_set.matrix[:graph]),
+                torch.from_numpy(feature_set.mask[:graph]),
+            )
     return features
 
 
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
 def pick_device(name: str) -> "torch.device":
-    """``auto``, ``cpu`` or ``cuda[:i]`` as a device, or an :class:`ImfError` that says why not."""
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device this machine has, or an :class:`ImfError` saying why not."""
     import torch
 
-    from models.distributed import pick_device as pick
+    from models.distributed import pick_device as preferred
 
+    if not isinstance(name, str) or not _DEVICE_RE.fullmatch(name):
+        raise ImfError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
     try:
-        device = pick(name) if name in ("auto", "cuda") else torch.device(name)
-    except RuntimeError as error:
-        raise ImfError(f"unknown device {name!r}; choose auto, cpu or cuda") from error
-    if device.type not in ("cpu", "cuda"):
-        raise ImfError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ImfError("--device cuda, but CUDA is not available; use --device cpu or auto")
+        device = preferred(name) if name in ("auto", "cuda") else torch.device(name)
+    except RuntimeError:  # an index torch cannot parse, e.g. beyond 64 bits
+        raise ImfError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ImfError(f"--device {name}, but CUDA is not available on this machine; use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ImfError(f"--device {name}, but this machine has {count} CUDA device(s): cuda:0 … cuda:{count - 1}")
     return device
 
 

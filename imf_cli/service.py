@@ -225,10 +225,10 @@ class PredictionService:
         from models.evaluation import FrozenScorer
         from models.index import TailIndex, with_inverses
 
-        if (model.num_entities, model.num_relations) != (store.num_entities, store.num_relations):
+        if (model.num_entities, model.num_relations) != (store.num_graph_entities, store.num_relations):
             raise ImfError(
                 f"the model has {model.num_entities} entities and {model.num_relations} relations, "
-                f"but dataset {store.name!r} has {store.num_entities} and {store.num_relations}"
+                f"but the graph of dataset {store.name!r} has {store.num_graph_entities} and {store.num_relations}"
             )
         self.model = model
         self.store = store
@@ -236,7 +236,7 @@ class PredictionService:
         self.checkpoint = checkpoint
         self.dataset = store.name
         self.branch_names: tuple[str, ...] = tuple(model.branch_names)
-        self.num_entities = store.num_entities
+        self.num_entities = store.num_graph_entities  # the model's entities; added ones are not scored here
         self.num_relations = store.num_relations
         self.scorer = FrozenScorer(model, cache_relations=True)
         self.device = self.scorer.device
@@ -254,6 +254,7 @@ class PredictionService:
         self._relations += [RelationChoice(r.id + self.num_relations, r.key, r.name, inverse=True) for r in stored]
         self._adjacency: tuple | None = None
         self._lock = threading.RLock()  # one sqlite connection, shared by the threads that call in
+        self._dataset_lock = None  # the dataset's read lock, when from_run took it
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> "PredictionService":
@@ -267,15 +268,20 @@ class PredictionService:
 
         loaded = load_run(run_dir, checkpoint=checkpoint, device=device)
         try:
-            return cls(loaded.model, loaded.store, run_dir=loaded.run_dir, checkpoint=checkpoint)
+            service = cls(loaded.model, loaded.store, run_dir=loaded.run_dir, checkpoint=checkpoint)
         except BaseException:
-            loaded.store.close()
+            loaded.close()
             raise
+        # Held until close(): an import --replace of this dataset fails clearly while the service reads it.
+        service._dataset_lock = loaded.lock
+        return service
 
     # ---------------------------------------------------------------------------- lifetime
     def close(self) -> None:
         with self._lock:
             self.store.close()
+            if self._dataset_lock is not None:
+                self._dataset_lock.release()
 
     def __enter__(self) -> "PredictionService":
         return self

@@ -34,8 +34,8 @@ def test_reference_covers_every_command_in_order():
     expected = ["imf"]
     for name, command in typer.main.get_command(app).commands.items():
         expected.append(f"imf {name}")
-        expected += [f"imf {name} {sub}" for sub in getattr(command, "commands", {})]
-    assert progs == expected
+        expected += [f"imf {name} {sub}" for sub in getattr(command, "commands", {})]  # a group's commands
+    assert progs == expected and "imf entities add" in progs
     text = gen.generate()
     assert "\x1b[" not in text and "╭" not in text  # plain text: no colour codes, no rich boxes
     assert max(len(line) for line in text.splitlines() if not line.startswith("<!--")) <= gen.WIDTH

@@ -16,6 +16,7 @@ from imf_cli.output import (
     progress_mode,
     progress_option,
     threads_option,
+    waiting,
     warn,
 )
 from kgdata.errors import ImfError
@@ -55,10 +56,10 @@ def encode_command(
         None,
         "--from-file",
         help=(
-            "Import precomputed text or image features instead of encoding: .npy, .pt (read by torch.load with "
-            "weights_only=True), .pkl or .safetensors, holding an entities × dim array (rows "
-            "in entity2id order, or as --keys lists them) or a key → vector dict. A .pkl file is a Python "
-            "pickle: loading one can run arbitrary code, so only import .pkl files you trust."
+            "Import precomputed text or image features instead of encoding: .npy (plain arrays only), .pt "
+            "(read by torch.load with weights_only=True) or .safetensors, holding an entities × dim array (rows "
+            "in entity2id order, or as --keys lists them) or a key → vector dict. Pickles (.pkl) are refused: "
+            "loading one can run arbitrary code."
         ),
         show_default=False,
     ),
@@ -111,16 +112,17 @@ def encode_command(
 
     Text is an entity's description, else its name; images are the stored image files; structure is a
     GAT trained with a TransE loss on the train triples. Entities without an input (or with an
-    unreadable image) are recorded as missing. Running again with unchanged inputs does nothing.
+    unreadable image) are recorded as missing. Running again with unchanged inputs does nothing, and
+    only entities that are new or changed since the last run are encoded (--force encodes all).
 
     Example: imf encode countries-mm --modality text
     """
     from imf_cli.runtime import set_threads
-    from kgdata.store import EntityStore
+    from kgdata.locking import locked_store
 
     set_threads(threads)
     bar, lines = progress_mode(progress, json_output)
-    with EntityStore.open(name) as store:
+    with locked_store(name, "write", on_wait=waiting) as store:
         if from_file is not None:
             given = {
                 flag: value
@@ -133,7 +135,7 @@ def encode_command(
             }
             if given:
                 raise ImfError(f"{', '.join(given)} cannot be combined with --from-file")
-            from kgdata.features import import_features
+            from kgdata.feature_import import import_features
 
             report = import_features(
                 store, modality.value, from_file, keys=keys, encoder=encoder, force=force
@@ -183,10 +185,11 @@ def encode_command(
     else:
         unit = report.extra.get("throughput_unit", "items")
         speed = f", {report.items_per_second:,.1f} {unit}/s" if report.items_per_second else ""
+        kept = f"; {report.encoded:,} encoded, {report.reused:,} unchanged and kept" if report.reused else ""
         console.print(
             f"Stored {report.modality} features of [bold]{report.dataset}[/] from {report.encoder}: "
-            f"{report.dim}-d, {covered:,} of {report.rows:,} entities covered, {report.missing:,} missing "
-            f"({report.seconds:.1f} s{speed})",
+            f"{report.dim}-d, {covered:,} of {report.rows:,} entities covered, {report.missing:,} missing"
+            f"{kept} ({report.seconds:.1f} s{speed})",
             soft_wrap=True,
             highlight=False,
         )

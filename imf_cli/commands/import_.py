@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json, warn
+from imf_cli.output import console, handle_errors, print_json, waiting, warn
 
 
 class Format(str, Enum):
@@ -41,7 +41,7 @@ def import_command(
     from kgdata.importing import import_dataset
 
     report = import_dataset(
-        source, name=name, format=format.value, replace=replace, progress=not json_output
+        source, name=name, format=format.value, replace=replace, progress=not json_output, on_wait=waiting
     )
     for message in report.warnings:
         warn(message)
