@@ -69,11 +69,11 @@ def read_trace(path: Path, *, strict: bool = True) -> list[dict[str, Any]]:
         except json.JSONDecodeError as error:
             if torn or not strict:
                 continue
-            raise TraceError(f"{path}:{number}: not a JSON line ({error.msg})") from None
+            raise TraceError(f"{path}:{number}: not a trace record (not JSON: {error.msg})") from None
         if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
             if not strict:
                 continue
-            raise TraceError(f"{path}:{number}: a trace line must be a JSON object with an integer epoch")
+            raise TraceError(f"{path}:{number}: not a trace record (a JSON object with an integer 'epoch')")
         records.append(record)
     return records
 
