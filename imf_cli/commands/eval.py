@@ -37,8 +37,9 @@ def eval_command(
     """Evaluate a run: filtered MRR, MR and Hits@1/3/10 per branch, fused, and mean fusion.
 
     Both directions are ranked (tails, and heads through inverse relations), every other known
-    triple of train/valid/test is filtered out, and ties get the realistic (mean) rank. The
-    "mean fusion" row is the reference code's uniform mean of the branch logits, as a baseline.
+    triple is filtered out (test: of train, valid and test; valid: of train and valid, as in
+    training), and ties get the realistic (mean) rank. The "mean fusion" row is the reference code's
+    fusion, the mean of the branches' sigmoid probabilities, as a baseline.
     The metrics are also written to RUN/metrics-<split>.json. The default split is valid: compare
     runs and settings on it. Test is the held-out split: read it once, for the run you chose.
 
