@@ -27,6 +27,7 @@ from kgdata.errors import EnvironmentFault, ImfError
 if TYPE_CHECKING:
     import torch
 
+    from imf_cli.runs import LoadedRun
     from kgdata.features import FeatureSet
     from kgdata.store import EntityStore
     from models.config import RunConfig

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import torch
 
     from kgdata.store import EntityStore
+    from models.config import RunConfig
     from models.imf import IMF
 
 FINISHED, STOPPED, RESUMABLE, RUNNING, FAILED, ORPHAN = (
