@@ -355,10 +355,10 @@ def train_model(
     from models.training import train
 
     existed = run_dir.exists()
-    if _main_process():
-        run_dir.mkdir(parents=True, exist_ok=True)
 
     def start() -> "TrainResult":
+        if _main_process():
+            run_dir.mkdir(parents=True, exist_ok=True)
         with _lock(run_dir):
             return train(
                 prepared.tensors,

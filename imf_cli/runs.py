@@ -405,7 +405,7 @@ def resolve_run(ref: str | os.PathLike) -> Path:
             raise ImfError(f"{path} is not a run directory (no config.yaml); runs are in {root}")
         return path
     if os.sep in text or not root.is_dir():
-        raise ImfError(f"no run directory {text}; runs are in {root} (see imf runs)")
+        raise ImfError(f"{text} is not a run directory, nor the name of one; runs are in {root} (see imf runs)")
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(text))
     if text in names:
         names = [text]

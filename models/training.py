@@ -332,7 +332,10 @@ class _Trainer:
             and config.model.fusion in ("learned", "learned-per-relation")
             and len(self.model.branch_names) > 1
         )
-        if self.fit_fusion:
+        # Weights fitted on valid are held out of the optimizer; one branch has no weights to learn at all
+        # (its fused score is its own), and under DDP a parameter without a gradient is an error.
+        single = len(self.model.branch_names) == 1
+        if (self.fit_fusion or single) and self.model.decision.mode != "mean":
             self.model.decision.logits.requires_grad_(False)
         self.objective = _Objective(
             self.model,
