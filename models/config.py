@@ -169,7 +169,7 @@ class TrainConfig:
     patience: int = 5
     checkpoint_every: int = 0
     checkpoint_minutes: float = 10.0
-    relations_per_batch: int = 0
+    relations_per_batch: int = 8
     precision: str = "auto"
     fit_fusion_on_valid: bool = True
     seed: int | None = None
