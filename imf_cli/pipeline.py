@@ -51,24 +51,27 @@ def prepare_data(
     """Load the splits and the frozen features the chosen branches need, as :class:`KGTensors`.
 
     ``structure_init`` names a structure encoder (``"gat"``) whose entity and relation vectors
-    initialise the structure branch, or None for a random initialisation.
+    initialise the structure branch, or None for a random initialisation. The model knows the graph
+    entities only (ids ``0 … G-1``); the rows of entities added later are left out.
     """
     import torch
 
     from kgdata.features import load_features
+    from kgdata.rules import graph_entities
     from models.training import KGTensors
 
     unknown = [m for m in modalities if m not in BRANCHES]
     if unknown:
         raise ImfError(f"unknown modality {unknown[0]!r}; choose from {', '.join(BRANCHES)}")
     encoders = {"text": text_encoder, "image": image_encoder}
+    graph = graph_entities(store)
     features, manifests = {}, []
     for branch in modalities:
         if branch == "structure":
             continue
         modality = BRANCH_FEATURES[branch]
         feature_set = load_features(store, modality, encoders[modality])
-        features[branch] = (torch.from_numpy(feature_set.matrix), torch.from_numpy(feature_set.mask))
+        features[branch] = (torch.from_numpy(feature_set.matrix[:graph]), torch.from_numpy(feature_set.mask[:graph]))
         manifests.append(_manifest(feature_set))
 
     entity_init = relation_init = None
@@ -76,12 +79,12 @@ def prepare_data(
         feature_set = load_features(store, "structure", structure_init)
         if feature_set.relation_matrix is None:
             raise ImfError(f"{feature_set.path}: structure features hold no relation vectors")
-        entity_init = torch.from_numpy(feature_set.matrix)
+        entity_init = torch.from_numpy(feature_set.matrix[:graph])
         relation_init = torch.from_numpy(feature_set.relation_matrix)
         manifests.append(_manifest(feature_set))
 
     tensors = KGTensors(
-        num_entities=store.num_entities,
+        num_entities=graph,
         num_relations=store.num_relations,
         train=store.triples_tensor("train"),
         valid=store.triples_tensor("valid"),
@@ -195,9 +198,24 @@ def train_model(
         }
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(dataset)
     try:
-        return train(prepared.tensors, config, run_dir, metadata=metadata, progress=progress)
+        result = train(prepared.tensors, config, run_dir, metadata=metadata, progress=progress)
     except (FileExistsError, ValueError) as error:
         raise ImfError(str(error)) from error
+    _place_unseen(result, prepared)
+    return result
+
+
+def _place_unseen(result: "TrainResult", prepared: PreparedData) -> None:
+    """The step after training: fit and store the placement of entities outside the graph (see :mod:`imf_cli.unseen`).
+
+    Under ``torchrun`` only rank 0 writes it.
+    """
+    import os
+
+    from imf_cli.unseen import write_run_placement
+
+    if os.environ.get("RANK", "0") == "0" and (Path(result.run_dir) / "best.pt").is_file():
+        write_run_placement(result.run_dir, prepared.tensors.features)
 
 
 def run_metadata(run_dir: Path) -> dict:
@@ -229,9 +247,11 @@ def resume_model(run_dir: Path, *, progress: bool = True) -> "TrainResult":
             **_recorded_encoders(meta),
         )
     try:
-        return resume(run_dir, prepared.tensors, progress=progress)
+        result = resume(run_dir, prepared.tensors, progress=progress)
     except (CheckpointError, ValueError) as error:
         raise ImfError(str(error)) from error
+    _place_unseen(result, prepared)
+    return result
 
 
 def _recorded_encoders(meta: dict) -> dict:

@@ -39,7 +39,7 @@ CACHE_DIR = "cache"
 CHUNK_EDGES = 4_000_000
 
 
-def _join(left: np.ndarray, right_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def join_sorted(left: np.ndarray, right_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All ``(i, j)`` with ``left[i] == right_sorted[j]``; ``right_sorted`` is sorted."""
     lo = np.searchsorted(right_sorted, left, side="left")
     hi = np.searchsorted(right_sorted, left, side="right")
@@ -122,7 +122,7 @@ class RelationPairIndex:
         # One hop: pairs (h, t) linked by r1 and by the forward relation R.
         pair_keys = edges.pair_keys
         facts = np.flatnonzero(forward)
-        i, j = _join(pair_keys[facts], pair_keys)
+        i, j = join_sorted(pair_keys[facts], pair_keys)
         heads, bodies = edges.relations[facts[i]], edges.relations[j]
         hop_support = np.zeros((ids, r), dtype=np.int64)
         np.add.at(hop_support, (bodies, heads), 1)
@@ -134,7 +134,7 @@ class RelationPairIndex:
         np.add.at(degrees, (edges.sources, edges.relations), 1.0)
         paths = degrees.T @ degrees  # [r, r2] = Σ_x C[x, r] C[x, r2]; r1 = inverse(r) reaches x
         paths = paths[edges.inverse(np.arange(ids))]
-        back_i, back_j = _join(edges.targets * n + edges.sources, pair_keys)  # (h, r1, x) and (x, r2, h)
+        back_i, back_j = join_sorted(edges.targets * n + edges.sources, pair_keys)  # (h, r1, x) and (x, r2, h)
         returning = np.zeros((ids, ids), dtype=np.float64)
         np.add.at(returning, (edges.relations[back_i], edges.relations[back_j]), 1.0)
         paths -= returning
@@ -173,7 +173,7 @@ class RelationPairIndex:
             middle = edges.targets[edge]
             keep = middle != far[fact]
             fact, edge, middle = fact[keep], edge[keep], middle[keep]
-            a, b = _join(far[fact] * n + middle, pair_keys)  # the far end's edges to the same neighbour
+            a, b = join_sorted(far[fact] * n + middle, pair_keys)  # the far end's edges to the same neighbour
             fact, near_relation, far_relation = fact[a], edges.relations[edge[a]], edges.relations[b]
             # near –near_relation→ x ←far_relation– far, read as a path from the head to the tail:
             forwards = from_head[fact]

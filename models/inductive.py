@@ -195,14 +195,22 @@ def fit_placement(
     return maps
 
 
-def placement_fingerprint(scorer: FrozenScorer) -> str:
-    """A hash of the feature branches' entity vectors: a placement fitted to other vectors is stale."""
+def placement_fingerprint(scorer: FrozenScorer, features: Mapping[str, tuple[Tensor, Tensor]] | None = None) -> str:
+    """A hash of the feature branches' entity vectors and of ``features`` (as given to :func:`fit_placement`).
+
+    A stored placement whose fingerprint differs was fitted to another model or other features.
+    """
     digest = hashlib.sha256(b"imf-placement-v1\0")
     for name in scorer.branch_names:
         if name in (STRUCTURE, MULTIMODAL):
             continue
         digest.update(name.encode() + b"\0")
         digest.update(scorer.entities[name].detach().float().contiguous().cpu().numpy().tobytes())
+        if features is not None and name in features:
+            matrix, mask = features[name]
+            digest.update(b"features\0")
+            digest.update(matrix.detach().float().contiguous().cpu().numpy().tobytes())
+            digest.update(mask.detach().bool().contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 

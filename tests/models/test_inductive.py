@@ -146,7 +146,13 @@ def test_fingerprint_changes_with_the_feature_branch_vectors_only():
     assert placement_fingerprint(FrozenScorer(model)) == before
     with torch.no_grad():
         model.entity_representations["text"].table.add_(1.0)
-    assert placement_fingerprint(FrozenScorer(model)) != before
+    after = placement_fingerprint(FrozenScorer(model))
+    assert after != before
+    with_features = placement_fingerprint(FrozenScorer(model), features)
+    assert with_features != after
+    matrix, mask = features["text"]
+    changed = {**features, "text": (matrix, ~mask)}
+    assert placement_fingerprint(FrozenScorer(model), changed) != with_features
 
 
 # ----------------------------------------------------------------------------------------- scoring

@@ -1,0 +1,191 @@
+"""Entities outside the training graph in the prediction service: placement file, inline and added entities."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from imf_cli.service import INLINE_ID, PredictionService
+from imf_cli.unseen import placement_path
+from kgdata.errors import DataError, ImfError
+from models.inductive import load_placement
+from unseen_helpers import ADDED, ENTITIES, build_run, graph_view
+
+EXPECTED_BRANCHES = ("structure", "visual", "text", "multimodal")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    home = tmp_path_factory.mktemp("unseen-home")
+    with pytest.MonkeyPatch.context() as patch, graph_view(patch):
+        patch.setenv("IMF_HOME", str(home))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        torch.set_num_threads(1)
+        run_dir = build_run(home, tmp_path_factory.mktemp("data"), patch)
+        yield home, run_dir
+
+
+@pytest.fixture
+def service(trained, monkeypatch):
+    home, run_dir = trained
+    monkeypatch.setenv("IMF_HOME", str(home))
+    with graph_view(monkeypatch):
+        from helpers import tiny_cnn_class
+        from kgdata.encoders import REGISTRY
+
+        monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
+        with PredictionService.from_run(run_dir, device="cpu") as opened:
+            yield opened
+
+
+def image_of(service, key: str) -> str:
+    return service.entity(service.resolve_entity(key).id).image
+
+
+def check_rows(result, scored_by):
+    """Every row: the branches that scored it, contributions that sum to the fused score, best first."""
+    fused = [p.fused for p in result.predictions]
+    assert fused == sorted(fused, reverse=True) and all(math.isfinite(f) for f in fused)
+    for prediction in result.predictions:
+        assert prediction.scored_by == scored_by
+        assert sum(prediction.contributions.values()) == pytest.approx(prediction.fused, abs=1e-5)
+
+
+# -------------------------------------------------------------------------------------------- placement
+def test_training_stores_the_placement_of_its_best_checkpoint(trained):
+    _, run_dir = trained
+    maps, metadata = load_placement(placement_path(run_dir, "best"))
+    assert set(maps) == {"visual", "text"} and {m.method for m in maps.values()} == {"ridge"}
+    assert metadata["checkpoint"] == "best" and len(metadata["fingerprint"]) == 64
+    assert maps["text"].rows == len(ENTITIES) - len(ADDED)  # every graph entity has text (Europe: its name)
+    assert maps["visual"].rows == len(ENTITIES) - len(ADDED) - 1  # Europe has no image
+    assert not placement_path(run_dir, "last").exists()
+
+
+def test_the_service_uses_the_stored_placement_and_refits_a_stale_one(service, monkeypatch, trained):
+    import models.inductive
+
+    path = placement_path(trained[1], "best")
+    stored = path.read_bytes()
+    monkeypatch.setattr(models.inductive, "fit_placement", lambda *a, **k: pytest.fail("refitted a valid placement"))
+    assert service.inductive().placeable == ("visual", "text", "multimodal")
+
+    service._inductive = None
+    path.write_bytes(b"damaged")
+    monkeypatch.undo()
+    with graph_view(monkeypatch):
+        service.inductive()
+    assert load_placement(path)[1]["fingerprint"] == load_placement_bytes(stored, path.parent)[1]["fingerprint"]
+
+
+def load_placement_bytes(data: bytes, directory):
+    path = directory / "copy.safetensors"
+    path.write_bytes(data)
+    try:
+        return load_placement(path)
+    finally:
+        path.unlink()
+
+
+# ------------------------------------------------------------------------------------------------ inline
+def test_inline_text_is_scored_by_the_text_and_multimodal_branches(service):
+    borders = service.resolve_relation("borders")
+    result = service.predict_new(borders.id, text="republic in southern europe", k=5)
+    assert result.entity.id == INLINE_ID and not result.in_graph
+    assert result.scored_by == ("text", "multimodal")
+    assert sum(result.weights.values()) == pytest.approx(1.0)
+    assert len(result.predictions) == 5 and result.hidden_known == 0
+    check_rows(result, ("text", "multimodal"))
+    assert all(p.in_graph and not p.known for p in result.predictions)
+    document = result.to_dict()
+    assert document["scored_by"] == ["text", "multimodal"] and document["in_graph"] is False
+    assert document["predictions"][0]["scored_by"] == ["text", "multimodal"]
+    assert "structure" not in document["predictions"][0]["branches"]
+
+
+def test_inline_image_only_and_both(service):
+    relation = service.resolve_relation("in").id
+    image = service.predict_new(relation, image=image_of(service, "france"), k=3)
+    assert image.scored_by == ("visual", "multimodal")
+    check_rows(image, ("visual", "multimodal"))
+    both = service.predict_new(relation, text="republic in western europe", image=image_of(service, "france"), k=3)
+    assert both.scored_by == ("visual", "text", "multimodal")
+    assert both.entity.name == "republic in western europe" and both.entity.image.endswith("france.png")
+
+
+def test_inline_input_errors_are_clear(service, tmp_path):
+    relation = service.resolve_relation("in").id
+    with pytest.raises(ImfError, match="--new-text"):
+        service.predict_new(relation)
+    with pytest.raises(DataError, match="no such image file"):
+        service.predict_new(relation, image=tmp_path / "absent.png")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match=f"{broken}: not a readable image"):
+        service.predict_new(relation, image=broken)
+    with pytest.raises(ImfError, match="empty"):
+        service.predict_new(relation, text="   ")
+
+
+# ------------------------------------------------------------------------------------------------- added
+def test_an_added_entity_scores_as_head_exactly_as_the_same_input_given_inline(service):
+    lyon = service.resolve_entity("lyon")
+    assert service.is_added(lyon.id) and not service.is_added(service.resolve_entity("paris").id)
+    relation = service.resolve_relation("capital_of").id
+    stored = service.top_k(lyon.id, relation, k=4)
+    inline = service.predict_new(relation, text=ENTITIES["lyon"][1], image=image_of(service, "lyon"), k=4)
+    assert stored.entity == lyon and not stored.in_graph
+    assert stored.scored_by == inline.scored_by == ("visual", "text", "multimodal")
+    assert [p.entity.id for p in stored.predictions] == [p.entity.id for p in inline.predictions]
+    for a, b in zip(stored.predictions, inline.predictions):
+        assert a.fused == pytest.approx(b.fused, abs=1e-4)
+    assert service.scored_by(lyon.id) == ("visual", "text", "multimodal")
+    assert service.scored_by(0) == EXPECTED_BRANCHES
+
+
+def test_an_added_entity_without_features_cannot_be_scored(service):
+    blank = service.resolve_entity("blank")
+    with pytest.raises(ImfError, match="no feature"):
+        service.top_k(blank.id, 0)
+    assert service.scored_by(blank.id) == ()
+
+
+def test_added_entities_are_candidates_only_when_asked(service):
+    france, relation = service.resolve_entity("france"), service.resolve_relation("borders").id
+    lyon = service.resolve_entity("lyon")
+    plain = service.top_k(france.id, relation, k=service.num_entities)
+    assert all(p.in_graph for p in plain.predictions)
+    asked = service.top_k(france.id, relation, k=service.num_entities, include_new=True)
+    rows = {p.entity.key: p for p in asked.predictions}
+    assert "lyon" in rows and "blank" not in rows  # blank has nothing to be scored by
+    assert not rows["lyon"].in_graph and rows["lyon"].scored_by == ("visual", "text", "multimodal")
+    assert sum(rows["lyon"].contributions.values()) == pytest.approx(rows["lyon"].fused, abs=1e-5)
+    graph_rows = {p.entity.key: p.fused for p in plain.predictions}
+    for key, fused in graph_rows.items():  # the graph candidates keep their scores
+        assert rows[key].fused == pytest.approx(fused, abs=1e-5) and rows[key].scored_by == EXPECTED_BRANCHES
+    assert asked.hidden_known == plain.hidden_known
+    by_name = service.query(relation="borders", head="France", k=20, include_new=True)
+    assert lyon.id in [p.entity.id for p in by_name.predictions]
+
+
+def test_facts_and_evaluation_stay_on_the_training_graph(service):
+    lyon, france = service.resolve_entity("lyon"), service.resolve_entity("france")
+    assert service.supporting_facts(lyon.id, france.id) == []
+    assert service.known(lyon.id, 0)["train"].numel() == 0
+    report = service.evaluate("test")
+    assert report["triples"] == 1 and 0 < report["fused"]["mrr"] <= 1
+
+
+def test_a_structure_only_run_says_it_cannot_score_new_entities(trained, monkeypatch, tmp_path):
+    from imf_cli.pipeline import train_model
+    from unseen_helpers import DATASET, FLAGS
+
+    monkeypatch.setenv("IMF_HOME", str(trained[0]))
+    with graph_view(monkeypatch):
+        run = train_model(DATASET, flags=FLAGS, modalities=("structure",), run_dir=tmp_path / "run", progress=False)
+        assert not placement_path(run.run_dir).exists()
+        with PredictionService.from_run(run.run_dir, device="cpu") as service:
+            with pytest.raises(ImfError, match="only a structure branch"):
+                service.predict_new(0, text="anything")

@@ -1,0 +1,93 @@
+"""A small trained run whose store also holds entities outside the training graph, for the new-entity tests.
+
+The dataset ``places`` has text (a tiny random BERT) and images (a tiny random CNN) for most entities.
+Its last two entities, ``lyon`` (text and image) and ``blank`` (neither), have no triples: they stand
+for entities added after training. Until ``EntityStore.num_graph_entities`` exists, :func:`graph_view`
+gives the store that attribute, as the added-entity migration defines it (graph ids ``0 … G-1``,
+added ones after).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY_TEST, TINY_TRAIN, TINY_VALID, make_tiny_bert, tiny_cnn_class, write_tsv_dataset
+
+DATASET = "places"
+TRAIN = TINY_TRAIN + [("lisbon", "capital_of", "portugal"), ("portugal", "borders", "spain"),
+                      ("spain", "borders", "portugal"), ("portugal", "in", "europe")]
+#: key → (name, description, image colour or None)
+ENTITIES = {
+    "paris": ("Paris", "capital city of france", (200, 40, 40)),
+    "berlin": ("Berlin", "capital city of germany", (40, 40, 200)),
+    "madrid": ("Madrid", "capital city of spain", (200, 200, 40)),
+    "lisbon": ("Lisbon", "capital city of portugal", (40, 200, 40)),
+    "france": ("France", "republic in western europe", (220, 60, 60)),
+    "germany": ("Germany", "republic in central europe", (60, 60, 220)),
+    "spain": ("Spain", "kingdom in southern europe", (220, 220, 60)),
+    "portugal": ("Portugal", "republic in southern europe", (60, 220, 60)),
+    "europe": ("Europe", "", None),
+    "lyon": ("Lyon", "city in france", (210, 50, 50)),  # added: no triples
+    "blank": ("blank", "", None),  # added: no text (a name equal to the key is no text), no image
+}
+ADDED = ("lyon", "blank")
+FLAGS = {"model.dim": 8, "train.epochs": 3, "train.batch_size": 4, "train.eval_every": 1, "train.seed": 3,
+         "train.device": "cpu"}
+
+
+def write_image(path: Path, colour: tuple[int, int, int]) -> Path:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (24, 24), colour)
+    ImageDraw.Draw(image).rectangle([6, 6, 17, 17], fill=tuple(255 - c for c in colour))
+    image.save(path)
+    return path
+
+
+def write_dataset(root: Path) -> Path:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    entities = []
+    for key, (name, description, colour) in ENTITIES.items():
+        image = None
+        if colour is not None:
+            write_image(root / "images" / f"{key}.png", colour)
+            image = f"images/{key}.png"
+        entities.append({"id": key, "name": name, "description": description, "image": image})
+    return write_tsv_dataset(root, train=TRAIN, valid=TINY_VALID, test=TINY_TEST, entities=entities)
+
+
+@contextlib.contextmanager
+def graph_view(patch: pytest.MonkeyPatch):
+    """Give every store ``num_graph_entities``: all but the :data:`ADDED` entities of ``places``."""
+    from kgdata.store import EntityStore
+
+    if "num_graph_entities" not in vars(EntityStore):
+        def graph(store) -> int:
+            return store.num_entities - (len(ADDED) if store.name == DATASET else 0)
+
+        patch.setattr(EntityStore, "num_graph_entities", property(graph), raising=False)
+    yield
+
+
+def build_run(home: Path, data: Path, patch: pytest.MonkeyPatch, *, feature_mode: str = "finetune") -> Path:
+    """Import ``places``, encode text and images, train a 4-branch run; returns the run directory."""
+    from imf_cli.pipeline import train_model
+    from kgdata.encoders import REGISTRY, encode_dataset
+    from kgdata.importing import import_dataset
+    from kgdata.store import EntityStore
+
+    bert = make_tiny_bert(data / "bert")
+    encoder = tiny_cnn_class()
+    patch.setitem(REGISTRY, encoder.name, encoder)
+    if not (home / "datasets" / DATASET).is_dir():
+        import_dataset(write_dataset(data / "places"))
+        with EntityStore.open(DATASET) as store:
+            encode_dataset(store, "text", f"hf:{bert}", device="cpu")
+            encode_dataset(store, "image", "tiny-cnn", device="cpu")
+    flags = {**FLAGS, "model.feature_mode": feature_mode}
+    run_dir = home / "runs" / f"places-{feature_mode}"
+    train_model(DATASET, flags=flags, modalities=("structure", "visual", "text"), run_dir=run_dir, progress=False)
+    return run_dir
