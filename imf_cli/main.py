@@ -14,6 +14,7 @@ import typer
 from imf_cli.commands import datasets as datasets_cmd
 from imf_cli.commands import demo as demo_cmd
 from imf_cli.commands import eval as eval_cmd
+from imf_cli.commands import explain as explain_cmd
 from imf_cli.commands import explore as explore_cmd
 from imf_cli.commands import encode as encode_cmd
 from imf_cli.commands import features as features_cmd
@@ -50,7 +51,7 @@ def root(
     keep_freed_memory()
 
 
-# The one-command tour first, then the data flow: import → encode → train → eval → predict → explore.
+# The one-command tour first, then the data flow: import → encode → train → eval → predict → explain → explore.
 app.command("demo")(demo_cmd.demo_command)
 app.command("import")(import_cmd.import_command)
 app.command("datasets")(datasets_cmd.datasets_command)
@@ -60,6 +61,7 @@ app.command("features")(features_cmd.features_command)
 app.command("train")(train_cmd.train_command)
 app.command("eval")(eval_cmd.eval_command)
 app.command("predict")(predict_cmd.predict_command)
+app.command("explain")(explain_cmd.explain_command)
 app.command("explore")(explore_cmd.explore_command)
 
 

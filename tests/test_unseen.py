@@ -189,3 +189,62 @@ def test_a_structure_only_run_says_it_cannot_score_new_entities(trained, monkeyp
         with PredictionService.from_run(run.run_dir, device="cpu") as service:
             with pytest.raises(ImfError, match="only a structure branch"):
                 service.predict_new(0, text="anything")
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+@pytest.fixture
+def cli(trained, monkeypatch):
+    """Run ``imf`` in this process against the trained run's home; returns (invoke, run_dir)."""
+    from typer.testing import CliRunner
+
+    from helpers import tiny_cnn_class
+    from imf_cli.main import app
+    from kgdata.encoders import REGISTRY
+
+    home, run_dir = trained
+    monkeypatch.setenv("IMF_HOME", str(home))
+    monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
+    runner = CliRunner()
+    with graph_view(monkeypatch):
+        yield (lambda *args: runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})), run_dir
+
+
+def test_predict_new_text_json_says_which_branches_scored(cli, service):
+    invoke, run_dir = cli
+    result = invoke("predict", run_dir, "--new-text", "republic in southern europe", "--relation", "borders", "-k", "3",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    document = __import__("json").loads(result.stdout)
+    assert document["in_graph"] is False and document["scored_by"] == ["text", "multimodal"]
+    assert document["entity"]["id"] == INLINE_ID and len(document["predictions"]) == 3
+    expected = service.predict_new(service.resolve_relation("borders").id, text="republic in southern europe", k=3)
+    assert [p["entity"]["key"] for p in document["predictions"]] == [p.entity.key for p in expected.predictions]
+
+
+def test_predict_table_shows_n_a_for_branches_that_did_not_score(cli, service):
+    invoke, run_dir = cli
+    image = image_of(service, "lyon")
+    result = invoke("predict", run_dir, "--new-image", image, "--relation", "<- capital_of", "-k", "2")
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.output.split())
+    assert "(?, capital_of, lyon.png)" in words and "not in the training graph: scored by visual, multimodal" in words
+    rows = [line for line in result.output.splitlines() if line.startswith("│ 1 ") or line.startswith("│ 2 ")]
+    assert len(rows) == 2 and all(row.count("n/a") == 2 for row in rows)  # structure and text
+
+    stored = invoke("predict", run_dir, "--head", "lyon", "--relation", "capital_of", "--json")
+    assert stored.exit_code == 0, stored.output
+    assert __import__("json").loads(stored.stdout)["scored_by"] == ["visual", "text", "multimodal"]
+
+    mixed = invoke("predict", run_dir, "--head", "France", "--relation", "borders", "-k", "20", "--include-new")
+    line = next(line for line in mixed.output.splitlines() if "Lyon" in line)
+    assert line.count("n/a") == 1 and "new" in line  # no structure score; not a graph entity
+    assert "Lyon" not in invoke("predict", run_dir, "--head", "France", "--relation", "borders", "-k", "20").output
+
+
+def test_predict_new_argument_errors_exit_2_with_one_line(cli, tmp_path):
+    invoke, run_dir = cli
+    both = invoke("predict", run_dir, "--new-text", "x", "--head", "France", "--relation", "borders")
+    assert both.exit_code == 2 and "drop --head and --tail" in both.output
+    missing = invoke("predict", run_dir, "--new-image", tmp_path / "nope.png", "--relation", "borders")
+    assert missing.exit_code == 2 and f"{tmp_path / 'nope.png'}: no such image file" in missing.output.replace("\n", "")
+    assert "Traceback" not in missing.output
