@@ -306,14 +306,24 @@ def _unit(service: "PredictionService", branch: str) -> "torch.Tensor":
         return unit
 
 
-def _nearest(service: "PredictionService", branch: str, vector: "torch.Tensor", exclude: int, k: int) -> list[tuple[int, float]]:
+def _nearest(
+    service: "PredictionService", branch: str, ends: list[tuple[int, "torch.Tensor"]], k: int
+) -> list[list[tuple[int, float]]]:
+    """For each ``(entity, vector)`` of ``ends``: its ``k`` nearest graph entities in ``branch`` (cosine), itself left out.
+
+    One product with the branch's unit vectors serves every end.
+    """
     import torch
 
+    if not ends:
+        return []
     unit = _unit(service, branch)
-    similarity = unit @ torch.nn.functional.normalize(vector.to(unit), dim=0)
-    values, ids = torch.topk(similarity, min(k + 1, len(similarity)))
-    pairs = [(int(i), float(v)) for i, v in zip(ids.cpu().tolist(), values.cpu().tolist()) if i != exclude]
-    return pairs[:k]
+    vectors = torch.nn.functional.normalize(torch.stack([v.to(unit) for _, v in ends]), dim=1)
+    values, ids = torch.topk(vectors @ unit.T, min(k + 1, unit.shape[0]), dim=1)
+    return [
+        [(i, v) for i, v in zip(row_ids, row_values) if i != entity][:k]
+        for (entity, _), row_ids, row_values in zip(ends, ids.cpu().tolist(), values.cpu().tolist())
+    ]
 
 
 def _answers(service: "PredictionService", entities: list[int], relations: list[int]) -> list[list[int]]:
@@ -375,10 +385,16 @@ def explain(
         raw_rank = float(realistic_from_bounds(*rank_bounds(ranked, targets))[0])
         by_score = sorted(others.tolist(), key=lambda a: (-float(fused[a]), a))
 
-        head_groups = [(name, _nearest(service, name, v, head, neighbours)) for name, v in row.head_vectors.items()]
-        tail_groups = {name: _nearest(service, name, v, tail, neighbours) for name, v in row.tail_vectors.items()}
-    branches = [name for name in service.branch_names if name in row.head_vectors or name in tail_groups]
-    heads_near = dict(head_groups)
+        heads_near, tail_groups = {}, {}
+        for name in service.branch_names:
+            ends = [(int(e), vectors[name]) for e, vectors in ((head, row.head_vectors), (tail, row.tail_vectors))
+                    if name in vectors]
+            found = iter(_nearest(service, name, ends, neighbours))
+            if name in row.head_vectors:
+                heads_near[name] = next(found)
+            if name in row.tail_vectors:
+                tail_groups[name] = next(found)
+    branches = [name for name in service.branch_names if name in heads_near or name in tail_groups]
     inverse = int(service.model.inverse(torch.tensor(relation)))
     near_ids = [n for name in branches for n, _ in heads_near.get(name, [])]
     near_tail_ids = [n for name in branches for n, _ in tail_groups.get(name, [])]
