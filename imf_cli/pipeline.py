@@ -201,11 +201,11 @@ def train_model(
         result = train(prepared.tensors, config, run_dir, metadata=metadata, progress=progress)
     except (FileExistsError, ValueError) as error:
         raise ImfError(str(error)) from error
-    _place_unseen(result, prepared)
+    _place_unseen(result, prepared, progress=progress)
     return result
 
 
-def _place_unseen(result: "TrainResult", prepared: PreparedData) -> None:
+def _place_unseen(result: "TrainResult", prepared: PreparedData, *, progress: bool) -> None:
     """The step after training: fit and store the placement of entities outside the graph (see :mod:`imf_cli.unseen`).
 
     Under ``torchrun`` only rank 0 writes it.
@@ -214,8 +214,11 @@ def _place_unseen(result: "TrainResult", prepared: PreparedData) -> None:
 
     from imf_cli.unseen import write_run_placement
 
+    import torch
+
     if os.environ.get("RANK", "0") == "0" and (Path(result.run_dir) / "best.pt").is_file():
-        write_run_placement(result.run_dir, prepared.tensors.features)
+        facts = torch.cat([prepared.tensors.train, prepared.tensors.valid])
+        write_run_placement(result.run_dir, prepared.tensors.features, facts, progress=progress)
 
 
 def run_metadata(run_dir: Path) -> dict:
@@ -250,7 +253,7 @@ def resume_model(run_dir: Path, *, progress: bool = True) -> "TrainResult":
         result = resume(run_dir, prepared.tensors, progress=progress)
     except (CheckpointError, ValueError) as error:
         raise ImfError(str(error)) from error
-    _place_unseen(result, prepared)
+    _place_unseen(result, prepared, progress=progress)
     return result
 
 

@@ -673,9 +673,12 @@ class PredictionService:
                         f"{where} has only a structure branch, which knows only the entities of the training "
                         "graph; train with text or image features to score entities outside it"
                     )
+                import torch
+
                 features = graph_features(self._run_feature_sets(), self.num_graph_entities)
+                facts = torch.cat([self.splits["train"], self.splits["valid"]])
                 maps = fitted_placement(
-                    self.model, self.scorer, features, run_dir=self.run_dir, checkpoint=self.checkpoint
+                    self.model, self.scorer, features, facts, run_dir=self.run_dir, checkpoint=self.checkpoint
                 )
                 self._inductive = InductiveScorer(self.model, self.scorer, maps)
             return self._inductive

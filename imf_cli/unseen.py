@@ -15,7 +15,8 @@ and the graph entities' features; otherwise it is refitted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,19 +82,24 @@ def fitted_placement(
     model: "IMF",
     scorer: "FrozenScorer",
     features: Mapping[str, tuple["torch.Tensor", "torch.Tensor"]],
+    triples: "torch.Tensor",
     *,
     run_dir: str | Path | None,
     checkpoint: str = "best",
+    progress: bool = False,
 ) -> dict[str, "PlacementMap"]:
     """The run's stored placement when it fits ``model`` and ``features``; else a fresh fit, stored if possible.
 
     Args:
         model, scorer: The checkpoint's model and its frozen scorer.
         features: Branch → the graph entities' ``(matrix (G, D), mask (G,))``.
+        triples: The graph facts the placement is fitted to rank (train and valid).
         run_dir: The run directory (None: fit, store nothing).
         checkpoint: ``best`` or ``last``.
+        progress: Show a progress bar while fitting.
     """
-    from models.inductive import PlacementError, fit_placement, load_placement, placement_fingerprint, save_placement
+    from models.inductive import PlacementError, load_placement, placement_fingerprint, save_placement
+    from models.placement import fit_placement
 
     fingerprint = placement_fingerprint(scorer, features)
     path = placement_path(run_dir, checkpoint) if run_dir is not None else None
@@ -104,11 +110,13 @@ def fitted_placement(
                 return maps
         except PlacementError:
             pass  # damaged: fitted again below and rewritten
-    maps = fit_placement(model, features)
+    with _fit_progress(progress) as update:
+        maps = fit_placement(model, features, triples=triples, progress=update)
     if path is not None:
         metadata = {
             "fingerprint": fingerprint,
             "checkpoint": checkpoint,
+            "triples": int(len(triples)),
             "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         try:
@@ -118,8 +126,34 @@ def fitted_placement(
     return maps
 
 
+@contextlib.contextmanager
+def _fit_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar on stderr for :func:`models.placement.fit_placement`, one line per stage."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"placement for new entities: {stage} epochs", total=total)
+            bar.update(tasks[stage], completed=done)
+
+        yield update
+
+
 def write_run_placement(
-    run_dir: str | Path, features: Mapping[str, tuple["torch.Tensor", "torch.Tensor"]], *, checkpoint: str = "best"
+    run_dir: str | Path,
+    features: Mapping[str, tuple["torch.Tensor", "torch.Tensor"]],
+    triples: "torch.Tensor",
+    *,
+    checkpoint: str = "best",
+    progress: bool = False,
 ) -> Path | None:
     """Fit and store the placement of a finished run's checkpoint (the explicit step after ``imf train``).
 
@@ -132,7 +166,9 @@ def write_run_placement(
     model, _ = load_checkpoint(Path(run_dir) / f"{checkpoint}.pt")
     if not model.feature_dims:
         return None
-    fitted_placement(model, FrozenScorer(model), features, run_dir=run_dir, checkpoint=checkpoint)
+    fitted_placement(
+        model, FrozenScorer(model), features, triples, run_dir=run_dir, checkpoint=checkpoint, progress=progress
+    )
     return placement_path(run_dir, checkpoint)
 
 

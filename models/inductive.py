@@ -1,16 +1,8 @@
 """Scoring entities the model never trained on, from the branches that have their features.
 
 A graph entity has a vector in every branch. An *unseen* entity (added to the store after training, or
-given inline to ``imf predict``) has only features, so it is *placed* in each feature branch's space:
-
-``project`` mode
-    The model's own projection of the features: exactly the map it was trained with.
-``finetune`` mode
-    The learned entity table has drifted from the PCA-reduced features that initialised it, so the
-    PCA map no longer lands where the trained rows are. After training, :func:`fit_placement` fits a
-    ridge regression from the frozen features ``(n, D)`` to the learned rows ``(n, d)`` of the graph
-    entities that have a feature, in closed form (one SVD, :func:`fit_ridge`). Its strength is chosen
-    on a held-out fifth of those entities, then it is refitted on all of them.
+given inline to ``imf predict``) has only features, so it is *placed* in each feature branch's space by
+an affine :class:`PlacementMap` of its features, fitted after training (:mod:`models.placement`).
 
 The structure branch has nothing for an unseen entity. The multimodal branch fuses the placed vectors
 with the model's own fusion: a modality the entity lacks gets that branch's learned "missing" vector
@@ -22,8 +14,7 @@ only when it is *present* at both ends, and the decision weights are renormalise
 branches, so the fused score stays a weighted mean of branch logits on the usual scale.
 
 A fitted placement is stored beside the run's checkpoints (:func:`save_placement`), tagged with
-:func:`placement_fingerprint` of the entity vectors it was fitted to.
-"""
+:func:`placement_fingerprint` of the entity vectors and features it was fitted to."""
 
 from __future__ import annotations
 
@@ -40,15 +31,10 @@ from torch import Tensor
 from models.evaluation import FrozenScorer
 from models.imf import IMF, MULTIMODAL, STRUCTURE
 
-#: Ridge strengths tried, relative to the mean eigenvalue of the centred features' scatter matrix.
-ALPHAS = tuple(10.0 ** (k / 2) for k in range(-8, 5))
-#: The share of the fitted entities held out to choose the ridge strength.
-HELDOUT_FRACTION = 0.2
-#: Below this many entities with a feature, nothing is held out and :data:`DEFAULT_ALPHA` is used.
-MIN_HELDOUT_ROWS = 10
-DEFAULT_ALPHA = 1.0
 FORMAT = "imf-placement"
 VERSION = "1"
+#: Part of every fingerprint: a placement fitted by an older method is refitted.
+METHOD = "ridge+fitted-to-scores-v1"
 
 
 class PlacementError(ValueError):
@@ -62,7 +48,8 @@ class PlacementMap:
     Attributes:
         weight: ``(D, d)``.
         bias: ``(d,)``.
-        method: ``"ridge"`` (fitted after training) or ``"projection"`` (the model's own, ``project`` mode).
+        method: ``"projection"`` (the model's own, ``project`` mode), ``"ridge"`` (a closed-form fit to the
+            learned rows) or ``"fitted"`` (trained on the frozen model's scores); see :mod:`models.placement`.
         alpha: The relative ridge strength chosen (None for a projection).
         heldout_r2: The share of the learned rows' variance the map explains on the held-out entities
             (None when nothing was held out).
@@ -91,116 +78,12 @@ class PlacementMap:
                 "feature_dim": int(self.weight.shape[0])}
 
 
-# -------------------------------------------------------------------------------------------- fitting
-def _ridge_parts(features: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, float]:
-    """Means, the SVD of the centred features and ``Uᵀ Y``, and the mean scatter eigenvalue."""
-    x_mean, y_mean = features.mean(0), targets.mean(0)
-    x, y = features - x_mean, targets - y_mean
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)
-    scale = float((s**2).sum()) / features.shape[1]
-    return x_mean, y_mean, s, vh, u.T @ y, scale
-
-
-def _solve(s: Tensor, vh: Tensor, uty: Tensor, lam: float) -> Tensor:
-    """The ridge weight ``(D, d)`` from an SVD: ``V diag(s / (s² + λ)) Uᵀ Y``."""
-    shrink = s / (s**2 + lam) if lam > 0 else torch.where(s > 0, 1.0 / s.clamp_min(1e-30), torch.zeros_like(s))
-    return vh.T @ (uty * shrink[:, None])
-
-
-def fit_ridge(
-    features: Tensor, targets: Tensor, *, alphas: tuple[float, ...] = ALPHAS, heldout: float = HELDOUT_FRACTION,
-    seed: int = 0,
-) -> PlacementMap:
-    """The ridge regression ``features`` ``(n, D)`` → ``targets`` ``(n, d)``, with an intercept.
-
-    The strength is ``λ = α · ‖X_c‖²_F / D`` (``α`` relative to the mean eigenvalue of the centred
-    scatter matrix, so it does not depend on the features' scale). ``α`` is the one of ``alphas`` with
-    the least squared error on a held-out ``heldout`` share of the rows (a seeded permutation); then the
-    map is refitted on every row. With fewer than :data:`MIN_HELDOUT_ROWS` rows, ``α`` is
-    :data:`DEFAULT_ALPHA`. Computed in float64 on the features' device.
-    """
-    if features.dim() != 2 or targets.dim() != 2 or features.shape[0] != targets.shape[0]:
-        raise ValueError(f"expected (n, D) features and (n, d) targets, got {tuple(features.shape)} and {tuple(targets.shape)}")
-    if features.shape[0] == 0:
-        raise ValueError("no rows to fit a placement to")
-    x, y = features.double(), targets.double().to(features.device)
-    n = x.shape[0]
-    alpha, r2 = DEFAULT_ALPHA, None
-    held = int(round(n * heldout))
-    if n >= MIN_HELDOUT_ROWS and held >= 1 and len(alphas) > 0:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(x.device)
-        test, train = order[:held], order[held:]
-        x_mean, y_mean, s, vh, uty, scale = _ridge_parts(x[train], y[train])
-        projected = (x[test] - x_mean) @ vh.T  # (held, k)
-        truth = y[test] - y_mean
-        errors = []
-        for candidate in alphas:
-            shrink = s / (s**2 + candidate * scale) if scale > 0 else torch.zeros_like(s)
-            errors.append(float(((projected * shrink) @ uty - truth).pow(2).sum()))
-        best = min(range(len(alphas)), key=errors.__getitem__)
-        alpha = alphas[best]
-        total = float((y[test] - y[train].mean(0)).pow(2).sum())
-        r2 = 1.0 - errors[best] / total if total > 0 else None
-    x_mean, y_mean, s, vh, uty, scale = _ridge_parts(x, y)
-    weight = _solve(s, vh, uty, alpha * scale) if scale > 0 else x.new_zeros(x.shape[1], y.shape[1])
-    bias = y_mean - x_mean @ weight
-    return PlacementMap(weight.float(), bias.float(), "ridge", alpha, r2, n)
-
-
-@torch.no_grad()
-def fit_placement(
-    model: IMF, features: Mapping[str, tuple[Tensor, Tensor]], *, seed: int = 0
-) -> dict[str, PlacementMap]:
-    """A :class:`PlacementMap` for every feature branch of ``model`` given in ``features``.
-
-    Args:
-        model: The trained model.
-        features: Branch → ``(matrix (G, D), mask (G,))``, the frozen features of the ``G`` graph
-            entities the model was trained with (True: a real feature). Only ``finetune`` branches
-            need them; a branch whose entities all lack a feature gets no map.
-        seed: Seeds the held-out split of :func:`fit_ridge`.
-    """
-    maps: dict[str, PlacementMap] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        for branch in model.feature_dims:
-            representation = model.entity_representations[branch]
-            if model.feature_mode == "project":
-                projection = representation.projection
-                maps[branch] = PlacementMap(
-                    projection.weight.detach().T.float().clone(), projection.bias.detach().float().clone(),
-                    "projection", rows=int(representation.mask.sum()),
-                )
-                continue
-            if branch not in features:
-                continue
-            matrix, mask = features[branch]
-            if matrix.shape != (model.num_entities, model.feature_dims[branch]) or mask.shape != (model.num_entities,):
-                raise ValueError(
-                    f"features of {branch!r} must be ({model.num_entities}, {model.feature_dims[branch]}) with a "
-                    f"({model.num_entities},) mask, got {tuple(matrix.shape)} and {tuple(mask.shape)}"
-                )
-            device = representation.missing.device
-            mask = mask.to(device, torch.bool)
-            trained = model.feature_mask(branch)
-            if trained is not None:  # rows the model gave the "missing" vector were never learned
-                mask = mask & trained.to(device)
-            if not mask.any():
-                continue
-            learned = representation()[mask]
-            maps[branch] = fit_ridge(matrix.to(device, torch.float32)[mask], learned, seed=seed)
-    finally:
-        model.train(was_training)
-    return maps
-
-
 def placement_fingerprint(scorer: FrozenScorer, features: Mapping[str, tuple[Tensor, Tensor]] | None = None) -> str:
     """A hash of the feature branches' entity vectors and of ``features`` (as given to :func:`fit_placement`).
 
     A stored placement whose fingerprint differs was fitted to another model or other features.
     """
-    digest = hashlib.sha256(b"imf-placement-v1\0")
+    digest = hashlib.sha256(f"imf-placement\0{METHOD}\0".encode())
     for name in scorer.branch_names:
         if name in (STRUCTURE, MULTIMODAL):
             continue
@@ -343,7 +226,7 @@ class InductiveScorer:
                 for branch in model.feature_dims
             }
             self.structure_standin = (
-                scorer.entities[STRUCTURE].mean(0) if STRUCTURE in self.branch_names else None
+                scorer.entities[STRUCTURE].mean(0).clone() if STRUCTURE in self.branch_names else None
             )
         self._fusion = model.entity_fusion if MULTIMODAL in self.branch_names else None
 
@@ -361,6 +244,10 @@ class InductiveScorer:
             features: Feature branch → ``(matrix (B, D), mask (B,))`` (True: a real feature). A branch
                 left out, or without a placement map, is absent for every entity.
         """
+        return self.place_differentiably(features)
+
+    def place_differentiably(self, features: Mapping[str, tuple[Tensor, Tensor]]) -> PlacedEntities:
+        """:meth:`place` under the caller's autograd mode: gradients reach the maps' tensors (for fitting them)."""
         sizes = {int(matrix.shape[0]) for matrix, _ in features.values()}
         if len(sizes) != 1:
             raise ValueError(f"every branch's features must have the same rows, got {sorted(sizes)}")

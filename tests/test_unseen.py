@@ -11,7 +11,8 @@ from imf_cli.service import INLINE_ID, PredictionService
 from imf_cli.unseen import placement_path
 from kgdata.errors import DataError, ImfError
 from models.inductive import load_placement
-from unseen_helpers import ADDED, ENTITIES, build_run, graph_view
+from helpers import TINY_VALID
+from unseen_helpers import ADDED, ENTITIES, TRAIN, build_run, graph_view
 
 EXPECTED_BRANCHES = ("structure", "visual", "text", "multimodal")
 
@@ -57,19 +58,21 @@ def check_rows(result, scored_by):
 def test_training_stores_the_placement_of_its_best_checkpoint(trained):
     _, run_dir = trained
     maps, metadata = load_placement(placement_path(run_dir, "best"))
-    assert set(maps) == {"visual", "text"} and {m.method for m in maps.values()} == {"ridge"}
+    # Fewer than ten graph entities: nothing is held out, and the maps train for the full budget.
+    assert set(maps) == {"visual", "text"} and {m.method for m in maps.values()} == {"fitted"}
     assert metadata["checkpoint"] == "best" and len(metadata["fingerprint"]) == 64
+    assert metadata["triples"] == len(TRAIN) + len(TINY_VALID)  # fitted to rank the graph's train and valid facts
     assert maps["text"].rows == len(ENTITIES) - len(ADDED)  # every graph entity has text (Europe: its name)
     assert maps["visual"].rows == len(ENTITIES) - len(ADDED) - 1  # Europe has no image
     assert not placement_path(run_dir, "last").exists()
 
 
 def test_the_service_uses_the_stored_placement_and_refits_a_stale_one(service, monkeypatch, trained):
-    import models.inductive
+    import models.placement
 
     path = placement_path(trained[1], "best")
     stored = path.read_bytes()
-    monkeypatch.setattr(models.inductive, "fit_placement", lambda *a, **k: pytest.fail("refitted a valid placement"))
+    monkeypatch.setattr(models.placement, "fit_placement", lambda *a, **k: pytest.fail("refitted a valid placement"))
     assert service.inductive().placeable == ("visual", "text", "multimodal")
 
     service._inductive = None

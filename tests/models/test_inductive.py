@@ -12,13 +12,12 @@ from models.imf import IMF, MULTIMODAL
 from models.inductive import (
     InductiveScorer,
     PlacementError,
-    fit_placement,
-    fit_ridge,
     load_placement,
     placement_fingerprint,
     renormalised,
     save_placement,
 )
+from models.placement import fit_placement, fit_ridge, initial_placement, refine_placement
 
 N, R, DIM = 40, 3, 8
 WIDTHS = {"visual": 12, "text": 10}
@@ -239,3 +238,73 @@ def test_place_checks_widths():
     with pytest.raises(ValueError, match="same rows"):
         inductive.place({"text": (torch.randn(1, 10), torch.tensor([True])), "visual": (torch.randn(2, 12), torch.ones(2, dtype=torch.bool))})
     assert "placeable=('visual', 'text', 'multimodal')" in repr(inductive)
+
+
+# -------------------------------------------------------------------------------------- score fitting
+def facts(seed: int = 0, count: int = 300) -> torch.Tensor:
+    """Random facts: nothing in the features predicts them."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, N, (count,), generator=generator), torch.randint(0, R, (count,), generator=generator),
+                        torch.randint(0, N, (count,), generator=generator)], dim=1)
+
+
+def clustered(model: IMF, clusters: int = 4) -> tuple[dict, torch.Tensor]:
+    """Features that name each entity's cluster, and facts that follow it: (i, r, hub of cluster c(i) + r)."""
+    generator = torch.Generator().manual_seed(5)
+    cluster = torch.arange(N) % clusters
+    centres = {b: torch.randn(clusters, w, generator=generator) * 3 for b, w in WIDTHS.items()}
+    features = {b: (centres[b][cluster] + 0.1 * torch.randn(N, WIDTHS[b], generator=generator),
+                    torch.ones(N, dtype=torch.bool)) for b in WIDTHS}
+    for branch, (matrix, mask) in features.items():
+        model.set_features(branch, matrix, mask)
+    rows = [(i, r, int((cluster[i] + r) % clusters)) for i in range(N) for r in range(R)]
+    return features, torch.tensor(rows)
+
+
+def placed_head_loss(model, maps, features, triples) -> float:
+    """The mean 1-N BCE of every (h, r) of ``triples`` with h's learned vectors replaced by its placed ones."""
+    from models.index import TailIndex, with_inverses
+
+    index = TailIndex.from_triples(with_inverses(triples, R), num_entities=N, num_relations=2 * R)
+    heads, relations = index.pairs()
+    scorer = FrozenScorer(model)
+    inductive = InductiveScorer(model, scorer, maps)
+    placed = inductive.place({b: (m[heads], k[heads]) for b, (m, k) in features.items()})
+    scores = inductive.score(relations, heads=placed)
+    losses = []
+    for name in inductive.placeable:
+        logits = scores.branches[name]
+        keep = ~torch.isnan(logits[:, 0])
+        losses.append(torch.nn.functional.binary_cross_entropy_with_logits(logits[keep], index.multi_hot(heads, relations)[keep]))
+    return float(sum(losses))
+
+
+def test_fitting_to_scores_lowers_the_loss_of_placed_entities_and_leaves_the_model_alone():
+    model, _ = build()
+    features, triples = clustered(model)
+    drift(model, features, noise=0.5)
+    start = initial_placement(model, features)
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    fitted = refine_placement(model, start, features, triples, max_epochs=4)
+    assert {m.method for m in fitted.values()} == {"fitted"} and set(fitted) == set(start)
+    assert placed_head_loss(model, fitted, features, triples) < placed_head_loss(model, start, features, triples)
+    assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())
+    assert [p.requires_grad for p in model.parameters()] == flags and not model.training
+    assert fitted["text"].alpha == start["text"].alpha  # the ridge start's facts are kept for reports
+
+
+def test_fit_placement_without_triples_is_the_closed_form_start_and_the_fit_is_deterministic():
+    model, _ = build()
+    features, triples = clustered(model)
+    drift(model, features, noise=0.5)
+    closed = fit_placement(model, features)
+    assert {m.method for m in closed.values()} == {"ridge"}
+    torch.testing.assert_close(closed["text"].weight, initial_placement(model, features)["text"].weight)
+    progress = []
+    first = fit_placement(model, features, triples=triples, max_epochs=4, progress=lambda *a: progress.append(a))
+    second = fit_placement(model, features, triples=triples, max_epochs=4)
+    torch.testing.assert_close(first["visual"].weight, second["visual"].weight)
+    stages = {stage for stage, _, _ in progress}
+    assert stages == {"choosing", "fitting"}
+    assert refine_placement(model, closed, features, facts()[:0]) == closed  # nothing to fit
