@@ -168,7 +168,8 @@ def run(args, scratch: Path) -> dict:
     run_dir = args.run_dir or scratch / "run"
     held_file = run_dir / "held-out.json"
     started = time.perf_counter()
-    if (run_dir / "best.pt").is_file():  # reuse a run of the same split
+    reused = (run_dir / "best.pt").is_file()
+    if reused:  # a run of the same split
         if json.loads(held_file.read_text()) != held.tolist():
             raise SystemExit(f"{run_dir} was trained with other held-out entities; use another --run-dir")
         best_epoch = read_checkpoint(run_dir / "best.pt")["epoch"]
@@ -236,7 +237,7 @@ def run(args, scratch: Path) -> dict:
               "cold_test_triples": len(cold_test), "seen_test_triples": len(seen_test),
               "train_triples": {"seen": len(seen["train"]), "removed": int(touches["train"].sum())},
               "config": config.to_dict(), "best_epoch": best_epoch, "seconds": {"import+encode": round(prepared, 1),
-              "train": round(trained, 1), "placement": round(fitting, 1)}, "threads": args.threads, "device": args.device, "rows": {}}
+              "train": None if reused else round(trained, 1), "placement": round(fitting, 1)}, "threads": args.threads, "device": args.device, "rows": {}}
     rows = report["rows"]
     for label, maps in placements.items():
         inductive = InductiveScorer(model, scorer, maps)
@@ -284,16 +285,17 @@ def print_report(report: dict) -> None:
     print(f"IMF {'+'.join(model['modalities'])}, dim {model['dim']}, {model['feature_mode']}, "
           f"{report['config']['train']['epochs']} epochs (best {report['best_epoch']}), {report['device']}, "
           f"{report['threads']} thread(s); import+encode {report['seconds']['import+encode']} s, "
-          f"train {report['seconds']['train']} s, placement fit {report['seconds']['placement']} s")
+          f"train {'(reused run)' if report['seconds']['train'] is None else str(report['seconds']['train']) + ' s'}, "
+          f"placement fit {report['seconds']['placement']} s")
     for branch, info in report.get("placement", {}).items():
         r2 = "n/a" if info["heldout_r2"] is None else f"{info['heldout_r2']:.2f}"
         print(f"placement {branch}: {info['method']} ({info['rows']} entities); its ridge start: alpha {info['alpha']}, "
               f"held-out R² {r2}")
     print(f"\n{report['cold_test_triples']} test triples touch a held-out entity "
           f"({2 * report['cold_test_triples']} queries); {report['seen_test_triples']} are between seen entities")
-    print(f"{'':36} {'MRR':>7} {'H@1':>7} {'H@10':>7} {'queries':>8}")
+    print(f"{'':42} {'MRR':>7} {'H@1':>7} {'H@10':>7} {'queries':>8}")
     for label, block in report["rows"].items():
-        print(f"{label:36} {block['mrr']:7.4f} {block['hits@1']:7.4f} {block['hits@10']:7.4f} {block['queries']:8d}")
+        print(f"{label:42} {block['mrr']:7.4f} {block['hits@1']:7.4f} {block['hits@10']:7.4f} {block['queries']:8d}")
     targets = report["targets"]
     print(f"\ncold-start / seen = {targets['cold_over_seen']:.0%} (target ≥ 50 %); "
           f"cold-start / nearest neighbour = {targets['cold_over_nearest_neighbour']:.2f}× (target ≥ 2×): "
