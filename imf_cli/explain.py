@@ -225,8 +225,8 @@ def _score_row(service: "PredictionService", head: int, relation: int, tail: int
             vectors, {name: entities[name][tail] for name in service.branch_names},
         )
     inductive = service.inductive()
-    heads = service._placed_added(head) if service.is_added(head) else torch.tensor([head])
-    candidates = service._placed_added(tail) if service.is_added(tail) else None
+    heads = service.placed(head) if service.is_added(head) else torch.tensor([head])
+    candidates = service.placed(tail) if service.is_added(tail) else None
     scores = inductive.score(relations, heads=heads, candidates=candidates)
 
     def vectors(entity: int, placed) -> dict[str, "torch.Tensor"]:
@@ -294,18 +294,6 @@ def _evidence(service: "PredictionService", head: int, relation: int, tail: int,
 
 
 # ------------------------------------------------------------------------------------------- neighbours
-def _unit(service: "PredictionService", branch: str) -> "torch.Tensor":
-    """The graph entities' vectors of ``branch``, scaled to unit length (cached on the service)."""
-    import torch
-
-    with service._lock:
-        unit = service._unit_vectors.get(branch)
-        if unit is None:
-            unit = torch.nn.functional.normalize(service.scorer.entities[branch], dim=1)
-            service._unit_vectors[branch] = unit
-        return unit
-
-
 def _nearest(
     service: "PredictionService", branch: str, ends: list[tuple[int, "torch.Tensor"]], k: int
 ) -> list[list[tuple[int, float]]]:
@@ -317,26 +305,13 @@ def _nearest(
 
     if not ends:
         return []
-    unit = _unit(service, branch)
+    unit = service.unit_vectors(branch)
     vectors = torch.nn.functional.normalize(torch.stack([v.to(unit) for _, v in ends]), dim=1)
     values, ids = torch.topk(vectors @ unit.T, min(k + 1, unit.shape[0]), dim=1)
     return [
         [(i, v) for i, v in zip(row_ids, row_values) if i != entity][:k]
         for (entity, _), row_ids, row_values in zip(ends, ids.cpu().tolist(), values.cpu().tolist())
     ]
-
-
-def _answers(service: "PredictionService", entities: list[int], relations: list[int]) -> list[list[int]]:
-    """Each entity's training answers to its relation (sorted ids)."""
-    import torch
-
-    if not entities:
-        return []
-    rows, tails = service._known["train"].lookup(torch.tensor(entities), torch.tensor(relations))
-    grouped: list[list[int]] = [[] for _ in entities]
-    for row, answer in zip(rows.tolist(), tails.tolist()):
-        grouped[row].append(answer)
-    return grouped
 
 
 # ---------------------------------------------------------------------------------------------- explain
@@ -358,9 +333,7 @@ def explain(
 
     from models.evaluation import rank_bounds, realistic_from_bounds
 
-    service._check_entity(head)
-    service._check_entity(tail)
-    service._check_relation(relation)
+    service.check_ids(entities=(head, tail), relations=(relation,))
     with torch.inference_mode():
         row = _score_row(service, int(head), int(relation), int(tail))
         contributions = _contributions(service, row)
@@ -398,7 +371,7 @@ def explain(
     inverse = int(service.model.inverse(torch.tensor(relation)))
     near_ids = [n for name in branches for n, _ in heads_near.get(name, [])]
     near_tail_ids = [n for name in branches for n, _ in tail_groups.get(name, [])]
-    answer_lists = _answers(service, near_ids + near_tail_ids, [relation] * len(near_ids) + [inverse] * len(near_tail_ids))
+    answer_lists = service.train_answers(near_ids + near_tail_ids, [relation] * len(near_ids) + [inverse] * len(near_tail_ids))
     answers_of = dict(zip([("h", n) for n in near_ids] + [("t", n) for n in near_tail_ids], answer_lists))
 
     both_in_graph = not service.is_added(head) and not service.is_added(tail)

@@ -299,11 +299,12 @@ class PredictionService:
         self._relations += [RelationChoice(r.id + self.num_relations, r.key, r.name, inverse=True) for r in stored]
         self._edges: Edges | None = None
         self._rules: RelationPairIndex | None = None
-        self._feature_sets: dict | None = None
-        self._inductive: InductiveScorer | None = None
-        self._added: tuple[list[int], PlacedEntities | None] | None = None
         self._unit_vectors: dict = {}
         self._lock = threading.RLock()  # one sqlite connection, shared by the threads that call in
+        from imf_cli.unseen import UnseenEntities
+
+        #: Entities outside the training graph: their features and placement, loaded on first use.
+        self.unseen = UnseenEntities(self)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> "PredictionService":
@@ -335,6 +336,11 @@ class PredictionService:
         except BaseException:
             store.close()
             raise
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock that serialises use of the store's one connection (reentrant)."""
+        return self._lock
 
     # ---------------------------------------------------------------------------- lifetime
     def close(self) -> None:
@@ -508,8 +514,10 @@ class PredictionService:
         self._check_relation(relation)
         self._check_k(k)
         if self.is_added(entity) or include_new:
-            heads = self._placed_added(int(entity)) if self.is_added(entity) else torch.tensor([int(entity)])
-            return self._rank_unseen(self.entity(entity), heads, relation, k, include_known, include_new)
+            from imf_cli.unseen import rank_unseen
+
+            heads = self.placed(int(entity)) if self.is_added(entity) else torch.tensor([int(entity)])
+            return rank_unseen(self, self.entity(entity), heads, relation, k, include_known, include_new)
         known = self.known(entity, relation)
         with torch.inference_mode():
             heads = torch.tensor([int(entity)], device=self.device)
@@ -556,79 +564,16 @@ class PredictionService:
         Its ``text`` and ``image`` are encoded with the encoders (and options) of the run's features;
         the branches with a feature score it (see :mod:`models.inductive`). Nothing is stored.
         """
-        from imf_cli.unseen import encode_inline
+        from imf_cli.unseen import encode_inline, rank_unseen
 
         self._check_relation(relation)
         self._check_k(k)
         inductive = self.inductive()
-        features = encode_inline(self._run_feature_sets(), text=text, image=image, device=str(self.device))
+        features = encode_inline(self.unseen.feature_sets(), text=text, image=image, device=str(self.device))
         placed = inductive.place(features)
         image_path = str(Path(image).expanduser().resolve()) if image is not None else None
         entity = Entity(INLINE_ID, "(new)", _inline_name(text, image), description=text, image=image_path)
-        return self._rank_unseen(entity, placed, relation, k, False, include_new)
-
-    def _rank_unseen(
-        self, entity: EntityInfo, heads: "torch.Tensor | PlacedEntities", relation: int, k: int,
-        include_known: bool, include_new: bool,
-    ) -> QueryResult:
-        """:meth:`top_k` where the query entity or some candidates are outside the training graph."""
-        import torch
-
-        from models.inductive import PlacedEntities, renormalised
-
-        inductive = self.inductive()
-        in_graph = not isinstance(heads, PlacedEntities)
-        if not in_graph and not heads.present.any():
-            raise ImfError(
-                f"entity {entity.key!r} is not in the training graph and has no feature that a branch of this run "
-                f"can score it by (it needs {' or '.join(_feature_words(inductive.placeable))}); "
-                f"add them and run imf encode {self.dataset}"
-            )
-        added_ids, added = self._added_entities() if include_new else ([], None)
-        known = self.known(entity.id, relation) if in_graph else {split: torch.zeros(0, dtype=torch.long) for split in SPLITS}
-        with torch.inference_mode():
-            scores = inductive.score(torch.tensor([int(relation)]), heads=heads, candidates=added)
-            fused = scores.fused[0].clone()
-            hidden = 0
-            if not include_known and in_graph:
-                answers = torch.unique(torch.cat(list(known.values())))
-                hidden = answers.numel()
-                fused[answers.to(fused.device)] = float("-inf")
-            count = min(k, int(torch.isfinite(fused).sum()))
-            top = torch.topk(fused, count).indices.cpu().tolist() if count > 0 else []
-            head_present = heads.present[0] if not in_graph else torch.ones(len(self.branch_names), dtype=torch.bool)
-            base = scores.weights[0].cpu()
-            query_weights = renormalised(base, head_present.cpu())
-            rows = []
-            for column in top:
-                present = torch.tensor([bool(scores.present[name][0, column]) for name in self.branch_names])
-                pair_weights = renormalised(base, present).tolist()
-                logits = {
-                    name: float(scores.branches[name][0, column])
-                    for name, on in zip(self.branch_names, present.tolist()) if on
-                }
-                contributions = {name: pair_weights[self.branch_names.index(name)] * v for name, v in logits.items()}
-                rows.append((column, float(scores.fused[0, column]), logits, contributions))
-        graph = self.num_graph_entities
-        ids = [column if column < graph else added_ids[column - graph] for column, *_ in rows]
-        known_ids = {split: set(tails.tolist()) for split, tails in known.items()}
-        predictions = [
-            Prediction(
-                rank=position + 1,
-                entity=info,
-                fused=fused_value,
-                branches=logits,
-                contributions=contributions,
-                known=frozenset(split for split in SPLITS if info.id in known_ids[split]),
-                in_graph=column < graph,
-            )
-            for position, (info, (column, fused_value, logits, contributions)) in enumerate(zip(self.entities(ids), rows))
-        ]
-        weights = {
-            name: value
-            for name, value, on in zip(self.branch_names, query_weights.tolist(), head_present.tolist()) if on
-        }
-        return QueryResult(entity, self._relations[relation], weights, predictions, hidden, in_graph=in_graph)
+        return rank_unseen(self, entity, placed, relation, k, False, include_new)
 
     def query(
         self,
@@ -662,70 +607,37 @@ class PredictionService:
         Raises:
             ImfError: If the run has no feature branch, or its feature files cannot be loaded.
         """
-        with self._lock:
-            if self._inductive is None:
-                from imf_cli.unseen import fitted_placement, graph_features
-                from models.inductive import InductiveScorer
+        return self.unseen.inductive()
 
-                if not self.model.feature_dims:
-                    where = f"run {self.run_dir}" if self.run_dir is not None else "this run"
-                    raise ImfError(
-                        f"{where} has only a structure branch, which knows only the entities of the training "
-                        "graph; train with text or image features to score entities outside it"
-                    )
-                import torch
-
-                features = graph_features(self._run_feature_sets(), self.num_graph_entities)
-                facts = torch.cat([self.splits["train"], self.splits["valid"]])
-                maps = fitted_placement(
-                    self.model, self.scorer, features, facts, run_dir=self.run_dir, checkpoint=self.checkpoint
-                )
-                self._inductive = InductiveScorer(self.model, self.scorer, maps)
-            return self._inductive
-
-    def _run_feature_sets(self) -> dict:
-        with self._lock:
-            if self._feature_sets is None:
-                from imf_cli.unseen import run_feature_sets
-
-                self._feature_sets = run_feature_sets(self.store, self.model, self.metadata)
-            return self._feature_sets
-
-    def _added_entities(self) -> tuple[list[int], "PlacedEntities | None"]:
-        """The ids of the entities added after training, and their placements (None when there are none)."""
-        import torch
-
-        with self._lock:
-            if self._added is None:
-                ids = list(range(self.num_graph_entities, self.num_entities))
-                placed = None
-                if ids:
-                    sets = self._run_feature_sets()
-                    features = {
-                        branch: (torch.from_numpy(s.matrix[ids[0] :]), torch.from_numpy(s.mask[ids[0] :]))
-                        for branch, s in sets.items()
-                    }
-                    placed = self.inductive().place(features)
-                self._added = (ids, placed)
-            return self._added
-
-    def _placed_added(self, entity: int) -> "PlacedEntities":
-        """The placement of one added entity."""
-        from models.inductive import PlacedEntities
-
-        _, placed = self._added_entities()
-        row = int(entity) - self.num_graph_entities
-        return PlacedEntities(
-            {name: vectors[row : row + 1] for name, vectors in placed.vectors.items()},
-            placed.present[row : row + 1],
-            placed.branch_names,
-        )
+    def placed(self, entity: int) -> "PlacedEntities":
+        """The placement of one entity added after training (``id ≥ G``)."""
+        return self.unseen.placed(entity)
 
     def scored_by(self, entity: int) -> tuple[str, ...]:
         """The branches that can score ``entity``: all of them for a graph entity."""
         if not self.is_added(entity):
             return self.branch_names
-        return self._placed_added(entity).scored_by(0)
+        return self.placed(entity).scored_by(0)
+
+    def train_answers(self, entities: list[int], relations: list[int]) -> list[list[int]]:
+        """Each graph entity's answers to its relation (ids in ``[0, 2R)``) in train, sorted."""
+        import torch
+
+        grouped: list[list[int]] = [[] for _ in entities]
+        if entities:
+            rows, tails = self._known["train"].lookup(torch.tensor(entities), torch.tensor(relations))
+            for row, answer in zip(rows.tolist(), tails.tolist()):
+                grouped[row].append(answer)
+        return grouped
+
+    def unit_vectors(self, branch: str) -> "torch.Tensor":
+        """The graph entities' vectors of ``branch`` scaled to unit length ``(G, d)``, cached (for cosine neighbours)."""
+        import torch
+
+        with self._lock:
+            if branch not in self._unit_vectors:
+                self._unit_vectors[branch] = torch.nn.functional.normalize(self.scorer.entities[branch], dim=1)
+            return self._unit_vectors[branch]
 
     # ---------------------------------------------------------------------------- evidence
     def supporting_facts(self, head: int, tail: int, limit: int = 5) -> list[Fact]:
@@ -860,6 +772,13 @@ class PredictionService:
         }
 
     # ---------------------------------------------------------------------------- checks
+    def check_ids(self, *, entities: tuple[int, ...] = (), relations: tuple[int, ...] = ()) -> None:
+        """Raise :class:`UnknownEntityError` for an entity id outside ``[0, N)`` or a relation id outside ``[0, 2R)``."""
+        for entity in entities:
+            self._check_entity(entity)
+        for relation in relations:
+            self._check_relation(relation)
+
     def _check_entity(self, entity: int) -> None:
         if not 0 <= int(entity) < self.num_entities:
             raise UnknownEntityError(
@@ -885,11 +804,6 @@ def _inline_name(text: str | None, image: str | Path | None, width: int = 40) ->
         return words if len(words) <= width else words[: width - 1] + "…"
     return Path(image).name if image is not None else "(new entity)"
 
-
-def _feature_words(branches: tuple[str, ...]) -> list[str]:
-    """What an entity needs for each of ``branches`` to score it, in words."""
-    needs = {"text": "a description", "visual": "an image"}
-    return [needs[b] for b in branches if b in needs] or ["features"]
 
 
 def _pick_device(name: str) -> "torch.device":

@@ -27,11 +27,12 @@ from kgdata.errors import DataError, ImfError
 if TYPE_CHECKING:
     import torch
 
+    from imf_cli.service import EntityInfo, PredictionService, QueryResult
     from kgdata.features import FeatureSet
     from kgdata.store import EntityStore
     from models.evaluation import FrozenScorer
     from models.imf import IMF
-    from models.inductive import PlacementMap
+    from models.inductive import InductiveScorer, PlacedEntities, PlacementMap
 
 
 
@@ -218,3 +219,154 @@ def encode_inline(
             )
         encoded[branch] = (torch.from_numpy(matrix), torch.ones(1, dtype=torch.bool))
     return encoded
+
+
+class UnseenEntities:
+    """The entities outside one service's training graph: the run's features, its placement, the added ones.
+
+    Everything is loaded on first use, under the service's lock: a service that never meets an unseen
+    entity never reads a feature file.
+    """
+
+    def __init__(self, service: "PredictionService"):
+        self.service = service
+        self._feature_sets: dict | None = None
+        self._inductive: "InductiveScorer | None" = None
+        self._added: "tuple[list[int], PlacedEntities | None] | None" = None
+
+    def feature_sets(self) -> dict[str, "FeatureSet"]:
+        """Branch → the feature set the run was trained with (see :func:`run_feature_sets`)."""
+        service = self.service
+        with service.lock:
+            if self._feature_sets is None:
+                self._feature_sets = run_feature_sets(service.store, service.model, service.metadata)
+            return self._feature_sets
+
+    def inductive(self) -> "InductiveScorer":
+        """The run's :class:`~models.inductive.InductiveScorer`, with its stored (or freshly fitted) placement."""
+        import torch
+
+        from models.inductive import InductiveScorer
+
+        service = self.service
+        with service.lock:
+            if self._inductive is None:
+                if not service.model.feature_dims:
+                    where = f"run {service.run_dir}" if service.run_dir is not None else "this run"
+                    raise ImfError(
+                        f"{where} has only a structure branch, which knows only the entities of the training "
+                        "graph; train with text or image features to score entities outside it"
+                    )
+                features = graph_features(self.feature_sets(), service.num_graph_entities)
+                facts = torch.cat([service.splits["train"], service.splits["valid"]])
+                maps = fitted_placement(
+                    service.model, service.scorer, features, facts, run_dir=service.run_dir,
+                    checkpoint=service.checkpoint,
+                )
+                self._inductive = InductiveScorer(service.model, service.scorer, maps)
+            return self._inductive
+
+    def added(self) -> "tuple[list[int], PlacedEntities | None]":
+        """The ids of the entities added after training (``G … N-1``), and their placements (None: none)."""
+        import torch
+
+        service = self.service
+        with service.lock:
+            if self._added is None:
+                ids = list(range(service.num_graph_entities, service.num_entities))
+                placed = None
+                if ids:
+                    features = {
+                        branch: (torch.from_numpy(s.matrix[ids[0] :]), torch.from_numpy(s.mask[ids[0] :]))
+                        for branch, s in self.feature_sets().items()
+                    }
+                    placed = self.inductive().place(features)
+                self._added = (ids, placed)
+            return self._added
+
+    def placed(self, entity: int) -> "PlacedEntities":
+        """The placement of one added entity."""
+        from models.inductive import PlacedEntities
+
+        _, placed = self.added()
+        row = int(entity) - self.service.num_graph_entities
+        return PlacedEntities(
+            {name: vectors[row : row + 1] for name, vectors in placed.vectors.items()},
+            placed.present[row : row + 1],
+            placed.branch_names,
+        )
+
+
+def feature_words(branches: tuple[str, ...]) -> list[str]:
+    """What an entity needs for each of ``branches`` to score it, in words."""
+    needs = {"text": "a description", "visual": "an image"}
+    return [needs[b] for b in branches if b in needs] or ["features"]
+
+
+def rank_unseen(
+    service: "PredictionService", entity: "EntityInfo", heads: "torch.Tensor | PlacedEntities", relation: int, k: int,
+    include_known: bool, include_new: bool,
+) -> "QueryResult":
+    """:meth:`PredictionService.top_k` where the query entity or some candidates are outside the training graph.
+
+    ``heads`` is the query entity: a ``(1,)`` graph id, or its placement. With ``include_new`` the
+    entities added after training are candidates too, after the graph's.
+    """
+    import torch
+
+    from imf_cli.service import SPLITS, Prediction, QueryResult
+    from models.inductive import PlacedEntities, renormalised
+
+    inductive = service.inductive()
+    in_graph = not isinstance(heads, PlacedEntities)
+    if not in_graph and not heads.present.any():
+        raise ImfError(
+            f"entity {entity.key!r} is not in the training graph and has no feature that a branch of this run "
+            f"can score it by (it needs {' or '.join(feature_words(inductive.placeable))}); "
+            f"add them and run imf encode {service.dataset}"
+        )
+    added_ids, added = service.unseen.added() if include_new else ([], None)
+    known = service.known(entity.id, relation) if in_graph else {split: torch.zeros(0, dtype=torch.long) for split in SPLITS}
+    with torch.inference_mode():
+        scores = inductive.score(torch.tensor([int(relation)]), heads=heads, candidates=added)
+        fused = scores.fused[0].clone()
+        hidden = 0
+        if not include_known and in_graph:
+            answers = torch.unique(torch.cat(list(known.values())))
+            hidden = answers.numel()
+            fused[answers.to(fused.device)] = float("-inf")
+        count = min(k, int(torch.isfinite(fused).sum()))
+        top = torch.topk(fused, count).indices.cpu().tolist() if count > 0 else []
+        head_present = heads.present[0] if not in_graph else torch.ones(len(service.branch_names), dtype=torch.bool)
+        base = scores.weights[0].cpu()
+        query_weights = renormalised(base, head_present.cpu())
+        rows = []
+        for column in top:
+            present = torch.tensor([bool(scores.present[name][0, column]) for name in service.branch_names])
+            pair_weights = renormalised(base, present).tolist()
+            logits = {
+                name: float(scores.branches[name][0, column])
+                for name, on in zip(service.branch_names, present.tolist()) if on
+            }
+            contributions = {name: pair_weights[service.branch_names.index(name)] * v for name, v in logits.items()}
+            rows.append((column, float(scores.fused[0, column]), logits, contributions))
+    graph = service.num_graph_entities
+    ids = [column if column < graph else added_ids[column - graph] for column, *_ in rows]
+    known_ids = {split: set(tails.tolist()) for split, tails in known.items()}
+    predictions = [
+        Prediction(
+            rank=position + 1,
+            entity=info,
+            fused=fused_value,
+            branches=logits,
+            contributions=contributions,
+            known=frozenset(split for split in SPLITS if info.id in known_ids[split]),
+            in_graph=column < graph,
+        )
+        for position, (info, (column, fused_value, logits, contributions)) in enumerate(zip(service.entities(ids), rows))
+    ]
+    weights = {
+        name: value
+        for name, value, on in zip(service.branch_names, query_weights.tolist(), head_present.tolist()) if on
+    }
+    return QueryResult(entity, service.relation(relation), weights, predictions, hidden, in_graph=in_graph)

@@ -75,7 +75,7 @@ def test_the_service_uses_the_stored_placement_and_refits_a_stale_one(service, m
     monkeypatch.setattr(models.placement, "fit_placement", lambda *a, **k: pytest.fail("refitted a valid placement"))
     assert service.inductive().placeable == ("visual", "text", "multimodal")
 
-    service._inductive = None
+    service.unseen._inductive = None
     path.write_bytes(b"damaged")
     monkeypatch.undo()
     with graph_view(monkeypatch):
