@@ -13,8 +13,8 @@
 
    - **IMF cold-start**: the fused score, weights renormalised over the branches a held-out entity has;
      per branch too; and the same model with only the closed-form start of the placement (the ridge
-     fit to the learned rows; the projection in project mode), and with the PCA map that initialised
-     its tables (finetune mode), to show what fitting the placement to the model's scores adds;
+     fit to the learned rows; the projection in project mode), to show what fitting the placement to
+     the model's scores adds;
    - **random ranking**: the expected MRR of a uniformly random order of the filtered candidates;
    - **text nearest neighbour**: each held-out entity is replaced by the seen entity with the most
      similar text feature (cosine), and a candidate scores 1 when the triple with the replacements is
@@ -130,7 +130,7 @@ def run(args, scratch: Path) -> dict:
     from models.evaluation import FrozenScorer
     from models.index import TailIndex, with_inverses
     from models.inductive import InductiveScorer, PlacedEntities
-    from models.placement import fit_placement, fit_ridge, initial_placement
+    from models.placement import fit_placement, initial_placement
     from models.training import KGTensors, train
 
     started = time.perf_counter()
@@ -188,11 +188,6 @@ def run(args, scratch: Path) -> dict:
     placements = {"fitted": fit_placement(model, graph_features, triples=facts, seed=args.seed)}
     fitting = time.perf_counter() - started
     placements["start"] = initial_placement(model, graph_features, seed=args.seed)
-    if model.feature_mode == "finetune":  # the PCA map that initialised each table, for comparison
-        placements["pca"] = {
-            b: fit_ridge(m[k], model.entity_representations[b].reduced.cpu()[k], alphas=(1e-8,))
-            for b, (m, k) in graph_features.items()
-        }
 
     everything = torch.from_numpy(np.concatenate(list(remapped.values())))
     known = TailIndex.from_triples(with_inverses(everything, r), num_entities=n, num_relations=2 * r)
@@ -243,7 +238,7 @@ def run(args, scratch: Path) -> dict:
         inductive = InductiveScorer(model, scorer, maps)
         placed = inductive.place(unseen_features)
         start = "projection only (no fit)" if model.feature_mode == "project" else "ridge only (no score fit)"
-        key = {"fitted": "IMF cold-start", "start": f"IMF cold-start, {start}", "pca": "IMF cold-start, PCA map (no fit)"}[label]
+        key = {"fitted": "IMF cold-start", "start": f"IMF cold-start, {start}"}[label]
         rows[key] = mrr_block(ranks(cold_test, imf_scores(inductive, placed)))
         if label == "fitted":
             for branch in inductive.placeable:

@@ -1,126 +1,170 @@
-"""Seconds per training epoch of IMF against PyKEEN's TuckER, and the scorer's achieved GFLOP/s.
+"""Training speed: seconds per epoch, a FLOP cost model, and peers measured in the same run.
 
-Prints figures; it is not a test. Variants, at the same dim and batch size:
+Prints figures; it is not a test. For each dataset it measures, each in a fresh subprocess (so peak
+RSS belongs to one variant):
 
-  (a) IMF, structure branch only;
-  (b) IMF, all four branches (structure, visual, text, multimodal);
-  (c) PyKEEN's TuckER with its LCWA training loop (1-N with label smoothing), if pykeen is importable.
+  imf structure       IMF's real loop (models.training.train), structure branch only;
+  imf structure+text  IMF with the structure, text and multimodal branches (random 384-d text
+                      features: speed does not depend on their values);
+  pykeen              PyKEEN's TuckER with its LCWA loop (1-N, label smoothing), where practical
+                      (small graphs, or --pykeen-everywhere) and pykeen is importable;
+  reference           a plain-torch TuckER loop that builds W_r per query as the IMF reference
+                      code does, timed on a few batches and scaled to an epoch.
 
-(a) and (b) run the real loop (``models.training.train``). The time is the training part of each
-epoch, taken from the trace, and the medians leave out the first (warm-up) epoch. The default KG is a
-synthetic one of Countries-MM's size: 500 entities, 10 relations, 5,600 training triples, with random
-384-d text and 1280-d image features. ``--dataset-dir`` reads a real ``train.txt`` (tab-separated
-head / relation / tail strings) instead, still with random features.
+All at the same dim and batch size. IMF's time is the training part of each epoch from the trace;
+medians leave out the first (warm-up) epoch. The cost model counts the FLOPs of an epoch by
+component (the core W_r = r ×1 W, the head products, the 1-N scoring, the Mutan fusion of every
+entity, the elementwise loss and the Adam step) from the shapes and the batches the sampler really
+draws, and reports the achieved GFLOP/s against a matmul peak measured in the same run.
 
-    python benchmarks/bench_train.py --threads 1 --epochs 3
-    python benchmarks/bench_train.py --dataset-dir ../shared/datasets/FB15k-237 --device cuda
+With --contention a single-threaded CPU-bound process (a matmul loop) runs beside every
+measurement, and the slowdown factors against the idle run are printed for imf and PyKEEN.
+
+Datasets: countries-mm (bundled), umls (PyKEEN's wheel, when installed), db15k and fb15k-237
+(../shared/datasets, skipped when absent).
+
+    python benchmarks/bench_train.py --threads 2 --datasets countries-mm umls db15k fb15k-237
+    python benchmarks/bench_train.py --threads 2 --datasets umls --contention
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-import torch
-
-from imf_cli.runtime import keep_freed_memory
-from models.config import resolve
-from models.scorer import TuckERScorer, apply_relation_matrices
-from models.training import KGTensors, train
-
-FEATURE_DIMS = {"text": 384, "visual": 1280}
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+TEXT_DIM = 384
+SMALL = ("countries-mm", "umls")
 
 
-def synthetic_kg(num_entities: int = 500, num_relations: int = 10, num_train: int = 5600, seed: int = 0) -> KGTensors:
-    """Random distinct triples, split into train and 100 each for valid and test, with random features."""
-    generator = torch.Generator().manual_seed(seed)
-    total = num_train + 200
-    keys = torch.randperm(num_entities * num_relations * num_entities, generator=generator)[:total]
-    triples = torch.stack(
-        [keys // (num_relations * num_entities), keys // num_entities % num_relations, keys % num_entities], dim=1
+# ----------------------------------------------------------------------------------------- data
+def dataset_source(name: str) -> Path | str | None:
+    """Where to import ``name`` from, or None when it is not available here."""
+    if name == "countries-mm":
+        return "countries-mm"
+    if name == "umls":
+        try:
+            import pykeen.datasets.umls as umls
+        except ImportError:
+            return None
+        return Path(umls.__file__).parent
+    path = SHARED / name
+    return path if path.is_dir() else None
+
+
+def load_kg(name: str, *, text: bool):
+    """The dataset as ``KGTensors`` (imported into a scratch IMF_HOME), with random text features if asked."""
+    import torch
+
+    from kgdata.importing import import_dataset
+    from kgdata.store import EntityStore
+    from models.training import KGTensors
+
+    with tempfile.TemporaryDirectory() as home:
+        import_dataset(dataset_source(name), name=name.replace("_", "-"), home=home)
+        with EntityStore.open(name.replace("_", "-"), home=home) as store:
+            n, r = store.num_entities, store.num_relations
+            splits = {s: store.triples_tensor(s) for s in ("train", "valid", "test")}
+    features = {}
+    if text:
+        generator = torch.Generator().manual_seed(0)
+        features["text"] = (torch.randn(n, TEXT_DIM, generator=generator), torch.ones(n, dtype=torch.bool))
+    return KGTensors(n, r, splits["train"], splits["valid"], splits["test"], features=features)
+
+
+# ------------------------------------------------------------------------------------ cost model
+def cost_model(kg, *, dim: int, batch_size: int, relations_per_batch: int, branches: int, fusion_inputs: int) -> dict:
+    """FLOPs of one epoch by component, from the shapes and the batches the sampler draws (mean of 3 epochs)."""
+    import torch
+
+    from models.index import TailIndex, with_inverses
+    from models.sampling import epoch_batches
+
+    index = TailIndex.from_triples(
+        with_inverses(kg.train.long(), kg.num_relations), num_entities=kg.num_entities, num_relations=2 * kg.num_relations
     )
-    return KGTensors(
-        num_entities,
-        num_relations,
-        triples[:num_train],
-        triples[num_train : num_train + 100],
-        triples[num_train + 100 :],
-        features=random_features(num_entities, generator),
-    )
-
-
-def load_dataset(directory: Path, seed: int = 0) -> KGTensors:
-    """``train.txt`` (and ``valid.txt`` / ``test.txt`` when present) of tab-separated strings, with random features."""
-    entities: dict[str, int] = {}
-    relations: dict[str, int] = {}
-
-    def read(name: str) -> torch.Tensor:
-        path = directory / name
-        rows = []
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    head, relation, tail = line.split("\t")[:3]
-                    rows.append(
-                        (
-                            entities.setdefault(head, len(entities)),
-                            relations.setdefault(relation, len(relations)),
-                            entities.setdefault(tail, len(entities)),
-                        )
-                    )
-        return torch.tensor(rows, dtype=torch.long).view(-1, 3)
-
-    train_triples = read("train.txt")
-    valid = read("valid.txt")
-    test = read("test.txt")
-    if not len(valid):  # the loop needs a valid split; borrow a few training triples
-        valid = train_triples[:100]
-    valid = valid[:2000]  # the final epoch evaluates it; keep that short
-    generator = torch.Generator().manual_seed(seed)
-    return KGTensors(
-        len(entities), len(relations), train_triples, valid, test, features=random_features(len(entities), generator)
-    )
-
-
-def random_features(num_entities: int, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    return {
-        name: (torch.randn(num_entities, width, generator=generator), torch.ones(num_entities, dtype=torch.bool))
-        for name, width in FEATURE_DIMS.items()
+    _, relations = index.pairs()
+    generator = torch.Generator().manual_seed(0)
+    distinct, steps = [], 0
+    for _ in range(3):
+        batches = [b for b in epoch_batches(relations, batch_size=batch_size, relations_per_batch=relations_per_batch,
+                                            generator=generator) if len(b) > 1]
+        distinct.append(sum(len(torch.unique(relations[b])) for b in batches))
+        steps = len(batches)
+    u_total = statistics.fmean(distinct)  # Σ over the epoch's batches of the distinct relations
+    queries = len(relations)
+    d, n = dim, kg.num_entities
+    params = branches * (d**3 + 2 * kg.num_relations * d) + (branches if fusion_inputs == 0 else fusion_inputs) * n * d
+    flops = {
+        # forward 2x, backward 4x (gradients of both operands) of each matmul
+        "core W_r": branches * 6 * u_total * d**3,
+        "head products": branches * 6 * queries * d**2,
+        "1-N scoring": branches * 6 * queries * d * n,
+        "loss (elementwise)": branches * 10 * queries * n,
+        "optimizer (Adam)": steps * 12 * params,
     }
+    if fusion_inputs:
+        rank = 2
+        forward = fusion_inputs * 2 * n * d * rank * d + 2 * n * d * d  # projections, then the output map
+        flops["Mutan fusion of every entity"] = steps * 2 * forward  # inputs detached: weight gradients only
+    return {"flops": flops, "steps": steps, "queries": queries, "distinct_per_batch": u_total / steps, "params": params}
 
 
-def time_imf(data: KGTensors, modalities: tuple[str, ...], args: argparse.Namespace) -> list[float]:
-    """Training seconds of each epoch of a real run (warm-up epoch first)."""
+# ----------------------------------------------------------------------------------- workers
+def worker_imf(name: str, args) -> dict:
+    import torch
+
+    from models.config import resolve
+    from models.training import train
+
+    text = args.variant == "structure+text"
+    kg = load_kg(name, text=text)
+    modalities = ["structure", "text"] if text else ["structure"]
     config = resolve(
         {
-            "model": {"dim": args.dim, "modalities": list(modalities)},
+            "model": {"dim": args.dim, "modalities": modalities},
             "train": {
-                "epochs": args.epochs + 1,
+                "epochs": args.epochs,
                 "batch_size": args.batch_size,
-                "eval_every": args.epochs + 1,
+                "eval_every": args.epochs,
+                "patience": 0,
                 "seed": 0,
-                "device": args.device,
+                "device": "cpu",
+                "checkpoint_minutes": 1e6,
+                **({"relations_per_batch": args.relations_per_batch} if args.relations_per_batch is not None else {}),
+                **({"precision": args.precision} if args.precision else {}),
             },
         }
     )
-    seconds: list[float] = []
+    records: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
-        train(
-            data,
-            config,
-            Path(scratch) / "run",
-            progress=False,
-            on_epoch_end=lambda record: seconds.append(record["seconds"]["train"]),
-        )
-    return seconds
+        train(kg, config, Path(scratch) / "run", progress=False, on_epoch_end=records.append)
+    model = cost_model(
+        kg, dim=args.dim, batch_size=args.batch_size, relations_per_batch=config.train.relations_per_batch,
+        branches=3 if text else 1, fusion_inputs=2 if text else 0,
+    )
+    return {
+        "epochs": [r["seconds"]["train"] for r in records],
+        "valid_seconds": records[-1]["seconds"].get("valid"),
+        "cost": model,
+        "relations_per_batch": config.train.relations_per_batch,
+        "threads": torch.get_num_threads(),
+    }
 
 
-def time_pykeen(data: KGTensors, args: argparse.Namespace) -> list[float] | None:
-    """Seconds of each epoch of PyKEEN's TuckER in the LCWA loop, or None if pykeen is not installed."""
+def worker_pykeen(name: str, args) -> dict | None:
+    import warnings
+
+    import torch
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -130,6 +174,7 @@ def time_pykeen(data: KGTensors, args: argparse.Namespace) -> list[float] | None
             from pykeen.triples import TriplesFactory
     except ImportError:
         return None
+    kg = load_kg(name, text=False)
 
     class EpochTimer(TrainingCallback):
         def __init__(self) -> None:
@@ -143,134 +188,221 @@ def time_pykeen(data: KGTensors, args: argparse.Namespace) -> list[float] | None
             self.started = now
 
     factory = TriplesFactory(
-        mapped_triples=data.train,
-        entity_to_id={str(i): i for i in range(data.num_entities)},
-        relation_to_id={str(i): i for i in range(data.num_relations)},
+        mapped_triples=kg.train,
+        entity_to_id={str(i): i for i in range(kg.num_entities)},
+        relation_to_id={str(i): i for i in range(kg.num_relations)},
         create_inverse_triples=True,
     )
     model = TuckER(triples_factory=factory, embedding_dim=args.dim, relation_dim=args.dim, random_seed=0)
-    model = model.to(args.device)
-    loop = LCWATrainingLoop(
-        model=model, triples_factory=factory, optimizer=torch.optim.Adam(model.parameters(), lr=5e-4)
-    )
+    loop = LCWATrainingLoop(model=model, triples_factory=factory, optimizer=torch.optim.Adam(model.parameters(), lr=5e-4))
     timer = EpochTimer()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loop.train(
-            triples_factory=factory,
-            num_epochs=args.epochs + 1,
-            batch_size=args.batch_size,
-            label_smoothing=0.1,
-            use_tqdm=False,
-            callbacks=timer,
-        )
-    return timer.seconds
+        loop.train(triples_factory=factory, num_epochs=args.epochs, batch_size=args.batch_size, label_smoothing=0.1,
+                   use_tqdm=False, callbacks=timer)
+    return {"epochs": timer.seconds}
 
 
-def scorer_gflops(data: KGTensors, args: argparse.Namespace) -> tuple[float, float, int]:
-    """GFLOP/s of one TuckER scorer's forward pass on a training-sized batch, and of a plain matmul of the same FLOPs.
+def worker_reference(name: str, args) -> dict:
+    """The IMF reference's TuckER step (W_r built per query, a (B, d, d) batched matmul), scaled to an epoch."""
+    import torch
+    import torch.nn.functional as F
 
-    FLOPs counted: building ``W_r`` for the ``U`` distinct relations (``2·U·d³``), the head products
-    (``2·B·d²``) and the 1-N scores (``2·B·d·N``). On CUDA both run under bf16 autocast, as training does.
-    """
-    device = torch.device(args.device)
-    d, batch, n = args.dim, args.batch_size, data.num_entities
-    scorer = TuckERScorer(d, d).to(device).eval()
-    heads, entities = torch.randn(batch, d, device=device), torch.randn(n, d, device=device)
-    table = torch.randn(2 * data.num_relations, d, device=device)
-    relations = torch.randint(0, 2 * data.num_relations, (batch,), device=device)
-    distinct = relations.unique().numel()
-    flops = 2 * distinct * d**3 + 2 * batch * d**2 + 2 * batch * d * n
-    width = max(1, flops // (2 * batch * d))
-    left, right = torch.randn(batch, d, device=device), torch.randn(d, width, device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        scorer_seconds = best_time(lambda: scorer(heads, table, relations, entities), device)
-        matmul_seconds = best_time(lambda: left @ right, device)
-    return flops / scorer_seconds / 1e9, 2 * batch * d * width / matmul_seconds / 1e9, distinct
+    from models.index import TailIndex, with_inverses
 
-
-def relation_product_seconds(data: KGTensors, args: argparse.Namespace) -> dict[str, float]:
-    """Forward + backward seconds of the per-query relation products, grouped vs batched (see ``models.scorer``)."""
-    device = torch.device(args.device)
-    d, batch = args.dim, args.batch_size
-    relations = torch.randint(0, 2 * data.num_relations, (batch,), device=device)
-    _, inverse, counts = torch.unique(relations, return_inverse=True, return_counts=True)
-    x = torch.randn(batch, d, device=device, requires_grad=True)
-    matrices = torch.randn(counts.numel(), d, d, device=device, requires_grad=True)
-
-    def step(grouped: bool) -> None:
-        apply_relation_matrices(x, matrices, inverse, counts, grouped=grouped).sum().backward()
-
-    return {name: best_time(lambda: step(name == "grouped"), device) for name in ("grouped", "batched")}
-
-
-def best_time(function, device: torch.device, repeats: int = 10) -> float:
-    function()
+    kg = load_kg(name, text=False)
+    n, d = kg.num_entities, args.dim
+    index = TailIndex.from_triples(
+        with_inverses(kg.train.long(), kg.num_relations), num_entities=n, num_relations=2 * kg.num_relations
+    )
+    heads, relations = index.pairs()
+    entity = torch.nn.Parameter(torch.randn(n, d) * 0.01)
+    relation = torch.nn.Parameter(torch.randn(2 * kg.num_relations, d) * 0.01)
+    core = torch.nn.Parameter(torch.empty(d, d, d).uniform_(-1, 1))
+    bn0, bn1 = torch.nn.BatchNorm1d(d), torch.nn.BatchNorm1d(d)
+    optimizer = torch.optim.Adam([entity, relation, core, *bn0.parameters(), *bn1.parameters()], lr=5e-4)
+    order = torch.randperm(len(heads))
+    batches = order.split(args.batch_size)
+    timed = min(len(batches), 12)
     times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    for batch in batches[:timed]:
         started = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        h, r = heads[batch], relations[batch]
+        x = F.dropout(bn0(entity[h]), 0.3)
+        w = F.dropout((relation[r] @ core.view(d, -1)).view(-1, d, d), 0.4)
+        q = F.dropout(bn1(torch.bmm(x.unsqueeze(1), w).squeeze(1)), 0.5)
+        targets = index.multi_hot(h, r) * 0.9 + 1.0 / n
+        loss = F.binary_cross_entropy_with_logits(q @ entity.T, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
         times.append(time.perf_counter() - started)
-    return min(times)
+    per_batch = statistics.median(times[2:] or times)
+    return {"per_batch": per_batch, "epoch": per_batch * len(batches), "batches": len(batches)}
+
+
+def worker_peak(args) -> dict:
+    """fp32 and bf16 matmul GFLOP/s on the scoring's shape (batch × d × N) and on 2048³."""
+    import torch
+
+    def rate(dtype, m, k, n, repeats):
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        out = torch.empty(m, n, dtype=dtype)
+        for _ in range(3):
+            torch.mm(a, b, out=out)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            torch.mm(a, b, out=out)
+            times.append(time.perf_counter() - started)
+        return 2 * m * k * n / statistics.median(times) / 1e9
+
+    return {
+        f"{dtype}-{shape}": rate(getattr(torch, dtype), *dims, repeats)
+        for dtype in ("float32", "bfloat16")
+        for shape, dims, repeats in (("2048", (2048, 2048, 2048), 5), ("scoring", (args.batch_size, args.dim, 14541), 30))
+    }
+
+
+# -------------------------------------------------------------------------------------- driver
+def run_worker(kind: str, dataset: str, args, extra: list[str]) -> dict | None:
+    """Run one measurement in a fresh process; its result and peak RSS (MiB)."""
+    command = [sys.executable, __file__, "--worker", kind, "--dataset", dataset, "--threads", str(args.threads),
+               "--dim", str(args.dim), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), *extra]
+    if args.relations_per_batch is not None:
+        command += ["--relations-per-batch", str(args.relations_per_batch)]
+    if args.precision:
+        command += ["--precision", args.precision]
+    output = subprocess.run(command, capture_output=True, text=True, env=worker_env(args))
+    if output.returncode != 0:
+        print(f"  {kind} on {dataset} failed:\n{output.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def worker_env(args) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+class Contention:
+    """A single-threaded CPU-bound process beside the measurement (a matmul loop), or nothing."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.process = enabled, None
+
+    def __enter__(self) -> "Contention":
+        if self.enabled:
+            code = "import torch\ntorch.set_num_threads(1)\na=torch.randn(512,512)\nwhile True:\n    a=(a@a).tanh()\n"
+            self.process = subprocess.Popen([sys.executable, "-c", code])
+            time.sleep(1.0)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--epochs", type=int, default=3, help="measured epochs per variant, after one warm-up")
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (IMF trains with bf16 autocast on cuda)")
-    parser.add_argument("--dataset-dir", type=Path, help="a directory with train.txt instead of the synthetic KG")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["structure", "full", "pykeen"])
+    parser.add_argument("--datasets", nargs="+", default=["countries-mm", "umls", "db15k", "fb15k-237"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per imf/pykeen run, the first a warm-up")
+    parser.add_argument("--dim", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--relations-per-batch", type=int, help="override train.relations_per_batch")
+    parser.add_argument("--precision", help="override train.precision")
+    parser.add_argument("--variants", nargs="+", default=["structure", "structure+text", "pykeen", "reference"])
+    parser.add_argument("--pykeen-everywhere", action="store_true", help="also run PyKEEN on the large graphs")
+    parser.add_argument("--contention", action="store_true", help="also measure beside one CPU-bound process")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as the imf command does; PyKEEN runs in this process too
-    data = load_dataset(args.dataset_dir) if args.dataset_dir else synthetic_kg()
-    print(
-        f"KG: {data.num_entities} entities, {data.num_relations} relations, {len(data.train)} train triples; "
-        f"dim {args.dim}, batch {args.batch_size}, device {args.device}, {torch.get_num_threads()} thread(s)"
-    )
+    if args.worker:
+        import resource
 
-    variants = {
-        "structure": lambda: time_imf(data, ("structure",), args),
-        "full": lambda: time_imf(data, ("structure", "visual", "text"), args),
-        "pykeen": lambda: time_pykeen(data, args),
-    }
-    labels = {
-        "structure": "(a) IMF structure only",
-        "full": "(b) IMF 4 branches",
-        "pykeen": "(c) PyKEEN TuckER LCWA",
-    }
-    medians: dict[str, float] = {}
-    for name, run in variants.items():
-        if name in args.skip:
-            continue
-        seconds = run()
-        if seconds is None:
-            print(f"{labels[name]:<26} skipped: pykeen is not importable")
-            continue
-        medians[name] = statistics.median(seconds[1:] or seconds)
-        print(f"{labels[name]:<26} {medians[name]:8.3f} s/epoch  (epochs: {', '.join(f'{s:.3f}' for s in seconds)})")
-    for name in ("full", "structure"):
-        if name in medians and "pykeen" in medians:
-            print(f"ratio {name}/pykeen: {medians[name] / medians['pykeen']:.2f}")
+        import torch
 
-    scorer, matmul, distinct = scorer_gflops(data, args)
-    print(
-        f"scorer forward: {scorer:.1f} GFLOP/s ({distinct} distinct relations in a batch of {args.batch_size}); "
-        f"plain matmul of the same FLOPs: {matmul:.1f} GFLOP/s ({scorer / matmul:.0%})"
-    )
-    products = relation_product_seconds(data, args)
-    print(
-        "relation products, forward + backward: "
-        + ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, seconds in products.items())
-    )
+        from imf_cli.runtime import keep_freed_memory
+
+        torch.set_num_threads(args.threads)
+        keep_freed_memory()
+        result = {
+            "imf": lambda: worker_imf(args.dataset, args),
+            "pykeen": lambda: worker_pykeen(args.dataset, args),
+            "reference": lambda: worker_reference(args.dataset, args),
+            "peak": lambda: worker_peak(args),
+        }[args.worker]()
+        if result is not None:
+            result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+
+    print(f"dim {args.dim}, batch {args.batch_size}, {args.threads} thread(s), {args.epochs} epochs per run "
+          f"(first one a warm-up); machine: {os.cpu_count()} CPUs")
+    peak = run_worker("peak", "none", args, [])
+    print("matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
+    fp32_peak = peak["float32-2048"]
+    conditions = [False, True] if args.contention else [False]
+    for name in args.datasets:
+        if dataset_source(name) is None:
+            print(f"\n{name}: not available here, skipped")
+            continue
+        print(f"\n== {name}")
+        medians: dict[tuple[str, bool], float] = {}
+        for contended in conditions:
+            label = "beside one CPU-bound process" if contended else "idle"
+            with Contention(contended):
+                for variant in args.variants:
+                    if variant == "pykeen" and name not in SMALL and not args.pykeen_everywhere:
+                        continue
+                    if variant == "reference" and contended:
+                        continue
+                    kind = "imf" if variant.startswith("structure") else variant
+                    extra = ["--variant", variant] if kind == "imf" else []
+                    result = run_worker(kind, name, args, extra)
+                    if result is None:
+                        continue
+                    report(name, variant, label, result, fp32_peak, medians, contended)
+        for contended in conditions:
+            if ("pykeen", contended) in medians and ("structure", contended) in medians:
+                ratio = medians[("structure", contended)] / medians[("pykeen", contended)]
+                print(f"  imf structure / PyKEEN TuckER ({'contended' if contended else 'idle'}): {ratio:.2f}x")
+        if args.contention:
+            for variant in ("structure", "pykeen"):
+                if (variant, False) in medians and (variant, True) in medians:
+                    print(f"  slowdown under contention, {variant}: {medians[(variant, True)] / medians[(variant, False)]:.2f}x")
+
+
+def report(name, variant, label, result, fp32_peak, medians, contended) -> None:
+    rss = f"peak RSS {result['peak_rss_mib']:.0f} MiB"
+    if variant == "reference":
+        print(f"  reference TuckER loop ({label}): {result['per_batch'] * 1e3:.0f} ms per batch, "
+              f"{result['epoch']:.1f} s per epoch of {result['batches']} batches ({rss})")
+        return
+    epochs = result["epochs"]
+    median = statistics.median(epochs[1:] or epochs)
+    medians[(variant, contended)] = median
+    if variant == "pykeen":
+        print(f"  PyKEEN TuckER LCWA ({label}): {median:.2f} s/epoch (epochs {', '.join(f'{s:.2f}' for s in epochs)}; {rss})")
+        return
+    cost = result["cost"]
+    total = sum(cost["flops"].values())
+    matmul = sum(v for k, v in cost["flops"].items() if k not in ("loss (elementwise)", "optimizer (Adam)"))
+    print(f"  imf {variant} ({label}, relations_per_batch {result['relations_per_batch']}): {median:.2f} s/epoch "
+          f"(epochs {', '.join(f'{s:.2f}' for s in epochs)}), valid {result['valid_seconds']:.2f} s; {rss}")
+    if contended:
+        return
+    print(f"    {cost['steps']} steps, {cost['queries']:,} queries, {cost['distinct_per_batch']:.1f} distinct relations "
+          f"per batch; {total / 1e12:.2f} TFLOP per epoch:")
+    for component, flops in cost["flops"].items():
+        print(f"      {component:<30} {flops / 1e12:7.3f} TFLOP  {flops / total:5.1%}")
+    print(f"    achieved {total / median / 1e9:.0f} GFLOP/s, matmul FLOPs at {matmul / median / 1e9:.0f} GFLOP/s = "
+          f"{matmul / median / 1e9 / fp32_peak:.0%} of the fp32 matmul peak; floor at that peak {matmul / fp32_peak / 1e9:.1f} s")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from imf_cli.commands import ablate as ablate_cmd
 from imf_cli.commands import datasets as datasets_cmd
 from imf_cli.commands import demo as demo_cmd
 from imf_cli.commands import eval as eval_cmd
@@ -63,6 +64,7 @@ app.command("eval")(eval_cmd.eval_command)
 app.command("predict")(predict_cmd.predict_command)
 app.command("explain")(explain_cmd.explain_command)
 app.command("explore")(explore_cmd.explore_command)
+app.command("ablate")(ablate_cmd.ablate_command)
 
 
 def main() -> None:

@@ -160,6 +160,7 @@ def train_model(
     dataset: str,
     *,
     config_file: Path | None = None,
+    config_values: Mapping[str, Any] | None = None,
     flags: Mapping[str, Any] | None = None,
     modalities: tuple[str, ...] | None = None,
     text_encoder: str | None = None,
@@ -168,19 +169,26 @@ def train_model(
     run_dir: Path | None = None,
     progress: bool = True,
 ) -> "TrainResult":
-    """Train IMF on an imported dataset into a new, write-once run directory."""
+    """Train IMF on an imported dataset into a new, write-once run directory.
+
+    The config is layered as defaults ← ``config_file`` (or ``config_values``, a mapping of the same
+    shape) ← ``flags``.
+    """
     from kgdata.store import EntityStore
     from models.training import train
 
     flags = dict(flags or {})
-    file_values = read_config_file(config_file)
+    file_values = dict(config_values) if config_values is not None else read_config_file(config_file)
     with EntityStore.open(dataset) as store:
         # Precedence: --modalities, else the config file's, else structure plus every encoded modality.
         if modalities is None and not _sets_modalities(file_values):
             modalities = available_branches(store)
         if modalities is not None:
             flags["model.modalities"] = list(modalities)
+        if structure_init is not None:
+            flags["model.structure_init"] = structure_init
         config = resolve_config(file_values, flags)
+        structure_init = config.model.structure_init
         prepared = prepare_data(
             store,
             tuple(config.model.modalities),
@@ -212,9 +220,9 @@ def _place_unseen(result: "TrainResult", prepared: PreparedData, *, progress: bo
     """
     import os
 
-    from imf_cli.unseen import write_run_placement
-
     import torch
+
+    from imf_cli.unseen import write_run_placement
 
     if os.environ.get("RANK", "0") == "0" and (Path(result.run_dir) / "best.pt").is_file():
         facts = torch.cat([prepared.tensors.train, prepared.tensors.valid])
@@ -235,10 +243,14 @@ def run_metadata(run_dir: Path) -> dict:
 
 
 def resume_model(run_dir: Path, *, progress: bool = True) -> "TrainResult":
-    """Continue a killed run with the dataset and features it recorded."""
+    """Continue a killed run with the dataset and features it recorded.
+
+    A run killed before it wrote any ``last.pt`` starts again from epoch 0 with its recorded config
+    and seed, which gives the run it would have been.
+    """
     from kgdata.store import EntityStore
     from models.checkpoint import CheckpointError
-    from models.training import resume
+    from models.training import restart, resume
 
     document = run_metadata(run_dir)
     meta = document["metadata"]
@@ -250,11 +262,31 @@ def resume_model(run_dir: Path, *, progress: bool = True) -> "TrainResult":
             **_recorded_encoders(meta),
         )
     try:
-        result = resume(run_dir, prepared.tensors, progress=progress)
+        if not (Path(run_dir) / "last.pt").exists():
+            result = restart(run_dir, prepared.tensors, _recorded_config(run_dir, document), progress=progress)
+        else:
+            result = resume(run_dir, prepared.tensors, progress=progress)
     except (CheckpointError, ValueError) as error:
         raise ImfError(str(error)) from error
     _place_unseen(result, prepared, progress=progress)
     return result
+
+
+def run_features(store: "EntityStore", document: dict) -> dict:
+    """Branch → ``(matrix, mask)``: the frozen features a run trained with, read again from the feature files."""
+    meta = document["metadata"]
+    modalities = tuple(document["config"]["model"]["modalities"])
+    prepared = prepare_data(store, modalities, **{**_recorded_encoders(meta), "structure_init": None})
+    return dict(prepared.tensors.features)
+
+
+def _recorded_config(run_dir: Path, document: dict) -> "RunConfig":
+    from models.config import ConfigError, RunConfig
+
+    try:
+        return RunConfig.from_dict(document["config"])
+    except (ConfigError, AttributeError, TypeError) as error:
+        raise ImfError(f"{Path(run_dir) / 'config.yaml'}: {error}") from error
 
 
 def _recorded_encoders(meta: dict) -> dict:

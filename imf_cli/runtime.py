@@ -36,3 +36,18 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP_UP_TO)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_UP_TO))
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads for torch's intra-op work (and one inter-op thread)."""
+    import torch
+
+    from kgdata.errors import ImfError
+
+    if threads < 1:
+        raise ImfError(f"--threads must be at least 1, not {threads}")
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable before any inter-op work has started
+        pass

@@ -314,7 +314,7 @@ class PredictionService:
             ImfError: If the run directory, the checkpoint or the dataset cannot be used, or the dataset
                 was re-imported since the run was trained.
         """
-        from imf_cli.pipeline import _check_same_dataset, run_metadata
+        from imf_cli.pipeline import _check_same_dataset, run_features, run_metadata
         from models.checkpoint import CheckpointError, load_checkpoint
 
         if checkpoint not in ("best", "last"):
@@ -325,13 +325,14 @@ class PredictionService:
         if "dataset" not in meta:
             raise ImfError(f"{run_dir / 'config.yaml'}: records no dataset")
         torch_device = _pick_device(device)
-        try:
-            model, _ = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device)
-        except CheckpointError as error:
-            raise ImfError(str(error)) from error
         store = EntityStore.open(meta["dataset"])
         try:
             _check_same_dataset(store, meta, run_dir)
+            features = run_features(store, document) if _needs_features(document) else None
+            try:
+                model, _ = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device, features=features)
+            except CheckpointError as error:
+                raise ImfError(str(error)) from error
             return cls(model, store, run_dir=run_dir, checkpoint=checkpoint, metadata=meta)
         except BaseException:
             store.close()
@@ -716,8 +717,11 @@ class PredictionService:
     def evaluate(self, split: str = "test", *, batch_size: int | None = None, per_relation: bool = False) -> dict:
         """Filtered ranking metrics of ``split`` (see :mod:`models.evaluation` and ``imf eval``).
 
+        The filter is the one training used for the same split (:func:`models.evaluation.filter_splits`):
+        valid is filtered with train and valid, test with all three splits.
+
         Returns:
-            ``{"split", "checkpoint", "dataset", "triples", "device", "chunk_size", "seconds",
+            ``{"split", "checkpoint", "dataset", "triples", "filter", "device", "chunk_size", "seconds",
             "fusion_weights", "fused", "branches", "mean_fusion", "per_relation"}``; ``per_relation``
             maps relation keys to their metrics, or is None unless asked for. ``fusion_weights`` maps
             branch names to the decision weights, or, with per-relation fusion, relation keys (inverse
@@ -725,7 +729,7 @@ class PredictionService:
         """
         import time
 
-        from models.evaluation import build_filter, metrics_report, rank_queries
+        from models.evaluation import build_filter, filter_splits, metrics_report, rank_queries
 
         if split not in ("valid", "test"):
             raise ImfError(f"unknown split {split!r}; choose valid or test")
@@ -735,8 +739,10 @@ class PredictionService:
         if not len(triples):
             raise ImfError(f"the {split} split of dataset {self.dataset!r} holds no triples")
         started = time.perf_counter()
+        filtered_by = filter_splits(split)
         index = build_filter(
-            self.splits.values(), num_entities=self.num_graph_entities, num_relations=self.num_relations
+            [self.splits[name] for name in filtered_by], num_entities=self.num_graph_entities,
+            num_relations=self.num_relations,
         )
         ranks = rank_queries(self.scorer.without_cache(), triples, index, chunk_size=batch_size)
         report = metrics_report(ranks, per_relation=per_relation)
@@ -751,6 +757,7 @@ class PredictionService:
             "checkpoint": self.checkpoint,
             "dataset": self.dataset,
             "triples": int(len(triples)),
+            "filter": list(filtered_by),
             "device": str(self.device),
             "chunk_size": ranks.chunk_size,
             "seconds": round(seconds, 3),
@@ -804,6 +811,12 @@ def _inline_name(text: str | None, image: str | Path | None, width: int = 40) ->
         return words if len(words) <= width else words[: width - 1] + "…"
     return Path(image).name if image is not None else "(new entity)"
 
+
+
+def _needs_features(document: dict) -> bool:
+    """Whether the run's model scores from its frozen features (``project`` mode), which checkpoints do not hold."""
+    model = ((document or {}).get("config") or {}).get("model") or {}
+    return model.get("feature_mode") == "project"
 
 
 def _pick_device(name: str) -> "torch.device":

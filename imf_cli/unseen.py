@@ -164,7 +164,7 @@ def write_run_placement(
     from models.checkpoint import load_checkpoint
     from models.evaluation import FrozenScorer
 
-    model, _ = load_checkpoint(Path(run_dir) / f"{checkpoint}.pt")
+    model, _ = load_checkpoint(Path(run_dir) / f"{checkpoint}.pt", features=features)
     if not model.feature_dims:
         return None
     fitted_placement(

@@ -1,15 +1,19 @@
 """Checkpoint files: plain dicts of tensors and primitives that load with ``torch.load(weights_only=True)``.
 
-A checkpoint is self-sufficient. Besides the model's ``state_dict`` (the frozen feature buffers
-included), it holds the sizes that rebuild the model (``model_args``), the resolved config as a
-plain dict, the optimizer and scheduler states, the loop counters and every RNG state. RNG states
-are stored as tensors and ints; numpy arrays and Python's state tuple are converted first.
+A checkpoint holds the model's ``state_dict``, the sizes that rebuild the model (``model_args``), the
+resolved config as a plain dict, the optimizer and scheduler states, the loop counters and every RNG
+state. RNG states are stored as tensors and ints; numpy arrays and Python's state tuple are converted
+first. The frozen feature matrices are not stored: the feature files are their record, and a
+checkpoint carries their hashes (``feature_hashes``). A model in ``"project"`` feature mode needs them
+to score, so :func:`load_checkpoint` takes them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,24 +67,83 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[IMF, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    features: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> tuple[IMF, dict[str, Any]]:
     """Rebuild the model stored in ``path`` for inference.
+
+    Args:
+        path: The checkpoint file.
+        map_location: Where to put the model.
+        features: Modality → ``(matrix (N, D), mask (N,))``, the frozen features the run trained with.
+            Needed for every modality in ``"project"`` mode (:attr:`IMF.modalities_needing_features`);
+            others are ignored. Their hashes are checked against the checkpoint's when it has them.
 
     Returns:
         The model, on ``map_location`` and in eval mode, and the run's config as a plain dict
         (``{"model": …, "train": …, "eval": …}``).
 
     Raises:
-        CheckpointError: If the file cannot be read, or its config or weights do not fit together.
+        CheckpointError: If the file cannot be read, its config or weights do not fit together, or
+            features it needs are missing or differ from those it was trained with.
     """
     payload = read_checkpoint(path, map_location)
     try:
         config = RunConfig.from_dict(payload["config"])
         model = build_model(config.model, **payload["model_args"])
-        model.load_state_dict(payload["model"])
+        # Checkpoints of older versions still hold the feature buffers: keep what fits, ignore the rest.
+        state = {key: value for key, value in payload["model"].items() if not _is_feature_buffer(key)}
+        model.load_state_dict(state)
     except (ConfigError, KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(path, f"the stored model does not rebuild ({error})") from error
+    needed = model.modalities_needing_features
+    if needed:
+        stored = {key: value for key, value in payload["model"].items() if _is_feature_buffer(key)}
+        _attach(model, path, needed, features or {}, stored, payload.get("feature_hashes"))
     return model.to(map_location).eval(), payload["config"]
+
+
+def _is_feature_buffer(key: str) -> bool:
+    return key.startswith("entity_representations.") and key.endswith((".features", ".reduced"))
+
+
+def _attach(
+    model: IMF,
+    path: str | Path,
+    needed: tuple[str, ...],
+    features: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    stored: Mapping[str, torch.Tensor],
+    hashes: Mapping[str, str] | None,
+) -> None:
+    for modality in needed:
+        old = stored.get(f"entity_representations.{modality}.features")
+        if modality in features:
+            matrix, mask = features[modality]
+            if hashes and modality in hashes and feature_hash(matrix, mask) != hashes[modality]:
+                raise CheckpointError(
+                    path, f"the {modality} features differ from those the run was trained with (re-encoded since?)"
+                )
+        elif old is not None:  # an older checkpoint that still carries its features
+            matrix, mask = old, model.entity_representations[modality].mask
+        else:
+            raise CheckpointError(path, f"the {modality} branch needs its features to score; none were given")
+        try:
+            model.attach_features(modality, matrix.float(), mask.bool())
+        except ValueError as error:
+            raise CheckpointError(path, f"the {modality} features do not fit the model ({error})") from error
+
+
+def feature_hash(matrix: torch.Tensor, mask: torch.Tensor | None) -> str:
+    """A hash of a feature matrix and its mask exactly as training used them (see ``KGTensors.feature_hashes``)."""
+    digest = hashlib.sha256()
+    for tensor in (matrix, mask):
+        if tensor is not None:
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def capture_rng_state(shuffle: torch.Generator) -> dict[str, Any]:

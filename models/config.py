@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -24,6 +25,19 @@ import yaml
 
 FEATURE_MODES = ("finetune", "project")
 FUSION_MODES = ("learned", "learned-per-relation", "mean")
+#: How the decision fusion combines the branches: their logits, or their probabilities (the reference).
+DECISION_SPACES = ("logit", "probability")
+#: How the TuckER core is drawn: ``xavier`` (the IMF reference) or ``uniform`` U(-1, 1) (TuckER, PyKEEN).
+CORE_INITS = ("xavier", "uniform")
+#: How feature vectors become ``dim``-vectors: PCA, or the reference's average pooling of L2-normalised features.
+FEATURE_REDUCTIONS = ("pca", "avgpool")
+#: Label smoothing: ``tucker`` gives ``(1-ε)·y + 1/N`` when ε > 0; ``pykeen`` gives ``(1-ε)·y + ε·(1-y)/(N-1)``.
+SMOOTHING_MODES = ("tucker", "pykeen")
+#: Which views the contrastive term aligns: the modalities with each other (the paper), each modality
+#: with the fused (multimodal) vector, or both.
+CONTRASTIVE_PAIRS = ("modalities", "fused", "all")
+#: The matmul precision of the training step: ``auto`` is bf16 autocast on CUDA and float32 on the CPU.
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -38,6 +52,18 @@ class ModelConfig:
     Trained jointly (False, as the paper does) its loss pulls on every modality branch and holds them
     back; see ``docs/benchmarks.md`` for the Countries-MM runs behind the default. ``fusion_residual``
     adds the mean of the fused vectors to the fusion's output (see :mod:`models.fusion`).
+
+    The switches that restore the IMF reference code (``imf_cli/presets/paper.yaml`` sets them all):
+    ``fusion_relu`` (a ReLU after each Mutan projection and after the sum), ``decision_space:
+    probability`` (the branches' sigmoid probabilities are mixed, not their logits),
+    ``relation_dropout_per_query`` (each query draws its own dropout mask on ``W_r``),
+    ``feature_reduction: avgpool`` (features are L2-normalised and average-pooled to ``dim``, not
+    reduced by PCA), ``core_init: xavier`` and ``structure_init: gat`` (the structure branch starts
+    from the GAT encoder's vectors; ``imf encode NAME --modality structure`` makes them).
+    ``interactive: false`` drops the multimodal branch (the ablation without interactive fusion).
+    ``fusion_gradient_scale`` scales the multimodal loss's gradient where it reaches the modality
+    vectors, when the inputs are not detached (1: joint training, as the paper; between 0 and 1, a
+    damped coupling).
     """
 
     dim: int = 256
@@ -51,6 +77,14 @@ class ModelConfig:
     input_dropout: float = 0.3
     relation_dropout: float = 0.4
     hidden_dropout: float = 0.5
+    fusion_relu: bool = False
+    decision_space: str = "logit"
+    relation_dropout_per_query: bool = False
+    feature_reduction: str = "pca"
+    core_init: str = "xavier"
+    structure_init: str | None = None
+    interactive: bool = True
+    fusion_gradient_scale: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.dim > 0, "model.dim must be positive")
@@ -61,8 +95,19 @@ class ModelConfig:
         )
         _check(self.feature_mode in FEATURE_MODES, f"model.feature_mode must be one of {FEATURE_MODES}")
         _check(self.fusion in FUSION_MODES, f"model.fusion must be one of {FUSION_MODES}")
+        _check(self.decision_space in DECISION_SPACES, f"model.decision_space must be one of {DECISION_SPACES}")
+        _check(self.core_init in CORE_INITS, f"model.core_init must be one of {CORE_INITS}")
+        _check(
+            self.feature_reduction in FEATURE_REDUCTIONS,
+            f"model.feature_reduction must be one of {FEATURE_REDUCTIONS}",
+        )
+        _check(
+            self.structure_init is None or (isinstance(self.structure_init, str) and self.structure_init.strip() != ""),
+            "model.structure_init must name a structure encoder (e.g. gat) or be null",
+        )
         for name in ("fusion_dropout", "input_dropout", "relation_dropout", "hidden_dropout"):
             _check(0.0 <= getattr(self, name) < 1.0, f"model.{name} must be in [0, 1)")
+        _check(0.0 <= self.fusion_gradient_scale <= 1.0, "model.fusion_gradient_scale must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -71,14 +116,33 @@ class TrainConfig:
 
     ``patience`` counts evaluations (every ``eval_every`` epochs) without a better valid MRR; 0 turns
     early stopping off. ``lr_decay`` is the per-epoch factor of an ``ExponentialLR`` (1.0: constant).
-    ``checkpoint_every`` writes ``last.pt`` every N epochs and at the end. With the optimizer state a
-    four-branch model's checkpoint is about ``3 × 4 × 4 d³`` bytes at dim ``d`` (800 MB at 256), so a
-    larger N writes less but a killed run repeats up to N-1 epochs. ``seed`` None draws one, which the
-    run records. ``device`` is ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
+    ``last.pt`` (what :func:`models.training.resume` continues from) is written at the end of the
+    epoch in which ``checkpoint_minutes`` have passed since the last write (PyKEEN's
+    ``checkpoint_frequency`` also counts minutes), every ``checkpoint_every`` epochs when that is
+    above 0, on SIGINT/SIGTERM, and always at the end. With the optimizer state a four-branch model's
+    checkpoint is about ``3 × 4 × 4 d³`` bytes at dim ``d`` (800 MB at 256), so writing it every epoch
+    can cost more than the epoch. A run killed before its first ``last.pt`` resumes from epoch 0 with
+    its recorded seed. ``seed`` None draws one, which the run records. ``device`` is ``"auto"``,
+    ``"cpu"`` or ``"cuda[:i]"``.
+    ``label_smoothing_mode`` picks how ``label_smoothing`` (ε) is applied (see :data:`SMOOTHING_MODES`);
+    ε = 0 turns smoothing off in both.
+    ``relations_per_batch`` (K > 0) builds each batch from at most K relations: every epoch, each
+    relation's queries are shuffled and cut into pieces of ``batch_size / K``, the pieces are shuffled,
+    and K of them make a batch. Every training query is still seen once per epoch; a batch then
+    builds ``K`` relation matrices ``W_r`` instead of one per distinct relation (about 68 of 128 queries
+    on DB15K), which dominates the step's arithmetic on graphs with many relations. 0 draws batches
+    uniformly.
+    ``precision`` is the autocast of the training step: ``bf16`` (bfloat16 matmuls, float32 weights,
+    losses and optimizer), ``fp32``, or ``auto`` (bf16 on CUDA, fp32 on the CPU). Evaluation always
+    runs in float32.
     ``contrastive_weight`` and ``temperature`` are our choices: the reference never calls its contrastive
-    loss, so it gives no values. ``fit_fusion_on_valid`` (with ``model.fusion: learned``) refits the
+    loss, so it gives no values. ``contrastive_pairs`` picks the views it aligns (:data:`CONTRASTIVE_PAIRS`). ``fit_fusion_on_valid`` (with ``model.fusion: learned``) refits the
     decision-fusion weights on the valid queries at every evaluation and holds them fixed in between
     (see :mod:`models.calibration`); False learns them by gradient on the training loss, as the paper does.
+    The valid MRR that selects the epoch is then cross-fitted: the valid triples are split in two
+    halves, each half is ranked with the weights fitted on the other, so no query selects the epoch
+    with weights fitted on itself. Valid is always filtered with the train and valid triples (never
+    test), in training and in ``imf eval --split valid`` alike.
     ``fused_loss_weight`` weighs the BCE of the fused score in the loss. The paper uses 1; its gradient
     couples the branches, and with weights fitted on valid it has nothing of its own to train, so the
     default is 0: each branch learns from its own loss (and the contrastive term), and the fusion
@@ -91,12 +155,17 @@ class TrainConfig:
     lr_decay: float = 1.0
     weight_decay: float = 0.0
     label_smoothing: float = 0.1
+    label_smoothing_mode: str = "tucker"
     contrastive_weight: float = 0.1
+    contrastive_pairs: str = "modalities"
     fused_loss_weight: float = 0.0
     temperature: float = 0.1
     eval_every: int = 10
     patience: int = 5
-    checkpoint_every: int = 1
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0
+    relations_per_batch: int = 0
+    precision: str = "auto"
     fit_fusion_on_valid: bool = True
     seed: int | None = None
     device: str = "auto"
@@ -109,11 +178,19 @@ class TrainConfig:
         _check(0 < self.lr_decay <= 1, "train.lr_decay must be in (0, 1]")
         _check(self.weight_decay >= 0, "train.weight_decay must be non-negative")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
+        _check(
+            self.label_smoothing_mode in SMOOTHING_MODES,
+            f"train.label_smoothing_mode must be one of {SMOOTHING_MODES}",
+        )
         _check(self.contrastive_weight >= 0, "train.contrastive_weight must be non-negative")
+        _check(self.contrastive_pairs in CONTRASTIVE_PAIRS, f"train.contrastive_pairs must be one of {CONTRASTIVE_PAIRS}")
         _check(self.fused_loss_weight >= 0, "train.fused_loss_weight must be non-negative")
         _check(self.temperature > 0, "train.temperature must be positive")
         _check(self.patience >= 0, "train.patience must be non-negative")
-        _check(self.checkpoint_every > 0, "train.checkpoint_every must be positive")
+        _check(self.checkpoint_every >= 0, "train.checkpoint_every must be non-negative (0: by time only)")
+        _check(self.checkpoint_minutes > 0, "train.checkpoint_minutes must be positive")
+        _check(self.relations_per_batch >= 0, "train.relations_per_batch must be non-negative (0: uniform batches)")
+        _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
         _check(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             f"train.device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}",
@@ -139,12 +216,12 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        fitted = self.model.fusion == "learned" and self.train.fit_fusion_on_valid
+        fitted = self.model.fusion in ("learned", "learned-per-relation") and self.train.fit_fusion_on_valid
         _check(
             self.model.fusion == "mean" or fitted or self.train.fused_loss_weight > 0,
             f"model.fusion {self.model.fusion!r} learns its weights from the fused loss, but "
             "train.fused_loss_weight is 0; set it above 0"
-            + (" or set train.fit_fusion_on_valid: true" if self.model.fusion == "learned" else ""),
+            + (" or set train.fit_fusion_on_valid: true" if self.model.fusion != "mean" else ""),
         )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -183,8 +260,21 @@ SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "eval":
 ADDED_KEYS: dict[str, Any] = {
     "model.detach_fusion_inputs": False,
     "model.fusion_residual": False,
+    "model.fusion_relu": False,
+    "model.decision_space": "logit",
+    "model.relation_dropout_per_query": False,
+    "model.feature_reduction": "pca",
+    "model.core_init": "xavier",
+    "model.structure_init": None,
+    "model.interactive": True,
+    "model.fusion_gradient_scale": 1.0,
+    "train.contrastive_pairs": "modalities",
     "train.fused_loss_weight": 1.0,
     "train.fit_fusion_on_valid": False,
+    "train.label_smoothing_mode": "tucker",
+    "train.relations_per_batch": 0,
+    "train.checkpoint_minutes": 10.0,
+    "train.precision": "auto",
 }
 
 
@@ -254,8 +344,8 @@ def _build(cls: type, section: str, values: Mapping[str, Any]):
 def _convert(key: str, value: Any, hint: Any) -> Any:
     try:
         return _coerce(value, hint)
-    except (TypeError, ValueError):
-        expected = getattr(hint, "__name__", str(hint))
+    except (TypeError, ValueError, OverflowError):
+        expected = "a finite float" if hint is float else getattr(hint, "__name__", str(hint))
         raise ConfigError(f"config key {key!r} expects {expected}, got {value!r}") from None
 
 
@@ -284,7 +374,10 @@ def _coerce(value: Any, hint: Any) -> Any:
         return value
     if hint is int and isinstance(value, float) and not value.is_integer():
         raise TypeError
-    return hint(value)
+    converted = hint(value)
+    if hint is float and not math.isfinite(converted):  # nan, inf: never a meaningful setting
+        raise ValueError
+    return converted
 
 
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}

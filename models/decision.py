@@ -9,10 +9,21 @@ The weights are a softmax over branches, so they are non-negative and sum to one
 ``"mean"``
     Uniform weights, nothing learned (what the reference code does).
 
-The branches' *logits* (pre-sigmoid) are combined, not their probabilities. A weighted sum of logits
-is a weighted geometric mean of the odds, a product of experts in which a confident branch can
-outvote unsure ones. It also keeps the fused score a logit, so the fused loss can use the stable
-``binary_cross_entropy_with_logits``.
+Two spaces (``model.decision_space``):
+
+``"logit"``
+    The branches' logits are combined: ``Σ_b w_b s_b``. A weighted sum of logits is a weighted
+    geometric mean of the odds, a product of experts in which a confident branch can outvote unsure
+    ones.
+``"probability"`` (the IMF reference)
+    The branches' probabilities are combined: ``p = Σ_b w_b σ(s_b)``. With uniform weights this is
+    exactly the reference code's fusion, the mean of the sigmoid probabilities.
+
+Either way the fused score is a logit. In probability space it is ``logit(p)``, computed as
+``log Σ_b w_b σ(s_b) − log Σ_b w_b σ(−s_b)`` with log-sigmoids and ``logsumexp``, so it never
+saturates: a float32 ``σ`` rounds every logit above about 17 to 1.0 and would tie the top candidates.
+The fused loss can therefore always use the stable ``binary_cross_entropy_with_logits``, and ranking
+by the fused logit ranks by ``p``.
 """
 
 from __future__ import annotations
@@ -20,9 +31,54 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.config import FUSION_MODES
+from models.config import DECISION_SPACES, FUSION_MODES
+
+
+def mixture_logit(scores: Sequence[Tensor], weights: Tensor) -> Tensor:
+    """``logit(Σ_b w_b σ(s_b))``: the logit of the weighted mean of the branches' probabilities.
+
+    Args:
+        scores: One logit tensor per branch, each ``(B, *)``.
+        weights: ``(n_branches,)``, or ``(B, n_branches)`` per row; non-negative, summing to one.
+
+    Returns:
+        ``(B, *)``, in the scores' dtype (computed in float32 at least).
+    """
+    dtype = torch.promote_types(scores[0].dtype, torch.float32)
+    positive = negative = None
+    for index, branch_scores in enumerate(scores):
+        log_weight = weights[..., index].to(dtype).log()
+        if log_weight.dim() == 1:  # per row: broadcast over the trailing score dimensions
+            log_weight = log_weight.view(-1, *([1] * (branch_scores.dim() - 1)))
+        branch_scores = branch_scores.to(dtype)
+        up = F.logsigmoid(branch_scores) + log_weight
+        down = F.logsigmoid(-branch_scores) + log_weight
+        positive = up if positive is None else torch.logaddexp(positive, up)
+        negative = down if negative is None else torch.logaddexp(negative, down)
+    fused = positive - negative
+    return fused.to(scores[0].dtype)
+
+
+def weighted_logit_sum(scores: Sequence[Tensor], weights: Tensor) -> Tensor:
+    """``Σ_b w_b s_b`` for scores ``(B, *)`` and weights ``(n_branches,)`` or ``(B, n_branches)``."""
+    fused = None
+    for index, branch_scores in enumerate(scores):
+        weight = weights[..., index]
+        if weight.dim() == 1:  # per row: broadcast over the trailing score dimensions
+            weight = weight.view(-1, *([1] * (branch_scores.dim() - 1)))
+        term = weight * branch_scores
+        fused = term if fused is None else fused + term
+    return fused
+
+
+def combine(scores: Sequence[Tensor], weights: Tensor, space: str) -> Tensor:
+    """The fused logit of ``scores`` with ``weights`` in decision ``space`` (``"logit"`` or ``"probability"``)."""
+    if space == "probability":
+        return mixture_logit(scores, weights)
+    return weighted_logit_sum(scores, weights)
 
 
 class DecisionFusion(nn.Module):
@@ -32,15 +88,19 @@ class DecisionFusion(nn.Module):
         num_branches: The number of branches combined.
         num_relations: The number of relation ids (``2R`` with inverses); used by ``"learned-per-relation"``.
         mode: One of ``"learned"``, ``"learned-per-relation"``, ``"mean"``.
+        space: ``"logit"`` or ``"probability"`` (see the module docstring).
     """
 
-    def __init__(self, num_branches: int, num_relations: int, *, mode: str = "learned"):
+    def __init__(self, num_branches: int, num_relations: int, *, mode: str = "learned", space: str = "logit"):
         super().__init__()
         if mode not in FUSION_MODES:
             raise ValueError(f"unknown fusion mode {mode!r}; expected one of {FUSION_MODES}")
+        if space not in DECISION_SPACES:
+            raise ValueError(f"unknown decision space {space!r}; expected one of {DECISION_SPACES}")
         self.num_branches = num_branches
         self.num_relations = num_relations
         self.mode = mode
+        self.space = space
         if mode == "learned":
             self.logits = nn.Parameter(torch.empty(num_branches))
         elif mode == "learned-per-relation":
@@ -72,14 +132,12 @@ class DecisionFusion(nn.Module):
         if len(scores) != self.num_branches:
             raise ValueError(f"expected {self.num_branches} branch scores, got {len(scores)}")
         weights = self.weights(relations)
-        fused = None
-        for index, branch_scores in enumerate(scores):
-            weight = weights[..., index]
-            if weight.dim() == 1:  # per query: broadcast over the trailing score dimensions
-                weight = weight.view(-1, *([1] * (branch_scores.dim() - 1)))
-            term = weight * branch_scores
-            fused = term if fused is None else fused + term
-        return fused, weights
+        if len(scores) == 1:
+            return scores[0], weights
+        return combine(scores, weights, self.space), weights
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.num_branches}, {self.num_relations}, mode={self.mode!r})"
+        return (
+            f"{self.__class__.__name__}({self.num_branches}, {self.num_relations}, mode={self.mode!r}, "
+            f"space={self.space!r})"
+        )

@@ -71,6 +71,14 @@ class Distributed:
         dist.all_reduce(tensor)
         return tensor / self.world_size
 
+    def any(self, flag: bool, device: torch.device | str = "cpu") -> bool:
+        """True if ``flag`` is True on any rank (``device``: where the backend reduces, the GPU under nccl)."""
+        if not self.enabled:
+            return flag
+        tensor = torch.tensor([int(flag)], device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

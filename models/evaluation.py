@@ -9,6 +9,15 @@ candidates scoring strictly higher) and the pessimistic rank (the number scoring
 the target included). If all ``N'`` remaining candidates score the same, the rank is ``(1 + N') / 2``.
 These are PyKEEN's definitions (``pykeen.evaluation.ranks``).
 
+Non-finite scores (nan, ±inf) rank last: a target whose score is not finite gets rank ``N'`` (both
+bounds), and a candidate whose score is not finite never outranks a finite target. A diverged model
+therefore scores an MRR near 0, never the 2.0 that a nan target would give (nan compares False with
+everything, so it would count no candidate above it).
+
+The filter: test is filtered with the train, valid and test triples; valid with the train and valid
+triples (:func:`filter_splits`), during training and in ``imf eval --split valid`` alike, so that
+choosing a model on valid never reads test.
+
 Memory stays bounded: queries are scored a chunk at a time (``chunk × N`` scores per branch), and the
 filter is applied by index on the chunk. The known answers of the chunk's queries are looked up in a
 CSR :class:`~models.index.TailIndex`; their comparisons with the target are counted and subtracted, so
@@ -27,12 +36,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from models.decision import combine, mixture_logit
 from models.imf import IMF, ScoreBreakdown
 from models.index import TailIndex, with_inverses
-from models.scorer import apply_relation_matrices
+from models.scorer import RelationGroups, apply_relation_matrices
 
 FUSED = "fused"
-#: The uniform mean of the branch logits: the reference code's fusion, reported as a baseline.
+#: The mean of the branches' sigmoid probabilities: the reference code's fusion, reported as a baseline.
 MEAN_FUSION = "mean_fusion"
 HITS_AT = (1, 3, 10)
 #: Chunk-size caps: past these, larger chunks only cost memory.
@@ -42,6 +52,15 @@ MAX_CHUNK = {"cpu": 1024, "cuda": 8192}
 CPU_MATRIX_BYTES = 16 << 20
 #: The share of the free memory that one chunk's scores may use.
 MEMORY_FRACTION = 0.25
+
+
+def filter_splits(split: str) -> tuple[str, ...]:
+    """The splits whose triples filter the ranking of ``split``: valid never sees test."""
+    if split == "valid":
+        return ("train", "valid")
+    if split == "test":
+        return ("train", "valid", "test")
+    raise ValueError(f"unknown split {split!r}; expected valid or test")
 
 
 def build_filter(splits: Iterable[Tensor], *, num_entities: int, num_relations: int) -> TailIndex:
@@ -65,7 +84,12 @@ def _other_known(rows: Tensor, tails: Tensor, targets: Tensor) -> tuple[Tensor, 
 
 
 def _count_ranks(scores: Tensor, targets: Tensor, rows: Tensor, tails: Tensor) -> tuple[Tensor, Tensor]:
-    """Optimistic and pessimistic ranks, with distinct non-target pairs ``(rows, tails)`` filtered out."""
+    """Optimistic and pessimistic ranks, with distinct non-target pairs ``(rows, tails)`` filtered out.
+
+    Non-finite scores rank last (see the module docstring). The finite case pays one extra pass.
+    """
+    if not torch.isfinite(scores).all():
+        return _count_ranks_nonfinite(scores, targets, rows, tails)
     target_scores = scores.gather(1, targets.view(-1, 1))
     higher = torch.count_nonzero(scores > target_scores, dim=1)  # faster than .sum() on CPU
     not_lower = torch.count_nonzero(scores >= target_scores, dim=1)  # the target included
@@ -75,6 +99,24 @@ def _count_ranks(scores: Tensor, targets: Tensor, rows: Tensor, tails: Tensor) -
         higher -= torch.zeros_like(higher).index_add_(0, rows, (known > reference).long())
         not_lower -= torch.zeros_like(not_lower).index_add_(0, rows, (known >= reference).long())
     return higher + 1, not_lower
+
+
+def _count_ranks_nonfinite(scores: Tensor, targets: Tensor, rows: Tensor, tails: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`_count_ranks` for scores with nan or ±inf: those candidates sink below every finite score."""
+    finite = torch.isfinite(scores)
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    target_finite = finite.gather(1, targets.view(-1, 1)).squeeze(1)
+    above = torch.count_nonzero(finite & (scores > target_scores), dim=1)
+    level = torch.count_nonzero(finite & (scores >= target_scores), dim=1)  # the target included
+    remaining = torch.full_like(above, scores.shape[1])  # the candidates left after filtering
+    if rows.numel():
+        known_finite = finite[rows, tails]
+        known = scores[rows, tails]
+        reference = target_scores[rows, 0]
+        above -= torch.zeros_like(above).index_add_(0, rows, (known_finite & (known > reference)).long())
+        level -= torch.zeros_like(level).index_add_(0, rows, (known_finite & (known >= reference)).long())
+        remaining -= torch.zeros_like(remaining).index_add_(0, rows, torch.ones_like(rows))
+    return torch.where(target_finite, above + 1, remaining), torch.where(target_finite, level, remaining)
 
 
 def rank_bounds(
@@ -178,12 +220,20 @@ class FrozenScorer:
                 weights = model.decision.weights(relation_ids).float()
         finally:
             model.train(was_training)
+        self.space = model.decision.space
         self.weights = weights.expand(2 * model.num_relations, len(self.branch_names)).contiguous()
         self.entities = {name: encoded[name].entities.float() for name in self.branch_names}
         self._relation_vectors = {name: encoded[name].relations.float() for name in self.branch_names}
         self._parts = {name: _frozen_scorer_parts(model.scorers[name]) for name in self.branch_names}
         self._cache: dict[int, dict[str, tuple[Tensor, Tensor]]] | None = {} if cache_relations else None
         self._lock = threading.Lock()
+
+    def with_weights(self, weights: Tensor) -> FrozenScorer:
+        """A scorer that shares these matrices but fuses with ``weights``: ``(n_branches,)`` or ``(2R, n_branches)``."""
+        other = copy.copy(self)
+        weights = weights.to(self.device, torch.float32)
+        other.weights = weights.expand(2 * self.num_relations, len(self.branch_names)).contiguous()
+        return other
 
     def without_cache(self) -> FrozenScorer:
         """A scorer that shares these matrices but builds relation maps per call and keeps none.
@@ -230,14 +280,14 @@ class FrozenScorer:
     @torch.inference_mode()
     def queries_for(self, heads: Mapping[str, Tensor], relations: Tensor) -> dict[str, Tensor]:
         """:meth:`queries` of head *vectors*: branch → ``(B, d)`` head vectors, for the branches given."""
-        distinct, inverse, counts = torch.unique(relations, return_inverse=True, return_counts=True)
-        maps = self.relation_maps(distinct)
+        groups = RelationGroups.of(relations)
+        maps = self.relation_maps(groups.distinct)
         result = {}
         for name, vectors in heads.items():
             matrices, offsets = maps[name]
             # Grouped on every device: a batched product would gather a (B, d, d) copy of the matrices.
-            x = apply_relation_matrices(vectors, matrices, inverse, counts, grouped=True)
-            result[name] = x + offsets[inverse]
+            x = apply_relation_matrices(vectors, matrices, groups, grouped=True)
+            result[name] = x + offsets[groups.inverse]
         return result
 
     @torch.inference_mode()
@@ -246,7 +296,8 @@ class FrozenScorer:
         queries = self.queries(heads, relations)
         branches = {name: queries[name] @ self.entities[name].T for name in self.branch_names}
         weights = self.weights[relations]
-        fused = sum(weights[:, i : i + 1] * s for i, s in enumerate(branches.values()))
+        scores = list(branches.values())
+        fused = scores[0] if len(scores) == 1 else combine(scores, weights, self.space)
         return ScoreBreakdown(branches, weights, fused)
 
     def __repr__(self) -> str:
@@ -312,39 +363,37 @@ def rank_queries(
     """
     device, num_relations = scorer.device, scorer.num_relations
     names = (*scorer.branch_names, FUSED, MEAN_FUSION)
+    num_branches = len(scorer.branch_names)
     if chunk_size is None:
-        chunk_size = auto_chunk_size(scorer.num_entities, len(names), device)
+        # Every branch's scores, the fused and mean scores, and the two running log-sums of each mixture.
+        matrices = len(names) if num_branches == 1 else 2 * num_branches + 4
+        chunk_size = auto_chunk_size(scorer.num_entities, matrices, device)
     filter_index = filter_index.to(device)
     queries = with_inverses(triples.long(), num_relations).to(device)
     order = torch.argsort(queries[:, 1], stable=True)  # few distinct relations per chunk
-    single = len(scorer.branch_names) == 1
+    uniform = torch.full((num_branches,), 1.0 / num_branches, device=device)
     optimistic = {name: torch.empty(len(queries), dtype=torch.long, device=device) for name in names}
     pessimistic = {name: torch.empty(len(queries), dtype=torch.long, device=device) for name in names}
     for chunk in order.split(chunk_size):
         heads, relations, answers = queries[chunk].unbind(1)
         rows, tails = _other_known(*filter_index.lookup(heads, relations), answers)
         query_vectors = scorer.queries(heads, relations)
-        weights = scorer.weights[relations]
-        fused = total = None
-        for index, name in enumerate(scorer.branch_names):
-            scores = query_vectors[name] @ scorer.entities[name].T
-            optimistic[name][chunk], pessimistic[name][chunk] = _count_ranks(scores, answers, rows, tails)
-            if single:
-                continue
-            term = weights[:, index : index + 1] * scores
-            fused = term if fused is None else fused.add_(term)
-            total = scores if total is None else total.add_(scores)  # the first branch's scores are done with
-            del scores, term
-        if single:  # one branch: its weight is exactly 1, and the mean of one is itself
+        scores = []
+        for name in scorer.branch_names:
+            branch_scores = query_vectors[name] @ scorer.entities[name].T
+            optimistic[name][chunk], pessimistic[name][chunk] = _count_ranks(branch_scores, answers, rows, tails)
+            scores.append(branch_scores)
+        if num_branches == 1:  # one branch: its weight is exactly 1, and the mean of one is itself
             for name in (FUSED, MEAN_FUSION):
                 optimistic[name][chunk] = optimistic[scorer.branch_names[0]][chunk]
                 pessimistic[name][chunk] = pessimistic[scorer.branch_names[0]][chunk]
             continue
+        fused = combine(scores, scorer.weights[relations], scorer.space)
         optimistic[FUSED][chunk], pessimistic[FUSED][chunk] = _count_ranks(fused, answers, rows, tails)
         del fused
-        mean = total.div_(len(scorer.branch_names))
+        mean = mixture_logit(scores, uniform)
         optimistic[MEAN_FUSION][chunk], pessimistic[MEAN_FUSION][chunk] = _count_ranks(mean, answers, rows, tails)
-        del total, mean
+        del mean, scores
     return RankResult(
         {name: ranks.cpu() for name, ranks in optimistic.items()},
         {name: ranks.cpu() for name, ranks in pessimistic.items()},

@@ -23,6 +23,9 @@ branch starts from the average of the modality vectors and the Tucker term learn
 On Countries-MM (the ``imf demo`` preset, seed 1, inputs detached) it lifted the multimodal branch's test
 MRR from 0.094 to 0.345, with the other branches and the fused score unchanged (0.527).
 
+With ``relu`` (the IMF reference's ``MutanLayer``) each projection is followed by a ReLU, and so is
+the sum of the products: ``p = M_d · relu(Σ_k Π_m relu(z_m[:, k]))``.
+
 The module fuses any number of modalities; with one it is a plain low-rank linear map.
 """
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 
@@ -44,6 +48,7 @@ class LowRankTuckerFusion(nn.Module):
         out_dim: The width of the output (default ``dim``).
         dropout: Dropout on each input (the reference uses 0.2).
         residual: Add the mean of the inputs to the output (needs ``out_dim == dim``).
+        relu: A ReLU after each projection and after the sum of the products, as in the reference.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class LowRankTuckerFusion(nn.Module):
         out_dim: int | None = None,
         dropout: float = 0.2,
         residual: bool = False,
+        relu: bool = False,
     ):
         super().__init__()
         if num_inputs < 1:
@@ -63,6 +69,7 @@ class LowRankTuckerFusion(nn.Module):
         if residual and out_dim not in (None, dim):
             raise ValueError(f"a residual fusion needs out_dim == dim, got {out_dim} and {dim}")
         self.residual = residual
+        self.relu = relu
         self.num_inputs = num_inputs
         self.dim = dim
         self.rank = rank
@@ -84,13 +91,16 @@ class LowRankTuckerFusion(nn.Module):
         product: Tensor | None = None
         for x, projection in zip(inputs, self.projections):
             z = projection(self.dropout(x)).unflatten(-1, (self.rank, self.hidden_dim))  # (B, K, h)
+            if self.relu:
+                z = torch.relu(z)
             product = z if product is None else product * z
-        fused = self.output(product.sum(dim=-2))
+        summed = product.sum(dim=-2)
+        fused = self.output(torch.relu(summed) if self.relu else summed)
         return fused + sum(inputs) / self.num_inputs if self.residual else fused
 
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}({self.num_inputs}, {self.dim}, rank={self.rank}, "
-            f"hidden_dim={self.hidden_dim}, out_dim={self.out_dim}, residual={self.residual})"
+            f"hidden_dim={self.hidden_dim}, out_dim={self.out_dim}, residual={self.residual}, relu={self.relu})"
         )
 

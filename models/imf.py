@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from models.decision import DecisionFusion
 from models.fusion import LowRankTuckerFusion
 from models.representations import FeatureRepresentation, LearnedRepresentation
-from models.scorer import TuckERScorer
+from models.scorer import RelationGroups, TuckERScorer
 
 if TYPE_CHECKING:
     from models.config import ModelConfig
@@ -80,6 +80,15 @@ class IMF(nn.Module):
         fusion_residual: Add the mean of the modality vectors to the fusion's output (see
             :class:`LowRankTuckerFusion`).
         input_dropout, relation_dropout, hidden_dropout: The TuckER dropouts (see :class:`TuckERScorer`).
+        fusion_relu: The reference's ReLUs in the Mutan fusion (see :class:`LowRankTuckerFusion`).
+        decision_space: ``"logit"`` or ``"probability"`` (see :mod:`models.decision`).
+        relation_dropout_per_query, core_init: See :class:`TuckERScorer`.
+        feature_reduction: ``"pca"`` or ``"avgpool"`` (see :mod:`models.representations`).
+        interactive: Build the multimodal branch (stage 1's interactive fusion) when there are two or
+            more modalities. False leaves only the modality branches: the ablation "without
+            interactive fusion".
+        fusion_gradient_scale: Without ``detach_fusion_inputs``, the factor on the multimodal loss's
+            gradient where it reaches the modality vectors (1: joint training).
 
     Until :meth:`set_features` is called, a feature branch has no features and gives every entity its
     "missing" vector.
@@ -102,6 +111,13 @@ class IMF(nn.Module):
         input_dropout: float = 0.3,
         relation_dropout: float = 0.4,
         hidden_dropout: float = 0.5,
+        fusion_relu: bool = False,
+        decision_space: str = "logit",
+        relation_dropout_per_query: bool = False,
+        core_init: str = "xavier",
+        feature_reduction: str = "pca",
+        interactive: bool = True,
+        fusion_gradient_scale: float = 1.0,
     ):
         super().__init__()
         modalities = tuple(modalities)
@@ -118,13 +134,17 @@ class IMF(nn.Module):
         self.feature_dims = {m: int(feature_dims[m]) for m in modalities if m != STRUCTURE}
         self.feature_mode = feature_mode
         self.detach_fusion_inputs = detach_fusion_inputs
-        self.branch_names = modalities + ((MULTIMODAL,) if len(modalities) > 1 else ())
+        self.fusion_gradient_scale = 0.0 if detach_fusion_inputs else float(fusion_gradient_scale)
+        self.interactive = interactive
+        self.branch_names = modalities + ((MULTIMODAL,) if interactive and len(modalities) > 1 else ())
 
         self.entity_representations = nn.ModuleDict(
             {
                 m: LearnedRepresentation(num_entities, dim)
                 if m == STRUCTURE
-                else FeatureRepresentation(num_entities, self.feature_dims[m], dim, mode=feature_mode)
+                else FeatureRepresentation(
+                    num_entities, self.feature_dims[m], dim, mode=feature_mode, reduction=feature_reduction
+                )
                 for m in modalities
             }
         )
@@ -132,7 +152,7 @@ class IMF(nn.Module):
             {m: LearnedRepresentation(2 * num_relations, dim) for m in modalities}
         )
         if MULTIMODAL in self.branch_names:
-            fusion_args = dict(rank=fusion_rank, dropout=fusion_dropout, residual=fusion_residual)
+            fusion_args = dict(rank=fusion_rank, dropout=fusion_dropout, residual=fusion_residual, relu=fusion_relu)
             self.entity_fusion = LowRankTuckerFusion(len(modalities), dim, **fusion_args)
             self.relation_fusion = LowRankTuckerFusion(len(modalities), dim, **fusion_args)
         self.scorers = nn.ModuleDict(
@@ -143,11 +163,13 @@ class IMF(nn.Module):
                     input_dropout=input_dropout,
                     relation_dropout=relation_dropout,
                     hidden_dropout=hidden_dropout,
+                    relation_dropout_per_query=relation_dropout_per_query,
+                    core_init=core_init,
                 )
                 for branch in self.branch_names
             }
         )
-        self.decision = DecisionFusion(len(self.branch_names), 2 * num_relations, mode=fusion)
+        self.decision = DecisionFusion(len(self.branch_names), 2 * num_relations, mode=fusion, space=decision_space)
 
     def reset_parameters(self) -> None:
         parts = [*self.entity_representations.values(), *self.relation_representations.values()]
@@ -163,6 +185,22 @@ class IMF(nn.Module):
         if modality not in self.feature_dims:
             raise KeyError(f"the model has no feature modality {modality!r} (it has {tuple(self.feature_dims)})")
         self.entity_representations[modality].set_features(matrix, mask)
+
+    @torch.no_grad()
+    def attach_features(self, modality: str, matrix: Tensor, mask: Tensor) -> None:
+        """Give a loaded model the frozen features of ``modality`` back, without touching trained parameters."""
+        if modality not in self.feature_dims:
+            raise KeyError(f"the model has no feature modality {modality!r} (it has {tuple(self.feature_dims)})")
+        self.entity_representations[modality].attach_features(matrix, mask)
+
+    @property
+    def modalities_needing_features(self) -> tuple[str, ...]:
+        """The feature modalities that cannot score without their frozen features (``"project"`` mode).
+
+        Checkpoints do not hold feature matrices, so a model loaded from one needs :meth:`attach_features`
+        for each of these.
+        """
+        return tuple(m for m in self.feature_dims if self.entity_representations[m].needs_features)
 
     @torch.no_grad()
     def set_structure_init(self, entities: Tensor | None = None, relations: Tensor | None = None) -> None:
@@ -195,8 +233,12 @@ class IMF(nn.Module):
         }
         if MULTIMODAL in self.branch_names:
             inputs = [encoded[m] for m in self.modalities]
-            if self.detach_fusion_inputs:
-                inputs = [BranchEmbeddings(e.entities.detach(), e.relations.detach()) for e in inputs]
+            if self.fusion_gradient_scale != 1.0:
+                inputs = [
+                    BranchEmbeddings(_scale_gradient(e.entities, self.fusion_gradient_scale),
+                                     _scale_gradient(e.relations, self.fusion_gradient_scale))
+                    for e in inputs
+                ]
             encoded[MULTIMODAL] = BranchEmbeddings(
                 self.entity_fusion([e.entities for e in inputs]),
                 self.relation_fusion([e.relations for e in inputs]),
@@ -204,7 +246,12 @@ class IMF(nn.Module):
         return encoded
 
     def forward(
-        self, heads: Tensor, relations: Tensor, *, encoded: Mapping[str, BranchEmbeddings] | None = None
+        self,
+        heads: Tensor,
+        relations: Tensor,
+        *,
+        encoded: Mapping[str, BranchEmbeddings] | None = None,
+        groups: RelationGroups | None = None,
     ) -> ScoreBreakdown:
         """1-N scores: the logit of every entity as the tail of each query ``(heads[b], relations[b], ?)``.
 
@@ -212,14 +259,16 @@ class IMF(nn.Module):
             heads: ``(B,)`` head entity ids.
             relations: ``(B,)`` relation ids in ``[0, 2R)``.
             encoded: The output of :meth:`encode`, to reuse across batches; computed when None.
+            groups: The batch's relation groups (see :class:`RelationGroups`); computed when None.
 
         Returns:
             A :class:`ScoreBreakdown` of ``(B, N)`` scores.
         """
         encoded = self.encode() if encoded is None else encoded
+        groups = RelationGroups.of(relations) if groups is None else groups
         branches = {
             name: self.scorers[name](
-                encoded[name].entities[heads], encoded[name].relations, relations, encoded[name].entities
+                encoded[name].entities[heads], encoded[name].relations, relations, encoded[name].entities, groups
             )
             for name in self.branch_names
         }
@@ -236,10 +285,11 @@ class IMF(nn.Module):
     ) -> ScoreBreakdown:
         """Scores of single triples, each ``(B,)``; equal to ``forward(heads, relations)`` at ``tails``."""
         encoded = self.encode() if encoded is None else encoded
+        groups = RelationGroups.of(relations)
         branches = {}
         for name in self.branch_names:
             entities, relation_table = encoded[name]
-            query = self.scorers[name].query(entities[heads], relation_table, relations)
+            query = self.scorers[name].query(entities[heads], relation_table, relations, groups)
             branches[name] = (query * entities[tails]).sum(dim=-1)
         fused, weights = self.decision(list(branches.values()), relations)
         return ScoreBreakdown(branches, weights, fused)
@@ -251,7 +301,8 @@ class IMF(nn.Module):
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}({self.num_entities}, {self.num_relations}, dim={self.dim}, "
-            f"modalities={self.modalities}, feature_mode={self.feature_mode!r}, fusion={self.decision.mode!r})"
+            f"modalities={self.modalities}, feature_mode={self.feature_mode!r}, fusion={self.decision.mode!r}, "
+            f"decision_space={self.decision.space!r})"
         )
 
 
@@ -274,4 +325,18 @@ def build_model(
         input_dropout=config.input_dropout,
         relation_dropout=config.relation_dropout,
         hidden_dropout=config.hidden_dropout,
+        fusion_relu=config.fusion_relu,
+        decision_space=config.decision_space,
+        relation_dropout_per_query=config.relation_dropout_per_query,
+        core_init=config.core_init,
+        feature_reduction=config.feature_reduction,
+        interactive=config.interactive,
+        fusion_gradient_scale=config.fusion_gradient_scale,
     )
+
+
+def _scale_gradient(x: Tensor, scale: float) -> Tensor:
+    """``x`` in the forward pass, ``scale ×`` its gradient in the backward pass (0: detached)."""
+    if scale == 0.0:
+        return x.detach()
+    return x.detach() + scale * (x - x.detach())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -186,14 +187,49 @@ class InductiveScores:
         branches: Branch → ``(B, C)`` logits; NaN where the branch is not present at both ends.
         present: Branch → ``(B, C)`` bool, where it is.
         weights: ``(B, n_branches)`` the decision weights of each query's relation (not renormalised).
-        fused: ``(B, C)`` the weighted mean of the present branches' logits, with the weights
-            renormalised over them; ``-inf`` where no branch is present.
+        fused: ``(B, C)`` the decision fusion of the present branches (:func:`fuse_present`), with the
+            weights renormalised over them; ``-inf`` where no branch is present.
     """
 
     branches: dict[str, Tensor]
     present: dict[str, Tensor]
     weights: Tensor
     fused: Tensor
+
+
+def fuse_present(branches: Mapping[str, Tensor], present: Mapping[str, Tensor], weights: Tensor, space: str) -> Tensor:
+    """The fused logit of the branches present at each entry, with the weights renormalised over them.
+
+    Args:
+        branches: Branch → ``(B, C)`` logits (ignored where not present).
+        present: Branch → ``(B, C)`` bool.
+        weights: ``(B, n_branches)`` decision weights, in the order of ``branches``.
+        space: ``"logit"``: ``Σ w s / Σ w`` over the present branches; ``"probability"``: the logit of
+            ``Σ w σ(s) / Σ w``, i.e. ``log Σ w σ(s) − log Σ w σ(−s)`` (see :mod:`models.decision`).
+
+    Returns:
+        ``(B, C)``; ``-inf`` where no branch is present.
+    """
+    names = list(branches)
+    if space == "probability":
+        up = down = None
+        for index, name in enumerate(names):
+            log_weight = torch.where(present[name], weights[:, index : index + 1].log(), -math.inf)
+            scores = torch.nan_to_num(branches[name].float(), nan=0.0)
+            positive = torch.nn.functional.logsigmoid(scores) + log_weight
+            negative = torch.nn.functional.logsigmoid(-scores) + log_weight
+            up = positive if up is None else torch.logaddexp(up, positive)
+            down = negative if down is None else torch.logaddexp(down, negative)
+        return torch.where(torch.isfinite(down), up - down, torch.full_like(up, -math.inf))
+    numerator = denominator = None
+    for index, name in enumerate(names):
+        weight = weights[:, index : index + 1] * present[name]
+        term = weight * torch.where(present[name], branches[name], torch.zeros_like(branches[name]))
+        numerator = term if numerator is None else numerator + term
+        denominator = weight if denominator is None else denominator + weight
+    return torch.where(
+        denominator > 0, numerator / denominator.clamp_min(1e-30), torch.full_like(numerator, -math.inf)
+    )
 
 
 def renormalised(weights: Tensor, present: Tensor) -> Tensor:
@@ -315,7 +351,6 @@ class InductiveScorer:
         queries = self.scorer.queries_for(head_vectors, relations)
         weights = self.scorer.weights[relations]
         branches, present = {}, {}
-        numerator = denominator = None
         for index, name in enumerate(self.branch_names):
             parts, on = [], []
             if graph:
@@ -325,15 +360,9 @@ class InductiveScorer:
                 parts.append(queries[name] @ candidates.vectors[name].T)
                 on.append(head_present[:, index : index + 1] & candidates.present[None, :, index])
             scores, mask = torch.cat(parts, dim=1), torch.cat(on, dim=1)
-            weight = weights[:, index : index + 1] * mask
-            term = weight * torch.where(mask, scores, torch.zeros_like(scores))
-            numerator = term if numerator is None else numerator + term
-            denominator = weight if denominator is None else denominator + weight
             branches[name] = torch.where(mask, scores, torch.full_like(scores, float("nan")))
             present[name] = mask
-        fused = torch.where(
-            denominator > 0, numerator / denominator.clamp_min(1e-30), torch.full_like(numerator, float("-inf"))
-        )
+        fused = fuse_present(branches, present, weights, self.scorer.space)
         return InductiveScores(branches, present, weights, fused)
 
     def __repr__(self) -> str:

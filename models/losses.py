@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,18 +17,106 @@ from torch import Tensor
 from models.imf import ScoreBreakdown
 
 
-def smoothed_bce(logits: Tensor, targets: Tensor, *, label_smoothing: float = 0.1) -> Tensor:
-    """Mean BCE of 1-N ``logits`` ``(B, N)`` against multi-hot ``targets`` ``(B, N)``, with label smoothing.
+def smoothed_targets(targets: Tensor, *, label_smoothing: float = 0.1, mode: str = "tucker") -> Tensor:
+    """Multi-hot ``targets`` ``(B, N)`` with label smoothing ε, as float32 within ``[0, 1]``.
 
-    As in TuckER, targets become ``(1 - ε)·y + 1/N``.
+    ``"tucker"`` (TuckER's code and the IMF reference): ``(1 - ε)·y + 1/N`` when ε > 0; a positive target
+    then sits at ``1 - ε + 1/N``. ``"pykeen"``: ``(1 - ε)·y + ε·(1 - y)/(N - 1)``, which moves ε of the
+    mass of each positive onto the ``N - 1`` others. ε = 0 leaves the targets as they are in both.
     """
     targets = targets.to(torch.float32)
-    targets = (1.0 - label_smoothing) * targets + 1.0 / targets.shape[-1]
+    if not label_smoothing:
+        return targets
+    num = targets.shape[-1]
+    if mode == "pykeen":
+        return targets * (1.0 - label_smoothing) + (1.0 - targets) * (label_smoothing / max(1, num - 1))
+    if mode == "tucker":
+        return (1.0 - label_smoothing) * targets + 1.0 / num
+    raise ValueError(f"unknown label smoothing mode {mode!r}")
+
+
+def smoothed_bce(logits: Tensor, targets: Tensor, *, label_smoothing: float = 0.1, mode: str = "tucker") -> Tensor:
+    """Mean BCE of 1-N ``logits`` ``(B, N)`` against multi-hot ``targets`` ``(B, N)``, smoothed by :func:`smoothed_targets`."""
+    targets = smoothed_targets(targets, label_smoothing=label_smoothing, mode=mode)
     return F.binary_cross_entropy_with_logits(logits.float(), targets)
 
 
+class Positives(NamedTuple):
+    """The known answers of a batch of 1-N queries, sparse: ``scores[rows[i], cols[i]]`` is a positive.
+
+    ``rows`` and ``cols`` are ``(M,)`` int64, without repeats.
+    """
+
+    rows: Tensor
+    cols: Tensor
+
+    @classmethod
+    def from_dense(cls, targets: Tensor) -> Positives:
+        """The positives of a multi-hot ``(B, N)`` matrix."""
+        rows, cols = (targets > 0).nonzero(as_tuple=True)
+        return cls(rows, cols)
+
+
+def smoothing_coefficients(num_entities: int, label_smoothing: float, mode: str) -> tuple[float, float]:
+    """``(a, c)`` such that the smoothed target is ``a·y + c`` (see :func:`smoothed_targets`)."""
+    if not label_smoothing:
+        return 1.0, 0.0
+    if mode == "pykeen":
+        off = label_smoothing / max(1, num_entities - 1)
+        return 1.0 - label_smoothing - off, off
+    if mode == "tucker":
+        return 1.0 - label_smoothing, 1.0 / num_entities
+    raise ValueError(f"unknown label smoothing mode {mode!r}")
+
+
+class _SparseTargetBCE(torch.autograd.Function):
+    """Mean BCE-with-logits against targets ``a·y + c`` with ``y`` given by its positives.
+
+    With ``t = a·y + c`` the mean loss is ``(Σ softplus(s) − c·Σ s − a·Σ_pos s) / (B·N)``, and its
+    gradient is ``(σ(s) − c − a·y) / (B·N)``. Neither the dense targets nor a second ``B × N``
+    intermediate is ever built: the forward pass holds one temporary, the backward pass one gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, rows: Tensor, cols: Tensor, a: float, c: float) -> Tensor:
+        ctx.dtype = scores.dtype
+        scores = scores.float()
+        numel = scores.numel()
+        loss = F.softplus(scores).sum()
+        if c:
+            loss = loss - c * scores.sum()
+        if rows.numel():
+            loss = loss - a * scores[rows, cols].sum()
+        ctx.save_for_backward(scores, rows, cols)
+        ctx.a, ctx.c, ctx.numel = a, c, numel
+        return loss / numel
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        scores, rows, cols = ctx.saved_tensors
+        grad = torch.sigmoid(scores)
+        if ctx.c:
+            grad.sub_(ctx.c)
+        if rows.numel():
+            grad.index_put_((rows, cols), torch.full_like(rows, -ctx.a, dtype=grad.dtype), accumulate=True)
+        grad.mul_(grad_output / ctx.numel)
+        return grad.to(ctx.dtype), None, None, None, None
+
+
+def sparse_target_bce(
+    scores: Tensor, positives: Positives, *, label_smoothing: float = 0.1, mode: str = "tucker"
+) -> Tensor:
+    """:func:`smoothed_bce` of 1-N ``scores`` ``(B, N)`` whose targets are given by their ``positives``."""
+    a, c = smoothing_coefficients(scores.shape[-1], label_smoothing, mode)
+    return _SparseTargetBCE.apply(scores, positives.rows, positives.cols, a, c)
+
+
 def info_nce(
-    views: Mapping[str, Tensor], *, masks: Mapping[str, Tensor] | None = None, temperature: float = 0.1
+    views: Mapping[str, Tensor],
+    *,
+    masks: Mapping[str, Tensor] | None = None,
+    temperature: float = 0.1,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> Tensor:
     """Symmetric InfoNCE between the modality views of the same entities.
 
@@ -40,29 +129,40 @@ def info_nce(
         masks: Modality → ``(B,)`` bool, True where the entity really has that modality. A pair
             only uses the rows present in both. A modality absent from ``masks`` is always present.
         temperature: Softmax temperature ``τ``.
+        pairs: The pairs of views to align; every pair when None.
 
     Returns:
         A scalar; zero when no pair of modalities shares two entities.
     """
     masks = masks or {}
     names = list(views)
-    losses = []
-    for a, b in itertools.combinations(names, 2):
+    pairs = list(itertools.combinations(names, 2)) if pairs is None else list(pairs)
+    if not pairs:
+        return torch.zeros((), device=next(iter(views.values())).device if views else None)
+    # Rows absent from a pair are masked, not indexed away: boolean indexing would make the host wait
+    # for the device to count them. A pair with fewer than two shared rows adds zero and is not counted.
+    total = counted = None
+    for a, b in pairs:
         present = torch.ones(views[a].shape[0], dtype=torch.bool, device=views[a].device)
         for name in (a, b):
             if name in masks:
                 present = present & masks[name]
-        if int(present.sum()) < 2:
-            continue
-        left = F.normalize(views[a][present].float(), dim=-1)
-        right = F.normalize(views[b][present].float(), dim=-1)
-        logits = left @ right.T / temperature
-        labels = torch.arange(logits.shape[0], device=logits.device)
-        losses.append(F.cross_entropy(logits, labels))
-        losses.append(F.cross_entropy(logits.T, labels))
-    if not losses:
-        return torch.zeros((), device=next(iter(views.values())).device if views else None)
-    return torch.stack(losses).mean()
+        left = F.normalize(views[a].float(), dim=-1)
+        right = F.normalize(views[b].float(), dim=-1)
+        logits = (left @ right.T / temperature).masked_fill(~present[None, :], float("-inf"))
+        logits_t = logits.T.masked_fill(~present[None, :], float("-inf"))
+        diagonal = logits.diagonal()
+        n = present.sum()
+        usable = (n >= 2).float()
+        weights = present.float() * usable / n.clamp_min(1)
+        # Rows that are absent get a finite dummy row so that logsumexp stays finite; their weight is 0.
+        rows = torch.where(present[:, None], logits, torch.zeros_like(logits))
+        rows_t = torch.where(present[:, None], logits_t, torch.zeros_like(logits_t))
+        pair = ((rows.logsumexp(dim=1) - diagonal.where(present, 0.0)) * weights).sum()
+        pair = pair + ((rows_t.logsumexp(dim=1) - diagonal.where(present, 0.0)) * weights).sum()
+        total = pair if total is None else total + pair
+        counted = 2 * usable if counted is None else counted + 2 * usable
+    return total / counted.clamp_min(1)
 
 
 @dataclass(frozen=True)
@@ -82,27 +182,43 @@ class LossTerms:
 
 def imf_objective(
     scores: ScoreBreakdown,
-    targets: Tensor,
+    targets: Tensor | Positives,
     views: Mapping[str, Tensor],
     *,
     masks: Mapping[str, Tensor] | None = None,
     label_smoothing: float = 0.1,
+    smoothing_mode: str = "tucker",
     contrastive_weight: float = 0.1,
     fused_weight: float = 1.0,
     temperature: float = 0.1,
+    contrastive_pairs: Sequence[tuple[str, str]] | None = None,
 ) -> LossTerms:
     """IMF's loss for one batch.
 
     Args:
         scores: 1-N scores ``(B, N)`` from :meth:`IMF.forward`.
-        targets: ``(B, N)`` multi-hot known tails of each query.
+        targets: The known tails of each query: ``(B, N)`` multi-hot, or their :class:`Positives`.
         views: Modality → ``(E, d)`` vectors of the batch's entities, for the contrastive term.
         masks: Modality → ``(E,)`` feature presence of those entities (see :func:`info_nce`).
+        contrastive_pairs: The pairs of views the contrastive term aligns (all pairs when None).
+
+    A term of weight 0 is not computed: its value is reported as zero.
     """
-    branches = {name: smoothed_bce(s, targets, label_smoothing=label_smoothing) for name, s in scores.branches.items()}
-    fused = smoothed_bce(scores.fused, targets, label_smoothing=label_smoothing)
-    contrastive = torch.zeros((), device=fused.device)
+    positives = targets if isinstance(targets, Positives) else Positives.from_dense(targets)
+
+    def bce(logits: Tensor) -> Tensor:
+        return sparse_target_bce(logits, positives, label_smoothing=label_smoothing, mode=smoothing_mode)
+
+    branches = {name: bce(s) for name, s in scores.branches.items()}
+    total = torch.stack(list(branches.values())).sum()
+    zero = torch.zeros((), device=total.device)
+    fused = contrastive = zero
+    if fused_weight and len(branches) > 1:
+        fused = bce(scores.fused)
+        total = total + fused_weight * fused
+    elif len(branches) == 1:
+        fused = next(iter(branches.values()))  # one branch: the fused score is that branch's score
     if contrastive_weight:
-        contrastive = info_nce(views, masks=masks, temperature=temperature)
-    total = torch.stack(list(branches.values())).sum() + fused_weight * fused + contrastive_weight * contrastive
+        contrastive = info_nce(views, masks=masks, temperature=temperature, pairs=contrastive_pairs)
+        total = total + contrastive_weight * contrastive
     return LossTerms(total, branches, fused, contrastive)

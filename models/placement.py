@@ -35,7 +35,7 @@ from models.evaluation import FrozenScorer, realistic_ranks
 from models.imf import IMF
 from models.index import TailIndex, with_inverses
 from models.inductive import InductiveScorer, PlacedEntities, PlacementMap
-from models.scorer import apply_relation_matrices
+from models.scorer import RelationGroups, apply_relation_matrices
 
 #: Ridge strengths tried, relative to the mean eigenvalue of the centred features' scatter matrix.
 ALPHAS = tuple(10.0 ** (k / 2) for k in range(-8, 5))
@@ -175,10 +175,10 @@ class _Frozen:
 
     def queries(self, branch: str, vectors: Tensor, relations: Tensor) -> Tensor:
         """Differentiable :meth:`FrozenScorer.queries_for` of one branch: ``(B, d)`` head vectors → queries."""
-        distinct, inverse, counts = torch.unique(relations, return_inverse=True, return_counts=True)
+        groups = RelationGroups.of(relations)
         matrices, offsets = self.maps[branch]
-        x = apply_relation_matrices(vectors, matrices[distinct], inverse, counts, grouped=True)
-        return x + offsets[distinct][inverse]
+        x = apply_relation_matrices(vectors, matrices[groups.distinct], groups, grouped=True)
+        return x + offsets[groups.distinct][groups.inverse]
 
 
 def refine_placement(

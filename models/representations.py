@@ -14,6 +14,10 @@ features of one modality, in one of two modes:
 
 An entity without a feature of that modality (``mask`` is False) gets the branch's learned
 "missing" vector.
+
+Features reach ``dim`` columns in one of two ways (``model.feature_reduction``): ``"pca"`` (rescaled
+to the Xavier scale of a random table), or ``"avgpool"``, the reference's: each feature vector is
+L2-normalised and average-pooled down to ``dim`` values.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from models.config import FEATURE_MODES
+import torch.nn.functional as F
+
+from models.config import FEATURE_MODES, FEATURE_REDUCTIONS
 
 
 def xavier_std(num_rows: int, dim: int) -> float:
@@ -96,38 +102,56 @@ class LearnedRepresentation(nn.Module):
         return f"{self.__class__.__name__}({self.num_items}, {self.dim})"
 
 
+def average_pool(rows: Tensor, dim: int) -> Tensor:
+    """``rows`` ``(n, D)`` L2-normalised and average-pooled to ``(n, dim)`` (the reference's reduction)."""
+    return F.adaptive_avg_pool1d(F.normalize(rows.float(), dim=-1).unsqueeze(1), dim).squeeze(1)
+
+
 class FeatureRepresentation(nn.Module):
     """Entity vectors built from one modality's frozen features (see the module docstring for modes).
 
-    The frozen inputs are buffers, so they live in the ``state_dict`` and a checkpoint needs no
-    feature files: ``mask`` ``(N,)`` always; ``features`` ``(N, D)`` in ``"project"`` mode; and in
-    ``"finetune"`` mode ``reduced`` ``(N, dim)``, the PCA-reduced features that ``reset_parameters``
-    restores the table to.
+    The frozen inputs are buffers that are *not* saved in the ``state_dict``: the feature files they
+    come from are the record, and a checkpoint carries their hashes instead. ``mask`` ``(N,)`` is
+    saved. In ``"project"`` mode the model needs ``features`` ``(N, D)`` to score, so a loaded model
+    must get them back through :meth:`attach_features`. In ``"finetune"`` mode ``reduced`` ``(N,
+    dim)``, the reduced features that ``reset_parameters`` restores the table to, is only needed to
+    initialise.
 
     Args:
         num_entities: The number of entities ``N``.
         feature_dim: The width ``D`` of the frozen features.
         dim: The width of the entity vectors.
         mode: ``"finetune"`` or ``"project"``.
+        reduction: ``"pca"`` or ``"avgpool"`` (see the module docstring).
     """
 
-    def __init__(self, num_entities: int, feature_dim: int, dim: int, *, mode: str = "finetune"):
+    def __init__(
+        self, num_entities: int, feature_dim: int, dim: int, *, mode: str = "finetune", reduction: str = "pca"
+    ):
         super().__init__()
         if mode not in FEATURE_MODES:
             raise ValueError(f"unknown feature mode {mode!r}; expected one of {FEATURE_MODES}")
+        if reduction not in FEATURE_REDUCTIONS:
+            raise ValueError(f"unknown feature reduction {reduction!r}; expected one of {FEATURE_REDUCTIONS}")
         self.num_entities = num_entities
         self.feature_dim = feature_dim
         self.dim = dim
         self.mode = mode
+        self.reduction = reduction
         self.register_buffer("mask", torch.zeros(num_entities, dtype=torch.bool))
         if mode == "finetune":
-            self.register_buffer("reduced", torch.zeros(num_entities, dim))
+            self.register_buffer("reduced", torch.zeros(num_entities, dim), persistent=False)
             self.table = nn.Parameter(torch.empty(num_entities, dim))
         else:
-            self.register_buffer("features", torch.zeros(num_entities, feature_dim))
+            self.register_buffer("features", torch.zeros(num_entities, feature_dim), persistent=False)
             self.projection = nn.Linear(feature_dim, dim)
         self.missing = nn.Parameter(torch.empty(dim))
         self.reset_parameters()
+
+    @property
+    def needs_features(self) -> bool:
+        """True when scoring needs the frozen features (``"project"`` mode), so a loaded model must get them back."""
+        return self.mode == "project"
 
     @torch.no_grad()
     def set_features(self, matrix: Tensor, mask: Tensor) -> None:
@@ -137,6 +161,34 @@ class FeatureRepresentation(nn.Module):
             matrix: ``(N, D)`` float features. Rows where ``mask`` is False are ignored.
             mask: ``(N,)`` bool, True where the entity has a real feature.
         """
+        matrix, mask = self._checked(matrix, mask)
+        self.mask.copy_(mask)
+        if self.mode == "finetune":
+            self.reduced.zero_()
+            if self.reduction == "avgpool":
+                self.reduced[mask] = average_pool(matrix[mask], self.dim)
+            else:
+                mean, basis, scale = self._pca(matrix)
+                if basis is not None:
+                    self.reduced[mask] = (matrix[mask] - mean) @ basis * scale
+        else:
+            self.features.copy_(self._prepared(matrix))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def attach_features(self, matrix: Tensor, mask: Tensor) -> None:
+        """Give a loaded model its frozen features back, leaving every trained parameter as it is.
+
+        Raises:
+            ValueError: If the shapes differ, or ``mask`` is not the mask the model was trained with.
+        """
+        matrix, mask = self._checked(matrix, mask)
+        if not torch.equal(mask, self.mask):
+            raise ValueError("the features cover other entities than those the model was trained with")
+        if self.mode == "project":
+            self.features.copy_(self._prepared(matrix))
+
+    def _checked(self, matrix: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         if matrix.shape != (self.num_entities, self.feature_dim):
             raise ValueError(
                 f"expected features of shape {(self.num_entities, self.feature_dim)}, got {tuple(matrix.shape)}"
@@ -145,15 +197,13 @@ class FeatureRepresentation(nn.Module):
             raise ValueError(f"expected a mask of shape ({self.num_entities},), got {tuple(mask.shape)}")
         mask = mask.to(self.mask.device, torch.bool)
         matrix = matrix.to(self.mask.device, torch.float32) * mask[:, None]
-        self.mask.copy_(mask)
-        if self.mode == "finetune":
-            self.reduced.zero_()
-            mean, basis, scale = self._pca(matrix)
-            if basis is not None:
-                self.reduced[mask] = (matrix[mask] - mean) @ basis * scale
-        else:
-            self.features.copy_(matrix)
-        self.reset_parameters()
+        if not torch.isfinite(matrix).all():
+            raise ValueError("the features hold non-finite values (nan or inf)")
+        return matrix, mask
+
+    def _prepared(self, matrix: Tensor) -> Tensor:
+        """The frozen input of ``"project"`` mode: L2-normalised rows for ``"avgpool"``, else as given."""
+        return F.normalize(matrix, dim=-1) if self.reduction == "avgpool" else matrix
 
     def _pca(self, matrix: Tensor) -> tuple[Tensor | None, Tensor | None, float]:
         """PCA of the observed rows, and the scale that brings the reduced vectors to Xavier std.
@@ -178,6 +228,11 @@ class FeatureRepresentation(nn.Module):
             self.table[self.mask] = self.reduced[self.mask]
             return
         self.projection.reset_parameters()
+        if self.reduction == "avgpool":  # the pooling as a linear map of the (normalised) features
+            pooling = F.adaptive_avg_pool1d(torch.eye(self.feature_dim, device=self.mask.device).unsqueeze(1), self.dim)
+            self.projection.weight.copy_(pooling.squeeze(1).T)
+            self.projection.bias.zero_()
+            return
         mean, basis, scale = self._pca(self.features)
         if basis is not None:
             self.projection.weight.copy_(basis.T * scale)
@@ -194,5 +249,6 @@ class FeatureRepresentation(nn.Module):
 
     def __repr__(self) -> str:
         return (
-            f"{self.__class__.__name__}({self.num_entities}, {self.feature_dim}, {self.dim}, mode={self.mode!r})"
+            f"{self.__class__.__name__}({self.num_entities}, {self.feature_dim}, {self.dim}, mode={self.mode!r}, "
+            f"reduction={self.reduction!r})"
         )

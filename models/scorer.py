@@ -6,31 +6,67 @@ For a query ``(h, r)`` the scorer first builds the relation-specific matrix ``W_
 matmul.
 
 Building ``W_r`` costs ``d_r·d_e²``. The reference builds it once per query. Here it is built once per
-distinct relation in the batch (``torch.unique``), which divides the dominant cost by
-``batch / distinct relations``. On a KG with 20 relation ids and batches of 256 that is about 13×.
-Each head is then multiplied by its relation's matrix:
+distinct relation of the batch (:class:`RelationGroups`), which divides the dominant cost by
+``batch / distinct relations``; batches built from few relations (``train.relations_per_batch``) make
+that ratio large. Each head is then multiplied by its relation's matrix:
 
 * on CUDA, a batched matmul over the gathered ``W_r`` (one kernel; ``B·d²`` gathered memory is cheap there);
-* on CPU, the queries are sorted by relation and each group is one small matmul. The copy of ``B`` matrices
-  would cost more there than the arithmetic.
+* on CPU, one matmul per group of rows of the same relation. The copy of ``B`` matrices would cost
+  more there than the arithmetic.
+
+The groups are computed once per batch and shared by every branch. A training batch brings its own,
+computed on the CPU by the sampler, so the step never waits on the device for ``torch.unique``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
+from models.config import CORE_INITS
+
+
+@dataclass(frozen=True)
+class RelationGroups:
+    """How the rows of a batch group by relation.
+
+    Attributes:
+        distinct: ``(U,)`` the distinct relation ids, on the model's device.
+        inverse: ``(B,)`` the position in ``distinct`` of each row's relation, on the model's device.
+        counts: How many rows each distinct relation has, as Python ints (``U`` of them).
+        contiguous: True when the rows are already sorted by ``inverse``, so groups need no reordering.
+    """
+
+    distinct: Tensor
+    inverse: Tensor
+    counts: tuple[int, ...]
+    contiguous: bool
+
+    @classmethod
+    def of(cls, relations: Tensor, device: torch.device | str | None = None) -> RelationGroups:
+        """The groups of ``relations`` ``(B,)``. Pass a CPU tensor on the training path: nothing then waits on a GPU."""
+        distinct, inverse, counts = torch.unique(relations, return_inverse=True, return_counts=True)
+        contiguous = bool((inverse[1:] >= inverse[:-1]).all()) if inverse.numel() > 1 else True
+        device = relations.device if device is None else device
+        return cls(
+            distinct.to(device, non_blocking=True),
+            inverse.to(device, non_blocking=True),
+            tuple(counts.tolist()),
+            contiguous,
+        )
+
 
 def apply_relation_matrices(
-    x: Tensor, matrices: Tensor, inverse: Tensor, counts: Tensor, *, grouped: bool | None = None
+    x: Tensor, matrices: Tensor, groups: RelationGroups, *, grouped: bool | None = None
 ) -> Tensor:
-    """Compute ``x[b] @ matrices[inverse[b]]`` for every row ``b``.
+    """Compute ``x[b] @ matrices[groups.inverse[b]]`` for every row ``b``.
 
     Args:
         x: ``(B, d)`` query vectors.
         matrices: ``(U, d, d')`` one matrix per distinct relation.
-        inverse: ``(B,)`` which matrix each row uses (from ``torch.unique(..., return_inverse=True)``).
-        counts: ``(U,)`` how many rows use each matrix.
+        groups: Which matrix each row uses.
         grouped: One matmul per group of rows (True) or a batched matmul over gathered matrices
             (False). None picks by device: grouped on CPU, batched on CUDA.
 
@@ -40,10 +76,15 @@ def apply_relation_matrices(
     if grouped is None:
         grouped = not x.is_cuda
     if not grouped:
-        return torch.bmm(x.unsqueeze(1), matrices[inverse]).squeeze(1)
-    order = torch.argsort(inverse, stable=True)
-    groups = torch.split(x[order], counts.tolist())
-    products = torch.cat([group @ matrix for group, matrix in zip(groups, matrices.unbind(0))])
+        return torch.bmm(x.unsqueeze(1), matrices[groups.inverse]).squeeze(1)
+    if len(groups.counts) == 1:
+        return x @ matrices[0]
+    if groups.contiguous:
+        parts = torch.split(x, groups.counts)
+        return torch.cat([part @ matrix for part, matrix in zip(parts, matrices.unbind(0))])
+    order = torch.argsort(groups.inverse, stable=True)
+    parts = torch.split(x[order], groups.counts)
+    products = torch.cat([part @ matrix for part, matrix in zip(parts, matrices.unbind(0))])
     return torch.empty_like(products).index_copy_(0, order, products)
 
 
@@ -55,9 +96,14 @@ class TuckERScorer(nn.Module):
         relation_dim: ``d_r``, the width of the relation vectors.
         input_dropout: Dropout on the batch-normalised head (TuckER's ``input_dropout``).
         relation_dropout: Dropout on each relation-specific matrix ``W_r`` (TuckER's ``hidden_dropout1``).
-            The matrix is built once per distinct relation, so queries of one relation in a batch share
-            the mask.
         hidden_dropout: Dropout on the batch-normalised query vector (TuckER's ``hidden_dropout2``).
+        relation_dropout_per_query: Each query draws its own dropout mask on ``W_r``, as the reference
+            does (a ``(B, d_e, d_e)`` copy of the matrices). Otherwise the queries of one relation in a
+            batch share the mask of its matrix, which is built once.
+        core_init: ``"xavier"`` (Xavier-uniform, the IMF reference) or ``"uniform"`` (U(-1, 1), as in
+            TuckER's code and PyKEEN). With batch norm after ``h·W_r`` the score ignores the core's
+            scale, but Adam's steps of about ``lr`` are large next to a Xavier core (std ≈ 0.005 at
+            d = 200) and small next to a U(-1, 1) one.
     """
 
     def __init__(
@@ -68,10 +114,16 @@ class TuckERScorer(nn.Module):
         input_dropout: float = 0.3,
         relation_dropout: float = 0.4,
         hidden_dropout: float = 0.5,
+        relation_dropout_per_query: bool = False,
+        core_init: str = "xavier",
     ):
         super().__init__()
+        if core_init not in CORE_INITS:
+            raise ValueError(f"unknown core_init {core_init!r}; expected one of {CORE_INITS}")
         self.entity_dim = entity_dim
         self.relation_dim = relation_dim
+        self.relation_dropout_per_query = relation_dropout_per_query
+        self.core_init = core_init
         self.core = nn.Parameter(torch.empty(relation_dim, entity_dim, entity_dim))
         self.bn0 = nn.BatchNorm1d(entity_dim)
         self.bn1 = nn.BatchNorm1d(entity_dim)
@@ -81,7 +133,10 @@ class TuckERScorer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.core)  # as in the IMF reference
+        if self.core_init == "uniform":
+            nn.init.uniform_(self.core, -1.0, 1.0)
+        else:
+            nn.init.xavier_uniform_(self.core)
         self.bn0.reset_parameters()
         self.bn1.reset_parameters()
 
@@ -89,27 +144,42 @@ class TuckERScorer(nn.Module):
         """``W_r = r ×1 W`` for each row of ``relation_vectors`` ``(U, d_r)``, as ``(U, d_e, d_e)``."""
         return (relation_vectors @ self.core.flatten(1)).view(-1, self.entity_dim, self.entity_dim)
 
-    def query(self, heads: Tensor, relation_table: Tensor, relations: Tensor) -> Tensor:
+    def query(
+        self, heads: Tensor, relation_table: Tensor, relations: Tensor, groups: RelationGroups | None = None
+    ) -> Tensor:
         """Query vectors ``q`` ``(B, d_e)``; the score of tail ``t`` is ``q · e_t``.
 
         Args:
             heads: ``(B, d_e)`` head entity vectors.
             relation_table: ``(R', d_r)`` the vectors of all relations of this branch.
             relations: ``(B,)`` relation ids, rows of ``relation_table``.
+            groups: The batch's :class:`RelationGroups`; computed from ``relations`` when None.
         """
-        distinct, inverse, counts = torch.unique(relations, return_inverse=True, return_counts=True)
-        matrices = self.relation_dropout(self.relation_matrices(relation_table[distinct]))
+        groups = RelationGroups.of(relations) if groups is None else groups
+        matrices = self.relation_matrices(relation_table[groups.distinct])
         x = self.input_dropout(self.bn0(heads))
-        x = apply_relation_matrices(x, matrices, inverse, counts)
+        if self.relation_dropout_per_query and self.training and self.relation_dropout.p > 0:
+            per_query = self.relation_dropout(matrices[groups.inverse])  # (B, d, d): one mask per query
+            x = torch.bmm(x.unsqueeze(1), per_query).squeeze(1)
+        else:
+            x = apply_relation_matrices(x, self.relation_dropout(matrices), groups)
         return self.hidden_dropout(self.bn1(x))
 
-    def forward(self, heads: Tensor, relation_table: Tensor, relations: Tensor, entities: Tensor) -> Tensor:
+    def forward(
+        self,
+        heads: Tensor,
+        relation_table: Tensor,
+        relations: Tensor,
+        entities: Tensor,
+        groups: RelationGroups | None = None,
+    ) -> Tensor:
         """1-N logits ``(B, N)`` of every entity in ``entities`` ``(N, d_e)`` as the tail of each query."""
-        return self.query(heads, relation_table, relations) @ entities.T
+        return self.query(heads, relation_table, relations, groups) @ entities.T
 
     def __repr__(self) -> str:
         return (
             f"{self.__class__.__name__}({self.entity_dim}, {self.relation_dim}, "
             f"input_dropout={self.input_dropout.p}, relation_dropout={self.relation_dropout.p}, "
-            f"hidden_dropout={self.hidden_dropout.p})"
+            f"hidden_dropout={self.hidden_dropout.p}, relation_dropout_per_query={self.relation_dropout_per_query}, "
+            f"core_init={self.core_init!r})"
         )

@@ -3,14 +3,23 @@
 :func:`train` writes a *write-once* run directory::
 
     config.yaml    resolved config (seed included), data sizes and fingerprint, caller metadata, environment
-    trace.jsonl    one JSON line per epoch: lr, loss terms, valid metrics when evaluated, seconds spent on each
+    trace.jsonl    one strict-JSON line per epoch: lr, loss terms, valid metrics when evaluated, seconds
     best.pt        checkpoint of the epoch with the best valid fused MRR
-    last.pt        checkpoint of the last finished epoch, which :func:`resume` continues from
+    last.pt        checkpoint to continue from (see ``train.checkpoint_minutes``), which :func:`resume` reads
 
 Model selection uses only the valid split: it is ranked with a filter of train + valid triples, and
-the test split is never read during training. On CPU, a run killed after any epoch and resumed ends
-with the same trace metrics and weights as an uninterrupted run, because the checkpoint holds every
-RNG state, including the ``torch.Generator`` that shuffles the batches.
+the test split is never read during training. With decision weights fitted on valid, the MRR that
+selects the epoch is cross-fitted (:func:`models.calibration.crossfit_valid`). On CPU, a run killed
+after any checkpoint and resumed ends with the same trace metrics and weights as an uninterrupted
+run, because the checkpoint holds every RNG state, including the ``torch.Generator`` that shuffles
+the batches, and, for a checkpoint written mid-epoch on SIGINT or SIGTERM, the position in the epoch.
+
+A loss that stops being finite ends the run with :class:`NonFiniteLossError`; no checkpoint of that
+epoch is written, so ``best.pt`` and ``last.pt`` always hold finite weights.
+
+Checkpoints hold no tensor that the feature files rebuild: the frozen feature matrices are left out of
+the model's ``state_dict`` and the checkpoint records their hashes (``feature_hashes``), which a
+resumed run checks.
 
 Under ``torchrun`` each process trains on its shard of each epoch's batches (so the effective batch
 is ``world_size × batch_size``). Only rank 0 evaluates and writes files; its decisions are broadcast.
@@ -20,30 +29,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
+import math
 import random
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from models import distributed
-from models.calibration import fit_decision_weights
-from models.checkpoint import capture_rng_state, read_checkpoint, restore_rng_state, save_checkpoint
+from models.calibration import crossfit_valid
+from models.checkpoint import (
+    capture_rng_state,
+    feature_hash,
+    read_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from models.config import RunConfig
-from models.evaluation import FUSED, build_filter, evaluate
+from models.evaluation import FUSED, MEAN_FUSION, FrozenScorer, build_filter, filter_splits, rank_metrics, rank_queries
 from models.imf import IMF, STRUCTURE, build_model
 from models.index import TailIndex, with_inverses
-from models.losses import imf_objective
+from models.losses import Positives, imf_objective
+from models.run_files import append_trace, truncate_trace, write_config
+from models.sampling import epoch_batches
+from models.scorer import RelationGroups
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -94,6 +112,13 @@ class KGTensors:
     def feature_dims(self) -> dict[str, int]:
         return {modality: matrix.shape[1] for modality, (matrix, _) in self.features.items()}
 
+    def feature_hashes(self) -> dict[str, str]:
+        """Modality (and ``structure_init``) → a hash of the exact frozen inputs, which checkpoints record."""
+        hashes = {m: feature_hash(matrix, mask) for m, (matrix, mask) in self.features.items()}
+        if self.structure_entity_init is not None:
+            hashes["structure_init"] = feature_hash(self.structure_entity_init, self.structure_relation_init)
+        return dict(sorted(hashes.items()))
+
     def fingerprint(self) -> str:
         """A hash of the sizes and triples, to check that a resumed run sees the same data."""
         sizes = f"{self.num_entities}/{self.num_relations}/{sorted(self.feature_dims.items())}"
@@ -101,6 +126,31 @@ class KGTensors:
         for triples in (self.train, self.valid, self.test):
             digest.update(triples.long().contiguous().cpu().numpy().tobytes())
         return digest.hexdigest()
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became nan or infinite: the run diverged."""
+
+    def __init__(self, epoch: int, lr: float, run_dir: Path):
+        super().__init__(
+            f"training diverged in epoch {epoch}: the loss is not finite (nan or inf). Nothing of that epoch "
+            f"was saved. Train again with a lower learning rate than train.lr = {lr:g} (e.g. --lr {lr / 10:g})"
+        )
+        self.epoch = epoch
+        self.run_dir = run_dir
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped the run after a finished step; ``last.pt`` holds that point."""
+
+    def __init__(self, run_dir: Path, epoch: int, batch: int, batches: int, signal_name: str):
+        super().__init__(
+            f"{signal_name}: stopped in epoch {epoch} after batch {batch}/{batches}; {run_dir / 'last.pt'} "
+            "holds that point"
+        )
+        self.run_dir = run_dir
+        self.epoch = epoch
+        self.batch = batch
 
 
 @dataclass(frozen=True)
@@ -180,17 +230,73 @@ def resume(
     fingerprint = data.fingerprint()
     if payload["data_fingerprint"] != fingerprint:
         raise ValueError(f"the data differ from the data run {run_dir} was trained on")
+    recorded = payload.get("feature_hashes")
+    if recorded is not None and recorded != data.feature_hashes():
+        changed = sorted(set(recorded) ^ set(data.feature_hashes()) | {
+            name for name in recorded if data.feature_hashes().get(name) != recorded[name]
+        })
+        raise ValueError(
+            f"the features of {', '.join(changed)} differ from those run {run_dir} was trained with; "
+            "re-encode them as they were, or train a new run"
+        )
     config = RunConfig.from_dict(payload["config"])
     context, device = distributed.setup(config.train.device)
     try:
         trainer = _Trainer(data, fingerprint, config, run_dir, context, device, metadata=payload["metadata"])
         trainer.restore(payload)
         if context.is_main:
-            _truncate_trace(run_dir / "trace.jsonl", trainer.epoch)
+            truncate_trace(run_dir / "trace.jsonl", trainer.epoch)
         context.barrier()
         return trainer.run(progress=progress, on_epoch_end=on_epoch_end)
     finally:
         distributed.teardown(context)
+
+
+def restart(
+    run_dir: str | Path,
+    data: KGTensors,
+    config: RunConfig,
+    *,
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Start the run in ``run_dir`` again from epoch 0: it was killed before writing any ``last.pt``.
+
+    ``config`` is the run's recorded config, seed included, so the run is the one it would have been.
+    The trace and any ``best.pt`` of the killed attempt are removed first.
+    """
+    run_dir = Path(run_dir)
+    if config.train.seed is None:
+        raise ValueError(f"run {run_dir} recorded no seed; it cannot be restarted as the same run")
+    context, device = distributed.setup(config.train.device)
+    try:
+        if context.is_main:
+            for name in ("trace.jsonl", "best.pt"):
+                (run_dir / name).unlink(missing_ok=True)
+        context.barrier()
+        _seed_everything(config.train.seed, context.rank)
+        metadata = _recorded_metadata(run_dir)
+        trainer = _Trainer(data, data.fingerprint(), config, run_dir, context, device, metadata=metadata)
+        trainer.initialise()
+        return trainer.run(progress=progress, on_epoch_end=on_epoch_end)
+    finally:
+        distributed.teardown(context)
+
+
+def _recorded_metadata(run_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    document = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    return dict(document.get("metadata") or {}) if isinstance(document, dict) else {}
+
+
+def contrastive_pairs(modalities: tuple[str, ...], branches: tuple[str, ...], which: str) -> list[tuple[str, str]]:
+    """The view pairs of ``train.contrastive_pairs``: among ``modalities``, with the fused branch, or both."""
+    import itertools
+
+    among = list(itertools.combinations(modalities, 2))
+    fused = [(m, b) for b in branches if b not in modalities for m in modalities]
+    return {"modalities": among, "fused": fused, "all": among + fused}[which]
 
 
 class _Objective(nn.Module):
@@ -201,33 +307,53 @@ class _Objective(nn.Module):
         model: IMF,
         *,
         label_smoothing: float,
+        smoothing_mode: str,
         contrastive_weight: float,
         fused_weight: float,
         temperature: float,
+        pairs: str = "modalities",
     ):
         super().__init__()
         self.model = model
+        self.contrastive_pairs = pairs
         self.label_smoothing = label_smoothing
+        self.smoothing_mode = smoothing_mode
         self.contrastive_weight = contrastive_weight
         self.fused_weight = fused_weight
         self.temperature = temperature
 
-    def forward(self, heads: Tensor, relations: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss of queries ``(B,)`` with multi-hot ``targets`` ``(B, N)``, and its detached terms."""
+    def forward(
+        self, heads: Tensor, relations: Tensor, positives: Positives, groups: RelationGroups, entities: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of queries ``(B,)`` and its detached terms.
+
+        Args:
+            heads, relations: ``(B,)`` the queries.
+            positives: Their known tails.
+            groups: Their relation groups, computed on the CPU.
+            entities: ``(E,)`` the distinct entities whose modality views the contrastive term aligns.
+        """
         encoded = self.model.encode()
-        scores = self.model(heads, relations, encoded=encoded)
-        entities = torch.unique(heads)
-        views = {m: encoded[m].entities[entities] for m in self.model.modalities}
-        masks = {m: mask[entities] for m in self.model.modalities if (mask := self.model.feature_mask(m)) is not None}
+        scores = self.model(heads, relations, encoded=encoded, groups=groups)
+        views = masks = None
+        pairs = None
+        if self.contrastive_weight:
+            views = {name: encoded[name].entities[entities] for name in self.model.branch_names}
+            masks = {
+                m: mask[entities] for m in self.model.modalities if (mask := self.model.feature_mask(m)) is not None
+            }
+            pairs = contrastive_pairs(self.model.modalities, self.model.branch_names, self.contrastive_pairs)
         terms = imf_objective(
             scores,
-            targets,
-            views,
+            positives,
+            views or {},
             masks=masks,
             label_smoothing=self.label_smoothing,
+            smoothing_mode=self.smoothing_mode,
             contrastive_weight=self.contrastive_weight,
             fused_weight=self.fused_weight,
             temperature=self.temperature,
+            contrastive_pairs=pairs,
         )
         return terms.total, terms.detached()
 
@@ -266,16 +392,20 @@ class _Trainer:
         settings = config.train
         # Fitted on valid at each evaluation (models.calibration), not by gradient; one branch has nothing to fit.
         self.fit_fusion = (
-            settings.fit_fusion_on_valid and config.model.fusion == "learned" and len(self.model.branch_names) > 1
+            settings.fit_fusion_on_valid
+            and config.model.fusion in ("learned", "learned-per-relation")
+            and len(self.model.branch_names) > 1
         )
         if self.fit_fusion:
             self.model.decision.logits.requires_grad_(False)
         self.objective = _Objective(
             self.model,
             label_smoothing=settings.label_smoothing,
+            smoothing_mode=settings.label_smoothing_mode,
             contrastive_weight=settings.contrastive_weight,
             fused_weight=settings.fused_loss_weight,
             temperature=settings.temperature,
+            pairs=settings.contrastive_pairs,
         )
         # The fused kernel updates parameters in place; the default foreach path allocates
         # parameter-sized temporaries each step (four d³ cores), which cost more in page faults than
@@ -287,15 +417,21 @@ class _Trainer:
         self.shuffle = torch.Generator().manual_seed(settings.seed)
 
         relation_ids = 2 * data.num_relations
+        # Kept on the CPU: each batch's queries, targets and relation groups are built there and sent
+        # over, so the step never waits on the device.
         self.train_index = TailIndex.from_triples(
             with_inverses(data.train.long(), data.num_relations),
             num_entities=data.num_entities,
             num_relations=relation_ids,
-        ).to(device)
-        self.group_heads, self.group_relations = self.train_index.pairs()
-        self.valid_filter = build_filter(
-            [data.train, data.valid], num_entities=data.num_entities, num_relations=data.num_relations
         )
+        self.group_heads, self.group_relations = self.train_index.pairs()
+        splits = {"train": data.train, "valid": data.valid, "test": data.test}
+        self.valid_filter = build_filter(
+            [splits[name] for name in filter_splits("valid")],
+            num_entities=data.num_entities,
+            num_relations=data.num_relations,
+        )
+        self.feature_hashes = data.feature_hashes()
 
         self.epoch = 0
         self.best_epoch = 0
@@ -303,6 +439,10 @@ class _Trainer:
         self.bad_evaluations = 0
         self.finished = False
         self.stopped_early = False
+        # An epoch stopped part-way by a signal: where it stopped, to continue from there on resume.
+        self.progress: dict[str, Any] | None = None
+        self.last_checkpoint = time.monotonic()
+        self.unreported_checkpoint_seconds = 0.0
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -315,7 +455,12 @@ class _Trainer:
             self.model.set_structure_init(self.data.structure_entity_init, self.data.structure_relation_init)
 
     def restore(self, payload: dict[str, Any]) -> None:
-        """Continue from a checkpoint written by :meth:`_checkpoint`."""
+        """Continue from a checkpoint written by :meth:`_checkpoint`.
+
+        The frozen features are not in the checkpoint: :meth:`initialise` attaches them first, and the
+        stored weights then replace everything it initialised.
+        """
+        self.initialise()
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -325,6 +470,7 @@ class _Trainer:
         self.bad_evaluations = payload["bad_evaluations"]
         self.finished = payload["finished"]
         self.stopped_early = payload["stopped_early"]
+        self.progress = payload.get("progress")
         states = payload["rng"]
         restore_rng_state(states[self.context.rank % len(states)], self.shuffle)
 
@@ -335,6 +481,7 @@ class _Trainer:
             "config": self.config.to_dict(),
             "metadata": self.metadata,
             "data_fingerprint": self.fingerprint,
+            "feature_hashes": self.feature_hashes,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
@@ -343,6 +490,7 @@ class _Trainer:
             "bad_evaluations": self.bad_evaluations,
             "finished": self.finished,
             "stopped_early": self.stopped_early,
+            "progress": self.progress,
             "rng": rng,
             "world_size": self.context.world_size,
         }
@@ -362,21 +510,34 @@ class _Trainer:
     def run(self, *, progress: bool, on_epoch_end: EpochCallback | None) -> TrainResult:
         settings = self.config.train
         # Wrapped only now, after initialise() or restore(): DDP copies rank 0's weights to every rank here.
+        # The frozen feature buffers are identical on every rank and never change: no broadcast per step.
         step = self.objective
         if self.context.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            step = DistributedDataParallel(self.objective, device_ids=device_ids)
-        with _Progress(progress and self.context.is_main, settings.epochs, self.epoch) as bar:
+            step = DistributedDataParallel(self.objective, device_ids=device_ids, broadcast_buffers=False)
+        with _Progress(progress and self.context.is_main, settings.epochs, self.epoch) as bar, _StopSignals() as stop:
             while not self.finished:
-                self.epoch += 1
                 started = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
-                losses = self._train_epoch(step, bar)
+                losses = self._train_epoch(step, bar, stop)
+                if losses is None:  # a signal: last.pt now holds the point reached in this epoch
+                    progress_state = self.progress or {}
+                    raise TrainingInterrupted(
+                        self.run_dir,
+                        self.epoch + 1,
+                        progress_state.get("batch", 0),
+                        progress_state.get("batches", 0),
+                        stop.name or "signal",
+                    )
+                self.epoch += 1
+                if not all(math.isfinite(value) for value in losses.values()):
+                    raise NonFiniteLossError(self.epoch, lr, self.run_dir)
                 seconds = {"train": time.perf_counter() - started}
                 record: dict[str, Any] = {"epoch": self.epoch, "lr": lr, "loss": losses, "seconds": seconds}
                 improved = False
                 if self.epoch % settings.eval_every == 0 or self.epoch == settings.epochs:
                     record["valid"], weights = self._validate()
+                    record["valid_filter"] = list(filter_splits("valid"))
                     if weights is not None:
                         record["fusion_weights"] = weights
                     seconds["valid"] = time.perf_counter() - started - seconds["train"]
@@ -384,28 +545,64 @@ class _Trainer:
                 self.stopped_early = settings.patience > 0 and self.bad_evaluations >= settings.patience
                 self.finished = self.stopped_early or self.epoch >= settings.epochs
                 record.update(best_epoch=self.best_epoch, best_valid_mrr=self.best_valid_mrr)
-                self._write(record, improved, last=self.finished or self.epoch % settings.checkpoint_every == 0)
+                self._write(record, improved, last=self._checkpoint_due())
                 bar.epoch_done(self.epoch, losses["total"], record.get("valid"))
                 if on_epoch_end is not None and self.context.is_main:
                     on_epoch_end(record)
         return self.result()
 
-    def _train_epoch(self, step: nn.Module, bar: _Progress) -> dict[str, float]:
+    def _checkpoint_due(self) -> bool:
+        """Whether this epoch's end writes ``last.pt``: at the end, every N epochs, or after enough minutes."""
+        settings = self.config.train
+        if self.finished:
+            return True
+        if settings.checkpoint_every and self.epoch % settings.checkpoint_every == 0:
+            return True
+        due = time.monotonic() - self.last_checkpoint >= 60.0 * settings.checkpoint_minutes
+        return self.context.any(due, self.device)  # the same decision on every rank: saving gathers RNG states
+
+    def _train_epoch(self, step: nn.Module, bar: _Progress, stop: _StopSignals) -> dict[str, float] | None:
+        """One epoch, or the rest of one that a signal interrupted; the mean loss terms.
+
+        Returns None when a signal stopped it: ``last.pt`` then holds the model after the last
+        finished step, with the position in the epoch.
+        """
         self.model.train()
         settings = self.config.train
-        order = self.context.shard(torch.randperm(len(self.train_index), generator=self.shuffle))
         on_cuda = self.device.type == "cuda"
-        batches = order.split(settings.batch_size)
+        bf16 = settings.precision == "bf16" or (settings.precision == "auto" and on_cuda)
+        resumed = self.progress
+        if resumed is not None:  # the same batches as the interrupted epoch: regenerate from its start state
+            self.shuffle.set_state(resumed["shuffle"].cpu())
+        epoch_start_state = self.shuffle.get_state()
+        order = epoch_batches(
+            self.group_relations,
+            batch_size=settings.batch_size * self.context.world_size,
+            relations_per_batch=settings.relations_per_batch,
+            generator=self.shuffle,
+        )
+        batches = [self.context.shard(batch) for batch in order]
+        first = 0
         sums: dict[str, Tensor] = {}
         rows = 0
-        for batch in batches:
+        if resumed is not None:
+            first, rows = resumed["batch"], resumed["rows"]
+            sums = {name: torch.tensor(value, device=self.device) for name, value in resumed["sums"].items()}
+            bar.advance(first / len(batches))
+            self.progress = None
+        check_every_step = not on_cuda  # reading the loss on the host is free on the CPU, a sync on CUDA
+        for position in range(first, len(batches)):
+            batch = batches[position]
             if len(batch) < 2:  # batch norm cannot train on one row; every rank skips the same batch
                 continue
-            batch = batch.to(self.device)
             heads, relations = self.group_heads[batch], self.group_relations[batch]
-            targets = self.train_index.multi_hot(heads, relations)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=on_cuda):
-                total, terms = step(heads, relations, targets)
+            positive_rows, positive_tails = self.train_index.lookup(heads, relations)
+            groups = RelationGroups.of(relations, self.device)
+            entities = torch.unique(heads)
+            moved = [t.to(self.device, non_blocking=True) for t in (heads, relations, positive_rows, positive_tails, entities)]
+            heads, relations, positive_rows, positive_tails, entities = moved
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                total, terms = step(heads, relations, Positives(positive_rows, positive_tails), groups, entities)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.optimizer.step()
@@ -413,64 +610,135 @@ class _Trainer:
                 sums[name] = sums.get(name, 0.0) + value * len(batch)
             rows += len(batch)
             bar.advance(1 / len(batches))
+            if check_every_step and not torch.isfinite(total):
+                break  # the epoch is lost; the caller raises NonFiniteLossError
+            if self.context.any(stop.requested, self.device):
+                self.progress = {
+                    "shuffle": epoch_start_state,
+                    "batch": position + 1,
+                    "batches": len(batches),
+                    "rows": rows,
+                    "sums": {name: float(value) for name, value in sums.items()},
+                }
+                self._write(None, False, last=True)
+                return None
         self.scheduler.step()
+        rows = max(rows, 1)
         return {name: self.context.mean(value / rows).item() for name, value in sums.items()}
 
     def _validate(self) -> tuple[dict[str, dict[str, float]], dict[str, float] | None]:
-        """Valid metrics, after refitting the decision weights on valid when configured; and those weights."""
+        """Valid metrics, after refitting the decision weights on valid when configured; and those weights.
+
+        With fitted weights the fused (and nothing else) is cross-fitted: each half of valid is ranked
+        with weights fitted on the other half. The weights the model keeps are fitted on all of valid.
+        """
         result = None
         if self.context.is_main:
+            self._check_finite_parameters()
+            scorer = FrozenScorer(self.model)
+            batch_size = self.config.eval.batch_size
             weights = None
             if self.fit_fusion:
-                fitted = fit_decision_weights(
-                    self.model,
+                crossfit = crossfit_valid(
+                    scorer,
                     self.data.valid,
                     self.valid_filter,
-                    num_relations=self.data.num_relations,
-                    batch_size=self.config.eval.batch_size,
+                    batch_size=batch_size,
                     seed=self.config.train.seed,
+                    per_relation=self.model.decision.mode == "learned-per-relation",
                 )
+                ranks = crossfit.ranks
+                with torch.no_grad():
+                    self.model.decision.logits.copy_(crossfit.logits)
+                fitted = torch.softmax(crossfit.logits, -1)
+                if fitted.dim() == 2:  # per relation: the trace keeps the mean over relation ids
+                    fitted = fitted.mean(dim=0)
                 weights = dict(zip(self.model.branch_names, fitted.tolist()))
-            metrics = evaluate(
-                self.model,
-                self.data.valid,
-                self.valid_filter,
-                batch_size=self.config.eval.batch_size,
-                num_relations=self.data.num_relations,
-            )
+            else:
+                ranks = rank_queries(scorer, self.data.valid, self.valid_filter, chunk_size=batch_size)
+            names = (*self.model.branch_names, FUSED) + ((MEAN_FUSION,) if len(self.model.branch_names) > 1 else ())
+            metrics = {name: rank_metrics(ranks.realistic(name)) for name in names}
             result = (metrics, weights)
-        metrics, weights = self.context.broadcast(result)
-        if weights is not None and not self.context.is_main:
+        if self.fit_fusion:  # every rank keeps the same fitted weights
+            logits = self.context.broadcast(self.model.decision.logits.detach().cpu() if self.context.is_main else None)
             with torch.no_grad():
-                logits = torch.tensor(list(weights.values()), device=self.device).log()
-                self.model.decision.logits.copy_(logits - logits.mean())
+                self.model.decision.logits.copy_(logits.to(self.device))
+        metrics, weights = self.context.broadcast(result)
         return metrics, weights
+
+    def _check_finite_parameters(self) -> None:
+        """Raise :class:`NonFiniteLossError` if any weight is nan or infinite (nothing of it may be saved)."""
+        for parameter in self.model.parameters():
+            if not torch.isfinite(parameter).all():
+                raise NonFiniteLossError(self.epoch, self.optimizer.param_groups[0]["lr"], self.run_dir)
 
     def _update_best(self, metrics: dict[str, dict[str, float]]) -> bool:
         mrr = metrics[FUSED]["mrr"]
+        if not math.isfinite(mrr):
+            self.bad_evaluations += 1
+            return False
         if self.best_valid_mrr is None or mrr > self.best_valid_mrr:
             self.best_valid_mrr, self.best_epoch, self.bad_evaluations = mrr, self.epoch, 0
             return True
         self.bad_evaluations += 1
         return False
 
-    def _write(self, record: dict[str, Any], improved: bool, *, last: bool) -> None:
-        """Write ``best.pt`` (if improved), the trace line, then ``last.pt`` (if ``last``).
+    def _write(self, record: dict[str, Any] | None, improved: bool, *, last: bool) -> None:
+        """Write ``best.pt`` (if improved), the trace line (if any), then ``last.pt`` (if ``last``).
 
         No checkpoint is ever ahead of the trace; trace lines after ``last.pt`` are dropped on resume.
         """
+        started = time.perf_counter()
         payload = None
         if improved or last:  # the same on every rank: the gather is a collective
             rng = self.context.gather(capture_rng_state(self.shuffle))
             payload = self._checkpoint(rng) if self.context.is_main else None
         if self.context.is_main:
             if improved:
-                save_checkpoint(self.run_dir / "best.pt", payload)
-            with open(self.run_dir / "trace.jsonl", "a", encoding="utf-8") as trace:
-                trace.write(json.dumps(record) + "\n")
+                save_checkpoint(self.run_dir / "best.pt", {**payload, "progress": None})
+            if record is not None:
+                # Seconds spent writing checkpoints since the last trace line: this best.pt and the
+                # previous epoch's last.pt (this epoch's last.pt is written after its line).
+                record["seconds"]["checkpoint"] = self.unreported_checkpoint_seconds + time.perf_counter() - started
+                self.unreported_checkpoint_seconds = 0.0
+                append_trace(self.run_dir / "trace.jsonl", record)
             if last:
+                written = time.perf_counter()
                 save_checkpoint(self.run_dir / "last.pt", payload)
+                self.unreported_checkpoint_seconds += time.perf_counter() - written
+        if last:
+            self.last_checkpoint = time.monotonic()
         self.context.barrier()
+
+
+class _StopSignals:
+    """Turn the first SIGINT or SIGTERM into a request to stop after the current step; a second one stops at once.
+
+    Only installed in the main thread (signal handlers cannot be set elsewhere); elsewhere it never asks to stop.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, frame) -> None:
+        if self.requested:  # asked twice: give up on the clean stop
+            signal.signal(number, self._previous.get(number, signal.SIG_DFL))
+            signal.raise_signal(number)
+            return
+        self.requested = True
+        self.name = signal.Signals(number).name
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 class _Progress:
@@ -537,33 +805,19 @@ def _create_run_dir(
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"run directory {run_dir} is not empty; runs are write-once (use resume to continue one)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    document = {
-        "config": config.to_dict(),
-        "seed": config.train.seed,
-        "data": {
+    write_config(
+        run_dir,
+        config=config.to_dict(),
+        seed=config.train.seed,
+        data={
             "num_entities": data.num_entities,
             "num_relations": data.num_relations,
             "feature_dims": data.feature_dims,
             "triples": {split: len(getattr(data, split)) for split in ("train", "valid", "test")},
             "fingerprint": fingerprint,
+            "feature_hashes": data.feature_hashes(),
         },
-        "metadata": metadata,
-        "environment": {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "python": platform.python_version(),
-            "torch": str(torch.__version__),
-            "device": str(device),
-            "world_size": context.world_size,
-        },
-    }
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-
-
-def _truncate_trace(path: Path, epoch: int) -> None:
-    """Keep the trace lines of epochs up to ``epoch``."""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= epoch]
-    path.write_text("".join(kept), encoding="utf-8")
-
+        metadata=metadata,
+        device=device,
+        world_size=context.world_size,
+    )

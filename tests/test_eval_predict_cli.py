@@ -93,7 +93,9 @@ def brute_force_metrics(run_dir, split: str = "test") -> dict:
         for direction, entity, relation, answer in (("tails", h, rel, t), ("heads", t, rel + r, h)):
             with torch.no_grad():
                 scores = model(torch.tensor([entity]), torch.tensor([relation]))
-            rows = {**scores.branches, "fused": scores.fused, "mean_fusion": sum(scores.branches.values()) / 3}
+            # The reference's mean fusion, by hand: the mean of the branches' sigmoid probabilities.
+            mean = sum(torch.sigmoid(s.double()) for s in scores.branches.values()) / 3
+            rows = {**scores.branches, "fused": scores.fused, "mean_fusion": mean}
             for name, row in rows.items():
                 row = row[0].tolist()
                 higher = equal = 0

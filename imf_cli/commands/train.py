@@ -29,14 +29,16 @@ def train_command(
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [5e-4]."),
     contrastive_weight: Optional[float] = typer.Option(None, "--contrastive-weight", help="λ of the InfoNCE term [0.1]."),
     fused_loss_weight: Optional[float] = typer.Option(
-        None, "--fused-loss-weight", help="Weight of the fused score's BCE [0; learned-per-relation needs > 0]."
+        None, "--fused-loss-weight", help="Weight of the fused score's BCE [0]."
     ),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="learned | learned-per-relation | mean [learned]."),
     feature_mode: Optional[str] = typer.Option(None, "--feature-mode", help="finetune | project [finetune]."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate valid MRR every N epochs [10]."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Evaluations without improvement before stopping [5]."),
     checkpoint_every: Optional[int] = typer.Option(
-        None, "--checkpoint-every", help="Write last.pt every N epochs; a killed run repeats at most N-1 [1]."
+        None,
+        "--checkpoint-every",
+        help="Also write last.pt every N epochs (0: only every train.checkpoint_minutes, on Ctrl-C, and at the end) [0].",
     ),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N [auto]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [drawn and recorded]."),
@@ -55,41 +57,49 @@ def train_command(
     """
     from kgdata.errors import ImfError
     from imf_cli.pipeline import resume_model, train_model
+    from models.training import TrainingInterrupted
 
-    show = progress and not json_output and int(os.environ.get("RANK", "0")) == 0
-    if resume is not None:
-        result = resume_model(resume, progress=show)
-    else:
-        if name is None:
-            raise ImfError("give a dataset name, or --resume RUN_DIR")
-        flags = {
-            "model.dim": dim,
-            "model.fusion": fusion,
-            "model.feature_mode": feature_mode,
-            "train.epochs": epochs,
-            "train.batch_size": batch_size,
-            "train.lr": lr,
-            "train.contrastive_weight": contrastive_weight,
-            "train.fused_loss_weight": fused_loss_weight,
-            "train.eval_every": eval_every,
-            "train.patience": patience,
-            "train.checkpoint_every": checkpoint_every,
-            "train.device": device,
-            "train.seed": seed,
-        }
-        chosen = tuple(m.strip() for m in modalities.split(",") if m.strip()) if modalities else None
-        result = train_model(
-            name,
-            config_file=config,
-            flags=flags,
-            modalities=chosen,
-            text_encoder=text_encoder,
-            image_encoder=image_encoder,
-            structure_init=structure_init,
-            run_dir=run_dir,
-            progress=show,
-        )
-    if int(os.environ.get("RANK", "0")) != 0:
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    show = progress and not json_output and main_process
+    try:
+        if resume is not None:
+            result = resume_model(resume, progress=show)
+        else:
+            if name is None:
+                raise ImfError("give a dataset name, or --resume RUN_DIR")
+            flags = {
+                "model.dim": dim,
+                "model.fusion": fusion,
+                "model.feature_mode": feature_mode,
+                "train.epochs": epochs,
+                "train.batch_size": batch_size,
+                "train.lr": lr,
+                "train.contrastive_weight": contrastive_weight,
+                "train.fused_loss_weight": fused_loss_weight,
+                "train.eval_every": eval_every,
+                "train.patience": patience,
+                "train.checkpoint_every": checkpoint_every,
+                "train.device": device,
+                "train.seed": seed,
+            }
+            chosen = tuple(m.strip() for m in modalities.split(",") if m.strip()) if modalities else None
+            result = train_model(
+                name,
+                config_file=config,
+                flags=flags,
+                modalities=chosen,
+                text_encoder=text_encoder,
+                image_encoder=image_encoder,
+                structure_init=structure_init,
+                run_dir=run_dir,
+                progress=show,
+            )
+    except TrainingInterrupted as stopped:  # SIGINT/SIGTERM: last.pt holds the point reached
+        if main_process:
+            typer.echo(f"Interrupted: {stopped}.", err=True)
+            typer.echo(f"Resume with: imf train --resume {stopped.run_dir}", err=True)
+        raise typer.Exit(130) from None
+    if not main_process:
         return
     summary = {
         "run_dir": str(result.run_dir),

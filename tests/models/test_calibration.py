@@ -98,5 +98,26 @@ def test_weights_that_nothing_would_train_are_a_config_error():
     with pytest.raises(ConfigError, match="fused_loss_weight is 0; set it above 0 or set train.fit_fusion"):
         resolve({}, {"train.fit_fusion_on_valid": False})
     with pytest.raises(ConfigError, match="'learned-per-relation' learns its weights"):
-        resolve({}, {"model.fusion": "learned-per-relation"})
+        resolve({}, {"model.fusion": "learned-per-relation", "train.fit_fusion_on_valid": False})
+    # Per-relation weights fitted on valid need no fused loss.
+    assert resolve({}, {"model.fusion": "learned-per-relation"}).train.fit_fusion_on_valid
     assert resolve({}, {"model.fusion": "mean"}).train.fused_loss_weight == 0.0
+
+
+def test_per_relation_weights_are_fitted_per_relation_and_shrunk_to_shared_ones():
+    torch.manual_seed(0)
+    q, n = 400, 30
+    answers = torch.randint(0, n, (q,))
+    relations = torch.arange(q) % 2
+    good = torch.randn(q, n)
+    good[torch.arange(q), answers] += 4.0
+    noise = torch.randn(q, n)
+    # Relation 0's answers are in branch 0, relation 1's in branch 1; relation 2 has no queries.
+    first = torch.where(relations[:, None] == 0, good, noise)
+    second = torch.where(relations[:, None] == 1, good, noise)
+    empty = torch.empty(0, dtype=torch.long)
+    logits = fit_fusion_logits([first, second], answers, empty, empty, groups=relations, num_groups=3)
+    weights = torch.softmax(logits, dim=-1)
+    assert logits.shape == (3, 2)
+    assert weights[0, 0] > 0.8 and weights[1, 1] > 0.8
+    torch.testing.assert_close(weights[2], torch.full((2,), 0.5), atol=0.1, rtol=0)  # no queries: the shared mix

@@ -28,16 +28,25 @@ def saved(tmp_path, kg):
     return path, model(heads, relations), (heads, relations)
 
 
-def test_round_trip_gives_identical_scores(saved):
+def test_round_trip_gives_identical_scores(saved, kg):
     path, expected, (heads, relations) = saved
-    model, config = load_checkpoint(path)
+    model, config = load_checkpoint(path, features=kg.features)
     assert not model.training
     assert config["model"]["feature_mode"] == "project"
     scores = model(heads, relations)
     assert torch.equal(scores.fused, expected.fused)
     assert all(torch.equal(scores.branches[name], expected.branches[name]) for name in expected.branches)
-    # The frozen features travelled inside the state dict.
-    assert "entity_representations.visual.features" in torch.load(path, weights_only=True)["model"]
+    # The frozen features do not travel inside the state dict: the feature files are their record.
+    assert not any(key.endswith((".features", ".reduced")) for key in torch.load(path, weights_only=True)["model"])
+
+
+def test_a_project_mode_model_needs_its_features_back(saved, kg):
+    path, _, _ = saved
+    with pytest.raises(CheckpointError, match="needs its features"):
+        load_checkpoint(path)
+    visual, mask = kg.features["visual"]
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(path, features={**kg.features, "visual": (visual[:, :3], mask)})
 
 
 def test_checkpoint_loads_with_weights_only(saved):

@@ -48,7 +48,11 @@ def test_an_unknown_key_fails_with_a_message_naming_it(layer, named):
     [
         ({"model": {"dim": "big"}}, "'model.dim' expects int"),
         ({"model": {"dim": 2.5}}, "'model.dim' expects int"),
-        ({"train": {"lr": True}}, "'train.lr' expects float"),
+        ({"train": {"lr": True}}, "'train.lr' expects a finite float"),
+        ({"train": {"lr": float("inf")}}, "'train.lr' expects a finite float"),
+        ({"train": {"lr": ".inf"}}, "'train.lr' expects a finite float"),
+        ({"train": {"temperature": float("nan")}}, "'train.temperature' expects a finite float"),
+        ({"train": {"epochs": float("inf")}}, "'train.epochs' expects int"),
         ({"model": {"fusion": "max"}}, "model.fusion must be one of"),
         ({"model": {"input_dropout": 1.5}}, "input_dropout must be in"),
         ({"train": {"batch_size": 1}}, "at least 2"),

@@ -40,7 +40,7 @@ def test_fusion_checks_input_count_and_has_a_repr():
     fusion = LowRankTuckerFusion(2, 6)
     with pytest.raises(ValueError, match="expected 2 inputs"):
         fusion([torch.randn(3, 6)])
-    assert repr(fusion) == "LowRankTuckerFusion(2, 6, rank=2, hidden_dim=6, out_dim=6, residual=False)"
+    assert repr(fusion) == "LowRankTuckerFusion(2, 6, rank=2, hidden_dim=6, out_dim=6, residual=False, relu=False)"
 
 
 def test_residual_fusion_adds_the_mean_of_its_inputs():

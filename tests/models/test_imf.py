@@ -102,7 +102,7 @@ def test_constructor_checks_and_repr():
     with pytest.raises(KeyError, match="no feature modality 'audio'"):
         build().set_features("audio", torch.zeros(N, 2), torch.ones(N, dtype=torch.bool))
     assert repr(build()) == (
-        "IMF(20, 3, dim=8, modalities=('structure', 'visual', 'text'), feature_mode='finetune', fusion='learned')"
+        "IMF(20, 3, dim=8, modalities=('structure', 'visual', 'text'), feature_mode='finetune', fusion='learned', decision_space='logit')"
     )
     assert build().inverse(torch.tensor([0, 2, 3, 5])).tolist() == [3, 5, 0, 2]
 

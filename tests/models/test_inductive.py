@@ -23,10 +23,10 @@ N, R, DIM = 40, 3, 8
 WIDTHS = {"visual": 12, "text": 10}
 
 
-def build(modalities=("structure", "visual", "text"), feature_mode="finetune", seed=0) -> tuple[IMF, dict]:
+def build(modalities=("structure", "visual", "text"), feature_mode="finetune", seed=0, space="logit") -> tuple[IMF, dict]:
     torch.manual_seed(seed)
     model = IMF(N, R, dim=DIM, modalities=modalities, feature_dims=WIDTHS, feature_mode=feature_mode,
-                fusion_residual=True)
+                fusion_residual=True, decision_space=space)
     features = {}
     for modality, width in WIDTHS.items():
         if modality in modalities:
@@ -155,8 +155,9 @@ def test_fingerprint_changes_with_the_feature_branch_vectors_only():
 
 
 # ----------------------------------------------------------------------------------------- scoring
-def test_graph_heads_and_candidates_score_as_the_frozen_scorer():
-    model, features = build()
+@pytest.mark.parametrize("space", ["logit", "probability"])
+def test_graph_heads_and_candidates_score_as_the_frozen_scorer(space):
+    model, features = build(space=space)
     scorer = FrozenScorer(model)
     inductive = InductiveScorer(model, scorer, fit_placement(model, features))
     heads, relations = torch.tensor([0, 3, 7]), torch.tensor([0, 4, 5])
@@ -181,6 +182,19 @@ def test_a_placed_graph_entity_scores_as_itself_in_project_mode():
         inductive.score(relations, heads=placed).fused, scorer.score(torch.tensor([entity]), relations).fused,
         atol=1e-5, rtol=1e-5,
     )
+
+
+def test_in_probability_space_the_present_branches_mix_their_probabilities():
+    model, features = build(space="probability")
+    scorer = FrozenScorer(model)
+    inductive = InductiveScorer(model, scorer, fit_placement(model, features))
+    placed = inductive.place({"text": (torch.randn(1, WIDTHS["text"]), torch.tensor([True]))})
+    scores = inductive.score(torch.tensor([2]), heads=placed)
+    weights = scorer.weights[2]
+    t, m = model.branch_names.index("text"), model.branch_names.index(MULTIMODAL)
+    mixed = (weights[t] * torch.sigmoid(scores.branches["text"]) + weights[m] * torch.sigmoid(scores.branches[MULTIMODAL]))
+    mixed = mixed / (weights[t] + weights[m])
+    torch.testing.assert_close(torch.sigmoid(scores.fused), mixed, atol=1e-6, rtol=1e-5)
 
 
 def test_missing_modalities_drop_their_branch_and_renormalise_the_weights():

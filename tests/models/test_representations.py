@@ -88,7 +88,7 @@ def test_set_features_checks_shapes_and_reset_restores_the_pca_init():
     rep.reset_parameters()
     observed = mask.nonzero().squeeze(1)
     torch.testing.assert_close(rep()[observed].detach(), initial[observed])
-    assert repr(rep) == "FeatureRepresentation(20, 12, 6, mode='finetune')"
+    assert repr(rep) == "FeatureRepresentation(20, 12, 6, mode='finetune', reduction='pca')"
 
 
 def test_pca_basis_pads_when_there_are_fewer_directions_than_dim():

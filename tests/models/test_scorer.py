@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.scorer import TuckERScorer, apply_relation_matrices
+from models.scorer import RelationGroups, TuckERScorer, apply_relation_matrices
 
 
 def naive_query(scorer: TuckERScorer, heads, relation_table, relations):
@@ -27,13 +27,19 @@ def test_precomputed_scorer_equals_the_naive_einsum(batch):
 
 
 @pytest.mark.parametrize("grouped", [True, False])
-def test_grouped_and_batched_relation_products_agree_with_gradients(grouped):
+@pytest.mark.parametrize(
+    "relations",
+    [[3, 0, 3, 1, 1, 1, 0, 3, 2, 2, 0, 3], [0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3], [2] * 12],
+    ids=["mixed", "contiguous", "one-relation"],
+)
+def test_grouped_and_batched_relation_products_agree_with_gradients(grouped, relations):
     x = torch.randn(12, 5, requires_grad=True)
-    matrices = torch.randn(4, 5, 3, requires_grad=True)
-    relations = torch.tensor([3, 0, 3, 1, 1, 1, 0, 3, 2, 2, 0, 3])
-    _, inverse, counts = torch.unique(relations, return_inverse=True, return_counts=True)
-    out = apply_relation_matrices(x, matrices, inverse, counts, grouped=grouped)
-    expected = torch.einsum("bi,bij->bj", x, matrices[inverse])
+    relations = torch.tensor(relations)
+    groups = RelationGroups.of(relations)
+    matrices = torch.randn(len(groups.counts), 5, 3, requires_grad=True)
+    assert groups.contiguous == bool((relations[1:] >= relations[:-1]).all())
+    out = apply_relation_matrices(x, matrices, groups, grouped=grouped)
+    expected = torch.einsum("bi,bij->bj", x, matrices[groups.inverse])
     torch.testing.assert_close(out, expected)
     out.sum().backward()
     grad_x, grad_m = x.grad.clone(), matrices.grad.clone()
@@ -53,7 +59,34 @@ def test_training_mode_scores_and_gradients_reach_the_core():
     assert scorer.core.grad.abs().sum() > 0 and table.grad.abs().sum() > 0
 
 
+def test_per_query_relation_dropout_draws_a_mask_per_query():
+    torch.manual_seed(0)
+    scorer = TuckERScorer(6, 4, input_dropout=0.0, relation_dropout=0.5, hidden_dropout=0.0, relation_dropout_per_query=True)
+    heads = torch.randn(1, 6).expand(8, 6).contiguous()  # eight identical queries of one relation
+    table, relations = torch.randn(2, 4), torch.zeros(8, dtype=torch.long)
+    per_query = scorer.query(heads, table, relations)
+    shared = TuckERScorer(6, 4, input_dropout=0.0, relation_dropout=0.5, hidden_dropout=0.0)
+    shared.load_state_dict(scorer.state_dict())
+    same = shared.query(heads, table, relations)
+    # One shared mask gives eight equal rows (before batch norm's per-column centring they are equal too);
+    # per-query masks make them differ.
+    assert torch.allclose(same, same[:1].expand_as(same))
+    assert not torch.allclose(per_query, per_query[:1].expand_as(per_query))
+    scorer.eval()  # no dropout in eval mode: both agree
+    shared.eval()
+    torch.testing.assert_close(scorer.query(heads, table, relations), shared.query(heads, table, relations))
+
+
+@pytest.mark.parametrize(("init", "low", "high"), [("xavier", 0.0, 0.05), ("uniform", 0.5, 0.7)])
+def test_core_initialisation(init, low, high):
+    core = TuckERScorer(40, 30, core_init=init).core
+    assert low < float(core.detach().std()) < high  # U(-1, 1) has std 0.577; Xavier is tiny at this size
+    with pytest.raises(ValueError, match="core_init"):
+        TuckERScorer(4, 4, core_init="normal")
+
+
 def test_scorer_repr():
     assert repr(TuckERScorer(8, 6)) == (
-        "TuckERScorer(8, 6, input_dropout=0.3, relation_dropout=0.4, hidden_dropout=0.5)"
+        "TuckERScorer(8, 6, input_dropout=0.3, relation_dropout=0.4, hidden_dropout=0.5, "
+        "relation_dropout_per_query=False, core_init='xavier')"
     )

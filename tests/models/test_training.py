@@ -59,7 +59,7 @@ def test_run_directory_records_seed_config_metadata_and_checkpoints(tmp_path, kg
     assert document["data"]["num_entities"] == kg.num_entities
     trace = read_trace(run_dir)
     assert [r["epoch"] for r in trace] == [1, 2]
-    assert "valid" not in trace[0] and set(trace[1]["valid"]) == {"structure", "visual", "text", "multimodal", "fused"}
+    assert "valid" not in trace[0] and set(trace[1]["valid"]) == {"structure", "visual", "text", "multimodal", "fused", "mean_fusion"}
     assert set(trace[0]["loss"]) == {"total", "structure", "visual", "text", "multimodal", "fused", "contrastive"}
     for name in ("best.pt", "last.pt"):
         payload = torch.load(run_dir / name, weights_only=True)
@@ -83,7 +83,7 @@ def train_until_killed(kg, config, run_dir, *, after_epoch):
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, kg):
-    config = fast_config(epochs=4, seed=7, lr_decay=0.9)
+    config = fast_config(epochs=4, seed=7, lr_decay=0.9, checkpoint_every=1)
     straight = train(kg, config, tmp_path / "straight", progress=False)
 
     train_until_killed(kg, config, tmp_path / "killed", after_epoch=2)
@@ -163,3 +163,72 @@ def test_structure_only_training_and_missing_modalities(tmp_path, kg):
 def test_progress_bar_runs(tmp_path, kg, capsys):
     train(kg, fast_config(epochs=1), tmp_path / "run", progress=True)
     assert "valid MRR" in capsys.readouterr().out
+
+
+def test_a_signal_stops_after_the_step_and_the_run_resumes_to_the_same_result(tmp_path, kg):
+    import os
+    import signal
+
+    from models.training import TrainingInterrupted
+
+    config = fast_config(epochs=4, seed=11, relations_per_batch=2, checkpoint_minutes=60.0)
+    straight = train(kg, config, tmp_path / "straight", progress=False)
+
+    def interrupt(record):
+        if record["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: handled after the next step of epoch 3
+
+    with pytest.raises(TrainingInterrupted, match=r"SIGINT: stopped in epoch 3 after batch 1/") as stopped:
+        train(kg, config, tmp_path / "killed", progress=False, on_epoch_end=interrupt)
+    assert stopped.value.run_dir == tmp_path / "killed"
+    payload = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert payload["epoch"] == 2 and payload["progress"]["batch"] == 1
+    assert [r["epoch"] for r in read_trace(tmp_path / "killed")] == [1, 2]
+
+    resumed = resume(tmp_path / "killed", kg, progress=False)
+    assert without_timing(read_trace(tmp_path / "killed")) == without_timing(read_trace(tmp_path / "straight"))
+    assert (resumed.best_epoch, resumed.best_valid_mrr) == (straight.best_epoch, straight.best_valid_mrr)
+    final_straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
+    final_resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(final_straight[key], final_resumed[key]) for key in final_straight)
+
+
+def test_checkpoints_are_written_by_time_and_at_the_end_not_every_epoch(tmp_path, kg):
+    train(kg, fast_config(epochs=3, seed=2, checkpoint_minutes=60.0), tmp_path / "run", progress=False)
+    trace = read_trace(tmp_path / "run")
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 3
+    assert all("checkpoint" in record["seconds"] for record in trace)
+    # Minutes count: a tiny budget writes last.pt at every epoch's end.
+    epochs = []
+    train(
+        kg, fast_config(epochs=3, seed=2, checkpoint_minutes=1e-9), tmp_path / "often", progress=False,
+        on_epoch_end=lambda record: epochs.append(torch.load(tmp_path / "often" / "last.pt", weights_only=True)["epoch"]),
+    )
+    assert epochs == [1, 2, 3]
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_as_the_same_run(tmp_path, kg):
+    from models.config import RunConfig
+    from models.training import restart
+
+    config = fast_config(epochs=3, seed=4, checkpoint_minutes=60.0)
+    straight = train(kg, config, tmp_path / "straight", progress=False)
+    train_until_killed(kg, config, tmp_path / "killed", after_epoch=2)
+    assert not (tmp_path / "killed" / "last.pt").exists()
+    recorded = RunConfig.from_dict(yaml.safe_load((tmp_path / "killed" / "config.yaml").read_text())["config"])
+    restarted = restart(tmp_path / "killed", kg, recorded, progress=False)
+    assert without_timing(read_trace(tmp_path / "killed")) == without_timing(read_trace(tmp_path / "straight"))
+    assert restarted.best_valid_mrr == straight.best_valid_mrr
+
+
+def test_checkpoints_hold_no_feature_matrices_but_their_hashes(tmp_path, kg):
+    train(kg, fast_config(epochs=1, seed=1), tmp_path / "run", progress=False)
+    payload = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert not any(key.endswith((".features", ".reduced")) for key in payload["model"])
+    assert set(payload["feature_hashes"]) == {"visual", "text"}
+    changed = KGTensors(
+        kg.num_entities, kg.num_relations, kg.train, kg.valid, kg.test,
+        features={**kg.features, "text": (kg.features["text"][0] + 1.0, kg.features["text"][1])},
+    )
+    with pytest.raises(ValueError, match="features of text differ"):
+        resume(tmp_path / "run", changed, progress=False)

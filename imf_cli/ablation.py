@@ -1,0 +1,309 @@
+"""``imf ablate``: the paper's ablation study, every variant trained with every seed, summarised.
+
+Two studies:
+
+``ablation`` (the paper's Table 4)
+    The full model; without the contrastive term; without interactive fusion (no multimodal branch);
+    without decision fusion (the reference's mean of the branches' probabilities); and each modality
+    alone.
+``departures``
+    The full model, and the same model with each of imf's defaults that departs from the IMF paper
+    set back to the paper's value (one variant per key of ``imf_cli/presets/paper.yaml``), and the
+    whole paper preset.
+
+Each run is an ordinary run directory under ``$IMF_HOME/ablations/<dataset>-<study>-<hash>/<variant>/
+seed-<s>``; the hash covers the base config and the budget, so another config never reuses them. A
+finished run is reused, a killed one resumed, so the study is resumable. Model selection reads only
+valid (the trace's best epoch, cross-fitted where the decision weights are fitted on valid); test is
+evaluated once per finished run, after training, and shown in its own columns.
+
+This module imports neither typer nor textual.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kgdata import paths
+from kgdata.errors import ImfError
+
+STUDIES = ("ablation", "departures")
+#: The metrics the summary reports, for valid and for test.
+METRICS = ("mrr", "hits@1", "hits@10")
+PAPER_PRESET = Path(__file__).resolve().parent / "presets" / "paper.yaml"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the study: a name, what it tests, and the config keys it overrides (dotted)."""
+
+    name: str
+    description: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One finished run of a variant and a seed: its valid metrics (the selected epoch) and test metrics."""
+
+    variant: str
+    seed: int
+    run_dir: Path
+    best_epoch: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and sample standard deviation over seeds of each metric, for one variant."""
+
+    variant: Variant
+    cells: list[Cell]
+
+    def stat(self, split: str, metric: str) -> tuple[float, float]:
+        values = [getattr(cell, split)[metric] for cell in self.cells if getattr(cell, split).get(metric) is not None]
+        if not values:
+            return math.nan, math.nan
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant.name,
+            "description": self.variant.description,
+            "overrides": dict(self.variant.overrides),
+            "seeds": [cell.seed for cell in self.cells],
+            **{
+                split: {metric: dict(zip(("mean", "sd"), self.stat(split, metric))) for metric in METRICS}
+                for split in ("valid", "test")
+            },
+            "runs": [
+                {"seed": c.seed, "run_dir": str(c.run_dir), "best_epoch": c.best_epoch, "valid": c.valid, "test": c.test,
+                 "seconds": c.seconds}
+                for c in self.cells
+            ],
+        }
+
+
+def ablation_variants(modalities: Sequence[str], *, contrastive: bool = True) -> list[Variant]:
+    """The paper's ablation rows for a model of ``modalities``."""
+    variants = [Variant("full", "the full model")]
+    if len(modalities) > 1:
+        if contrastive:
+            variants.append(Variant("no-contrastive", "without the contrastive term", {"train.contrastive_weight": 0.0}))
+        variants.append(
+            Variant("no-interactive", "without interactive fusion (no multimodal branch)", {"model.interactive": False})
+        )
+        variants.append(
+            Variant(
+                "mean-fusion",
+                "without decision fusion: the reference's mean of the branch probabilities",
+                {"model.fusion": "mean", "model.decision_space": "probability", "train.fit_fusion_on_valid": False},
+            )
+        )
+        variants += [Variant(f"only-{m}", f"the {m} branch alone", {"model.modalities": [m]}) for m in modalities]
+    return variants
+
+
+def departure_variants(base: Mapping[str, Mapping[str, Any]], paper: Mapping[str, Mapping[str, Any]]) -> list[Variant]:
+    """The full model, then each key of the paper preset that differs from ``base`` set to the paper's value."""
+    variants = [Variant("full", "imf's defaults")]
+    for section, values in paper.items():
+        for key, value in values.items():
+            if base.get(section, {}).get(key) != value:
+                variants.append(Variant(f"paper:{key}", f"{section}.{key}: {value!r} (the paper's)", {f"{section}.{key}": value}))
+    flat = {f"{section}.{key}": value for section, values in paper.items() for key, value in values.items()}
+    variants.append(Variant("paper", "every switch set to the paper's (imf_cli/presets/paper.yaml)", flat))
+    return variants
+
+
+def study_dir(dataset: str, study: str, base: Mapping[str, Any]) -> Path:
+    """Where a study's runs live: the hash covers the base config (seed excluded) and the study."""
+    digest = hashlib.sha256(json.dumps({"study": study, "config": base}, sort_keys=True).encode()).hexdigest()[:10]
+    return paths.imf_home() / "ablations" / f"{dataset}-{study}-{digest}"
+
+
+def run_study(
+    dataset: str,
+    *,
+    study: str = "ablation",
+    config_file: Path | None = None,
+    seeds: int = 3,
+    first_seed: int = 1,
+    budget: int | None = None,
+    variants: Sequence[str] | None = None,
+    progress: bool = True,
+    on_cell: Callable[[Cell], None] | None = None,
+) -> tuple[Path, list[Summary]]:
+    """Train (or reuse, or resume) every variant of ``study`` with ``seeds`` seeds and summarise them.
+
+    Args:
+        dataset: An imported dataset.
+        study: ``"ablation"`` or ``"departures"``.
+        config_file: The base config (YAML); the defaults when None.
+        seeds: Seeds ``first_seed … first_seed + seeds - 1``.
+        budget: ``train.epochs`` for every run; the config's when None.
+        variants: Keep only these variant names.
+        progress: A rich progress bar over the runs.
+        on_cell: Called with each finished cell (for a log line per run).
+
+    Returns:
+        The study's directory and one :class:`Summary` per variant.
+    """
+    from kgdata.store import EntityStore
+    from imf_cli.pipeline import available_branches, read_config_file, resolve_config
+
+    if study not in STUDIES:
+        raise ImfError(f"unknown study {study!r}; choose {' or '.join(STUDIES)}")
+    if seeds < 1:
+        raise ImfError(f"--seeds must be at least 1, not {seeds}")
+    base_values = read_config_file(config_file)
+    flags: dict[str, Any] = {"train.seed": None}
+    if budget is not None:
+        if budget < 1:
+            raise ImfError(f"--budget must be at least 1 epoch, not {budget}")
+        flags["train.epochs"] = budget
+    with EntityStore.open(dataset) as store:
+        base = resolve_config(base_values, flags)
+        if not _sets_modalities(base_values):
+            base = resolve_config(base_values, {**flags, "model.modalities": list(available_branches(store))})
+    base_dict = base.to_dict()
+    base_dict["train"].pop("seed", None)
+    if study == "ablation":
+        chosen = ablation_variants(base.model.modalities, contrastive=base.train.contrastive_weight > 0)
+    else:
+        from models.config import load_yaml
+
+        chosen = departure_variants(base_dict, load_yaml(PAPER_PRESET))
+    if variants:
+        unknown = sorted(set(variants) - {v.name for v in chosen})
+        if unknown:
+            raise ImfError(f"unknown variant {unknown[0]!r}; this study has {', '.join(v.name for v in chosen)}")
+        chosen = [v for v in chosen if v.name in variants]
+    for variant in chosen:  # fail before training anything
+        resolve_config(base_dict, dict(variant.overrides))
+    root = study_dir(dataset, study, base_dict)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "study.json").write_text(
+        json.dumps({"dataset": dataset, "study": study, "config": base_dict,
+                    "variants": [{"name": v.name, "overrides": dict(v.overrides)} for v in chosen]}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+    cells: dict[str, list[Cell]] = {v.name: [] for v in chosen}
+    jobs = [(v, first_seed + k) for v in chosen for k in range(seeds)]
+    with _RunsProgress(progress, len(jobs)) as bar:
+        for variant, seed in jobs:
+            bar.describe(f"{variant.name} seed {seed}")
+            cell = _run_cell(dataset, base_dict, variant, seed, root / _safe(variant.name) / f"seed-{seed}")
+            cells[variant.name].append(cell)
+            bar.advance()
+            if on_cell is not None:
+                on_cell(cell)
+    summaries = [Summary(v, cells[v.name]) for v in chosen]
+    (root / "summary.json").write_text(json.dumps([s.to_dict() for s in summaries], indent=2) + "\n", encoding="utf-8")
+    return root, summaries
+
+
+def _sets_modalities(values: Mapping[str, Any]) -> bool:
+    model = values.get("model")
+    return "model.modalities" in values or (isinstance(model, Mapping) and "modalities" in model)
+
+
+def _safe(name: str) -> str:
+    return name.replace(":", "-")
+
+
+def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Path) -> Cell:
+    """Train, resume or reuse one run, then read its selected valid metrics and evaluate test once."""
+    from imf_cli.pipeline import evaluate_run, metrics_path, resume_model, train_model
+
+    done = run_dir / "result.json"
+    if done.is_file():
+        return _cell_from(json.loads(done.read_text(encoding="utf-8")), variant.name, run_dir)
+    overrides = {**variant.overrides, "train.seed": seed}
+    if (run_dir / "config.yaml").is_file():
+        result = resume_model(run_dir, progress=False)
+    else:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        result = train_model(dataset, config_values=base, flags=overrides, run_dir=run_dir, progress=False)
+    trace = _read_trace(run_dir)
+    best = next((r for r in trace if r["epoch"] == result.best_epoch and "valid" in r), None)
+    if best is None:
+        raise ImfError(f"{run_dir}: no valid evaluation was recorded; give a budget of at least train.eval_every epochs")
+    valid = {metric: best["valid"]["fused"][metric] for metric in METRICS}
+    test_report = json.loads(metrics_path(run_dir, "test").read_text()) if metrics_path(run_dir, "test").is_file() else None
+    if test_report is None:
+        test_report = evaluate_run(run_dir, split="test")
+    test = {metric: test_report["fused"][metric] for metric in METRICS}
+    seconds = sum(sum((r.get("seconds") or {}).values()) for r in trace)
+    record = {"seed": seed, "best_epoch": result.best_epoch, "valid": valid, "test": test, "seconds": seconds}
+    done.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return _cell_from(record, variant.name, run_dir)
+
+
+def _cell_from(record: dict, variant: str, run_dir: Path) -> Cell:
+    return Cell(variant, record["seed"], run_dir, record["best_epoch"], record["valid"], record["test"], record["seconds"])
+
+
+def _read_trace(run_dir: Path) -> list[dict]:
+    from models.run_files import TraceError, read_trace
+
+    try:
+        return read_trace(run_dir / "trace.jsonl")
+    except TraceError as error:
+        raise ImfError(str(error)) from error
+
+
+def markdown_table(summaries: Sequence[Summary], *, title: str | None = None) -> str:
+    """The summary as a Markdown table: valid mean ± sd, then test mean ± sd, per variant."""
+    header = ["variant", *(f"valid {m}" for m in METRICS), *(f"test {m}" for m in METRICS), "seeds"]
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for summary in summaries:
+        cells = [f"{summary.variant.name}"]
+        for split in ("valid", "test"):
+            cells += [format_stat(*summary.stat(split, metric)) for metric in METRICS]
+        cells.append(str(len(summary.cells)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_stat(mean: float, sd: float) -> str:
+    return "n/a" if math.isnan(mean) else f"{mean:.4f} ± {sd:.4f}"
+
+
+class _RunsProgress:
+    """A rich progress bar over the runs of a study, or nothing."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total = enabled, total
+        self.bar = self.task = None
+
+    def __enter__(self) -> _RunsProgress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self.bar.start()
+            self.task = self.bar.add_task("runs", total=self.total)
+        return self
+
+    def describe(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=text)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,87 @@
+"""``imf ablate``: the paper's ablation study (or imf's departures from the paper), over several seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from imf_cli.output import console, handle_errors, print_json
+
+
+@handle_errors
+def ablate_command(
+    name: str = typer.Argument(..., help="Dataset name (see imf datasets)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Base YAML config of every variant [the defaults]."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per variant (1, 2, …)."),
+    budget: Optional[int] = typer.Option(None, "--budget", help="Epochs per run [the config's train.epochs]."),
+    study: str = typer.Option(
+        "ablation", "--study", help="ablation (the paper's rows) or departures (each of imf's defaults set back to the paper's)."
+    ),
+    variant: Optional[list[str]] = typer.Option(None, "--variant", help="Run only this variant (repeatable)."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table to this Markdown file."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the runs."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Train every variant of an ablation study with every seed and report mean ± sd.
+
+    The ablation study: the full model, without the contrastive term, without interactive fusion (no
+    multimodal branch), without decision fusion (the reference's probability mean), and each modality
+    alone. Valid metrics are those of the epoch each run selected on valid; test is read once per
+    finished run, in its own columns. Finished runs are reused and killed ones resumed, so running the
+    same command again continues the study.
+
+    Example: imf ablate countries-mm --config imf_cli/presets/countries-mm.yaml --seeds 3
+    """
+    from imf_cli.ablation import markdown_table, run_study
+    from imf_cli.runtime import set_threads
+
+    if threads is not None:
+        set_threads(threads)
+
+    def log(cell) -> None:
+        if not json_output and not progress:
+            console.print(
+                f"{cell.variant} seed {cell.seed}: valid MRR {cell.valid['mrr']:.4f} (epoch {cell.best_epoch}), "
+                f"test MRR {cell.test['mrr']:.4f}",
+                highlight=False,
+            )
+
+    root, summaries = run_study(
+        name,
+        study=study,
+        config_file=config,
+        seeds=seeds,
+        budget=budget,
+        variants=variant,
+        progress=progress and not json_output,
+        on_cell=log,
+    )
+    table = markdown_table(summaries, title=f"{name}: {study} ({seeds} seeds)")
+    if markdown is not None:
+        markdown.write_text(table, encoding="utf-8")
+    if json_output:
+        print_json({"dataset": name, "study": study, "dir": str(root), "variants": [s.to_dict() for s in summaries]})
+        return
+    from rich.table import Table
+
+    view = Table(
+        "variant", "valid MRR", "valid H@1", "valid H@10", "test MRR", "test H@1", "test H@10",
+        title=f"{name}: {study}, mean±sd over {seeds} seeds (valid selects; test read once per run)",
+    )
+    for column in view.columns[1:]:
+        column.no_wrap = True
+    for summary in summaries:
+        view.add_row(
+            summary.variant.name,
+            *(_short(*summary.stat("valid", m)) for m in ("mrr", "hits@1", "hits@10")),
+            *(_short(*summary.stat("test", m)) for m in ("mrr", "hits@1", "hits@10")),
+        )
+    console.print(view)
+    console.print(f"Runs: {root}", highlight=False, soft_wrap=True)
+
+
+def _short(mean: float, sd: float) -> str:
+    return "n/a" if mean != mean else f"{mean:.3f}±{sd:.3f}"

@@ -1,0 +1,105 @@
+"""The files of a run directory that the training loop writes: ``config.yaml`` and ``trace.jsonl``.
+
+``trace.jsonl`` is strict JSON, one object per line: a non-finite number (nan, ±inf) is written as
+``null``, never as the ``NaN``/``Infinity`` tokens that other JSON readers refuse. A run killed while
+writing may leave a torn last line; :func:`read_trace` skips it, and :func:`truncate_trace` drops it
+when a run resumes. Any other unreadable line is an error that names the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+
+class TraceError(ValueError):
+    """A line of ``trace.jsonl`` that is not a JSON object (other than a torn last line)."""
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None, so that ``json.dumps(allow_nan=False)`` accepts it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
+def append_trace(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one strict-JSON line."""
+    with open(path, "a", encoding="utf-8") as trace:
+        trace.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
+
+
+def read_trace(path: Path) -> list[dict[str, Any]]:
+    """Every record of ``path``; a torn (unterminated, unparsable) last line is skipped.
+
+    Raises:
+        TraceError: For any other line that is not a JSON object, naming the file and the line.
+    """
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        torn = number == len(lines) and not text.endswith("\n")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if torn:
+                break
+            raise TraceError(f"{path}:{number}: not a JSON line ({error.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise TraceError(f"{path}:{number}: a trace line must be a JSON object with an integer epoch")
+        records.append(record)
+    return records
+
+
+def truncate_trace(path: Path, epoch: int) -> None:
+    """Keep the trace lines of epochs up to ``epoch`` (a torn last line goes too)."""
+    if not path.exists():
+        return
+    kept = [record for record in read_trace(path) if record["epoch"] <= epoch]
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept), encoding="utf-8")
+    temporary.replace(path)
+
+
+def write_config(
+    run_dir: Path,
+    *,
+    config: dict[str, Any],
+    seed: int,
+    data: dict[str, Any],
+    metadata: dict[str, Any],
+    device: torch.device,
+    world_size: int,
+) -> None:
+    """Write ``config.yaml``: the resolved config, the seed, the data sizes and fingerprint, metadata, environment."""
+    document = {
+        "config": config,
+        "seed": seed,
+        "data": data,
+        "metadata": metadata,
+        "environment": {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+            "torch": str(torch.__version__),
+            "device": str(device),
+            "world_size": world_size,
+            "threads": torch.get_num_threads(),
+        },
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")

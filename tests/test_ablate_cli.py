@@ -1,0 +1,96 @@
+"""`imf ablate`: every variant and seed trained once, valid selects, test read once, resumable; and the
+CLI face of issue 12's safety checks (a diverging run, the paper preset)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from imf_cli.ablation import ablation_variants, departure_variants
+from imf_cli.main import app
+from kgdata.features import save_features
+from kgdata.importing import import_dataset
+from kgdata.store import EntityStore
+from models.config import load_yaml, resolve
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny_with_text(tiny_tsv):
+    import_dataset(tiny_tsv)
+    with EntityStore.open("tiny") as store:
+        n = store.num_entities
+        rng = np.random.default_rng(0)
+        save_features(store, "text", "test-bert", rng.normal(size=(n, 6)), np.ones(n, dtype=bool), input_hash="t")
+    return "tiny"
+
+
+def test_ablation_variants_follow_the_paper():
+    names = [v.name for v in ablation_variants(("structure", "visual", "text"))]
+    assert names == ["full", "no-contrastive", "no-interactive", "mean-fusion", "only-structure", "only-visual", "only-text"]
+    mean = next(v for v in ablation_variants(("structure", "text")) if v.name == "mean-fusion")
+    config = resolve({}, dict(mean.overrides))  # a valid config: the reference's probability mean
+    assert (config.model.fusion, config.model.decision_space) == ("mean", "probability")
+    assert [v.name for v in ablation_variants(("structure",))] == ["full"]
+
+
+def test_departures_flip_each_paper_switch_once():
+    paper = load_yaml("imf_cli/presets/paper.yaml")
+    base = resolve({}).to_dict()
+    variants = departure_variants(base, paper)
+    flipped = {key for v in variants[1:-1] for key in v.overrides}
+    differing = {f"{s}.{k}" for s, values in paper.items() for k, v in values.items() if base[s][k] != v}
+    assert flipped == differing and variants[-1].name == "paper"
+    resolve({}, dict(variants[-1].overrides))  # the whole preset is a valid config
+
+
+def test_ablate_trains_every_cell_once_and_resumes(tiny_with_text, tmp_path, imf_home):
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump({"model": {"dim": 8}, "train": {"batch_size": 4, "eval_every": 1, "device": "cpu"}}))
+    args = ["ablate", "tiny", "--config", str(config), "--seeds", "2", "--budget", "2", "--json", "--threads", "1",
+            "--variant", "full", "--variant", "mean-fusion", "--variant", "only-text"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert [v["variant"] for v in report["variants"]] == ["full", "mean-fusion", "only-text"]
+    for variant in report["variants"]:
+        assert variant["seeds"] == [1, 2]
+        for split in ("valid", "test"):
+            stats = variant[split]["mrr"]
+            assert 0 < stats["mean"] <= 1 and stats["sd"] >= 0
+        for run in variant["runs"]:
+            assert (imf_home / "ablations").exists() and json.loads(
+                (imf_home / run["run_dir"] / "metrics-test.json").read_text()
+            )["split"] == "test"
+    mean_runs = report["variants"][1]["runs"]
+    stored = yaml.safe_load(open(mean_runs[0]["run_dir"] + "/config.yaml"))["config"]["model"]
+    assert (stored["fusion"], stored["decision_space"]) == ("mean", "probability")
+    # Run again: every cell is reused, nothing retrained, the same numbers.
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and json.loads(again.stdout)["variants"] == report["variants"]
+    markdown = tmp_path / "table.md"
+    table = runner.invoke(app, [*args[:-6], "--variant", "full", "--markdown", str(markdown)])
+    assert table.exit_code == 0 and "| full |" in markdown.read_text()
+
+
+def test_a_diverging_training_run_exits_with_a_clear_message(tiny_with_text):
+    result = runner.invoke(
+        app,
+        ["train", "tiny", "--modalities", "structure", "--dim", "8", "--epochs", "2", "--eval-every", "1",
+         "--batch-size", "4", "--lr", "1e30", "--seed", "1", "--device", "cpu", "--json"],
+    )
+    assert result.exit_code == 2
+    assert "epoch 1" in result.output and "lower learning rate" in result.output
+    assert "best_valid_mrr" not in result.output  # never a "2.0" result
+
+
+def test_a_config_with_an_infinite_learning_rate_is_refused(tiny_with_text, tmp_path):
+    config = tmp_path / "inf.yaml"
+    config.write_text("train:\n  lr: .inf\n")
+    result = runner.invoke(app, ["train", "tiny", "--config", str(config)])
+    assert result.exit_code == 2 and "expects a finite float" in result.output
