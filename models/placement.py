@@ -233,8 +233,14 @@ def refine_placement(
         frozen = _Frozen(scorer, model.num_relations, heads, relations, placeable)
         epochs = max_epochs
         if held:
-            _, epochs = _train_maps(model, scorer, frozen, maps, features, index, heads, relations, fit=order[held:],
-                                    check=order[:held], epochs=max_epochs, seed=seed, progress=progress)
+            # The held-out entities must be unseen by the start too: refit it without their rows.
+            unseen = torch.zeros(graph, dtype=torch.bool, device=device)
+            unseen[order[:held]] = True
+            without = {b: (m, k.to(device, torch.bool) & ~unseen) for b, (m, k) in features.items()}
+            start = {b: m for b, m in initial_placement(model, without, seed=seed).items() if b in maps}
+            _, epochs = _train_maps(model, scorer, frozen, start, features, index, heads, relations,
+                                    fit=order[held:], check=order[:held], epochs=max_epochs, seed=seed,
+                                    progress=progress)
         fitted, _ = _train_maps(model, scorer, frozen, maps, features, index, heads, relations, fit=order,
                                 check=None, epochs=epochs, seed=seed, progress=progress)
     finally:
