@@ -325,6 +325,10 @@ def main() -> None:
     if args.worker:
         import resource
 
+        if args.worker != "pykeen":  # imf's command sets this before torch loads; PyKEEN runs as its users run it
+            from imf_cli.runtime import yield_idle_threads
+
+            yield_idle_threads()
         import torch
 
         from imf_cli.runtime import keep_freed_memory
@@ -345,6 +349,7 @@ def main() -> None:
     print(f"dim {args.dim}, batch {args.batch_size}, {args.threads} thread(s), {args.epochs} epochs per run "
           f"(first one a warm-up); machine: {os.cpu_count()} CPUs")
     peak = run_worker("peak", "none", args, [])
+    peak.pop("peak_rss_mib", None)
     print("matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
     fp32_peak = peak["float32-2048"]
     conditions = [False, True] if args.contention else [False]

@@ -10,6 +10,8 @@ Two studies:
     The full model, and the same model with each of imf's defaults that departs from the IMF paper
     set back to the paper's value (one variant per key of ``imf_cli/presets/paper.yaml``), and the
     whole paper preset.
+``grid``
+    Every combination of the values given for some config keys (``--grid model.core_init=xavier,uniform``).
 
 Each run is an ordinary run directory under ``$IMF_HOME/ablations/<dataset>-<study>-<hash>/<variant>/
 seed-<s>``; the hash covers the base config and the budget, so another config never reuses them. A
@@ -34,7 +36,7 @@ from typing import Any
 from kgdata import paths
 from kgdata.errors import ImfError
 
-STUDIES = ("ablation", "departures")
+STUDIES = ("ablation", "departures", "grid")
 #: The metrics the summary reports, for valid and for test.
 METRICS = ("mrr", "hits@1", "hits@10")
 PAPER_PRESET = Path(__file__).resolve().parent / "presets" / "paper.yaml"
@@ -125,6 +127,32 @@ def departure_variants(base: Mapping[str, Mapping[str, Any]], paper: Mapping[str
     return variants
 
 
+def grid_variants(grid: Mapping[str, Sequence[Any]]) -> list[Variant]:
+    """One variant per combination of the values of ``grid`` (dotted key → values), in order."""
+    import itertools
+
+    keys = list(grid)
+    variants = []
+    for values in itertools.product(*(grid[key] for key in keys)):
+        overrides = dict(zip(keys, values))
+        name = ",".join(f"{key.split('.')[-1]}={value}" for key, value in overrides.items())
+        variants.append(Variant(name, "; ".join(f"{k}: {v!r}" for k, v in overrides.items()), overrides))
+    return variants
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``["model.core_init=xavier,uniform", …]`` as ``{"model.core_init": ["xavier", "uniform"]}`` (YAML scalars)."""
+    import yaml
+
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or "." not in key or not values:
+            raise ImfError(f"--grid takes SECTION.KEY=VALUE[,VALUE…], not {item!r}")
+        grid[key.strip()] = [yaml.safe_load(v.strip()) for v in values.split(",")]
+    return grid
+
+
 def study_dir(dataset: str, study: str, base: Mapping[str, Any]) -> Path:
     """Where a study's runs live: the hash covers the base config (seed excluded) and the study."""
     digest = hashlib.sha256(json.dumps({"study": study, "config": base}, sort_keys=True).encode()).hexdigest()[:10]
@@ -140,6 +168,7 @@ def run_study(
     first_seed: int = 1,
     budget: int | None = None,
     variants: Sequence[str] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
     progress: bool = True,
     on_cell: Callable[[Cell], None] | None = None,
 ) -> tuple[Path, list[Summary]]:
@@ -147,11 +176,12 @@ def run_study(
 
     Args:
         dataset: An imported dataset.
-        study: ``"ablation"`` or ``"departures"``.
+        study: ``"ablation"``, ``"departures"`` or ``"grid"``.
         config_file: The base config (YAML); the defaults when None.
         seeds: Seeds ``first_seed … first_seed + seeds - 1``.
         budget: ``train.epochs`` for every run; the config's when None.
         variants: Keep only these variant names.
+        grid: The keys and values of the ``"grid"`` study.
         progress: A rich progress bar over the runs.
         on_cell: Called with each finished cell (for a log line per run).
 
@@ -179,6 +209,11 @@ def run_study(
     base_dict["train"].pop("seed", None)
     if study == "ablation":
         chosen = ablation_variants(base.model.modalities, contrastive=base.train.contrastive_weight > 0)
+    elif study == "grid":
+        if not grid:
+            raise ImfError("the grid study needs --grid SECTION.KEY=VALUE[,VALUE…]")
+        chosen = grid_variants(grid)
+        base_dict = {**base_dict, "grid": {key: list(values) for key, values in grid.items()}}
     else:
         from models.config import load_yaml
 
@@ -188,8 +223,9 @@ def run_study(
         if unknown:
             raise ImfError(f"unknown variant {unknown[0]!r}; this study has {', '.join(v.name for v in chosen)}")
         chosen = [v for v in chosen if v.name in variants]
+    config_values = {key: value for key, value in base_dict.items() if key != "grid"}
     for variant in chosen:  # fail before training anything
-        resolve_config(base_dict, dict(variant.overrides))
+        resolve_config(config_values, dict(variant.overrides))
     root = study_dir(dataset, study, base_dict)
     root.mkdir(parents=True, exist_ok=True)
     (root / "study.json").write_text(
@@ -202,7 +238,7 @@ def run_study(
     with _RunsProgress(progress, len(jobs)) as bar:
         for variant, seed in jobs:
             bar.describe(f"{variant.name} seed {seed}")
-            cell = _run_cell(dataset, base_dict, variant, seed, root / _safe(variant.name) / f"seed-{seed}")
+            cell = _run_cell(dataset, config_values, variant, seed, root / _safe(variant.name) / f"seed-{seed}")
             cells[variant.name].append(cell)
             bar.advance()
             if on_cell is not None:
@@ -218,7 +254,7 @@ def _sets_modalities(values: Mapping[str, Any]) -> bool:
 
 
 def _safe(name: str) -> str:
-    return name.replace(":", "-")
+    return "".join(c if c.isalnum() or c in "-_.=" else "-" for c in name)
 
 
 def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Path) -> Cell:

@@ -18,15 +18,22 @@ from imf_cli.commands import eval as eval_cmd
 from imf_cli.commands import explain as explain_cmd
 from imf_cli.commands import explore as explore_cmd
 from imf_cli.commands import encode as encode_cmd
+from imf_cli.commands import entities as entities_cmd
 from imf_cli.commands import features as features_cmd
 from imf_cli.commands import import_ as import_cmd
 from imf_cli.commands import predict as predict_cmd
+from imf_cli.commands import runs as runs_cmd
 from imf_cli.commands import search as search_cmd
 from imf_cli.commands import train as train_cmd
-from imf_cli.runtime import keep_freed_memory
+from imf_cli.output import ImfGroup, reflow
+from imf_cli.runtime import keep_freed_memory, yield_idle_threads
+from kgdata.errors import ImfError
+
+yield_idle_threads()  # before anything imports torch: its OpenMP runtime reads the setting once
 
 app = typer.Typer(
     name="imf",
+    cls=ImfGroup,
     help="Multimodal knowledge-graph link prediction with IMF (Interactive Multimodal Fusion).",
     no_args_is_help=True,
     add_completion=False,
@@ -47,24 +54,40 @@ def root(
 
     Example: imf import countries-mm && imf datasets
     """
+    from kgdata import locking, paths
+
     if home is not None:
-        os.environ["IMF_HOME"] = str(home.expanduser().resolve())
+        os.environ[paths.ENV_VAR] = str(home.expanduser().resolve())
+    workspace = paths.imf_home()
+    if workspace.exists() and not workspace.is_dir():
+        given = "--home" if home is not None else f"${paths.ENV_VAR}"
+        raise ImfError(f"{given} {workspace} is not a directory; point it at a directory (it is created if missing)")
+    locking.clean_stale_temporaries()
     keep_freed_memory()
 
 
 # The one-command tour first, then the data flow: import → encode → train → eval → predict → explain → explore.
-app.command("demo")(demo_cmd.demo_command)
-app.command("import")(import_cmd.import_command)
-app.command("datasets")(datasets_cmd.datasets_command)
-app.command("search")(search_cmd.search_command)
-app.command("encode")(encode_cmd.encode_command)
-app.command("features")(features_cmd.features_command)
-app.command("train")(train_cmd.train_command)
-app.command("eval")(eval_cmd.eval_command)
-app.command("predict")(predict_cmd.predict_command)
-app.command("explain")(explain_cmd.explain_command)
-app.command("explore")(explore_cmd.explore_command)
-app.command("ablate")(ablate_cmd.ablate_command)
+# Help texts are reflowed so that rich wraps them to the terminal.
+for name, command in (
+    ("demo", demo_cmd.demo_command),
+    ("import", import_cmd.import_command),
+    ("datasets", datasets_cmd.datasets_command),
+    ("search", search_cmd.search_command),
+    ("entities", entities_cmd.app),
+    ("encode", encode_cmd.encode_command),
+    ("features", features_cmd.features_command),
+    ("train", train_cmd.train_command),
+    ("runs", runs_cmd.app),
+    ("eval", eval_cmd.eval_command),
+    ("predict", predict_cmd.predict_command),
+    ("explain", explain_cmd.explain_command),
+    ("explore", explore_cmd.explore_command),
+    ("ablate", ablate_cmd.ablate_command),
+):
+    if isinstance(command, typer.Typer):
+        app.add_typer(command, name=name)
+    else:
+        app.command(name, help=reflow(command.__doc__))(command)
 
 
 def main() -> None:

@@ -1,14 +1,40 @@
-"""Shared CLI plumbing: consoles, JSON output and turning library errors into clean exits."""
+"""Shared CLI plumbing: consoles, JSON output, and the one handler that turns every failure into one line.
+
+:class:`ImfGroup` is the Typer root's group class. Everything a command raises passes through
+:func:`report_failure` there:
+
+- an :class:`~kgdata.errors.ImfError` prints its message and exits with its ``exit_code`` (2 for bad
+  input, 1 for a fault of the environment);
+- an ``OSError`` (a full disk, a permission, a path that is a file) or an SQLite error prints what
+  failed and where, and exits 1;
+- running out of memory says so and exits 1;
+- anything else is a bug: one line, and the traceback goes to a log file whose path the line names.
+
+Python warnings raised while a command runs are printed as one ``Warning:`` line each, without the
+source line that Python shows by default.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
-from typing import Any, Callable, TypeVar
+import os
+import sqlite3
+import sys
+import tempfile
+import traceback
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from kgdata.errors import ImfError
 
@@ -19,18 +45,108 @@ err_console = Console(stderr=True)
 
 #: Exit status for errors the user can fix (bad input, unknown names), as click uses for usage errors.
 USER_ERROR = 2
+#: Exit status for faults of the environment (disk, permissions, memory) and for bugs.
+ENVIRONMENT_ERROR = 1
+#: Errors of a full disk or a file-size limit (``ulimit -f``).
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def error_line(message: str) -> None:
+    """Print ``Error: message`` on stderr as one line (never re-wrapped)."""
+    first = " ".join(str(message).split()) or "unknown error"
+    err_console.print(f"[bold red]Error:[/] {escape(first)}", soft_wrap=True, highlight=False)
+
+
+def describe_os_error(error: OSError) -> str:
+    """What an ``OSError`` means, with the path(s) it names, in one line."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.errno in _NO_SPACE:
+        reason += " (the disk is full or a file-size limit was reached)"
+    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+    return f"{reason}: {' -> '.join(paths)}" if paths else reason
+
+
+def _log_directory() -> Path:
+    from kgdata.paths import imf_home
+
+    for directory in (imf_home() / "logs", Path(tempfile.gettempdir()) / "imf-logs"):
+        with contextlib.suppress(OSError):
+            directory.mkdir(parents=True, exist_ok=True)
+            if os.access(directory, os.W_OK):
+                return directory
+    return Path(tempfile.gettempdir())
+
+
+def write_crash_log(error: BaseException) -> Path | None:
+    """Write ``error``'s traceback to a new log file; return its path (None if nothing could be written)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        path = _log_directory() / f"imf-crash-{stamp}-{os.getpid()}.log"
+        path.write_text("".join(traceback.format_exception(error)), encoding="utf-8")
+    except OSError:
+        return None
+    return path
+
+
+def report_failure(error: Exception) -> int:
+    """Print ``error`` as one line on stderr (see the module docstring) and return the exit status."""
+    if isinstance(error, ImfError):
+        error_line(str(error))
+        return getattr(error, "exit_code", USER_ERROR)
+    if isinstance(error, OSError):
+        error_line(describe_os_error(error))
+        return ENVIRONMENT_ERROR
+    if isinstance(error, sqlite3.Error):
+        full = "full" in str(error)
+        error_line(f"SQLite: {error}" + (" (the disk is full or a file-size limit was reached)" if full else ""))
+        return ENVIRONMENT_ERROR
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        error_line(f"out of memory{': ' + first if first else ''}; try smaller sizes (--dim, --batch-size)")
+        return ENVIRONMENT_ERROR
+    log = write_crash_log(error)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    where = f"the traceback is in {log}" if log else "no log file could be written"
+    error_line(f"unexpected {type(error).__name__}{': ' + first if first else ''} (a bug in imf; {where})")
+    return ENVIRONMENT_ERROR
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    warn(" ".join(str(message).split()))
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Within the block, Python warnings print as one ``Warning:`` line, without a source line."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        yield
+
+
+def run_reporting_failures(call: Callable[[], Any]) -> Any:
+    """``call()``, with every failure reported by :func:`report_failure` as a :class:`typer.Exit`."""
+    with one_line_warnings():
+        try:
+            return call()
+        except (typer.Exit, typer.Abort, TyperException):
+            raise  # already a clean exit, a usage error or an interrupt that Typer reports itself
+        except Exception as error:
+            raise typer.Exit(report_failure(error)) from None
+
+
+class ImfGroup(TyperGroup):
+    """The root command group: the single place where failures become one line (see the module docstring)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        return run_reporting_failures(lambda: super(ImfGroup, self).invoke(ctx))
 
 
 def handle_errors(command: F) -> F:
-    """Print an :class:`ImfError` as one line on stderr and exit with status 2, without a traceback."""
+    """Report a command's failures as :class:`ImfGroup` does, for a command run outside the group."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ImfError as exc:
-            err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
-            raise typer.Exit(USER_ERROR) from None
+        return run_reporting_failures(lambda: command(*args, **kwargs))
 
     return wrapper  # type: ignore[return-value]
 
@@ -42,3 +158,80 @@ def print_json(value: Any) -> None:
 
 def warn(message: str) -> None:
     err_console.print(f"[yellow]Warning:[/] {escape(message)}", soft_wrap=True)
+
+
+# ----------------------------------------------------------------- flags shared by the long commands
+# train, eval, encode and demo take the same three: --progress/--no-progress, --json and --threads.
+
+
+def progress_option() -> Any:
+    return typer.Option(
+        True,
+        "--progress/--no-progress",
+        help="Show progress: a bar on a terminal; when stdout is not a terminal, one line per finished "
+        "epoch or step.",
+    )
+
+
+def json_option(what: str = "the result") -> Any:
+    return typer.Option(False, "--json", help=f"Print {what} as one JSON object (progress lines go to stderr).")
+
+
+def threads_option() -> Any:
+    return typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="Torch threads (intra- and inter-op) for this process.",
+        show_default="torch's choice",
+    )
+
+
+def progress_mode(progress: bool, json_output: bool = False) -> tuple[bool, Callable[[str], None] | None]:
+    """``(show a bar, line printer)`` for ``--progress`` and ``--json``.
+
+    A bar when stdout is a terminal (and not ``--json``); otherwise, one line per finished step printed
+    at once (flushed) on stdout, or on stderr with ``--json`` so stdout stays one JSON document.
+    """
+    if not progress:
+        return False, None
+    if sys.stdout.isatty() and not json_output:
+        return True, None
+    stream = sys.stderr if json_output else sys.stdout
+
+    def line(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    return False, line
+
+
+def minutes_seconds(seconds: float) -> str:
+    """``"1 min 05 s"``, or ``"42 s"`` under a minute."""
+    whole = round(seconds)
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def reflow(doc: str | None) -> str:
+    """A docstring as help text that rich wraps to the terminal: the lines of each paragraph joined.
+
+    Paragraphs are separated by blank lines; a line that starts with ``-`` (a list item) or with
+    indentation keeps its line break.
+    """
+    import inspect
+
+    paragraphs = []
+    for paragraph in inspect.cleandoc(doc or "").split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.startswith(("-", " ")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def waiting(message: str) -> None:
+    """Tell the user that a command waits for another one (a dataset lock)."""
+    err_console.print(f"[dim]{escape(message)}[/]", soft_wrap=True, highlight=False)

@@ -9,19 +9,29 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from imf_cli.runs import (
+    BRANCH_FEATURES,
+    check_same_dataset,
+    load_run,
+    metrics_path,
+    pick_device,
+    run_config,
+    run_metadata,
+    training_lock,
+)
 from kgdata import paths
-from kgdata.errors import ImfError
+from kgdata.errors import EnvironmentFault, ImfError
 
 if TYPE_CHECKING:
+    import torch
+
     from kgdata.features import FeatureSet
     from kgdata.store import EntityStore
     from models.config import RunConfig
     from models.training import KGTensors, TrainResult
 
-#: Model branch → the feature modality that feeds it.
-BRANCH_FEATURES = {"visual": "image", "text": "text"}
 BRANCHES = ("structure", "visual", "text")
 
 
@@ -51,27 +61,29 @@ def prepare_data(
     """Load the splits and the frozen features the chosen branches need, as :class:`KGTensors`.
 
     ``structure_init`` names a structure encoder (``"gat"``) whose entity and relation vectors
-    initialise the structure branch, or None for a random initialisation. The model knows the graph
-    entities only (ids ``0 … G-1``); the rows of entities added later are left out.
+    initialise the structure branch, or None for a random initialisation. The model sees the graph
+    entities only (``store.num_graph_entities``); entities added after import are left out, and the
+    feature matrices are cut to the graph's rows. Stale features (computed from other inputs than the
+    store holds now) are refused by :func:`kgdata.features.load_features`.
     """
     import torch
 
     from kgdata.features import load_features
-    from kgdata.rules import graph_entities
     from models.training import KGTensors
 
     unknown = [m for m in modalities if m not in BRANCHES]
     if unknown:
         raise ImfError(f"unknown modality {unknown[0]!r}; choose from {', '.join(BRANCHES)}")
     encoders = {"text": text_encoder, "image": image_encoder}
-    graph = graph_entities(store)
+    graph = store.num_graph_entities
     features, manifests = {}, []
     for branch in modalities:
         if branch == "structure":
             continue
         modality = BRANCH_FEATURES[branch]
         feature_set = load_features(store, modality, encoders[modality])
-        features[branch] = (torch.from_numpy(feature_set.matrix[:graph]), torch.from_numpy(feature_set.mask[:graph]))
+        matrix, mask = feature_set.matrix[:graph], feature_set.mask[:graph]
+        features[branch] = (torch.from_numpy(matrix), torch.from_numpy(mask))
         manifests.append(_manifest(feature_set))
 
     entity_init = relation_init = None
@@ -103,6 +115,8 @@ def _manifest(feature_set: "FeatureSet") -> dict:
         "dim": feature_set.dim,
         "missing": feature_set.missing,
         "input_hash": feature_set.input_hash,
+        "computed_from": feature_set.computed_from,
+        "graph_input_hash": feature_set.graph_input_hash,
         "path": str(feature_set.path),
     }
 
@@ -111,8 +125,11 @@ def read_config_file(config_file: Path | None) -> dict:
     """The values of a YAML config file (empty without one). Errors become :class:`ImfError`."""
     from models.config import ConfigError, load_yaml
 
+    from kgdata.files import read_text
+
     if config_file is None:
         return {}
+    read_text(config_file, "config file")  # a FIFO, a directory or non-UTF-8 bytes: one line with file:line
     try:
         return load_yaml(config_file)
     except ConfigError as error:
@@ -156,6 +173,122 @@ def new_run_dir(dataset: str) -> Path:
     return paths.runs_dir() / f"{dataset}-{stamp}"
 
 
+@dataclass(frozen=True)
+class BranchPlan:
+    """Which input branches a training run gets, and which it skips for lack of features.
+
+    Attributes:
+        trained: The model's input branches (``structure``, ``visual``, ``text``).
+        skipped: Branch → the command that would encode its features, for the branches left out
+            because nothing was encoded (empty when the branches were chosen explicitly).
+        chosen: True when ``--modalities`` or the config file chose the branches.
+    """
+
+    trained: tuple[str, ...]
+    skipped: dict[str, str]
+    chosen: bool
+
+    def describe(self) -> list[str]:
+        """The plan in words, one line each."""
+        lines = [f"Training branches: {', '.join(self.trained)}{' (as chosen)' if self.chosen else ''}."]
+        for branch, command in self.skipped.items():
+            lines.append(f"Skipped {branch}: no {BRANCH_FEATURES[branch]} features; add them with: {command}")
+        return lines
+
+
+def plan_branches(store: "EntityStore", modalities: tuple[str, ...] | None, file_values: Mapping[str, Any]) -> BranchPlan:
+    """The branches to train: ``modalities``, else the config file's, else structure plus every encoded one."""
+    if modalities is not None:
+        return BranchPlan(tuple(modalities), {}, True)
+    if _sets_modalities(file_values):
+        model = file_values.get("model") if isinstance(file_values.get("model"), Mapping) else {}
+        chosen = file_values.get("model.modalities", model.get("modalities"))
+        return BranchPlan(tuple(chosen or ()), {}, True)
+    trained = available_branches(store)
+    skipped = {
+        branch: f"imf encode {store.name} --modality {modality}"
+        for branch, modality in BRANCH_FEATURES.items()
+        if branch not in trained
+    }
+    return BranchPlan(trained, skipped, False)
+
+
+#: Bytes per trainable parameter while training with Adam: the weight, its gradient and two moments (float32).
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.device") -> None:
+    """Refuse a model that cannot fit in ``device``'s free memory, saying what was asked and what it needs.
+
+    The parameters are counted on PyTorch's ``meta`` device, which allocates nothing; that costs a
+    second or two the first time, so it runs only when one ``dim³`` core alone could take an eighth of
+    the free memory.
+    """
+    import torch
+
+    from kgdata.encoders.base import available_memory, require_memory
+    from models.imf import build_model
+
+    available = available_memory(device)
+    dim = config.model.dim
+    if available is None or TRAINING_BYTES_PER_PARAMETER * dim**3 <= available / 8:
+        return
+    feature_dims = {m: tensors.feature_dims[m] for m in config.model.modalities if m != "structure"}
+    try:
+        import torch.fx.experimental._config as fx_config  # lets boolean indexing run on meta tensors
+
+        with fx_config.patch(meta_nonzero_assume_all_nonzero=True), torch.device("meta"):
+            model = build_model(
+                config.model,
+                num_entities=tensors.num_entities,
+                num_relations=tensors.num_relations,
+                feature_dims=feature_dims,
+            )
+    except Exception:  # an estimate only: when it cannot be made, training reports what happens
+        return
+    parameters = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    require_memory(
+        TRAINING_BYTES_PER_PARAMETER * parameters + buffers,
+        device,
+        f"model.dim {dim} asks for a model of {parameters:,} parameters, which to train (weights, gradients and "
+        f"Adam's two moments, float32)",
+        "choose a smaller --dim",
+    )
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse a run directory that cannot be a new run: a file, a non-empty directory, an unwritable place."""
+    from kgdata.files import exists
+
+    if exists(run_dir) and not run_dir.is_dir():
+        raise ImfError(f"--run-dir {run_dir} is not a directory (a file is in the way)")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ImfError(f"run directory {run_dir} is not empty; runs are write-once (use --resume to continue one)")
+    parent = run_dir
+    while not exists(parent):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ImfError(f"cannot create run directory {run_dir}: {parent} is not a directory")
+
+
+#: What a start writes before its first checkpoint (and the temporary files of checkpoint writes).
+_START_FILES = ("config.yaml", "trace.jsonl", "best.pt.tmp", "last.pt.tmp")
+
+
+def _remove_failed_start(run_dir: Path, existed: bool) -> None:
+    """After a failed start, remove what it wrote: a run without a checkpoint is no run."""
+    if not run_dir.is_dir() or any((run_dir / name).exists() for name in paths.CHECKPOINTS):
+        return
+    for name in _START_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    if not existed:
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass  # something else is in it: leave it
+
+
 def train_model(
     dataset: str,
     *,
@@ -168,27 +301,37 @@ def train_model(
     structure_init: str | None = None,
     run_dir: Path | None = None,
     progress: bool = True,
+    on_epoch: "EpochLogger | None" = None,
+    log: Callable[[str], None] | None = None,
 ) -> "TrainResult":
     """Train IMF on an imported dataset into a new, write-once run directory.
 
     The config is layered as defaults ← ``config_file`` (or ``config_values``, a mapping of the same
-    shape) ← ``flags``.
+    shape) ← ``flags``. ``progress`` shows a rich progress bar; ``on_epoch`` is called with each
+    epoch's line of text (for logs, when there is no terminal); ``log`` receives the branch plan
+    (:class:`BranchPlan`).
+
+    Everything that can be checked is checked before the run directory is created (the config, the
+    device, the features, that the model fits in memory, the run directory itself); if training still
+    fails before its first checkpoint, the directory is removed, so no run without a checkpoint is left.
+    The dataset is read under its read lock (:mod:`kgdata.locking`).
     """
-    from kgdata.store import EntityStore
-    from models.training import train
+    from kgdata.locking import locked_store
 
     flags = dict(flags or {})
     file_values = dict(config_values) if config_values is not None else read_config_file(config_file)
-    with EntityStore.open(dataset) as store:
-        # Precedence: --modalities, else the config file's, else structure plus every encoded modality.
-        if modalities is None and not _sets_modalities(file_values):
-            modalities = available_branches(store)
-        if modalities is not None:
-            flags["model.modalities"] = list(modalities)
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(dataset)
+    if _main_process():
+        _check_run_dir(run_dir)
+    with locked_store(dataset, "read") as store:
+        plan = plan_branches(store, modalities, file_values)
+        if modalities is not None or not plan.chosen:
+            flags["model.modalities"] = list(plan.trained)
         if structure_init is not None:
             flags["model.structure_init"] = structure_init
         config = resolve_config(file_values, flags)
         structure_init = config.model.structure_init
+        device = pick_device(config.train.device)
         prepared = prepare_data(
             store,
             tuple(config.model.modalities),
@@ -204,93 +347,151 @@ def train_model(
             "structure_init": structure_init,
             "git_commit": git_commit(),
         }
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(dataset)
-    try:
-        result = train(prepared.tensors, config, run_dir, metadata=metadata, progress=progress)
-    except (FileExistsError, ValueError) as error:
-        raise ImfError(str(error)) from error
-    _place_unseen(result, prepared, progress=progress)
-    return result
+    check_model_fits(config, prepared.tensors, device)
+    if log is not None:
+        for line in plan.describe():
+            log(line)
+    from models.training import train
+
+    existed = run_dir.exists()
+    if _main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    def start() -> "TrainResult":
+        with _lock(run_dir):
+            result = train(
+                prepared.tensors,
+                config,
+                run_dir,
+                metadata=metadata,
+                progress=progress,
+                on_epoch_end=_epoch_lines(on_epoch, config.train.epochs),
+            )
+            _place_unseen(result, prepared, progress=progress)
+            return result
+
+    return _run_training(run_dir, start, config, existed=existed)
 
 
 def _place_unseen(result: "TrainResult", prepared: PreparedData, *, progress: bool) -> None:
-    """The step after training: fit and store the placement of entities outside the graph (see :mod:`imf_cli.unseen`).
-
-    Under ``torchrun`` only rank 0 writes it.
-    """
-    import os
-
+    """The step after training: fit and store the placement of entities outside the graph, for the best
+    checkpoint (``inductive-best.safetensors``; see :mod:`imf_cli.unseen`). Only the main process writes it."""
     import torch
 
     from imf_cli.unseen import write_run_placement
 
-    if os.environ.get("RANK", "0") == "0" and (Path(result.run_dir) / "best.pt").is_file():
+    if _main_process() and (Path(result.run_dir) / "best.pt").is_file():
         facts = torch.cat([prepared.tensors.train, prepared.tensors.valid])
         write_run_placement(result.run_dir, prepared.tensors.features, facts, progress=progress)
 
 
-def run_metadata(run_dir: Path) -> dict:
-    """The ``config.yaml`` document of a run directory."""
-    import yaml
+def _run_training(
+    run_dir: Path, start: Callable[[], "TrainResult"], config: "RunConfig | None" = None, *, existed: bool = True
+) -> "TrainResult":
+    """Run ``start()`` (a training or a resume), turning its failures into :class:`ImfError`; a new run
+    (``config`` given; ``existed``: whether its directory was there before) that fails before its
+    first checkpoint is removed (only by rank 0 under torchrun)."""
+    import torch
 
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ImfError(f"{run_dir}: not a run directory (no config.yaml)")
+    from models.checkpoint import CheckpointError
+
+    main_process = _main_process()
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ImfError(f"{path}: not valid YAML ({error})") from error
+        return start()
+    except BaseException as error:
+        if config is not None and main_process:
+            _remove_failed_start(run_dir, existed)
+        if isinstance(error, (FileExistsError, ValueError, CheckpointError)):
+            raise ImfError(str(error)) from error
+        if isinstance(error, torch.linalg.LinAlgError):
+            raise ImfError(
+                f"a linear-algebra step failed on the features ({str(error).splitlines()[0]}); check them for "
+                f"extreme values (imf features NAME) and re-encode"
+            ) from None
+        if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+            dims = f" (model.dim {config.model.dim}, batch size {config.train.batch_size})" if config else ""
+            raise EnvironmentFault(f"out of memory while training{dims}; choose a smaller --dim or --batch-size") from None
+        if isinstance(error, OSError) and not isinstance(error, FileExistsError):
+            from kgdata.locking import workspace_fault
+
+            raise workspace_fault(error) from None
+        raise
 
 
-def resume_model(run_dir: Path, *, progress: bool = True) -> "TrainResult":
+def _main_process() -> bool:
+    """True outside torchrun, and on its rank 0, the process that writes the run directory."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _lock(run_dir: Path):
+    """The run's :func:`~imf_cli.runs.training_lock`, held by the main process only (under torchrun
+    every rank trains the same run)."""
+    import contextlib
+
+    return training_lock(run_dir) if _main_process() else contextlib.nullcontext()
+
+
+#: Receives one line of text per finished epoch.
+EpochLogger = Callable[[str], None]
+
+
+def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
+    """One finished epoch of a trace, as a log line: epoch, loss, valid MRR when evaluated, best, seconds."""
+    loss = (record.get("loss") or {}).get("total")
+    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {loss:.4f}" if loss is not None else "loss n/a"]
+    valid = record.get("valid")
+    if isinstance(valid, Mapping) and "fused" in valid:
+        parts.append(f"valid MRR {valid['fused']['mrr']:.4f}")
+    if record.get("best_valid_mrr") is not None:
+        parts.append(f"best {record['best_valid_mrr']:.4f} at epoch {record['best_epoch']}")
+    seconds = sum((record.get("seconds") or {}).values())
+    parts.append(f"{seconds:.1f} s")
+    return "  ".join(parts)
+
+
+def _epoch_lines(on_epoch: EpochLogger | None, epochs: int) -> Callable[[dict], None] | None:
+    if on_epoch is None:
+        return None
+    return lambda record: on_epoch(epoch_line(record, epochs))
+
+
+def resume_model(run_dir: Path, *, progress: bool = True, on_epoch: "EpochLogger | None" = None) -> "TrainResult":
     """Continue a killed run with the dataset and features it recorded.
 
     A run killed before it wrote any ``last.pt`` starts again from epoch 0 with its recorded config
     and seed, which gives the run it would have been.
     """
-    from kgdata.store import EntityStore
-    from models.checkpoint import CheckpointError
+    from kgdata.locking import locked_store
     from models.training import restart, resume
 
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ImfError(f"--resume {run_dir} is not a run directory")
     document = run_metadata(run_dir)
     meta = document["metadata"]
-    with EntityStore.open(meta["dataset"]) as store:
-        _check_same_dataset(store, meta, run_dir)
-        prepared = prepare_data(
-            store,
-            tuple(document["config"]["model"]["modalities"]),
-            **_recorded_encoders(meta),
-        )
-    try:
-        if not (Path(run_dir) / "last.pt").exists():
-            result = restart(run_dir, prepared.tensors, _recorded_config(run_dir, document), progress=progress)
-        else:
-            result = resume(run_dir, prepared.tensors, progress=progress)
-    except (CheckpointError, ValueError) as error:
-        raise ImfError(str(error)) from error
-    _place_unseen(result, prepared, progress=progress)
-    return result
+    config = run_config(run_dir, document)
+    pick_device(config.train.device)
+    with locked_store(meta["dataset"], "read") as store:
+        check_same_dataset(store, meta, run_dir)
+        prepared = prepare_data(store, tuple(config.model.modalities), **_recorded_encoders(meta))
+    lines = _epoch_lines(on_epoch, config.train.epochs)
 
+    def start() -> "TrainResult":
+        with _lock(run_dir):
+            if not (run_dir / "last.pt").exists():
+                result = restart(run_dir, prepared.tensors, config, progress=progress, on_epoch_end=lines)
+            else:
+                result = resume(run_dir, prepared.tensors, progress=progress, on_epoch_end=lines)
+            _place_unseen(result, prepared, progress=progress)
+            return result
 
-def run_features(store: "EntityStore", document: dict) -> dict:
-    """Branch → ``(matrix, mask)``: the frozen features a run trained with, read again from the feature files."""
-    meta = document["metadata"]
-    modalities = tuple(document["config"]["model"]["modalities"])
-    prepared = prepare_data(store, modalities, **{**_recorded_encoders(meta), "structure_init": None})
-    return dict(prepared.tensors.features)
-
-
-def _recorded_config(run_dir: Path, document: dict) -> "RunConfig":
-    from models.config import ConfigError, RunConfig
-
-    try:
-        return RunConfig.from_dict(document["config"])
-    except (ConfigError, AttributeError, TypeError) as error:
-        raise ImfError(f"{Path(run_dir) / 'config.yaml'}: {error}") from error
+    return _run_training(run_dir, start)
 
 
 def _recorded_encoders(meta: dict) -> dict:
-    by_modality = {m["modality"]: m["encoder"] for m in meta.get("features", [])}
+    by_modality = {m.get("modality"): m.get("encoder") for m in meta.get("features", [])}
     return {
         "text_encoder": by_modality.get("text"),
         "image_encoder": by_modality.get("image"),
@@ -298,18 +499,10 @@ def _recorded_encoders(meta: dict) -> dict:
     }
 
 
-def _check_same_dataset(store: "EntityStore", meta: dict, run_dir: Path) -> None:
-    if store.content_hash != meta.get("dataset_hash"):
-        raise ImfError(
-            f"dataset {store.name!r} changed since run {run_dir} was trained (it was re-imported); "
-            f"re-import the original data or train a new run"
-        )
-
-
 def evaluate_run(
     run_dir: Path,
     *,
-    split: str = "test",
+    split: str = "valid",
     checkpoint: str = "best",
     batch_size: int | None = None,
     device: str = "auto",
@@ -318,26 +511,90 @@ def evaluate_run(
 ) -> dict:
     """Filtered ranking metrics of a run's checkpoint on ``split``: each branch, fused, and mean fusion.
 
-    Filtering removes every known triple of train, valid and test except the one being ranked; ties
-    get the realistic rank (the mean of the optimistic and pessimistic ranks). See
-    :meth:`imf_cli.service.PredictionService.evaluate` for the report's keys. With ``write``, the report
-    is also written to ``<run_dir>/metrics-<split>.json``.
-    """
-    from imf_cli.service import PredictionService
+    Filtering removes the known triples other than the one being ranked, with the filter training
+    used for the same split (:func:`models.evaluation.filter_splits`): valid is filtered with train
+    and valid, test with all three splits. Ties get the realistic rank (the mean of the optimistic
+    and pessimistic ranks). With ``write``, the report is also written to ``<run_dir>/metrics-<split>.json``.
 
+    Returns:
+        ``{"split", "checkpoint", "run", "dataset", "triples", "filter", "device", "chunk_size", "seconds",
+        "fusion_weights", "fused", "branches", "mean_fusion", "per_relation"}``; ``per_relation``
+        maps relation keys to their metrics, or is None unless asked for. ``fusion_weights`` maps
+        branch names to the decision weights, or, with per-relation fusion, relation keys (inverse
+        relations as ``"← key"``) to such maps.
+    """
     if split not in ("valid", "test"):
         raise ImfError(f"unknown split {split!r}; choose valid or test")
-    with PredictionService.from_run(run_dir, checkpoint=checkpoint, device=device) as service:
-        report = service.evaluate(split, batch_size=batch_size, per_relation=per_relation)
-    report = {"split": report["split"], "checkpoint": report["checkpoint"], "run": str(run_dir), **report}
+    if batch_size is not None and batch_size < 1:
+        raise ImfError(f"the batch size must be at least 1, not {batch_size}")
+    with load_run(run_dir, checkpoint=checkpoint, device=device) as loaded:
+        report = evaluate_loaded(loaded, split, batch_size=batch_size, per_relation=per_relation)
+    report = {"split": split, "checkpoint": checkpoint, "run": str(run_dir), **report}
     if write:
         _write_json(metrics_path(run_dir, split), report)
     return report
 
 
-def metrics_path(run_dir: Path, split: str) -> Path:
-    """Where :func:`evaluate_run` writes the metrics of ``split``."""
-    return Path(run_dir) / f"metrics-{split}.json"
+def evaluate_loaded(
+    loaded: "LoadedRun", split: str, *, batch_size: int | None = None, per_relation: bool = False
+) -> dict:
+    """The metrics of :func:`evaluate_run` for a run already loaded (its store open), without writing.
+
+    ``seconds`` is the time spent ranking, after the model and the splits were loaded.
+    """
+    import time
+
+    from models.evaluation import FrozenScorer, build_filter, filter_splits, metrics_report, rank_queries
+
+    store = loaded.store
+    splits = {name: store.triples_tensor(name) for name in ("train", "valid", "test")}
+    relations = store.relations()
+    triples = splits[split]
+    if not len(triples):
+        raise ImfError(f"the {split} split of dataset {store.name!r} holds no triples")
+    model = loaded.model
+    started = time.perf_counter()
+    filtered_by = filter_splits(split)
+    index = build_filter(
+        [splits[name] for name in filtered_by], num_entities=model.num_entities, num_relations=model.num_relations
+    )
+    scorer = FrozenScorer(model)
+    if batch_size is not None:
+        batch_size = min(batch_size, 2 * len(triples))  # every query of both directions at once, at most
+    ranks = rank_queries(scorer, triples, index, chunk_size=batch_size)
+    report = metrics_report(ranks, per_relation=per_relation)
+    seconds = time.perf_counter() - started
+    if report["per_relation"] is not None:
+        report["per_relation"] = {
+            relations[r].key: {"name": relations[r].name, **values} for r, values in report["per_relation"].items()
+        }
+    return {
+        "split": split,
+        "checkpoint": loaded.checkpoint,
+        "dataset": store.name,
+        "triples": int(len(triples)),
+        "filter": list(filtered_by),
+        "device": str(scorer.device),
+        "chunk_size": ranks.chunk_size,
+        "seconds": round(seconds, 3),
+        "fusion_weights": _fusion_weights(model, relations),
+        **report,
+    }
+
+
+def _fusion_weights(model, relations: list) -> dict:
+    """Branch → decision weight; with per-relation fusion, relation key (``"← key"`` inverse) → such a map."""
+    import torch
+
+    count = len(relations)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        weights = model.decision.weights(torch.arange(2 * count, device=device)).cpu()
+    names = tuple(model.branch_names)
+    if weights.dim() == 1:
+        return dict(zip(names, weights.tolist()))
+    keys = [r.key for r in relations] + [f"← {r.key}" for r in relations]
+    return {key: dict(zip(names, row)) for key, row in zip(keys, weights.tolist())}
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -35,13 +35,15 @@ def sigmoid(x: float) -> float:
 def branch_contributions(weights: Mapping[str, float], logits: Mapping[str, float]) -> dict[str, float]:
     """Branch → ``weight × σ(logit)``, for the branches of ``logits`` (in its order).
 
-    A branch without a weight, or with a non-finite weight or logit, contributes 0.
+    A branch missing from ``weights`` has weight 0 (a negative or non-finite weight counts as 0); a NaN
+    or missing logit counts as probability 0.
     """
     result = {}
     for branch, logit in logits.items():
         weight = weights.get(branch, 0.0)
-        finite = weight is not None and logit is not None and math.isfinite(weight) and math.isfinite(logit)
-        result[branch] = weight * sigmoid(logit) if finite else 0.0
+        weight = float(weight) if weight is not None and math.isfinite(weight) and weight > 0 else 0.0
+        probability = 0.0 if logit is None or math.isnan(logit) else sigmoid(logit)
+        result[branch] = weight * probability
     return result
 
 

@@ -1,6 +1,7 @@
 """The prediction service: a trained run plus its entity store, loaded once, answering link queries.
 
-``imf predict``, ``imf eval`` and the ``imf explore`` TUI all use :class:`PredictionService`. It imports
+``imf predict`` and the ``imf explore`` TUI use :class:`PredictionService`; it only answers queries
+(evaluation lives in :mod:`imf_cli.pipeline`, runs in :mod:`imf_cli.runs`). It imports
 neither Typer nor Textual, and imports torch only when a service is built, so importing this module
 is cheap. Everything it returns is a plain frozen dataclass, so a fake service for tests only
 has to produce the same dataclasses.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from imf_cli.scoring import branch_shares
 from kgdata.errors import ImfError, UnknownEntityError
 from kgdata.store import Entity, EntityStore
 
@@ -161,6 +163,10 @@ class QueryResult:
         """The branches that score the query entity."""
         return tuple(self.weights)
 
+    def shares(self, prediction: Prediction) -> dict[str, float]:
+        """Each branch's share of ``prediction``'s fused decision (:func:`imf_cli.scoring.branch_shares`)."""
+        return branch_shares(self.weights, prediction.branches)
+
     def to_dict(self) -> dict:
         return {
             "entity": self.entity.to_dict(),
@@ -217,8 +223,9 @@ def split_relation_text(text: str) -> tuple[str, bool | None]:
     return text, None
 
 
-def _closest(text: str, relations: list[RelationChoice]) -> list[RelationChoice]:
-    """The relations most like ``text``: by the best similarity to their key, name or a word of either."""
+def closest_relations(text: str, relations: list[RelationChoice]) -> list[RelationChoice]:
+    """The relations most like ``text`` (at most :data:`CANDIDATES`): by the best similarity to their key,
+    name or a word of either, for typos ("shres bordr")."""
 
     def similarity(relation: RelationChoice) -> float:
         words = {relation.key.casefold(), relation.name.casefold()}
@@ -261,15 +268,14 @@ class PredictionService:
         checkpoint: str = "best",
         metadata: Mapping[str, Any] | None = None,
     ):
-        from kgdata.rules import graph_entities
         from models.evaluation import FrozenScorer
         from models.index import TailIndex, with_inverses
 
-        graph = graph_entities(store)
+        graph = store.num_graph_entities
         if (model.num_entities, model.num_relations) != (graph, store.num_relations):
             raise ImfError(
                 f"the model has {model.num_entities} entities and {model.num_relations} relations, "
-                f"but dataset {store.name!r} has {graph} graph entities and {store.num_relations} relations"
+                f"but the graph of dataset {store.name!r} has {graph} and {store.num_relations}"
             )
         self.model = model
         self.store = store
@@ -301,6 +307,7 @@ class PredictionService:
         self._rules: RelationPairIndex | None = None
         self._unit_vectors: dict = {}
         self._lock = threading.RLock()  # one sqlite connection, shared by the threads that call in
+        self._dataset_lock = None  # the dataset's read lock, when from_run took it
         from imf_cli.unseen import UnseenEntities
 
         #: Entities outside the training graph: their features and placement, loaded on first use.
@@ -312,31 +319,20 @@ class PredictionService:
 
         Raises:
             ImfError: If the run directory, the checkpoint or the dataset cannot be used, or the dataset
-                was re-imported since the run was trained.
+                was re-imported since the run was trained (see :func:`imf_cli.runs.load_run`).
         """
-        from imf_cli.pipeline import _check_same_dataset, run_features, run_metadata
-        from models.checkpoint import CheckpointError, load_checkpoint
+        from imf_cli.runs import load_run
 
-        if checkpoint not in ("best", "last"):
-            raise ImfError(f"unknown checkpoint {checkpoint!r}; choose best or last")
-        run_dir = Path(run_dir)
-        document = run_metadata(run_dir)
-        meta = (document or {}).get("metadata") or {}
-        if "dataset" not in meta:
-            raise ImfError(f"{run_dir / 'config.yaml'}: records no dataset")
-        torch_device = _pick_device(device)
-        store = EntityStore.open(meta["dataset"])
+        loaded = load_run(run_dir, checkpoint=checkpoint, device=device)
         try:
-            _check_same_dataset(store, meta, run_dir)
-            features = run_features(store, document) if _needs_features(document) else None
-            try:
-                model, _ = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device, features=features)
-            except CheckpointError as error:
-                raise ImfError(str(error)) from error
-            return cls(model, store, run_dir=run_dir, checkpoint=checkpoint, metadata=meta)
+            metadata = (loaded.document or {}).get("metadata") or {}
+            service = cls(loaded.model, loaded.store, run_dir=loaded.run_dir, checkpoint=checkpoint, metadata=metadata)
         except BaseException:
-            store.close()
+            loaded.close()
             raise
+        # Held until close(): an import --replace of this dataset fails clearly while the service reads it.
+        service._dataset_lock = loaded.lock
+        return service
 
     @property
     def lock(self) -> threading.RLock:
@@ -347,6 +343,8 @@ class PredictionService:
     def close(self) -> None:
         with self._lock:
             self.store.close()
+            if self._dataset_lock is not None:
+                self._dataset_lock.release()
 
     def __enter__(self) -> "PredictionService":
         return self
@@ -372,11 +370,23 @@ class PredictionService:
             return self.store.entities(ids)
 
     def search_entities(self, text: str, limit: int = 10) -> list[EntityInfo]:
-        """Entities whose key, name or description match ``text``, best first (see :meth:`EntityStore.search`)."""
-        if not text.strip():
+        """Entities for the text typed so far, best first: names or keys that start with it (shortest
+        first), then full-text matches (:meth:`EntityStore.search`), then, when those are fewer than ``limit``, names within a small edit distance of the text or of
+        its start (:meth:`EntityStore.entities_with_close_names`), so that a typo still finds its entity.
+        """
+        text = text.strip()
+        if not text:
             return []
         with self._lock:
-            return self.store.search(text.strip(), limit=limit)
+            found = self.store.entities_with_prefix(text, limit=limit)  # "Fra" → France before Swiss franc
+            seen = {entity.id for entity in found}
+            found += [entity for entity in self.store.search(text, limit=limit) if entity.id not in seen]
+            found = found[:limit]
+            if len(found) < limit and self.num_entities <= FUZZY_LIMIT:
+                seen = {entity.id for entity in found}
+                close = self.store.entities_with_close_names(text, limit=limit, cutoff=0.7, prefixes=True)
+                found += [entity for entity in close if entity.id not in seen][: limit - len(found)]
+            return found
 
     def resolve_entity(self, text: str) -> EntityInfo:
         """The one entity that ``text`` names.
@@ -473,7 +483,7 @@ class PredictionService:
                     f"{' …' if len(found) > CANDIDATES else ''}; give a key or a longer name",
                     shown,
                 )
-        close = _closest(lowered, forward)
+        close = closest_relations(lowered, forward)
         if close:
             hint = f"; did you mean: {_describe(close)}"
         else:
@@ -713,71 +723,6 @@ class PredictionService:
 
         return explain(self, head, relation, tail)
 
-    # ---------------------------------------------------------------------------- evaluation
-    def evaluate(self, split: str = "test", *, batch_size: int | None = None, per_relation: bool = False) -> dict:
-        """Filtered ranking metrics of ``split`` (see :mod:`models.evaluation` and ``imf eval``).
-
-        The filter is the one training used for the same split (:func:`models.evaluation.filter_splits`):
-        valid is filtered with train and valid, test with all three splits.
-
-        Returns:
-            ``{"split", "checkpoint", "dataset", "triples", "filter", "device", "chunk_size", "seconds",
-            "fusion_weights", "fused", "branches", "mean_fusion", "per_relation"}``; ``per_relation``
-            maps relation keys to their metrics, or is None unless asked for. ``fusion_weights`` maps
-            branch names to the decision weights, or, with per-relation fusion, relation keys (inverse
-            relations as ``"← key"``) to such maps.
-        """
-        import time
-
-        from models.evaluation import build_filter, filter_splits, metrics_report, rank_queries
-
-        if split not in ("valid", "test"):
-            raise ImfError(f"unknown split {split!r}; choose valid or test")
-        if batch_size is not None and batch_size < 1:
-            raise ImfError(f"the batch size must be at least 1, not {batch_size}")
-        triples = self.splits[split]
-        if not len(triples):
-            raise ImfError(f"the {split} split of dataset {self.dataset!r} holds no triples")
-        started = time.perf_counter()
-        filtered_by = filter_splits(split)
-        index = build_filter(
-            [self.splits[name] for name in filtered_by], num_entities=self.num_graph_entities,
-            num_relations=self.num_relations,
-        )
-        ranks = rank_queries(self.scorer.without_cache(), triples, index, chunk_size=batch_size)
-        report = metrics_report(ranks, per_relation=per_relation)
-        seconds = time.perf_counter() - started
-        if report["per_relation"] is not None:
-            report["per_relation"] = {
-                self._relations[r].key: {"name": self._relations[r].name, **values}
-                for r, values in report["per_relation"].items()
-            }
-        return {
-            "split": split,
-            "checkpoint": self.checkpoint,
-            "dataset": self.dataset,
-            "triples": int(len(triples)),
-            "filter": list(filtered_by),
-            "device": str(self.device),
-            "chunk_size": ranks.chunk_size,
-            "seconds": round(seconds, 3),
-            "fusion_weights": self._fusion_weights(),
-            **report,
-        }
-
-    def _fusion_weights(self) -> dict:
-        import torch
-
-        relations = torch.arange(2 * self.num_relations, device=self.device)
-        with torch.inference_mode():
-            weights = self.model.decision.weights(relations).cpu()
-        if weights.dim() == 1:
-            return dict(zip(self.branch_names, weights.tolist()))
-        return {
-            ("← " if choice.inverse else "") + choice.key: dict(zip(self.branch_names, row))
-            for choice, row in zip(self._relations, weights.tolist())
-        }
-
     # ---------------------------------------------------------------------------- checks
     def check_ids(self, *, entities: tuple[int, ...] = (), relations: tuple[int, ...] = ()) -> None:
         """Raise :class:`UnknownEntityError` for an entity id outside ``[0, N)`` or a relation id outside ``[0, 2R)``."""
@@ -810,27 +755,3 @@ def _inline_name(text: str | None, image: str | Path | None, width: int = 40) ->
         words = " ".join(text.split())
         return words if len(words) <= width else words[: width - 1] + "…"
     return Path(image).name if image is not None else "(new entity)"
-
-
-
-def _needs_features(document: dict) -> bool:
-    """Whether the run's model scores from its frozen features (``project`` mode), which checkpoints do not hold."""
-    model = ((document or {}).get("config") or {}).get("model") or {}
-    return model.get("feature_mode") == "project"
-
-
-def _pick_device(name: str) -> "torch.device":
-    """``auto``, ``cpu`` or ``cuda[:i]`` as a device, or an :class:`ImfError` that says why not."""
-    import torch
-
-    from models.distributed import pick_device
-
-    try:
-        device = pick_device(name) if name in ("auto", "cuda") else torch.device(name)
-    except RuntimeError as error:
-        raise ImfError(f"unknown device {name!r}; choose auto, cpu or cuda") from error
-    if device.type not in ("cpu", "cuda"):
-        raise ImfError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ImfError("--device cuda, but CUDA is not available; use --device cpu or auto")
-    return device

@@ -1,7 +1,8 @@
 """Errors raised by the data layer.
 
-Every error the user can cause derives from :class:`ImfError`; the CLI prints its message and exits
-with status 2, without a traceback.
+Every error the user can cause derives from :class:`ImfError`; the CLI prints its message as one line
+and exits with the error's ``exit_code`` (2 for bad input, 1 for a fault of the environment), without a
+traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,15 @@ from pathlib import Path
 
 class ImfError(Exception):
     """Base class of the errors a user can cause and fix."""
+
+    #: The CLI's exit status for this error: 2 for bad input, as click uses for usage errors.
+    exit_code = 2
+
+
+class EnvironmentFault(ImfError):
+    """The machine, not the input, is at fault: a full disk, an unwritable workspace, a busy dataset."""
+
+    exit_code = 1
 
 
 class DataError(ImfError):

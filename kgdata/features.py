@@ -7,9 +7,24 @@ Layout: ``$IMF_HOME/datasets/<name>/features/<modality>-<encoder>.safetensors`` 
   zeros, never a stand-in vector, and consumers must ignore them through the mask;
 - ``relation_features`` (structure encoders only): float32 ``(R, D)``.
 
+- ``input_row_hashes`` (text and image): uint8 ``(N, 16)``, a digest of each entity's input
+  (:mod:`kgdata.inputs`), so that ``imf encode`` re-encodes only new or changed entities.
+
 The safetensors metadata names the modality, the encoder, the hash of the inputs and a hash of the
-entity keys, so a file is never applied to the wrong entity order. Every write also upserts a row of
-the ``features`` manifest table in ``store.db`` (migration ``m004``).
+entity keys, so a file is never applied to the wrong entity order. It also records what the features
+were computed from (``computed_from``: texts, images, train triples, or only the entity keys for a
+file imported with ``--from-file``) and the hash of exactly that for the graph entities
+(``graph_input_hash``). Loading compares it with the store's current inputs and refuses stale
+features ("re-run imf encode NAME --modality M"). Every write also upserts a row of the ``features``
+manifest table in ``store.db`` (migration ``m004``).
+
+A file may have fewer rows than the store has entities when entities were added after it was
+written (``imf entities add``): it still covers the graph entities, and the added ones load as
+missing until ``imf encode`` fills their rows.
+
+Values must be finite and at most :data:`MAX_MAGNITUDE` in size, and a matrix needs at least one
+column: anything else would break float32 arithmetic (PCA, scores) or train an empty branch.
+Features computed elsewhere are imported by :mod:`kgdata.feature_import` (``imf encode --from-file``).
 
 Writes are atomic: a temporary file beside the final one, fsynced, then ``os.replace``.
 This module imports neither torch nor transformers (``.pt`` imports load torch lazily).
@@ -21,7 +36,6 @@ import contextlib
 import hashlib
 import json
 import os
-import pickle
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kgdata.errors import DataError, ImfError
+from kgdata.inputs import COMPUTED_FROM, ROW_HASH_BYTES, graph_input_hash, keys_hash, read_inputs
 
 if TYPE_CHECKING:
     from kgdata.store import EntityStore
@@ -40,8 +55,9 @@ FEATURES_DIR = "features"
 SUFFIX = ".safetensors"
 FORMAT = "imf-features"
 FORMAT_VERSION = "1"
-#: Containers accepted by :func:`import_features`.
-IMPORT_SUFFIXES = (".npy", ".pt", ".pkl", ".safetensors")
+#: The largest feature value allowed, in magnitude: squares of larger values summed over rows and
+#: columns (PCA, scores) could overflow float32 (about 3.4e38).
+MAX_MAGNITUDE = 1e9
 
 _UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -58,6 +74,8 @@ class FeatureSet:
     path: Path
     input_hash: str
     extra: dict = field(default_factory=dict, compare=False)
+    computed_from: str | None = None  # texts, images, train-triples, entity-keys; None: not recorded
+    graph_input_hash: str | None = None  # the hash of exactly that, for the graph entities
 
     @property
     def dim(self) -> int:
@@ -90,6 +108,8 @@ class FeatureReport:
     missing: int
     input_hash: str
     status: str
+    encoded: int = 0  # entities (structure: triples) computed by this run
+    reused: int = 0  # entities whose rows were kept from the previous file (inputs unchanged)
     seconds: float = 0.0
     items_per_second: float | None = None
     warnings: list[str] = field(default_factory=list)
@@ -121,18 +141,6 @@ def check_modality(modality: str) -> str:
     return modality
 
 
-def keys_hash(keys: list[str]) -> str:
-    """SHA-256 of the entity keys in id order: ties a feature file to one row order."""
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
-
-
-def hash_file(path: str | Path, digest: "hashlib._Hash") -> None:
-    """Feed the bytes of ``path`` to ``digest``, 1 MiB at a time."""
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -157,9 +165,36 @@ def _as_float_matrix(name: str, value: Any, path: Path | None = None) -> np.ndar
     array = np.asarray(value)
     if array.ndim != 2:
         raise DataError(f"{name} must be a 2-D array (rows × dim), got shape {tuple(array.shape)}", path)
+    if array.shape[1] == 0:
+        raise DataError(f"{name} has zero width ({array.shape[0]} × 0): a feature needs at least one column", path)
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise DataError(f"{name} must hold real numbers, got dtype {array.dtype}", path)
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def check_values(matrix: np.ndarray, rows: np.ndarray | None, path: Path | None, name=lambda row: f"row {row}") -> None:
+    """Refuse NaN, infinite and over-large values (:data:`MAX_MAGNITUDE`) in ``matrix[rows]`` (all rows: None).
+
+    ``name(row)`` says which entity a row is, for the message.
+    """
+    checked = matrix if rows is None else matrix[rows]
+    index = np.arange(len(matrix)) if rows is None else np.flatnonzero(rows)
+    bad = np.flatnonzero(~np.isfinite(checked).all(axis=1))
+    if len(bad):
+        raise DataError(
+            f"{name(index[bad[0]])} holds NaN or infinite values" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
+            path,
+        )
+    large = np.flatnonzero((np.abs(checked) > MAX_MAGNITUDE).any(axis=1))
+    if len(large):
+        biggest = float(np.abs(checked).max())
+        raise DataError(
+            f"{name(index[large[0]])} holds values as large as {biggest:.3g}"
+            + (f" (and {len(large) - 1} more rows)" if len(large) > 1 else "")
+            + f"; features must stay within ±{MAX_MAGNITUDE:.0e} so that float32 arithmetic cannot overflow: "
+            f"rescale them",
+            path,
+        )
 
 
 def save_features(
@@ -172,11 +207,17 @@ def save_features(
     relation_matrix: np.ndarray | None = None,
     input_hash: str,
     extra: dict | None = None,
+    computed_from: str | None = None,
+    graph_input_hash: str | None = None,
+    row_hashes: np.ndarray | None = None,
 ) -> Path:
     """Write one feature file atomically and upsert its manifest row; return the file's path.
 
     ``matrix`` must have one row per entity; rows where ``mask`` is False are written as zeros.
-    Raises :class:`DataError` for a wrong shape or non-finite values.
+    ``computed_from`` (a value of :data:`kgdata.inputs.COMPUTED_FROM`) and ``graph_input_hash`` record
+    what the features were computed from, so that later loads can tell when they went stale;
+    ``row_hashes`` ``uint8 (N, 16)`` are the per-entity input digests that incremental encoding reads.
+    Raises :class:`DataError` for a wrong shape or non-finite or over-large values.
     """
     check_modality(modality)
     with _opened(store_or_dataset_dir) as store:
@@ -191,10 +232,13 @@ def save_features(
         if mask.shape != (n,):
             raise DataError(f"mask of shape {tuple(mask.shape)} for {n} entities", final)
         matrix[~mask] = 0.0
-        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
-        if len(bad):
-            raise DataError(f"row {bad[0]} (and {len(bad) - 1} more) holds NaN or infinite values", final)
+        check_values(matrix, None, final)
         tensors = {"features": matrix, "mask": mask.astype(np.uint8)}
+        if row_hashes is not None:
+            row_hashes = np.ascontiguousarray(row_hashes, dtype=np.uint8)
+            if row_hashes.shape != (n, ROW_HASH_BYTES):
+                raise DataError(f"row hashes of shape {tuple(row_hashes.shape)}; expected ({n}, {ROW_HASH_BYTES})", final)
+            tensors["input_row_hashes"] = row_hashes
         if relation_matrix is not None:
             relations = _as_float_matrix("the relation matrix", relation_matrix)
             if relations.shape != (store.num_relations, matrix.shape[1]):
@@ -203,8 +247,7 @@ def save_features(
                     f"({store.num_relations}, {matrix.shape[1]})",
                     final,
                 )
-            if not np.isfinite(relations).all():
-                raise DataError("the relation matrix holds NaN or infinite values", final)
+            check_values(relations, None, final, name=lambda row: f"relation row {row}")
             tensors["relation_features"] = relations
         created_at = _now()
         metadata = {
@@ -215,9 +258,14 @@ def save_features(
             "encoder": encoder,
             "input_hash": input_hash,
             "entity_keys_hash": keys_hash(store.entity_keys),
+            "graph_entities": str(store.num_graph_entities),
             "created_at": created_at,
             "extra": json.dumps(extra or {}, sort_keys=True, default=str),
         }
+        if computed_from is not None and graph_input_hash is not None:
+            if computed_from not in COMPUTED_FROM.values():
+                raise ValueError(f"unknown computed_from {computed_from!r}; expected one of {list(COMPUTED_FROM.values())}")
+            metadata.update(computed_from=computed_from, graph_input_hash=graph_input_hash)
         _write_atomic(final, tensors, metadata)
         _upsert_manifest(
             store.path,
@@ -299,18 +347,36 @@ def _feature_files(dataset_dir: Path) -> list[tuple[Path, dict]]:
     return found
 
 
+def _recreate_hint(store: "EntityStore", metadata: dict) -> str:
+    modality = metadata.get("modality", "?")
+    encoder = metadata.get("encoder")
+    if str(encoder or "").startswith("file:"):
+        return f"re-run imf encode {store.name} --modality {modality} --from-file FILE"
+    from_default = encoder is None or DEFAULT_ENCODER_IDS.get(modality) == encoder
+    return f"re-run imf encode {store.name} --modality {modality}" + ("" if from_default else f" --encoder {encoder}")
+
+
+#: The encoder id that ``imf encode`` uses when given none (kgdata.encoders.DEFAULT_ENCODERS, without torch).
+DEFAULT_ENCODER_IDS = {"text": "minilm", "image": "efficientnet-lite0", "structure": "gat"}
+
+
 def _check_header(store: "EntityStore", path: Path, header: dict) -> None:
+    """Refuse a file whose shape or entity order does not fit ``store`` (see the module docstring)."""
     metadata, shapes = header["metadata"], header["shapes"]
     if "features" not in shapes or "mask" not in shapes:
         raise DataError("not an imf feature file (needs 'features' and 'mask' tensors)", path)
     rows = shapes["features"]
-    n = store.num_entities
+    n, g = store.num_entities, store.num_graph_entities
     if len(rows) != 2:
         raise DataError(f"'features' must be 2-D, got shape {rows}", path)
-    recreate = f"re-create it with imf encode {store.name} --modality {metadata.get('modality', '?')} --force"
-    if rows[0] != n or shapes["mask"] != (n,):
+    recreate = _recreate_hint(store, metadata) + " --force"
+    if rows[1] == 0:
+        raise DataError(f"holds zero-width features ({rows[0]} × 0); {recreate}", path)
+    keys = metadata.get("entity_keys_hash")
+    covered = g <= rows[0] <= n if keys is not None else rows[0] == n
+    if not covered or shapes["mask"] != (rows[0],):
         raise DataError(f"holds {rows[0]} rows but dataset {store.name!r} has {n} entities; {recreate}", path)
-    if metadata.get("entity_keys_hash") not in (None, keys_hash(store.entity_keys)):
+    if keys is not None and keys != keys_hash(store.entity_keys[: rows[0]]):
         raise DataError(
             f"was computed for other entities than those of dataset {store.name!r} (re-imported since?); {recreate}",
             path,
@@ -320,13 +386,58 @@ def _check_header(store: "EntityStore", path: Path, header: dict) -> None:
         raise DataError(
             f"'relation_features' has shape {relations}; expected ({store.num_relations}, {rows[1]})", path
         )
+    hashes = shapes.get("input_row_hashes")
+    if hashes is not None and hashes != (rows[0], ROW_HASH_BYTES):
+        raise DataError(f"'input_row_hashes' has shape {hashes}; expected ({rows[0]}, {ROW_HASH_BYTES})", path)
+
+
+#: How stale-feature messages name what features were computed from.
+_SOURCES = {
+    "texts": "texts (descriptions or names)",
+    "images": "images",
+    "train-triples": "train triples",
+    "entity-keys": "entities",
+}
+
+
+def stale_reason(store: "EntityStore", header: dict) -> str | None:
+    """Why the features of a file no longer match ``store``'s inputs, or None when they match (or the
+    file does not say what it was computed from).
+
+    Files written since ``computed_from`` existed are checked by their ``graph_input_hash``; older files
+    written by ``imf encode`` by recomputing their full input hash from the encoder options they recorded.
+    """
+    metadata = header["metadata"]
+    source, recorded = metadata.get("computed_from"), metadata.get("graph_input_hash")
+    if source and recorded:
+        if graph_input_hash(store, source) == recorded:
+            return None
+    else:
+        try:
+            options = json.loads(metadata.get("extra") or "{}").get("options")
+        except (json.JSONDecodeError, AttributeError):
+            return None
+        modality = metadata.get("modality")
+        rows = header["shapes"].get("features", (0,))[0]
+        if not isinstance(options, dict) or modality not in MODALITIES or rows != store.num_entities:
+            return None
+        if read_inputs(store, modality).full_hash(options) == metadata.get("input_hash"):
+            return None
+        source = COMPUTED_FROM[modality]
+    what = _SOURCES.get(source, source)
+    return (
+        f"stale: computed from other {what} than dataset {store.name!r} now holds (re-imported or edited since "
+        f"imf encode); {_recreate_hint(store, metadata)}"
+    )
 
 
 def load_features(store: "EntityStore", modality: str, encoder: str | None = None) -> FeatureSet:
     """Load the features of one modality: of ``encoder``, or the only / most recent one.
 
+    The result has one row per store entity; entities added after the file was written are missing.
     Raises :class:`ImfError` listing what exists when nothing matches, and :class:`DataError` naming
-    the file when its shape does not match the dataset.
+    the file when its shape does not match the dataset or its features are stale (computed from
+    other inputs than the store holds now).
     """
     from safetensors.numpy import load_file
 
@@ -349,18 +460,33 @@ def load_features(store: "EntityStore", modality: str, encoder: str | None = Non
         )
     path, header = max(available, key=lambda item: item[1]["metadata"].get("created_at", ""))
     _check_header(store, path, header)
-    tensors = load_file(str(path))
+    stale = stale_reason(store, header)
+    if stale is not None:
+        raise DataError(stale, path)
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for a truncated body
+        raise DataError(f"not a readable safetensors feature file ({exc})", path) from None
     metadata = header["metadata"]
+    matrix = np.ascontiguousarray(tensors["features"], dtype=np.float32)
+    mask = tensors["mask"].astype(bool)
+    check_values(matrix, mask, path)
+    missing_rows = store.num_entities - len(matrix)
+    if missing_rows:  # entities added since the file was written: missing until encoded
+        matrix = np.concatenate([matrix, np.zeros((missing_rows, matrix.shape[1]), np.float32)])
+        mask = np.concatenate([mask, np.zeros(missing_rows, bool)])
     relation = tensors.get("relation_features")
     return FeatureSet(
         modality=modality,
         encoder=metadata["encoder"],
-        matrix=np.ascontiguousarray(tensors["features"], dtype=np.float32),
-        mask=tensors["mask"].astype(bool),
+        matrix=matrix,
+        mask=mask,
         relation_matrix=None if relation is None else np.ascontiguousarray(relation, dtype=np.float32),
         path=path,
         input_hash=metadata.get("input_hash", ""),
         extra=json.loads(metadata.get("extra") or "{}"),
+        computed_from=metadata.get("computed_from"),
+        graph_input_hash=metadata.get("graph_input_hash"),
     )
 
 
@@ -368,7 +494,8 @@ def list_features(store: "EntityStore") -> list[dict]:
     """What is stored for ``store``: one dict per feature file, manifest and file merged.
 
     Keys: modality, encoder, dim, rows, covered, missing, input_hash, created_at, path, extra, status
-    (``ok``, ``file missing``, ``not in manifest`` or ``stale: <reason>``).
+    (``ok``, ``file missing``, ``not in manifest``, ``stale: <reason>``, or ``partial: <how many>`` when
+    entities were added since the file was written).
     """
     entries: dict[tuple[str, str], dict] = {}
     files = _feature_files(store.dataset_dir)
@@ -381,11 +508,7 @@ def list_features(store: "EntityStore") -> list[dict]:
             if not path.is_file():
                 entry["status"] = "file missing"
             else:
-                try:
-                    _check_header(store, path, headers.get(path) or read_header(path))
-                    entry["status"] = "ok"
-                except DataError as exc:
-                    entry["status"] = f"stale: {exc.reason}"
+                entry["status"] = _status(store, path, headers.get(path))
             entries[(row["modality"], row["encoder"])] = entry
     for path, header in files:
         metadata, shapes = header["metadata"], header["shapes"]
@@ -404,16 +527,34 @@ def list_features(store: "EntityStore") -> list[dict]:
             "extra": json.loads(metadata.get("extra") or "{}"),
             "status": "not in manifest",
         }
-        try:
-            _check_header(store, path, header)
-        except DataError as exc:
-            entry["status"] = f"stale: {exc.reason}"
+        status = _status(store, path, header)
+        if status != "ok":
+            entry["status"] = status
     order = {m: i for i, m in enumerate(MODALITIES)}
     result = sorted(entries.values(), key=lambda e: (order.get(e["modality"], 9), e["created_at"] or ""))
     for entry in result:
         missing = entry["missing"]
         entry["covered"] = None if missing is None else entry["rows"] - missing
     return result
+
+
+def _status(store: "EntityStore", path: Path, header: dict | None) -> str:
+    """``ok``, or ``stale: <reason>`` for a file that does not fit ``store`` or was computed from other inputs."""
+    try:
+        header = header or read_header(path)
+        _check_header(store, path, header)
+    except DataError as exc:
+        return f"stale: {exc.reason}"
+    stale = stale_reason(store, header)
+    if stale is not None:
+        return stale
+    added = store.num_entities - header["shapes"]["features"][0]
+    if added:
+        return (
+            f"partial: {added} entit{'y' if added == 1 else 'ies'} added since it was written, missing until "
+            f"{_recreate_hint(store, header['metadata']).removeprefix('re-')}"
+        )
+    return "ok"
 
 
 def current_features(store: "EntityStore", modality: str, encoder: str, input_hash: str) -> FeatureReport | None:
@@ -431,6 +572,8 @@ def current_features(store: "EntityStore", modality: str, encoder: str, input_ha
         return None
     metadata = header["metadata"]
     if metadata.get("input_hash") != input_hash or metadata.get("encoder") != encoder:
+        return None
+    if header["shapes"]["features"][0] != store.num_entities:
         return None
     from safetensors import safe_open
 
@@ -471,196 +614,47 @@ def current_features(store: "EntityStore", modality: str, encoder: str, input_ha
     )
 
 
-# ------------------------------------------------------------------------------ --from-file import
-def _to_numpy(value: Any, source: Path, what: str) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
-        value = value.detach().cpu().float().numpy()
-    try:
-        return np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{what} is not numeric ({exc})", source) from None
+@dataclass(frozen=True)
+class StoredRows:
+    """The rows of an existing feature file that incremental encoding may keep (see :func:`previous_rows`)."""
+
+    matrix: np.ndarray  # float32 (rows, D)
+    mask: np.ndarray  # bool (rows,)
+    row_hashes: np.ndarray | None  # uint8 (rows, 16), or None in files written before they were recorded
+    relation_matrix: np.ndarray | None
+    graph_input_hash: str | None
+    extra: dict = field(default_factory=dict)  # what the file recorded: encoder options, seed, ...
 
 
-def _read_container(source: Path) -> Any:
-    """Load a features file: an array-like, or a ``{key: vector}`` mapping."""
-    suffix = source.suffix.lower()
-    try:
-        if suffix == ".npy":
-            try:
-                return np.load(source, allow_pickle=False)
-            except ValueError as exc:
-                if "allow_pickle" in str(exc):
-                    raise DataError(
-                        "holds Python objects, which .npy import refuses; save a plain array, or a "
-                        "key→vector dict as .pkl (only from a source you trust)",
-                        source,
-                    ) from None
-                raise
-        if suffix == ".pt":
-            import torch
-
-            try:
-                return torch.load(source, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as exc:
-                raise DataError(
-                    f"not loadable with torch.load(weights_only=True): save only tensors, or a dict of "
-                    f"key → tensor ({str(exc).splitlines()[0]})",
-                    source,
-                ) from None
-        if suffix == ".pkl":
-            with open(source, "rb") as handle:
-                return pickle.load(handle)  # trusted input only: documented in `imf encode --help`
-        if suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            tensors = load_file(str(source))
-            if "features" in tensors:
-                return tensors
-            if len(tensors) == 1:
-                return next(iter(tensors.values()))
-            return tensors
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"could not read the features file ({type(exc).__name__}: {exc})", source) from None
-    raise DataError(f"unsupported features file type {suffix!r}; expected one of {', '.join(IMPORT_SUFFIXES)}", source)
+def _canonical(options: Any) -> str:
+    return json.dumps(options, sort_keys=True, default=str)
 
 
-def _read_keys(path: Path, known: dict[str, int]) -> list[int]:
+def previous_rows(store: "EntityStore", modality: str, encoder: str, spec: dict) -> StoredRows | None:
+    """The stored file of ``(modality, encoder)`` if it was written with the same encoder options ``spec``;
+    None when there is none, it is unreadable, or the options differ (then every row is recomputed)."""
+    from safetensors.numpy import load_file
+
+    path = feature_path(store.dataset_dir, modality, encoder)
     if not path.is_file():
-        raise DataError("no such keys file", path)
-    ids, seen = [], {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            key = line.rstrip("\r\n").strip()
-            if not key:
-                raise DataError("empty line; the keys file needs one entity key per line", path, number)
-            if key not in known:
-                raise DataError(f"entity key {key!r} is not in the dataset", path, number)
-            if key in seen:
-                raise DataError(f"entity key {key!r} is listed twice (first on line {seen[key]})", path, number)
-            seen[key] = number
-            ids.append(known[key])
-    return ids
-
-
-def import_features(
-    store: "EntityStore",
-    modality: str,
-    source: str | Path,
-    *,
-    keys: str | Path | None = None,
-    encoder: str | None = None,
-    force: bool = False,
-) -> FeatureReport:
-    """Import precomputed features (``.npy``, ``.pt``, ``.pkl`` or ``.safetensors``) for one modality.
-
-    The file holds a 2-D array whose rows follow entity id order, or the order of ``keys`` (a file of
-    one entity key per line), or a ``{entity key: vector}`` mapping. Entities left out are recorded as
-    missing in the mask. ``.pkl`` files are unpickled: only import files from a trusted source.
-    """
-    import time
-
-    if modality not in ("text", "image"):
-        raise ImfError(f"--from-file imports text or image features, not {modality!r}")
-    source = Path(source).expanduser()
-    if not source.is_file():
-        raise DataError("no such features file", source)
-    if source.suffix.lower() not in IMPORT_SUFFIXES:
-        raise DataError(
-            f"unsupported features file type {source.suffix!r}; expected one of {', '.join(IMPORT_SUFFIXES)}",
-            source,
-        )
-    keys_path = Path(keys).expanduser() if keys is not None else None
-    encoder = encoder or f"file:{source.name}"
-    started = time.perf_counter()
-
-    digest = hashlib.sha256(b"imf-import-v1\0")
-    digest.update(f"{modality}\0{encoder}\0{keys_hash(store.entity_keys)}\0".encode())
-    hash_file(source, digest)
-    digest.update(b"\0keys\0")
-    if keys_path is not None and keys_path.is_file():
-        hash_file(keys_path, digest)
-    input_hash = digest.hexdigest()
-    if not force:
-        unchanged = current_features(store, modality, encoder, input_hash)
-        if unchanged is not None:
-            return unchanged
-
-    n = store.num_entities
-    known = {key: i for i, key in enumerate(store.entity_keys)}
-    content = _read_container(source)
-    given_mask = None
-    if isinstance(content, dict) and "features" in content and not isinstance(content["features"], dict):
-        given_mask = content.get("mask")
-        content = content["features"]
-
-    if isinstance(content, dict):
-        if keys_path is not None:
-            raise DataError("holds a key → vector mapping, which names its own keys; drop --keys", source)
-        if not content:
-            raise DataError("holds an empty mapping", source)
-        unknown = [str(k) for k in content if str(k) not in known]
-        if unknown:
-            raise DataError(
-                f"key {unknown[0]!r} is not an entity of dataset {store.name!r}"
-                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
-                source,
-            )
-        vectors = {known[str(k)]: _to_numpy(v, source, f"the vector of {k!r}") for k, v in content.items()}
-        dims = {v.shape for v in vectors.values()}
-        if len(dims) != 1 or len(next(iter(dims))) != 1:
-            raise DataError(f"mapping values must be 1-D vectors of one length, got shapes {sorted(dims)}", source)
-        dim = next(iter(dims))[0]
-        matrix = np.zeros((n, dim), dtype=np.float32)
-        mask = np.zeros(n, dtype=bool)
-        for index, vector in vectors.items():
-            matrix[index] = vector
-            mask[index] = True
-    else:
-        array = _to_numpy(content, source, "the array")
-        if array.ndim != 2:
-            raise DataError(f"expected a 2-D array (entities × dim), got shape {tuple(array.shape)}", source)
-        if keys_path is not None:
-            ids = _read_keys(keys_path, known)
-            if len(ids) != array.shape[0]:
-                raise DataError(
-                    f"lists {len(ids)} entity keys but {source.name} has {array.shape[0]} rows", keys_path
-                )
-            matrix = np.zeros((n, array.shape[1]), dtype=np.float32)
-            mask = np.zeros(n, dtype=bool)
-            matrix[ids] = array
-            mask[ids] = True
-        else:
-            if array.shape[0] != n:
-                raise DataError(
-                    f"has {array.shape[0]} rows but dataset {store.name!r} has {n} entities "
-                    f"(rows follow entity2id order; pass --keys FILE to name the row of each key)",
-                    source,
-                )
-            matrix = array
-            mask = np.ones(n, dtype=bool) if given_mask is None else np.asarray(given_mask).astype(bool)
-            if mask.shape != (n,):
-                raise DataError(f"'mask' has shape {tuple(mask.shape)}; expected ({n},)", source)
-    bad = np.flatnonzero(mask & ~np.isfinite(matrix).all(axis=1))
-    if len(bad):
-        raise DataError(
-            f"the vector of entity {store.entity_keys[bad[0]]!r} holds NaN or infinite values"
-            + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
-            source,
-        )
-    extra = {"source": str(source.resolve()), "keys": str(keys_path.resolve()) if keys_path else None}
-    path = save_features(store, modality, encoder, matrix, mask, input_hash=input_hash, extra=extra)
-    return FeatureReport(
-        dataset=store.name,
-        modality=modality,
-        encoder=encoder,
-        path=str(path),
-        dim=int(matrix.shape[1]),
-        rows=n,
-        missing=int((~mask).sum()),
-        input_hash=input_hash,
-        status="written",
-        seconds=round(time.perf_counter() - started, 3),
+        return None
+    try:
+        metadata = read_header(path)["metadata"]
+        tensors = load_file(str(path))
+        extra = json.loads(metadata.get("extra") or "{}")
+        options = extra.get("options")
+    except Exception:  # an unreadable or foreign file is simply not reused
+        return None
+    if metadata.get("format") != FORMAT or metadata.get("modality") != modality or metadata.get("encoder") != encoder:
+        return None
+    if "features" not in tensors or "mask" not in tensors or _canonical(options) != _canonical(spec):
+        return None
+    relation = tensors.get("relation_features")
+    return StoredRows(
+        matrix=np.ascontiguousarray(tensors["features"], dtype=np.float32),
+        mask=tensors["mask"].astype(bool),
+        row_hashes=tensors.get("input_row_hashes"),
+        relation_matrix=None if relation is None else np.ascontiguousarray(relation, dtype=np.float32),
+        graph_input_hash=metadata.get("graph_input_hash"),
         extra=extra,
     )

@@ -8,6 +8,8 @@ half-written one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -16,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from sqlite_utils import Database
 
-from kgdata import migrations, paths
-from kgdata.errors import DataError, DatasetExistsError
+from kgdata import locking, migrations, paths
+from kgdata.errors import DataError, DatasetExistsError, EnvironmentFault, ImfError
 from kgdata.importers import read_dataset
 from kgdata.importers.common import ParsedDataset
 from kgdata.migrations import SPLITS
@@ -47,6 +49,8 @@ class ImportReport:
     entities_with_description: int
     entities_with_image: int
     warnings: list[str] = field(default_factory=list)
+    #: ``"imported"``, or ``"unchanged"`` when a bundled dataset was already imported as it is.
+    status: str = "imported"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +77,17 @@ def resolve_source(source: str | Path) -> tuple[Path, str]:
     if not directory.is_dir():
         raise DataError("expected a dataset directory", directory)
     return directory.resolve(), directory.resolve().name
+
+
+def _stored_source(store_path: Path) -> tuple[str | None, str | None]:
+    """The source directory and content hash recorded in an existing store (Nones if unreadable)."""
+    from kgdata.store import EntityStore
+
+    try:
+        with EntityStore(store_path) as store:
+            return store.metadata.get("source"), store.content_hash
+    except (ImfError, KeyError):
+        return None, None
 
 
 def content_hash(parsed: ParsedDataset) -> str:
@@ -167,30 +182,14 @@ def write_store(path: Path, parsed: ParsedDataset, metadata: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def _remove_stale_temporaries(directory: Path) -> None:
-    """Delete temp stores left by imports that were killed (their process no longer exists)."""
-    for leftover in directory.glob(".store.db.*.tmp"):
-        pid = leftover.name.split(".")[3]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # PermissionError would mean: alive, owned by someone else
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int) -> Iterator:
-    if not enabled:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:  # a bar in a log or pipe only leaves a stray blank line
         yield None
         return
-    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -198,7 +197,7 @@ def _progress(enabled: bool, total: int) -> Iterator:
         BarColumn(),
         DownloadColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
     ) as progress:
         task = progress.add_task("reading", total=total)
@@ -213,26 +212,68 @@ def import_dataset(
     replace: bool = False,
     home: str | Path | None = None,
     progress: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> ImportReport:
     """Read ``source`` (a directory or a bundled dataset name) into ``$IMF_HOME/datasets/<name>/store.db``.
 
     Raises :class:`DataError` for bad input (naming file and line) and :class:`DatasetExistsError`
     when the dataset exists and ``replace`` is false. Nothing is written unless the import succeeds.
+    The dataset's lock is held in ``replace`` mode (:mod:`kgdata.locking`) from the existence check to
+    the final rename, so two imports of one name never both succeed, and a store is never replaced
+    while a training run, an evaluation or the TUI reads it. ``on_wait`` is told when the import waits.
     """
     directory, default_name = resolve_source(source)
-    name = paths.check_dataset_name(name or default_name)
+    name = paths.check_dataset_name(default_name if name is None else name)
     final = paths.store_path(name, home)
-    if final.exists() and not replace:
-        raise DatasetExistsError(f"dataset {name!r} already exists at {final}; pass --replace to overwrite it")
+    bundled = bundled_path(str(source)) == directory
+    with locking.dataset_lock(name, "replace", home, on_wait=on_wait):
+        if final.exists() and not replace and not bundled:
+            raise DatasetExistsError(f"dataset {name!r} already exists at {final}; pass --replace to overwrite it")
+        parsed = _read(directory, format, progress)
+        report = _report(name, final, parsed)
+        if final.exists() and not replace:
+            # A bundled dataset is package data: the same source and content hash mean the same store.
+            if _stored_source(final) == (str(directory), content_hash(parsed)):
+                return dataclasses.replace(report, status="unchanged", warnings=[])
+            raise DatasetExistsError(
+                f"dataset {name!r} already exists at {final} with other content; pass --replace to overwrite it"
+            )
+        metadata = _metadata(name, directory, parsed, report)
+        dropped = _added_entities(final)
+        _install(final, parsed, metadata, home)
+    if dropped:
+        report.warnings.append(
+            f"the replaced store held {dropped} entit{'y' if dropped == 1 else 'ies'} added with imf entities add; "
+            f"the source does not have {'it' if dropped == 1 else 'them'}, so {'it was' if dropped == 1 else 'they were'} "
+            f"dropped (add {'it' if dropped == 1 else 'them'} again)"
+        )
+    return report
 
+
+def _added_entities(store_file: Path) -> int:
+    """How many added entities the store at ``store_file`` holds (0 when there is no readable store)."""
+    from kgdata.store import EntityStore
+
+    if not store_file.is_file():
+        return 0
+    try:
+        with EntityStore(store_file) as store:
+            return store.num_added_entities
+    except ImfError:
+        return 0
+
+
+def _read(directory: Path, format: str, progress: bool) -> ParsedDataset:
     total = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
     with _progress(progress, total) as advance:
         parsed = read_dataset(directory, format, advance)
     if len(parsed.splits["train"]) == 0:
         raise DataError("the train split is empty", parsed.files["train"])
+    return parsed
 
-    report = _report(name, final, parsed)
-    metadata = {
+
+def _metadata(name: str, directory: Path, parsed: ParsedDataset, report: ImportReport) -> dict:
+    return {
         "name": name,
         "source": str(directory),
         "format": parsed.format,
@@ -251,17 +292,40 @@ def import_dataset(
         "content_hash": content_hash(parsed),
     }
 
+
+def _install(final: Path, parsed: ParsedDataset, metadata: dict, home: str | Path | None) -> None:
+    """Write the store to a temporary file beside ``final`` and rename it into place (under the lock)."""
     created_dir = not final.parent.exists()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise locking.workspace_fault(error, home) from None
+    locking.remove_temporaries(final.parent)  # left by killed imports: the lock says nobody else writes
     temporary = final.parent / f".store.db.{os.getpid()}.tmp"
     try:
         write_store(temporary, parsed, metadata)
         os.replace(temporary, final)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        Path(f"{temporary}-journal").unlink(missing_ok=True)
         if created_dir:
             with contextlib.suppress(OSError):
                 final.parent.rmdir()
+        if isinstance(error, (OSError, sqlite3.Error)):
+            raise EnvironmentFault(
+                f"could not write the store {final} ({_write_failure(error)}); the existing dataset, if any, "
+                f"is unchanged"
+            ) from None
         raise
-    return report
+
+
+def _write_failure(error: BaseException) -> str:
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error)
+        if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            reason += ": the disk may be full or a file-size limit reached"
+        return reason
+    text = str(error)
+    if "full" in text or "I/O" in text:  # SQLite reports a file-size limit (EFBIG) as a disk I/O error
+        return f"{text}: the disk may be full or a file-size limit reached"
+    return text

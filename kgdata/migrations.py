@@ -73,3 +73,10 @@ def m004_feature_manifest(db: Database) -> None:
         pk=("modality", "encoder"),
         not_null={"modality", "encoder", "dim", "rows", "missing", "input_hash", "path", "created_at"},
     )
+
+
+@migrations(name="m005_added_entities")
+def m005_added_entities(db: Database) -> None:
+    # 1 marks an entity added after import (`imf entities add`): not in the training graph, no triples.
+    # Graph entities keep ids 0..G-1; added ones are appended (G, G+1, ...).
+    db["entities"].add_column("added", int, not_null_default=0)

@@ -17,7 +17,7 @@ from pathlib import Path
 from kgdata.errors import ImfError
 
 ENV_VAR = "IMF_HOME"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def imf_home(home: str | Path | None = None) -> Path:
@@ -33,10 +33,13 @@ def imf_home(home: str | Path | None = None) -> Path:
 
 
 def check_dataset_name(name: str) -> str:
-    """Dataset names become directory names: letters, digits, ``.``, ``_`` and ``-`` only."""
-    if not _NAME_RE.match(name):
+    """Dataset names become directory names: letters, digits, ``.``, ``_`` and ``-`` only (the whole name)."""
+    if not isinstance(name, str):
+        raise ImfError(f"invalid dataset name {name!r}: expected text, got {type(name).__name__}")
+    if not _NAME_RE.fullmatch(name):
         raise ImfError(
-            f"invalid dataset name {name!r}: use letters, digits, '.', '_' and '-' (at most 64)"
+            f"invalid dataset name {name!r}: use 1 to 64 letters, digits, '.', '_' and '-', "
+            f"starting with a letter or digit"
         )
     return name
 
@@ -57,12 +60,20 @@ def runs_dir(home: str | Path | None = None) -> Path:
     return imf_home(home) / "runs"
 
 
-def latest_run(dataset: str | None = None, home: str | Path | None = None) -> Path | None:
+#: The checkpoints a run directory may hold; a run with neither never finished an epoch.
+CHECKPOINTS = ("best.pt", "last.pt")
+
+
+def latest_run(
+    dataset: str | None = None, home: str | Path | None = None, *, checkpoint: str | None = None
+) -> Path | None:
     """The run directory whose ``config.yaml`` was written last, or None when there is none.
 
     With ``dataset``, only runs trained on that dataset (``metadata.dataset`` in ``config.yaml``) count.
-    Directories without a ``config.yaml`` (an interrupted start) are skipped.
+    Directories without a ``config.yaml`` or without a checkpoint (an interrupted or failed start) are
+    skipped; with ``checkpoint`` (``"best"`` or ``"last"``), runs without that checkpoint are skipped.
     """
+    wanted = (f"{checkpoint}.pt",) if checkpoint else CHECKPOINTS
     runs = runs_dir(home)
     if not runs.is_dir():
         return None
@@ -74,6 +85,8 @@ def latest_run(dataset: str | None = None, home: str | Path | None = None) -> Pa
             continue
         candidates.append((mtime, config.parent.name, config))
     for _, _, config in sorted(candidates, reverse=True):
+        if not any((config.parent / name).is_file() for name in wanted):
+            continue
         if dataset is None or _run_dataset(config) == dataset:
             return config.parent
     return None

@@ -254,7 +254,7 @@ def cached_index(store: "EntityStore", edges: Edges | None = None) -> RelationPa
     if index is not None and index.content_hash == store.content_hash and index.num_relations == store.num_relations:
         return index
     if edges is None:
-        edges = Edges.from_triples(store.triples("train"), graph_entities(store), store.num_relations)
+        edges = Edges.from_triples(store.triples("train"), store.num_graph_entities, store.num_relations)
     index = RelationPairIndex.build(edges, content_hash=store.content_hash)
     try:
         index.save(path)
@@ -262,10 +262,3 @@ def cached_index(store: "EntityStore", edges: Edges | None = None) -> RelationPa
         pass
     return index
 
-
-def graph_entities(store: "EntityStore") -> int:
-    """``G``, the entities of the training graph (ids ``0 … G-1``); entities added later follow them.
-
-    Stores that predate added entities count every entity as a graph entity.
-    """
-    return int(getattr(store, "num_graph_entities", store.num_entities))

@@ -34,6 +34,10 @@ class Entity:
     name: str
     description: str | None = None
     image: str | None = None  # absolute path of the entity's image file, if any
+    added: bool = False  # added after import with `imf entities add`: not in the training graph
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "added", bool(self.added))  # SQLite gives 0/1
 
     @property
     def text(self) -> str:
@@ -116,9 +120,18 @@ def like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+#: The largest value SQLite's ``LIMIT`` takes (a signed 64-bit integer).
+_SQL_MAX = 2**63 - 1
+
+
 def _sql_limit(limit: int | None) -> int:
-    """``limit`` for SQL ``LIMIT ?``: None (no limit) becomes SQLite's -1."""
-    return -1 if limit is None else int(limit)
+    """``limit`` for SQL ``LIMIT ?``: None (no limit) becomes SQLite's -1; a huge limit is clamped."""
+    if limit is None:
+        return -1
+    limit = int(limit)
+    if limit < 0:
+        raise ImfError(f"a limit must be zero or more, not {limit}")
+    return min(limit, _SQL_MAX)
 
 
 class EntityStore:
@@ -138,6 +151,16 @@ class EntityStore:
             self._meta = {row["key"]: json.loads(row["value"]) for row in self.db["metadata"].rows}
         except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
             raise ImfError(f"{self.path}: not a readable imf entity store ({exc})") from exc
+        counts = self._meta.get("counts")
+        usable = isinstance(counts, dict) and all(
+            isinstance(counts.get(key), int) and counts[key] >= 0 for key in ("entities", "relations")
+        )
+        if not usable or not isinstance(self._meta.get("content_hash"), str):
+            self.db.conn.close()
+            raise ImfError(
+                f"{self.path}: not a readable imf entity store (its metadata lacks the counts or the content hash); "
+                f"re-import the dataset"
+            )
 
     @classmethod
     def open(cls, name: str, home: str | Path | None = None) -> "EntityStore":
@@ -188,12 +211,36 @@ class EntityStore:
         return int(self.counts["entities"])
 
     @property
+    def num_graph_entities(self) -> int:
+        """``G``: the entities of the training graph, ids ``0 … G-1``; added entities follow them."""
+        return self.num_entities - self.num_added_entities
+
+    @property
+    def num_added_entities(self) -> int:
+        """Entities added after import with ``imf entities add`` (ids ``G … N-1``)."""
+        return int(self.counts.get("added_entities", 0))
+
+    def is_added(self, entity_id: int) -> bool:
+        """True for an entity added after import (not in the training graph, no triples)."""
+        entity_id = int(entity_id)
+        if not 0 <= entity_id < self.num_entities:
+            raise UnknownEntityError(f"unknown entity id {entity_id} in dataset {self.name!r}")
+        return entity_id >= self.num_graph_entities
+
+    def added_entity_ids(self) -> list[int]:
+        """The ids of the added entities, ascending: ``G … N-1``."""
+        return list(range(self.num_graph_entities, self.num_entities))
+
+    @property
     def num_relations(self) -> int:
         return int(self.counts["relations"])
 
     @property
     def content_hash(self) -> str:
-        """A hash of the entity keys, relation keys and split triples, fixed at import."""
+        """A hash of the graph (entity keys, relation keys and split triples), fixed at import.
+
+        Entities added later do not change it, so runs trained before keep loading.
+        """
         return self._meta["content_hash"]
 
     # ------------------------------------------------------------------ lookups
@@ -247,6 +294,7 @@ class EntityStore:
         weighted above description matches. Every word must occur, and the last word may be a
         prefix, so a half-typed name finds its entity.
         """
+        limit = min(_sql_limit(limit), max(self.num_entities, 1))
         found: dict[int, Entity] = {}
         for row in self.db.execute(
             "SELECT * FROM entities WHERE key = ? OR name = ? COLLATE NOCASE ORDER BY id LIMIT ?",
@@ -256,11 +304,17 @@ class EntityStore:
             found[entity.id] = entity
         match = fts_query(query)
         if match is not None and len(found) < limit:
-            rows = self.db.execute(
-                "SELECT entities.* FROM entities JOIN entities_fts ON entities.rowid = entities_fts.rowid "
-                "WHERE entities_fts MATCH ? ORDER BY bm25(entities_fts, ?, 1.0), entities.id LIMIT ?",
-                [match, NAME_WEIGHT, limit + len(found)],
-            )
+            try:
+                rows = self.db.execute(
+                    "SELECT entities.* FROM entities JOIN entities_fts ON entities.rowid = entities_fts.rowid "
+                    "WHERE entities_fts MATCH ? ORDER BY bm25(entities_fts, ?, 1.0), entities.id LIMIT ?",
+                    [match, NAME_WEIGHT, limit + len(found)],
+                ).fetchall()
+            except sqlite3.DatabaseError as error:
+                raise ImfError(
+                    f"{self.path}: the full-text index (entities_fts) is missing or damaged ({error}); "
+                    f"re-import the dataset with imf import SOURCE --name {self.name} --replace"
+                ) from None
             for row in rows:
                 found.setdefault(row[0], Entity(*row))
         return list(found.values())[:limit]
@@ -290,18 +344,37 @@ class EntityStore:
         )
         return [Entity(*row) for row in rows]
 
-    def entities_with_close_names(self, text: str, limit: int = 5, cutoff: float = 0.6) -> list[Entity]:
+    def entities_with_close_names(
+        self, text: str, limit: int = 5, cutoff: float = 0.6, *, prefixes: bool = False
+    ) -> list[Entity]:
         """Entities whose names are most like ``text`` (for "did you mean" hints), most similar first.
 
-        Names are compared lower-cased with :func:`difflib.get_close_matches`: a name must score at least
-        ``cutoff`` (0–1). Of entities that share a lower-cased name only the lowest id is returned. Every
-        name is read and compared, so the cost grows with the number of entities.
+        Names are compared lower-cased with :class:`difflib.SequenceMatcher` (whose ratio falls by about
+        ``2 / (len(a) + len(b))`` per edited character): a name must score at least ``cutoff`` (0–1).
+        With ``prefixes``, a name also scores as its first ``len(text)`` characters, so that text still
+        being typed ("Untied Sta") finds its name ("United States"). Of entities that share a
+        lower-cased name only the lowest id is returned. Every name is read and compared, so the cost
+        grows with the number of entities.
         """
         first_id: dict[str, int] = {}
         for entity_id, name in self.db.execute("SELECT id, lower(name) FROM entities ORDER BY id"):
             first_id.setdefault(name, entity_id)
-        close = difflib.get_close_matches(text.lower(), list(first_id), n=limit, cutoff=cutoff)
-        return self.entities([first_id[name] for name in close])
+        needle = text.lower()
+        if not prefixes:
+            close = difflib.get_close_matches(needle, list(first_id), n=limit, cutoff=cutoff)
+            return self.entities([first_id[name] for name in close])
+        matcher = difflib.SequenceMatcher()
+        matcher.set_seq2(needle)
+        scored = []
+        for name, entity_id in first_id.items():
+            best = 0.0
+            for candidate in {name, name[: len(needle)]}:
+                matcher.set_seq1(candidate)
+                if matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff:
+                    best = max(best, matcher.ratio())
+            if best >= cutoff:
+                scored.append((-best, len(name), entity_id))
+        return self.entities([entity_id for *_, entity_id in sorted(scored)[:limit]])
 
     # ------------------------------------------------------------------ triples
     def triples(self, split: str) -> np.ndarray:

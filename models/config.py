@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -24,6 +25,10 @@ from typing import Any
 import yaml
 
 FEATURE_MODES = ("finetune", "project")
+#: The largest seed: torch's generators take a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
+#: The largest batch size: torch splits index tensors with 32-bit sizes.
+MAX_SIZE = 2**31 - 1
 FUSION_MODES = ("learned", "learned-per-relation", "mean")
 #: How the decision fusion combines the branches: their logits, or their probabilities (the reference).
 DECISION_SPACES = ("logit", "probability")
@@ -174,6 +179,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive")
         _check(self.batch_size > 1, "train.batch_size must be at least 2 (batch norm needs two rows)")
+        _check(self.batch_size <= MAX_SIZE, f"train.batch_size must be at most {MAX_SIZE}, got {self.batch_size}")
         _check(self.lr > 0, "train.lr must be positive")
         _check(0 < self.lr_decay <= 1, "train.lr_decay must be in (0, 1]")
         _check(self.weight_decay >= 0, "train.weight_decay must be non-negative")
@@ -192,8 +198,12 @@ class TrainConfig:
         _check(self.relations_per_batch >= 0, "train.relations_per_batch must be non-negative (0: uniform batches)")
         _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
         _check(
-            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
             f"train.device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}",
+        )
+        _check(
+            self.seed is None or 0 <= self.seed <= MAX_SEED,
+            f"train.seed must be an integer from 0 to {MAX_SEED} (2^63 - 1), got {self.seed}",
         )
 
 
@@ -205,6 +215,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "eval.batch_size must be positive")
+        _check(self.batch_size <= MAX_SIZE, f"eval.batch_size must be at most {MAX_SIZE}, got {self.batch_size}")
 
 
 @dataclass(frozen=True)

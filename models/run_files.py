@@ -13,10 +13,10 @@ import math
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import yaml
+if TYPE_CHECKING:
+    import torch
 
 
 class TraceError(ValueError):
@@ -40,15 +40,24 @@ def append_trace(path: Path, record: dict[str, Any]) -> None:
         trace.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
 
 
-def read_trace(path: Path) -> list[dict[str, Any]]:
+def read_trace(path: Path, *, strict: bool = True) -> list[dict[str, Any]]:
     """Every record of ``path``; a torn (unterminated, unparsable) last line is skipped.
 
+    This module imports neither torch nor yaml at load time, so listing runs stays cheap.
+
     Raises:
-        TraceError: For any other line that is not a JSON object, naming the file and the line.
+        TraceError: With ``strict``, for any other line that is not a JSON object, naming the file and
+            the line; without it such lines are skipped.
     """
-    if not path.exists():
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
         return []
-    text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        if strict:
+            raise TraceError(f"{path}: cannot read ({error.strerror})") from error
+        return []
     lines = text.split("\n")
     records = []
     for number, line in enumerate(lines, start=1):
@@ -58,11 +67,13 @@ def read_trace(path: Path) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            if torn:
-                break
-            raise TraceError(f"{path}:{number}: not a JSON line ({error.msg})") from None
+            if torn or not strict:
+                continue
+            raise TraceError(f"{path}:{number}: not a trace record (not JSON: {error.msg})") from None
         if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-            raise TraceError(f"{path}:{number}: a trace line must be a JSON object with an integer epoch")
+            if not strict:
+                continue
+            raise TraceError(f"{path}:{number}: not a trace record (a JSON object with an integer 'epoch')")
         records.append(record)
     return records
 
@@ -88,6 +99,9 @@ def write_config(
     world_size: int,
 ) -> None:
     """Write ``config.yaml``: the resolved config, the seed, the data sizes and fingerprint, metadata, environment."""
+    import torch
+    import yaml
+
     document = {
         "config": config,
         "seed": seed,

@@ -595,17 +595,7 @@ class _Trainer:
             batch = batches[position]
             if len(batch) < 2:  # batch norm cannot train on one row; every rank skips the same batch
                 continue
-            heads, relations = self.group_heads[batch], self.group_relations[batch]
-            positive_rows, positive_tails = self.train_index.lookup(heads, relations)
-            groups = RelationGroups.of(relations, self.device)
-            entities = torch.unique(heads)
-            moved = [t.to(self.device, non_blocking=True) for t in (heads, relations, positive_rows, positive_tails, entities)]
-            heads, relations, positive_rows, positive_tails, entities = moved
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                total, terms = step(heads, relations, Positives(positive_rows, positive_tails), groups, entities)
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            self.optimizer.step()
+            total, terms = self._step(step, batch, bf16)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value * len(batch)
             rows += len(batch)
@@ -625,6 +615,30 @@ class _Trainer:
         self.scheduler.step()
         rows = max(rows, 1)
         return {name: self.context.mean(value / rows).item() for name, value in sums.items()}
+
+    def _step(self, step: nn.Module, batch: Tensor, bf16: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        """One optimisation step on the queries ``batch`` (CPU indices); the loss and its detached terms.
+
+        Everything that depends on the batch's contents (targets, relation groups, the entities the
+        contrastive term aligns) is computed on the CPU and sent over, so on CUDA the step never
+        waits for the device.
+        """
+        heads, relations = self.group_heads[batch], self.group_relations[batch]
+        positive_rows, positive_tails = self.train_index.lookup(heads, relations)
+        groups = RelationGroups.of(relations, self.device)
+        entities = torch.unique(heads)
+        tensors = (heads, relations, positive_rows, positive_tails, entities)
+        if self.device.type == "cuda":
+            tensors = tuple(t.pin_memory() for t in tensors)
+        heads, relations, positive_rows, positive_tails, entities = (
+            t.to(self.device, non_blocking=True) for t in tensors
+        )
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            total, terms = step(heads, relations, Positives(positive_rows, positive_tails), groups, entities)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        return total, terms
 
     def _validate(self) -> tuple[dict[str, dict[str, float]], dict[str, float] | None]:
         """Valid metrics, after refitting the decision weights on valid when configured; and those weights.

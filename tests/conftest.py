@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# As the imf command does (imf_cli.runtime.yield_idle_threads): OpenMP threads sleep when idle, so a
+# busy CI machine is not slowed further by spinning threads. Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
@@ -27,3 +32,41 @@ def tiny_tsv(tmp_path) -> Path:
     entities[3]["description"] = "Republic in Western Europe, capital Paris"
     entities[4]["description"] = "Federal republic in Central Europe"
     return write_tsv_dataset(tmp_path / "tiny", train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST, entities=entities)
+
+
+@pytest.fixture
+def fake_text_encoder(monkeypatch):
+    """Register ``fake-text``: 8 numbers per text from its SHA-256; no weights, instant, deterministic.
+
+    ``fake_text_encoder.encoded`` lists every text it was asked to encode, in order.
+    """
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from kgdata.encoders import REGISTRY, Encoder
+
+    class FakeTextEncoder(Encoder):
+        name = "fake-text"
+        modality = "text"
+        encoded: list[str] = []
+
+        def __init__(self, *, width: int = 8):
+            super().__init__(width=width)
+
+        @property
+        def dim(self) -> int:
+            return self.options["width"]
+
+        def load(self, device) -> None:
+            self.device = device
+
+        def encode(self, batch):
+            type(self).encoded.extend(batch)
+            rows = [np.frombuffer(hashlib.sha256(text.encode()).digest()[: self.dim], np.uint8) for text in batch]
+            return torch.tensor(np.stack(rows), dtype=torch.float32) / 255
+
+    FakeTextEncoder.encoded = []
+    monkeypatch.setitem(REGISTRY, FakeTextEncoder.name, FakeTextEncoder)
+    return FakeTextEncoder

@@ -52,6 +52,31 @@ TINY_VALID = [("spain", "in", "europe")]
 TINY_TEST = [("france", "borders", "spain")]
 
 
+def cli(*args: str):
+    """Run ``imf ARGS`` in-process (Typer's CliRunner); the result has ``exit_code``, ``output`` and ``stdout``."""
+    from typer.testing import CliRunner
+
+    from imf_cli.main import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def cli_ok(*args: str):
+    """``cli(*args)``, asserting that it succeeded."""
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def error_line(result, code: int = 2) -> str:
+    """The one line a failed command printed (asserting its exit code, and that there is no traceback)."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
 #: The word pieces of :func:`make_tiny_bert`'s tokenizer.
 TINY_VOCAB = (
     "[PAD] [UNK] [CLS] [SEP] [MASK] the a an of in with and is to country island north south sea "

@@ -31,7 +31,11 @@ def test_reference_covers_every_command_in_order():
 
     gen = load_generator()
     progs = [prog for prog, _ in gen.help_texts()]
-    assert progs == ["imf", *(f"imf {name}" for name in typer.main.get_command(app).commands)]
+    expected = ["imf"]
+    for name, command in typer.main.get_command(app).commands.items():
+        expected.append(f"imf {name}")
+        expected += [f"imf {name} {sub}" for sub in getattr(command, "commands", {})]  # a group's commands
+    assert progs == expected and "imf entities add" in progs
     text = gen.generate()
     assert "\x1b[" not in text and "╭" not in text  # plain text: no colour codes, no rich boxes
     assert max(len(line) for line in text.splitlines() if not line.startswith("<!--")) <= gen.WIDTH

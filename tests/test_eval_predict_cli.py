@@ -130,7 +130,7 @@ def assert_block(got: dict, expected: dict, label: str) -> None:
 
 
 def test_eval_agrees_with_brute_force_for_every_branch_and_writes_the_json(run_dir):
-    result = invoke("eval", run_dir, "--json", "--device", "cpu")
+    result = invoke("eval", run_dir, "--split", "test", "--json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert list(report)[:2] == ["split", "checkpoint"] and (report["split"], report["checkpoint"]) == ("test", "best")
@@ -163,17 +163,17 @@ def test_per_relation_metrics_and_an_explicit_batch_size(run_dir):
 
 
 def test_eval_table_for_people(run_dir):
-    result = invoke("eval", run_dir, "--per-relation")
+    result = invoke("eval", run_dir, "--per-relation")  # valid by default
     assert result.exit_code == 0, result.output
     expected = ("structure", "multimodal", "fused", "mean fusion", "heads", "per relation", "same_cluster")
-    for text in (*expected, "metrics-test.json"):
+    for text in (*expected, "metrics-valid.json"):
         assert text in result.stdout, text
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--split", "train"], "unknown split 'train'"),
+        (["--split", "train"], "'train' is not one of"),
         (["--checkpoint", "middle"], "unknown checkpoint 'middle'"),
         (["--device", "tpu"], "unknown device 'tpu'"),
     ],

@@ -10,13 +10,13 @@ import torch
 from imf_cli.scoring import branch_shares
 from imf_cli.service import PredictionService
 from kgdata.errors import ImfError, UnknownEntityError
-from unseen_helpers import build_run, graph_view
+from unseen_helpers import build_run
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     home = tmp_path_factory.mktemp("explain-home")
-    with pytest.MonkeyPatch.context() as patch, graph_view(patch):
+    with pytest.MonkeyPatch.context() as patch:
         patch.setenv("IMF_HOME", str(home))
         torch.set_num_threads(1)
         yield home, build_run(home, tmp_path_factory.mktemp("data"), patch)
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
 @pytest.fixture
 def service(trained, monkeypatch):
     monkeypatch.setenv("IMF_HOME", str(trained[0]))
-    with graph_view(monkeypatch), PredictionService.from_run(trained[1], device="cpu") as opened:
+    with PredictionService.from_run(trained[1], device="cpu") as opened:
         yield opened
 
 
@@ -151,10 +151,9 @@ def test_explain_cli_prints_the_same_explanation_as_text_and_json(service, train
     monkeypatch.setenv("IMF_HOME", str(trained[0]))
     runner = CliRunner()
     args = ["explain", str(trained[1]), "--head", "France", "--relation", "borders", "--tail", "Germany"]
-    with graph_view(monkeypatch):
-        as_json = runner.invoke(app, [*args, "--json"])
-        as_text = runner.invoke(app, args, env={"COLUMNS": "160"})
-        unknown = runner.invoke(app, [*args[:-1], "Atlantis"])
+    as_json = runner.invoke(app, [*args, "--json"])
+    as_text = runner.invoke(app, args, env={"COLUMNS": "160"})
+    unknown = runner.invoke(app, [*args[:-1], "Atlantis"])
     assert as_json.exit_code == 0, as_json.output
     france, germany = ids(service, "france", "germany")
     expected = service.explain(france, service.resolve_relation("borders").id, germany).to_dict()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from imf_cli.unseen import placement_path
 from kgdata.errors import DataError, ImfError
 from models.inductive import load_placement
 from helpers import TINY_VALID
-from unseen_helpers import ADDED, ENTITIES, TRAIN, build_run, graph_view
+from unseen_helpers import ADDED, ENTITIES, TRAIN, build_run
 
 EXPECTED_BRANCHES = ("structure", "visual", "text", "multimodal")
 
@@ -20,7 +21,7 @@ EXPECTED_BRANCHES = ("structure", "visual", "text", "multimodal")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     home = tmp_path_factory.mktemp("unseen-home")
-    with pytest.MonkeyPatch.context() as patch, graph_view(patch):
+    with pytest.MonkeyPatch.context() as patch:
         patch.setenv("IMF_HOME", str(home))
         patch.setenv("HF_HUB_OFFLINE", "1")
         torch.set_num_threads(1)
@@ -32,13 +33,12 @@ def trained(tmp_path_factory):
 def service(trained, monkeypatch):
     home, run_dir = trained
     monkeypatch.setenv("IMF_HOME", str(home))
-    with graph_view(monkeypatch):
-        from helpers import tiny_cnn_class
-        from kgdata.encoders import REGISTRY
+    from helpers import tiny_cnn_class
+    from kgdata.encoders import REGISTRY
 
-        monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
-        with PredictionService.from_run(run_dir, device="cpu") as opened:
-            yield opened
+    monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
+    with PredictionService.from_run(run_dir, device="cpu") as opened:
+        yield opened
 
 
 def image_of(service, key: str) -> str:
@@ -78,8 +78,7 @@ def test_the_service_uses_the_stored_placement_and_refits_a_stale_one(service, m
     service.unseen._inductive = None
     path.write_bytes(b"damaged")
     monkeypatch.undo()
-    with graph_view(monkeypatch):
-        service.inductive()
+    service.inductive()
     assert load_placement(path)[1]["fingerprint"] == load_placement_bytes(stored, path.parent)[1]["fingerprint"]
 
 
@@ -173,11 +172,13 @@ def test_added_entities_are_candidates_only_when_asked(service):
     assert lyon.id in [p.entity.id for p in by_name.predictions]
 
 
-def test_facts_and_evaluation_stay_on_the_training_graph(service):
+def test_facts_and_evaluation_stay_on_the_training_graph(service, trained):
+    from imf_cli.pipeline import evaluate_run
+
     lyon, france = service.resolve_entity("lyon"), service.resolve_entity("france")
     assert service.supporting_facts(lyon.id, france.id) == []
     assert service.known(lyon.id, 0)["train"].numel() == 0
-    report = service.evaluate("test")
+    report = evaluate_run(trained[1], split="test", device="cpu", write=False)
     assert report["triples"] == 1 and 0 < report["fused"]["mrr"] <= 1
 
 
@@ -186,12 +187,11 @@ def test_a_structure_only_run_says_it_cannot_score_new_entities(trained, monkeyp
     from unseen_helpers import DATASET, FLAGS
 
     monkeypatch.setenv("IMF_HOME", str(trained[0]))
-    with graph_view(monkeypatch):
-        run = train_model(DATASET, flags=FLAGS, modalities=("structure",), run_dir=tmp_path / "run", progress=False)
-        assert not placement_path(run.run_dir).exists()
-        with PredictionService.from_run(run.run_dir, device="cpu") as service:
-            with pytest.raises(ImfError, match="only a structure branch"):
-                service.predict_new(0, text="anything")
+    run = train_model(DATASET, flags=FLAGS, modalities=("structure",), run_dir=tmp_path / "run", progress=False)
+    assert not placement_path(run.run_dir).exists()
+    with PredictionService.from_run(run.run_dir, device="cpu") as service:
+        with pytest.raises(ImfError, match="only a structure branch"):
+            service.predict_new(0, text="anything")
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -208,8 +208,7 @@ def cli(trained, monkeypatch):
     monkeypatch.setenv("IMF_HOME", str(home))
     monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
     runner = CliRunner()
-    with graph_view(monkeypatch):
-        yield (lambda *args: runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})), run_dir
+    yield (lambda *args: runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})), run_dir
 
 
 def test_predict_new_text_json_says_which_branches_scored(cli, service):
@@ -230,7 +229,8 @@ def test_predict_table_shows_n_a_for_branches_that_did_not_score(cli, service):
     result = invoke("predict", run_dir, "--new-image", image, "--relation", "<- capital_of", "-k", "2")
     assert result.exit_code == 0, result.output
     words = " ".join(result.output.split())
-    assert "(?, capital_of, lyon.png)" in words and "not in the training graph: scored by visual, multimodal" in words
+    name = Path(image).name
+    assert f"(?, capital_of, {name})" in words and "not in the training graph: scored by visual, multimodal" in words
     rows = [line for line in result.output.splitlines() if line.startswith("│ 1 ") or line.startswith("│ 2 ")]
     assert len(rows) == 2 and all(row.count("n/a") == 2 for row in rows)  # structure and text
 

@@ -1,15 +1,12 @@
 """A small trained run whose store also holds entities outside the training graph, for the new-entity tests.
 
 The dataset ``places`` has text (a tiny random BERT) and images (a tiny random CNN) for most entities.
-Its last two entities, ``lyon`` (text and image) and ``blank`` (neither), have no triples: they stand
-for entities added after training. Until ``EntityStore.num_graph_entities`` exists, :func:`graph_view`
-gives the store that attribute, as the added-entity migration defines it (graph ids ``0 … G-1``,
-added ones after).
+After training, two entities are added with ``imf entities add``'s library call and encoded: ``lyon``
+(text and image) and ``blank`` (neither). They have no triples and ids after the graph's.
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -48,6 +45,7 @@ def write_image(path: Path, colour: tuple[int, int, int]) -> Path:
 
 
 def write_dataset(root: Path) -> Path:
+    """The graph entities of ``places`` (not the :data:`ADDED` ones), with their images."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     entities = []
     for key, (name, description, colour) in ENTITIES.items():
@@ -55,39 +53,39 @@ def write_dataset(root: Path) -> Path:
         if colour is not None:
             write_image(root / "images" / f"{key}.png", colour)
             image = f"images/{key}.png"
-        entities.append({"id": key, "name": name, "description": description, "image": image})
+        if key not in ADDED:
+            entities.append({"id": key, "name": name, "description": description, "image": image})
     return write_tsv_dataset(root, train=TRAIN, valid=TINY_VALID, test=TINY_TEST, entities=entities)
 
 
-@contextlib.contextmanager
-def graph_view(patch: pytest.MonkeyPatch):
-    """Give every store ``num_graph_entities``: all but the :data:`ADDED` entities of ``places``."""
-    from kgdata.store import EntityStore
-
-    if "num_graph_entities" not in vars(EntityStore):
-        def graph(store) -> int:
-            return store.num_entities - (len(ADDED) if store.name == DATASET else 0)
-
-        patch.setattr(EntityStore, "num_graph_entities", property(graph), raising=False)
-    yield
-
-
 def build_run(home: Path, data: Path, patch: pytest.MonkeyPatch, *, feature_mode: str = "finetune") -> Path:
-    """Import ``places``, encode text and images, train a 4-branch run; returns the run directory."""
+    """Import ``places``, encode, train a 4-branch run, then add and encode the :data:`ADDED` entities."""
     from imf_cli.pipeline import train_model
     from kgdata.encoders import REGISTRY, encode_dataset
+    from kgdata.entities import NewEntity, add_entities
     from kgdata.importing import import_dataset
     from kgdata.store import EntityStore
 
     bert = make_tiny_bert(data / "bert")
     encoder = tiny_cnn_class()
     patch.setitem(REGISTRY, encoder.name, encoder)
-    if not (home / "datasets" / DATASET).is_dir():
-        import_dataset(write_dataset(data / "places"))
+    source = write_dataset(data / "places")
+    import_dataset(source)
+
+    def encode() -> None:
         with EntityStore.open(DATASET) as store:
             encode_dataset(store, "text", f"hf:{bert}", device="cpu")
             encode_dataset(store, "image", "tiny-cnn", device="cpu")
+
+    encode()
     flags = {**FLAGS, "model.feature_mode": feature_mode}
     run_dir = home / "runs" / f"places-{feature_mode}"
     train_model(DATASET, flags=flags, modalities=("structure", "visual", "text"), run_dir=run_dir, progress=False)
+    added = []
+    for key in ADDED:
+        name, description, colour = ENTITIES[key]
+        image = source / "images" / f"{key}.png" if colour is not None else None
+        added.append(NewEntity(key, name if name != key else None, description or None, image))
+    add_entities(DATASET, added)
+    encode()  # the added entities' rows
     return run_dir

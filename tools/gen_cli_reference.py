@@ -37,7 +37,8 @@ def _plain_help(command, ctx) -> str:
 
 
 def help_texts() -> list[tuple[str, str]]:
-    """``[(prog, help text)]``: the root ``imf`` first, then each visible command in registered order."""
+    """``[(prog, help text)]``: the root ``imf`` first, then each visible command in registered order; a
+    group of commands (``imf entities``) is followed by each of its commands (``imf entities add``)."""
     import typer.main
 
     from imf_cli.main import app
@@ -46,12 +47,18 @@ def help_texts() -> list[tuple[str, str]]:
     settings = {"terminal_width": WIDTH, "max_content_width": WIDTH, "resilient_parsing": True}
     root_ctx = root.make_context("imf", [], **settings)
     texts = [("imf", _plain_help(root, root_ctx))]
-    for name in root.list_commands(root_ctx):
-        command = root.get_command(root_ctx, name)
-        if command is None or getattr(command, "hidden", False):
-            continue
-        ctx = command.make_context(name, [], parent=root_ctx, **settings)
-        texts.append((f"imf {name}", _plain_help(command, ctx)))
+
+    def walk(group, group_ctx, prefix: str) -> None:
+        for name in group.list_commands(group_ctx):
+            command = group.get_command(group_ctx, name)
+            if command is None or getattr(command, "hidden", False):
+                continue
+            ctx = command.make_context(name, [], parent=group_ctx, **settings)
+            texts.append((f"{prefix} {name}", _plain_help(command, ctx)))
+            if hasattr(command, "list_commands"):
+                walk(command, ctx, f"{prefix} {name}")
+
+    walk(root, root_ctx, "imf")
     return texts
 
 

@@ -17,9 +17,14 @@ def ablate_command(
     seeds: int = typer.Option(3, "--seeds", help="Seeds per variant (1, 2, …)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Epochs per run [the config's train.epochs]."),
     study: str = typer.Option(
-        "ablation", "--study", help="ablation (the paper's rows) or departures (each of imf's defaults set back to the paper's)."
+        "ablation",
+        "--study",
+        help="ablation (the paper's rows), departures (each of imf's defaults set back to the paper's) or grid.",
     ),
     variant: Optional[list[str]] = typer.Option(None, "--variant", help="Run only this variant (repeatable)."),
+    grid: Optional[list[str]] = typer.Option(
+        None, "--grid", help="With --study grid: SECTION.KEY=V1,V2 (repeatable); every combination is a variant."
+    ),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table to this Markdown file."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the runs."),
@@ -35,7 +40,7 @@ def ablate_command(
 
     Example: imf ablate countries-mm --config imf_cli/presets/countries-mm.yaml --seeds 3
     """
-    from imf_cli.ablation import markdown_table, run_study
+    from imf_cli.ablation import markdown_table, parse_grid, run_study
     from imf_cli.runtime import set_threads
 
     if threads is not None:
@@ -56,6 +61,7 @@ def ablate_command(
         seeds=seeds,
         budget=budget,
         variants=variant,
+        grid=parse_grid(grid or []),
         progress=progress and not json_output,
         on_cell=log,
     )

@@ -8,7 +8,17 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json, warn
+from imf_cli.output import (
+    console,
+    handle_errors,
+    json_option,
+    print_json,
+    progress_mode,
+    progress_option,
+    threads_option,
+    waiting,
+    warn,
+)
 from kgdata.errors import ImfError
 
 ENCODERS_HELP = (
@@ -46,10 +56,10 @@ def encode_command(
         None,
         "--from-file",
         help=(
-            "Import precomputed text or image features instead of encoding: .npy, .pt (read by torch.load with "
-            "weights_only=True), .pkl or .safetensors, holding an entities × dim array (rows "
-            "in entity2id order, or as --keys lists them) or a key → vector dict. A .pkl file is a Python "
-            "pickle: loading one can run arbitrary code, so only import .pkl files you trust."
+            "Import precomputed text or image features instead of encoding: .npy (plain arrays only), .pt "
+            "(read by torch.load with weights_only=True) or .safetensors, holding an entities × dim array (rows "
+            "in entity2id order, or as --keys lists them) or a key → vector dict. Pickles (.pkl) are refused: "
+            "loading one can run arbitrary code."
         ),
         show_default=False,
     ),
@@ -57,7 +67,11 @@ def encode_command(
         None, "--keys", help="With --from-file: a file of one entity key per line, naming each row.", show_default=False
     ),
     batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", min=1, help="Items per batch (structure: triples per step).", show_default=False
+        None,
+        "--batch-size",
+        min=1,
+        help="Items per batch (structure: triples per step).",
+        show_default="picked for the encoder and device",
     ),
     device: Device = typer.Option(Device.auto, "--device", help="auto uses CUDA when present."),
     pooling: Optional[Pooling] = typer.Option(
@@ -72,37 +86,43 @@ def encode_command(
         False, "--download", help="Allow downloading missing weights (never while HF_HUB_OFFLINE is set)."
     ),
     dim: Optional[int] = typer.Option(
-        None, "--dim", min=1, help="gat: embedding size (default: 256).", show_default=False
+        None, "--dim", min=1, help="gat: embedding size.", show_default="256"
     ),
     epochs: Optional[int] = typer.Option(
-        None, "--epochs", min=1, help="gat: training epochs (default: 30).", show_default=False
+        None, "--epochs", min=1, help="gat: training epochs.", show_default="30"
     ),
     lr: Optional[float] = typer.Option(
-        None, "--lr", min=0.0, help="gat: Adam learning rate (default: 0.01).", show_default=False
+        None, "--lr", min=0.0, help="gat: Adam learning rate.", show_default="0.01"
     ),
     margin: Optional[float] = typer.Option(
-        None, "--margin", min=0.0, help="gat: TransE margin (default: 1.0).", show_default=False
+        None, "--margin", min=0.0, help="gat: TransE margin.", show_default="1.0"
     ),
     negatives: Optional[int] = typer.Option(
-        None, "--negatives", min=1, help="gat: corrupted triples per positive (default: 8).", show_default=False
+        None, "--negatives", min=1, help="gat: corrupted triples per positive.", show_default="8"
     ),
     seed: Optional[int] = typer.Option(
-        None, "--seed", help="gat: random seed (default: drawn, then recorded).", show_default=False
+        None, "--seed", help="gat: random seed.", show_default="drawn, then recorded"
     ),
     force: bool = typer.Option(False, "--force", help="Recompute even when the inputs are unchanged."),
-    json_output: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+    progress: bool = progress_option(),
+    json_output: bool = json_option("the report"),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Encode every entity of a dataset for one modality and store the features.
 
     Text is an entity's description, else its name; images are the stored image files; structure is a
     GAT trained with a TransE loss on the train triples. Entities without an input (or with an
-    unreadable image) are recorded as missing. Running again with unchanged inputs does nothing.
+    unreadable image) are recorded as missing. Running again with unchanged inputs does nothing, and
+    only entities that are new or changed since the last run are encoded (--force encodes all).
 
     Example: imf encode countries-mm --modality text
     """
-    from kgdata.store import EntityStore
+    from imf_cli.runtime import set_threads
+    from kgdata.locking import locked_store
 
-    with EntityStore.open(name) as store:
+    set_threads(threads)
+    bar, lines = progress_mode(progress, json_output)
+    with locked_store(name, "write", on_wait=waiting) as store:
         if from_file is not None:
             given = {
                 flag: value
@@ -115,7 +135,7 @@ def encode_command(
             }
             if given:
                 raise ImfError(f"{', '.join(given)} cannot be combined with --from-file")
-            from kgdata.features import import_features
+            from kgdata.feature_import import import_features
 
             report = import_features(
                 store, modality.value, from_file, keys=keys, encoder=encoder, force=force
@@ -145,7 +165,8 @@ def encode_command(
                 batch_size=batch_size,
                 device=device.value,
                 force=force,
-                progress=not json_output,
+                progress=lines or bar,
+                threads=threads,
             )
 
     for message in report.warnings:
@@ -164,10 +185,11 @@ def encode_command(
     else:
         unit = report.extra.get("throughput_unit", "items")
         speed = f", {report.items_per_second:,.1f} {unit}/s" if report.items_per_second else ""
+        kept = f"; {report.encoded:,} encoded, {report.reused:,} unchanged and kept" if report.reused else ""
         console.print(
             f"Stored {report.modality} features of [bold]{report.dataset}[/] from {report.encoder}: "
-            f"{report.dim}-d, {covered:,} of {report.rows:,} entities covered, {report.missing:,} missing "
-            f"({report.seconds:.1f} s{speed})",
+            f"{report.dim}-d, {covered:,} of {report.rows:,} entities covered, {report.missing:,} missing"
+            f"{kept} ({report.seconds:.1f} s{speed})",
             soft_wrap=True,
             highlight=False,
         )

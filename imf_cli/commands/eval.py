@@ -2,43 +2,70 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+from enum import Enum
 from typing import Optional
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json
+from imf_cli.output import console, handle_errors, json_option, print_json, progress_mode, progress_option, threads_option
 
 HITS = (1, 3, 10)
 
 
+class Split(str, Enum):
+    valid = "valid"
+    test = "test"
+
+
 @handle_errors
 def eval_command(
-    run_dir: Path = typer.Argument(..., help="A run directory written by imf train."),
-    split: str = typer.Option("test", "--split", help="valid | test."),
+    run: str = typer.Argument(..., help="A run: directory, name or unique prefix, latest, or DATASET@latest."),
+    split: Split = typer.Option(
+        Split.valid, "--split", help="valid to compare runs and settings; test, the held-out split, once at the end."
+    ),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best (chosen on valid) | last."),
     batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", min=1, help="Queries scored at once [picked from free memory]."
+        None, "--batch-size", min=1, help="Queries scored at once.", show_default="picked from free memory"
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     per_relation: bool = typer.Option(False, "--per-relation", help="Also report every relation."),
-    json_output: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+    progress: bool = progress_option(),
+    json_output: bool = json_option("the metrics"),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Evaluate a run: filtered MRR, MR and Hits@1/3/10 per branch, fused, and mean fusion.
 
     Both directions are ranked (tails, and heads through inverse relations), every other known
-    triple of train/valid/test is filtered out, and ties get the realistic (mean) rank. The
-    "mean fusion" row is the reference code's uniform mean of the branch logits, as a baseline.
-    The metrics are also written to RUN_DIR/metrics-<split>.json. The checkpoint was chosen on
-    valid; report test once.
+    triple is filtered out (test: of train, valid and test; valid: of train and valid, as in
+    training), and ties get the realistic (mean) rank. The "mean fusion" row is the reference code's
+    fusion, the mean of the branches' sigmoid probabilities, as a baseline.
+    The metrics are also written to RUN/metrics-<split>.json. The default split is valid: compare
+    runs and settings on it. Test is the held-out split: read it once, for the run you chose.
 
-    Example: imf eval ~/.local/share/imf/runs/countries-mm-20261127-120000-000000 --split test
+    Example: imf eval countries-mm@latest --split valid
     """
-    from imf_cli.pipeline import evaluate_run, metrics_path
+    from imf_cli.pipeline import evaluate_run
+    from imf_cli.runs import metrics_path, resolve_run
+    from imf_cli.runtime import set_threads
 
-    result = evaluate_run(
-        run_dir, split=split, checkpoint=checkpoint, batch_size=batch_size, device=device, per_relation=per_relation
-    )
+    set_threads(threads)
+    run_dir = resolve_run(run)
+    bar, lines = progress_mode(progress, json_output)
+    what = f"Ranking the {split.value} split with {run_dir.name}/{checkpoint}.pt"
+    if lines is not None:
+        lines(what + " …")
+    with console.status(what + " …") if bar else contextlib.nullcontext():
+        result = evaluate_run(
+            run_dir,
+            split=split.value,
+            checkpoint=checkpoint,
+            batch_size=batch_size,
+            device=device,
+            per_relation=per_relation,
+        )
+    if lines is not None:
+        lines(f"Ranked {2 * result['triples']:,} queries in {result['seconds']:.2f} s")
     if json_output:
         print_json(result)
         return
@@ -52,7 +79,15 @@ def eval_command(
     )
     if result["per_relation"]:
         console.print(relation_table(result))
-    console.print(f"Wrote {metrics_path(run_dir, split)}", style="dim")
+    if split is Split.test:
+        console.print(
+            "This is the held-out test split: report it once, for a run chosen on valid.", style="yellow"
+        )
+    console.print(f"Wrote {metrics_path(run_dir, split.value)}", style="dim")
+
+
+#: How each split is named in the tables.
+SPLIT_LABELS = {"valid": "valid", "test": "test (held-out)"}
 
 
 def summary_table(result: dict):
@@ -61,7 +96,7 @@ def summary_table(result: dict):
 
     table = Table(
         title=(
-            f"{result['dataset']} {result['split']}, {result['checkpoint']}.pt: {result['triples']:,} triples, "
+            f"{result['dataset']} {SPLIT_LABELS.get(result['split'], result['split'])}, {result['checkpoint']}.pt: {result['triples']:,} triples, "
             f"filtered, realistic ranks; heads and tails give the MRR of each direction"
         ),
     )

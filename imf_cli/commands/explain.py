@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from imf_cli.output import console, handle_errors, print_json
@@ -11,7 +9,7 @@ from imf_cli.output import console, handle_errors, print_json
 
 @handle_errors
 def explain_command(
-    run_dir: Path = typer.Argument(..., help="A run directory written by imf train."),
+    run: str = typer.Argument(..., help="A run: directory, name or unique prefix, latest, or DATASET@latest."),
     head: str = typer.Option(..., "--head", help="The query's head: key, name, or a unique part of one."),
     relation: str = typer.Option(..., "--relation", help="Relation key or name; a leading '<-' reads it backwards."),
     tail: str = typer.Option(..., "--tail", help="The candidate answer to explain."),
@@ -29,11 +27,12 @@ def explain_command(
     candidates, and the known answers the filter left out. Entities added after training are
     explained from the branches that have their features.
 
-    Example: imf explain ~/.local/share/imf/runs/countries-mm-20261127-120000-000000 --head France --relation "shares border with" --tail Germany
+    Example: imf explain countries-mm@latest --head France --relation "shares border" --tail Germany
     """
+    from imf_cli.runs import resolve_run
     from imf_cli.service import PredictionService
 
-    with PredictionService.from_run(run_dir, checkpoint=checkpoint, device=device) as service:
+    with PredictionService.from_run(resolve_run(run), checkpoint=checkpoint, device=device) as service:
         chosen = service.resolve_relation(relation)
         explanation = service.explain(service.resolve_entity(head).id, chosen.id, service.resolve_entity(tail).id)
     if json_output:

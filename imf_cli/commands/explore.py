@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from imf_cli.output import err_console, handle_errors
+from imf_cli.output import handle_errors
 
 if TYPE_CHECKING:
     from imf_cli.service import Service
@@ -19,20 +19,23 @@ class Checkpoint(str, Enum):
     last = "last"
 
 
-def find_run(run_dir: Path | None, dataset: str | None = None) -> Path:
-    """``run_dir``, or the latest run (of ``dataset``); an :class:`ImfError` when there is none."""
-    from kgdata import paths
-    from kgdata.errors import ImfError
+class ImageMode(str, Enum):
+    auto = "auto"
+    tgp = "tgp"
+    sixel = "sixel"
+    halfcell = "halfcell"
+    unicode = "unicode"
+    none = "none"
 
-    if run_dir is not None:
-        if not (run_dir / "config.yaml").is_file():
-            raise ImfError(f"{run_dir} is not a run directory (no config.yaml); runs are in {paths.runs_dir()}")
-        return run_dir
-    latest = paths.latest_run(dataset)
-    if latest is None:
-        of = f" of {dataset}" if dataset else ""
-        raise ImfError(f"no runs{of} in {paths.runs_dir()} yet; train one first: imf train {dataset or 'countries-mm'}")
-    return latest
+
+def find_run(run: str | None, dataset: str | None = None) -> tuple[Path, str | None]:
+    """The run to open and why: ``run`` resolved as a reference, or, without one, the newest finished
+    run with the most branches (of ``dataset``); an :class:`ImfError` when there is none."""
+    from imf_cli.runs import default_run, resolve_run
+
+    if run is not None:
+        return resolve_run(run), None
+    return default_run(dataset)
 
 
 def build_service(run_dir: Path, checkpoint: str = "best", device: str = "auto") -> "Service":
@@ -44,28 +47,51 @@ def build_service(run_dir: Path, checkpoint: str = "best", device: str = "auto")
 
 @handle_errors
 def explore_command(
-    run_dir: Optional[Path] = typer.Argument(
-        None, help="A run directory written by imf train (default: the latest run).", show_default=False
+    run: Optional[str] = typer.Argument(
+        None,
+        help="A run: directory, name or unique prefix, latest, or DATASET@latest.",
+        show_default="the newest finished run with the most branches",
     ),
     checkpoint: Checkpoint = typer.Option(Checkpoint.best, "--checkpoint", help="best (chosen on valid) | last."),
     dataset: Optional[str] = typer.Option(
-        None, "--dataset", help="Without RUN_DIR: the latest run of this dataset.", show_default=False
+        None, "--dataset", help="Without RUN: choose among the runs of this dataset.", show_default=False
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    image: ImageMode = typer.Option(
+        ImageMode.auto,
+        "--image",
+        help="How to draw entity images: auto (the terminal's graphics protocol, Kitty or Sixel, else half "
+        "blocks), tgp, sixel, halfcell, unicode, or none.",
+    ),
 ) -> None:
     """Browse a run's ranked answers in a terminal UI, with each modality's part in every score.
 
-    Type a head entity (live search over names and descriptions), pick a relation (← relation asks
-    for heads), press Enter. Each row shows the fused score, every branch's score with a bar, and
-    whether the triple is already known; the detail pane shows the description, the image, the
-    fusion weights and supporting facts. Keys: / search, f known facts, k rows, ? help, q quit.
+    Type a head entity (live, typo-tolerant search over names and descriptions), pick a relation
+    (<- relation asks for heads), press Enter. Each row shows the fused score, every branch's share of
+    the fused decision as a bar, and whether the triple is already known; the detail pane shows the
+    description, the image, the fusion weights and supporting facts. Without RUN it opens the newest
+    finished run with the most branches and says which and why. Keys: F1 help, Ctrl+Q quit, Escape
+    leaves an input; outside the inputs: / search, f known facts, k rows, b back, r runs.
 
-    Example: imf explore --dataset countries-mm
+    Example: imf explore countries-mm@latest
     """
-    run = find_run(run_dir, dataset)
-    err_console.print(f"Loading {run} …", highlight=False, soft_wrap=True)
-    service = build_service(run, checkpoint.value, device)
+    from imf_cli.output import err_console
+    from imf_cli.tui.run_picker import RunCatalog
+
+    path, reason = find_run(run, dataset)
+    why = f": {reason}" if reason else ""
+    err_console.print(f"Opening {path.name}{why} …", highlight=False, soft_wrap=True)
+    service = build_service(path, checkpoint.value, device)
+    if image is not ImageMode.none:
+        import textual_image.widget  # noqa: F401  (asks the terminal what it can draw, before Textual starts)
 
     from imf_cli.tui.app import ExploreApp
 
-    ExploreApp(service, subtitle=f"{service.dataset} · {run.name}").run()
+    ExploreApp(
+        service,
+        subtitle=f"{service.dataset} · {path.name}",
+        image=image.value,
+        runs=RunCatalog(checkpoint.value, device),
+        run_path=path,
+        opened_because=f"{path.name}, {reason}" if reason else None,
+    ).run()

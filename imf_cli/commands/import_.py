@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json, warn
+from imf_cli.output import console, handle_errors, print_json, waiting, warn
 
 
 class Format(str, Enum):
@@ -20,28 +20,42 @@ class Format(str, Enum):
 @handle_errors
 def import_command(
     source: str = typer.Argument(..., help="A dataset directory, or a bundled dataset name (countries-mm)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Dataset name [default: the directory's name]."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Dataset name.", show_default="the directory's name, or the bundled dataset's"
+    ),
     format: Format = typer.Option(Format.auto, "--format", help="Input layout; auto detects it."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing dataset of that name."),
     json_output: bool = typer.Option(False, "--json", help="Print the counts as one JSON object."),
 ) -> None:
     """Import a dataset into the entity store.
 
+    Importing a bundled dataset that is already imported, unchanged, does nothing and says so; any
+    other existing dataset needs --replace.
+
     Layouts: tsv (train/valid/test files of head<TAB>relation<TAB>tail, optional entities.tsv),
     imf (IMF reference / MMKB: N-Triples-style files with entity2id.txt and relation2id.txt),
     ids (integer triples with entity2id.txt, as MyGO / MMRNS).
 
-    Example: imf import ../shared/datasets/fb15k-237 --name fb15k-237
+    Example: imf import countries-mm
     """
     from kgdata.importing import import_dataset
 
     report = import_dataset(
-        source, name=name, format=format.value, replace=replace, progress=not json_output
+        source, name=name, format=format.value, replace=replace, progress=not json_output, on_wait=waiting
     )
     for message in report.warnings:
         warn(message)
     if json_output:
         print_json(report.to_dict())
+        return
+    if report.status == "unchanged":
+        console.print(
+            f"[bold]{report.name}[/] is already imported, unchanged ({report.entities:,} entities, "
+            f"{report.train:,} / {report.valid:,} / {report.test:,} train / valid / test triples); nothing to do. "
+            f"--replace imports it again.",
+            soft_wrap=True,
+        )
+        console.print(f"Store: {report.path}", soft_wrap=True)
         return
     console.print(
         f"Imported [bold]{report.name}[/] ({report.format}): {report.entities:,} entities, "

@@ -16,7 +16,7 @@ NOT_SCORED = "n/a"
 
 @handle_errors
 def predict_command(
-    run_dir: Path = typer.Argument(..., help="A run directory written by imf train."),
+    run: str = typer.Argument(..., help="A run: directory, name or unique prefix, latest, or DATASET@latest."),
     head: Optional[str] = typer.Option(None, "--head", help="Predict tails of (HEAD, RELATION, ?)."),
     tail: Optional[str] = typer.Option(None, "--tail", help="Predict heads of (?, RELATION, TAIL)."),
     relation: str = typer.Option(..., "--relation", help="Relation key, name, or a unique part of one."),
@@ -50,11 +50,12 @@ def predict_command(
     leading "<-" on the relation asks for heads: --relation "<- borders" ranks (?, borders, NEW).
     Added entities are candidates only with --include-new.
 
-    Example: imf predict ~/.local/share/imf/runs/countries-mm-20261127-120000-000000 --head France --relation borders
+    Example: imf predict countries-mm@latest --head France --relation "shares border" -k 5
     """
     from rich.markup import escape
     from rich.table import Table
 
+    from imf_cli.runs import resolve_run
     from imf_cli.service import PredictionService
 
     inline = new_text is not None or new_image is not None
@@ -62,7 +63,7 @@ def predict_command(
         raise ImfError("--new-text/--new-image give the query's entity; drop --head and --tail")
     if inline and include_known:
         raise ImfError("an entity given inline has no known answers; drop --include-known")
-    with PredictionService.from_run(run_dir, checkpoint=checkpoint, device=device) as service:
+    with PredictionService.from_run(resolve_run(run), checkpoint=checkpoint, device=device) as service:
         if inline:
             chosen = service.resolve_relation(relation)
             result = service.predict_new(chosen.id, text=new_text, image=new_image, k=k, include_new=include_new)

@@ -8,65 +8,128 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json
+from imf_cli.output import (
+    console,
+    err_console,
+    handle_errors,
+    json_option,
+    print_json,
+    progress_mode,
+    progress_option,
+    threads_option,
+)
+from models.config import ModelConfig, TrainConfig
+
+MODEL, TRAIN = ModelConfig(), TrainConfig()  # the defaults the help shows (models/config.py holds them)
+
+
+def default(value) -> str:
+    return str(value)
 
 
 @handle_errors
 def train_command(
-    name: Optional[str] = typer.Argument(None, help="Dataset name (not needed with --resume)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with model/train/eval sections."),
+    name: Optional[str] = typer.Argument(None, help="Dataset name (not needed with --resume).", show_default=False),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="YAML file with model/train/eval sections.", show_default="none"
+    ),
     modalities: Optional[str] = typer.Option(
-        None, "--modalities", help="Comma-separated branches: structure,visual,text [default: structure + encoded ones]."
+        None,
+        "--modalities",
+        help="Comma-separated branches: structure,visual,text.",
+        show_default="structure + every encoded modality",
     ),
-    text_encoder: Optional[str] = typer.Option(None, "--text-encoder", help="Text features to use [default: latest]."),
-    image_encoder: Optional[str] = typer.Option(None, "--image-encoder", help="Image features to use [default: latest]."),
+    text_encoder: Optional[str] = typer.Option(
+        None, "--text-encoder", help="Which text features to use.", show_default="the latest encoded"
+    ),
+    image_encoder: Optional[str] = typer.Option(
+        None, "--image-encoder", help="Which image features to use.", show_default="the latest encoded"
+    ),
     structure_init: Optional[str] = typer.Option(
-        None, "--structure-init", help="Initialise the structure branch from these structure features (e.g. gat)."
+        None,
+        "--structure-init",
+        help="Initialise the structure branch from these structure features (e.g. gat).",
+        show_default="random",
     ),
-    dim: Optional[int] = typer.Option(None, "--dim", help="Embedding size of every branch [256]."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Most epochs to train [1000]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="(head, relation) queries per step [256]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [5e-4]."),
-    contrastive_weight: Optional[float] = typer.Option(None, "--contrastive-weight", help="λ of the InfoNCE term [0.1]."),
+    dim: Optional[int] = typer.Option(None, "--dim", help="Embedding size of every branch.", show_default=default(MODEL.dim)),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Most epochs to train.", show_default=default(TRAIN.epochs)),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="(head, relation) queries per step.", show_default=default(TRAIN.batch_size)
+    ),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate.", show_default=default(TRAIN.lr)),
+    contrastive_weight: Optional[float] = typer.Option(
+        None, "--contrastive-weight", help="λ of the InfoNCE term.", show_default=default(TRAIN.contrastive_weight)
+    ),
     fused_loss_weight: Optional[float] = typer.Option(
-        None, "--fused-loss-weight", help="Weight of the fused score's BCE [0]."
+        None,
+        "--fused-loss-weight",
+        help="Weight of the fused score's BCE (learned fusion without fitting on valid needs > 0).",
+        show_default=default(TRAIN.fused_loss_weight),
     ),
-    fusion: Optional[str] = typer.Option(None, "--fusion", help="learned | learned-per-relation | mean [learned]."),
-    feature_mode: Optional[str] = typer.Option(None, "--feature-mode", help="finetune | project [finetune]."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate valid MRR every N epochs [10]."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Evaluations without improvement before stopping [5]."),
+    fusion: Optional[str] = typer.Option(
+        None, "--fusion", help="learned | learned-per-relation | mean.", show_default=MODEL.fusion
+    ),
+    feature_mode: Optional[str] = typer.Option(
+        None, "--feature-mode", help="finetune | project.", show_default=MODEL.feature_mode
+    ),
+    eval_every: Optional[int] = typer.Option(
+        None, "--eval-every", help="Evaluate valid MRR every N epochs.", show_default=default(TRAIN.eval_every)
+    ),
+    patience: Optional[int] = typer.Option(
+        None,
+        "--patience",
+        help="Evaluations without improvement before stopping; 0 never stops early.",
+        show_default=default(TRAIN.patience),
+    ),
     checkpoint_every: Optional[int] = typer.Option(
         None,
         "--checkpoint-every",
-        help="Also write last.pt every N epochs (0: only every train.checkpoint_minutes, on Ctrl-C, and at the end) [0].",
+        help="Also write last.pt every N epochs; 0: only every train.checkpoint_minutes, on Ctrl-C and at the end.",
+        show_default=default(TRAIN.checkpoint_every),
     ),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N [auto]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [drawn and recorded]."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where to write the run [$IMF_HOME/runs/<name>-<time>]."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the killed run in this directory."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N.", show_default=TRAIN.device),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed.", show_default="drawn and recorded"),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run-dir", help="Where to write the run.", show_default="$IMF_HOME/runs/<name>-<time>"
+    ),
+    resume: Optional[str] = typer.Option(
+        None,
+        "--resume",
+        help="Continue a killed run: its directory, name or unique prefix, latest, or DATASET@latest.",
+        show_default=False,
+    ),
+    progress: bool = progress_option(),
+    json_output: bool = json_option(),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Train the IMF model: four branches, Tucker fusion, contrastive loss and learned decision fusion.
 
-    Config is merged from defaults ← --config FILE ← flags; an unknown key is an error. The run
-    directory holds config.yaml, trace.jsonl, best.pt (best valid MRR) and last.pt. Under
-    `torchrun --nproc_per_node=N -m imf_cli train ...` it trains with DistributedDataParallel.
+    Config is merged from defaults ← --config FILE ← flags; an unknown key is an error. Without
+    --modalities or a config that sets them, the branches are structure plus every modality that
+    imf encode has stored; the command says which it trains and which it skipped. The run directory
+    holds config.yaml, trace.jsonl, best.pt (best valid MRR) and last.pt; imf runs lists the runs.
+    Under `torchrun --nproc_per_node=N -m imf_cli train ...` it trains with DistributedDataParallel.
 
-    Example: imf train countries-mm --epochs 50 --seed 1
+    Example: imf train countries-mm --epochs 5 --dim 64 --seed 1
     """
-    from kgdata.errors import ImfError
     from imf_cli.pipeline import resume_model, train_model
+    from imf_cli.runs import resolve_run
+    from imf_cli.runtime import set_threads
+    from kgdata.errors import ImfError
     from models.training import TrainingInterrupted
 
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    show = progress and not json_output and main_process
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    set_threads(threads)
+    bar, lines = progress_mode(progress, json_output)
+    if not main_rank:
+        bar, lines = False, None
+    notes = (lambda text: err_console.print(text, highlight=False, soft_wrap=True)) if json_output else _note
     try:
         if resume is not None:
-            result = resume_model(resume, progress=show)
+            result = resume_model(resolve_run(resume), progress=bar, on_epoch=lines)
         else:
             if name is None:
-                raise ImfError("give a dataset name, or --resume RUN_DIR")
+                raise ImfError("give a dataset name, or --resume RUN")
             flags = {
                 "model.dim": dim,
                 "model.fusion": fusion,
@@ -92,14 +155,16 @@ def train_command(
                 image_encoder=image_encoder,
                 structure_init=structure_init,
                 run_dir=run_dir,
-                progress=show,
+                progress=bar,
+                on_epoch=lines,
+                log=notes if main_rank else None,
             )
     except TrainingInterrupted as stopped:  # SIGINT/SIGTERM: last.pt holds the point reached
-        if main_process:
-            typer.echo(f"Interrupted: {stopped}.", err=True)
-            typer.echo(f"Resume with: imf train --resume {stopped.run_dir}", err=True)
+        if main_rank:
+            err_console.print(f"Interrupted: {stopped}.", highlight=False, soft_wrap=True)
+            err_console.print(f"Resume with: imf train --resume {stopped.run_dir}", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
-    if not main_process:
+    if not main_rank:
         return
     summary = {
         "run_dir": str(result.run_dir),
@@ -118,3 +183,7 @@ def train_command(
         f"{result.best_epoch}{' (stopped early)' if result.stopped_early else ''}"
     )
     typer.echo(str(result.run_dir))
+
+
+def _note(text: str) -> None:
+    console.print(text, highlight=False, soft_wrap=True)

@@ -4,6 +4,10 @@ The app takes an injected :class:`~imf_cli.service.Service` (``imf explore`` bui
 :class:`~imf_cli.service.PredictionService`; tests pass a small fake). Queries run in a thread worker,
 ``exclusive`` so that a new query cancels the previous one; the worker posts
 :class:`~imf_cli.tui.messages.ResultsReady` and the UI reacts in a handler, so it never blocks.
+
+Keys that always work, even while typing: F1 help, Ctrl+Q quit, Escape leaves the input (the footer
+shows them). The single-letter keys (``/ f k b r ? q``) work outside the inputs and are shown only there.
+With a :class:`~imf_cli.tui.run_picker.RunSource`, ``r`` lists the runs and switches to another.
 """
 
 from __future__ import annotations
@@ -15,21 +19,24 @@ from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
 from imf_cli.service import EntityInfo, QueryResult, RelationChoice, Service
 from imf_cli.tui.detail import DetailPane
 from imf_cli.tui.help import HelpScreen
 from imf_cli.tui.locked import LockedService
-from imf_cli.tui.messages import QueryFailed, QueryRequested, ResultsReady
+from imf_cli.tui.messages import LeaveInput, Notice, QueryFailed, QueryRequested, ResultsReady, RunOpened
 from imf_cli.tui.query_bar import QueryBar
 from imf_cli.tui.results import ResultsTable
+from imf_cli.tui.run_picker import RunPicker, RunSource
 
 ROW_COUNTS = (10, 20, 50, 100)
 #: Below this width the detail pane goes under the table instead of beside it.
 NARROW = 120
-HINT = "Type a head entity, pick a relation, press Enter.  ? help"
+HINT = "Type a head entity, pick a relation, press Enter.  F1 help"
+#: Actions of single-letter keys: an input takes the letter, so they are hidden while one has focus.
+LETTER_ACTIONS = {"focus_search", "toggle_known", "cycle_rows", "back", "help_letter", "quit_letter", "runs"}
 
 
 class Body(Container):
@@ -44,21 +51,38 @@ class ExploreApp(App[None]):
     TITLE = "imf explore"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
+        Binding("f1", "help", "Help", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("slash", "focus_search", "Search"),
         Binding("f", "toggle_known", "Known"),
         Binding("k", "cycle_rows", "Rows"),
         Binding("b", "back", "Back"),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
+        Binding("r", "runs", "Runs"),
+        Binding("question_mark", "help_letter", "Help", show=False),
+        Binding("q", "quit_letter", "Quit", show=False),
         Binding("down", "focus_results", "Results", show=False),
     ]
 
     def __init__(
-        self, service: Service, *, rows: int = 20, subtitle: str | None = None, show_latency: bool = True
+        self,
+        service: Service,
+        *,
+        rows: int = 20,
+        subtitle: str | None = None,
+        show_latency: bool = True,
+        image: str = "auto",
+        runs: RunSource | None = None,
+        run_path=None,
+        opened_because: str | None = None,
     ):
+        """``image`` picks the image renderer (:data:`imf_cli.tui.preview.IMAGE_MODES`); ``runs`` enables
+        the run picker, with ``run_path`` the run shown; ``opened_because`` is said on the status line."""
         super().__init__()
         self.show_latency = show_latency
         self.service = LockedService(service)
+        self.run_source = runs
+        self.run_path = run_path
+        self.opened_because = opened_because
         self.rows = rows
         self.include_known = False
         self.sub_title = subtitle or str(service.dataset)
@@ -76,7 +100,8 @@ class ExploreApp(App[None]):
         self.query_bar = QueryBar(self.service, id="query")
         self.status = Static(id="status")
         self.table = ResultsTable(self.service.branch_names, id="results")
-        self.detail = DetailPane(self.service, id="detail")
+        self.detail = DetailPane(self.service, id="detail", image=image)
+        self._error_shown = False
 
     def compose(self) -> ComposeResult:
         yield self.query_bar
@@ -88,8 +113,19 @@ class ExploreApp(App[None]):
 
     def on_mount(self) -> None:
         self.detail.clear()
-        self._status(Text(HINT, style="dim"))
+        if self.opened_because:
+            self._status(Text(f"Opened {self.opened_because}.  {HINT}", style="dim"), wrap=True)
+        else:
+            self._status(Text(HINT, style="dim"))
         self.query_bar.head_input.focus()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Single-letter keys are off (and hidden from the footer) while an input has the focus."""
+        if action in LETTER_ACTIONS and isinstance(self.focused, Input):
+            return False
+        if action == "runs" and self.run_source is None:
+            return False
+        return True
 
     # ------------------------------------------------------------------ queries
     @on(QueryRequested)
@@ -134,10 +170,12 @@ class ExploreApp(App[None]):
         query = (result.entity, result.relation)
         if self._remember and self.current is not None and self.current != query:
             self.history.append(self.current)
+        rerun = self.current == query and not self._remember
+        kept = self.table.current.entity.id if rerun and self.table.current is not None else None
         self.current = query
         self.query_bar.set_query(*query)
-        self.table.show(result)
-        self.detail.show(result, self.table.prediction_at(0))
+        self.table.show(result, keep=kept)
+        self.detail.show(result, self.table.current)
         if self.query_bar.has_focus_within:
             self.table.focus()
         self.last_latency_ms = (time.perf_counter() - self._started) * 1000
@@ -151,6 +189,7 @@ class ExploreApp(App[None]):
         self.table.show(None)
         self.detail.clear()
         self._status(Text(message.error, style="bold red"), wrap=True)
+        self._error_shown = True
         if message.field is not None:
             self.query_bar.focus_field(message.field)
         self.results_shown += 1
@@ -169,10 +208,28 @@ class ExploreApp(App[None]):
 
     def _status(self, text: Text, *, wrap: bool = False) -> None:
         """One line, or up to three for an error that needs them."""
+        self._error_shown = False
         line = Text(no_wrap=not wrap, overflow="ellipsis")
         line.append(f" {self.sub_title} ", style="reverse")
         line.append(" ")
         self.status.update(line + text)
+
+    # ------------------------------------------------------------ the query bar
+    @on(Notice)
+    def _notice(self, message: Notice) -> None:
+        message.stop()
+        self._status(Text(message.text, style="bold red" if message.error else "yellow"), wrap=True)
+
+    @on(LeaveInput)
+    def _leave_input(self, message: LeaveInput) -> None:
+        message.stop()
+        self.table.focus()
+
+    @on(Input.Changed)
+    def _typing(self, event: Input.Changed) -> None:
+        """An old error goes away as soon as the user edits the query."""
+        if self._error_shown and event.input.has_focus:
+            self._status(Text(HINT, style="dim"))
 
     # ---------------------------------------------------------------- the table
     @on(DataTable.RowHighlighted, "#results")
@@ -216,4 +273,65 @@ class ExploreApp(App[None]):
             self.request(*self.history.pop(), remember=False)
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        """Open the help, or close it when it is open."""
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+        else:
+            self.push_screen(HelpScreen())
+
+    def action_help_letter(self) -> None:
+        self.action_help()
+
+    async def action_quit_letter(self) -> None:
+        await self.action_quit()
+
+    # ------------------------------------------------------------------- runs
+    def action_runs(self) -> None:
+        """List the runs; the one picked replaces the current run."""
+        if self.run_source is None:
+            return
+        self.push_screen(RunPicker(self.run_source.list(), self.run_path), self._open_run)
+
+    def _open_run(self, run) -> None:
+        if run is None or run.path == self.run_path:
+            return
+        self._status(Text(f"Opening {run.name} …", style="dim"))
+        self._load_run(run)
+
+    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
+    def _load_run(self, run) -> None:
+        try:
+            service = self.run_source.open(run.path)
+        except Exception as error:  # a damaged run: say so, keep the current one
+            self.post_message(RunOpened(run.name, error=str(error) or type(error).__name__))
+            return
+        self.post_message(RunOpened(run.name, service=(run, service)))
+
+    @on(RunOpened)
+    def _run_opened(self, message: RunOpened) -> None:
+        if message.error is not None:
+            self._status(Text(f"Could not open {message.name}: {message.error}", style="bold red"), wrap=True)
+            self._error_shown = True
+            return
+        run, service = message.service
+        self.switch_service(service, run.path, subtitle=f"{service.dataset} · {run.name}")
+        self._status(Text(f"Opened {run.name} ({', '.join(service.branch_names)}).  {HINT}", style="dim"))
+
+    def switch_service(self, service: Service, run_path=None, *, subtitle: str | None = None) -> None:
+        """Show another run: the query bar, table and detail pane use ``service``; the old one is closed."""
+        old = self.service.wrapped
+        self.service = LockedService(service)
+        self.run_path = run_path
+        self.sub_title = subtitle or str(service.dataset)
+        self.query_bar.use_service(self.service)
+        self.table.branch_names = tuple(self.service.branch_names)
+        self.detail.service = self.service
+        previous = self.current
+        self.current, self.history = None, []
+        self.table.show(None)
+        self.detail.clear()
+        if previous is not None and previous[0].key and service.dataset == getattr(old, "dataset", None):
+            self.request(previous[0].key, previous[1].key if not previous[1].inverse else f"<- {previous[1].key}")
+        close = getattr(old, "close", None)
+        if close is not None:
+            close()

@@ -1,8 +1,8 @@
 """The detail pane for the highlighted candidate: what it is, what each branch says, and why.
 
-The fast parts (description, image path, fusion weights and contributions) come from the prediction
-itself. Supporting facts and the image preview are fetched in a thread worker, which posts
-:class:`~imf_cli.tui.messages.DetailReady`.
+The fast parts (description, image, fusion weights and shares) come from the prediction itself; the
+image is drawn by textual-image (:mod:`imf_cli.tui.preview`). Supporting facts are fetched in a thread
+worker, which posts :class:`~imf_cli.tui.messages.DetailReady`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from imf_cli.service import Fact, Prediction, QueryResult, Service
+from imf_cli.scoring import sigmoid
 from imf_cli.tui.messages import DetailReady
-from imf_cli.tui.preview import half_block_preview
-from imf_cli.tui.render import bar, colour, display_path, known_label, sigmoid, truncate
+from imf_cli.tui.preview import image_widget, show_image
+from imf_cli.tui.render import bar, colour, display_path, known_label, truncate
 
 FACTS = 5
-#: Preview size in cells (two pixels a cell, stacked): beside the table, and under it.
-PREVIEW_SIZE = (20, 7)
-PREVIEW_SIZE_NARROW = (12, 4)
 #: Descriptions are cut after this many characters; ``imf search`` shows them whole.
 DESCRIPTION_CHARS = 320
 
@@ -39,18 +37,19 @@ def triple_ends(result: QueryResult, prediction: Prediction) -> tuple[int, int]:
 
 
 def fusion_table(result: QueryResult, prediction: Prediction) -> Table:
-    """Per branch: the relation's fusion weight, the branch logit, weight × logit and its share."""
+    """Per branch: the relation's fusion weight, the branch logit, weight × logit (they sum to the fused
+    score), and the branch's share of the decision (:meth:`QueryResult.shares`, as the table's bars)."""
     table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
     table.add_column("branch", no_wrap=True)
     table.add_column("weight", justify="right", no_wrap=True)
     table.add_column("logit", justify="right", no_wrap=True)
     table.add_column("w×logit", justify="right", no_wrap=True)
     table.add_column("share", no_wrap=True)
-    total = sum(abs(v) for v in prediction.contributions.values()) or 1.0
+    shares = result.shares(prediction)
     for branch, weight in result.weights.items():
         contribution = prediction.contributions.get(branch, 0.0)
-        share = Text(bar(abs(contribution) / total, 3), style=f"{colour(branch)} on #3a3a3a")
-        share.append(f"{abs(contribution) / total:4.0%}", style=colour(branch))
+        share = Text(bar(shares.get(branch, 0.0), 3), style=f"{colour(branch)} on #3a3a3a")
+        share.append(f"{shares.get(branch, 0.0):5.0%}", style=colour(branch))
         table.add_row(
             Text(branch, style=colour(branch)),
             f"{weight:.2f}",
@@ -83,9 +82,10 @@ def facts_text(facts: list[Fact] | None) -> Text:
 class DetailPane(VerticalScroll):
     """Shows one :class:`Prediction` of the current :class:`QueryResult`."""
 
-    def __init__(self, service: Service, *, id: str | None = None):
+    def __init__(self, service: Service, *, id: str | None = None, image: str = "auto"):
         super().__init__(id=id)
         self.service = service
+        self.image_mode = image
         self.shown: tuple[int, int] | None = None
         self.result: QueryResult | None = None
 
@@ -94,7 +94,7 @@ class DetailPane(VerticalScroll):
             with Vertical(id="detail-about"):
                 yield Static(id="detail-title")
                 with Horizontal(id="detail-top"):
-                    yield Static(id="detail-preview")
+                    yield image_widget(self.image_mode, id="detail-preview")
                     yield Static(id="detail-description")
                 yield Static(id="detail-image")
             with Vertical(id="detail-scores"):
@@ -107,9 +107,9 @@ class DetailPane(VerticalScroll):
     def clear(self, message: str = "") -> None:
         self.shown = self.result = None
         self._static("title").update(Text(message, style="dim"))
-        for name in ("preview", "description", "image", "fusion", "facts"):
+        for name in ("description", "image", "fusion", "facts"):
             self._static(name).update("")
-        self._static("preview").display = False
+        show_image(self.query_one("#detail-preview"), None)
 
     def show(self, result: QueryResult, prediction: Prediction | None) -> None:
         if prediction is None:
@@ -131,32 +131,31 @@ class DetailPane(VerticalScroll):
 
         description = truncate(" ".join((entity.description or "").split()), DESCRIPTION_CHARS)
         self._static("description").update(Text(description or "No description.", style="" if description else "dim"))
+        readable = False
+        if entity.image and Path(entity.image).is_file() and not self.app.no_color:
+            readable = show_image(self.query_one("#detail-preview"), entity.image)
+        else:
+            show_image(self.query_one("#detail-preview"), None)
         if entity.image:
             missing = "" if Path(entity.image).is_file() else " (file missing)"
-            self._static("image").update(Text(f"Image: {display_path(entity.image)}{missing}", style="dim"))
+            unreadable = " (unreadable)" if Path(entity.image).is_file() and not readable and not self.app.no_color else ""
+            self._static("image").update(Text(f"Image: {display_path(entity.image)}{missing}{unreadable}", style="dim"))
         else:
             self._static("image").update(Text("No image.", style="dim"))
-        self._static("preview").display = False
 
         weights = Text(f"Fusion for {result.relation.label}", style="bold")
         self._static("fusion").update(Group(weights, fusion_table(result, prediction)))
         self._static("facts").update(facts_text(None))
-        narrow = self.parent is not None and self.parent.has_class("-narrow")
-        self._load(key, result, prediction, PREVIEW_SIZE_NARROW if narrow else PREVIEW_SIZE)
+        self._load(key, result, prediction)
 
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
-    def _load(
-        self, key: tuple[int, int], result: QueryResult, prediction: Prediction, size: tuple[int, int]
-    ) -> None:
+    def _load(self, key: tuple[int, int], result: QueryResult, prediction: Prediction) -> None:
         try:
             facts = self.service.supporting_facts(*triple_ends(result, prediction), limit=FACTS)
         except Exception:  # evidence is a nicety; its failure must not end the app
             facts = []
-        preview = None
-        if prediction.entity.image and not self.app.no_color:
-            preview = half_block_preview(prediction.entity.image, *size)
         if not get_current_worker().is_cancelled:
-            self.post_message(DetailReady(key, facts, preview))
+            self.post_message(DetailReady(key, facts))
 
     @on(DetailReady)
     def _ready(self, message: DetailReady) -> None:
@@ -164,6 +163,3 @@ class DetailPane(VerticalScroll):
         if message.key != self.shown:
             return
         self._static("facts").update(facts_text(message.facts))
-        if message.preview is not None:
-            self._static("preview").update(message.preview)
-            self._static("preview").display = True

@@ -12,6 +12,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS = [
+    ("F1", "this help (works while typing, as do Ctrl+Q and Escape)"),
+    ("Ctrl+Q", "quit"),
+    ("Escape", "close a suggestion list; with none open, leave the input for the results"),
     ("/", "search: focus the head-entity input"),
     ("↑ ↓", "move through suggestions, or through the results"),
     ("Enter", "pick a suggestion / run the query; on a result: explore from that entity"),
@@ -19,29 +22,31 @@ KEYS = [
     ("f", "show or hide answers already known in train, valid or test"),
     ("k", "rows shown: 10, 20, 50, 100"),
     ("b", "back to the previous query"),
-    ("?", "this help"),
-    ("q", "quit (Ctrl+Q anywhere)"),
+    ("r", "runs: list them, and open another"),
+    ("? q", "help and quit, outside the inputs"),
 ]
 
 MEANING = """\
-A query (head, relation, ?) ranks every entity as the tail. A relation written ← relation is an \
-inverse: it asks for the heads of (?, relation, entity).
+A query (head, relation, ?) ranks every entity as the tail. A relation written ← relation (type <- or \
+<) is an inverse: it asks for the heads of (?, relation, entity). Picking a new head from the list \
+does not run the query yet: Enter does.
 
 fused: the model's decision fusion of the branch logits, Σ weight × logit, with the weights it \
 learned for this relation. Ranks follow it.
 
-structure · visual · text · multimodal: each branch's own logit. The bar is sigmoid(logit), the \
-branch's probability that the triple holds (a full bar is 1.0); each branch is trained on its own \
-with binary cross-entropy. The underlined number is the branch that adds most to the fused score.
+structure · visual · text · multimodal: each branch's share of the fused decision, weight × \
+probability normalised over the branches (share = w·σ(logit) / Σ w·σ(logit)): large when the fusion \
+trusts the branch for this relation and the branch believes the triple. The largest is underlined.
 
-Detail pane: w×logit is each branch's contribution (they sum to fused); share is |w×logit| over \
-Σ |w×logit|.
+Detail pane: per branch, its weight, its logit, w×logit (they sum to fused) and the same share as \
+the bars.
 
 known: the triple is already a fact of that split. Known answers are hidden by default (filtered \
 ranking, as in evaluation); f shows them, and the status line says how many were hidden.
 
 Supporting facts come from the training graph: triples linking the two entities, or each to a \
-neighbour of the other. The image preview is drawn with half blocks and needs a colour terminal."""
+neighbour of the other. The image is drawn with the terminal's graphics protocol (Kitty or Sixel) \
+where it has one, else with coloured half blocks."""
 
 
 class HelpScreen(ModalScreen[None]):
@@ -49,6 +54,7 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape", "dismiss", "Close"),
         Binding("question_mark", "dismiss", "Close", show=False),
         Binding("q", "dismiss", "Close", show=False),
+        Binding("f1", "dismiss", "Close", show=False, priority=True),
     ]
 
     def compose(self) -> ComposeResult:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.text import Text
 from textual.message import Message
 
 from imf_cli.service import EntityInfo, Fact, QueryResult, RelationChoice
@@ -51,8 +50,28 @@ class SuggestionsReady(Message):
 
 @dataclass
 class DetailReady(Message):
-    """The slow parts of the detail pane for one row: supporting facts and the image preview."""
+    """The slow part of the detail pane for one row: its supporting facts."""
 
     key: tuple[int, int]
     facts: list[Fact] | None
-    preview: Text | None
+
+
+@dataclass
+class Notice(Message):
+    """The query bar has something to tell the user on the status line (``error`` in red)."""
+
+    text: str
+    error: bool = False
+
+
+class LeaveInput(Message):
+    """Escape in an input with no list open: focus leaves the query bar for the results."""
+
+
+@dataclass
+class RunOpened(Message):
+    """A run picked in the run picker was loaded (``service``), or failed to load (``error``)."""
+
+    name: str
+    service: object | None = None
+    error: str | None = None

@@ -1,42 +1,50 @@
-"""A small image preview from half blocks: each cell is ``▀`` with the top pixel as foreground and the
-bottom pixel as background, so a cell shows two pixels. Pillow reads the image; rich draws it, and
-downgrades the colours where the terminal has fewer than 24-bit colours."""
+"""The entity image in the detail pane, drawn by textual-image.
+
+textual-image speaks the Kitty terminal graphics protocol and Sixel, so terminals that can show real
+pixels do; elsewhere it falls back to coloured half blocks (two pixels a cell), or to plain unicode
+blocks when stdout is not a terminal. It detects what the terminal speaks when it is first imported,
+which must happen before Textual takes over the terminal: ``imf explore`` imports this module first.
+
+:data:`IMAGE_MODES` names the renderers; ``auto`` is the detected one. Tests force ``halfcell`` so that
+snapshots do not depend on the terminal.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from textual.widget import Widget
+from textual.widgets import Static
 
-from rich.color import Color
-from rich.style import Style
-from rich.text import Text
-
-#: Transparent pixels are drawn over this colour.
-BACKDROP = (30, 30, 30)
+IMAGE_MODES = ("auto", "tgp", "sixel", "halfcell", "unicode", "none")
 
 
-@lru_cache(maxsize=64)
-def half_block_preview(path: str, width: int = 20, height: int = 8) -> Text | None:
-    """The image at ``path`` fitted into ``width`` × ``height`` cells, or None when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+def image_widget(mode: str = "auto", *, id: str | None = None) -> Widget:
+    """A widget for the image, drawn with ``mode``; ``none`` gives an empty placeholder that stays hidden."""
+    if mode not in IMAGE_MODES:
+        raise ValueError(f"unknown image mode {mode!r}; choose from {', '.join(IMAGE_MODES)}")
+    if mode == "none":
+        return Static(id=id)
+    from textual_image import widget
 
+    kinds = {
+        "auto": widget.Image,
+        "tgp": widget.TGPImage,
+        "sixel": widget.SixelImage,
+        "halfcell": widget.HalfcellImage,
+        "unicode": widget.UnicodeImage,
+    }
+    return kinds[mode](id=id)
+
+
+def show_image(preview: Widget, path: str | None) -> bool:
+    """Point ``preview`` at the image file ``path`` (None hides it); False when it cannot be read."""
+    if path is None or isinstance(preview, Static):
+        preview.display = False
+        return False
     try:
-        with Image.open(path) as image:
-            image.load()
-            rgba = image.convert("RGBA")
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
-        return None
-    backdrop = Image.new("RGBA", rgba.size, (*BACKDROP, 255))
-    rgb = Image.alpha_composite(backdrop, rgba).convert("RGB")
-    scale = min(width / rgb.width, 2 * height / rgb.height)
-    size = (max(1, round(rgb.width * scale)), max(2, round(rgb.height * scale)))
-    rgb = rgb.resize(size, Image.Resampling.LANCZOS)
-    pixels = rgb.load()
-    text = Text(no_wrap=True, end="")
-    for y in range(0, rgb.height, 2):
-        if y:
-            text.append("\n")
-        for x in range(rgb.width):
-            top = Color.from_rgb(*pixels[x, y])
-            bottom = Color.from_rgb(*pixels[x, y + 1]) if y + 1 < rgb.height else None
-            text.append("▀", Style(color=top, bgcolor=bottom))
-    return text
+        preview.image = path
+    except Exception:  # PIL raises OSError subclasses, DecompressionBombError, ValueError…
+        preview.image = None
+        preview.display = False
+        return False
+    preview.display = True
+    return True

@@ -3,8 +3,12 @@
 Typing in the head input searches the store's FTS index (name and description) in a thread worker and
 lists the matches under the input: name, key and the start of the description. The relation input
 lists the relations matching what is typed, each also as ``← relation`` (its inverse, which predicts
-heads). Up and Down move through a list, Enter picks the highlighted entry and, once both fields are
-filled, asks for the query with :class:`~imf_cli.tui.messages.QueryRequested`.
+heads; typing ``<-`` lists only inverses). Up and Down move through a list, Enter picks the
+highlighted entry, Escape closes the list or, with none open, leaves the input.
+
+Enter with both fields filled asks for the query with :class:`~imf_cli.tui.messages.QueryRequested`,
+except right after picking a head from the list while a relation is already there: then the status
+line says which query Enter will run, and the results of the previous one stay until it does.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from textual.widgets import Input, OptionList
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from imf_cli.service import EntityInfo, RelationChoice, Service, split_relation_text
-from imf_cli.tui.messages import QueryRequested, SuggestionsReady
+from imf_cli.service import EntityInfo, RelationChoice, Service, closest_relations, split_relation_text
+from imf_cli.tui.messages import LeaveInput, Notice, QueryRequested, SuggestionsReady
 from imf_cli.tui.render import truncate
 
 #: How many entity matches the head list shows.
@@ -28,7 +32,11 @@ SUGGESTIONS = 8
 
 
 def match_relations(relations: list[RelationChoice], text: str) -> list[RelationChoice]:
-    """Relations whose name or key contains the typed words: prefix matches first, forward before inverse."""
+    """Relations whose name or key contains the typed words: prefix matches first, forward before inverse.
+
+    When none does, the relations closest to the text (:func:`~imf_cli.service.closest_relations`), so
+    that a typo still lists its relation.
+    """
     needle, inverse = split_relation_text(text)
     needle = needle.lower()
     ranked = []
@@ -43,6 +51,13 @@ def match_relations(relations: list[RelationChoice], text: str) -> list[Relation
         else:
             continue
         ranked.append((score, relation.inverse, index, relation))
+    if not ranked and needle:
+        close = {r.key: place for place, r in enumerate(closest_relations(needle, [r for r in relations if not r.inverse]))}
+        ranked = [
+            (0, relation.inverse, close[relation.key], relation)
+            for relation in relations
+            if relation.key in close and (relation.inverse or not inverse)
+        ]
     return [relation for *_, relation in sorted(ranked, key=lambda row: row[:3])]
 
 
@@ -60,7 +75,7 @@ def relation_prompt(relation: RelationChoice) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append(relation.label)
     if relation.inverse:
-        text.append("  predicts heads", style="dim")
+        text.append("  predicts heads · type <- for inverses", style="dim")
     return text
 
 
@@ -87,7 +102,7 @@ class QueryBar(Horizontal):
     BINDINGS = [
         Binding("down", "move(1)", "Next suggestion", show=False),
         Binding("up", "move(-1)", "Previous suggestion", show=False),
-        Binding("escape", "close", "Close suggestions", show=False),
+        Binding("escape", "close", "Leave input"),
     ]
 
     def __init__(self, service: Service, *, id: str | None = None):
@@ -106,8 +121,18 @@ class QueryBar(Horizontal):
             yield Input(placeholder="Head entity: type to search", id="head")
             yield Suggestions(id="head-suggestions")
         with Vertical(id="relation-field", classes="field"):
-            yield Input(placeholder="Relation (← predicts heads)", id="relation")
+            yield Input(placeholder="Relation (<- for the inverse)", id="relation")
             yield Suggestions(id="relation-suggestions")
+
+    def use_service(self, service: Service) -> None:
+        """Answer from another run's service; typed text stays, to be resolved against it."""
+        self.service = service
+        self._all_relations = list(service.relations())
+        self.head = self.relation = None
+        self._entity_options, self._relation_options = [], []
+        self.suggested_for = None
+        for field in ("head", "relation"):
+            self.suggestions(field).close()
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -218,17 +243,21 @@ class QueryBar(Horizontal):
             suggestions.action_cursor_up()
 
     def action_close(self) -> None:
+        """Close the open list; with none open, leave the input for the results."""
         field = self._focused_field()
-        if field is None or not self.suggestions(field).is_open:
+        if field is None:
             raise SkipAction()
-        self.suggestions(field).close()
+        if self.suggestions(field).is_open:
+            self.suggestions(field).close()
+        else:
+            self.post_message(LeaveInput())
 
     @on(OptionList.OptionSelected)
     def _clicked(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         field = "head" if event.option_list.id == "head-suggestions" else "relation"
         self._pick(field, event.option_index)
-        self._submit_or_advance()
+        self._submit_or_advance(picked=field)
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
@@ -236,9 +265,11 @@ class QueryBar(Horizontal):
         field = event.input.id
         suggestions = self.suggestions(field)
         stale = field == "head" and self.suggested_for != event.value
+        picked = None
         if suggestions.is_open and suggestions.highlighted is not None and not stale:
             self._pick(field, suggestions.highlighted)
-        self._submit_or_advance()
+            picked = field
+        self._submit_or_advance(picked=picked)
 
     def _pick(self, field: str, index: int) -> None:
         if field == "head" and index < len(self._entity_options):
@@ -251,12 +282,22 @@ class QueryBar(Horizontal):
             self.relation_input.cursor_position = len(self.relation.label)
         self.suggestions(field).close()
 
-    def _submit_or_advance(self) -> None:
+    def _submit_or_advance(self, *, picked: str | None = None) -> None:
+        """Run the query when both fields are filled; else focus the empty one and say what it needs.
+
+        A head just picked from the list does not run the query (``picked == "head"``): Enter again does.
+        """
         head_text = self.head_input.value.strip()
         relation_text = self.relation_input.value.strip()
         if not head_text:
             self.head_input.focus()
+            self.post_message(Notice("Type a head entity first: a name, a key, or words of its description."))
         elif not relation_text:
             self.relation_input.focus()
+            if picked is None:
+                self.post_message(Notice("Now pick a relation (<- for an inverse, which predicts heads)."))
+        elif picked == "head":
+            relation = self.relation.label if self.relation else relation_text
+            self.post_message(Notice(f"Enter ranks ({self.head_input.value}, {relation}, ?); Tab changes the relation."))
         else:
             self.post_message(QueryRequested(self.head or head_text, self.relation or relation_text))

@@ -1,9 +1,8 @@
 """Small renderers shared by the explore widgets: score bars, branch colours, flags and paths.
 
-The bars are honest about what they show: a branch cell's bar is ``sigmoid(logit)``, the branch's own
-probability that the triple holds (each branch is trained with a binary cross-entropy loss on its
-logit), so a full bar means 1.0. A contribution bar in the detail pane is the branch's share of
-``Σ |weight × logit|``.
+Every bar shows a branch's share of the fused decision, :func:`imf_cli.scoring.branch_shares`
+(weight × probability, normalised over the branches), in the table and in the detail pane alike;
+a full bar is a share of 100%.
 """
 
 from __future__ import annotations
@@ -25,13 +24,6 @@ SHORT_NAMES = {"structure": "struct", "visual": "visual", "text": "text", "multi
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
-def sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
-
-
 def bar(fraction: float, width: int) -> str:
     """A left-aligned bar of ``width`` cells filled to ``fraction`` in eighths of a cell."""
     fraction = 0.0 if math.isnan(fraction) else min(max(fraction, 0.0), 1.0)
@@ -45,14 +37,14 @@ def colour(branch: str) -> str:
     return BRANCH_COLOURS.get(branch, "#ffaf5f")
 
 
-def branch_cell(branch: str, logit: float, width: int, *, dominant: bool = False) -> Text:
-    """``██▍  2.3``: the bar is sigmoid(logit) on a dark track, the number the logit.
+def branch_cell(branch: str, share: float, width: int, *, dominant: bool = False) -> Text:
+    """``██▍  42%``: the branch's share of the fused decision as a bar on a dark track and a percentage.
 
-    The branch that contributes most to the fused score is bold and underlined.
+    The branch with the largest share is bold and underlined.
     """
     text = Text(no_wrap=True, end="")
-    text.append(bar(sigmoid(logit), width), style=f"{colour(branch)} on #3a3a3a")
-    text.append(f"{logit:5.1f}", style="bold underline" if dominant else "")
+    text.append(bar(share, width), style=f"{colour(branch)} on #3a3a3a")
+    text.append(f"{share:5.0%}", style="bold underline" if dominant else "")
     return text
 
 

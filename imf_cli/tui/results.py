@@ -1,7 +1,13 @@
-"""The results table: one row per candidate, with the fused score, each branch's score and its bar,
-and the splits in which the triple is already a known fact."""
+"""The results table: one row per candidate, with the fused score, each branch's share of the fused
+decision as a bar, and the splits in which the triple is already a known fact.
+
+Columns are sized to the table's width: rank, fused, the branch bars and known get what they need,
+and the entity name takes the rest (:func:`column_widths`).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual import events
@@ -10,8 +16,42 @@ from textual.widgets import DataTable
 from imf_cli.service import Prediction, QueryResult
 from imf_cli.tui.render import SHORT_NAMES, branch_cell, known_label, truncate
 
-#: From this table width on, bars and names get more room.
-WIDE = 100
+#: Cells a column adds around its content (DataTable's cell padding, one each side).
+PADDING = 2
+#: Room kept for the vertical scrollbar.
+SCROLLBAR = 2
+RANK, FUSED, SHARE = 3, 6, 5  # "100", "-12.34", " 100%"
+NAME_MIN = 12
+#: Names longer than this do not hold back the bars.
+NAME_WANTED = 30
+#: Bar widths tried, widest first, until the name column has room for the names.
+BAR_WIDTHS = (10, 8, 6, 5, 4, 3, 2)
+
+
+@dataclass(frozen=True)
+class Widths:
+    name: int
+    bar: int
+    known: int
+    labels: tuple[str, ...]
+
+
+def column_widths(width: int, branches: tuple[str, ...], known: int, longest: int = NAME_WANTED) -> Widths:
+    """Column widths for a table ``width`` cells wide: the name column takes the slack.
+
+    ``known`` is the widest known-flags label of the rows and ``longest`` the longest name. Branch
+    columns get the widest bar that leaves room for the names (up to :data:`NAME_WANTED` cells, and at
+    least :data:`NAME_MIN`); whatever is left over goes to the name column.
+    """
+    known = max(known, len("known"))
+    wanted = max(NAME_MIN, min(longest, NAME_WANTED))
+    fixed = RANK + FUSED + known + PADDING * (4 + len(branches)) + SCROLLBAR
+    for bar in BAR_WIDTHS:
+        labels = tuple(b if len(b) <= bar + SHARE else SHORT_NAMES.get(b, b[:6]) for b in branches)
+        name = width - fixed - sum(max(bar + SHARE, len(label)) for label in labels)
+        if name >= wanted:
+            break
+    return Widths(max(name, NAME_MIN), bar, known, labels)
 
 
 class ResultsTable(DataTable):
@@ -21,7 +61,7 @@ class ResultsTable(DataTable):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True, show_row_labels=False)
         self.branch_names = tuple(branch_names)
         self.result: QueryResult | None = None
-        self._wide: bool | None = None
+        self._laid_out_for: int | None = None
 
     def prediction_at(self, row: int) -> Prediction | None:
         if self.result is None or not 0 <= row < len(self.result.predictions):
@@ -32,37 +72,40 @@ class ResultsTable(DataTable):
     def current(self) -> Prediction | None:
         return self.prediction_at(self.cursor_row)
 
-    def show(self, result: QueryResult | None) -> None:
-        """Replace the rows (None clears the table), keeping the cursor on the first row."""
+    def show(self, result: QueryResult | None, *, keep: int | None = None) -> None:
+        """Replace the rows (None clears the table). The cursor goes to the row of entity ``keep`` if it
+        is among the new rows, else to the first row."""
         self.result = result
-        self._wide = self.size.width >= WIDE
+        self._laid_out_for = self.size.width
         self.clear(columns=True)
-        bar_width, name_width = (6, 28) if self._wide else (3, 15)
-        self.add_column(Text("#", justify="right"), key="rank")
-        self.add_column("entity", key="entity", width=name_width)
-        self.add_column(Text("fused", justify="right"), key="fused")
-        for branch in self.branch_names:
-            label = branch if self._wide else SHORT_NAMES.get(branch, branch[:6])
-            self.add_column(label, key=branch)
-        self.add_column("known", key="known")
+        predictions = result.predictions if result is not None else []
+        known = max((len(known_label(p.known)) for p in predictions), default=0)
+        longest = max((len(p.entity.name) for p in predictions), default=NAME_MIN)
+        widths = column_widths(self.size.width, self.branch_names, known, longest)
+        self.add_column(Text("#", justify="right"), key="rank", width=RANK)
+        self.add_column("entity", key="entity", width=widths.name)
+        self.add_column(Text("fused", justify="right"), key="fused", width=FUSED)
+        for branch, label in zip(self.branch_names, widths.labels):
+            self.add_column(label, key=branch, width=max(widths.bar + SHARE, len(label)))
+        self.add_column("known", key="known", width=widths.known)
         if result is None:
             return
-        for prediction in result.predictions:
-            dominant = max(prediction.contributions, key=prediction.contributions.get, default=None)
+        for prediction in predictions:
+            shares = result.shares(prediction)
+            dominant = max(shares, key=shares.get, default=None)
             self.add_row(
                 Text(str(prediction.rank), justify="right"),
-                truncate(prediction.entity.name, name_width),
+                truncate(prediction.entity.name, widths.name),
                 Text(f"{prediction.fused:.2f}", justify="right", style="bold"),
-                *(
-                    branch_cell(b, prediction.branches.get(b, float("nan")), bar_width, dominant=b == dominant)
-                    for b in self.branch_names
-                ),
+                *(branch_cell(b, shares.get(b, 0.0), widths.bar, dominant=b == dominant) for b in self.branch_names),
                 Text(known_label(prediction.known), style="yellow"),
                 key=str(prediction.entity.id),
             )
+        ids = [p.entity.id for p in predictions]
+        if keep in ids:
+            self.move_cursor(row=ids.index(keep), animate=False)
 
     def on_resize(self, event: events.Resize) -> None:
-        if self._wide is not None and (event.size.width >= WIDE) != self._wide:
-            row = self.cursor_row
-            self.show(self.result)
-            self.move_cursor(row=row)
+        if self._laid_out_for is not None and event.size.width != self._laid_out_for:
+            current = self.current
+            self.show(self.result, keep=current.entity.id if current else None)

@@ -151,8 +151,55 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def configure_threads() -> int:
-    """Use every CPU this process may run on (cgroup/affinity aware), for intra-op parallelism."""
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device`` (the CPU: ``MemAvailable``), or None when unknown."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except RuntimeError:
+            return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def format_bytes(count: float) -> str:
+    """``16.0 PB``, ``22.0 GB``, ``512 B``: decimal units."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1000:
+            return f"{int(count)} B" if unit == "B" else f"{count:,.1f} {unit}"
+        count /= 1000
+    return f"{count:,.1f} PB"
+
+
+def require_memory(needed: int, device: torch.device, asked: str, advice: str) -> None:
+    """Refuse work that needs more memory than ``device`` has free, before allocating any of it.
+
+    Allocating it would fail with an opaque error or, worse, get the process killed by the kernel's
+    out-of-memory killer without a word. ``asked`` names what was asked for (``model.dim 100000``).
+    """
+    available = available_memory(device)
+    if available is not None and needed > available:
+        raise ImfError(
+            f"{asked} needs about {format_bytes(needed)} of memory, but {device} has {format_bytes(available)} free; "
+            f"{advice}"
+        )
+
+
+def configure_threads(count: int | None = None) -> int:
+    """Use ``count`` threads for intra-op parallelism, by default every CPU this process may run on
+    (cgroup/affinity aware)."""
+    if count is not None:
+        torch.set_num_threads(count)
+        return torch.get_num_threads()
     try:
         count = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

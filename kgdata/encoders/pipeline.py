@@ -1,16 +1,17 @@
 """``encode_dataset``: one feature vector per entity and modality, from the store to a feature file.
 
-Steps: gather the inputs from the store (texts, image paths, or the train triples), hash them together
-with the encoder's id and options, stop if a file with that hash exists (unless ``force``), load the
-encoder, encode in batches under ``torch.inference_mode`` (texts sorted by length), then write the
-file and its manifest row through :func:`kgdata.features.save_features`.
+Steps: gather the inputs from the store (texts, image paths, or the train triples, see
+:mod:`kgdata.inputs`), hash them together with the encoder's id and options, stop if a file with that
+hash exists (unless ``force``), then encode incrementally: rows of entities whose input digest
+matches a row of the stored file (written with the same encoder options) are kept, and only new or
+changed entities are encoded, in batches under ``torch.inference_mode`` (texts sorted by length). The
+structure encoder trains on the graph entities only, and is retrained only when the train triples
+changed. The file and its manifest row are written through :func:`kgdata.features.save_features`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,71 +24,41 @@ from kgdata.encoders.base import DEFAULT_ENCODERS, Encoder, configure_threads, c
 from kgdata.encoders.image import read_image
 from kgdata.encoders.structure import StructureInput
 from kgdata.errors import DataError, ImfError
-from kgdata.features import FeatureReport, check_modality
-from kgdata.store import Entity, EntityStore
+from kgdata.features import FeatureReport, StoredRows, check_modality
+from kgdata.inputs import COMPUTED_FROM, Inputs, entity_text, read_inputs
+from kgdata.store import EntityStore
 
-HASH_VERSION = b"imf-encode-v1\0"
-
-
-def entity_text(entity: Entity) -> str | None:
-    """The text of an entity: its description, else its name; None when it has neither.
-
-    A name equal to the entity's key is the importer's placeholder (no name was given), not text.
-    """
-    if entity.description and entity.description.strip():
-        return entity.description.strip()
-    if entity.name and entity.name.strip() and entity.name != entity.key:
-        return entity.name.strip()
-    return None
-
-
-# ------------------------------------------------------------------------------------- hashing
-def _digest(modality: str, spec: dict, keys: list[str]) -> "hashlib._Hash":
-    digest = hashlib.sha256(HASH_VERSION)
-    digest.update(modality.encode() + b"\0")
-    digest.update(json.dumps(spec, sort_keys=True, default=str).encode() + b"\0")
-    digest.update(features.keys_hash(keys).encode() + b"\0")
-    return digest
-
-
-def text_inputs_hash(spec: dict, keys: list[str], texts: list[str | None]) -> str:
-    digest = _digest("text", spec, keys)
-    for text in texts:
-        digest.update(b"\1" if text is None else b"\2" + text.encode() + b"\0")
-    return digest.hexdigest()
-
-
-def image_inputs_hash(spec: dict, keys: list[str], images: list[str | None]) -> str:
-    """Hashes the bytes of every image (an unreadable file hashes as such, and so stays missing)."""
-    digest = _digest("image", spec, keys)
-    for path in images:
-        if path is None:
-            digest.update(b"\1")
-            continue
-        try:
-            content = hashlib.sha256()
-            features.hash_file(path, content)
-            digest.update(b"\2" + content.digest())
-        except OSError:
-            digest.update(b"\3")
-    return digest.hexdigest()
-
-
-def structure_inputs_hash(spec: dict, keys: list[str], graph: StructureInput) -> str:
-    digest = _digest("structure", spec, keys)
-    digest.update(f"{graph.num_entities}\0{graph.num_relations}\0".encode())
-    digest.update(np.ascontiguousarray(graph.triples.numpy(), dtype="<i8").tobytes())
-    return digest.hexdigest()
+__all__ = ["encode_dataset", "encode_items", "entity_text", "progress_bar"]
 
 
 # ------------------------------------------------------------------------------------ progress
 @contextlib.contextmanager
-def progress_bar(enabled: bool, total: int, description: str, unit: str = "items") -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr with throughput; yields ``advance(n, **fields)``."""
-    if not enabled:
-        yield lambda n=1, **fields: None
+def progress_bar(
+    enabled: bool | Callable[[str], None], total: int, description: str, unit: str = "items"
+) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr with throughput; yields ``advance(n, **fields)``.
+
+    ``enabled`` may instead be a function: it then receives one line per call of ``advance``
+    (``"<description>: 64/492 texts"``, with the ``note`` field if given), for logs without a terminal.
+    A bar is drawn only on a terminal: in a log or a pipe it would only leave a stray blank line.
+    """
+    if callable(enabled):
+        done = 0
+
+        def advance_line(n: int = 1, **fields) -> None:
+            nonlocal done
+            done += n
+            note = f"  {fields['note']}" if fields.get("note") else ""
+            enabled(f"{description}: {done:,}/{total:,} {unit}{note}")
+
+        yield advance_line
         return
     from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield lambda n=1, **fields: None
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -111,7 +82,7 @@ def progress_bar(enabled: bool, total: int, description: str, unit: str = "items
         TextColumn("{task.fields[note]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
     ) as progress:
         task = progress.add_task(description, total=total, note="")
@@ -173,6 +144,24 @@ def _encode_images(
     return matrix, mask, warnings
 
 
+def _reusable(previous: StoredRows | None, inputs: Inputs) -> dict[int, int]:
+    """Entity id → the row of ``previous`` computed from the same input (same digest), for every entity
+    with an input that ``previous`` already holds."""
+    if previous is None or previous.row_hashes is None or len(previous.row_hashes) != len(previous.matrix):
+        return {}
+    first_row: dict[bytes, int] = {}
+    for row, digest in enumerate(previous.row_hashes):
+        if digest.any():
+            first_row.setdefault(digest.tobytes(), row)
+    reuse = {}
+    for entity, value in enumerate(inputs.values):
+        if value is not None:
+            row = first_row.get(inputs.row_hashes[entity].tobytes())
+            if row is not None:
+                reuse[entity] = row
+    return reuse
+
+
 def encode_dataset(
     store: EntityStore,
     modality: str,
@@ -182,13 +171,18 @@ def encode_dataset(
     batch_size: int | None = None,
     device: str = "auto",
     force: bool = False,
-    progress: bool = False,
+    progress: bool | Callable[[str], None] = False,
+    threads: int | None = None,
 ) -> FeatureReport:
-    """Encode every entity of ``store`` for one modality and store the features.
+    """Encode the entities of ``store`` for one modality and store the features.
 
     ``encoder`` is a registry name (default: the modality's offline default) and ``options`` its
     keyword options (an option it does not take is an error). Returns a report whose ``status`` is
-    ``"unchanged"`` when a file built from the same inputs and encoder options already exists.
+    ``"unchanged"`` when a file built from the same inputs and encoder options already exists. Only
+    entities that are new or whose input changed since the stored file are encoded (``encoded`` and
+    ``reused`` in the report say how many); ``force`` recomputes every row. ``progress`` is True for a
+    progress bar, or a function that receives one line of text per step (batch or epoch), for logs.
+    ``threads`` sets torch's thread count (default: every CPU).
     """
     check_modality(modality)
     name = encoder or DEFAULT_ENCODERS[modality]
@@ -198,63 +192,87 @@ def encode_dataset(
     if modality == "structure" and batch_size is not None:
         options["batch_size"] = batch_size  # triples per step: it changes the result, so it is hashed
     instance = create_encoder(name, modality, **options)
-    keys = store.entity_keys
-    entities = store.entities() if modality != "structure" else []
-
-    if modality == "text":
-        inputs: Any = [entity_text(e) for e in entities]
-        input_hash = text_inputs_hash(instance.spec, keys, inputs)
-    elif modality == "image":
-        inputs = [e.image for e in entities]
-        input_hash = image_inputs_hash(instance.spec, keys, inputs)
-    else:
-        inputs = StructureInput(store.triples_tensor("train"), store.num_entities, store.num_relations)
-        input_hash = structure_inputs_hash(instance.spec, keys, inputs)
+    inputs = read_inputs(store, modality)
+    input_hash = inputs.full_hash(instance.spec)
 
     if not force:
         unchanged = features.current_features(store, modality, instance.id, input_hash)
         if unchanged is not None:
             return unchanged
+    previous = None if force else features.previous_rows(store, modality, instance.id, instance.spec)
 
     torch_device = resolve_device(device)
-    configure_threads()
+    configure_threads(threads)
     started = time.perf_counter()
-    instance.load(torch_device)
-    load_seconds = time.perf_counter() - started
     warnings: list[str] = []
     extra: dict[str, Any] = {"options": instance.spec, "device": str(torch_device)}
     relation_matrix = None
-    encode_started = time.perf_counter()
+    n, g = store.num_entities, store.num_graph_entities
+    load_seconds = 0.0
 
     if modality == "structure":
-        epochs = instance.options["epochs"]
-        with progress_bar(progress, epochs, f"{instance.id} {store.name}", unit="epochs") as advance:
-            result = instance.encode(inputs, on_epoch=lambda epoch, loss: advance(1, note=f"loss {loss:.4f}"))
-        matrix, mask = result.entity.numpy(), result.mask.numpy()
-        relation_matrix = result.relation.numpy()
-        extra.update(seed=result.seed, batch_size=result.batch_size, losses=[round(x, 6) for x in result.losses])
-        items, unit = len(inputs.triples) * epochs, "triples"  # one train triple in one epoch
+        reuse = previous is not None and previous.graph_input_hash == inputs.graph_hash
+        reuse = reuse and previous.relation_matrix is not None and len(previous.matrix) >= g
+        if reuse:  # the graph is unchanged: entities were only added, and they have no triples
+            entity, mask, relation_matrix = previous.matrix[:g], previous.mask[:g], previous.relation_matrix
+            extra.update({k: previous.extra[k] for k in ("seed", "batch_size", "losses") if k in previous.extra})
+            encoded, reused, items, unit = 0, g, 0, "triples"
+            encode_seconds = 0.0
+        else:
+            instance.load(torch_device)
+            load_seconds = time.perf_counter() - started
+            graph = StructureInput(torch.from_numpy(inputs.triples), g, store.num_relations)
+            epochs = instance.options["epochs"]
+            encode_started = time.perf_counter()
+            with progress_bar(progress, epochs, f"{instance.id} {store.name}", unit="epochs") as advance:
+                result = instance.encode(graph, on_epoch=lambda epoch, loss: advance(1, note=f"loss {loss:.4f}"))
+            encode_seconds = time.perf_counter() - encode_started
+            entity, mask = result.entity.numpy(), result.mask.numpy()
+            relation_matrix = result.relation.numpy()
+            extra.update(seed=result.seed, batch_size=result.batch_size, losses=[round(x, 6) for x in result.losses])
+            encoded, reused = g, 0
+            items, unit = len(graph.triples) * epochs, "triples"  # one train triple in one epoch
+        matrix = np.zeros((n, entity.shape[1]), dtype=np.float32)  # added entities: no structure
+        matrix[:g] = entity
+        mask = np.concatenate([mask.astype(bool), np.zeros(n - g, dtype=bool)])
     else:
+        reuse_rows = _reusable(previous, inputs)
+        todo = [None if i in reuse_rows else value for i, value in enumerate(inputs.values)]
+        count = sum(1 for x in todo if x is not None)
         size = batch_size or instance.batch_size_for(torch_device)
         extra["batch_size"] = size
-        count = sum(1 for x in inputs if x is not None)
-        run = _encode_texts if modality == "text" else _encode_images
+        matrix, mask = None, np.zeros(n, dtype=bool)
+        encode_seconds = 0.0
+        if count or previous is None:
+            instance.load(torch_device)
+            load_seconds = time.perf_counter() - started
+            run = _encode_texts if modality == "text" else _encode_images
+            encode_started = time.perf_counter()
+            unit_name = "texts" if modality == "text" else "images"
+            with torch.inference_mode(), progress_bar(progress, count, f"{instance.id} {store.name}", unit_name) as advance:
+                matrix, mask, warnings = run(instance, todo, size, advance)
+            encode_seconds = time.perf_counter() - encode_started
+        dim = matrix.shape[1] if matrix is not None else previous.matrix.shape[1] if previous is not None else instance.dim
+        if matrix is None:  # nothing to encode: every entity is missing or kept
+            matrix = np.zeros((n, dim), dtype=np.float32)
+        if reuse_rows:
+            entities, rows = (np.fromiter(side, dtype=np.int64) for side in zip(*reuse_rows.items()))
+            matrix[entities] = previous.matrix[rows]
+            mask[entities] = previous.mask[rows]
+        encoded, reused = count, len(reuse_rows)
         items, unit = count, "texts" if modality == "text" else "images"
-        with torch.inference_mode(), progress_bar(progress, count, f"{instance.id} {store.name}", unit) as advance:
-            matrix, mask, warnings = run(instance, inputs, size, advance)
-        if matrix is None:  # nothing to encode: every entity is missing
-            matrix = np.zeros((len(inputs), instance.dim), dtype=np.float32)
 
-    encode_seconds = time.perf_counter() - encode_started
     if modality != "structure" and not mask.any():
         warnings.append(f"no entity of {store.name!r} has {'any text' if modality == 'text' else 'a readable image'}")
     items_per_second = items / encode_seconds if encode_seconds > 0 and items else None
     extra.update(
-        load_seconds=round(load_seconds, 3), encode_seconds=round(encode_seconds, 3), throughput_unit=unit
+        load_seconds=round(load_seconds, 3), encode_seconds=round(encode_seconds, 3), throughput_unit=unit,
+        encoded=encoded, reused=reused,
     )
     path = features.save_features(
         store, modality, instance.id, matrix, mask,
         relation_matrix=relation_matrix, input_hash=input_hash, extra=extra,
+        computed_from=COMPUTED_FROM[modality], graph_input_hash=inputs.graph_hash, row_hashes=inputs.row_hashes,
     )
     return FeatureReport(
         dataset=store.name,
@@ -266,6 +284,8 @@ def encode_dataset(
         missing=int((~mask).sum()),
         input_hash=input_hash,
         status="written",
+        encoded=encoded,
+        reused=reused,
         seconds=round(time.perf_counter() - started, 3),
         items_per_second=None if items_per_second is None else round(items_per_second, 2),
         warnings=warnings,

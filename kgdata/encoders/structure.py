@@ -22,8 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kgdata.encoders.base import Encoder, register
+from kgdata.encoders.base import Encoder, register, require_memory
 from kgdata.errors import ImfError
+
+#: The largest seed: torch's generators take a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
 
 
 class StructureInput(NamedTuple):
@@ -176,6 +179,17 @@ def default_batch_size(num_triples: int) -> int:
     return max(2048, -(-num_triples // 8))
 
 
+def gat_training_bytes(
+    num_entities: int, num_relations: int, num_triples: int, *, dim: int, layers: int, batch_size: int, negatives: int
+) -> int:
+    """A rough count of the bytes :func:`train_gat` needs: the parameters with their gradients and Adam's
+    two moments, and each layer's per-edge messages (with self loops) forward and backward."""
+    parameters = (layers + 2) * dim * dim + (num_entities + 2 * num_relations) * dim
+    edges = 2 * num_triples + num_entities
+    activations = 3 * layers * edges * dim + 2 * batch_size * (negatives + 1) * dim
+    return 4 * (4 * parameters + activations)
+
+
 def train_gat(
     triples: torch.Tensor,
     num_entities: int,
@@ -207,6 +221,11 @@ def train_gat(
         if value < 1:
             raise ImfError(f"--{name.replace('_', '-')} must be at least 1")
     device = torch.device(device)
+    needed = gat_training_bytes(
+        num_entities, num_relations, len(triples), dim=dim, layers=layers, batch_size=batch_size, negatives=negatives
+    )
+    asked = f"the GAT at --dim {dim} with batches of {batch_size:,} triples × {negatives:,} negatives"
+    require_memory(needed, device, f"{asked} ({len(triples):,} train triples)", "choose a smaller --dim, --batch-size or --negatives")
     torch.manual_seed(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
     triples = triples.long().to(device)
@@ -273,6 +292,8 @@ class GATEncoder(Encoder):
         )
         if dim % heads:
             raise ImfError(f"--dim {dim} must be divisible by the number of heads ({heads})")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise ImfError(f"--seed {seed} is out of range: give an integer from 0 to {MAX_SEED} (2^63 - 1)")
 
     @property
     def dim(self) -> int:

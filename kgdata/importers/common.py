@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -12,6 +13,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from kgdata.errors import DataError
+from kgdata.files import check_regular_file, check_text, exists, file_problem
 from kgdata.migrations import SPLITS
 
 # Accepted file names per split, in order of preference.
@@ -73,11 +75,16 @@ class IdMap:
 
 
 def find_file(directory: Path, stems: tuple[str, ...], suffixes: tuple[str, ...] = SUFFIXES) -> Path | None:
+    """The first ``stem + suffix`` present in ``directory``, or None.
+
+    Something present that is not a regular file (a FIFO, a symbolic-link loop, a directory) is a
+    :class:`DataError` naming it, not a file to skip.
+    """
     for stem in stems:
         for suffix in suffixes:
             candidate = directory / f"{stem}{suffix}"
-            if candidate.is_file():
-                return candidate
+            if exists(candidate):
+                return check_regular_file(candidate)
     return None
 
 
@@ -93,11 +100,15 @@ def split_files(directory: Path, suffixes: tuple[str, ...] = SUFFIXES) -> dict[s
     return found
 
 
-def iter_lines(path: Path, advance: Advance | None = None) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` for each non-blank line, decoded as UTF-8, newline stripped.
+def iter_lines(path: Path, advance: Advance | None = None, *, skip_blank: bool = True) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each non-blank line (each line, without ``skip_blank``), decoded
+    as UTF-8, newline stripped.
 
-    Lines are decoded one at a time so that an encoding error names its line.
+    Lines are decoded one at a time so that an encoding error names its line. A line holding a control
+    character other than tab (NUL, a lone carriage return, escape, ...) is a :class:`DataError` at its
+    line: such bytes are corruption, not data. Only regular files are read (a FIFO would block).
     """
+    check_regular_file(path)
     try:
         raw = path.open("rb")
     except OSError as exc:
@@ -116,7 +127,8 @@ def iter_lines(path: Path, advance: Advance | None = None) -> Iterator[tuple[int
                 raise DataError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path, number) from None
             if number == 1 and text.startswith("\ufeff"):
                 text = text[1:]
-            if text.strip():
+            check_text(text, path, number)
+            if text.strip() or not skip_blank:
                 yield number, text
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise DataError(f"cannot read file: {exc}", path) from exc
@@ -174,3 +186,21 @@ def read_key_id_map(path: Path, kind: str, advance: Advance | None = None) -> li
         keys[index] = key
         seen[key] = number
     return keys  # type: ignore[return-value]
+
+
+def dataset_image(directory: Path, value: str, path: Path, line: int) -> str:
+    """The absolute path of an image named in a dataset file (``path:line``), relative to ``directory``.
+
+    The image must be a regular file inside ``directory`` once symbolic links are followed: an
+    absolute path, a ``..`` that climbs out, or a link that leads outside is a :class:`DataError`.
+    """
+    if Path(value).is_absolute():
+        raise DataError(f"image path {value!r} is absolute; give it relative to {directory}", path, line)
+    root = Path(os.path.realpath(directory))
+    image = Path(os.path.realpath(root / value))
+    if not image.is_relative_to(root):
+        raise DataError(f"image path {value!r} leads outside the dataset directory {root}", path, line)
+    problem = file_problem(image)
+    if problem is not None:
+        raise DataError(f"image file {value!r} {problem}", path, line)
+    return str(image)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kgdata.errors import DataError
+from kgdata.files import optional_file
 from kgdata.importers.common import (
     Advance,
     ParsedDataset,
@@ -26,7 +27,7 @@ FORMAT = "ids"
 
 def detect(directory: Path) -> bool:
     train = find_file(directory, SPLIT_STEMS["train"])
-    if train is None or not (directory / "entity2id.txt").is_file():
+    if train is None or optional_file(directory / "entity2id.txt") is None:
         return False
     for _, text in iter_lines(train):
         return all(field.lstrip("-").isdigit() for field in text.split())
@@ -35,17 +36,21 @@ def detect(directory: Path) -> bool:
 
 def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
     files = split_files(directory)
-    files["entity2id"] = directory / "entity2id.txt"
-    if not files["entity2id"].is_file():
+    entity_file = optional_file(directory / "entity2id.txt")
+    if entity_file is None:
         raise DataError("missing entity2id.txt, required by the ids format", directory)
+    files["entity2id"] = entity_file
     entity_keys = read_key_id_map(files["entity2id"], "entity", advance)
     relation_keys: list[str] | None = None
-    if (directory / "relation2id.txt").is_file():
-        files["relation2id"] = directory / "relation2id.txt"
+    relation_file = optional_file(directory / "relation2id.txt")
+    if relation_file is not None:
+        files["relation2id"] = relation_file
         relation_keys = read_key_id_map(files["relation2id"], "relation", advance)
 
     num_entities = len(entity_keys)
-    max_relation = -1
+    max_relation, max_relation_at = -1, (files["train"], 0)
+    used_relations: set[int] = set()
+    total_rows = 0
     splits, duplicates = {}, {}
     for split in ("train", "valid", "test"):
         path = files[split]
@@ -69,11 +74,17 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
             if relation < 0 or (relation_keys is not None and relation >= len(relation_keys)):
                 top = f"0..{len(relation_keys) - 1}" if relation_keys is not None else "0.."
                 raise DataError(f"relation id {relation} out of range {top}", path, number)
-            max_relation = max(max_relation, relation)
+            if relation > max_relation:
+                max_relation, max_relation_at = relation, (path, number)
+            used_relations.add(relation)
             rows.append((head, relation, tail))
-        splits[split], duplicates[split] = dedupe(rows)
+        total_rows += len(rows)
+        splits[split] = rows
 
     if relation_keys is None:
+        _check_dense_relations(max_relation, max_relation_at, len(used_relations), total_rows)
+    for split, rows in splits.items():
+        splits[split], duplicates[split] = dedupe(rows)
         relation_keys = [str(i) for i in range(max_relation + 1)]
         relation_names = [f"relation {i}" for i in range(max_relation + 1)]
     else:
@@ -91,3 +102,21 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
         duplicates=duplicates,
         files=files,
     )
+
+
+def _check_dense_relations(max_relation: int, at: tuple[Path, int], used: int, rows: int) -> None:
+    """Without ``relation2id.txt`` the ids ``0..max`` become relations: refuse ids that leave most unused.
+
+    Ids must be dense or declared. ``max + 1 - used`` ids would be relations without a triple; more
+    such gaps than there are triples means a typo (one extra digit makes millions of empty relations).
+    """
+    unused = max_relation + 1 - used
+    if unused > rows:
+        path, line = at
+        raise DataError(
+            f"relation id {max_relation} would leave {unused:,} of the ids 0..{max_relation} without a triple "
+            f"({rows:,} triples use {used:,} relations); relation ids must be dense, or declared in "
+            f"relation2id.txt",
+            path,
+            line,
+        )

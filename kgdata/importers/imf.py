@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kgdata.errors import DataError
+from kgdata.files import optional_file
 from kgdata.importers.common import (
     Advance,
     IdMap,
@@ -33,7 +34,7 @@ def _first_line(path: Path) -> str:
 
 
 def detect(directory: Path) -> bool:
-    if not (directory / "entity2id.txt").is_file() or not (directory / "train.txt").is_file():
+    if optional_file(directory / "entity2id.txt") is None or optional_file(directory / "train.txt") is None:
         return False
     return _first_line(directory / "train.txt").lstrip().startswith("<")
 
@@ -41,16 +42,16 @@ def detect(directory: Path) -> bool:
 def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
     files = split_files(directory, _SUFFIXES)
     for kind in ("entity", "relation"):
-        path = directory / f"{kind}2id.txt"
-        if not path.is_file():
+        path = optional_file(directory / f"{kind}2id.txt")
+        if path is None:
             raise DataError(f"missing {kind}2id.txt, required by the imf format", directory)
         files[f"{kind}2id"] = path
     entities = IdMap("entity", read_key_id_map(files["entity2id"], "entity", advance), frozen=True, source="entity2id.txt")
     relations = IdMap("relation", read_key_id_map(files["relation2id"], "relation", advance), frozen=True, source="relation2id.txt")
 
     descriptions: list[str | None] = [None] * len(entities)
-    description_file = directory / "entity_description.tsv"
-    if description_file.is_file():
+    description_file = optional_file(directory / "entity_description.tsv")
+    if description_file is not None:
         files["descriptions"] = description_file
         for number, text in iter_lines(description_file, advance):
             key, sep, description = text.partition("\t")

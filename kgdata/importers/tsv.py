@@ -15,11 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from kgdata.errors import DataError
+from kgdata.files import optional_file
 from kgdata.importers.common import (
     SPLIT_STEMS,
     Advance,
     IdMap,
     ParsedDataset,
+    dataset_image,
     dedupe,
     find_file,
     iter_lines,
@@ -62,8 +64,8 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
     descriptions: dict[int, str] = {}
     images: dict[int, str] = {}
 
-    entity_file = directory / "entities.tsv"
-    if entity_file.is_file():
+    entity_file = optional_file(directory / "entities.tsv")
+    if entity_file is not None:
         files["entities"] = entity_file
         for number, row in read_table(entity_file, ("id",), ("id", "name", "description", "image")):
             key = row["id"]
@@ -77,16 +79,13 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
             if row.get("description"):
                 descriptions[index] = row["description"]
             if row.get("image"):
-                image = (directory / row["image"]).resolve()
-                if not image.is_file():
-                    raise DataError(f"image file {row['image']!r} does not exist", entity_file, number)
-                images[index] = str(image)
+                images[index] = dataset_image(directory, row["image"], entity_file, number)
         entities.frozen = True
 
     relations = IdMap("relation", source="relations.tsv")
     relation_names: dict[int, str] = {}
-    relation_file = directory / "relations.tsv"
-    if relation_file.is_file():
+    relation_file = optional_file(directory / "relations.tsv")
+    if relation_file is not None:
         files["relations"] = relation_file
         for number, row in read_table(relation_file, ("id",), ("id", "name")):
             if row["id"] in relations.ids:

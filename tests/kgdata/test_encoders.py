@@ -134,9 +134,11 @@ def test_rerun_is_a_no_op_until_inputs_options_or_force_change(mm_store, mm_data
     tsv.write_text(tsv.read_text().replace("with a red flag", "with a green flag"))
     import_dataset(mm_dataset_dir, name="tiny-mm", replace=True)
     with EntityStore.open("tiny-mm") as store:  # the replaced store.db is a new file
-        assert [e["status"] for e in list_features(store)] == ["not in manifest"]
+        (status,) = [e["status"] for e in list_features(store)]
+        assert status.startswith("stale: computed from other texts") and "re-run imf encode tiny-mm" in status
         changed = encode_dataset(store, "text", name, options={"pooling": "cls"})
         assert changed.status == "written" and changed.input_hash != other.input_hash
+        assert (changed.encoded, changed.reused) == (1, 8)  # only alpha's description changed
         (entry,) = list_features(store)  # one file per (modality, encoder)
         assert entry["status"] == "ok" and entry["input_hash"] == changed.input_hash
 

@@ -10,10 +10,10 @@ from sqlite_utils import Database
 
 from kgdata import features, migrations
 from kgdata.errors import DataError, ImfError
+from kgdata.feature_import import import_features
 from kgdata.features import (
     FeatureSet,
     feature_path,
-    import_features,
     list_features,
     load_features,
     safe_encoder_name,
@@ -215,9 +215,6 @@ def _containers(store, rng):
         ("feats.npy", array, array, np.ones(n, bool)),
         ("feats.pt", torch.from_numpy(array), array, np.ones(n, bool)),
         ("dict.pt", {k: torch.from_numpy(v) for k, v in subset.items()}, array * subset_mask[:, None], subset_mask),
-        ("feats.pkl", array, array, np.ones(n, bool)),
-        ("list.pkl", array.tolist(), array, np.ones(n, bool)),
-        ("dict.pkl", subset, array * subset_mask[:, None], subset_mask),
         ("one.safetensors", {"vgg": array}, array, np.ones(n, bool)),
         ("masked.safetensors", {"features": array, "mask": subset_mask.astype(np.uint8)},
          array * subset_mask[:, None], subset_mask),
@@ -291,10 +288,11 @@ def test_from_file_shape_and_key_errors(mm_store, tmp_path, content, keys, messa
 def test_from_file_refuses_unknown_dict_keys_objects_and_formats(mm_store, tmp_path):
     import torch
 
-    bad_dict = _write_container(tmp_path / "d.pkl", {"country:alpha": [1.0, 2.0], "nobody": [0.0, 1.0]})
+    vectors = {"country:alpha": torch.tensor([1.0, 2.0]), "nobody": torch.tensor([0.0, 1.0])}
+    bad_dict = _write_container(tmp_path / "d.pt", vectors)
     with pytest.raises(DataError, match="key 'nobody' is not an entity"):
         import_features(mm_store, "text", bad_dict)
-    ragged = _write_container(tmp_path / "r.pkl", {"country:alpha": [1.0, 2.0], "country:beta": [1.0]})
+    ragged = _write_container(tmp_path / "r.pt", {"country:alpha": torch.ones(2), "country:beta": torch.ones(1)})
     with pytest.raises(DataError, match="one length"):
         import_features(mm_store, "text", ragged)
     objects = tmp_path / "o.npy"
@@ -328,3 +326,56 @@ def test_a_corrupt_feature_file_is_named_when_loaded_and_listed(mm_store):
     assert entry["status"].startswith("stale: not a readable safetensors feature file")
     path.unlink()
     assert list_features(mm_store)[0]["status"] == "file missing"
+
+
+@pytest.mark.parametrize("name", ["feats.pkl", "feats.PICKLE"])
+def test_from_file_refuses_pickles_without_loading_them(mm_store, tmp_path, name):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("import pathlib; pathlib.Path('pwned').write_text('ran')",))
+
+    source = tmp_path / name
+    source.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(DataError, match="Python pickle, which imf refuses") as error:
+        import_features(mm_store, "text", source)
+    assert error.value.path == source
+    assert not (tmp_path / "pwned").exists() and not list_features(mm_store)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (np.zeros((10, 0), np.float32), "zero-width array"),
+        (np.full((10, 3), 3e38, np.float32), "as large as 3e\\+38"),
+    ],
+)
+def test_from_file_refuses_zero_width_and_overflowing_features(mm_store, tmp_path, content, message):
+    source = _write_container(tmp_path / "x.npy", content)
+    with pytest.raises(DataError, match=message):
+        import_features(mm_store, "image", source)
+    with pytest.raises(DataError, match="zero width|as large as"):
+        save_features(mm_store, "image", "toy", content, np.ones(10, bool), input_hash="h")
+    assert list_features(mm_store) == []
+
+
+def test_a_keys_file_in_latin_1_or_with_a_nul_names_its_line(mm_store, tmp_path):
+    source = _write_container(tmp_path / "x.npy", np.zeros((2, 3), np.float32))
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_bytes(b"country:alpha\ncaf\xe9\n")
+    with pytest.raises(DataError, match="not valid UTF-8") as error:
+        import_features(mm_store, "text", source, keys=keys_file)
+    assert (error.value.path, error.value.line) == (keys_file, 2)
+    keys_file.write_bytes(b"country:alpha\ncountry:\x00beta\n")
+    with pytest.raises(DataError, match="U\\+0000") as error:
+        import_features(mm_store, "text", source, keys=keys_file)
+    assert (error.value.path, error.value.line) == (keys_file, 2)
+
+
+def test_a_features_file_that_is_a_fifo_is_refused_not_read(mm_store, tmp_path):
+    import os
+
+    fifo = tmp_path / "x.npy"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="FIFO") as error:
+        import_features(mm_store, "text", fifo)
+    assert error.value.path == fifo

@@ -32,7 +32,7 @@ def no_blink(app) -> None:
 
 async def run_query(pilot, head: str, relation: str | None = None) -> None:
     """Type ``head`` and take the first suggestion; then type ``relation`` and take the first (without
-    ``relation``, Enter keeps the relation already chosen); wait for the rows."""
+    ``relation``, a second Enter runs the query with the relation already chosen); wait for the rows."""
     app = pilot.app
     shown = app.results_shown
     await pilot.press(*head)
@@ -42,6 +42,9 @@ async def run_query(pilot, head: str, relation: str | None = None) -> None:
     if relation is not None:
         assert app.focused.id == "relation"
         await pilot.press(*relation)
+        await pilot.press("enter")
+    else:
+        assert app.results_shown == shown  # picking a head alone runs nothing
         await pilot.press("enter")
     await wait_until(pilot, lambda: app.results_shown > shown)
     await settle(pilot)

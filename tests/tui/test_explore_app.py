@@ -46,7 +46,7 @@ async def test_type_a_head_pick_a_relation_get_rows(fake):
         assert app.focused.id == "relation" and app.query_one("#head").value == "France"
         await pilot.press(*"bord")
         labels = [str(o.prompt) for o in app.query_one("#relation-suggestions").options]
-        assert labels == ["shares border with", "← shares border with  predicts heads"]
+        assert labels == ["shares border with", "← shares border with  predicts heads · type <- for inverses"]
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.results_shown == 1)
         await settle(pilot)
@@ -114,6 +114,8 @@ async def test_detail_pane_follows_the_cursor(fake):
         await run_query(pilot, "germ", "bord")
         await pilot.press("f")
         await wait_until(pilot, lambda: app.results_shown == 2)
+        await settle(pilot)
+        app.query_one(ResultsTable).move_cursor(row=0)
         await settle(pilot)
         first, second = app.query_one(ResultsTable).result.predictions[:2]
         assert first.entity.name in detail_text(app)
@@ -211,8 +213,8 @@ async def test_keys_help_and_quit(fake):
         assert app.focused.id == "head"
         await pilot.press("down")  # no suggestions open: down goes to the results
         assert isinstance(app.focused, DataTable)
-        footer_keys = {b.key for _, b, enabled, *_ in app.active_bindings.values() if b.show}
-        assert {"slash", "f", "k", "question_mark", "q"} <= footer_keys
+        footer_keys = {b.key for _, b, enabled, *_ in app.active_bindings.values() if b.show and enabled}
+        assert {"slash", "f", "k", "b", "f1", "ctrl+q"} <= footer_keys
         await pilot.press("q")
         assert not app.is_running
 

@@ -17,7 +17,7 @@ runner = CliRunner()
 def test_explore_help_works():
     result = runner.invoke(app, ["explore", "--help"])
     assert result.exit_code == 0
-    assert "RUN_DIR" in result.output.upper() and "--checkpoint" in result.output
+    assert "[RUN]" in result.output.upper() and "--checkpoint" in result.output and "--image" in result.output
     assert "Example: imf explore" in result.output
 
 
@@ -45,12 +45,14 @@ def test_a_directory_that_is_not_a_run_is_an_error(tmp_path):
     assert result.exit_code == 2 and "not a run directory" in result.output
 
 
-def write_run(home, name: str, dataset: str, mtime: float) -> None:
+def write_run(home, name: str, dataset: str, mtime: float, checkpoints=("best.pt", "last.pt")) -> None:
     run = home / "runs" / name
     run.mkdir(parents=True)
     config = run / "config.yaml"
     config.write_text(f"seed: 1\nmetadata:\n  dataset: {dataset}\n")
     os.utime(config, (mtime, mtime))
+    for checkpoint in checkpoints:
+        (run / checkpoint).write_bytes(b"")
 
 
 def test_latest_run_is_the_newest_config_optionally_of_one_dataset(imf_home):
@@ -62,3 +64,12 @@ def test_latest_run_is_the_newest_config_optionally_of_one_dataset(imf_home):
     assert latest_run() == imf_home / "runs" / "b"
     assert latest_run("countries-mm") == imf_home / "runs" / "c"
     assert latest_run("fb15k-237") is None
+
+
+def test_latest_run_skips_runs_without_a_checkpoint(imf_home):
+    write_run(imf_home, "done", "tiny", 1_000)
+    write_run(imf_home, "orphan", "tiny", 5_000, checkpoints=())  # a failed start: config.yaml only
+    write_run(imf_home, "killed-early", "tiny", 4_000, checkpoints=("last.pt",))
+    assert latest_run() == imf_home / "runs" / "killed-early"
+    assert latest_run("tiny", checkpoint="best") == imf_home / "runs" / "done"
+    assert latest_run(checkpoint="last") == imf_home / "runs" / "killed-early"

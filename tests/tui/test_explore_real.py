@@ -32,7 +32,9 @@ def tiny_run(tiny_tsv, imf_home):
 
 
 def test_explore_a_real_run(tiny_run):
-    service = explore_cmd.build_service(explore_cmd.find_run(None), "best", "cpu")
+    path, reason = explore_cmd.find_run(None)
+    assert path == tiny_run and "newest finished run with the most branches (4:" in reason
+    service = explore_cmd.build_service(path, "best", "cpu")
 
     async def drive():
         app = ExploreApp(service)
@@ -55,6 +57,12 @@ def test_explore_a_real_run(tiny_run):
             await pilot.press("slash", *"Atlantis", "enter")
             await wait_until(pilot, lambda: app.results_shown == 3)
             assert "Atlantis" in str(app.query_one("#status").render()) and app.is_running
+            # a typo still gets live suggestions: full-text search finds nothing, edit distance does
+            bar = app.query_bar
+            assert app.focused.id == "head"  # the failed query left the head input focused, text selected
+            await pilot.press(*"Frnace")
+            await wait_until(pilot, lambda: bar.suggested_for == "Frnace" and bar.suggestions("head").is_open)
+            assert str(bar.suggestions("head").options[0].prompt).startswith("France")
 
     import asyncio
 
@@ -69,4 +77,6 @@ def test_imf_explore_opens_the_latest_run(tiny_run, monkeypatch):
     assert result.exit_code == 0, result.output
     (app,) = opened
     assert app.service.wrapped.run_dir == tiny_run and app.sub_title == f"tiny · {tiny_run.name}"
+    assert app.run_path == tiny_run and app.run_source is not None
+    assert "newest finished run with the most branches" in app.opened_because
     app.service.wrapped.close()

@@ -1,0 +1,242 @@
+"""``imf runs``: list the training runs, show one with its training curves, remove runs."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from imf_cli.output import console, handle_errors, minutes_seconds, print_json, reflow
+
+
+class ListByDefault(TyperGroup):
+    """``imf runs [DATASET]`` lists: anything that is not a subcommand goes to ``list``."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=ListByDefault,
+    help=reflow(
+        """List the training runs; show one with its config and training curves; remove runs.
+
+        imf runs lists every run (imf runs DATASET: that dataset's), with its status: finished,
+        stopped early, resumable (killed after a checkpoint; imf train --resume RUN continues it),
+        running, failed (no checkpoint) or orphan (its dataset is gone or was re-imported).
+
+        A RUN is a run directory, a run name or a unique prefix of one, latest, or DATASET@latest.
+
+        Example: imf runs countries-mm
+        """
+    ),
+    no_args_is_help=False,
+    add_completion=False,
+)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+#: Branches in the runs table, by their first letter.
+BRANCH_LETTERS = {"structure": "S", "visual": "V", "text": "T"}
+BRANCH_LEGEND = (
+    "branches: S structure, V visual, T text (two or more add a multimodal branch); valid, test: fused MRR "
+    "of best.pt (valid as training measured it; test once imf eval --split test has run)"
+)
+
+STATUS_STYLES = {
+    "finished": "green",
+    "stopped early": "green",
+    "resumable": "yellow",
+    "running": "cyan",
+    "failed": "red",
+    "orphan": "red",
+}
+
+
+def runs_table(runs, *, title: str | None = None):
+    """The runs as a rich table, oldest first (the layout of ``imf runs``)."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+        padding=(0, 1),
+        title=title,
+        caption=BRANCH_LEGEND,
+        caption_justify="left",
+    )
+    longest = max((len(run.name) for run in runs), default=12)
+    # Every column may wrap, so that the table fits 80 columns; the run name folds last.
+    table.add_column("run", overflow="fold", min_width=min(longest, 10))
+    table.add_column("status", min_width=8)
+    table.add_column("branches", min_width=5)
+    for header in ("seed", "epochs", "best", "valid", "test", "time", "size"):
+        table.add_column(header, justify="right", min_width=4)
+    for run in runs:
+        table.add_row(
+            escape(run.name),
+            f"[{STATUS_STYLES.get(run.status, '')}]{run.status}[/]",
+            "+".join(BRANCH_LETTERS.get(m, m) for m in run.modalities) or "?",
+            "" if run.seed is None else str(run.seed),
+            f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
+            "" if run.best_epoch is None else str(run.best_epoch),
+            "" if run.valid_mrr is None else f"{run.valid_mrr:.4f}",
+            "" if run.test_mrr is None else f"{run.test_mrr:.4f}",
+            minutes_seconds(run.seconds) if run.seconds else "",
+            human_size(run.size),
+        )
+    return table
+
+
+@app.command("list", help=reflow(
+    """List the runs, oldest first, with status, branches, seed, epochs, best epoch, valid MRR, test MRR
+    (once imf eval --split test has run), training time and size on disk.
+
+    valid MRR is the fused MRR of best.pt on valid as training measured it (filtered with train and
+    valid). Runs that failed or are orphans say why below the table.
+
+    Example: imf runs list countries-mm --json
+    """
+))
+@handle_errors
+def list_command(
+    dataset: Optional[str] = typer.Argument(None, help="Only the runs of this dataset.", show_default="every dataset"),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    from imf_cli.runs import list_runs
+    from kgdata import paths
+
+    runs = list_runs(dataset)
+    if json_output:
+        print_json([run.to_dict() for run in runs])
+        return
+    if not runs:
+        of = f" of {dataset}" if dataset else ""
+        console.print(f"No runs{of} in {paths.runs_dir()} yet. Try: imf train {dataset or 'countries-mm'}", soft_wrap=True)
+        return
+    console.print(runs_table(runs))
+    for run in runs:
+        if run.reason:
+            console.print(f"{run.name}: {run.status}: {run.reason}", style="dim", highlight=False, soft_wrap=True)
+    console.print(f"Runs are in {paths.runs_dir()}; imf runs show RUN plots a run's training curves.", style="dim",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command("show", help=reflow(
+    """Show a run: status, dataset, features, config, and its training curves from trace.jsonl: the
+    loss per epoch, and the valid MRR of every branch and of the fused score at each evaluation.
+
+    Example: imf runs show countries-mm@latest
+    """
+))
+@handle_errors
+def show_command(
+    run: str = typer.Argument(..., help="A run: directory, name or unique prefix, latest, or DATASET@latest."),
+    width: Optional[int] = typer.Option(
+        None, "--width", min=30, help="Plot width in columns.", show_default="the terminal's"
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the run, its config and its curves as JSON."),
+) -> None:
+    from imf_cli.runs import read_trace, resolve_run, run_info, run_metadata, trace_series
+    from imf_cli.plots import training_plots
+
+    path = resolve_run(run)
+    info = run_info(path)
+    document = run_metadata(path)
+    series = trace_series(read_trace(path))
+    if json_output:
+        print_json({**info.to_dict(), "config": document.get("config"), "metadata": document.get("metadata"),
+                    "curves": series})
+        return
+    console.print(run_summary(info, document), highlight=False)
+    if not series["epochs"]:
+        console.print("No epoch has finished yet: nothing to plot.", style="dim")
+        return
+    for plot in training_plots(series, width=width or min(console.width, 120), colour=console.is_terminal,
+                               best_epoch=info.best_epoch):
+        console.print(plot)
+
+
+def run_summary(info, document: dict):
+    """Status, dataset, branches, features and the config of a run, as rich renderables."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.table import Table
+
+    meta = document.get("metadata") or {}
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold", no_wrap=True)
+    facts.add_column(overflow="fold")
+    status = info.status + (f" ({info.reason})" if info.reason else "")
+    facts.add_row("run", escape(str(info.path)))
+    facts.add_row("status", f"[{STATUS_STYLES.get(info.status, '')}]{escape(status)}[/]")
+    facts.add_row("dataset", escape(str(info.dataset)))
+    facts.add_row("branches", ", ".join(info.branches) or "?")
+    for manifest in meta.get("features") or []:
+        facts.add_row(f"{manifest.get('modality')} features", escape(f"{manifest.get('encoder')}, {manifest.get('dim')}-d"))
+    facts.add_row("seed", str(info.seed))
+    epochs = f"{info.epochs} of {info.max_epochs}" if info.max_epochs else str(info.epochs)
+    facts.add_row("epochs", f"{epochs}; best {info.best_epoch} (valid MRR "
+                  f"{'n/a' if info.valid_mrr is None else f'{info.valid_mrr:.4f}'})")
+    if info.test_mrr is not None:
+        facts.add_row("test MRR", f"{info.test_mrr:.4f} (fused, from metrics-test.json)")
+    facts.add_row("training time", minutes_seconds(info.seconds))
+    facts.add_row("created", info.created or "?")
+    config = Table.grid(padding=(0, 1))
+    config.add_column(style="dim", no_wrap=True)
+    config.add_column(overflow="fold")
+    for section, values in (document.get("config") or {}).items():
+        if isinstance(values, dict):
+            shown = ", ".join(f"{key}={format_value(value)}" for key, value in values.items())
+            config.add_row(section, escape(shown))
+    return Group(facts, "", "[bold]config[/]", config, "")
+
+
+def format_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+@app.command("rm", help=reflow(
+    """Remove runs and everything in their directories, after asking (--yes: without asking).
+
+    Example: imf runs rm countries-mm@latest
+    """
+))
+@handle_errors
+def rm_command(
+    runs: List[str] = typer.Argument(..., help="Runs: directories, names or unique prefixes, latest, DATASET@latest."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    from imf_cli.runs import remove_run, resolve_run, run_info
+
+    chosen = []
+    for ref in runs:
+        path = resolve_run(ref)
+        if path not in chosen:
+            chosen.append(path)
+    infos = [run_info(path) for path in chosen]
+    console.print(runs_table(infos, title="To remove"))
+    total = human_size(sum(info.size for info in infos))
+    if not yes and not typer.confirm(f"Remove {len(infos)} run{'s' if len(infos) != 1 else ''} ({total})?"):
+        console.print("Nothing removed.")
+        raise typer.Exit(1)
+    for info in infos:
+        remove_run(info.path)
+        console.print(f"Removed {info.path}", highlight=False, soft_wrap=True)

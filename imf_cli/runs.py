@@ -1,0 +1,598 @@
+"""Runs: the one home for finding, describing, checking and removing the run directories of ``imf train``.
+
+A run directory (``$IMF_HOME/runs/<dataset>-<time>/``) holds ``config.yaml``, ``trace.jsonl``,
+``best.pt``, ``last.pt`` and any ``metrics-<split>.json`` that ``imf eval`` wrote. This module reads
+them without torch (except :func:`load_run`), so ``imf runs`` is quick.
+
+A run reference, as every command that takes a run accepts it (:func:`resolve_run`):
+
+- ``latest``: the newest run that has a checkpoint; ``DATASET@latest``: the newest of that dataset;
+- a directory (absolute or relative);
+- a run name, or a unique prefix of one (``countries-mm-2026112``).
+
+A run's status (:data:`STATUSES`), from its files alone:
+
+- ``running``: a process is training it now (it holds the run's :func:`training_lock`);
+- ``finished``: it trained every epoch of its budget; ``stopped early``: its patience ran out;
+- ``resumable``: it was killed after writing ``last.pt``; ``imf train --resume RUN`` continues it;
+- ``failed``: it has no ``last.pt`` (it died before its first checkpoint) or an unreadable ``config.yaml``;
+- ``orphan``: its dataset is gone or was re-imported, so it can no longer be loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kgdata import paths
+from kgdata.errors import ImfError
+
+#: Model branch → the feature modality that feeds it.
+BRANCH_FEATURES = {"visual": "image", "text": "text"}
+
+if TYPE_CHECKING:
+    import torch
+
+    from kgdata.store import EntityStore
+    from models.imf import IMF
+
+FINISHED, STOPPED, RESUMABLE, RUNNING, FAILED, ORPHAN = (
+    "finished", "stopped early", "resumable", "running", "failed", "orphan"
+)
+STATUSES = (FINISHED, STOPPED, RESUMABLE, RUNNING, FAILED, ORPHAN)
+#: Statuses of runs whose training is over (their ``best.pt`` is the model chosen on valid).
+DONE = (FINISHED, STOPPED)
+LATEST = "latest"
+CHECKPOINTS = ("best", "last")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What ``imf runs`` shows of one run directory.
+
+    Attributes:
+        path: The run directory.
+        status: One of :data:`STATUSES`.
+        reason: Why a run is failed or orphan (empty otherwise).
+        dataset: The dataset it was trained on (None if ``config.yaml`` is unreadable).
+        modalities: The model's input branches (``structure``, ``visual``, ``text``).
+        seed: The run's seed.
+        epochs: Epochs trained so far; ``max_epochs`` the budget.
+        best_epoch, valid_mrr: The epoch of ``best.pt`` and its valid fused MRR (train + valid filter).
+        test_mrr: The fused test MRR, if ``imf eval --split test`` was run.
+        seconds: Training wall time (training and validation, summed over the trace).
+        size: Bytes on disk.
+        created: When training started (UTC, ISO 8601), or "".
+        mtime: ``config.yaml``'s modification time; runs sort by it.
+    """
+
+    path: Path
+    status: str
+    reason: str = ""
+    dataset: str | None = None
+    modalities: tuple[str, ...] = ()
+    seed: int | None = None
+    epochs: int = 0
+    max_epochs: int | None = None
+    best_epoch: int | None = None
+    valid_mrr: float | None = None
+    test_mrr: float | None = None
+    seconds: float = 0.0
+    size: int = 0
+    created: str = ""
+    mtime: float = 0.0
+    config: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        """The model's scoring branches: the modalities, plus ``multimodal`` when there are several."""
+        return self.modalities + (("multimodal",) if len(self.modalities) > 1 else ())
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return any((self.path / f"{name}.pt").is_file() for name in CHECKPOINTS)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "status": self.status,
+            "reason": self.reason,
+            "dataset": self.dataset,
+            "modalities": list(self.modalities),
+            "branches": list(self.branches),
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "max_epochs": self.max_epochs,
+            "best_epoch": self.best_epoch,
+            "valid_mrr": self.valid_mrr,
+            "test_mrr": self.test_mrr,
+            "seconds": round(self.seconds, 3),
+            "size": self.size,
+            "created": self.created,
+        }
+
+
+# --------------------------------------------------------------------------------- metadata
+def run_metadata(run_dir: str | Path) -> dict:
+    """The ``config.yaml`` document of a run directory, checked: a mapping whose ``metadata.dataset`` is a
+    dataset name and whose ``config`` is a mapping. Anything else is one :class:`ImfError` naming the file."""
+    import yaml
+
+    from kgdata.files import exists, read_text
+
+    path = Path(run_dir) / "config.yaml"
+    if not exists(path):
+        raise ImfError(f"{run_dir}: not a run directory (no config.yaml); runs are in {paths.runs_dir()}")
+    text = read_text(path, "run config")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ImfError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+    if not isinstance(document, dict):
+        raise ImfError(f"{path}: expected a mapping (config, metadata, …), got {type(document).__name__}")
+    meta = document.get("metadata")
+    if not isinstance(meta, dict):
+        raise ImfError(f"{path}: 'metadata' must be a mapping, got {type(meta).__name__}")
+    dataset = meta.get("dataset")
+    if dataset is None:
+        raise ImfError(f"{path}: records no dataset (metadata.dataset)")
+    if not isinstance(dataset, str):
+        raise ImfError(f"{path}: metadata.dataset must be a dataset name, got {dataset!r}")
+    try:
+        paths.check_dataset_name(dataset)
+    except ImfError as error:
+        raise ImfError(f"{path}: metadata.dataset: {error}") from None
+    if not isinstance(document.get("config"), dict):
+        raise ImfError(f"{path}: 'config' must be a mapping of model/train/eval sections")
+    features = meta.get("features", [])
+    if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
+        raise ImfError(f"{path}: metadata.features must be a list of mappings")
+    return document
+
+
+def run_config(run_dir: Path, document: dict) -> "RunConfig":
+    """The :class:`RunConfig` a run recorded; a bad one is an :class:`ImfError` naming ``config.yaml``."""
+    from models.config import ConfigError, RunConfig
+
+    try:
+        return RunConfig.from_dict(document["config"])
+    except (ConfigError, TypeError, AttributeError) as error:
+        raise ImfError(f"{Path(run_dir) / 'config.yaml'}: {error}") from None
+
+
+def read_trace(run_dir: str | Path) -> list[dict]:
+    """The records of ``trace.jsonl``, one per epoch, in order; unreadable lines are skipped."""
+    from models.run_files import read_trace as read
+
+    return read(Path(run_dir) / "trace.jsonl", strict=False)
+
+
+def read_metrics(run_dir: str | Path, split: str) -> dict | None:
+    """The report that ``imf eval --split SPLIT`` wrote, or None."""
+    try:
+        report = json.loads(metrics_path(run_dir, split).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def metrics_path(run_dir: str | Path, split: str) -> Path:
+    """Where ``imf eval`` writes the metrics of ``split``."""
+    return Path(run_dir) / f"metrics-{split}.json"
+
+
+def check_same_dataset(store: "EntityStore", meta: dict, run_dir: str | Path) -> None:
+    """Refuse a store that is not the one the run was trained on, or whose feature inputs changed since.
+
+    The graph's content hash covers keys and triples; each recorded feature file's graph input hash
+    covers what those features were computed from (texts, images, train triples).
+    """
+    from kgdata.inputs import graph_input_hash
+
+    if store.content_hash != meta.get("dataset_hash"):
+        raise ImfError(
+            f"dataset {store.name!r} changed since run {run_dir} was trained (it was re-imported); "
+            f"re-import the original data or train a new run"
+        )
+    for manifest in meta.get("features", []):
+        source, recorded = manifest.get("computed_from"), manifest.get("graph_input_hash")
+        if not source or not recorded or graph_input_hash(store, source) == recorded:
+            continue
+        modality = manifest.get("modality", "?")
+        raise ImfError(
+            f"run {run_dir} was trained on {modality} features computed from other {source} than dataset "
+            f"{store.name!r} holds now (re-imported or edited since); re-run imf encode {store.name} "
+            f"--modality {modality} and train a new run"
+        )
+
+
+# ----------------------------------------------------------------------------------- status
+@contextlib.contextmanager
+def training_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run's lock while training it, so that :func:`run_info` reports it as running.
+
+    The lock is an ``flock`` on the run directory itself (no file is added to it); the system releases
+    it when the process ends, however it ends. Raises :class:`ImfError` if another process holds it.
+    """
+    import fcntl
+
+    descriptor = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ImfError(f"run {run_dir} is being trained by another process") from None
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _is_running(run_dir: Path) -> bool:
+    """True while another process holds the run's :func:`training_lock`."""
+    import fcntl
+
+    try:
+        descriptor = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def _disk_size(run_dir: Path) -> int:
+    total = 0
+    for path in run_dir.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
+def _training_state(config: dict, trace: list[dict]) -> str | None:
+    """FINISHED or STOPPED when the trace shows the end of training, else None.
+
+    Training ends after ``train.epochs`` epochs, or when ``train.patience`` evaluations in a row did not
+    improve the best valid MRR (:mod:`models.training`).
+    """
+    if not trace:
+        return None
+    train = config.get("train") or {}
+    last = trace[-1]
+    if isinstance(train.get("epochs"), int) and last["epoch"] >= train["epochs"]:
+        return FINISHED
+    patience = train.get("patience")
+    best = last.get("best_epoch") or 0
+    misses = sum(1 for record in trace if "valid" in record and record["epoch"] > best)
+    if isinstance(patience, int) and patience > 0 and misses >= patience:
+        return STOPPED
+    return None
+
+
+def run_info(run_dir: str | Path, *, dataset_hashes: dict[str, str | None] | None = None) -> RunInfo:
+    """Describe one run directory (see :class:`RunInfo`); never raises for a damaged run.
+
+    ``dataset_hashes`` caches dataset name → content hash (None: not imported) across calls.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    mtime = config_path.stat().st_mtime if config_path.is_file() else run_dir.stat().st_mtime
+    size = _disk_size(run_dir)
+    try:
+        document = run_metadata(run_dir)
+    except ImfError as error:
+        status = RUNNING if _is_running(run_dir) else FAILED
+        return RunInfo(run_dir, status, str(error) if status == FAILED else "", size=size, mtime=mtime)
+    config = document.get("config") if isinstance(document.get("config"), dict) else {}
+    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
+    environment = document.get("environment") if isinstance(document.get("environment"), dict) else {}
+    trace = read_trace(run_dir)
+    last = trace[-1] if trace else {}
+    test = read_metrics(run_dir, "test")
+    dataset = metadata.get("dataset")
+
+    reason = ""
+    if _is_running(run_dir):
+        status = RUNNING
+    else:
+        status = _training_state(config, trace) or (RESUMABLE if (run_dir / "last.pt").is_file() else FAILED)
+        if status == FAILED:
+            reason = "no checkpoint: it stopped before its first epoch ended"
+        orphan = _orphan_reason(dataset, metadata.get("dataset_hash"), dataset_hashes)
+        if orphan:
+            status, reason = ORPHAN, orphan
+    model = config.get("model") or {}
+    train = config.get("train") or {}
+    return RunInfo(
+        path=run_dir,
+        status=status,
+        reason=reason,
+        dataset=dataset,
+        modalities=tuple(model.get("modalities") or ()),
+        seed=document.get("seed", train.get("seed")),
+        epochs=int(last.get("epoch", 0)),
+        max_epochs=train.get("epochs"),
+        best_epoch=last.get("best_epoch") or None,
+        valid_mrr=last.get("best_valid_mrr"),
+        test_mrr=((test or {}).get("fused") or {}).get("mrr"),
+        seconds=sum(sum((r.get("seconds") or {}).values()) for r in trace),
+        size=size,
+        created=str(environment.get("created") or ""),
+        mtime=mtime,
+        config=config,
+    )
+
+
+def _orphan_reason(dataset: str | None, recorded: str | None, cache: dict[str, str | None] | None) -> str:
+    """Why the run's dataset cannot serve it any more, or ""."""
+    from kgdata.store import EntityStore
+
+    if not dataset:
+        return "its config.yaml records no dataset"
+    cache = {} if cache is None else cache
+    if dataset not in cache:
+        try:
+            with EntityStore.open(dataset) as store:
+                cache[dataset] = store.content_hash
+        except ImfError:
+            cache[dataset] = None
+    if cache[dataset] is None:
+        return f"dataset {dataset!r} is not imported"
+    if recorded is not None and cache[dataset] != recorded:
+        return f"dataset {dataset!r} was re-imported since"
+    return ""
+
+
+def list_runs(dataset: str | None = None) -> list[RunInfo]:
+    """Every run directory under ``$IMF_HOME/runs`` (of ``dataset``, if given), oldest first."""
+    root = paths.runs_dir()
+    if not root.is_dir():
+        return []
+    hashes: dict[str, str | None] = {}
+    runs = [run_info(path, dataset_hashes=hashes) for path in root.iterdir() if path.is_dir()]
+    if dataset is not None:
+        runs = [run for run in runs if run.dataset == dataset]
+    return sorted(runs, key=lambda run: (run.mtime, run.name))
+
+
+# ------------------------------------------------------------------------------- references
+def latest_run(dataset: str | None = None) -> Path | None:
+    """The newest run that has a checkpoint (of ``dataset``, if given), or None."""
+    for run in reversed(list_runs(dataset)):
+        if run.has_checkpoint and run.status != FAILED:
+            return run.path
+    return None
+
+
+def resolve_run(ref: str | os.PathLike) -> Path:
+    """The run directory that ``ref`` names: ``latest``, ``DATASET@latest``, a directory, or a unique
+    prefix of a run name (see the module docstring).
+
+    Raises:
+        ImfError: If nothing or several runs match, naming them and where runs are.
+    """
+    text = str(ref).strip()
+    if not text:
+        raise ImfError("no run given; name one as imf runs lists it, or latest")
+    root = paths.runs_dir()
+    if text == LATEST or text.endswith("@" + LATEST):
+        dataset = None if text == LATEST else text[: -len("@" + LATEST)]
+        found = latest_run(dataset)
+        if found is None:
+            of = f" of {dataset}" if dataset else ""
+            raise ImfError(f"no runs{of} in {root} yet; train one first: imf train {dataset or 'countries-mm'}")
+        return found
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise ImfError(f"{path} is not a run directory (no config.yaml); runs are in {root}")
+        return path
+    if os.sep in text or not root.is_dir():
+        raise ImfError(f"no run directory {text}; runs are in {root} (see imf runs)")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(text))
+    if text in names:
+        names = [text]
+    if len(names) == 1:
+        return root / names[0]
+    if not names:
+        raise ImfError(f"no run matches {text!r} in {root}; see imf runs, or use latest or DATASET@latest")
+    shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+    raise ImfError(f"{text!r} matches {len(names)} runs: {shown}; give more of the name")
+
+
+def default_run(dataset: str | None = None) -> tuple[Path, str]:
+    """The run ``imf explore`` opens without one: the newest finished run with the most branches.
+
+    Returns:
+        ``(run directory, why it was chosen)``, the reason in words for the user.
+
+    Raises:
+        ImfError: If there is no run with a checkpoint (of ``dataset``).
+    """
+    runs = [run for run in list_runs(dataset) if run.has_checkpoint and run.status not in (FAILED, ORPHAN)]
+    if not runs:
+        of = f" of {dataset}" if dataset else ""
+        raise ImfError(
+            f"no runs{of} in {paths.runs_dir()} yet; train one first: imf train {dataset or 'countries-mm'}"
+        )
+    done = [run for run in runs if run.status in DONE and (run.path / "best.pt").is_file()]
+    pool = done or runs
+    chosen = max(pool, key=lambda run: (len(run.branches), run.mtime, run.name))
+    kind = "finished run" if done else "run (none has finished)"
+    reason = f"the newest {kind} with the most branches ({len(chosen.branches)}: {', '.join(chosen.branches)})"
+    newer = [run for run in runs if (run.mtime, run.name) > (chosen.mtime, chosen.name)]
+    if newer:
+        newest = newer[-1]
+        reason += f"; newer: {newest.name} ({newest.status}, {', '.join(newest.branches) or 'no branches'})"
+    return chosen.path, reason
+
+
+# ---------------------------------------------------------------------------------- loading
+@dataclass
+class LoadedRun:
+    """A run's model on a device, and its dataset's store, open under the dataset's read lock.
+
+    The caller calls :meth:`close` (or uses it in a ``with`` block): while it is open, an ``imf import
+    --replace`` of the dataset fails clearly instead of pulling the store from under it.
+    """
+
+    run_dir: Path
+    checkpoint: str
+    model: "IMF"
+    store: "EntityStore"
+    document: dict
+    lock: Any = None
+
+    def close(self) -> None:
+        """Close the store and release the dataset's read lock."""
+        try:
+            self.store.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def __enter__(self) -> "LoadedRun":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> LoadedRun:
+    """Load ``<run_dir>/<checkpoint>.pt`` on ``device`` (``auto``, ``cpu``, ``cuda[:i]``) and open its dataset.
+
+    Raises:
+        ImfError: If the run directory, the checkpoint or the dataset cannot be used, or the dataset
+            was re-imported since the run was trained.
+    """
+    from kgdata.locking import dataset_lock
+    from kgdata.store import EntityStore
+    from models.checkpoint import CheckpointError, load_checkpoint
+
+    if checkpoint not in CHECKPOINTS:
+        raise ImfError(f"unknown checkpoint {checkpoint!r}; choose best or last")
+    run_dir = Path(run_dir)
+    document = run_metadata(run_dir)
+    metadata = document.get("metadata") or {}
+    if "dataset" not in metadata:
+        raise ImfError(f"{run_dir / 'config.yaml'}: records no dataset")
+    torch_device = pick_device(device)
+    lock = dataset_lock(metadata["dataset"], "read").acquire()
+    try:
+        store = EntityStore.open(metadata["dataset"])
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        check_same_dataset(store, metadata, run_dir)
+        features = _run_features(store, document) if _needs_features(document) else None
+        try:
+            model, _ = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device, features=features)
+        except CheckpointError as error:
+            raise ImfError(str(error)) from error
+    except BaseException:
+        store.close()
+        lock.release()
+        raise
+    return LoadedRun(run_dir, checkpoint, model, store, document, lock)
+
+
+def _needs_features(document: dict) -> bool:
+    """Whether the run's model scores from its frozen features (``project`` mode), which checkpoints do not hold."""
+    model = ((document or {}).get("config") or {}).get("model") or {}
+    return model.get("feature_mode") == "project"
+
+
+def _run_features(store, document: dict) -> dict:
+    """Branch → ``(matrix, mask)``: the frozen features the run trained with, read again from the feature files."""
+    import torch
+
+    from kgdata.features import load_features
+
+    recorded = {m["modality"]: m["encoder"] for m in (document.get("metadata") or {}).get("features", [])}
+    features = {}
+    for branch in document["config"]["model"]["modalities"]:
+        modality = BRANCH_FEATURES.get(branch)
+        if modality is not None:
+            feature_set = load_features(store, modality, recorded.get(modality))
+            graph = store.num_graph_entities  # the model knows the graph entities only
+            features[branch] = (
+                torch.from_numpy(feature_set.matrix[:graph]),
+                torch.from_numpy(feature_set.mask[:graph]),
+            )
+    return features
+
+
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def pick_device(name: str) -> "torch.device":
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device this machine has, or an :class:`ImfError` saying why not."""
+    import torch
+
+    from models.distributed import pick_device as preferred
+
+    if not isinstance(name, str) or not _DEVICE_RE.fullmatch(name):
+        raise ImfError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+    try:
+        device = preferred(name) if name in ("auto", "cuda") else torch.device(name)
+    except RuntimeError:  # an index torch cannot parse, e.g. beyond 64 bits
+        raise ImfError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ImfError(f"--device {name}, but CUDA is not available on this machine; use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ImfError(f"--device {name}, but this machine has {count} CUDA device(s): cuda:0 … cuda:{count - 1}")
+    return device
+
+
+# --------------------------------------------------------------------------------- removing
+def remove_run(run_dir: str | Path) -> None:
+    """Delete a run directory; refused while it is being trained, or for a directory that is no run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() and not (run_dir / "trace.jsonl").is_file():
+        if run_dir.parent != paths.runs_dir():
+            raise ImfError(f"{run_dir} is not a run directory; not removed")
+    if _is_running(run_dir):
+        raise ImfError(f"run {run_dir.name} is being trained; stop it first")
+    try:
+        shutil.rmtree(run_dir)
+    except OSError as error:
+        raise ImfError(f"cannot remove {run_dir}: {error.strerror}") from error
+
+
+def trace_series(trace: list[dict[str, Any]]) -> dict[str, Any]:
+    """The curves of a trace: ``{"epochs", "loss", "valid_epochs", "valid": {score: [mrr…]}}``.
+
+    ``loss`` is the total training loss of each epoch; ``valid`` maps ``fused`` and each branch to its
+    valid MRR at each evaluated epoch.
+    """
+    epochs = [record["epoch"] for record in trace]
+    loss = [((record.get("loss") or {}).get("total")) for record in trace]
+    evaluated = [record for record in trace if isinstance(record.get("valid"), dict)]
+    valid: dict[str, list[float | None]] = {}
+    for record in evaluated:
+        for score, metrics in record["valid"].items():
+            if isinstance(metrics, dict) and "mrr" in metrics:
+                valid.setdefault(score, [None] * len(evaluated))
+    for index, record in enumerate(evaluated):
+        for score in valid:
+            valid[score][index] = (record["valid"].get(score) or {}).get("mrr")
+    return {"epochs": epochs, "loss": loss, "valid_epochs": [r["epoch"] for r in evaluated], "valid": valid}

@@ -1,0 +1,100 @@
+"""The run picker (``r``): the runs as ``imf runs`` lists them; Enter opens one in place of the current.
+
+The app gets a :class:`RunSource` (``imf explore`` passes :class:`RunCatalog`; tests pass a fake): it
+lists :class:`~imf_cli.runs.RunInfo` rows and opens a run as a service. Opening happens in a thread
+worker of the app, since loading a model takes a moment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Static
+
+from imf_cli.output import minutes_seconds
+
+if TYPE_CHECKING:
+    from imf_cli.runs import RunInfo
+    from imf_cli.service import Service
+
+
+class RunSource(Protocol):
+    """Where the picker finds runs and how it opens one."""
+
+    def list(self) -> list["RunInfo"]: ...
+    def open(self, path: Path) -> "Service": ...
+
+
+class RunCatalog:
+    """The runs of ``$IMF_HOME`` (:func:`imf_cli.runs.list_runs`), opened with ``checkpoint`` on ``device``."""
+
+    def __init__(self, checkpoint: str = "best", device: str = "auto"):
+        self.checkpoint = checkpoint
+        self.device = device
+
+    def list(self) -> list["RunInfo"]:
+        from imf_cli.runs import list_runs
+
+        return list_runs()
+
+    def open(self, path: Path) -> "Service":
+        from imf_cli.service import PredictionService
+
+        return PredictionService.from_run(path, checkpoint=self.checkpoint, device=self.device)
+
+
+#: Runs that can be opened (they have a model and their dataset is as they knew it).
+OPENABLE = ("finished", "stopped early", "resumable", "running")
+
+
+class RunPicker(ModalScreen["RunInfo | None"]):
+    """Newest run first; the current one is marked. Enter opens the highlighted run, Escape closes."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close"), Binding("r", "dismiss(None)", "Close", show=False)]
+
+    def __init__(self, runs: list["RunInfo"], current: Path | None):
+        super().__init__()
+        self.runs = list(reversed(runs))
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="picker"):
+            yield Static(Text("Runs (newest first). Enter opens one; Escape closes.", style="bold"), id="picker-title")
+            yield DataTable(id="picker-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="picker-note")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for column in ("", "run", "status", "branches", "epochs", "valid MRR", "test MRR", "time"):
+            table.add_column(column, key=column or "mark")
+        for run in self.runs:
+            table.add_row(
+                "▶" if self.current is not None and run.path == self.current else "",
+                run.name,
+                Text(run.status, style="" if run.status in OPENABLE else "red"),
+                ",".join(run.modalities),
+                f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
+                "" if run.valid_mrr is None else f"{run.valid_mrr:.4f}",
+                "" if run.test_mrr is None else f"{run.test_mrr:.4f}",
+                minutes_seconds(run.seconds) if run.seconds else "",
+                key=str(run.path),
+            )
+        if not self.runs:
+            self.query_one("#picker-note", Static).update(Text("No runs yet: imf train DATASET.", style="dim"))
+        table.focus()
+
+    @on(DataTable.RowSelected, "#picker-table")
+    def _picked(self, event: DataTable.RowSelected) -> None:
+        run = self.runs[event.cursor_row]
+        if run.status not in OPENABLE or not run.has_checkpoint:
+            reason = run.reason or f"it is {run.status}"
+            self.query_one("#picker-note", Static).update(Text(f"{run.name} cannot be opened: {reason}.", style="red"))
+            return
+        self.dismiss(run)

@@ -1,0 +1,119 @@
+"""Reading the files people hand to imf: regular files only, UTF-8 with ``file:line`` errors, no control characters.
+
+Every reader of user input goes through these checks, so that a FIFO (which would block a reader
+forever), a symbolic-link loop, a directory or a file in another encoding is refused with one line
+that names the file, and the line where it matters.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import unicodedata
+from pathlib import Path
+
+from kgdata.errors import DataError
+
+#: Control characters (Unicode category Cc) other than tab, which separates fields.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def file_problem(path: str | Path) -> str | None:
+    """None when ``path`` is a regular file (after following symbolic links); else what it is instead.
+
+    The answer is a phrase to put after the path: ``"does not exist"``, ``"is a FIFO (named pipe), not a
+    regular file"``, ``"is a symbolic link loop"``, ``"is a directory"``, ...
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is a symbolic link to a missing file" if os.path.islink(path) else "does not exist"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        return f"cannot be read ({error.strerror or error})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a regular file"
+    return "is a device, not a regular file"
+
+
+def exists(path: str | Path) -> bool:
+    """True when anything at all is at ``path``: a file, a directory, a FIFO, a dangling or looping link."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def check_regular_file(path: str | Path, what: str = "") -> Path:
+    """``path`` if it is a regular file; else a :class:`DataError` naming it and saying what it is."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise DataError(f"{what + ' ' if what else ''}{problem}", path)
+    return Path(path)
+
+
+def optional_file(path: str | Path) -> Path | None:
+    """``path`` if it is a regular file, None if nothing is there; a :class:`DataError` for anything else.
+
+    For optional inputs such as ``entities.tsv``: a FIFO or a link loop in its place is refused, never
+    silently skipped.
+    """
+    if not exists(path):
+        return None
+    return check_regular_file(path)
+
+
+def control_character(text: str) -> tuple[int, str] | None:
+    """The 1-based column and a readable name of the first control character in ``text`` (tab allowed)."""
+    found = _CONTROL_RE.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    name = unicodedata.name(char, None) or {
+        "\x00": "NUL", "\r": "carriage return", "\n": "line feed", "\x1b": "escape", "\x7f": "delete"
+    }.get(char, "control character")
+    return found.start() + 1, f"U+{ord(char):04X} ({name})"
+
+
+def check_text(text: str, path: str | Path | None = None, line: int | None = None, what: str = "the line") -> str:
+    """``text`` unchanged, or a :class:`DataError` (at ``path:line``) if it holds a control character."""
+    found = control_character(text)
+    if found is not None:
+        column, name = found
+        raise DataError(
+            f"{what} holds the control character {name} at column {column}; only tab may appear between fields",
+            path,
+            line,
+        )
+    return text
+
+
+def decode_utf8(data: bytes, path: str | Path) -> str:
+    """``data`` decoded as UTF-8, or a :class:`DataError` naming ``path`` and the line of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataError(f"not valid UTF-8 ({error.reason} at byte {error.start})", path, line) from None
+
+
+def read_text(path: str | Path, what: str = "") -> str:
+    """The whole of a regular UTF-8 text file; a :class:`DataError` naming the file otherwise."""
+    check_regular_file(path, what)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise DataError(f"cannot read {what + ' ' if what else ''}file: {error.strerror or error}", path) from None
+    return decode_utf8(data, path)

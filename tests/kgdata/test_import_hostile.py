@@ -1,0 +1,151 @@
+"""Hostile dataset files: control characters, FIFOs, link loops, escaping image paths, id typos, odd names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import REPO, TINY_TEST, TINY_TRAIN, TINY_VALID, write_tsv_dataset
+from imf_cli.main import app
+from kgdata.errors import DataError, ImfError
+from kgdata.importing import import_dataset
+
+runner = CliRunner()
+
+
+def tiny(tmp_path, **kwargs):
+    return write_tsv_dataset(tmp_path / "tiny", train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "line_bytes", "shown"),
+    [
+        ("train.txt", b"paris\tcapital_of\tfra\x00nce\n", "U+0000"),
+        ("train.txt", b"paris\tcapi\rtal_of\tfrance\n", "U+000D"),
+        ("valid.txt", b"spain\tin\teu\x1b[31mrope\n", "U+001B"),
+        ("test.txt", b"spain\tin\teurope\x7f\n", "U+007F"),
+        ("entities.tsv", b"paris\tPar\x0bis\tcity\t\n", "U+000B"),
+    ],
+)
+def test_control_characters_in_a_field_are_refused_with_file_and_line(tmp_path, imf_home, file_name, line_bytes, shown):
+    names = ["paris", "berlin", "madrid", "france", "germany", "spain", "europe"]
+    root = tiny(tmp_path, entities=[{"id": n} for n in names])
+    path = root / file_name
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines.insert(1, line_bytes)
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(DataError, match=shown.replace("+", r"\+")) as error:
+        import_dataset(root)
+    assert (error.value.path, error.value.line) == (path, 2)
+    assert "control character" in str(error.value)
+    assert not (imf_home / "datasets" / "tiny").exists()
+
+
+def test_a_trailing_carriage_return_is_a_line_ending_not_a_control_character(tmp_path):
+    root = tiny(tmp_path)
+    train = root / "train.txt"
+    train.write_bytes(train.read_bytes().replace(b"\n", b"\r\n"))
+    assert import_dataset(root).train == len(TINY_TRAIN)
+
+
+def run_import(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`imf import` in a subprocess, so that a reader that blocks on a FIFO fails the test instead of hanging it."""
+    return subprocess.run(
+        [sys.executable, "-m", "imf_cli", "import", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+@pytest.mark.parametrize("file_name", ["train.txt", "entities.tsv", "relations.tsv"])
+def test_a_fifo_in_place_of_a_dataset_file_is_refused_by_name(tmp_path, imf_home, file_name):
+    root = tiny(tmp_path)
+    (root / file_name).unlink(missing_ok=True)
+    os.mkfifo(root / file_name)
+    result = run_import(str(root))
+    assert result.returncode == 2, result.stderr
+    assert f"{root / file_name}" in result.stderr and "FIFO" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_symlink_loop_in_place_of_train_is_named(tmp_path, imf_home):
+    root = tiny(tmp_path)
+    (root / "train.txt").unlink()
+    os.symlink("train.txt", root / "train.txt")
+    with pytest.raises(DataError, match="symbolic link loop") as error:
+        import_dataset(root)
+    assert error.value.path == root / "train.txt"
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ("../../../../../../../../etc/hostname", "leads outside the dataset directory"),
+        ("/etc/hostname", "is absolute"),
+        ("images/outside-link.png", "leads outside the dataset directory"),
+        ("images/fifo.png", "FIFO"),
+        ("images", "is a directory"),
+    ],
+)
+def test_image_paths_must_stay_inside_the_dataset_directory(tmp_path, image, message):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"not yours")
+    root = tiny(tmp_path, entities=[{"id": "paris", "image": image}])
+    (root / "images").mkdir()
+    os.symlink(outside, root / "images" / "outside-link.png")
+    os.mkfifo(root / "images" / "fifo.png")
+    with pytest.raises(DataError, match=message) as error:
+        import_dataset(root)
+    assert (error.value.path, error.value.line) == (root / "entities.tsv", 2)
+
+
+def test_an_image_inside_the_dataset_is_stored_by_its_absolute_path(tmp_path, imf_home):
+    names = ["berlin", "madrid", "france", "germany", "spain", "europe"]
+    root = tiny(tmp_path, entities=[{"id": "paris", "image": "images/../images/p.png"}, *({"id": n} for n in names)])
+    (root / "images").mkdir()
+    (root / "images" / "p.png").write_bytes(b"png")
+    import_dataset(root)
+    from kgdata.store import EntityStore
+
+    with EntityStore.open("tiny") as store:
+        assert store.entity("paris").image == str((root / "images" / "p.png").resolve())
+
+
+def write_ids(root, train: str, relation2id: str | None = None):
+    root.mkdir()
+    (root / "entity2id.txt").write_text("a 0\nb 1\nc 2\n")
+    if relation2id is not None:
+        (root / "relation2id.txt").write_text(relation2id)
+    (root / "train.txt").write_text(train)
+    (root / "valid.txt").write_text("0\t0\t2\n")
+    (root / "test.txt").write_text("1\t0\t2\n")
+    return root
+
+
+@pytest.mark.parametrize("typo", ["10000000", "300000000", "100000000000000000000"])
+def test_a_typo_in_an_ids_relation_id_is_an_error_not_millions_of_relations(tmp_path, imf_home, typo):
+    root = write_ids(tmp_path / "ids", f"0\t0\t1\n1\t1\t2\n2\t{typo}\t0\n")
+    with pytest.raises(DataError, match="relation ids must be dense, or declared in relation2id.txt") as error:
+        import_dataset(root)
+    assert (error.value.path, error.value.line) == (root / "train.txt", 3)
+    assert f"relation id {typo}" in str(error.value)
+    assert not (imf_home / "datasets" / "ids").exists()
+
+
+def test_dense_and_declared_relation_ids_still_import(tmp_path):
+    assert import_dataset(write_ids(tmp_path / "dense", "0\t0\t1\n1\t2\t2\n"), name="dense").relations == 3
+    declared = write_ids(tmp_path / "declared", "0\t0\t1\n1\t4\t2\n", relation2id="".join(f"r{i} {i}\n" for i in range(5)))
+    assert import_dataset(declared, name="declared").relations == 5
+
+
+@pytest.mark.parametrize("name", ["crlf\n", "crlf\r\n", "", " ", "../evil", "a/b", "x" * 65, "-dash", ".hidden"])
+def test_bad_dataset_names_are_refused(tmp_path, imf_home, name):
+    root = tiny(tmp_path)
+    with pytest.raises(ImfError, match="invalid dataset name"):
+        import_dataset(root, name=name)
+    result = runner.invoke(app, ["import", str(root), "--name", name])
+    assert result.exit_code == 2 and "invalid dataset name" in result.output
+    assert not (imf_home / "datasets").exists() or not any((imf_home / "datasets").glob("*/store.db"))

@@ -1,0 +1,361 @@
+"""Every failure is one line on stderr with exit 2 (bad input) or 1 (environment, bug); never a traceback.
+
+Also: no orphan run directories after failed starts, torn trace lines tolerated on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from helpers import REPO, error_line
+from imf_cli.main import app
+from kgdata.importing import import_dataset
+from kgdata.store import EntityStore
+
+runner = CliRunner()
+SMALL = ["--dim", "8", "--batch-size", "4", "--eval-every", "1", "--seed", "3", "--device", "cpu", "--no-progress"]
+
+
+def runs(imf_home: Path) -> list[str]:
+    directory = imf_home / "runs"
+    return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+
+# ------------------------------------------------------------------------------ the one handler
+def test_an_unexpected_exception_is_one_line_and_a_log_with_the_traceback(monkeypatch, imf_home):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr("kgdata.store.dataset_summaries", broken)
+    line = error_line(runner.invoke(app, ["datasets"]), code=1)
+    assert "unexpected RuntimeError: boom" in line and "a bug in imf" in line
+    log = Path(line.split("the traceback is in ")[1].rstrip(")"))
+    assert log.is_file() and log.is_relative_to(imf_home)
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "RuntimeError: boom" in text
+
+
+def test_an_os_error_is_one_line_naming_the_path_and_exit_1(monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/srv/imf/datasets")
+
+    monkeypatch.setattr("kgdata.store.dataset_summaries", denied)
+    line = error_line(runner.invoke(app, ["datasets"]), code=1)
+    assert line == "Error: Permission denied: /srv/imf/datasets"
+
+
+def test_python_warnings_are_one_line_without_their_source(monkeypatch):
+    def noisy(*args, **kwargs):
+        warnings.warn("careful now", UserWarning, stacklevel=1)
+        return []
+
+    monkeypatch.setattr("kgdata.store.dataset_summaries", noisy)
+    result = runner.invoke(app, ["datasets"])
+    assert result.exit_code == 0
+    assert "Warning: careful now" in result.output
+    assert "warnings.warn" not in result.output and "UserWarning" not in result.output
+
+
+@pytest.mark.parametrize("how", ["--home", "IMF_HOME"])
+def test_a_home_that_is_a_regular_file(tmp_path, monkeypatch, how):
+    home = tmp_path / "home-file"
+    home.write_text("not a directory")
+    if how == "IMF_HOME":
+        monkeypatch.setenv("IMF_HOME", str(home))
+        result = runner.invoke(app, ["import", "countries-mm"])
+    else:
+        result = runner.invoke(app, ["--home", str(home), "import", "countries-mm"])
+    line = error_line(result)
+    assert f"{home} is not a directory" in line
+
+
+# ------------------------------------------------------------------------------ store and search
+def test_search_with_a_huge_limit(tiny_tsv):
+    import_dataset(tiny_tsv)
+    result = runner.invoke(app, ["search", "tiny", "paris", "--limit", "100000000000000000000", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [e["key"] for e in json.loads(result.stdout)] == ["paris", "france"]  # france: "capital Paris"
+
+
+def test_a_store_without_its_full_text_index(tiny_tsv, imf_home):
+    import_dataset(tiny_tsv)
+    store = imf_home / "datasets" / "tiny" / "store.db"
+    with sqlite3.connect(store) as conn:
+        conn.execute("DROP TABLE entities_fts")
+    line = error_line(runner.invoke(app, ["search", "tiny", "republic"]))
+    assert str(store) in line and "full-text index (entities_fts) is missing" in line and "--replace" in line
+
+
+@pytest.mark.parametrize("damage", ["DELETE FROM metadata WHERE key = 'counts'", "UPDATE metadata SET value = '[1]'"])
+def test_a_store_with_damaged_metadata(tiny_tsv, imf_home, damage):
+    import_dataset(tiny_tsv)
+    store = imf_home / "datasets" / "tiny" / "store.db"
+    with sqlite3.connect(store) as conn:
+        conn.execute(damage)
+    for args in (["search", "tiny", "paris"], ["train", "tiny", "--epochs", "1", "--no-progress"]):
+        line = error_line(runner.invoke(app, args))
+        assert str(store) in line and "re-import the dataset" in line
+
+
+# ------------------------------------------------------------------------------ train: refused inputs
+@pytest.fixture
+def tiny(tiny_tsv):
+    import_dataset(tiny_tsv)
+    return "tiny"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "cudaXYZ"], "train.device must be 'auto', 'cpu' or 'cuda[:i]', got 'cudaXYZ'"),
+        (["--device", "cuda:abc"], "train.device must be 'auto', 'cpu' or 'cuda[:i]', got 'cuda:abc'"),
+        (["--seed", "100000000000000000000000"], "train.seed must be an integer from 0 to 9223372036854775807"),
+        (["--seed", "-1"], "train.seed must be an integer from 0"),
+        (["--dim", "100000"], "model.dim 100000 asks for a model of"),
+        (["--batch-size", "100000000000000000000"], "train.batch_size must be at most 2147483647"),
+        (["--device", "cuda:99999999999999999999"], "unknown device 'cuda:99999999999999999999'"),
+    ],
+)
+def test_refused_train_options_leave_no_run_directory(tiny, imf_home, args, message):
+    result = runner.invoke(app, ["train", tiny, "--epochs", "1", "--no-progress", *args])
+    line = error_line(result)
+    assert message in line
+    if "--seed" in args:
+        assert args[-1] in line  # the seed is named
+    if "--dim" in args:
+        assert "needs about 16.0 PB of memory" in line and "choose a smaller --dim" in line
+    assert runs(imf_home) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_train_on_cuda_without_cuda(tiny, imf_home):
+    line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", "--device", "cuda", "--no-progress"]))
+    assert "CUDA is not available" in line and "--device cpu" in line
+    assert runs(imf_home) == []
+
+
+def test_run_dir_that_is_a_regular_file(tiny, tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL, "--run-dir", str(target)]))
+    assert f"--run-dir {target} is not a directory" in line
+    assert target.read_text() == "x"
+
+
+def test_a_config_file_that_is_not_utf8(tiny, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_bytes(b"train:\n  epochs: 1\n  seed: 3 # caf\xe9\n")
+    line = error_line(runner.invoke(app, ["train", tiny, "--config", str(config), "--no-progress"]))
+    assert f"{config}:3: not valid UTF-8" in line
+
+
+def test_a_failure_after_the_run_directory_is_created_removes_it(tiny, imf_home, monkeypatch):
+    from models import training
+
+    def broken(self):
+        raise RuntimeError("initialisation failed")
+
+    monkeypatch.setattr(training._Trainer, "initialise", broken)
+    line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL]), code=1)
+    assert "unexpected RuntimeError: initialisation failed" in line
+    assert runs(imf_home) == []
+
+
+def overflowing_features(store, path_of) -> Path:
+    """Replace a valid text feature file by one whose values are 3e38 (as an old --from-file allowed)."""
+    from safetensors.numpy import load_file, save_file
+
+    from kgdata.features import read_header
+
+    path = path_of
+    metadata = read_header(path)["metadata"]
+    tensors = load_file(str(path))
+    tensors["features"] = np.full_like(tensors["features"], 3e38)
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def test_training_on_features_of_magnitude_3e38_is_refused(tiny):
+    from kgdata.features import save_features
+
+    with EntityStore.open(tiny) as store:
+        n = store.num_entities
+        path = save_features(store, "text", "big", np.ones((n, 4)), np.ones(n, bool), input_hash="x")
+        overflowing_features(store, path)
+    line = error_line(runner.invoke(app, ["train", tiny, "--modalities", "structure,text", "--epochs", "1", *SMALL]))
+    assert str(path) in line and "as large as 3e+38" in line and "rescale" in line
+
+
+def test_zero_width_features_are_refused_by_encode(tiny, tmp_path):
+    source = tmp_path / "zero.npy"
+    np.save(source, np.zeros((7, 0), np.float32))
+    line = error_line(runner.invoke(app, ["encode", tiny, "-m", "text", "--from-file", str(source)]))
+    assert str(source) in line and "zero-width" in line
+
+
+def test_encode_gat_with_a_huge_dim_says_what_it_needs(tiny):
+    line = error_line(runner.invoke(app, ["encode", tiny, "-m", "structure", "--dim", "100000"]))
+    assert "the GAT at --dim 100000" in line and "needs about" in line and "choose a smaller --dim" in line
+
+
+def test_encode_gat_with_a_huge_seed(tiny):
+    line = error_line(runner.invoke(app, ["encode", tiny, "-m", "structure", "--seed", str(10**23)]))
+    assert f"--seed {10**23} is out of range" in line
+
+
+# ------------------------------------------------------------------------------ runs on disk
+@pytest.fixture
+def trained(tiny, imf_home):
+    result = runner.invoke(app, ["train", tiny, "--epochs", "2", *SMALL, "--json"])
+    assert result.exit_code == 0, result.output
+    return Path(json.loads(result.stdout)["run_dir"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"- a\n- b\n", "expected a mapping (config, metadata, \u2026), got list"),
+        (b"metadata:\n  dataset: 12345\nconfig: {}\n", "metadata.dataset must be a dataset name, got 12345"),
+        (b"metadata:\n  dataset: tiny\nconfig: {}\n# caf\xe9\n", "config.yaml:4: not valid UTF-8"),
+        (b"metadata: [1, 2]\nconfig: {}\n", "'metadata' must be a mapping"),
+        (b"metadata:\n  dataset: ../../etc\nconfig: {}\n", "invalid dataset name"),
+        (b"metadata:\n  dataset: tiny\nconfig: 5\n", "'config' must be a mapping"),
+        (b"config: [\n", "not valid YAML"),
+    ],
+)
+def test_a_malformed_run_config_is_one_line_for_eval_and_resume(trained, content, message):
+    (trained / "config.yaml").write_bytes(content)
+    for args in (["eval", str(trained)], ["train", "--resume", str(trained), "--no-progress"]):
+        line = error_line(runner.invoke(app, args))
+        assert message in line and "config.yaml" in line, args
+
+
+def test_resume_with_a_run_config_that_does_not_resolve(trained):
+    import yaml
+
+    document = yaml.safe_load((trained / "config.yaml").read_text())
+    document["config"]["model"]["dim"] = -1
+    (trained / "config.yaml").write_text(yaml.safe_dump(document))
+    line = error_line(runner.invoke(app, ["train", "--resume", str(trained), "--no-progress"]))
+    assert "config.yaml" in line and "model.dim must be positive" in line
+
+
+def test_a_torn_last_trace_line_is_tolerated_on_resume(trained):
+    trace = trained / "trace.jsonl"
+    whole = trace.read_text()
+    trace.write_text(whole + '{"epoch": 3, "lr": 0.000')  # killed while writing epoch 3's line
+    result = runner.invoke(app, ["train", "--resume", str(trained), "--no-progress", "--json"])
+    assert result.exit_code == 0, result.output
+    assert trace.read_text() == whole
+
+
+def test_a_damaged_trace_line_is_named_on_resume(trained):
+    trace = trace_path = trained / "trace.jsonl"
+    lines = trace.read_text().splitlines(keepends=True)
+    trace_path.write_text(lines[0] + "garbage\n" + "".join(lines[1:]))
+    line = error_line(runner.invoke(app, ["train", "--resume", str(trained), "--no-progress"]))
+    assert f"{trace}:2: not a trace record" in line
+
+
+def test_eval_with_huge_sizes_and_odd_devices(trained):
+    result = runner.invoke(app, ["eval", str(trained), "--batch-size", "100000000000000000000", "--json"])
+    assert result.exit_code == 0, result.output
+    line = error_line(runner.invoke(app, ["eval", str(trained), "--device", "cuda:99999999999999999999"]))
+    assert "unknown device" in line
+
+
+def test_resume_of_a_path_that_is_not_a_run(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    line = error_line(runner.invoke(app, ["train", "--resume", str(target), "--no-progress"]))
+    assert "not a run directory" in line
+
+
+# ------------------------------------------------------------------------------ the environment
+def without_root_powers() -> list[str]:
+    """A command prefix under which file permissions apply, also to root: drop the capability to override them."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be enforced")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def run_cli(*args: str, env: dict, preexec=None, prefix=(), timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "imf_cli", *args], cwd=REPO, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env},
+        preexec_fn=preexec,
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess, code: int) -> str:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def test_an_imf_home_without_write_permission():
+    """import, import --replace and train: one line naming the workspace, exit 1."""
+    prefix = without_root_powers()
+    root = Path(tempfile.mkdtemp(prefix="imf-readonly-"))
+    try:
+        home, fresh = root / "home", root / "fresh"
+        env = {"IMF_HOME": str(home)}
+        assert run_cli("import", "countries-mm", env=env).returncode == 0  # while it is writable
+        fresh.mkdir()
+        locks = home / "datasets" / ".locks"
+        for directory in (home, home / "datasets", home / "datasets" / "countries-mm", locks, fresh):
+            if directory.exists():
+                os.chmod(directory, 0o555)
+        for lock in locks.iterdir() if locks.exists() else ():
+            os.chmod(lock, 0o444)
+        line = assert_one_line(run_cli("import", "countries-mm", env={"IMF_HOME": str(fresh)}, prefix=prefix), 1)
+        assert "cannot write to the imf workspace" in line and str(fresh) in line
+        line = assert_one_line(run_cli("import", "countries-mm", "--replace", env=env, prefix=prefix), 1)
+        assert "cannot write to the imf workspace" in line and str(home) in line
+        line = assert_one_line(
+            run_cli("train", "countries-mm", "--modalities", "structure", "--epochs", "1", "--dim", "8",
+                    "--device", "cpu", "--no-progress", env=env, prefix=prefix),
+            1,
+        )
+        assert "cannot write to the imf workspace" in line and str(home / "runs") in line
+    finally:
+        for directory, _, files in os.walk(root):
+            os.chmod(directory, 0o755)
+            for name in files:
+                os.chmod(os.path.join(directory, name), 0o644)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_full_disk_during_import_is_one_line_and_keeps_the_old_store(imf_home):
+    import resource
+
+    import_dataset("countries-mm", name="keep")
+    store = imf_home / "datasets" / "keep" / "store.db"
+    before = store.read_bytes()
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    result = run_cli("import", "countries-mm", "--name", "keep", "--replace", env={}, preexec=small_files)
+    line = assert_one_line(result, 1)
+    assert f"could not write the store {store}" in line and "file-size limit" in line
+    assert store.read_bytes() == before
+    assert sorted(p.name for p in store.parent.iterdir()) == ["store.db"]

@@ -1,0 +1,183 @@
+"""imf_cli/runs.py and ``imf runs``: status, references, the default run of ``imf explore``, removal."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from imf_cli import runs
+from imf_cli.main import app
+from imf_cli.pipeline import train_model
+from kgdata.errors import ImfError
+from kgdata.features import save_features
+from kgdata.importing import import_dataset
+from kgdata.store import EntityStore
+
+runner = CliRunner()
+SMALL = {"model.dim": 8, "train.batch_size": 4, "train.eval_every": 1, "train.seed": 3, "train.device": "cpu"}
+
+
+@pytest.fixture
+def tiny(tiny_tsv):
+    import_dataset(tiny_tsv)
+    return "tiny"
+
+
+def train(epochs: int = 2, modalities=("structure",), **flags):
+    return train_model("tiny", flags={**SMALL, "train.epochs": epochs, **flags}, modalities=modalities,
+                       progress=False).run_dir
+
+
+def with_text_features():
+    rng = np.random.default_rng(0)
+    with EntityStore.open("tiny") as store:
+        n = store.num_entities
+        save_features(store, "text", "test-bert", rng.normal(size=(n, 6)), np.ones(n, dtype=bool), input_hash="t")
+
+
+def set_mtime(run, seconds: float) -> None:
+    os.utime(run / "config.yaml", (seconds, seconds))
+
+
+def test_status_finished_stopped_resumable_failed_orphan(tiny, imf_home):
+    finished = train(2)
+    stopped = train(8, **{"train.patience": 1, "train.lr": 1e-12})  # nothing improves after epoch 1
+    killed = train(2)
+    # a kill after epoch 1: the trace and last.pt of one epoch (as models.training leaves them)
+    trace = (killed / "trace.jsonl").read_text().splitlines()
+    (killed / "trace.jsonl").write_text(trace[0] + "\n")
+    failed = imf_home / "runs" / "tiny-failed"
+    failed.mkdir()
+    (failed / "config.yaml").write_text((finished / "config.yaml").read_text())
+    info = {run.path: run for run in runs.list_runs()}
+    assert info[finished].status == "finished" and info[finished].epochs == 2
+    assert info[stopped].status == "stopped early" and info[stopped].epochs < 8
+    assert info[killed].status == "resumable"
+    assert info[failed].status == "failed" and "no checkpoint" in info[failed].reason
+    assert info[finished].modalities == ("structure",) and info[finished].seed == 3
+    assert info[finished].valid_mrr is not None and info[finished].size > 0 and info[finished].seconds > 0
+    # the dataset is re-imported with other triples: every run becomes an orphan, saying why
+    import_dataset(_changed_copy(imf_home), name="tiny", replace=True)
+    assert {run.status for run in runs.list_runs()} == {"orphan"}
+    assert "re-imported" in runs.run_info(finished).reason
+
+
+def _changed_copy(imf_home):
+    from helpers import TINY_TEST, TINY_TRAIN, TINY_VALID, write_tsv_dataset
+
+    return write_tsv_dataset(imf_home.parent / "tiny-changed", train=TINY_TRAIN[:-1], valid=TINY_VALID, test=TINY_TEST)
+
+
+def test_a_run_being_trained_is_running(tiny):
+    seen = []
+
+    def look(record):
+        (run,) = [r for r in runs.list_runs() if r.status == "running"]
+        seen.append(run.name)
+
+    from imf_cli import pipeline
+
+    original = pipeline._epoch_lines
+    pipeline._epoch_lines = lambda on_epoch, epochs: look
+    try:
+        run = train(1)
+    finally:
+        pipeline._epoch_lines = original
+    assert seen == [run.name] and runs.run_info(run).status == "finished"
+
+
+def test_references_latest_dataset_latest_prefix_and_directory(tiny, imf_home, tmp_path):
+    first, second = train(1), train(1)
+    set_mtime(first, 1_000)
+    set_mtime(second, 2_000)
+    assert runs.resolve_run("latest") == second == runs.resolve_run("tiny@latest")
+    assert runs.resolve_run(str(first)) == first
+    assert runs.resolve_run(first.name) == first
+    assert runs.resolve_run(first.name[:-3]) == first  # a unique prefix
+    with pytest.raises(ImfError, match="matches 2 runs"):
+        runs.resolve_run("tiny-")
+    with pytest.raises(ImfError, match="no run matches 'nope'"):
+        runs.resolve_run("nope")
+    with pytest.raises(ImfError, match="no runs of other"):
+        runs.resolve_run("other@latest")
+    with pytest.raises(ImfError, match="not a run directory"):
+        runs.resolve_run(str(tmp_path))
+    # a run without a checkpoint is never "latest"
+    broken = imf_home / "runs" / "tiny-zzz"
+    broken.mkdir()
+    (broken / "config.yaml").write_text((first / "config.yaml").read_text())
+    assert runs.resolve_run("latest") == second
+
+
+def test_every_command_takes_a_reference(tiny):
+    run = train(1)
+    for args in (["eval", "tiny@latest", "--json", "--no-progress"],
+                 ["predict", "latest", "--head", "france", "--relation", "borders", "--json"],
+                 ["runs", "show", run.name[:-2], "--json"],
+                 ["train", "--resume", "tiny@latest", "--json", "--no-progress"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+
+
+def test_explore_opens_the_newest_finished_run_with_the_most_branches(tiny):
+    with_text_features()
+    full = train(1, modalities=("structure", "text"))
+    baseline = train(1)
+    set_mtime(full, 1_000)
+    set_mtime(baseline, 2_000)  # newer, as after imf demo
+    path, reason = runs.default_run()
+    assert path == full
+    assert "newest finished run with the most branches (3: structure, text, multimodal)" in reason
+    assert baseline.name in reason and "newer" in reason
+
+
+def test_imf_runs_lists_shows_and_removes(tiny, imf_home):
+    run = train(2)
+    runner.invoke(app, ["eval", run.name, "--split", "test", "--no-progress"])
+    listed = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
+    assert [r["name"] for r in listed] == [run.name] and listed[0]["status"] == "finished"
+    assert listed[0]["test_mrr"] is not None and listed[0]["dataset"] == "tiny"
+    assert json.loads(runner.invoke(app, ["runs", "other", "--json"]).stdout) == []
+    table = runner.invoke(app, ["runs", "tiny"], env={"COLUMNS": "160"})
+    assert table.exit_code == 0 and run.name in table.output and "finished" in table.output
+    shown = runner.invoke(app, ["runs", "show", "latest", "--width", "60"], env={"COLUMNS": "100"})
+    assert shown.exit_code == 0, shown.output
+    assert "training loss per epoch" in shown.output and "valid MRR" in shown.output
+    assert "fused" in shown.output and "dim=8" in shown.output
+    curves = json.loads(runner.invoke(app, ["runs", "show", "latest", "--json"]).stdout)["curves"]
+    assert curves["epochs"] == [1, 2] and set(curves["valid"]) == {"structure", "fused"}
+    refused = runner.invoke(app, ["runs", "rm", run.name], input="n\n")
+    assert refused.exit_code == 1 and run.exists()
+    removed = runner.invoke(app, ["runs", "rm", "latest"], input="y\n")
+    assert removed.exit_code == 0 and not run.exists()
+    assert runner.invoke(app, ["runs"]).output.startswith("No runs")
+
+
+def test_service_and_pipeline_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    root = Path(runs.__file__).parent
+    for module, other in (("service.py", "imf_cli.pipeline"), ("pipeline.py", "imf_cli.service")):
+        tree = ast.parse((root / module).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert other not in imported, module
+        assert "imf_cli.runs" in imported, module
+
+
+def test_search_puts_names_that_start_with_the_text_first_and_tolerates_typos(imf_home):
+    from imf_cli.service import PredictionService
+
+    import_dataset("countries-mm")
+    with EntityStore.open("countries-mm") as store:
+        service = PredictionService.__new__(PredictionService)  # only the store-backed lookups are used
+        service.store, service.num_entities, service._lock = store, store.num_entities, threading.RLock()
+        assert service.search_entities("Fra", limit=5)[0].name == "France"
+        assert service.search_entities("Frnace", limit=5)[0].name == "France"  # a typo: edit distance
+        assert service.search_entities("Untied Sta", limit=5)[0].name == "United States"  # still typing
