@@ -24,6 +24,7 @@ bench_explain.py`` measures it on a model of FB15k-237's size).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -241,21 +242,29 @@ def _score_row(service: "PredictionService", head: int, relation: int, tail: int
     )
 
 
+def contributions_of(weights: Mapping[str, float], logits: Mapping[str, float]) -> tuple[BranchContribution, ...]:
+    """The :class:`BranchContribution` of every branch of ``logits`` (the branches that scored a triple).
+
+    ``weights`` are the relation's decision weights; they are renormalised over the branches of
+    ``logits``. Shares come from :func:`imf_cli.scoring.branch_shares`, so every view agrees.
+    """
+    total = sum(weights.get(name, 0.0) for name in logits) or 1.0
+    shares = branch_shares(weights, logits)
+    result = []
+    for name, logit in logits.items():
+        weight = weights.get(name, 0.0) / total
+        probability = sigmoid(logit)
+        result.append(BranchContribution(name, weight, logit, probability, weight * probability, shares[name]))
+    return tuple(result)
+
+
 def _contributions(service: "PredictionService", row: _Row) -> tuple[BranchContribution, ...]:
     logits = {
         name: float(row.branches[name][row.target])
         for name in service.branch_names
         if not np.isnan(float(row.branches[name][row.target]))
     }
-    weights = dict(zip(service.branch_names, row.weights.cpu().tolist()))
-    total = sum(weights[name] for name in logits) or 1.0
-    shares = branch_shares(weights, logits)
-    result = []
-    for name, logit in logits.items():
-        weight = weights[name] / total
-        probability = sigmoid(logit)
-        result.append(BranchContribution(name, weight, logit, probability, weight * probability, shares[name]))
-    return tuple(result)
+    return contributions_of(dict(zip(service.branch_names, row.weights.cpu().tolist())), logits)
 
 
 # --------------------------------------------------------------------------------------------- evidence

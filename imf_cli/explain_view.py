@@ -11,9 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from imf_cli.explain import Explanation
+from imf_cli.explain import BranchContribution, Explanation
 from imf_cli.service import SPLITS
-from imf_cli.tui.render import bar, colour
+from imf_cli.tui.render import bar, colour, truncate
 
 
 def _splits(splits) -> str:
@@ -43,26 +43,29 @@ def summary(explanation: Explanation) -> Text:
         if not in_graph:
             text.append(f" · {end.name} is not in the training graph", style="magenta")
     if explanation.filtered_count:
-        above = [f for f in explanation.filtered if f.above]
         text.append(f"\nfiltered {explanation.filtered_count} known answer{'s' if explanation.filtered_count > 1 else ''}: ")
         shown = ", ".join(f"{f.entity.name} ({_splits(f.splits)}{', above' if f.above else ''})" for f in explanation.filtered)
         text.append(shown + (" …" if explanation.filtered_count > len(explanation.filtered) else ""), style="dim")
-        if above:
-            text.append(f" ({len(above)} scored above it)", style="dim")
     return text
 
 
-def contributions_table(explanation: Explanation, *, width: int = 8) -> Table:
-    """Per branch: weight, logit, probability, weight × probability and its share (with a bar)."""
+def contributions_table(
+    contributions: tuple[BranchContribution, ...], *, width: int = 8, logits: bool = True
+) -> Table:
+    """Per branch: weight, logit (unless ``logits`` is False), probability, weight × probability and its
+    share, with a bar ``width`` cells wide."""
     table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
-    for name, justify in (("branch", "left"), ("weight", "right"), ("logit", "right"), ("p", "right"),
-                          ("w×p", "right"), ("share", "left")):
-        table.add_column(name, justify=justify, no_wrap=True)
-    for c in explanation.contributions:
+    columns = [("branch", "left"), ("weight", "right"), ("logit", "right"), ("p", "right"), ("w×p", "right"),
+               ("share", "left")]
+    for name, justify in columns:
+        if name != "logit" or logits:
+            table.add_column(name, justify=justify, no_wrap=True)
+    for c in contributions:
         share = Text(bar(c.share, width), style=f"{colour(c.branch)} on #3a3a3a")
         share.append(f"{c.share:5.0%}", style=colour(c.branch))
-        table.add_row(Text(c.branch, style=colour(c.branch)), f"{c.weight:.2f}", f"{c.logit:+.2f}",
-                      f"{c.probability:.2f}", f"{c.contribution:.3f}", share)
+        cells = [Text(c.branch, style=colour(c.branch)), f"{c.weight:.2f}", f"{c.logit:+.2f}",
+                 f"{c.probability:.2f}", f"{c.contribution:.3f}", share]
+        table.add_row(*(cells if logits else cells[:2] + cells[3:]))
     return table
 
 
@@ -121,8 +124,29 @@ def neighbours_table(explanation: Explanation) -> Table:
     return table
 
 
+def neighbours_text(explanation: Explanation, *, per_end: int = 3) -> Text:
+    """The nearest neighbours, compactly: one line per branch and end (for the explore detail pane)."""
+    text = Text()
+    for group in explanation.neighbours:
+        for end, side in ((explanation.head, group.head), (explanation.tail, group.tail)):
+            if text:
+                text.append("\n")
+            text.append(f"{group.branch:<10}", style=colour(group.branch))
+            text.append(f" {truncate(end.name, 14)} ≈ ", style="dim")
+            if not side:
+                text.append("n/a (not in this branch)", style="dim")
+                continue
+            text.append(", ".join(f"{n.entity.name} {n.similarity:.2f}" for n in side[:per_end]))
+    return text
+
+
+def _sections(*sections: tuple[str, RenderableType]) -> list[RenderableType]:
+    """Each ``(title, body)`` after a blank line, the title in bold."""
+    return [part for title, body in sections for part in (Text(""), Text(title, style="bold"), body)]
+
+
 def explanation_renderable(explanation: Explanation) -> RenderableType:
-    """Everything, as one group of titled sections."""
+    """Everything, as one group of titled sections (``imf explain``)."""
     title = Text("Why ", style="bold")
     title.append(triple_text(explanation))
     title.append("?", style="bold")
@@ -131,13 +155,17 @@ def explanation_renderable(explanation: Explanation) -> RenderableType:
         title,
         summary(explanation),
         scored,
-        Text(""),
-        Text("Branch contributions (weight × probability)", style="bold"),
-        contributions_table(explanation),
-        Text(""),
-        Text("Evidence from the training graph (rule confidence)", style="bold"),
-        evidence_text(explanation),
-        Text(""),
-        Text("Nearest neighbours in each branch's space", style="bold"),
-        neighbours_table(explanation),
+        *_sections(
+            ("Branch contributions (weight × probability)", contributions_table(explanation.contributions)),
+            ("Evidence from the training graph (rule confidence)", evidence_text(explanation)),
+            ("Nearest neighbours in each branch's space", neighbours_table(explanation)),
+        ),
+    )
+
+
+def pane_renderable(explanation: Explanation) -> RenderableType:
+    """The explanation for the explore detail pane, below its contributions table: rank, evidence, neighbours."""
+    return Group(
+        summary(explanation),
+        *_sections(("Evidence", evidence_text(explanation)), ("Nearest neighbours (cosine)", neighbours_text(explanation))),
     )

@@ -10,22 +10,12 @@ import torch
 from imf_cli.scoring import branch_shares
 from imf_cli.service import PredictionService
 from kgdata.errors import ImfError, UnknownEntityError
-from unseen_helpers import build_run
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    home = tmp_path_factory.mktemp("explain-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMF_HOME", str(home))
-        torch.set_num_threads(1)
-        yield home, build_run(home, tmp_path_factory.mktemp("data"), patch)
 
 
 @pytest.fixture
-def service(trained, monkeypatch):
-    monkeypatch.setenv("IMF_HOME", str(trained[0]))
-    with PredictionService.from_run(trained[1], device="cpu") as opened:
+def service(places_run, monkeypatch):
+    monkeypatch.setenv("IMF_HOME", str(places_run[0]))
+    with PredictionService.from_run(places_run[1], device="cpu") as opened:
         yield opened
 
 
@@ -143,14 +133,14 @@ def test_explain_errors(service):
         service.explain(france, 99, france)
 
 
-def test_explain_cli_prints_the_same_explanation_as_text_and_json(service, trained, monkeypatch):
+def test_explain_cli_prints_the_same_explanation_as_text_and_json(service, places_run, monkeypatch):
     from typer.testing import CliRunner
 
     from imf_cli.main import app
 
-    monkeypatch.setenv("IMF_HOME", str(trained[0]))
+    monkeypatch.setenv("IMF_HOME", str(places_run[0]))
     runner = CliRunner()
-    args = ["explain", str(trained[1]), "--head", "France", "--relation", "borders", "--tail", "Germany"]
+    args = ["explain", str(places_run[1]), "--head", "France", "--relation", "borders", "--tail", "Germany"]
     as_json = runner.invoke(app, [*args, "--json"])
     as_text = runner.invoke(app, args, env={"COLUMNS": "160"})
     unknown = runner.invoke(app, [*args[:-1], "Atlantis"])

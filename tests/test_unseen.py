@@ -6,32 +6,20 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from imf_cli.service import INLINE_ID, PredictionService
 from imf_cli.unseen import placement_path
 from kgdata.errors import DataError, ImfError
 from models.inductive import load_placement
 from helpers import TINY_VALID
-from unseen_helpers import ADDED, ENTITIES, TRAIN, build_run
+from unseen_helpers import ADDED, ENTITIES, TRAIN
 
 EXPECTED_BRANCHES = ("structure", "visual", "text", "multimodal")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    home = tmp_path_factory.mktemp("unseen-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMF_HOME", str(home))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        torch.set_num_threads(1)
-        run_dir = build_run(home, tmp_path_factory.mktemp("data"), patch)
-        yield home, run_dir
-
-
 @pytest.fixture
-def service(trained, monkeypatch):
-    home, run_dir = trained
+def service(places_run, monkeypatch):
+    home, run_dir = places_run
     monkeypatch.setenv("IMF_HOME", str(home))
     from helpers import tiny_cnn_class
     from kgdata.encoders import REGISTRY
@@ -55,8 +43,8 @@ def check_rows(result, scored_by):
 
 
 # -------------------------------------------------------------------------------------------- placement
-def test_training_stores_the_placement_of_its_best_checkpoint(trained):
-    _, run_dir = trained
+def test_training_stores_the_placement_of_its_best_checkpoint(places_run):
+    _, run_dir = places_run
     maps, metadata = load_placement(placement_path(run_dir, "best"))
     # Fewer than ten graph entities: nothing is held out, and the maps train for the full budget.
     assert set(maps) == {"visual", "text"} and {m.method for m in maps.values()} == {"fitted"}
@@ -67,10 +55,10 @@ def test_training_stores_the_placement_of_its_best_checkpoint(trained):
     assert not placement_path(run_dir, "last").exists()
 
 
-def test_the_service_uses_the_stored_placement_and_refits_a_stale_one(service, monkeypatch, trained):
+def test_the_service_uses_the_stored_placement_and_refits_a_stale_one(service, monkeypatch, places_run):
     import models.placement
 
-    path = placement_path(trained[1], "best")
+    path = placement_path(places_run[1], "best")
     stored = path.read_bytes()
     monkeypatch.setattr(models.placement, "fit_placement", lambda *a, **k: pytest.fail("refitted a valid placement"))
     assert service.inductive().placeable == ("visual", "text", "multimodal")
@@ -172,21 +160,21 @@ def test_added_entities_are_candidates_only_when_asked(service):
     assert lyon.id in [p.entity.id for p in by_name.predictions]
 
 
-def test_facts_and_evaluation_stay_on_the_training_graph(service, trained):
+def test_facts_and_evaluation_stay_on_the_training_graph(service, places_run):
     from imf_cli.pipeline import evaluate_run
 
     lyon, france = service.resolve_entity("lyon"), service.resolve_entity("france")
     assert service.supporting_facts(lyon.id, france.id) == []
     assert service.known(lyon.id, 0)["train"].numel() == 0
-    report = evaluate_run(trained[1], split="test", device="cpu", write=False)
+    report = evaluate_run(places_run[1], split="test", device="cpu", write=False)
     assert report["triples"] == 1 and 0 < report["fused"]["mrr"] <= 1
 
 
-def test_a_structure_only_run_says_it_cannot_score_new_entities(trained, monkeypatch, tmp_path):
+def test_a_structure_only_run_says_it_cannot_score_new_entities(places_run, monkeypatch, tmp_path):
     from imf_cli.pipeline import train_model
     from unseen_helpers import DATASET, FLAGS
 
-    monkeypatch.setenv("IMF_HOME", str(trained[0]))
+    monkeypatch.setenv("IMF_HOME", str(places_run[0]))
     run = train_model(DATASET, flags=FLAGS, modalities=("structure",), run_dir=tmp_path / "run", progress=False)
     assert not placement_path(run.run_dir).exists()
     with PredictionService.from_run(run.run_dir, device="cpu") as service:
@@ -196,15 +184,15 @@ def test_a_structure_only_run_says_it_cannot_score_new_entities(trained, monkeyp
 
 # --------------------------------------------------------------------------------------------------- CLI
 @pytest.fixture
-def cli(trained, monkeypatch):
-    """Run ``imf`` in this process against the trained run's home; returns (invoke, run_dir)."""
+def cli(places_run, monkeypatch):
+    """Run ``imf`` in this process against the places_run run's home; returns (invoke, run_dir)."""
     from typer.testing import CliRunner
 
     from helpers import tiny_cnn_class
     from imf_cli.main import app
     from kgdata.encoders import REGISTRY
 
-    home, run_dir = trained
+    home, run_dir = places_run
     monkeypatch.setenv("IMF_HOME", str(home))
     monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
     runner = CliRunner()
