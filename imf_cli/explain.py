@@ -292,7 +292,11 @@ def _evidence(service: "PredictionService", head: int, relation: int, tail: int,
     if len(i):
         body_first, body_second = relations[i], edges.inverse(far_relations[j])
         confidence, support = rules.pair(body_first, body_second, stored)
-        order = np.lexsort((middle, -support, -confidence))[:limit]
+        order = np.lexsort((middle, -support, -confidence))
+        # One path per middle entity, by its most confident rule: a pair of entities linked both ways
+        # would otherwise fill the list with the same path read in different directions.
+        _, first_of_middle = np.unique(middle[order], return_index=True)
+        order = order[np.sort(first_of_middle)][:limit]
         found += [
             ([(first, int(body_first[k]), int(middle[k])), (int(middle[k]), int(body_second[k]), last)],
              (int(body_first[k]), int(body_second[k])), float(confidence[k]), int(support[k]))

@@ -84,9 +84,9 @@ def evidence_text(explanation: Explanation) -> Text:
             text.append("\n")
         text.append(f"{item.confidence:4.0%} ", style="bold")
         text.append(item.sentence)
-        body = ", then ".join(r.label for r in item.body)
+        body = " → ".join(r.label for r in item.body)
         unit = "pair" if len(item.facts) == 1 else "path"
-        text.append(f"   ({body} ⇒ {stored}: {item.support} {unit}{'s' if item.support != 1 else ''})", style="dim")
+        text.append(f"   [{body} ⇒ {stored}: {item.support} {unit}{'s' if item.support != 1 else ''}]", style="dim")
     return text
 
 
