@@ -303,8 +303,12 @@ def train_model(
     progress: bool = True,
     on_epoch: "EpochLogger | None" = None,
     log: Callable[[str], None] | None = None,
+    place_unseen: bool = True,
 ) -> "TrainResult":
     """Train IMF on an imported dataset into a new, write-once run directory.
+
+    With ``place_unseen`` (and a text or image branch), the last step fits the placement of entities
+    outside the graph (:func:`_place_unseen`); without, a service fits it on first use.
 
     The config is layered as defaults ← ``config_file`` (or ``config_values``, a mapping of the same
     shape) ← ``flags``. ``progress`` shows a rich progress bar; ``on_epoch`` is called with each
@@ -367,7 +371,8 @@ def train_model(
                 progress=progress,
                 on_epoch_end=_epoch_lines(on_epoch, config.train.epochs),
             )
-            _place_unseen(result, prepared, progress=progress)
+            if place_unseen:
+                _place_unseen(result, prepared, progress=progress)
             return result
 
     return _run_training(run_dir, start, config, existed=existed)
@@ -457,8 +462,10 @@ def _epoch_lines(on_epoch: EpochLogger | None, epochs: int) -> Callable[[dict], 
     return lambda record: on_epoch(epoch_line(record, epochs))
 
 
-def resume_model(run_dir: Path, *, progress: bool = True, on_epoch: "EpochLogger | None" = None) -> "TrainResult":
-    """Continue a killed run with the dataset and features it recorded.
+def resume_model(
+    run_dir: Path, *, progress: bool = True, on_epoch: "EpochLogger | None" = None, place_unseen: bool = True
+) -> "TrainResult":
+    """Continue a killed run with the dataset and features it recorded (``place_unseen``: see :func:`train_model`).
 
     A run killed before it wrote any ``last.pt`` starts again from epoch 0 with its recorded config
     and seed, which gives the run it would have been.
@@ -484,7 +491,8 @@ def resume_model(run_dir: Path, *, progress: bool = True, on_epoch: "EpochLogger
                 result = restart(run_dir, prepared.tensors, config, progress=progress, on_epoch_end=lines)
             else:
                 result = resume(run_dir, prepared.tensors, progress=progress, on_epoch_end=lines)
-            _place_unseen(result, prepared, progress=progress)
+            if place_unseen:
+                _place_unseen(result, prepared, progress=progress)
             return result
 
     return _run_training(run_dir, start)

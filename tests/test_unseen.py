@@ -239,3 +239,15 @@ def test_predict_new_argument_errors_exit_2_with_one_line(cli, tmp_path):
     missing = invoke("predict", run_dir, "--new-image", tmp_path / "nope.png", "--relation", "borders")
     assert missing.exit_code == 2 and f"{tmp_path / 'nope.png'}: no such image file" in missing.output.replace("\n", "")
     assert "Traceback" not in missing.output
+
+
+def test_training_can_leave_the_placement_to_first_use(places_run, monkeypatch, tmp_path):
+    from imf_cli.pipeline import train_model
+    from unseen_helpers import DATASET, FLAGS
+
+    monkeypatch.setenv("IMF_HOME", str(places_run[0]))
+    run = train_model(DATASET, flags=FLAGS, run_dir=tmp_path / "run", progress=False, place_unseen=False)
+    assert not placement_path(run.run_dir).exists()  # imf ablate trains its runs so
+    with PredictionService.from_run(run.run_dir, device="cpu") as service:
+        assert service.predict_new(service.resolve_relation("in").id, text="a republic").scored_by
+    assert placement_path(run.run_dir).exists()  # fitted and stored on first use
