@@ -27,6 +27,7 @@ from kgdata.errors import EnvironmentFault, ImfError
 if TYPE_CHECKING:
     import torch
 
+    from imf_cli.runs import LoadedRun
     from kgdata.features import FeatureSet
     from kgdata.store import EntityStore
     from models.config import RunConfig
@@ -358,10 +359,10 @@ def train_model(
     from models.training import train
 
     existed = run_dir.exists()
-    if _main_process():
-        run_dir.mkdir(parents=True, exist_ok=True)
 
     def start() -> "TrainResult":
+        if _main_process():
+            run_dir.mkdir(parents=True, exist_ok=True)
         with _lock(run_dir):
             result = train(
                 prepared.tensors,

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import torch
 
     from kgdata.store import EntityStore
+    from models.config import RunConfig
     from models.imf import IMF
 
 FINISHED, STOPPED, RESUMABLE, RUNNING, FAILED, ORPHAN = (
@@ -404,7 +405,7 @@ def resolve_run(ref: str | os.PathLike) -> Path:
             raise ImfError(f"{path} is not a run directory (no config.yaml); runs are in {root}")
         return path
     if os.sep in text or not root.is_dir():
-        raise ImfError(f"no run directory {text}; runs are in {root} (see imf runs)")
+        raise ImfError(f"{text} is not a run directory, nor the name of one; runs are in {root} (see imf runs)")
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(text))
     if text in names:
         names = [text]

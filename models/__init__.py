@@ -7,7 +7,10 @@ Beyond the modules that ARCHITECTURE.md proposes, four more each hold one concep
 ``index.py`` (the CSR map of known tails that both training targets and evaluation filters use),
 ``checkpoint.py`` (the checkpoint format and RNG capture, so that inference loads a model without
 importing the training loop), ``distributed.py`` (device choice and the collectives, identities
-in one process) and ``calibration.py`` (the decision-fusion weights fitted on valid queries).
+in one process) and ``calibration.py`` (the decision-fusion weights fitted on valid queries, and the
+cross-fitted selection). The training loop is split over ``kg.py`` (the graph as tensors),
+``sampling.py`` (the order of an epoch's queries), ``loop.py`` (progress bar and signals),
+``run_files.py`` (``config.yaml`` and the strict-JSON trace) and ``training.py`` (the loop).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ _EXPORTS = {
     "CheckpointError": "models.checkpoint",
     "load_checkpoint": "models.checkpoint",
     "read_checkpoint": "models.checkpoint",
-    "KGTensors": "models.training",
+    "KGTensors": "models.kg",
     "TrainResult": "models.training",
     "resume": "models.training",
     "train": "models.training",
@@ -84,7 +87,8 @@ if TYPE_CHECKING:
     from models.losses import LossTerms, imf_objective, info_nce, smoothed_bce
     from models.representations import FeatureRepresentation, LearnedRepresentation
     from models.scorer import TuckERScorer
-    from models.training import KGTensors, TrainResult, resume, train
+    from models.kg import KGTensors
+    from models.training import TrainResult, resume, train
 
 
 def __getattr__(name: str) -> Any:

@@ -27,16 +27,13 @@ is ``world_size × batch_size``). Only rank 0 evaluates and writes files; its de
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
 import secrets
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +46,6 @@ from models import distributed
 from models.calibration import crossfit_valid
 from models.checkpoint import (
     capture_rng_state,
-    feature_hash,
     read_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -60,72 +56,12 @@ from models.imf import IMF, STRUCTURE, build_model
 from models.index import TailIndex, with_inverses
 from models.losses import Positives, imf_objective
 from models.run_files import append_trace, truncate_trace, write_config
+from models.kg import KGTensors
+from models.loop import EpochProgress, StopSignals
 from models.sampling import epoch_batches
 from models.scorer import RelationGroups
 
 EpochCallback = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class KGTensors:
-    """A knowledge graph as tensors, everything training needs. Relation ids are in ``[0, R)``, without inverses.
-
-    Attributes:
-        num_entities: ``N``.
-        num_relations: ``R``.
-        train, valid, test: ``(n, 3)`` int64 ``(head, relation, tail)`` triples.
-        features: Modality → ``(matrix (N, D_m) float32, mask (N,) bool)``; True marks a real feature.
-        structure_entity_init: Optional ``(N, d)`` GAT entity vectors for the structure branch.
-        structure_relation_init: Optional ``(R, d)`` GAT relation vectors.
-    """
-
-    num_entities: int
-    num_relations: int
-    train: Tensor
-    valid: Tensor
-    test: Tensor
-    features: Mapping[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
-    structure_entity_init: Tensor | None = None
-    structure_relation_init: Tensor | None = None
-
-    def __post_init__(self) -> None:
-        for split in ("train", "valid", "test"):
-            triples = getattr(self, split)
-            if triples.dim() != 2 or triples.shape[1] != 3:
-                raise ValueError(f"{split} triples must have shape (n, 3), got {tuple(triples.shape)}")
-            if triples.numel() and (
-                triples[:, [0, 2]].min() < 0
-                or triples[:, [0, 2]].max() >= self.num_entities
-                or triples[:, 1].min() < 0
-                or triples[:, 1].max() >= self.num_relations
-            ):
-                raise ValueError(
-                    f"{split} triples hold ids outside {self.num_entities} entities and {self.num_relations} relations"
-                )
-        for modality, (matrix, mask) in self.features.items():
-            if matrix.dim() != 2 or matrix.shape[0] != self.num_entities or mask.shape != (self.num_entities,):
-                raise ValueError(
-                    f"features of {modality!r} must be ({self.num_entities}, D) with a ({self.num_entities},) mask"
-                )
-
-    @property
-    def feature_dims(self) -> dict[str, int]:
-        return {modality: matrix.shape[1] for modality, (matrix, _) in self.features.items()}
-
-    def feature_hashes(self) -> dict[str, str]:
-        """Modality (and ``structure_init``) → a hash of the exact frozen inputs, which checkpoints record."""
-        hashes = {m: feature_hash(matrix, mask) for m, (matrix, mask) in self.features.items()}
-        if self.structure_entity_init is not None:
-            hashes["structure_init"] = feature_hash(self.structure_entity_init, self.structure_relation_init)
-        return dict(sorted(hashes.items()))
-
-    def fingerprint(self) -> str:
-        """A hash of the sizes and triples, to check that a resumed run sees the same data."""
-        sizes = f"{self.num_entities}/{self.num_relations}/{sorted(self.feature_dims.items())}"
-        digest = hashlib.sha256(sizes.encode())
-        for triples in (self.train, self.valid, self.test):
-            digest.update(triples.long().contiguous().cpu().numpy().tobytes())
-        return digest.hexdigest()
 
 
 class NonFiniteLossError(ValueError):
@@ -396,7 +332,10 @@ class _Trainer:
             and config.model.fusion in ("learned", "learned-per-relation")
             and len(self.model.branch_names) > 1
         )
-        if self.fit_fusion:
+        # Weights fitted on valid are held out of the optimizer; one branch has no weights to learn at all
+        # (its fused score is its own), and under DDP a parameter without a gradient is an error.
+        single = len(self.model.branch_names) == 1
+        if (self.fit_fusion or single) and self.model.decision.mode != "mean":
             self.model.decision.logits.requires_grad_(False)
         self.objective = _Objective(
             self.model,
@@ -515,7 +454,7 @@ class _Trainer:
         if self.context.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             step = DistributedDataParallel(self.objective, device_ids=device_ids, broadcast_buffers=False)
-        with _Progress(progress and self.context.is_main, settings.epochs, self.epoch) as bar, _StopSignals() as stop:
+        with EpochProgress(progress and self.context.is_main, settings.epochs, self.epoch) as bar, StopSignals() as stop:
             while not self.finished:
                 started = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -561,7 +500,7 @@ class _Trainer:
         due = time.monotonic() - self.last_checkpoint >= 60.0 * settings.checkpoint_minutes
         return self.context.any(due, self.device)  # the same decision on every rank: saving gathers RNG states
 
-    def _train_epoch(self, step: nn.Module, bar: _Progress, stop: _StopSignals) -> dict[str, float] | None:
+    def _train_epoch(self, step: nn.Module, bar: EpochProgress, stop: StopSignals) -> dict[str, float] | None:
         """One epoch, or the rest of one that a signal interrupted; the mean loss terms.
 
         Returns None when a signal stopped it: ``last.pt`` then holds the model after the last
@@ -723,81 +662,6 @@ class _Trainer:
         if last:
             self.last_checkpoint = time.monotonic()
         self.context.barrier()
-
-
-class _StopSignals:
-    """Turn the first SIGINT or SIGTERM into a request to stop after the current step; a second one stops at once.
-
-    Only installed in the main thread (signal handlers cannot be set elsewhere); elsewhere it never asks to stop.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self.name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def _handle(self, number: int, frame) -> None:
-        if self.requested:  # asked twice: give up on the clean stop
-            signal.signal(number, self._previous.get(number, signal.SIG_DFL))
-            signal.raise_signal(number)
-            return
-        self.requested = True
-        self.name = signal.Signals(number).name
-
-    def __exit__(self, *exc_info) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-
-class _Progress:
-    """A rich progress bar over the run's epochs with the last epoch's loss and the last valid fused MRR, or nothing."""
-
-    def __init__(self, enabled: bool, epochs: int, completed_epochs: int):
-        self.enabled = enabled
-        self.epochs = epochs
-        self.completed_epochs = completed_epochs
-        self.bar = None
-        self.task = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(
-                TextColumn("epoch {task.fields[epoch]}/{task.total:.0f}"),
-                BarColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TextColumn("valid MRR {task.fields[mrr]}"),
-                TimeElapsedColumn(),
-            )
-            self.bar.start()
-            done = self.completed_epochs
-            self.task = self.bar.add_task("train", total=self.epochs, completed=done, epoch=done, loss="–", mrr="–")
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def advance(self, fraction: float) -> None:
-        """A batch is done: move by ``fraction`` of an epoch."""
-        if self.bar is not None:
-            self.bar.advance(self.task, fraction)
-
-    def epoch_done(self, epoch: int, loss: float, valid: dict[str, dict[str, float]] | None) -> None:
-        """An epoch is done, with its mean loss and, if it was evaluated, its valid metrics."""
-        if self.bar is None:
-            return
-        fields = {"epoch": epoch, "loss": f"{loss:.4f}"}
-        if valid is not None:
-            fields["mrr"] = f"{valid[FUSED]['mrr']:.4f}"
-        self.bar.update(self.task, completed=epoch, **fields)
 
 
 def _seed_everything(seed: int, rank: int) -> None:

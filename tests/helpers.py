@@ -68,11 +68,23 @@ def cli_ok(*args: str):
     return result
 
 
+#: What ``imf train`` says before it starts (the branches it trains and skips): information, not an error.
+PLAN_LINES = ("Training branches: ", "Skipped ")
+
+
+def _is_context(line: str) -> bool:
+    """A line that is not part of an error: the branch plan, or a progress line (``Ranking … …``)."""
+    return line.startswith(PLAN_LINES) or line.rstrip().endswith(" …")
+
+
 def error_line(result, code: int = 2) -> str:
-    """The one line a failed command printed (asserting its exit code, and that there is no traceback)."""
+    """The one line a failed command printed (asserting its exit code, and that there is no traceback).
+
+    ``imf train``'s branch plan and the progress lines printed without a terminal are not part of it.
+    """
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
+    lines = [line for line in result.output.splitlines() if line.strip() and not _is_context(line)]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     return lines[0]
 

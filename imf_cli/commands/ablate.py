@@ -38,7 +38,7 @@ def ablate_command(
     finished run, in its own columns. Finished runs are reused and killed ones resumed, so running the
     same command again continues the study.
 
-    Example: imf ablate countries-mm --config imf_cli/presets/countries-mm.yaml --seeds 3
+    Example: imf ablate countries-mm --config imf_cli/presets/countries-mm-quick.yaml --seeds 2 --variant full --variant mean-fusion
     """
     from imf_cli.ablation import markdown_table, parse_grid, run_study
     from imf_cli.runtime import set_threads

@@ -13,8 +13,7 @@ from kgdata.errors import ImfError
 app = typer.Typer(
     help=(
         "Add entities the graph has never seen (a key, a name, a description, an image; no triples) and "
-        "list them.\n\nExample: imf entities add countries-mm atlantis --name Atlantis --description "
-        "\"A sunken island\""
+        "list them.\n\nExample: imf entities list countries-mm"
     ),
     no_args_is_help=True,
 )

@@ -46,11 +46,13 @@ def eval_command(
     Example: imf eval countries-mm@latest --split valid
     """
     from imf_cli.pipeline import evaluate_run
-    from imf_cli.runs import metrics_path, resolve_run
+    from imf_cli.runs import metrics_path, pick_device, resolve_run, run_metadata
     from imf_cli.runtime import set_threads
 
     set_threads(threads)
     run_dir = resolve_run(run)
+    run_metadata(run_dir)  # a damaged config.yaml or an unknown device: one error line, before any progress line
+    pick_device(device)
     bar, lines = progress_mode(progress, json_output)
     what = f"Ranking the {split.value} split with {run_dir.name}/{checkpoint}.pt"
     if lines is not None:
