@@ -266,10 +266,12 @@ def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Pa
         return _cell_from(json.loads(done.read_text(encoding="utf-8")), variant.name, run_dir)
     overrides = {**variant.overrides, "train.seed": seed}
     if (run_dir / "config.yaml").is_file():
-        result = resume_model(run_dir, progress=False)
+        result = resume_model(run_dir, progress=False, place_unseen=False)  # metrics only: no new entities
     else:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        result = train_model(dataset, config_values=base, flags=overrides, run_dir=run_dir, progress=False)
+        result = train_model(
+            dataset, config_values=base, flags=overrides, run_dir=run_dir, progress=False, place_unseen=False
+        )
     trace = _read_trace(run_dir)
     best = next((r for r in trace if r["epoch"] == result.best_epoch and "valid" in r), None)
     if best is None:

@@ -15,6 +15,7 @@ from imf_cli.commands import ablate as ablate_cmd
 from imf_cli.commands import datasets as datasets_cmd
 from imf_cli.commands import demo as demo_cmd
 from imf_cli.commands import eval as eval_cmd
+from imf_cli.commands import explain as explain_cmd
 from imf_cli.commands import explore as explore_cmd
 from imf_cli.commands import encode as encode_cmd
 from imf_cli.commands import entities as entities_cmd
@@ -65,7 +66,7 @@ def root(
     keep_freed_memory()
 
 
-# The one-command tour first, then the data flow: import → encode → train → eval → predict → explore.
+# The one-command tour first, then the data flow: import → encode → train → eval → predict → explain → explore.
 # Help texts are reflowed so that rich wraps them to the terminal.
 for name, command in (
     ("demo", demo_cmd.demo_command),
@@ -79,6 +80,7 @@ for name, command in (
     ("runs", runs_cmd.app),
     ("eval", eval_cmd.eval_command),
     ("predict", predict_cmd.predict_command),
+    ("explain", explain_cmd.explain_command),
     ("explore", explore_cmd.explore_command),
     ("ablate", ablate_cmd.ablate_command),
 ):

@@ -304,8 +304,12 @@ def train_model(
     progress: bool = True,
     on_epoch: "EpochLogger | None" = None,
     log: Callable[[str], None] | None = None,
+    place_unseen: bool = True,
 ) -> "TrainResult":
     """Train IMF on an imported dataset into a new, write-once run directory.
+
+    With ``place_unseen`` (and a text or image branch), the last step fits the placement of entities
+    outside the graph (:func:`_place_unseen`); without, a service fits it on first use.
 
     The config is layered as defaults ← ``config_file`` (or ``config_values``, a mapping of the same
     shape) ← ``flags``. ``progress`` shows a rich progress bar; ``on_epoch`` is called with each
@@ -360,7 +364,7 @@ def train_model(
         if _main_process():
             run_dir.mkdir(parents=True, exist_ok=True)
         with _lock(run_dir):
-            return train(
+            result = train(
                 prepared.tensors,
                 config,
                 run_dir,
@@ -368,8 +372,23 @@ def train_model(
                 progress=progress,
                 on_epoch_end=_epoch_lines(on_epoch, config.train.epochs),
             )
+            if place_unseen:
+                _place_unseen(result, prepared, progress=progress)
+            return result
 
     return _run_training(run_dir, start, config, existed=existed)
+
+
+def _place_unseen(result: "TrainResult", prepared: PreparedData, *, progress: bool) -> None:
+    """The step after training: fit and store the placement of entities outside the graph, for the best
+    checkpoint (``inductive-best.safetensors``; see :mod:`imf_cli.unseen`). Only the main process writes it."""
+    import torch
+
+    from imf_cli.unseen import write_run_placement
+
+    if _main_process() and (Path(result.run_dir) / "best.pt").is_file():
+        facts = torch.cat([prepared.tensors.train, prepared.tensors.valid])
+        write_run_placement(result.run_dir, prepared.tensors.features, facts, progress=progress)
 
 
 def _run_training(
@@ -444,8 +463,10 @@ def _epoch_lines(on_epoch: EpochLogger | None, epochs: int) -> Callable[[dict], 
     return lambda record: on_epoch(epoch_line(record, epochs))
 
 
-def resume_model(run_dir: Path, *, progress: bool = True, on_epoch: "EpochLogger | None" = None) -> "TrainResult":
-    """Continue a killed run with the dataset and features it recorded.
+def resume_model(
+    run_dir: Path, *, progress: bool = True, on_epoch: "EpochLogger | None" = None, place_unseen: bool = True
+) -> "TrainResult":
+    """Continue a killed run with the dataset and features it recorded (``place_unseen``: see :func:`train_model`).
 
     A run killed before it wrote any ``last.pt`` starts again from epoch 0 with its recorded config
     and seed, which gives the run it would have been.
@@ -468,8 +489,12 @@ def resume_model(run_dir: Path, *, progress: bool = True, on_epoch: "EpochLogger
     def start() -> "TrainResult":
         with _lock(run_dir):
             if not (run_dir / "last.pt").exists():
-                return restart(run_dir, prepared.tensors, config, progress=progress, on_epoch_end=lines)
-            return resume(run_dir, prepared.tensors, progress=progress, on_epoch_end=lines)
+                result = restart(run_dir, prepared.tensors, config, progress=progress, on_epoch_end=lines)
+            else:
+                result = resume(run_dir, prepared.tensors, progress=progress, on_epoch_end=lines)
+            if place_unseen:
+                _place_unseen(result, prepared, progress=progress)
+            return result
 
     return _run_training(run_dir, start)
 

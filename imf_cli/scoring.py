@@ -1,17 +1,21 @@
-"""How much each branch counts in one fused decision: the one definition that every view shows.
+"""What each branch contributes to a fused score: one definition for every view of it.
 
-IMF's decision fusion scores a triple with ``fused = Σ_b w_b · ℓ_b``: the relation's weight ``w_b`` of
-each branch ``b`` (they sum to 1) times that branch's logit ``ℓ_b``. A branch's *share* of the decision
-is its weighted probability that the triple holds, normalised over the branches::
+``imf explain``, the explore detail pane and the explore table's highlight all show a branch's *share*
+of a prediction, and must agree. A branch's **contribution** to a triple is its decision weight times
+its own probability that the triple holds, ``w_b · σ(logit_b)``; its **share** is its contribution
+over the sum of the contributions of the branches that scored the triple::
 
-    share_b = w_b · σ(ℓ_b) / Σ_c w_c · σ(ℓ_c)
+    share_b = w_b σ(ℓ_b) / Σ_c w_c σ(ℓ_c)
 
-Shares lie in [0, 1] and sum to 1. A branch gets a large share when the fusion trusts it for this
-relation (large ``w_b``) *and* it believes the triple (large ``σ(ℓ_b)``); a branch that votes against
-the triple (negative logit) or that the fusion ignores gets a small one. Unlike ``|w·ℓ|`` shares, a
-confident "no" does not look like a large part of a "yes".
+Why probabilities and not the fused logit's terms ``w_b · ℓ_b``: those are signed, so their "largest"
+can be a branch of weight 0.006 with a large logit, or a branch arguing *against* the triple, and
+shares of ``|w·ℓ|`` credit a branch for confident disagreement. ``w · σ(ℓ)`` is non-negative, bounded
+by the weight, and sums to the weighted mean probability; a branch earns its share by weight *and*
+by believing the triple. Shares are ratios, so they need no renormalised weights: a branch that did
+not score the triple (the structure branch for an entity outside the training graph) is simply left
+out of ``logits``.
 
-The explore TUI's per-branch bars and its detail pane both show this quantity. Pure Python: no torch.
+Pure Python: no torch, no rich, so every view (and a fake service in tests) can use it.
 """
 
 from __future__ import annotations
@@ -28,20 +32,40 @@ def sigmoid(x: float) -> float:
     return z / (1.0 + z)
 
 
+def branch_contributions(weights: Mapping[str, float], logits: Mapping[str, float]) -> dict[str, float]:
+    """Branch → ``weight × σ(logit)``, for the branches of ``logits`` (in its order).
+
+    A branch missing from ``weights`` has weight 0 (a negative or non-finite weight counts as 0); a NaN
+    or missing logit counts as probability 0.
+    """
+    result = {}
+    for branch, logit in logits.items():
+        weight = weights.get(branch, 0.0)
+        weight = float(weight) if weight is not None and math.isfinite(weight) and weight > 0 else 0.0
+        probability = 0.0 if logit is None or math.isnan(logit) else sigmoid(logit)
+        result[branch] = weight * probability
+    return result
+
+
 def branch_shares(weights: Mapping[str, float], logits: Mapping[str, float]) -> dict[str, float]:
-    """Each branch's share of the fused decision (see the module docstring), in the order of ``logits``.
+    """Branch → its share of the prediction, ``w σ(ℓ) / Σ w σ(ℓ)`` over the branches of ``logits``.
 
     Args:
-        weights: Branch → decision-fusion weight for the query's relation.
-        logits: Branch → that branch's logit for the triple.
+        weights: Branch → decision weight for the query's relation (renormalised or not: shares are ratios).
+        logits: Branch → its logit for the triple; only the branches that scored it.
 
     Returns:
-        Branch → share in [0, 1]; the shares sum to 1 (all 0 when every weighted probability is 0).
-        A branch missing from ``weights`` has weight 0; a NaN logit counts as probability 0.
+        Shares in ``[0, 1]`` that sum to 1, in the order of ``logits``; all 0 when no branch contributes.
     """
-    votes = {}
-    for branch, logit in logits.items():
-        probability = 0.0 if logit is None or math.isnan(logit) else sigmoid(logit)
-        votes[branch] = max(float(weights.get(branch, 0.0)), 0.0) * probability
-    total = sum(votes.values())
-    return {branch: (vote / total if total > 0 else 0.0) for branch, vote in votes.items()}
+    contributions = branch_contributions(weights, logits)
+    total = sum(contributions.values())
+    if total <= 0:
+        return {branch: 0.0 for branch in contributions}
+    return {branch: value / total for branch, value in contributions.items()}
+
+
+def dominant_branch(weights: Mapping[str, float], logits: Mapping[str, float]) -> str | None:
+    """The branch with the largest share (the first on a tie), or None when none contributes."""
+    shares = branch_shares(weights, logits)
+    best = max(shares, key=shares.__getitem__, default=None)
+    return best if best is not None and shares[best] > 0 else None

@@ -27,7 +27,12 @@ from kgdata.errors import ImfError, UnknownEntityError
 from kgdata.store import Entity, EntityStore
 
 if TYPE_CHECKING:
+    import torch
+
+    from imf_cli.explain import Explanation
+    from kgdata.rules import Edges, RelationPairIndex
     from models.imf import IMF
+    from models.inductive import InductiveScorer, PlacedEntities
 
 SPLITS = ("train", "valid", "test")
 #: Candidates listed in an ambiguous- or unknown-name error.
@@ -36,6 +41,8 @@ CANDIDATES = 5
 FUZZY_LIMIT = 200_000
 #: Marks before a relation that ask for its inverse, longest first: ``← r``, ``<- r`` or ``< r``.
 INVERSE_MARKS = ("←", "<-", "<")
+#: The id of an entity given inline (``imf predict --new-text``), which the store does not hold.
+INLINE_ID = -1
 
 
 class AmbiguousNameError(ImfError):
@@ -76,9 +83,12 @@ class Prediction:
         rank: 1-based position among the returned rows.
         entity: The candidate.
         fused: The fused logit (the decision fusion of the branch logits).
-        branches: Branch name → that branch's logit.
-        contributions: Branch name → weight × logit; they sum to ``fused``.
+        branches: Branch name → that branch's logit, for the branches that scored the triple (all of
+            them between graph entities; an end outside the training graph has no structure score).
+        contributions: Branch name → weight × logit, with the weights renormalised over ``branches``;
+            they sum to ``fused``.
         known: The splits in which the triple (head, relation, candidate) is a known fact.
+        in_graph: False for a candidate added to the store after training.
     """
 
     rank: int
@@ -87,12 +97,20 @@ class Prediction:
     branches: Mapping[str, float]
     contributions: Mapping[str, float]
     known: frozenset[str] = field(default_factory=frozenset)
+    in_graph: bool = True
+
+    @property
+    def scored_by(self) -> tuple[str, ...]:
+        """The branches that scored this row."""
+        return tuple(self.branches)
 
     def to_dict(self) -> dict:
         """Plain JSON values; ``known`` becomes one flag per split."""
         return {
             "rank": self.rank,
             "entity": self.entity.to_dict(),
+            "in_graph": self.in_graph,
+            "scored_by": list(self.scored_by),
             "fused": self.fused,
             "branches": dict(self.branches),
             "contributions": dict(self.contributions),
@@ -123,11 +141,14 @@ class QueryResult:
     """The answer to one query ``(entity, relation, ?)``.
 
     Attributes:
-        entity: The query's given entity (the head, or the tail for an inverse relation).
+        entity: The query's given entity (the head, or the tail for an inverse relation); an entity
+            given inline has id :data:`INLINE_ID`.
         relation: The relation asked about.
-        weights: Branch name → the decision-fusion weight used for this relation.
+        weights: Branch name → the decision-fusion weight used for this relation, for the branches
+            that score the query entity (renormalised over them when it is outside the training graph).
         predictions: The top rows, best first.
         hidden_known: How many known answers were left out (0 with ``include_known``).
+        in_graph: False when the query entity is outside the training graph (added, or inline).
     """
 
     entity: EntityInfo
@@ -135,6 +156,12 @@ class QueryResult:
     weights: Mapping[str, float]
     predictions: list[Prediction]
     hidden_known: int = 0
+    in_graph: bool = True
+
+    @property
+    def scored_by(self) -> tuple[str, ...]:
+        """The branches that score the query entity."""
+        return tuple(self.weights)
 
     def shares(self, prediction: Prediction) -> dict[str, float]:
         """Each branch's share of ``prediction``'s fused decision (:func:`imf_cli.scoring.branch_shares`)."""
@@ -144,6 +171,8 @@ class QueryResult:
         return {
             "entity": self.entity.to_dict(),
             "relation": self.relation.to_dict(),
+            "in_graph": self.in_graph,
+            "scored_by": list(self.scored_by),
             "weights": dict(self.weights),
             "hidden_known": self.hidden_known,
             "predictions": [p.to_dict() for p in self.predictions],
@@ -161,8 +190,12 @@ class Service(Protocol):
     def relations(self) -> list[RelationChoice]: ...
     def resolve_relation(self, text: str, *, inverse: bool = False) -> RelationChoice: ...
     def entity(self, entity_id: int) -> EntityInfo: ...
-    def top_k(self, entity: int, relation: int, k: int = 10, *, include_known: bool = False) -> QueryResult: ...
+    def is_added(self, entity_id: int) -> bool: ...
+    def top_k(
+        self, entity: int, relation: int, k: int = 10, *, include_known: bool = False, include_new: bool = False
+    ) -> QueryResult: ...
     def supporting_facts(self, head: int, tail: int, limit: int = 5) -> list[Fact]: ...
+    def explain(self, head: int, relation: int, tail: int) -> "Explanation": ...
 
 
 class UnknownNameError(UnknownEntityError):
@@ -209,34 +242,52 @@ class PredictionService:
     Build with :meth:`from_run`. Caches every branch's encoded entity and relation matrices, so a
     query is a few matrix-vector products.
 
+    The model knows the ``G`` entities of the training graph, store ids ``0 … G-1``. Entities added to
+    the store later (ids ``G …``) and entities given inline have no structure vector; they are scored
+    from their features (see :mod:`imf_cli.unseen`), which are loaded, with the run's placement, on
+    first use.
+
     Each method may be called from a worker thread: scoring runs under ``torch.inference_mode`` and
     the store is used under a lock. :meth:`close` (or a ``with`` block) closes the store.
 
     Args:
         model: The trained model, on the device to score on.
         store: The entity store of the dataset the model was trained on.
-        run_dir: The run directory, for reports.
-        checkpoint: Which checkpoint of the run the model is, for reports.
+        run_dir: The run directory: for reports, and where the placement of unseen entities is stored.
+        checkpoint: Which checkpoint of the run the model is.
+        metadata: The run's recorded metadata (its feature manifests name the encoders of the features
+            that unseen entities are placed from); None: the most recent features of each modality.
     """
 
     def __init__(
-        self, model: "IMF", store: EntityStore, *, run_dir: str | Path | None = None, checkpoint: str = "best"
+        self,
+        model: "IMF",
+        store: EntityStore,
+        *,
+        run_dir: str | Path | None = None,
+        checkpoint: str = "best",
+        metadata: Mapping[str, Any] | None = None,
     ):
         from models.evaluation import FrozenScorer
         from models.index import TailIndex, with_inverses
 
-        if (model.num_entities, model.num_relations) != (store.num_graph_entities, store.num_relations):
+        graph = store.num_graph_entities
+        if (model.num_entities, model.num_relations) != (graph, store.num_relations):
             raise ImfError(
                 f"the model has {model.num_entities} entities and {model.num_relations} relations, "
-                f"but the graph of dataset {store.name!r} has {store.num_graph_entities} and {store.num_relations}"
+                f"but the graph of dataset {store.name!r} has {graph} and {store.num_relations}"
             )
         self.model = model
         self.store = store
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.checkpoint = checkpoint
+        self.metadata = dict(metadata or {})
         self.dataset = store.name
         self.branch_names: tuple[str, ...] = tuple(model.branch_names)
-        self.num_entities = store.num_graph_entities  # the model's entities; added ones are not scored here
+        #: ``G``: the entities of the training graph, which the model knows.
+        self.num_graph_entities = graph
+        #: ``N``: every entity of the store, added ones included.
+        self.num_entities = store.num_entities
         self.num_relations = store.num_relations
         self.scorer = FrozenScorer(model, cache_relations=True)
         self.device = self.scorer.device
@@ -244,7 +295,7 @@ class PredictionService:
         self._known = {
             split: TailIndex.from_triples(
                 with_inverses(triples, self.num_relations),
-                num_entities=self.num_entities,
+                num_entities=self.num_graph_entities,
                 num_relations=2 * self.num_relations,
             )
             for split, triples in self.splits.items()
@@ -252,9 +303,15 @@ class PredictionService:
         stored = store.relations()
         self._relations = [RelationChoice(r.id, r.key, r.name) for r in stored]
         self._relations += [RelationChoice(r.id + self.num_relations, r.key, r.name, inverse=True) for r in stored]
-        self._adjacency: tuple | None = None
+        self._edges: Edges | None = None
+        self._rules: RelationPairIndex | None = None
+        self._unit_vectors: dict = {}
         self._lock = threading.RLock()  # one sqlite connection, shared by the threads that call in
         self._dataset_lock = None  # the dataset's read lock, when from_run took it
+        from imf_cli.unseen import UnseenEntities
+
+        #: Entities outside the training graph: their features and placement, loaded on first use.
+        self.unseen = UnseenEntities(self)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "auto") -> "PredictionService":
@@ -268,13 +325,19 @@ class PredictionService:
 
         loaded = load_run(run_dir, checkpoint=checkpoint, device=device)
         try:
-            service = cls(loaded.model, loaded.store, run_dir=loaded.run_dir, checkpoint=checkpoint)
+            metadata = (loaded.document or {}).get("metadata") or {}
+            service = cls(loaded.model, loaded.store, run_dir=loaded.run_dir, checkpoint=checkpoint, metadata=metadata)
         except BaseException:
             loaded.close()
             raise
         # Held until close(): an import --replace of this dataset fails clearly while the service reads it.
         service._dataset_lock = loaded.lock
         return service
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock that serialises use of the store's one connection (reentrant)."""
+        return self._lock
 
     # ---------------------------------------------------------------------------- lifetime
     def close(self) -> None:
@@ -429,28 +492,43 @@ class PredictionService:
 
     # ---------------------------------------------------------------------------- queries
     def known(self, entity: int, relation: int) -> dict[str, Any]:
-        """Split → the known answers ``(k,)`` of ``(entity, relation, ?)`` in that split, as a CPU tensor."""
+        """Split → the known answers ``(k,)`` of ``(entity, relation, ?)`` in that split, as a CPU tensor.
+
+        An entity outside the training graph has none.
+        """
         import torch
 
+        if self.is_added(entity):
+            return {split: torch.zeros(0, dtype=torch.long) for split in SPLITS}
         query = torch.tensor([int(entity)]), torch.tensor([int(relation)])
         return {split: index.lookup(*query)[1] for split, index in self._known.items()}
 
-    def top_k(self, entity: int, relation: int, k: int = 10, *, include_known: bool = False) -> QueryResult:
+    def top_k(
+        self, entity: int, relation: int, k: int = 10, *, include_known: bool = False, include_new: bool = False
+    ) -> QueryResult:
         """The ``k`` best answers of ``(entity, relation, ?)`` by fused score.
 
         Args:
-            entity: The given entity's id (the head; the tail when ``relation`` is an inverse).
+            entity: The given entity's id (the head; the tail when ``relation`` is an inverse). An entity
+                added after training (``id ≥ G``) is scored from its features.
             relation: A relation id of :meth:`relations`, in ``[0, 2R)``.
             k: Rows to return.
             include_known: Keep answers already known in train, valid or test. By default they are left
                 out, as in filtered evaluation, and counted in ``hidden_known``.
+            include_new: Also rank the entities added after training, from their features. Off by
+                default: they have no facts, only their feature branches score them, and rankings (and
+                ``imf eval``) stay those of the training graph.
         """
         import torch
 
         self._check_entity(entity)
         self._check_relation(relation)
-        if k < 1:
-            raise ImfError(f"k must be at least 1, not {k}")
+        self._check_k(k)
+        if self.is_added(entity) or include_new:
+            from imf_cli.unseen import rank_unseen
+
+            heads = self.placed(int(entity)) if self.is_added(entity) else torch.tensor([int(entity)])
+            return rank_unseen(self, self.entity(entity), heads, relation, k, include_known, include_new)
         known = self.known(entity, relation)
         with torch.inference_mode():
             heads = torch.tensor([int(entity)], device=self.device)
@@ -462,7 +540,7 @@ class PredictionService:
                 answers = torch.unique(torch.cat(list(known.values())))
                 hidden = answers.numel()
                 fused = fused.index_fill(0, answers.to(self.device), float("-inf"))
-            count = min(k, self.num_entities - hidden)
+            count = min(k, self.num_graph_entities - hidden)
             top = torch.topk(fused, count).indices if count > 0 else fused.new_empty(0, dtype=torch.long)
             ids = top.cpu()
             branch_rows = {name: scores[0, top].cpu().tolist() for name, scores in breakdown.branches.items()}
@@ -483,6 +561,31 @@ class PredictionService:
         ]
         return QueryResult(self.entity(entity), self._relations[relation], weights, predictions, hidden)
 
+    def predict_new(
+        self,
+        relation: int,
+        *,
+        text: str | None = None,
+        image: str | Path | None = None,
+        k: int = 10,
+        include_new: bool = False,
+    ) -> QueryResult:
+        """The ``k`` best answers of ``(new, relation, ?)`` for an entity given inline, without adding it.
+
+        Its ``text`` and ``image`` are encoded with the encoders (and options) of the run's features;
+        the branches with a feature score it (see :mod:`models.inductive`). Nothing is stored.
+        """
+        from imf_cli.unseen import encode_inline, rank_unseen
+
+        self._check_relation(relation)
+        self._check_k(k)
+        inductive = self.inductive()
+        features = encode_inline(self.unseen.feature_sets(), text=text, image=image, device=str(self.device))
+        placed = inductive.place(features)
+        image_path = str(Path(image).expanduser().resolve()) if image is not None else None
+        entity = Entity(INLINE_ID, "(new)", _inline_name(text, image), description=text, image=image_path)
+        return rank_unseen(self, entity, placed, relation, k, False, include_new)
+
     def query(
         self,
         *,
@@ -491,6 +594,7 @@ class PredictionService:
         tail: str | None = None,
         k: int = 10,
         include_known: bool = False,
+        include_new: bool = False,
     ) -> QueryResult:
         """Resolve names and answer ``(head, relation, ?)``, or ``(?, relation, tail)`` through the inverse.
 
@@ -501,7 +605,50 @@ class PredictionService:
             raise ImfError("give exactly one of --head (to predict tails) and --tail (to predict heads)")
         entity = self.resolve_entity(head if head is not None else tail)
         chosen = self.resolve_relation(relation, inverse=tail is not None)
-        return self.top_k(entity.id, chosen.id, k, include_known=include_known)
+        return self.top_k(entity.id, chosen.id, k, include_known=include_known, include_new=include_new)
+
+    # ---------------------------------------------------------------------------- unseen entities
+    def is_added(self, entity_id: int) -> bool:
+        """True for an entity added to the store after training: it is not in the training graph."""
+        return int(entity_id) >= self.num_graph_entities
+
+    def inductive(self) -> "InductiveScorer":
+        """The scorer of entities outside the training graph, built on first use (see :mod:`imf_cli.unseen`).
+
+        Raises:
+            ImfError: If the run has no feature branch, or its feature files cannot be loaded.
+        """
+        return self.unseen.inductive()
+
+    def placed(self, entity: int) -> "PlacedEntities":
+        """The placement of one entity added after training (``id ≥ G``)."""
+        return self.unseen.placed(entity)
+
+    def scored_by(self, entity: int) -> tuple[str, ...]:
+        """The branches that can score ``entity``: all of them for a graph entity."""
+        if not self.is_added(entity):
+            return self.branch_names
+        return self.placed(entity).scored_by(0)
+
+    def train_answers(self, entities: list[int], relations: list[int]) -> list[list[int]]:
+        """Each graph entity's answers to its relation (ids in ``[0, 2R)``) in train, sorted."""
+        import torch
+
+        grouped: list[list[int]] = [[] for _ in entities]
+        if entities:
+            rows, tails = self._known["train"].lookup(torch.tensor(entities), torch.tensor(relations))
+            for row, answer in zip(rows.tolist(), tails.tolist()):
+                grouped[row].append(answer)
+        return grouped
+
+    def unit_vectors(self, branch: str) -> "torch.Tensor":
+        """The graph entities' vectors of ``branch`` scaled to unit length ``(G, d)``, cached (for cosine neighbours)."""
+        import torch
+
+        with self._lock:
+            if branch not in self._unit_vectors:
+                self._unit_vectors[branch] = torch.nn.functional.normalize(self.scorer.entities[branch], dim=1)
+            return self._unit_vectors[branch]
 
     # ---------------------------------------------------------------------------- evidence
     def supporting_facts(self, head: int, tail: int, limit: int = 5) -> list[Fact]:
@@ -509,57 +656,81 @@ class PredictionService:
 
         First the facts between the two (in either direction); then two-hop paths ``head – x – tail``
         through a shared neighbour ``x``, each as its two facts, the rarest ``x`` (fewest training
-        facts) first, as a rare neighbour says more than a hub. A path is never cut in half.
+        facts) first, as a rare neighbour says more than a hub. A path is never cut in half. An entity
+        outside the training graph has no facts.
         """
         self._check_entity(head)
         self._check_entity(tail)
-        if limit < 1 or head == tail:
+        if limit < 1 or head == tail or self.is_added(head) or self.is_added(tail):
             return []
-        sources, relations, targets, offsets = self._training_adjacency()
-
-        def edges(entity: int):
-            start, end = offsets[entity], offsets[entity + 1]
-            return relations[start:end], targets[start:end]
-
-        head_relations, head_targets = edges(head)
-        tail_relations, tail_targets = edges(tail)
+        edges = self.edges()
+        head_relations, head_targets = edges.out(head)
+        tail_relations, tail_targets = edges.out(tail)
         links: list[tuple[int, int, int]] = [  # (from, relation id in [0, 2R), to), as seen from head
             (head, int(r), tail) for r in head_relations[head_targets == tail]
         ][:limit]
         shared = np.intersect1d(head_targets, tail_targets)
         shared = shared[(shared != head) & (shared != tail)]
-        degree = offsets[shared + 1] - offsets[shared]
+        degree = edges.offsets[shared + 1] - edges.offsets[shared]
         for x in shared[np.lexsort((shared, degree))]:
             if len(links) + 2 > limit:
                 break
             first = int(head_relations[head_targets == x][0])
             second = int(tail_relations[tail_targets == x][0])
             links += [(head, first, int(x)), (tail, second, int(x))]
-        ids = sorted({e for a, _, b in links for e in (a, b)})
-        info = dict(zip(ids, self.entities(ids)))
+        return self.facts(links)
+
+    def facts(
+        self, links: list[tuple[int, int, int]], split: str = "train", info: Mapping[int, EntityInfo] | None = None
+    ) -> list[Fact]:
+        """``(source, relation id in [0, 2R), target)`` edges as stored facts with names (inverses turned round).
+
+        ``info`` holds entities already read (id → entity); the rest are read from the store.
+        """
+        info = dict(info or {})
+        ids = sorted({e for a, _, b in links for e in (a, b)} - set(info))
+        info.update(zip(ids, self.entities(ids)))
         facts = []
         for source, relation, target in links:
             if relation >= self.num_relations:  # stored the other way round
                 source, relation, target = target, relation - self.num_relations, source
-            facts.append(Fact(info[source], self._relations[relation], info[target], "train"))
+            facts.append(Fact(info[source], self._relations[relation], info[target], split))
         return facts
 
-    def _training_adjacency(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Training edges in both directions, sorted by source: sources, relation ids, targets, CSR offsets."""
+    def edges(self) -> "Edges":
+        """The training edges in both directions, indexed by source (see :class:`kgdata.rules.Edges`)."""
         with self._lock:
-            if self._adjacency is None:
-                train = self.splits["train"].numpy()
-                h, r, t = train[:, 0], train[:, 1], train[:, 2]
-                sources = np.concatenate([h, t])
-                relations = np.concatenate([r, r + self.num_relations])
-                targets = np.concatenate([t, h])
-                order = np.argsort(sources, kind="stable")
-                counts = np.bincount(sources, minlength=self.num_entities)
-                offsets = np.concatenate([[0], np.cumsum(counts)])
-                self._adjacency = (sources[order], relations[order], targets[order], offsets)
-            return self._adjacency
+            if self._edges is None:
+                from kgdata.rules import Edges
+
+                self._edges = Edges.from_triples(
+                    self.splits["train"].numpy(), self.num_graph_entities, self.num_relations
+                )
+            return self._edges
+
+    def rules(self) -> "RelationPairIndex":
+        """The rule confidences of the training graph, from the dataset's cache (see :mod:`kgdata.rules`)."""
+        with self._lock:
+            if self._rules is None:
+                from kgdata.rules import cached_index
+
+                self._rules = cached_index(self.store, self.edges())
+            return self._rules
+
+    def explain(self, head: int, relation: int, tail: int) -> "Explanation":
+        """Why ``tail`` answers ``(head, relation, ?)``: see :func:`imf_cli.explain.explain`."""
+        from imf_cli.explain import explain
+
+        return explain(self, head, relation, tail)
 
     # ---------------------------------------------------------------------------- checks
+    def check_ids(self, *, entities: tuple[int, ...] = (), relations: tuple[int, ...] = ()) -> None:
+        """Raise :class:`UnknownEntityError` for an entity id outside ``[0, N)`` or a relation id outside ``[0, 2R)``."""
+        for entity in entities:
+            self._check_entity(entity)
+        for relation in relations:
+            self._check_relation(relation)
+
     def _check_entity(self, entity: int) -> None:
         if not 0 <= int(entity) < self.num_entities:
             raise UnknownEntityError(
@@ -572,3 +743,15 @@ class PredictionService:
                 f"no relation id {relation} in the model (ids 0–{2 * self.num_relations - 1}, inverses included)"
             )
 
+    @staticmethod
+    def _check_k(k: int) -> None:
+        if k < 1:
+            raise ImfError(f"k must be at least 1, not {k}")
+
+
+def _inline_name(text: str | None, image: str | Path | None, width: int = 40) -> str:
+    """A short label for an entity given inline: the start of its text, else its image's file name."""
+    if text and text.strip():
+        words = " ".join(text.split())
+        return words if len(words) <= width else words[: width - 1] + "…"
+    return Path(image).name if image is not None else "(new entity)"

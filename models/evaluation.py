@@ -275,13 +275,18 @@ class FrozenScorer:
     @torch.inference_mode()
     def queries(self, heads: Tensor, relations: Tensor) -> dict[str, Tensor]:
         """Branch → ``(B, d)`` query vectors; the score of candidate ``t`` is ``q · e_t``."""
+        return self.queries_for({name: self.entities[name][heads] for name in self.branch_names}, relations)
+
+    @torch.inference_mode()
+    def queries_for(self, heads: Mapping[str, Tensor], relations: Tensor) -> dict[str, Tensor]:
+        """:meth:`queries` of head *vectors*: branch → ``(B, d)`` head vectors, for the branches given."""
         groups = RelationGroups.of(relations)
         maps = self.relation_maps(groups.distinct)
         result = {}
-        for name in self.branch_names:
+        for name, vectors in heads.items():
             matrices, offsets = maps[name]
             # Grouped on every device: a batched product would gather a (B, d, d) copy of the matrices.
-            x = apply_relation_matrices(self.entities[name][heads], matrices, groups, grouped=True)
+            x = apply_relation_matrices(vectors, matrices, groups, grouped=True)
             result[name] = x + offsets[groups.inverse]
         return result
 

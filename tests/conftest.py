@@ -70,3 +70,24 @@ def fake_text_encoder(monkeypatch):
     FakeTextEncoder.encoded = []
     monkeypatch.setitem(REGISTRY, FakeTextEncoder.name, FakeTextEncoder)
     return FakeTextEncoder
+
+
+@pytest.fixture(scope="session")
+def places_run(tmp_path_factory):
+    """``(home, run_dir)``: a trained four-branch run on ``places``, whose store also holds two entities
+    added after training (``lyon`` with text and image, ``blank`` with neither); see ``unseen_helpers``.
+    Trained once per session; tests point ``IMF_HOME`` at ``home`` themselves."""
+    import torch
+
+    from unseen_helpers import build_run
+
+    home = tmp_path_factory.mktemp("places-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMF_HOME", str(home))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield home, build_run(home, tmp_path_factory.mktemp("places-data"), patch)
+        finally:
+            torch.set_num_threads(threads)

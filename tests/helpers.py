@@ -87,3 +87,70 @@ def error_line(result, code: int = 2) -> str:
     lines = [line for line in result.output.splitlines() if line.strip() and not _is_context(line)]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     return lines[0]
+
+
+#: The word pieces of :func:`make_tiny_bert`'s tokenizer.
+TINY_VOCAB = (
+    "[PAD] [UNK] [CLS] [SEP] [MASK] the a an of in with and is to country island north south sea "
+    "flag red blue green small region organisation countries only seen test split alpha beta gamma "
+    "delta epsilon zeta united nations city capital republic kingdom state europe western central "
+    "southern"
+).split()
+
+
+def make_tiny_bert(root: Path) -> Path:
+    """Save a randomly initialised 2-layer BERT (hidden size 32) with a word-piece tokenizer under ``root``.
+
+    Returns the model directory, for the encoder id ``hf:<directory>``. Nothing is downloaded.
+    """
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    root.mkdir(parents=True, exist_ok=True)
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(vocab=str(vocab))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    model = BertModel(config)
+    directory = root / "model"
+    tokenizer.save_pretrained(directory)
+    model.save_pretrained(directory)
+    return directory
+
+
+def tiny_cnn_class() -> type:
+    """``tiny-cnn``: a small randomly initialised CNN image encoder (8-d, 16×16 inputs), not yet registered."""
+    import torch
+    from torch import nn
+
+    from kgdata.encoders import ImageEncoder
+
+    class TinyCNNEncoder(ImageEncoder):
+        name = "tiny-cnn"
+        output_dim = 8
+        image_size = 16
+        resize_size = 16
+
+        def __init__(self, *, width: int = 4):
+            super().__init__(width=width)
+
+        def build(self) -> nn.Module:
+            torch.manual_seed(0)
+            width = self.options["width"]
+            return nn.Sequential(
+                nn.Conv2d(3, width, 3, padding=1),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(width, self.output_dim),
+            )
+
+    return TinyCNNEncoder

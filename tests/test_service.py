@@ -308,3 +308,10 @@ def test_importing_the_service_pulls_in_neither_typer_textual_nor_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False", "False"]
+
+
+def test_inline_entities_need_features_that_imf_can_encode_again(service):
+    with pytest.raises(ImfError, match="came from 'test-bert' .imported, not encoded by imf."):
+        service.predict_new(service.resolve_relation("borders").id, text="a republic")
+    with pytest.raises(ImfError, match="no visual branch"):
+        service.predict_new(service.resolve_relation("borders").id, image="flag.png")

@@ -45,7 +45,10 @@ def test_train_writes_a_complete_run_and_eval_reports_every_branch(tiny_with_fea
     summary = train("tiny", "--epochs", "3", *SMALL)
     run = imf_home / "runs" / summary["run_dir"].split("/")[-1]
     assert run.is_dir() and summary["seed"] == 3 and summary["epochs"] == 3
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "last.pt", "trace.jsonl"]
+    # inductive-best.safetensors: the placement of entities outside the graph, fitted after training
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.pt", "config.yaml", "inductive-best.safetensors", "last.pt", "trace.jsonl"
+    ]
 
     document = yaml.safe_load((run / "config.yaml").read_text())
     assert document["seed"] == 3

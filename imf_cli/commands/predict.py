@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
 
 from imf_cli.output import console, handle_errors, print_json
+from kgdata.errors import ImfError
+
+#: What the branch cells of a row that a branch did not score show.
+NOT_SCORED = "n/a"
 
 
 @handle_errors
@@ -15,9 +20,18 @@ def predict_command(
     head: Optional[str] = typer.Option(None, "--head", help="Predict tails of (HEAD, RELATION, ?)."),
     tail: Optional[str] = typer.Option(None, "--tail", help="Predict heads of (?, RELATION, TAIL)."),
     relation: str = typer.Option(..., "--relation", help="Relation key, name, or a unique part of one."),
+    new_text: Optional[str] = typer.Option(
+        None, "--new-text", help="Score an entity given by this text (not stored), as the head; with --new-image too."
+    ),
+    new_image: Optional[Path] = typer.Option(
+        None, "--new-image", help="Score an entity given by this image file (not stored), as the head."
+    ),
     k: int = typer.Option(10, "-k", "--top", min=1, help="Rows to show."),
     include_known: bool = typer.Option(
         False, "--include-known", help="Keep answers already known in train/valid/test (hidden by default)."
+    ),
+    include_new: bool = typer.Option(
+        False, "--include-new", help="Also rank entities added after training (scored from their features)."
     ),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best | last."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
@@ -29,6 +43,13 @@ def predict_command(
     ambiguous or unknown name lists the closest candidates. Each row shows the fused score, every
     branch's logit, and whether the triple is already a fact of train (T), valid (V) or test (E).
 
+    An entity outside the training graph (added with imf entities add, or given inline with
+    --new-text/--new-image) has no structure vector: the branches that have its features score it
+    (text, visual, multimodal), with the fusion weights renormalised over them, and the others show
+    n/a. Inline text and images are encoded with the encoders the run's features came from. A
+    leading "<-" on the relation asks for heads: --relation "<- borders" ranks (?, borders, NEW).
+    Added entities are candidates only with --include-new.
+
     Example: imf predict countries-mm@latest --head France --relation "shares border" -k 5
     """
     from rich.markup import escape
@@ -37,8 +58,20 @@ def predict_command(
     from imf_cli.runs import resolve_run
     from imf_cli.service import PredictionService
 
+    inline = new_text is not None or new_image is not None
+    if inline and (head is not None or tail is not None):
+        raise ImfError("--new-text/--new-image give the query's entity; drop --head and --tail")
+    if inline and include_known:
+        raise ImfError("an entity given inline has no known answers; drop --include-known")
     with PredictionService.from_run(resolve_run(run), checkpoint=checkpoint, device=device) as service:
-        result = service.query(relation=relation, head=head, tail=tail, k=k, include_known=include_known)
+        if inline:
+            chosen = service.resolve_relation(relation)
+            result = service.predict_new(chosen.id, text=new_text, image=new_image, k=k, include_new=include_new)
+        else:
+            result = service.query(
+                relation=relation, head=head, tail=tail, k=k, include_known=include_known, include_new=include_new
+            )
+        branches = list(service.branch_names)
     if json_output:
         print_json(result.to_dict())
         return
@@ -47,19 +80,21 @@ def predict_command(
         if not result.relation.inverse
         else f"(?, {result.relation.name}, {result.entity.name})"
     )
-    branches = list(result.weights)
     caption = "fusion weights: " + ", ".join(f"{b} {w:.3f}" for b, w in result.weights.items())
+    if not result.in_graph:
+        caption += f"; {result.entity.name} is not in the training graph: scored by {', '.join(result.scored_by)}"
     if result.hidden_known:
         caption += f"; {result.hidden_known} known answers hidden (--include-known shows them)"
-    table = Table("rank", "key", "name", "fused", *branches, "known", title=escape(query), caption=caption)
+    table = Table("rank", "key", "name", "fused", *branches, "known", title=escape(query), caption=escape(caption))
     for prediction in result.predictions:
         table.add_row(
             str(prediction.rank),
             escape(prediction.entity.key),
             escape(prediction.entity.name),
             f"{prediction.fused:.3f}",
-            *(f"{prediction.branches[b]:.3f}" for b in branches),
-            "".join(flag if split in prediction.known else "·" for split, flag in FLAGS),
+            *(f"{prediction.branches[b]:.3f}" if b in prediction.branches else NOT_SCORED for b in branches),
+            "".join(flag if split in prediction.known else "·" for split, flag in FLAGS)
+            if prediction.in_graph else "new",
         )
     console.print(table)
 

@@ -108,6 +108,8 @@ def train_command(
     --modalities or a config that sets them, the branches are structure plus every modality that
     imf encode has stored; the command says which it trains and which it skipped. The run directory
     holds config.yaml, trace.jsonl, best.pt (best valid MRR) and last.pt; imf runs lists the runs.
+    With text or image branches, a last step fits how entities added later (imf entities add) are
+    placed in each branch, into inductive-best.safetensors (see imf predict --new-text).
     Under `torchrun --nproc_per_node=N -m imf_cli train ...` it trains with DistributedDataParallel.
 
     Example: imf train countries-mm --epochs 5 --dim 64 --seed 1

@@ -6,7 +6,8 @@ The app takes an injected :class:`~imf_cli.service.Service` (``imf explore`` bui
 :class:`~imf_cli.tui.messages.ResultsReady` and the UI reacts in a handler, so it never blocks.
 
 Keys that always work, even while typing: F1 help, Ctrl+Q quit, Escape leaves the input (the footer
-shows them). The single-letter keys (``/ f k b r ? q``) work outside the inputs and are shown only there.
+shows them). The single-letter keys (``/ f n k b r ? q``) work outside the inputs and are shown only there.
+``n`` adds the entities added after training (``imf entities add``) to the ranked candidates.
 With a :class:`~imf_cli.tui.run_picker.RunSource`, ``r`` lists the runs and switches to another.
 """
 
@@ -36,7 +37,9 @@ ROW_COUNTS = (10, 20, 50, 100)
 NARROW = 120
 HINT = "Type a head entity, pick a relation, press Enter.  F1 help"
 #: Actions of single-letter keys: an input takes the letter, so they are hidden while one has focus.
-LETTER_ACTIONS = {"focus_search", "toggle_known", "cycle_rows", "back", "help_letter", "quit_letter", "runs"}
+LETTER_ACTIONS = {
+    "focus_search", "toggle_known", "toggle_new", "cycle_rows", "back", "help_letter", "quit_letter", "runs",
+}
 
 
 class Body(Container):
@@ -55,6 +58,7 @@ class ExploreApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("slash", "focus_search", "Search"),
         Binding("f", "toggle_known", "Known"),
+        Binding("n", "toggle_new", "New"),
         Binding("k", "cycle_rows", "Rows"),
         Binding("b", "back", "Back"),
         Binding("r", "runs", "Runs"),
@@ -85,6 +89,8 @@ class ExploreApp(App[None]):
         self.opened_because = opened_because
         self.rows = rows
         self.include_known = False
+        #: Rank the entities added after training too (``n``).
+        self.include_new = False
         self.sub_title = subtitle or str(service.dataset)
         self.current: tuple[EntityInfo, RelationChoice] | None = None
         self.history: list[tuple[EntityInfo, RelationChoice]] = []
@@ -139,11 +145,11 @@ class ExploreApp(App[None]):
         self._remember = remember
         self._started = time.perf_counter()
         self._status(Text("Ranking…", style="dim"))
-        self._query(self._serial, head, relation, self.rows, self.include_known)
+        self._query(self._serial, head, relation, self.rows, self.include_known, self.include_new)
 
     @work(thread=True, exclusive=True, group="query", exit_on_error=False)
     def _query(
-        self, serial: int, head: EntityInfo | str, relation: RelationChoice | str, rows: int, known: bool
+        self, serial: int, head: EntityInfo | str, relation: RelationChoice | str, rows: int, known: bool, new: bool
     ) -> None:
         worker = get_current_worker()
         field = "head"
@@ -155,7 +161,8 @@ class ExploreApp(App[None]):
             if worker.is_cancelled:
                 return
             field = None
-            result = self.service.top_k(entity.id, relation.id, rows, include_known=known)
+            options = {"include_new": True} if new else {}  # a service without added entities need not know it
+            result = self.service.top_k(entity.id, relation.id, rows, include_known=known, **options)
         except Exception as error:  # an unknown name or a service error: report it, keep the app up
             self.post_message(QueryFailed(serial, str(error) or type(error).__name__, field))
             return
@@ -198,6 +205,10 @@ class ExploreApp(App[None]):
         text = Text()
         text.append(f"({result.entity.name}, {result.relation.label}, ?)", style="bold")
         text.append(f" · {len(result.predictions)} rows")
+        if not result.in_graph:
+            text.append(f" · not in the training graph: scored by {', '.join(result.scored_by)}", style="magenta")
+        if self.include_new:
+            text.append(" · new entities ranked", style="magenta")
         if self.include_known:
             text.append(" · known shown", style="yellow")
         elif result.hidden_known:
@@ -255,6 +266,10 @@ class ExploreApp(App[None]):
         self.include_known = not self.include_known
         self._rerun()
 
+    def action_toggle_new(self) -> None:
+        self.include_new = not self.include_new
+        self._rerun()
+
     def action_cycle_rows(self) -> None:
         position = ROW_COUNTS.index(self.rows) + 1 if self.rows in ROW_COUNTS else 0
         self.rows = ROW_COUNTS[position % len(ROW_COUNTS)]
@@ -265,7 +280,8 @@ class ExploreApp(App[None]):
             self.request(*self.current, remember=False)
         else:
             state = "shown" if self.include_known else "hidden"
-            self._status(Text(f"{self.rows} rows, known answers {state}.  {HINT}", style="dim"))
+            new = "ranked" if self.include_new else "not ranked"
+            self._status(Text(f"{self.rows} rows, known answers {state}, new entities {new}.  {HINT}", style="dim"))
 
     def action_back(self) -> None:
         if self.history:

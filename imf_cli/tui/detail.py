@@ -1,8 +1,10 @@
 """The detail pane for the highlighted candidate: what it is, what each branch says, and why.
 
-The fast parts (description, image, fusion weights and shares) come from the prediction itself; the
-image is drawn by textual-image (:mod:`imf_cli.tui.preview`). Supporting facts are fetched in a thread
-worker, which posts :class:`~imf_cli.tui.messages.DetailReady`.
+The fast parts (description, image, each branch's weight × probability and share) come from the
+prediction itself; the image is drawn by textual-image (:mod:`imf_cli.tui.preview`). The rest of
+``imf explain``'s answer (the rank and the filtered answers, the evidence from the training graph,
+the nearest neighbours) is fetched in a thread worker (:meth:`Service.explain`), which posts
+:class:`~imf_cli.tui.messages.DetailReady`; a service that cannot explain gives the supporting facts.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
-from imf_cli.service import Fact, Prediction, QueryResult, Service
+from imf_cli.explain import contributions_of
+from imf_cli.explain_view import contributions_table, pane_renderable
 from imf_cli.scoring import sigmoid
+from imf_cli.service import Fact, Prediction, QueryResult, Service
 from imf_cli.tui.messages import DetailReady
 from imf_cli.tui.preview import image_widget, show_image
-from imf_cli.tui.render import bar, colour, display_path, known_label, truncate
+from imf_cli.tui.render import display_path, known_label, truncate
 
 FACTS = 5
 #: Descriptions are cut after this many characters; ``imf search`` shows them whole.
@@ -37,28 +41,10 @@ def triple_ends(result: QueryResult, prediction: Prediction) -> tuple[int, int]:
 
 
 def fusion_table(result: QueryResult, prediction: Prediction) -> Table:
-    """Per branch: the relation's fusion weight, the branch logit, weight × logit (they sum to the fused
-    score), and the branch's share of the decision (:meth:`QueryResult.shares`, as the table's bars)."""
-    table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
-    table.add_column("branch", no_wrap=True)
-    table.add_column("weight", justify="right", no_wrap=True)
-    table.add_column("logit", justify="right", no_wrap=True)
-    table.add_column("w×logit", justify="right", no_wrap=True)
-    table.add_column("share", no_wrap=True)
-    shares = result.shares(prediction)
-    for branch, weight in result.weights.items():
-        contribution = prediction.contributions.get(branch, 0.0)
-        share = Text(bar(shares.get(branch, 0.0), 3), style=f"{colour(branch)} on #3a3a3a")
-        share.append(f"{shares.get(branch, 0.0):5.0%}", style=colour(branch))
-        table.add_row(
-            Text(branch, style=colour(branch)),
-            f"{weight:.2f}",
-            f"{prediction.branches.get(branch, float('nan')):.2f}",
-            f"{contribution:+.2f}",
-            share,
-        )
-    table.add_row(Text("fused", style="bold"), "", "", Text(f"{prediction.fused:+.2f}", style="bold"), "")
-    return table
+    """Per branch that scored the row: its weight (renormalised over those branches), probability, weight ×
+    probability and share (:func:`imf_cli.scoring.branch_shares`, as the table's bars); narrow enough
+    for the pane, so without the logit (``imf explain`` shows it)."""
+    return contributions_table(contributions_of(result.weights, prediction.branches), width=3, logits=False)
 
 
 def facts_text(facts: list[Fact] | None) -> Text:
@@ -127,6 +113,8 @@ class DetailPane(VerticalScroll):
         title.append(f"\nrank {prediction.rank} · fused {prediction.fused:.2f} · p {sigmoid(prediction.fused):.2f}\n")
         known = known_label(prediction.known)
         title.append(f"known: {known}" if known else "not a known fact", style="yellow" if known else "dim")
+        if not prediction.in_graph:
+            title.append("  not in training graph", style="bold magenta")
         self._static("title").update(title)
 
         description = truncate(" ".join((entity.description or "").split()), DESCRIPTION_CHARS)
@@ -143,23 +131,30 @@ class DetailPane(VerticalScroll):
         else:
             self._static("image").update(Text("No image.", style="dim"))
 
-        weights = Text(f"Fusion for {result.relation.label}", style="bold")
+        weights = Text(f"Why: {result.relation.label}, weight × probability", style="bold")
         self._static("fusion").update(Group(weights, fusion_table(result, prediction)))
-        self._static("facts").update(facts_text(None))
+        self._static("facts").update(Text("…", style="dim"))
         self._load(key, result, prediction)
 
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def _load(self, key: tuple[int, int], result: QueryResult, prediction: Prediction) -> None:
+        explanation = facts = None
         try:
-            facts = self.service.supporting_facts(*triple_ends(result, prediction), limit=FACTS)
-        except Exception:  # evidence is a nicety; its failure must not end the app
-            facts = []
+            explanation = self.service.explain(result.entity.id, result.relation.id, prediction.entity.id)
+        except Exception:  # an explanation is a nicety: fall back to the supporting facts
+            try:
+                facts = self.service.supporting_facts(*triple_ends(result, prediction), limit=FACTS)
+            except Exception:  # nor must their failure end the app
+                facts = []
         if not get_current_worker().is_cancelled:
-            self.post_message(DetailReady(key, facts))
+            self.post_message(DetailReady(key, facts, explanation))
 
     @on(DetailReady)
     def _ready(self, message: DetailReady) -> None:
         message.stop()
         if message.key != self.shown:
             return
-        self._static("facts").update(facts_text(message.facts))
+        if message.explanation is not None:
+            self._static("facts").update(pane_renderable(message.explanation))
+        else:
+            self._static("facts").update(facts_text(message.facts))

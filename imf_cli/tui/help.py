@@ -20,6 +20,7 @@ KEYS = [
     ("Enter", "pick a suggestion / run the query; on a result: explore from that entity"),
     ("Tab", "next field"),
     ("f", "show or hide answers already known in train, valid or test"),
+    ("n", "rank the entities added after training (imf entities add) too, or not"),
     ("k", "rows shown: 10, 20, 50, 100"),
     ("b", "back to the previous query"),
     ("r", "runs: list them, and open another"),
@@ -38,14 +39,21 @@ structure · visual · text · multimodal: each branch's share of the fused deci
 probability normalised over the branches (share = w·σ(logit) / Σ w·σ(logit)): large when the fusion \
 trusts the branch for this relation and the branch believes the triple. The largest is underlined.
 
-Detail pane: per branch, its weight, its logit, w×logit (they sum to fused) and the same share as \
-the bars.
+Detail pane (as imf explain): per branch, its weight, logit, probability, weight × probability and \
+the same share as the bars; the candidate's filtered rank and the known answers the filter left out; \
+facts and two-hop paths of the training graph that link the two, ranked by how reliably their \
+relations imply this one in train (rule confidence); and each end's nearest entities in every \
+branch's space.
+
+Entities added after training (imf entities add) carry a "not in training graph" badge in the \
+suggestions. They have no structure vector: the branches with their features score them, with the \
+weights renormalised over those branches, and the structure column shows n/a. n ranks them among \
+the candidates.
 
 known: the triple is already a fact of that split. Known answers are hidden by default (filtered \
 ranking, as in evaluation); f shows them, and the status line says how many were hidden.
 
-Supporting facts come from the training graph: triples linking the two entities, or each to a \
-neighbour of the other. The image is drawn with the terminal's graphics protocol (Kitty or Sixel) \
+The image is drawn with the terminal's graphics protocol (Kitty or Sixel) \
 where it has one, else with coloured half blocks."""
 
 

@@ -50,10 +50,11 @@ class SuggestionsReady(Message):
 
 @dataclass
 class DetailReady(Message):
-    """The slow part of the detail pane for one row: its supporting facts."""
+    """The slow part of the detail pane for one row: its explanation, or (without one) its supporting facts."""
 
     key: tuple[int, int]
     facts: list[Fact] | None
+    explanation: object | None = None  # an imf_cli.explain.Explanation
 
 
 @dataclass

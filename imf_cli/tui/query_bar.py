@@ -61,11 +61,20 @@ def match_relations(relations: list[RelationChoice], text: str) -> list[Relation
     return [relation for *_, relation in sorted(ranked, key=lambda row: row[:3])]
 
 
+#: The badge of an entity added after training (``imf entities add``).
+ADDED_BADGE = "not in training graph"
+
+
 def entity_prompt(entity: EntityInfo, width: int = 72) -> Text:
+    """``Name  key  start of the description``; an added entity carries the :data:`ADDED_BADGE`."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append(entity.name, style="bold")
     text.append(f"  {entity.key}", style="dim")
     room = width - len(entity.name) - len(entity.key) - 4
+    if getattr(entity, "added", False):
+        text.append("  ")
+        text.append(f" {ADDED_BADGE} ", style="bold black on magenta")
+        room -= len(ADDED_BADGE) + 4
     if entity.description and room > 8:
         text.append("  " + truncate(" ".join(entity.description.split()), room), style="italic dim")
     return text

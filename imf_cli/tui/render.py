@@ -22,6 +22,8 @@ BRANCH_COLOURS = {
 }
 SHORT_NAMES = {"structure": "struct", "visual": "visual", "text": "text", "multimodal": "multi"}
 _EIGHTHS = " ▏▎▍▌▋▊▉"
+#: What a branch cell shows when the branch did not score the row.
+NOT_SCORED = "n/a"
 
 
 def bar(fraction: float, width: int) -> str:
@@ -37,12 +39,16 @@ def colour(branch: str) -> str:
     return BRANCH_COLOURS.get(branch, "#ffaf5f")
 
 
-def branch_cell(branch: str, share: float, width: int, *, dominant: bool = False) -> Text:
+def branch_cell(branch: str, share: float, width: int, *, dominant: bool = False, scored: bool = True) -> Text:
     """``██▍  42%``: the branch's share of the fused decision as a bar on a dark track and a percentage.
 
-    The branch with the largest share is bold and underlined.
+    The branch with the largest share is bold and underlined. A branch that did not score the row (the
+    structure branch for an entity outside the training graph) shows ``n/a``, not an empty bar.
     """
     text = Text(no_wrap=True, end="")
+    if not scored:
+        text.append(NOT_SCORED.rjust(width + 5), style="dim")
+        return text
     text.append(bar(share, width), style=f"{colour(branch)} on #3a3a3a")
     text.append(f"{share:5.0%}", style="bold underline" if dominant else "")
     return text

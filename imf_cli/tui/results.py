@@ -13,6 +13,7 @@ from rich.text import Text
 from textual import events
 from textual.widgets import DataTable
 
+from imf_cli.scoring import dominant_branch
 from imf_cli.service import Prediction, QueryResult
 from imf_cli.tui.render import SHORT_NAMES, branch_cell, known_label, truncate
 
@@ -92,13 +93,19 @@ class ResultsTable(DataTable):
             return
         for prediction in predictions:
             shares = result.shares(prediction)
-            dominant = max(shares, key=shares.get, default=None)
+            dominant = dominant_branch(result.weights, prediction.branches)
+            name = Text(truncate(prediction.entity.name, widths.name))
+            if not prediction.in_graph:
+                name.stylize("italic magenta")
             self.add_row(
                 Text(str(prediction.rank), justify="right"),
-                truncate(prediction.entity.name, widths.name),
+                name,
                 Text(f"{prediction.fused:.2f}", justify="right", style="bold"),
-                *(branch_cell(b, shares.get(b, 0.0), widths.bar, dominant=b == dominant) for b in self.branch_names),
-                Text(known_label(prediction.known), style="yellow"),
+                *(
+                    branch_cell(b, shares.get(b, 0.0), widths.bar, dominant=b == dominant, scored=b in prediction.branches)
+                    for b in self.branch_names
+                ),
+                Text(known_label(prediction.known) if prediction.in_graph else "new", style="yellow"),
                 key=str(prediction.entity.id),
             )
         ids = [p.entity.id for p in predictions]

@@ -23,12 +23,12 @@ from kgdata import features
 from kgdata.encoders.base import DEFAULT_ENCODERS, Encoder, configure_threads, create_encoder, resolve_device
 from kgdata.encoders.image import read_image
 from kgdata.encoders.structure import StructureInput
-from kgdata.errors import ImfError
+from kgdata.errors import DataError, ImfError
 from kgdata.features import FeatureReport, StoredRows, check_modality
 from kgdata.inputs import COMPUTED_FROM, Inputs, entity_text, read_inputs
 from kgdata.store import EntityStore
 
-__all__ = ["encode_dataset", "entity_text", "progress_bar"]
+__all__ = ["encode_dataset", "encode_items", "entity_text", "progress_bar"]
 
 
 # ------------------------------------------------------------------------------------ progress
@@ -292,3 +292,43 @@ def encode_dataset(
         extra=extra,
     )
 
+
+def encode_items(
+    modality: str, spec: dict, items: list[str | Path], *, device: str = "cpu"
+) -> np.ndarray:
+    """Encode a few texts or image files with the encoder that ``spec`` records; ``(len(items), dim)`` float32.
+
+    ``spec`` is what a feature file records as ``extra["options"]``: the encoder id and every option
+    that changes its output (see :attr:`Encoder.spec`), so a new item is encoded exactly as the
+    dataset's entities were. Used for entities given inline (``imf predict --new-text``).
+
+    Raises:
+        ImfError: For an encoder imf cannot rebuild (features imported from a file), a text that is
+            empty, or an image file that cannot be read (naming it).
+    """
+    check_modality(modality)
+    if modality == "structure":
+        raise ImfError("structure features come from the training graph; a new entity has none")
+    spec = dict(spec or {})
+    name = spec.pop("encoder", None)
+    if not name:
+        raise ImfError(f"the {modality} features record no encoder, so new {modality} cannot be encoded the same way")
+    instance = create_encoder(name, modality, **spec)
+    if modality == "text":
+        batch: list[Any] = []
+        for text in items:
+            if not str(text).strip():
+                raise ImfError("the text of a new entity is empty")
+            batch.append(str(text).strip())
+    else:
+        batch = []
+        for path in items:
+            try:
+                batch.append(read_image(path))
+            except Exception as exc:  # PIL raises OSError subclasses, DecompressionBombError, ...
+                raise DataError(f"not a readable image ({exc or type(exc).__name__})", path) from None
+    instance.load(resolve_device(device))
+    with torch.inference_mode():
+        if modality == "image":
+            batch = [instance.preprocess(image) for image in batch]
+        return instance.encode(batch).numpy().astype(np.float32)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, write_tsv_dataset
+from helpers import REPO, make_tiny_bert, tiny_cnn_class, write_tsv_dataset
 
 COUNTRIES_MM = REPO / "kgdata" / "datasets" / "countries_mm"
 
@@ -48,13 +48,6 @@ MM_TRAIN = [
 ]
 MM_VALID = [("country:eps", "borders", "country:beta")]
 MM_TEST = [("country:zeta", "in", "region:north")]  # zeta never occurs in train
-
-TINY_VOCAB = (
-    "[PAD] [UNK] [CLS] [SEP] [MASK] the a an of in with and is to country island north south sea "
-    "flag red blue green small region organisation countries only seen test split alpha beta gamma "
-    "delta epsilon zeta united nations"
-).split()
-
 
 def _write_image(path: Path, kind: str, rng: random.Random) -> None:
     from PIL import Image, ImageDraw
@@ -117,59 +110,17 @@ def mm_store(mm_dataset_dir, mm_env):
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer BERT (hidden size 32) with a word-piece tokenizer, saved to disk."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    root = tmp_path_factory.mktemp("tiny-bert")
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizer(vocab=str(vocab))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    model = BertModel(config)
-    directory = root / "model"
-    tokenizer.save_pretrained(directory)
-    model.save_pretrained(directory)
-    return directory
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture
 def tiny_cnn(monkeypatch):
     """Register ``tiny-cnn``: a small randomly initialised CNN image encoder (8-d, 16×16 inputs)."""
-    import torch
-    from torch import nn
+    from kgdata.encoders import REGISTRY
 
-    from kgdata.encoders import REGISTRY, ImageEncoder
-
-    class TinyCNNEncoder(ImageEncoder):
-        name = "tiny-cnn"
-        output_dim = 8
-        image_size = 16
-        resize_size = 16
-
-        def __init__(self, *, width: int = 4):
-            super().__init__(width=width)
-
-        def build(self) -> nn.Module:
-            torch.manual_seed(0)
-            width = self.options["width"]
-            return nn.Sequential(
-                nn.Conv2d(3, width, 3, padding=1),
-                nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1),
-                nn.Flatten(),
-                nn.Linear(width, self.output_dim),
-            )
-
-    monkeypatch.setitem(REGISTRY, TinyCNNEncoder.name, TinyCNNEncoder)
-    return TinyCNNEncoder
+    encoder = tiny_cnn_class()
+    monkeypatch.setitem(REGISTRY, encoder.name, encoder)
+    return encoder
 
 
 @pytest.fixture

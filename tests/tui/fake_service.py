@@ -1,7 +1,8 @@
 """A deterministic stand-in for :class:`imf_cli.service.PredictionService`, for TUI tests and snapshots.
 
 Twelve Countries-MM-like entities, four relations (and their inverses), four branches. Every score is
-a fixed function of the ids, so the screens are the same on every run.
+a fixed function of the ids, so the screens are the same on every run. With ``added=True`` a
+thirteenth entity, Newland, stands for one added after training: no triples, no structure score.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import re
 import time
 
+from imf_cli.explain import BranchNeighbours, Evidence, Explanation, FilteredAnswer, Neighbour
+from imf_cli.explain import contributions_of
+from imf_cli.scoring import sigmoid
 from imf_cli.service import (
     AmbiguousNameError,
     EntityInfo,
@@ -75,11 +79,18 @@ class FakeService:
     dataset = "countries-fake"
     branch_names = BRANCHES
 
-    def __init__(self, image: str | None = None, *, delay: float = 0.0, slow: set[int] | None = None):
+    def __init__(
+        self, image: str | None = None, *, delay: float = 0.0, slow: set[int] | None = None, added: bool = False
+    ):
         self.entities = [
             EntityInfo(i, key, name, description, image if i == 0 else None)
             for i, (key, name, description) in enumerate(ENTITIES)
         ]
+        self.num_graph_entities = len(self.entities)
+        if added:
+            self.entities.append(
+                EntityInfo(len(self.entities), "country:NEW", "Newland", "A new republic in Western Europe.", None, True)
+            )
         r = len(RELATIONS)
         self._relations = [RelationChoice(i, key, name) for i, (key, name) in enumerate(RELATIONS)]
         self._relations += [RelationChoice(i + r, key, name, inverse=True) for i, (key, name) in enumerate(RELATIONS)]
@@ -142,30 +153,79 @@ class FakeService:
             for b, branch in enumerate(BRANCHES)
         }
 
-    def top_k(self, entity: int, relation: int, k: int = 10, *, include_known: bool = False) -> QueryResult:
-        self.calls.append((entity, relation, k, include_known))
-        if self.delay and (self.slow is None or entity in self.slow):
-            time.sleep(self.delay)
+    def is_added(self, entity_id: int) -> bool:
+        return entity_id >= self.num_graph_entities
+
+    def _rows(self, entity: int, relation: int, include_new: bool) -> list[tuple]:
+        """Every candidate: (fused, entity, logits of the branches that score it, contributions, known)."""
         r = len(RELATIONS)
         base = relation % r
         weights = dict(zip(BRANCHES, WEIGHTS[base]))
         rows = []
         for candidate in self.entities:
+            if self.is_added(candidate.id) and not include_new:
+                continue
             triple = (candidate.id, base, entity) if relation >= r else (entity, base, candidate.id)
             known = frozenset(self.known.get(triple, ()))
             logits = self._logits(*triple, bool(known))
-            contributions = {b: weights[b] * logits[b] for b in BRANCHES}
-            rows.append((sum(contributions.values()), candidate, logits, contributions, known))
+            if self.is_added(entity) or self.is_added(candidate.id):
+                del logits["structure"]  # an entity outside the graph has no structure vector
+            total = sum(weights[b] for b in logits)
+            contributions = {b: weights[b] / total * logits[b] for b in logits}
+            rows.append((round(sum(contributions.values()), 6), candidate, logits, contributions, known))
         rows.sort(key=lambda row: (-row[0], row[1].id))
+        return rows
+
+    def top_k(
+        self, entity: int, relation: int, k: int = 10, *, include_known: bool = False, include_new: bool = False
+    ) -> QueryResult:
+        self.calls.append((entity, relation, k, include_known))
+        if self.delay and (self.slow is None or entity in self.slow):
+            time.sleep(self.delay)
+        weights = dict(zip(BRANCHES, WEIGHTS[relation % len(RELATIONS)]))
+        rows = self._rows(entity, relation, include_new)
         hidden = 0
         if not include_known:
             hidden = sum(1 for row in rows if row[4])
             rows = [row for row in rows if not row[4]]
         predictions = [
-            Prediction(rank, candidate, fused, logits, contributions, known)
+            Prediction(rank, candidate, fused, logits, contributions, known, in_graph=not self.is_added(candidate.id))
             for rank, (fused, candidate, logits, contributions, known) in enumerate(rows[:k], start=1)
         ]
-        return QueryResult(self.entities[entity], self._relations[relation], weights, predictions, hidden)
+        in_graph = not self.is_added(entity)
+        if not in_graph:
+            total = sum(w for b, w in weights.items() if b != "structure")
+            weights = {b: w / total for b, w in weights.items() if b != "structure"}
+        return QueryResult(self.entities[entity], self._relations[relation], weights, predictions, hidden, in_graph)
+
+    def explain(self, head: int, relation: int, tail: int) -> Explanation:
+        """A fixed explanation from the same tables: contributions, rank, facts as evidence, neighbours by id."""
+        weights = dict(zip(BRANCHES, WEIGHTS[relation % len(RELATIONS)]))
+        rows = self._rows(head, relation, include_new=True)
+        target = next(row for row in rows if row[1].id == tail)
+        others = [row for row in rows if row[4] and row[1].id != tail]
+        kept = [row for row in rows if row not in others]
+        facts = self.supporting_facts(head, tail, limit=2)
+        evidence = tuple(Evidence((fact,), (fact.relation,), 0.8 - 0.3 * i, 4 - i) for i, fact in enumerate(facts))
+        neighbours = tuple(
+            BranchNeighbours(
+                branch,
+                tuple(Neighbour(self.entities[(head + j + b) % 12], 0.9 - 0.1 * j, (), 0) for j in (1, 2, 3))
+                if branch in target[2] or not self.is_added(head) else (),
+                tuple(Neighbour(self.entities[(tail + j + b) % 12], 0.8 - 0.1 * j, (), 0) for j in (1, 2, 3)),
+            )
+            for b, branch in enumerate(BRANCHES)
+        )
+        return Explanation(
+            head=self.entities[head], relation=self._relations[relation], tail=self.entities[tail],
+            head_in_graph=not self.is_added(head), tail_in_graph=not self.is_added(tail),
+            fused=target[0], probability=sigmoid(target[0]),
+            contributions=contributions_of(weights, target[2]),
+            rank=float(kept.index(target) + 1), raw_rank=float(rows.index(target) + 1), candidates=len(kept),
+            known=target[4],
+            filtered=tuple(FilteredAnswer(row[1], row[4], row[0], row[0] > target[0]) for row in others[:3]),
+            filtered_count=len(others), evidence=evidence, neighbours=neighbours,
+        )
 
     def supporting_facts(self, head: int, tail: int, limit: int = 5) -> list[Fact]:
         train = [(h, r, t) for (h, r, t), splits in self.known.items() if "train" in splits]

@@ -122,7 +122,7 @@ async def test_detail_pane_follows_the_cursor(fake):
         await pilot.press("down")
         await settle(pilot)
         assert second.entity.name in detail_text(app) and f"rank {second.rank}" in detail_text(app)
-        # down to France: description, image path, preview and supporting facts
+        # down to France: description, image path, preview, and the explanation: rank, evidence, neighbours
         names = rows(app)
         for _ in range(names.index("France") - 1):
             await pilot.press("down")
@@ -130,10 +130,12 @@ async def test_detail_pane_follows_the_cursor(fake):
         text = detail_text(app)
         assert "A republic in Western Europe" in text and "Image: images/flag_fra.png" in text
         assert "known: train" in text
-        assert "Germany —shares border with→ France" in text or "France —shares border with→ Germany" in text
+        why = " ".join(rendered(app.query_one("#detail-facts")).split())
+        assert "Germany shares border with France" in why or "France shares border with Germany" in why
+        assert "rank 1 of" in why and "Evidence" in why and "Nearest neighbours" in why
         assert app.query_one("#detail-preview").display
         fusion = rendered(app.query_one("#detail-fusion"))
-        assert "structure" in fusion and "multimodal" in fusion and "0.46" in fusion
+        assert "structure" in fusion and "multimodal" in fusion and "0.46" in fusion and "w×p" in fusion
 
 
 async def test_unknown_entity_shows_a_message_and_no_crash(fake):

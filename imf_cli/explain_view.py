@@ -1,0 +1,171 @@
+"""An :class:`~imf_cli.explain.Explanation` as rich renderables, for ``imf explain`` and the explore detail pane.
+
+Imports rich only (no Textual, no torch). Branch colours and bars come from the explore renderers,
+so the CLI and the TUI draw a branch's share the same way.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from imf_cli.explain import BranchContribution, Explanation
+from imf_cli.service import SPLITS
+from imf_cli.tui.render import bar, colour, truncate
+
+
+def _splits(splits) -> str:
+    return ", ".join(s for s in SPLITS if s in splits)
+
+
+def triple_text(explanation: Explanation) -> Text:
+    """``(France, borders, Germany)``, or ``(?, borders, Germany) → France`` for an inverse query."""
+    head, tail, relation = explanation.head.name, explanation.tail.name, explanation.relation
+    if relation.inverse:
+        return Text(f"({tail}, {relation.name}, {head})")
+    return Text(f"({head}, {relation.name}, {tail})")
+
+
+def summary(explanation: Explanation) -> Text:
+    """The rank, the score and the known-fact flags, in two lines."""
+    text = Text()
+    noun = "heads" if explanation.relation.inverse else "tails"
+    text.append(f"rank {explanation.rank:g}", style="bold")
+    text.append(f" of {explanation.candidates} {noun} (filtered; unfiltered {explanation.raw_rank:g})")
+    text.append(f" · fused {explanation.fused:+.2f} · p {explanation.probability:.2f}\n")
+    if explanation.known:
+        text.append(f"known fact: {_splits(explanation.known)}", style="yellow")
+    else:
+        text.append("not a known fact", style="dim")
+    for end, in_graph in ((explanation.head, explanation.head_in_graph), (explanation.tail, explanation.tail_in_graph)):
+        if not in_graph:
+            text.append(f" · {end.name} is not in the training graph", style="magenta")
+    if explanation.filtered_count:
+        text.append(f"\nfiltered {explanation.filtered_count} known answer{'s' if explanation.filtered_count > 1 else ''}: ")
+        shown = ", ".join(f"{f.entity.name} ({_splits(f.splits)}{', above' if f.above else ''})" for f in explanation.filtered)
+        text.append(shown + (" …" if explanation.filtered_count > len(explanation.filtered) else ""), style="dim")
+    return text
+
+
+def contributions_table(
+    contributions: tuple[BranchContribution, ...], *, width: int = 8, logits: bool = True
+) -> Table:
+    """Per branch: weight, logit (unless ``logits`` is False), probability, weight × probability and its
+    share, with a bar ``width`` cells wide."""
+    table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
+    columns = [("branch", "left"), ("weight", "right"), ("logit", "right"), ("p", "right"), ("w×p", "right"),
+               ("share", "left")]
+    for name, justify in columns:
+        if name != "logit" or logits:
+            table.add_column(name, justify=justify, no_wrap=True)
+    for c in contributions:
+        share = Text(bar(c.share, width), style=f"{colour(c.branch)} on #3a3a3a")
+        share.append(f"{c.share:5.0%}", style=colour(c.branch))
+        cells = [Text(c.branch, style=colour(c.branch)), f"{c.weight:.2f}", f"{c.logit:+.2f}",
+                 f"{c.probability:.2f}", f"{c.contribution:.3f}", share]
+        table.add_row(*(cells if logits else cells[:2] + cells[3:]))
+    return table
+
+
+def evidence_text(explanation: Explanation) -> Text:
+    """The facts and paths that link the two ends, with their rules' confidence."""
+    text = Text()
+    if not (explanation.head_in_graph and explanation.tail_in_graph):
+        text.append("None: an entity outside the training graph has no facts.", style="dim")
+        return text
+    if not explanation.evidence:
+        text.append("No fact or two-fact path links them in train.", style="dim")
+        return text
+    stored = explanation.relation.name
+    for index, item in enumerate(explanation.evidence):
+        if index:
+            text.append("\n")
+        text.append(f"{item.confidence:4.0%} ", style="bold")
+        text.append(item.sentence)
+        body = " → ".join(r.label for r in item.body)
+        unit = "pair" if len(item.facts) == 1 else "path"
+        text.append(f"   [{body} ⇒ {stored}: {item.support} {unit}{'s' if item.support != 1 else ''}]", style="dim")
+    return text
+
+
+def neighbours_table(explanation: Explanation) -> Table:
+    """Per branch and end: the nearest entities (cosine) and their own facts of the relation in train.
+
+    A head's neighbour ``n`` shows ``→ a, b`` for its facts ``(n, R, a)``; a tail's neighbour ``m``
+    shows ``a, b →`` for ``(a, R, m)``.
+    """
+    table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
+    for name in ("branch", "of", "neighbour", "cos"):
+        table.add_column(name, no_wrap=True)
+    table.add_column(f"its {explanation.relation.label} facts")
+    for group in explanation.neighbours:
+        first = True
+        for end, side, is_head in ((explanation.head, group.head, True), (explanation.tail, group.tail, False)):
+            label = Text(group.branch if first else "", style=colour(group.branch))
+            if not side:
+                table.add_row(label, escape(end.name), Text("n/a (not in this branch)", style="dim"), "", "")
+                first = False
+                continue
+            for position, neighbour in enumerate(side):
+                names = ", ".join(a.name for a in neighbour.answers)
+                more = neighbour.answer_count - len(neighbour.answers)
+                names += f" +{more}" if more > 0 else ""
+                facts = (f"→ {names}" if is_head else f"{names} →") if names else ""
+                table.add_row(
+                    Text(group.branch if first else "", style=colour(group.branch)),
+                    escape(end.name) if position == 0 else "",
+                    escape(neighbour.entity.name),
+                    f"{neighbour.similarity:.2f}",
+                    Text(facts or "—", style="" if facts else "dim"),
+                )
+                first = False
+    return table
+
+
+def neighbours_text(explanation: Explanation, *, per_end: int = 3) -> Text:
+    """The nearest neighbours, compactly: one line per branch and end (for the explore detail pane)."""
+    text = Text()
+    for group in explanation.neighbours:
+        for end, side in ((explanation.head, group.head), (explanation.tail, group.tail)):
+            if text:
+                text.append("\n")
+            text.append(f"{group.branch:<10}", style=colour(group.branch))
+            text.append(f" {truncate(end.name, 14)} ≈ ", style="dim")
+            if not side:
+                text.append("n/a (not in this branch)", style="dim")
+                continue
+            text.append(", ".join(f"{n.entity.name} {n.similarity:.2f}" for n in side[:per_end]))
+    return text
+
+
+def _sections(*sections: tuple[str, RenderableType]) -> list[RenderableType]:
+    """Each ``(title, body)`` after a blank line, the title in bold."""
+    return [part for title, body in sections for part in (Text(""), Text(title, style="bold"), body)]
+
+
+def explanation_renderable(explanation: Explanation) -> RenderableType:
+    """Everything, as one group of titled sections (``imf explain``)."""
+    title = Text("Why ", style="bold")
+    title.append(triple_text(explanation))
+    title.append("?", style="bold")
+    scored = Text(f"scored by {', '.join(explanation.scored_by)}", style="dim")
+    return Group(
+        title,
+        summary(explanation),
+        scored,
+        *_sections(
+            ("Branch contributions (weight × probability)", contributions_table(explanation.contributions)),
+            ("Evidence from the training graph (rule confidence)", evidence_text(explanation)),
+            ("Nearest neighbours in each branch's space", neighbours_table(explanation)),
+        ),
+    )
+
+
+def pane_renderable(explanation: Explanation) -> RenderableType:
+    """The explanation for the explore detail pane, below its contributions table: rank, evidence, neighbours."""
+    return Group(
+        summary(explanation),
+        *_sections(("Evidence", evidence_text(explanation)), ("Nearest neighbours (cosine)", neighbours_text(explanation))),
+    )

@@ -1,0 +1,156 @@
+"""`PredictionService.explain`: contributions, rank and filter, rule evidence, neighbours; graph and added entities."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from imf_cli.scoring import branch_shares
+from imf_cli.service import PredictionService
+from kgdata.errors import ImfError, UnknownEntityError
+
+
+@pytest.fixture
+def service(places_run, monkeypatch):
+    monkeypatch.setenv("IMF_HOME", str(places_run[0]))
+    with PredictionService.from_run(places_run[1], device="cpu") as opened:
+        yield opened
+
+
+def ids(service, *names):
+    return [service.resolve_entity(name).id for name in names]
+
+
+def realistic(scores: list[float], target: float) -> float:
+    return (1 + sum(s > target for s in scores) + sum(s >= target for s in scores)) / 2
+
+
+def test_contributions_and_rank_agree_with_the_ranked_list(service):
+    france, germany, spain = ids(service, "france", "germany", "spain")
+    borders = service.resolve_relation("borders").id
+    explanation = service.explain(france, borders, germany)
+    everything = {p.entity.id: p for p in service.top_k(france, borders, k=100, include_known=True).predictions}
+    row = everything[germany]
+    assert explanation.fused == pytest.approx(row.fused, abs=1e-5)
+    assert explanation.scored_by == ("structure", "visual", "text", "multimodal")
+    shares = branch_shares({c.branch: c.weight for c in explanation.contributions}, row.branches)
+    for contribution in explanation.contributions:
+        assert contribution.logit == pytest.approx(row.branches[contribution.branch], abs=1e-5)
+        assert contribution.contribution == pytest.approx(contribution.weight * contribution.probability)
+        assert contribution.share == pytest.approx(shares[contribution.branch])
+    assert sum(c.weight for c in explanation.contributions) == pytest.approx(1.0)
+
+    # The filter leaves out the other known answer (spain, a test fact), and only it.
+    assert explanation.known == {"train"}
+    assert [(f.entity.id, f.splits) for f in explanation.filtered] == [(spain, frozenset({"test"}))]
+    assert explanation.filtered_count == 1 and explanation.candidates == service.num_graph_entities - 1
+    kept = [p.fused for i, p in everything.items() if i != spain]
+    assert explanation.rank == realistic(kept, row.fused)
+    assert explanation.raw_rank == realistic([p.fused for p in everything.values()], row.fused)
+    assert explanation.filtered[0].above == (everything[spain].fused > row.fused)
+
+
+def test_evidence_is_ranked_by_rule_confidence_and_reads_as_sentences(service):
+    france, germany = ids(service, "france", "germany")
+    explanation = service.explain(france, service.resolve_relation("borders").id, germany)
+    direct, path = explanation.evidence[0], explanation.evidence[1]
+    # borders⁻¹ ⇒ borders holds for 4 of the 5 pairs linked by borders⁻¹ in train (france–spain is a test fact).
+    assert direct.sentence == "Germany borders France"
+    assert [r.label for r in direct.body] == ["← borders"]
+    assert (direct.confidence, direct.support) == (pytest.approx(0.8), 4)
+    # in ∘ in⁻¹ ⇒ borders: 6 paths through Europe between France, Germany and Portugal, 2 of them border facts.
+    assert path.sentence == "France in Europe; Germany in Europe"
+    assert [r.label for r in path.body] == ["in", "← in"]
+    assert (path.confidence, path.support) == (pytest.approx(1 / 3), 2)
+    assert len(explanation.evidence) == 2
+
+
+def test_an_inverse_query_explains_the_stored_fact_and_ranks_heads(service):
+    france, germany = ids(service, "france", "germany")
+    borders = service.resolve_relation("borders")
+    inverse = service.resolve_relation("← borders")
+    explanation = service.explain(germany, inverse.id, france)  # (?, borders, germany): is france a head?
+    assert explanation.relation == inverse
+    assert explanation.evidence[0].sentence == "Germany borders France"  # the fact read the other way
+    heads = {p.entity.id: p.fused for p in service.top_k(germany, inverse.id, k=100, include_known=True).predictions}
+    assert explanation.fused == pytest.approx(heads[france], abs=1e-5)
+    assert service.explain(france, borders.id, germany).evidence[0].sentence == explanation.evidence[0].sentence
+
+
+def test_neighbours_come_from_each_branch_with_their_own_answers(service):
+    france, germany = ids(service, "france", "germany")
+    borders = service.resolve_relation("borders").id
+    explanation = service.explain(france, borders, germany)
+    assert [n.branch for n in explanation.neighbours] == ["structure", "visual", "text", "multimodal"]
+    for group in explanation.neighbours:
+        unit = torch.nn.functional.normalize(service.scorer.entities[group.branch], dim=1)
+        for end, side in ((france, group.head), (germany, group.tail)):
+            assert len(side) == 3 and end not in [n.entity.id for n in side]
+            similarities = [n.similarity for n in side]
+            assert similarities == sorted(similarities, reverse=True)
+            expected = (unit @ unit[end]).tolist()
+            assert all(n.similarity == pytest.approx(expected[n.entity.id], abs=1e-5) for n in side)
+        for neighbour in group.head:  # a head's neighbour shows its own borders tails in train
+            tails = service.known(neighbour.entity.id, borders)["train"].tolist()
+            assert neighbour.answer_count == len(tails) and {a.id for a in neighbour.answers} <= set(tails)
+    json.dumps(explanation.to_dict())
+
+
+def test_an_added_head_is_explained_from_its_feature_branches(service):
+    lyon, france = ids(service, "lyon", "france")
+    capital = service.resolve_relation("capital_of").id
+    explanation = service.explain(lyon, capital, france)
+    assert not explanation.head_in_graph and explanation.tail_in_graph
+    assert explanation.scored_by == ("visual", "text", "multimodal")
+    assert explanation.evidence == () and explanation.filtered == () and explanation.known == frozenset()
+    assert [n.branch for n in explanation.neighbours] == ["structure", "visual", "text", "multimodal"]
+    assert explanation.neighbours[0].head == () and len(explanation.neighbours[0].tail) == 3  # no structure vector
+    ranked = service.top_k(lyon, capital, k=100)
+    assert explanation.rank == [p.entity.id for p in ranked.predictions].index(france) + 1
+    assert explanation.fused == pytest.approx(next(p.fused for p in ranked.predictions if p.entity.id == france), abs=1e-5)
+
+
+def test_an_added_tail_is_ranked_among_the_graph_and_itself(service):
+    france, lyon = ids(service, "france", "lyon")
+    borders = service.resolve_relation("borders").id
+    explanation = service.explain(france, borders, lyon)
+    assert not explanation.tail_in_graph and explanation.scored_by == ("visual", "text", "multimodal")
+    assert explanation.filtered_count == 2  # germany (train) and spain (test)
+    assert explanation.candidates == service.num_graph_entities + 1 - 2
+    rows = service.top_k(france, borders, k=100, include_new=True).predictions
+    assert explanation.rank == [p.entity.id for p in rows].index(lyon) + 1
+
+
+def test_explain_errors(service):
+    blank, france = ids(service, "blank", "france")
+    with pytest.raises(ImfError, match="no branch of this run can score it"):
+        service.explain(blank, 0, france)
+    with pytest.raises(UnknownEntityError):
+        service.explain(france, 0, 10_000)
+    with pytest.raises(UnknownEntityError):
+        service.explain(france, 99, france)
+
+
+def test_explain_cli_prints_the_same_explanation_as_text_and_json(service, places_run, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imf_cli.main import app
+
+    monkeypatch.setenv("IMF_HOME", str(places_run[0]))
+    runner = CliRunner()
+    args = ["explain", str(places_run[1]), "--head", "France", "--relation", "borders", "--tail", "Germany"]
+    as_json = runner.invoke(app, [*args, "--json"])
+    as_text = runner.invoke(app, args, env={"COLUMNS": "160"})
+    unknown = runner.invoke(app, [*args[:-1], "Atlantis"])
+    assert as_json.exit_code == 0, as_json.output
+    france, germany = ids(service, "france", "germany")
+    expected = service.explain(france, service.resolve_relation("borders").id, germany).to_dict()
+    assert json.loads(as_json.stdout) == json.loads(json.dumps(expected))
+    assert as_text.exit_code == 0, as_text.output
+    for needle in ("Why (France, borders, Germany)?", "Branch contributions", "Germany borders France",
+                   " 80% ", "France in Europe; Germany in Europe", "filtered 1 known answer: Spain (test",
+                   "Nearest neighbours", "multimodal"):
+        assert needle in as_text.output, needle
+    assert unknown.exit_code == 2 and "Atlantis" in unknown.output
