@@ -285,8 +285,7 @@ class FrozenScorer:
         result = {}
         for name, vectors in heads.items():
             matrices, offsets = maps[name]
-            # Grouped on every device: a batched product would gather a (B, d, d) copy of the matrices.
-            x = apply_relation_matrices(vectors, matrices, groups, grouped=True)
+            x = apply_relation_matrices(vectors, matrices, groups)
             result[name] = x + offsets[groups.inverse]
         return result
 

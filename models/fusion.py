@@ -36,6 +36,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from models.scorer import MaskDropout
+
 
 class LowRankTuckerFusion(nn.Module):
     """Fuse ``num_inputs`` vectors of width ``dim`` into one vector of width ``out_dim``.
@@ -77,7 +79,7 @@ class LowRankTuckerFusion(nn.Module):
         self.out_dim = out_dim or dim
         self.projections = nn.ModuleList(nn.Linear(dim, rank * self.hidden_dim) for _ in range(num_inputs))
         self.output = nn.Linear(self.hidden_dim, self.out_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = MaskDropout(dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -177,7 +177,7 @@ class _Frozen:
         """Differentiable :meth:`FrozenScorer.queries_for` of one branch: ``(B, d)`` head vectors → queries."""
         groups = RelationGroups.of(relations)
         matrices, offsets = self.maps[branch]
-        x = apply_relation_matrices(vectors, matrices[groups.distinct], groups, grouped=True)
+        x = apply_relation_matrices(vectors, matrices[groups.distinct], groups)
         return x + offsets[groups.distinct][groups.inverse]
 
 

@@ -36,49 +36,79 @@ class RelationGroups:
         distinct: ``(U,)`` the distinct relation ids, on the model's device.
         inverse: ``(B,)`` the position in ``distinct`` of each row's relation, on the model's device.
         counts: How many rows each distinct relation has, as Python ints (``U`` of them).
-        contiguous: True when the rows are already sorted by ``inverse``, so groups need no reordering.
+        contiguous: True when the rows are already sorted by ``inverse``.
+        slots: ``(B,)`` each row's place in a padded ``(U, width)`` layout: group ``g``'s rows fill
+            ``g·width … g·width + counts[g] - 1`` in their order. On the model's device.
+        width: The largest group, the padded layout's width.
     """
 
     distinct: Tensor
     inverse: Tensor
     counts: tuple[int, ...]
     contiguous: bool
+    slots: Tensor
+    width: int
 
     @classmethod
     def of(cls, relations: Tensor, device: torch.device | str | None = None) -> RelationGroups:
         """The groups of ``relations`` ``(B,)``. Pass a CPU tensor on the training path: nothing then waits on a GPU."""
         distinct, inverse, counts = torch.unique(relations, return_inverse=True, return_counts=True)
         contiguous = bool((inverse[1:] >= inverse[:-1]).all()) if inverse.numel() > 1 else True
+        width = int(counts.max()) if counts.numel() else 0
+        order = torch.argsort(inverse, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(inverse)
+        rank[order] = torch.arange(inverse.numel(), device=inverse.device) - starts[inverse[order]]
+        slots = inverse * width + rank
         device = relations.device if device is None else device
         return cls(
             distinct.to(device, non_blocking=True),
             inverse.to(device, non_blocking=True),
             tuple(counts.tolist()),
             contiguous,
+            slots.to(device, non_blocking=True),
+            width,
         )
 
 
-def apply_relation_matrices(
-    x: Tensor, matrices: Tensor, groups: RelationGroups, *, grouped: bool | None = None
-) -> Tensor:
+#: How :func:`apply_relation_matrices` multiplies: see its docstring.
+PRODUCTS = ("padded", "grouped", "gathered")
+
+
+def apply_relation_matrices(x: Tensor, matrices: Tensor, groups: RelationGroups, *, how: str = "padded") -> Tensor:
     """Compute ``x[b] @ matrices[groups.inverse[b]]`` for every row ``b``.
+
+    ``how``:
+
+    ``"padded"`` (the default)
+        The rows are scattered into a zero-padded ``(U, width, d)`` block, one slot row per group,
+        and multiplied by the ``U`` matrices in one batched matmul. One kernel whatever ``U`` is; on
+        the CPU, one OpenMP region instead of one per relation (24 small matmuls forward and backward
+        at 8 relations per batch took about 10 ms of a 45 ms DB15K step), and no ``(B, d, d)`` copy of
+        the matrices on CUDA.
+    ``"grouped"``
+        One matmul per group of rows.
+    ``"gathered"``
+        A batched matmul over the matrices gathered per row, ``(B, d, d)``.
 
     Args:
         x: ``(B, d)`` query vectors.
         matrices: ``(U, d, d')`` one matrix per distinct relation.
         groups: Which matrix each row uses.
-        grouped: One matmul per group of rows (True) or a batched matmul over gathered matrices
-            (False). None picks by device: grouped on CPU, batched on CUDA.
 
     Returns:
         ``(B, d')``.
     """
-    if grouped is None:
-        grouped = not x.is_cuda
-    if not grouped:
-        return torch.bmm(x.unsqueeze(1), matrices[groups.inverse]).squeeze(1)
     if len(groups.counts) == 1:
         return x @ matrices[0]
+    if how == "padded":
+        padded = x.new_zeros(len(groups.counts) * groups.width, x.shape[1]).index_copy(0, groups.slots, x)
+        products = torch.bmm(padded.view(len(groups.counts), groups.width, -1), matrices)
+        return products.view(-1, products.shape[-1])[groups.slots]
+    if how == "gathered":
+        return torch.bmm(x.unsqueeze(1), matrices[groups.inverse]).squeeze(1)
+    if how != "grouped":
+        raise ValueError(f"unknown product {how!r}; expected one of {PRODUCTS}")
     if groups.contiguous:
         parts = torch.split(x, groups.counts)
         return torch.cat([part @ matrix for part, matrix in zip(parts, matrices.unbind(0))])
@@ -86,6 +116,36 @@ def apply_relation_matrices(
     parts = torch.split(x[order], groups.counts)
     products = torch.cat([part @ matrix for part, matrix in zip(parts, matrices.unbind(0))])
     return torch.empty_like(products).index_copy_(0, order, products)
+
+
+class MaskDropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` with a faster mask on the CPU; the fused kernel as it is on CUDA.
+
+    On the CPU ``bernoulli_`` (and ``torch.rand``) draw one number from the generator per value,
+    single-threaded: dropout on a DB15K entity table (12,842 × 200) took 8.8 ms to draw. Here one
+    63-bit draw feeds four values: each 16-bit lane of the draws, cut to 15 bits, is uniform on
+    ``0 … 32767``, and a value is kept when its lane is at least ``round(p·32768)``. The keep
+    probability is thus ``p`` rounded to 1/32768 (0.2 becomes 0.200012), and kept values are scaled
+    by the inverse of that exact probability, so the layer stays unbiased. Mask and scale: 2.0 ms
+    against 8.8 ms for the table, and 3.7 → 1.3 ms forward and backward on eight 200×200 matrices.
+    """
+
+    #: The resolution of the keep threshold: 15 random bits per value.
+    LEVELS = 32768
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.is_cuda:
+            return super().forward(x)
+        if self.p >= 1.0:
+            return torch.zeros_like(x)
+        count = x.numel()
+        words = torch.empty((count + 3) // 4, dtype=torch.int64).random_()
+        lanes = words.view(torch.int16)[:count].view(x.shape).bitwise_and_(self.LEVELS - 1)
+        threshold = round(self.p * self.LEVELS)
+        scale = 1.0 / (1.0 - threshold / self.LEVELS)
+        return x * torch.where(lanes >= threshold, scale, 0.0).to(x.dtype)
 
 
 class TuckERScorer(nn.Module):
@@ -127,9 +187,9 @@ class TuckERScorer(nn.Module):
         self.core = nn.Parameter(torch.empty(relation_dim, entity_dim, entity_dim))
         self.bn0 = nn.BatchNorm1d(entity_dim)
         self.bn1 = nn.BatchNorm1d(entity_dim)
-        self.input_dropout = nn.Dropout(input_dropout)
-        self.relation_dropout = nn.Dropout(relation_dropout)
-        self.hidden_dropout = nn.Dropout(hidden_dropout)
+        self.input_dropout = MaskDropout(input_dropout)
+        self.relation_dropout = MaskDropout(relation_dropout)
+        self.hidden_dropout = MaskDropout(hidden_dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.scorer import RelationGroups, TuckERScorer, apply_relation_matrices
+from models.scorer import MaskDropout, RelationGroups, TuckERScorer, apply_relation_matrices
 
 
 def naive_query(scorer: TuckERScorer, heads, relation_table, relations):
@@ -26,19 +26,19 @@ def test_precomputed_scorer_equals_the_naive_einsum(batch):
     torch.testing.assert_close(scores, expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("grouped", [True, False])
+@pytest.mark.parametrize("how", ["padded", "grouped", "gathered"])
 @pytest.mark.parametrize(
     "relations",
     [[3, 0, 3, 1, 1, 1, 0, 3, 2, 2, 0, 3], [0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3], [2] * 12],
     ids=["mixed", "contiguous", "one-relation"],
 )
-def test_grouped_and_batched_relation_products_agree_with_gradients(grouped, relations):
+def test_every_relation_product_agrees_with_gradients(how, relations):
     x = torch.randn(12, 5, requires_grad=True)
     relations = torch.tensor(relations)
     groups = RelationGroups.of(relations)
     matrices = torch.randn(len(groups.counts), 5, 3, requires_grad=True)
     assert groups.contiguous == bool((relations[1:] >= relations[:-1]).all())
-    out = apply_relation_matrices(x, matrices, groups, grouped=grouped)
+    out = apply_relation_matrices(x, matrices, groups, how=how)
     expected = torch.einsum("bi,bij->bj", x, matrices[groups.inverse])
     torch.testing.assert_close(out, expected)
     out.sum().backward()
@@ -90,3 +90,35 @@ def test_scorer_repr():
         "TuckERScorer(8, 6, input_dropout=0.3, relation_dropout=0.4, hidden_dropout=0.5, "
         "relation_dropout_per_query=False, core_init='xavier')"
     )
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_mask_dropout_keeps_the_right_share_and_stays_unbiased(p):
+    torch.manual_seed(0)
+    layer = MaskDropout(p).train()
+    x = torch.ones(400, 250)
+    y = layer(x)
+    kept = (y != 0).float().mean().item()
+    assert kept == pytest.approx(1 - p, abs=0.005)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)
+    values = torch.unique(y)
+    assert values.tolist()[0] == 0.0 and len(values) == 2
+    assert values[1].item() == pytest.approx(1 / (1 - round(p * 32768) / 32768))
+
+
+def test_mask_dropout_draws_fresh_masks_and_passes_through_in_eval():
+    torch.manual_seed(0)
+    layer = MaskDropout(0.3).train()
+    x = torch.randn(7, 13)  # an odd count: the last draw is partly used
+    assert not torch.equal(layer(x) != 0, layer(x) != 0)
+    assert torch.equal(layer.eval()(x), x)
+    assert torch.equal(MaskDropout(1.0).train()(x), torch.zeros_like(x))
+    assert torch.equal(MaskDropout(0.0).train()(x), x)
+
+
+def test_mask_dropout_passes_gradients_through_the_kept_values():
+    torch.manual_seed(0)
+    x = torch.randn(50, 20, requires_grad=True)
+    y = MaskDropout(0.4).train()(x)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, y.detach() != 0)
