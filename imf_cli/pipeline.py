@@ -528,7 +528,9 @@ def evaluate_run(
     Returns:
         ``{"split", "checkpoint", "run", "dataset", "triples", "filter", "device", "chunk_size", "seconds",
         "fusion_weights", "fused", "branches", "mean_fusion", "per_relation"}``; ``per_relation``
-        maps relation keys to their metrics, or is None unless asked for. ``fusion_weights`` maps
+        maps relation keys to their metrics and category (1-1, 1-N, N-1 or N-N, from the training
+        split), or is None unless asked for; with it comes ``per_category``, the metrics of each
+        category's triples (:func:`models.evaluation.relation_categories`). ``fusion_weights`` maps
         branch names to the decision weights, or, with per-relation fusion, relation keys (inverse
         relations as ``"← key"``) to such maps.
     """
@@ -553,7 +555,15 @@ def evaluate_loaded(
     """
     import time
 
-    from models.evaluation import FrozenScorer, build_filter, filter_splits, metrics_report, rank_queries
+    from models.evaluation import (
+        CATEGORIES,
+        FrozenScorer,
+        build_filter,
+        filter_splits,
+        metrics_report,
+        rank_queries,
+        relation_categories,
+    )
 
     store = loaded.store
     splits = {name: store.triples_tensor(name) for name in ("train", "valid", "test")}
@@ -571,11 +581,13 @@ def evaluate_loaded(
     if batch_size is not None:
         batch_size = min(batch_size, 2 * len(triples))  # every query of both directions at once, at most
     ranks = rank_queries(scorer, triples, index, chunk_size=batch_size)
-    report = metrics_report(ranks, per_relation=per_relation)
+    categories = relation_categories(splits["train"], model.num_relations) if per_relation else None
+    report = metrics_report(ranks, per_relation=per_relation, categories=categories)
     seconds = time.perf_counter() - started
     if report["per_relation"] is not None:
         report["per_relation"] = {
-            relations[r].key: {"name": relations[r].name, **values} for r, values in report["per_relation"].items()
+            relations[r].key: {"name": relations[r].name, "category": CATEGORIES[int(categories[r])], **values}
+            for r, values in report["per_relation"].items()
         }
     return {
         "split": split,

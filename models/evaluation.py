@@ -45,6 +45,10 @@ FUSED = "fused"
 #: The mean of the branches' sigmoid probabilities: the reference code's fusion, reported as a baseline.
 MEAN_FUSION = "mean_fusion"
 HITS_AT = (1, 3, 10)
+#: The relation categories of Bordes et al. (2013), as LibKGE and OpenKE report them.
+CATEGORIES = ("1-1", "1-N", "N-1", "N-N")
+#: A side is "N" when a relation has more than this many answers per query on it, on average.
+CATEGORY_THRESHOLD = 1.5
 #: Chunk-size caps: past these, larger chunks only cost memory.
 MAX_CHUNK = {"cpu": 1024, "cuda": 8192}
 #: On CPU, one chunk's score matrix stays within this many bytes: larger ones run slower (cache
@@ -433,7 +437,34 @@ def _blocks(result: RankResult, name: str, groups: Tensor, num_groups: int) -> l
     return blocks
 
 
-def metrics_report(result: RankResult, *, per_relation: bool = False) -> dict:
+def relation_categories(triples: Tensor, num_relations: int, *, threshold: float = CATEGORY_THRESHOLD) -> Tensor:
+    """Each relation's category among :data:`CATEGORIES`, from ``triples`` ``(n, 3)`` (the training split).
+
+    For relation ``r``, tails per head is its number of triples over its number of distinct heads, and
+    heads per tail its number of triples over its distinct tails. A side is "N" when that average is
+    above ``threshold`` (1.5, as in Bordes et al. 2013, OpenKE and LibKGE): ``1-N`` means several
+    tails per head. A relation without triples is ``1-1``.
+
+    Returns:
+        ``(R,)`` int64 indices into :data:`CATEGORIES`.
+    """
+    triples = triples.long().reshape(-1, 3)
+    if not len(triples):
+        return torch.zeros(num_relations, dtype=torch.long)
+    counts = torch.bincount(triples[:, 1], minlength=num_relations).double()
+
+    def distinct(column: int) -> Tensor:
+        """``(R,)`` the number of distinct entities in ``column`` per relation."""
+        width = int(triples[:, column].max()) + 1
+        keys = torch.unique(triples[:, 1] * width + triples[:, column])
+        return torch.bincount(keys // width, minlength=num_relations).double()
+
+    tails_per_head = counts / distinct(0).clamp_min(1)
+    heads_per_tail = counts / distinct(2).clamp_min(1)
+    return (tails_per_head > threshold).long() + 2 * (heads_per_tail > threshold).long()
+
+
+def metrics_report(result: RankResult, *, per_relation: bool = False, categories: Tensor | None = None) -> dict:
     """Metrics of every score of ``result``.
 
     Each metric block holds ``mrr``, ``mr``, ``hits@1``, ``hits@3``, ``hits@10`` (realistic ranks) and
@@ -443,7 +474,11 @@ def metrics_report(result: RankResult, *, per_relation: bool = False) -> dict:
     Returns:
         ``{"fused": block, "branches": {branch: block}, "mean_fusion": block, "per_relation": …}``;
         ``per_relation`` is None unless asked for, else relation id ``r`` (of ``[0, R)``, with at least
-        one triple) → ``{"triples": n, "fused": …, "branches": …, "mean_fusion": …}``.
+        one triple) → ``{"triples": n, "fused": …, "branches": …, "mean_fusion": …}``. With
+        ``categories`` (``(R,)`` indices into :data:`CATEGORIES`, see :func:`relation_categories`),
+        also ``"per_category"``: category name (with at least one triple) → ``{"relations": k,
+        "triples": n, "fused": …, "branches": …, "mean_fusion": …}``. In a category's blocks, "tails"
+        are the queries ``(h, r, ?)``: on a 1-N relation those have many answers, "heads" one.
     """
     branches = [name for name in result.names if name not in (FUSED, MEAN_FUSION)]
 
@@ -466,6 +501,20 @@ def metrics_report(result: RankResult, *, per_relation: bool = False) -> dict:
             r: {"triples": int(counts[r]), **blocks}
             for r, blocks in enumerate(grouped(by_relation, result.num_relations))
             if counts[r] > 0
+        }
+    if categories is not None:
+        categories = categories.to(result.relations.device).long()
+        if categories.shape != (result.num_relations,):
+            raise ValueError(f"categories must have shape ({result.num_relations},), not {tuple(categories.shape)}")
+        by_relation = result.relations % result.num_relations
+        by_category = categories[by_relation]
+        triples = torch.bincount(by_category, minlength=len(CATEGORIES)) // 2
+        present = torch.bincount(by_relation, minlength=result.num_relations) > 0
+        relations = torch.bincount(categories[present], minlength=len(CATEGORIES))
+        report["per_category"] = {
+            CATEGORIES[c]: {"relations": int(relations[c]), "triples": int(triples[c]), **blocks}
+            for c, blocks in enumerate(grouped(by_category, len(CATEGORIES)))
+            if triples[c] > 0
         }
     return report
 

@@ -55,3 +55,15 @@ def test_presets_are_valid_configs():
     paper = resolve(yaml.safe_load((preset_path().parent / "paper.yaml").read_text()))
     assert not paper.model.detach_fusion_inputs and not paper.train.fit_fusion_on_valid
     assert paper.train.fused_loss_weight == 1.0
+
+
+@pytest.mark.parametrize("dataset", ["db15k", "fb15k-237"])
+def test_benchmark_presets_differ_from_their_baselines_only_in_modalities(dataset):
+    presets = preset_path().parent
+    fused = yaml.safe_load((presets / f"{dataset}.yaml").read_text())
+    baseline = yaml.safe_load((presets / f"{dataset}-structure.yaml").read_text())
+    assert resolve(fused).model.modalities == ("structure", "text")
+    assert resolve(baseline).model.modalities == ("structure",)
+    fused["model"].pop("modalities"), baseline["model"].pop("modalities")
+    assert fused == baseline
+    assert resolve(fused).train.patience > 0  # early stopping on valid

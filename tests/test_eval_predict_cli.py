@@ -159,13 +159,22 @@ def test_per_relation_metrics_and_an_explicit_batch_size(run_dir):
     weighted = sum(v["triples"] * v["fused"]["mrr"] for v in per.values()) / auto["triples"]
     assert weighted == pytest.approx(auto["fused"]["mrr"])
     assert set(per["hub"]["branches"]) == {"structure", "text", "multimodal"} and "heads" in per["hub"]["mean_fusion"]
+    assert {v["category"] for v in per.values()} <= {"1-1", "1-N", "N-1", "N-N"}
+    categories = auto["per_category"]
+    assert sum(v["triples"] for v in categories.values()) == auto["triples"]
+    assert sum(v["relations"] for v in categories.values()) == len(per)
+    for name, values in categories.items():
+        members = [v for v in per.values() if v["category"] == name]
+        mrr = sum(v["triples"] * v["fused"]["mrr"] for v in members) / values["triples"]
+        assert values["fused"]["mrr"] == pytest.approx(mrr)
     assert (run_dir / "metrics-valid.json").is_file()
 
 
 def test_eval_table_for_people(run_dir):
     result = invoke("eval", run_dir, "--per-relation")  # valid by default
     assert result.exit_code == 0, result.output
-    expected = ("structure", "multimodal", "fused", "mean fusion", "heads", "per relation", "same_cluster")
+    expected = ("structure", "multimodal", "fused", "mean fusion", "heads", "per relation", "same_cluster",
+                "per relation category")
     for text in (*expected, "metrics-valid.json"):
         assert text in result.stdout, text
 

@@ -29,7 +29,9 @@ def eval_command(
         None, "--batch-size", min=1, help="Queries scored at once.", show_default="picked from free memory"
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    per_relation: bool = typer.Option(False, "--per-relation", help="Also report every relation."),
+    per_relation: bool = typer.Option(
+        False, "--per-relation", help="Also report every relation, and each category: 1-1, 1-N, N-1, N-N."
+    ),
     progress: bool = progress_option(),
     json_output: bool = json_option("the metrics"),
     threads: Optional[int] = threads_option(),
@@ -81,6 +83,8 @@ def eval_command(
     )
     if result["per_relation"]:
         console.print(relation_table(result))
+    if result.get("per_category"):
+        console.print(category_table(result))
     if split is Split.test:
         console.print(
             "This is the held-out test split: report it once, for a run chosen on valid.", style="yellow"
@@ -124,7 +128,9 @@ def relation_table(result: dict):
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="MRR per relation: fused (both directions, heads, tails), mean fusion, the best branch")
+    table = Table(
+        title="MRR per relation (with its kind): fused (both directions, heads, tails), mean fusion, the best branch"
+    )
     table.add_column("relation", overflow="fold")
     for column in ("triples", "fused", "heads", "tails", "mean"):
         table.add_column(column, justify="right")
@@ -134,7 +140,8 @@ def relation_table(result: dict):
         fused = values["fused"]
         best, best_metrics = max(values["branches"].items(), key=lambda item: item[1]["mrr"])
         table.add_row(
-            escape(key if values["name"] == key else f"{values['name']} ({key})"),
+            escape(key if values["name"] == key else f"{values['name']} ({key})")
+            + (f" [dim]{values['category']}[/]" if "category" in values else ""),
             f"{values['triples']:,}",
             f"{fused['mrr']:.3f}",
             f"{fused['heads']['mrr']:.3f}",
@@ -142,4 +149,37 @@ def relation_table(result: dict):
             f"{values['mean_fusion']['mrr']:.3f}",
             f"{best} {best_metrics['mrr']:.3f}",
         )
+    return table
+
+
+def category_table(result: dict):
+    """Per relation category (1-1, 1-N, N-1, N-N): the MRR of every score, both directions, heads and tails."""
+    from rich.table import Table
+
+    table = Table(
+        title=(
+            "MRR per relation category (from the training split; 1-N: several tails per head). "
+            "tails: predicting t in (h, r, ?); heads: h in (?, r, t)"
+        )
+    )
+    table.add_column("kind", no_wrap=True)
+    table.add_column("relations", justify="right")
+    table.add_column("triples", justify="right")
+    table.add_column("score", no_wrap=True)
+    for column in ("MRR", "heads", "tails"):
+        table.add_column(column, justify="right")
+    for category, values in result["per_category"].items():
+        rows = [*values["branches"].items(), ("fused", values["fused"]), ("mean fusion", values["mean_fusion"])]
+        for index, (name, block) in enumerate(rows):
+            first = index == 0
+            table.add_row(
+                category if first else "",
+                f"{values['relations']:,}" if first else "",
+                f"{values['triples']:,}" if first else "",
+                name,
+                f"{block['mrr']:.3f}",
+                f"{block['heads']['mrr']:.3f}",
+                f"{block['tails']['mrr']:.3f}",
+                end_section=index == len(rows) - 1,
+            )
     return table

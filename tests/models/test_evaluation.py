@@ -3,6 +3,7 @@ import torch
 
 from models import evaluation
 from models.evaluation import (
+    CATEGORIES,
     FUSED,
     MEAN_FUSION,
     FrozenScorer,
@@ -15,6 +16,7 @@ from models.evaluation import (
     rank_bounds,
     rank_metrics,
     rank_queries,
+    relation_categories,
     realistic_ranks,
 )
 from models.imf import IMF
@@ -217,6 +219,36 @@ def test_metrics_report_splits_heads_tails_and_relations():
     assert per[0][FUSED]["mr"] == pytest.approx((1 + 3 + 1 + 2) / 4)
     assert per[0]["branches"]["structure"]["mr"] == pytest.approx((1 + 4 + 1 + 3) / 4)
     assert metrics_report(result)["per_relation"] is None
+
+
+def test_relation_categories_follow_answers_per_query():
+    triples = torch.tensor([
+        [0, 0, 1], [2, 0, 3],             # relation 0: 1-1
+        [0, 1, 1], [0, 1, 2], [0, 1, 3],  # relation 1: one head, three tails: 1-N
+        [1, 2, 0], [2, 2, 0], [3, 2, 0],  # relation 2: N-1
+        [0, 3, 1], [0, 3, 2], [1, 3, 1], [1, 3, 2],  # relation 3: N-N
+        [0, 4, 1], [0, 4, 2], [1, 4, 3],  # relation 4: 1.5 tails per head, not above the threshold: 1-1
+    ])
+    categories = relation_categories(triples, 6)
+    assert [CATEGORIES[c] for c in categories.tolist()] == ["1-1", "1-N", "N-1", "N-N", "1-1", "1-1"]
+    assert relation_categories(torch.zeros(0, 3, dtype=torch.long), 3).tolist() == [0, 0, 0]
+
+
+def test_metrics_report_per_category():
+    relations = torch.tensor([0, 0, 1, 2, 2, 3])  # R = 2: relation 0 twice, relation 1 once
+    optimistic = torch.tensor([1, 2, 4, 1, 1, 10])
+    pessimistic = torch.tensor([1, 4, 4, 1, 3, 20])
+    result = RankResult({FUSED: optimistic, MEAN_FUSION: optimistic, "structure": pessimistic},
+                        {FUSED: pessimistic, MEAN_FUSION: optimistic, "structure": pessimistic}, relations, 2, 8)
+    report = metrics_report(result, categories=torch.tensor([1, 3]))
+    per = report["per_category"]
+    assert sorted(per) == ["1-N", "N-N"]
+    assert (per["1-N"]["relations"], per["1-N"]["triples"], per["N-N"]["triples"]) == (1, 2, 1)
+    assert per["N-N"][FUSED]["tails"]["mr"] == 4.0 and per["N-N"][FUSED]["heads"]["mr"] == 15.0
+    assert per["1-N"][FUSED]["mr"] == pytest.approx((1 + 3 + 1 + 2) / 4)
+    assert "per_category" not in metrics_report(result)
+    with pytest.raises(ValueError, match="shape"):
+        metrics_report(result, categories=torch.tensor([0]))
 
 
 def test_evaluate_reports_every_branch_and_both_directions():
