@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +45,27 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
+def _load_failure(error: Exception) -> str:
+    """What went wrong in ``torch.load``, in one short clause.
+
+    torch's refusal of a non-tensor object advises loading with ``weights_only=False``; that would run
+    whatever code the file holds, so the advice is left out: imf never loads a checkpoint that way.
+    """
+    text = str(error)
+    refused = re.search(r"WeightsUnpickler error:(.*?)(?:Check the documentation|$)", text, re.S)
+    if refused or "Weights only load failed" in text:
+        # The first sentence only: the rest advises allow-listing globals or weights_only=False.
+        detail = " ".join(refused.group(1).split()).split(". ")[0].rstrip(".") if refused else ""
+        return (
+            f"torch's safe loader refused it{': ' + detail if detail else ''}; "
+            "imf loads checkpoints only as tensors and plain values"
+        )
+    if isinstance(error, EOFError):
+        return "the file is empty or cut short"
+    first = text.strip().splitlines()[0].split(". ")[0].rstrip(".") if text.strip() else ""
+    return f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict, loaded with ``weights_only=True``.
 
@@ -56,7 +78,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file (RuntimeError, EOFError, …)
-        raise CheckpointError(path, f"the file is corrupt or unreadable ({type(error).__name__}: {error})") from error
+        raise CheckpointError(path, f"the file is corrupt or unreadable ({_load_failure(error)})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(path, "not an IMF checkpoint")
     if payload.get("version", 0) > VERSION:

@@ -69,6 +69,28 @@ def test_a_corrupt_file_raises_checkpoint_error_naming_it(saved, tmp_path):
         read_checkpoint(tmp_path / "absent.pt")
 
 
+@pytest.mark.parametrize("kind", ["pickle-opcodes", "foreign-global", "empty", "not-zip"])
+def test_a_damaged_or_hostile_checkpoint_gets_one_short_line_without_unsafe_advice(tmp_path, kind):
+    import collections
+    import pickle
+
+    path = tmp_path / "best.pt"
+    if kind == "pickle-opcodes":
+        path.write_bytes(pickle.dumps({"a": 1})[:2] + bytes(range(236, 256)) * 20)
+    elif kind == "foreign-global":
+        torch.save({"x": collections.OrderedDict(a=print)}, path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(CheckpointError) as error:
+        read_checkpoint(path)
+    message = str(error.value)
+    assert "best.pt" in message and "corrupt or unreadable" in message
+    assert "\n" not in message and len(message) < 400
+    assert "weights_only" not in message and "safe_globals" not in message  # never advise the unsafe load
+
+
 def test_a_foreign_or_mismatched_checkpoint_raises_checkpoint_error(saved, tmp_path):
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
