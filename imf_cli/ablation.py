@@ -115,13 +115,30 @@ def ablation_variants(modalities: Sequence[str], *, contrastive: bool = True) ->
     return variants
 
 
+#: Paper switches that are no valid config alone, and the paper switches that come with them. Without
+#: fitting on valid, learned decision weights learn from the fused loss, so its weight must be above 0.
+COUPLED_DEPARTURES: Mapping[str, tuple[str, ...]] = {"train.fit_fusion_on_valid": ("train.fused_loss_weight",)}
+
+
 def departure_variants(base: Mapping[str, Mapping[str, Any]], paper: Mapping[str, Mapping[str, Any]]) -> list[Variant]:
-    """The full model, then each key of the paper preset that differs from ``base`` set to the paper's value."""
+    """The full model, then each key of the paper preset that differs from ``base`` set to the paper's value.
+
+    A key that is no valid config alone brings the paper's value of the keys it needs
+    (:data:`COUPLED_DEPARTURES`); the last variant is the whole preset.
+    """
     variants = [Variant("full", "imf's defaults")]
+    flat_paper = {f"{section}.{key}": value for section, values in paper.items() for key, value in values.items()}
     for section, values in paper.items():
         for key, value in values.items():
             if base.get(section, {}).get(key) != value:
-                variants.append(Variant(f"paper:{key}", f"{section}.{key}: {value!r} (the paper's)", {f"{section}.{key}": value}))
+                dotted = f"{section}.{key}"
+                overrides = {dotted: value}
+                for other in COUPLED_DEPARTURES.get(dotted, ()):
+                    if other in flat_paper:
+                        overrides[other] = flat_paper[other]
+                description = "; ".join(f"{k}: {v!r}" for k, v in overrides.items()) + " (the paper's)"
+                name = "paper:" + "+".join(k.split(".")[-1] for k in overrides)
+                variants.append(Variant(name, description, overrides))
     flat = {f"{section}.{key}": value for section, values in paper.items() for key, value in values.items()}
     variants.append(Variant("paper", "every switch set to the paper's (imf_cli/presets/paper.yaml)", flat))
     return variants

@@ -46,7 +46,11 @@ def test_departures_flip_each_paper_switch_once():
     flipped = {key for v in variants[1:-1] for key in v.overrides}
     differing = {f"{s}.{k}" for s, values in paper.items() for k, v in values.items() if base[s][k] != v}
     assert flipped == differing and variants[-1].name == "paper"
-    resolve({}, dict(variants[-1].overrides))  # the whole preset is a valid config
+    for variant in variants:  # every variant is a valid config, the whole preset included
+        resolve({}, dict(variant.overrides))
+    coupled = next(v for v in variants if "train.fit_fusion_on_valid" in v.overrides)
+    assert coupled.overrides == {"train.fit_fusion_on_valid": False, "train.fused_loss_weight": 1.0}
+    assert coupled.name == "paper:fit_fusion_on_valid+fused_loss_weight"
 
 
 def test_ablate_trains_every_cell_once_and_resumes(tiny_with_text, tmp_path, imf_home):
