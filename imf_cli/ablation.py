@@ -241,8 +241,21 @@ def run_study(
             raise ImfError(f"unknown variant {unknown[0]!r}; this study has {', '.join(v.name for v in chosen)}")
         chosen = [v for v in chosen if v.name in variants]
     config_values = {key: value for key, value in base_dict.items() if key != "grid"}
-    for variant in chosen:  # fail before training anything
-        resolve_config(config_values, dict(variant.overrides))
+    resolved = [resolve_config(config_values, dict(variant.overrides)) for variant in chosen]  # fail before training
+    initialisers = {config.model.structure_init for config in resolved} - {None}
+    if initialisers:  # the paper's GAT start needs `imf encode --modality structure` first
+        from kgdata.features import load_features
+
+        with EntityStore.open(dataset) as store:
+            for encoder in sorted(initialisers):
+                try:
+                    load_features(store, "structure", encoder)
+                except ImfError as error:
+                    users = ", ".join(v.name for v, c in zip(chosen, resolved) if c.model.structure_init == encoder)
+                    raise ImfError(
+                        f"the variants {users} start the structure branch from {encoder} features: {error} "
+                        f"(or leave them out with --variant)"
+                    ) from error
     root = study_dir(dataset, study, base_dict)
     root.mkdir(parents=True, exist_ok=True)
     (root / "study.json").write_text(

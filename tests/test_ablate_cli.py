@@ -98,3 +98,10 @@ def test_a_config_with_an_infinite_learning_rate_is_refused(tiny_with_text, tmp_
     config.write_text("train:\n  lr: .inf\n")
     result = runner.invoke(app, ["train", "tiny", "--config", str(config)])
     assert result.exit_code == 2 and "expects a finite float" in result.output
+
+
+def test_departures_without_gat_features_fail_before_training(tiny_with_text, imf_home):
+    result = runner.invoke(app, ["ablate", "tiny", "--study", "departures", "--seeds", "1", "--budget", "1"])
+    assert result.exit_code != 0
+    assert "paper:structure_init" in result.output and "--modality structure" in result.output
+    assert not list(imf_home.glob("ablations/*/*/seed-1"))  # nothing was trained
