@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -67,3 +68,10 @@ def test_benchmark_presets_differ_from_their_baselines_only_in_modalities(datase
     fused["model"].pop("modalities"), baseline["model"].pop("modalities")
     assert fused == baseline
     assert resolve(fused).train.patience > 0  # early stopping on valid
+
+
+def test_benchmark_recipes_are_valid_configs():
+    recipes = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "recipes").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        resolve(yaml.safe_load(recipe.read_text()))
