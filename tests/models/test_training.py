@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,3 +233,32 @@ def test_checkpoints_hold_no_feature_matrices_but_their_hashes(tmp_path, kg):
     )
     with pytest.raises(ValueError, match="features of text differ"):
         resume(tmp_path / "run", changed, progress=False)
+
+
+PRESETS = sorted((Path(__file__).resolve().parents[2] / "imf_cli" / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_every_presets_checkpoint_policy_leaves_a_resumable_run_after_a_signal(tmp_path, kg, preset):
+    """Each preset's checkpoint settings (countries-mm-quick.yaml: checkpoint_every 1000, never by epoch)
+    still leave a last.pt on SIGTERM, and the resumed run ends as an uninterrupted one."""
+    import os
+    import signal
+
+    from models.training import TrainingInterrupted
+
+    section = yaml.safe_load(preset.read_text()).get("train", {})
+    kept = {k: section[k] for k in ("checkpoint_every", "checkpoint_minutes", "relations_per_batch") if k in section}
+    config = fast_config(epochs=3, seed=5, **kept)
+    straight = train(kg, config, tmp_path / "straight", progress=False)
+
+    def interrupt(record):
+        if record["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="SIGTERM"):
+        train(kg, config, tmp_path / "killed", progress=False, on_epoch_end=interrupt)
+    assert (tmp_path / "killed" / "last.pt").is_file()
+    resumed = resume(tmp_path / "killed", kg, progress=False)
+    assert (resumed.best_epoch, resumed.best_valid_mrr) == (straight.best_epoch, straight.best_valid_mrr)
+    assert without_timing(read_trace(tmp_path / "killed")) == without_timing(read_trace(tmp_path / "straight"))
