@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from models.scorer import MaskDropout
+from models.dropout import MaskDropout
 
 
 class LowRankTuckerFusion(nn.Module):

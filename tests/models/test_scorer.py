@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from models.scorer import MaskDropout, RelationGroups, TuckERScorer, apply_relation_matrices
+from models.dropout import MaskDropout
+from models.scorer import RelationGroups, TuckERScorer, apply_relation_matrices
 
 
 def naive_query(scorer: TuckERScorer, heads, relation_table, relations):
