@@ -25,9 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.dropout import MaskDropout
-
 from models.config import CORE_INITS
+from models.dropout import MaskDropout
 
 
 @dataclass(frozen=True)
