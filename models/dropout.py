@@ -33,4 +33,7 @@ class MaskDropout(nn.Dropout):
         lanes = words.view(torch.int16)[:count].view(x.shape).bitwise_and_(self.LEVELS - 1)
         threshold = round(self.p * self.LEVELS)
         scale = 1.0 / (1.0 - threshold / self.LEVELS)
-        return x * torch.where(lanes >= threshold, scale, 0.0).to(x.dtype)
+        # The mask as 0/1 in x's dtype, scaled in place: 5.2 ms against 7.7 ms through a scalar ``where``
+        # for the table above (the same values).
+        keep = (lanes >= threshold).to(x.dtype).mul_(scale)
+        return x * keep

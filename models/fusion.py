@@ -98,7 +98,18 @@ class LowRankTuckerFusion(nn.Module):
             product = z if product is None else product * z
         summed = product.sum(dim=-2)
         fused = self.output(torch.relu(summed) if self.relu else summed)
-        return fused + sum(inputs) / self.num_inputs if self.residual else fused
+        if not self.residual:
+            return fused
+        if any(x.requires_grad for x in inputs) or any(x.dtype != fused.dtype for x in inputs):
+            return fused + sum(inputs) / self.num_inputs
+        # Detached inputs (the default): the mean is a constant, summed in place and added to the output
+        # in place, the same numbers with two (N, dim) passes and allocations fewer.
+        with torch.no_grad():
+            mean = inputs[0].clone() if len(inputs) == 1 else torch.add(inputs[0], inputs[1])
+            for x in inputs[2:]:
+                mean.add_(x)
+            mean.div_(self.num_inputs)
+        return fused.add_(mean)
 
     def __repr__(self) -> str:
         return (

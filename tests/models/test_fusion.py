@@ -43,6 +43,21 @@ def test_fusion_checks_input_count_and_has_a_repr():
     assert repr(fusion) == "LowRankTuckerFusion(2, 6, rank=2, hidden_dim=6, out_dim=6, residual=False, relu=False)"
 
 
+def test_residual_fusion_of_detached_inputs_has_the_same_values_and_weight_gradients():
+    torch.manual_seed(0)
+    fusion = LowRankTuckerFusion(3, 4, rank=2, dropout=0.0, residual=True)
+    inputs = [torch.randn(5, 4) for _ in range(3)]
+    detached = fusion(inputs)  # the in-place path: no input needs a gradient
+    detached.square().sum().backward()
+    grads = [p.grad.clone() for p in fusion.parameters()]
+    fusion.zero_grad()
+    tracked = fusion([x.clone().requires_grad_() for x in inputs])  # the autograd path
+    tracked.square().sum().backward()
+    assert torch.equal(detached, tracked)
+    for grad, p in zip(grads, fusion.parameters()):
+        torch.testing.assert_close(grad, p.grad)
+
+
 def test_residual_fusion_adds_the_mean_of_its_inputs():
     torch.manual_seed(4)
     plain = LowRankTuckerFusion(3, 4, rank=2, dropout=0.0).eval()

@@ -42,6 +42,27 @@ def test_missing_entities_get_the_missing_vector(mode):
     assert torch.equal(rep(torch.tensor([7, 0])), out[[7, 0]])
 
 
+@pytest.mark.parametrize("mode", ["finetune", "project"])
+def test_with_every_feature_present_missing_is_frozen_and_a_loaded_mask_brings_it_back(mode):
+    matrix, mask = features(missing=())
+    rep = FeatureRepresentation(20, 12, 6, mode=mode)
+    rep.set_features(matrix, mask)
+    out = rep()
+    assert not rep.missing.requires_grad  # no row uses it: no gradient to wait for
+    expected = rep.table if mode == "finetune" else rep.projection(rep.features)
+    assert torch.equal(out, expected)
+    out.sum().backward()
+    assert rep.missing.grad is None
+    # A state whose mask leaves entities out: the missing vector is used and trained again.
+    partial = FeatureRepresentation(20, 12, 6, mode=mode)
+    partial.set_features(*features())
+    rep.load_state_dict(partial.state_dict(), strict=False)
+    assert rep.missing.requires_grad
+    assert torch.equal(rep()[3], rep.missing.detach())
+    rep().sum().backward()
+    assert rep.missing.grad is not None and rep.missing.grad.abs().sum() > 0
+
+
 def test_finetune_and_project_start_from_the_same_pca_vectors():
     matrix, mask = features()
     torch.manual_seed(1)
