@@ -100,16 +100,10 @@ class LowRankTuckerFusion(nn.Module):
         fused = self.output(torch.relu(summed) if self.relu else summed)
         if not self.residual:
             return fused
-        if any(x.requires_grad for x in inputs) or any(x.dtype != fused.dtype for x in inputs):
-            return fused + sum(inputs) / self.num_inputs
-        # Detached inputs (the default): the mean is a constant, summed in place and added to the output
-        # in place, the same numbers with two (N, dim) passes and allocations fewer.
-        with torch.no_grad():
-            mean = inputs[0].clone() if len(inputs) == 1 else torch.add(inputs[0], inputs[1])
-            for x in inputs[2:]:
-                mean.add_(x)
-            mean.div_(self.num_inputs)
-        return fused.add_(mean)
+        mean = sum(inputs) / self.num_inputs
+        # In place when the dtypes agree (one (N, dim) pass and allocation fewer; autograd allows it, the
+        # output map's backward does not need its result); under bf16 autocast the sum promotes as before.
+        return fused.add_(mean) if mean.dtype == fused.dtype else fused + mean
 
     def __repr__(self) -> str:
         return (

@@ -254,13 +254,13 @@ class FeatureRepresentation(nn.Module):
 
     def forward(self, indices: Tensor | None = None) -> Tensor:
         """Vectors for entity ids ``indices`` ``(B,)`` as ``(B, dim)``, or for all entities ``(N, dim)``."""
-        mask = self.mask if indices is None else self.mask[indices]
         if self.mode == "finetune":
             values = self.table if indices is None else self.table[indices]
         else:
             values = self.projection(self.features if indices is None else self.features[indices])
         if self._all_present:
             return values
+        mask = self.mask if indices is None else self.mask[indices]
         return torch.where(mask[:, None], values, self.missing.to(values.dtype))
 
     def __repr__(self) -> str:
