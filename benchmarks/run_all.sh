@@ -15,7 +15,7 @@ for run in "$@"; do runs+=(--imf-run "$run"); done
     > "$LOGS/machine.txt"
 $PY benchmarks/bench_import.py --repeats 3 2>&1 | tee "$LOGS/import.txt"
 $PY benchmarks/bench_encode.py 2>&1 | tee "$LOGS/encode.txt"
-$PY benchmarks/bench_train.py --threads 1 --epochs 4 --dataset-dir kgdata/datasets/countries_mm 2>&1 | tee "$LOGS/train.txt"
+$PY benchmarks/bench_train.py --threads 2 --datasets countries-mm umls db15k fb15k-237 2>&1 | tee "$LOGS/train.txt"
 $PY benchmarks/bench_eval.py --threads 1 --repeats 3 2>&1 | tee "$LOGS/eval.txt"
 $PY benchmarks/bench_explore.py --threads 1 --queries 30 2>&1 | tee "$LOGS/explore.txt"
 $PY benchmarks/bench_quality.py --threads 1 "${runs[@]}" 2>&1 | tee "$LOGS/quality.txt"

@@ -464,12 +464,18 @@ def _epoch_lines(on_epoch: EpochLogger | None, epochs: int) -> Callable[[dict], 
 
 
 def resume_model(
-    run_dir: Path, *, progress: bool = True, on_epoch: "EpochLogger | None" = None, place_unseen: bool = True
+    run_dir: Path,
+    *,
+    progress: bool = True,
+    on_epoch: "EpochLogger | None" = None,
+    place_unseen: bool = True,
+    max_minutes: float | None = None,
 ) -> "TrainResult":
     """Continue a killed run with the dataset and features it recorded (``place_unseen``: see :func:`train_model`).
 
     A run killed before it wrote any ``last.pt`` starts again from epoch 0 with its recorded config
-    and seed, which gives the run it would have been.
+    and seed, which gives the run it would have been. ``max_minutes`` gives this invocation a time
+    budget in place of the recorded ``train.max_minutes`` (None keeps it).
     """
     from kgdata.locking import locked_store
     from models.training import restart, resume
@@ -489,9 +495,12 @@ def resume_model(
     def start() -> "TrainResult":
         with _lock(run_dir):
             if not (run_dir / "last.pt").exists():
-                result = restart(run_dir, prepared.tensors, config, progress=progress, on_epoch_end=lines)
+                budgeted = config.with_max_minutes(max_minutes)
+                result = restart(run_dir, prepared.tensors, budgeted, progress=progress, on_epoch_end=lines)
             else:
-                result = resume(run_dir, prepared.tensors, progress=progress, on_epoch_end=lines)
+                result = resume(
+                    run_dir, prepared.tensors, progress=progress, on_epoch_end=lines, max_minutes=max_minutes
+                )
             if place_unseen:
                 _place_unseen(result, prepared, progress=progress)
             return result

@@ -137,6 +137,10 @@ class TrainConfig:
     builds ``K`` relation matrices ``W_r`` instead of one per distinct relation (about 68 of 128 queries
     on DB15K), which dominates the step's arithmetic on graphs with many relations. 0 draws batches
     uniformly.
+    ``max_minutes`` (above 0) is a wall-clock budget for one invocation of the loop (a run, or each
+    resume of it): at the end of the first epoch that ends after it, the run evaluates valid if that
+    epoch had no evaluation, writes ``last.pt`` and stops without being finished, so ``imf train
+    --resume`` continues it. 0: no budget.
     ``precision`` is the autocast of the training step: ``bf16`` (bfloat16 matmuls, float32 weights,
     losses and optimizer), ``fp32``, or ``auto`` (bf16 on CUDA, fp32 on the CPU). Evaluation always
     runs in float32.
@@ -169,6 +173,7 @@ class TrainConfig:
     patience: int = 5
     checkpoint_every: int = 0
     checkpoint_minutes: float = 10.0
+    max_minutes: float = 0.0
     relations_per_batch: int = 8
     precision: str = "auto"
     fit_fusion_on_valid: bool = True
@@ -195,6 +200,7 @@ class TrainConfig:
         _check(self.patience >= 0, "train.patience must be non-negative")
         _check(self.checkpoint_every >= 0, "train.checkpoint_every must be non-negative (0: by time only)")
         _check(self.checkpoint_minutes > 0, "train.checkpoint_minutes must be positive")
+        _check(self.max_minutes >= 0, "train.max_minutes must be non-negative (0: no time budget)")
         _check(self.relations_per_batch >= 0, "train.relations_per_batch must be non-negative (0: uniform batches)")
         _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
         _check(
@@ -262,6 +268,12 @@ class RunConfig:
     def with_seed(self, seed: int) -> RunConfig:
         return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
 
+    def with_max_minutes(self, minutes: float | None) -> RunConfig:
+        """This config with ``train.max_minutes`` set (None: unchanged); checked like any other value."""
+        if minutes is None:
+            return self
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, max_minutes=float(minutes)))
+
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
@@ -286,6 +298,7 @@ ADDED_KEYS: dict[str, Any] = {
     "train.relations_per_batch": 0,
     "train.checkpoint_minutes": 10.0,
     "train.precision": "auto",
+    "train.max_minutes": 0.0,
 }
 
 

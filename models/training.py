@@ -99,6 +99,8 @@ class TrainResult:
     best_epoch: int
     best_valid_mrr: float | None
     stopped_early: bool
+    #: Stopped by ``train.max_minutes`` before it finished: ``imf train --resume`` continues it.
+    stopped_at_time_limit: bool = False
 
 
 def train(
@@ -151,11 +153,13 @@ def resume(
     *,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
+    max_minutes: float | None = None,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` from its ``last.pt`` with the same ``data``.
 
     A run that already finished returns at once. Trace lines written after ``last.pt`` are dropped,
-    since the resumed run writes them again.
+    since the resumed run writes them again. ``max_minutes`` replaces the recorded
+    ``train.max_minutes`` (the time budget of this invocation); None keeps it.
 
     Raises:
         CheckpointError: If ``last.pt`` is missing or unreadable.
@@ -175,7 +179,7 @@ def resume(
             f"the features of {', '.join(changed)} differ from those run {run_dir} was trained with; "
             "re-encode them as they were, or train a new run"
         )
-    config = RunConfig.from_dict(payload["config"])
+    config = RunConfig.from_dict(payload["config"]).with_max_minutes(max_minutes)
     context, device = distributed.setup(config.train.device)
     try:
         trainer = _Trainer(data, fingerprint, config, run_dir, context, device, metadata=payload["metadata"])
@@ -378,6 +382,7 @@ class _Trainer:
         self.bad_evaluations = 0
         self.finished = False
         self.stopped_early = False
+        self.stopped_at_time_limit = False  # this invocation only: not in the checkpoint
         # An epoch stopped part-way by a signal: where it stopped, to continue from there on resume.
         self.progress: dict[str, Any] | None = None
         self.last_checkpoint = time.monotonic()
@@ -442,6 +447,7 @@ class _Trainer:
             best_epoch=self.best_epoch,
             best_valid_mrr=self.best_valid_mrr,
             stopped_early=self.stopped_early,
+            stopped_at_time_limit=self.stopped_at_time_limit,
         )
 
     # -- loop ----------------------------------------------------------------------------------------
@@ -454,6 +460,8 @@ class _Trainer:
         if self.context.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             step = DistributedDataParallel(self.objective, device_ids=device_ids, broadcast_buffers=False)
+        budget = 60.0 * settings.max_minutes  # seconds of this invocation; 0: none
+        began = time.monotonic()
         with EpochProgress(progress and self.context.is_main, settings.epochs, self.epoch) as bar, StopSignals() as stop:
             while not self.finished:
                 started = time.perf_counter()
@@ -474,7 +482,10 @@ class _Trainer:
                 seconds = {"train": time.perf_counter() - started}
                 record: dict[str, Any] = {"epoch": self.epoch, "lr": lr, "loss": losses, "seconds": seconds}
                 improved = False
-                if self.epoch % settings.eval_every == 0 or self.epoch == settings.epochs:
+                # The same decision on every rank; an epoch that ends past the budget is evaluated, so
+                # that best.pt has seen the last weights before the run stops.
+                out_of_time = budget > 0 and self.context.any(time.monotonic() - began >= budget, self.device)
+                if self.epoch % settings.eval_every == 0 or self.epoch == settings.epochs or out_of_time:
                     record["valid"], weights = self._validate()
                     record["valid_filter"] = list(filter_splits("valid"))
                     if weights is not None:
@@ -483,11 +494,16 @@ class _Trainer:
                     improved = self._update_best(record["valid"])
                 self.stopped_early = settings.patience > 0 and self.bad_evaluations >= settings.patience
                 self.finished = self.stopped_early or self.epoch >= settings.epochs
+                self.stopped_at_time_limit = out_of_time and not self.finished
+                if self.stopped_at_time_limit:
+                    record["stopped"] = "max_minutes"
                 record.update(best_epoch=self.best_epoch, best_valid_mrr=self.best_valid_mrr)
-                self._write(record, improved, last=self._checkpoint_due())
+                self._write(record, improved, last=self._checkpoint_due() or self.stopped_at_time_limit)
                 bar.epoch_done(self.epoch, losses["total"], record.get("valid"))
                 if on_epoch_end is not None and self.context.is_main:
                     on_epoch_end(record)
+                if self.stopped_at_time_limit:
+                    break
         return self.result()
 
     def _checkpoint_due(self) -> bool:

@@ -105,9 +105,27 @@ def test_resume_of_a_finished_run_keeps_its_result(tiny_with_features):
     assert again["best_valid_mrr"] == first["best_valid_mrr"] and again["epochs"] == 2
 
 
+def test_max_minutes_stops_a_run_resumably_and_resume_takes_a_new_budget(tiny_with_features):
+    stopped = train("tiny", "--epochs", "3", "--modalities", "structure,text", "--max-minutes", "0.000001", *SMALL)
+    assert stopped["stopped_at_time_limit"] and stopped["epochs"] == 1 and stopped["best_epoch"] == 1
+    plain = runner.invoke(app, ["runs", "--json"])
+    assert [run["status"] for run in json.loads(plain.stdout)] == ["resumable"]
+    again = train("--resume", stopped["run_dir"], "--max-minutes", "0.000001", "--no-progress")
+    assert again["stopped_at_time_limit"] and again["epochs"] == 2
+    done = train("--resume", stopped["run_dir"], "--max-minutes", "0", "--no-progress")
+    assert not done["stopped_at_time_limit"] and done["epochs"] == 3
+    text = runner.invoke(
+        app, ["train", "tiny", "--epochs", "2", "--modalities", "structure", "--max-minutes", "1e-6", *SMALL]
+    )
+    assert text.exit_code == 0 and "continue with: imf train --resume" in text.output
+    negative = runner.invoke(app, ["train", "--resume", stopped["run_dir"], "--max-minutes", "-1", "--no-progress"])
+    assert negative.exit_code == 2 and "--max-minutes must be non-negative" in negative.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["tiny", "--max-minutes", "-5"], "train.max_minutes must be non-negative"),
         (["tiny", "--modalities", "structure,smell"], "unknown modality 'smell'"),
         (["tiny", "--fusion", "median"], "model.fusion"),
         (["nope"], "no dataset named 'nope'"),

@@ -87,6 +87,15 @@ def train_command(
         help="Also write last.pt every N epochs; 0: only every train.checkpoint_minutes, on Ctrl-C and at the end.",
         show_default=default(TRAIN.checkpoint_every),
     ),
+    max_minutes: Optional[float] = typer.Option(
+        None,
+        "--max-minutes",
+        help=(
+            "Time budget of this invocation: after the epoch that ends past it, evaluate valid, write "
+            "last.pt and stop (resumable; with --resume, a new budget); 0: none."
+        ),
+        show_default=default(TRAIN.max_minutes),
+    ),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N.", show_default=TRAIN.device),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed.", show_default="drawn and recorded"),
     run_dir: Optional[Path] = typer.Option(
@@ -128,7 +137,9 @@ def train_command(
     notes = (lambda text: err_console.print(text, highlight=False, soft_wrap=True)) if json_output else _note
     try:
         if resume is not None:
-            result = resume_model(resolve_run(resume), progress=bar, on_epoch=lines)
+            if max_minutes is not None and max_minutes < 0:
+                raise ImfError(f"--max-minutes must be non-negative (0: no budget), got {max_minutes:g}")
+            result = resume_model(resolve_run(resume), progress=bar, on_epoch=lines, max_minutes=max_minutes)
         else:
             if name is None:
                 raise ImfError("give a dataset name, or --resume RUN")
@@ -144,6 +155,7 @@ def train_command(
                 "train.eval_every": eval_every,
                 "train.patience": patience,
                 "train.checkpoint_every": checkpoint_every,
+                "train.max_minutes": max_minutes,
                 "train.device": device,
                 "train.seed": seed,
             }
@@ -175,6 +187,7 @@ def train_command(
         "best_epoch": result.best_epoch,
         "best_valid_mrr": result.best_valid_mrr,
         "stopped_early": result.stopped_early,
+        "stopped_at_time_limit": result.stopped_at_time_limit,
     }
     if json_output:
         print_json(summary)
@@ -184,6 +197,12 @@ def train_command(
         f"Trained {result.epochs_completed} epochs (seed {result.seed}); best valid MRR {mrr} at epoch "
         f"{result.best_epoch}{' (stopped early)' if result.stopped_early else ''}"
     )
+    if result.stopped_at_time_limit:
+        console.print(
+            f"Stopped at the --max-minutes budget, not finished; continue with: imf train --resume {result.run_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
     typer.echo(str(result.run_dir))
 
 

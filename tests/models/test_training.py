@@ -262,3 +262,41 @@ def test_every_presets_checkpoint_policy_leaves_a_resumable_run_after_a_signal(t
     resumed = resume(tmp_path / "killed", kg, progress=False)
     assert (resumed.best_epoch, resumed.best_valid_mrr) == (straight.best_epoch, straight.best_valid_mrr)
     assert without_timing(read_trace(tmp_path / "killed")) == without_timing(read_trace(tmp_path / "straight"))
+
+
+def test_a_time_budget_stops_at_an_epoch_end_evaluated_and_resumes_to_the_same_run(tmp_path, kg):
+    config = fast_config(epochs=4, seed=5, eval_every=3, checkpoint_minutes=60.0)
+    straight = train(kg, config, tmp_path / "straight", progress=False)
+
+    stopped = train(kg, config.with_max_minutes(1e-9), tmp_path / "budget", progress=False)
+    assert stopped.stopped_at_time_limit and not stopped.stopped_early
+    assert stopped.epochs_completed == 1 and stopped.best_epoch == 1
+    trace = read_trace(tmp_path / "budget")
+    # Epoch 1 is not on the eval_every=3 schedule: the budget evaluates it so best.pt has seen it.
+    assert [r["epoch"] for r in trace] == [1] and trace[0]["stopped"] == "max_minutes" and "valid" in trace[0]
+    assert trace[0]["valid"]["fused"]["mrr"] == pytest.approx(stopped.best_valid_mrr)
+    last = torch.load(tmp_path / "budget" / "last.pt", weights_only=True)
+    assert last["epoch"] == 1 and not last["finished"] and last["config"]["train"]["max_minutes"] == 1e-9
+    assert (tmp_path / "budget" / "best.pt").is_file()
+
+    # Resumed without a budget it trains the rest; the weights are those of the uninterrupted run
+    # (the extra evaluation draws nothing from the training generators).
+    resumed = resume(tmp_path / "budget", kg, progress=False, max_minutes=0)
+    assert not resumed.stopped_at_time_limit and resumed.epochs_completed == 4
+    assert [r["epoch"] for r in read_trace(tmp_path / "budget")] == [1, 2, 3, 4]
+    final_straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
+    final_resumed = torch.load(tmp_path / "budget" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(final_straight[key], final_resumed[key]) for key in final_straight)
+    assert resumed.best_valid_mrr >= straight.best_valid_mrr  # it saw one evaluation more
+
+
+def test_the_time_budget_is_checked_like_any_config_value():
+    from models.config import ConfigError
+
+    assert fast_config().train.max_minutes == 0.0  # no budget by default
+    assert fast_config(max_minutes="90").train.max_minutes == 90.0
+    with pytest.raises(ConfigError, match="max_minutes must be non-negative"):
+        fast_config(max_minutes=-1)
+    with pytest.raises(ConfigError, match="max_minutes"):
+        fast_config().with_max_minutes(float("nan"))
+    assert fast_config(max_minutes=5).with_max_minutes(None).train.max_minutes == 5.0

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The DB15K (and FB15k-237) benchmark runs of issues 11 and 13 as one prepared script for a lent GPU
+# machine (the `device` tool: a bare machine whose python3 holds PyTorch, no network, no ../shared,
+# at most 64 MiB carried and 8 files back). Two steps:
+#
+#   benchmarks/gpu_runs.sh prepare [db15k|fb15k-237]   # here, on the CPU machine, once
+#       Imports the dataset from ../shared into .gpu/home (git-ignored), encodes its text with the
+#       bundled MiniLM, and downloads the pure-Python wheels the GPU image lacks into .gpu/whl.
+#       DB15K's store and features are about 29 MB, FB15k-237's about 44 MB: carry one at a time.
+#
+#   benchmarks/gpu_runs.sh run [db15k|fb15k-237] [TRAIN_SECONDS]   # on the device, carry [".gpu"]
+#       Installs the wheels into /tmp/site, runs the CUDA tests (no host synchronisation in the step,
+#       tests/models/test_cuda.py), then trains the structure-only and the structure + text presets
+#       side by side on the one GPU for about TRAIN_SECONDS (default 360) each. The trainings stop on
+#       their own (early stopping on valid) or at the first epoch end past the budget (--max-minutes:
+#       that epoch is evaluated and last.pt written, so the run is resumable); best.pt is the epoch
+#       chosen on valid. Then `imf eval` reads valid (per
+#       relation) and, once, test for each run, and everything small comes back as one archive:
+#       $OUT/<dataset>-gpu.tar.gz holding each run's config.yaml, trace.jsonl and metrics-*.json, the
+#       logs and nvidia-smi's view.
+#
+#   Device call (one, about 8 minutes of the 15-minute budget with the machine's start):
+#     run(command="bash benchmarks/gpu_runs.sh run db15k 360", carry=[".gpu"], timeout_s=590)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-}
+dataset=${2:-db15k}
+case "$dataset" in
+  db15k | fb15k-237) ;;
+  *) echo "gpu_runs.sh: dataset must be db15k or fb15k-237, got '$dataset'" >&2; exit 2 ;;
+esac
+GPU_DIR=.gpu
+HOME_DIR=$GPU_DIR/home
+# Pure-Python packages imf needs that the GPU image lacks or may hold in older versions than pyproject
+# asks; `prepare` takes the versions installed here, so the device runs what the tests ran.
+WHEEL_NAMES=(sqlite-utils sqlite-fts4 click-default-group platformdirs typer rich click shellingham annotated-doc
+  markdown-it-py mdurl pygments python-dateutil tabulate pluggy)
+
+prepare() {
+  local py=${PY:-.venv/bin/python} imf=${IMF:-.venv/bin/imf}
+  [ -x "$imf" ] || { echo "gpu_runs.sh prepare: run the README's install first ($imf is missing)" >&2; exit 2; }
+  [ -d "../shared/datasets/$dataset" ] || { echo "gpu_runs.sh prepare: ../shared/datasets/$dataset is absent" >&2; exit 2; }
+  grep -qxF "/$GPU_DIR/" .gitignore || { echo "gpu_runs.sh prepare: /$GPU_DIR/ must be in .gitignore" >&2; exit 2; }
+  rm -rf "$HOME_DIR/datasets"
+  mkdir -p "$HOME_DIR" "$GPU_DIR/whl"
+  IMF_HOME=$HOME_DIR "$imf" import "../shared/datasets/$dataset" --name "$dataset" || exit 1
+  IMF_HOME=$HOME_DIR "$imf" encode "$dataset" --modality text --threads "${THREADS:-2}" --no-progress || exit 1
+  local wheels=() name version
+  for name in "${WHEEL_NAMES[@]}"; do
+    version=$("$py" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name") || exit 1
+    wheels+=("$name==$version")
+  done
+  rm -rf "$GPU_DIR/whl" && mkdir -p "$GPU_DIR/whl"
+  "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any \
+    -d "$GPU_DIR/whl" "${wheels[@]}" || exit 1
+  du -sh "$GPU_DIR"
+  echo "Prepared $GPU_DIR for $dataset. On the device: bash benchmarks/gpu_runs.sh run $dataset 360 (carry .gpu)"
+}
+
+run() {
+  # DEVICE=cpu PYTHON=.venv/bin/python TRAIN_ARGS="--epochs 1 --eval-every 1 --dim 16" rehearse the
+  # flow on the CPU machine; TRAIN_ARGS is added to both trainings' options.
+  local seconds=${3:-360} out=${OUT:-/tmp/gpu-out} work=${WORK:-/tmp/gpu-runs} device=${DEVICE:-cuda} py=${PYTHON:-python3}
+  rm -rf "$work"
+  mkdir -p "$out" "$work/logs"
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$GPU_DIR"/whl/*.whl || exit 1
+  export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 IMF_HOME=$PWD/$HOME_DIR
+  local imf=("$py" -m imf_cli)
+  {
+    nvidia-smi
+    "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+  } > "$work/logs/machine.txt" 2>&1
+  timeout 120 "$py" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py > "$work/logs/test_cuda.txt" 2>&1
+  echo "test_cuda: exit $?" >> "$work/logs/test_cuda.txt"
+
+  local pids=()
+  for variant in structure full; do
+    local preset=imf_cli/presets/$dataset.yaml
+    [ "$variant" = structure ] && preset=imf_cli/presets/$dataset-structure.yaml
+    # --max-minutes ends the run at an epoch's end, evaluated and resumable; timeout is only a safety net.
+    timeout -s TERM $((seconds + 90)) "${imf[@]}" train "$dataset" --config "$preset" --seed 1 --device "$device" \
+      --max-minutes "$(awk "BEGIN { print $seconds / 60 }")" --no-progress --run-dir "$work/$dataset-$variant-s1" \
+      ${TRAIN_ARGS:-} > "$work/logs/train-$variant.txt" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; echo "train exit $?" >> "$work/logs/exits.txt"; done
+
+  for variant in structure full; do
+    local run_dir=$work/$dataset-$variant-s1
+    [ -f "$run_dir/best.pt" ] || continue
+    "${imf[@]}" eval "$run_dir" --split valid --per-relation --device "$device" --no-progress \
+      > "$work/logs/eval-valid-$variant.txt" 2>&1
+    "${imf[@]}" eval "$run_dir" --split test --device "$device" --no-progress > "$work/logs/eval-test-$variant.txt" 2>&1
+  done
+  tar czf "$out/$dataset-gpu.tar.gz" -C "$work" logs \
+    $(cd "$work" && ls -d "$dataset"-*-s1/{config.yaml,trace.jsonl,metrics-*.json} 2>/dev/null)
+  cat "$work"/logs/exits.txt "$work"/logs/eval-test-*.txt 2>/dev/null | tail -40
+}
+
+case "$mode" in
+  prepare) prepare ;;
+  run) run "$@" ;;
+  *) echo "usage: benchmarks/gpu_runs.sh prepare|run [db15k|fb15k-237] [TRAIN_SECONDS]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,35 @@
+"""``benchmarks/gpu_runs.sh`` (the prepared GPU runs) parses, names real presets, and can find its wheels."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from helpers import REPO
+
+SCRIPT = REPO / "benchmarks" / "gpu_runs.sh"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_script_parses_and_refuses_bad_arguments():
+    assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
+    usage = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    wrong = subprocess.run(["bash", str(SCRIPT), "run", "yago15k"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "db15k or fb15k-237" in wrong.stderr
+
+
+def test_its_presets_exist_and_its_wheels_are_installed_here():
+    text = SCRIPT.read_text(encoding="utf-8")
+    for dataset in ("db15k", "fb15k-237"):
+        assert (REPO / "imf_cli" / "presets" / f"{dataset}.yaml").is_file()
+        assert (REPO / "imf_cli" / "presets" / f"{dataset}-structure.yaml").is_file()
+    names = re.search(r"WHEEL_NAMES=\(([^)]*)\)", text).group(1).split()
+    assert "sqlite-utils" in names and "typer" in names
+    for name in names:  # `prepare` downloads the versions installed here
+        assert importlib.metadata.version(name)
+    assert "/.gpu/" in (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
