@@ -14,10 +14,9 @@
 #       side by side on the one GPU for about TRAIN_SECONDS (default 360) each. The trainings stop on
 #       their own (early stopping on valid) or at the first epoch end past the budget (--max-minutes:
 #       that epoch is evaluated and last.pt written, so the run is resumable); best.pt is the epoch
-#       chosen on valid. Then `imf eval` reads valid (per
-#       relation) and, once, test for each run, and everything small comes back as one archive:
-#       $OUT/<dataset>-gpu.tar.gz holding each run's config.yaml, trace.jsonl and metrics-*.json, the
-#       logs and nvidia-smi's view.
+#       chosen on valid. Then `imf eval` reads valid (per relation) and, once, test for each run, and
+#       everything small comes back as one archive: $OUT/<dataset>-gpu.tar.gz holding each run's
+#       config.yaml, trace.jsonl and metrics-*.json, the logs and nvidia-smi's view.
 #
 #   Device call (one, about 8 minutes of the 15-minute budget with the machine's start):
 #     run(command="bash benchmarks/gpu_runs.sh run db15k 360", carry=[".gpu"], timeout_s=590)
@@ -43,7 +42,7 @@ prepare() {
   [ -d "../shared/datasets/$dataset" ] || { echo "gpu_runs.sh prepare: ../shared/datasets/$dataset is absent" >&2; exit 2; }
   grep -qxF "/$GPU_DIR/" .gitignore || { echo "gpu_runs.sh prepare: /$GPU_DIR/ must be in .gitignore" >&2; exit 2; }
   rm -rf "$HOME_DIR/datasets"
-  mkdir -p "$HOME_DIR" "$GPU_DIR/whl"
+  mkdir -p "$HOME_DIR"
   IMF_HOME=$HOME_DIR "$imf" import "../shared/datasets/$dataset" --name "$dataset" || exit 1
   IMF_HOME=$HOME_DIR "$imf" encode "$dataset" --modality text --threads "${THREADS:-2}" --no-progress || exit 1
   local wheels=() name version

@@ -485,7 +485,7 @@ def resume_model(
         raise ImfError(f"--resume {run_dir} is not a run directory")
     document = run_metadata(run_dir)
     meta = document["metadata"]
-    config = run_config(run_dir, document)
+    config = run_config(run_dir, document).with_max_minutes(max_minutes)  # checked before any data loads
     pick_device(config.train.device)
     with locked_store(meta["dataset"], "read") as store:
         check_same_dataset(store, meta, run_dir)
@@ -495,8 +495,7 @@ def resume_model(
     def start() -> "TrainResult":
         with _lock(run_dir):
             if not (run_dir / "last.pt").exists():
-                budgeted = config.with_max_minutes(max_minutes)
-                result = restart(run_dir, prepared.tensors, budgeted, progress=progress, on_epoch_end=lines)
+                result = restart(run_dir, prepared.tensors, config, progress=progress, on_epoch_end=lines)
             else:
                 result = resume(
                     run_dir, prepared.tensors, progress=progress, on_epoch_end=lines, max_minutes=max_minutes

@@ -37,15 +37,20 @@ def script_options(path: Path) -> set[str]:
     return options
 
 
-def written_commands() -> list[tuple[str, int, str, list[str]]]:
-    """(source, line, script, options used) for every benchmark command in the docs and scripts."""
-    found = []
+def written_lines():
+    """(source, line number, text) of every line of :data:`SOURCES`."""
     for source in SOURCES:
         for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
-            for match in COMMAND.finditer(line):
-                used = [token.split("=", 1)[0] for token in match.group(2).split() if token.startswith("--")]
-                found.append((source.relative_to(ROOT).as_posix(), number, match.group(1), used))
-    return found
+            yield source.relative_to(ROOT).as_posix(), number, line
+
+
+def written_commands() -> list[tuple[str, int, str, list[str]]]:
+    """(source, line, script, options used) for every benchmark command in the docs and scripts."""
+    return [
+        (source, number, match.group(1), [t.split("=", 1)[0] for t in match.group(2).split() if t.startswith("--")])
+        for source, number, line in written_lines()
+        for match in COMMAND.finditer(line)
+    ]
 
 
 def test_the_docs_name_benchmark_commands():
@@ -70,8 +75,8 @@ def test_an_unknown_option_is_caught(tmp_path):
     assert set(used) - script_options(script) == {"--dataset-dir"}
 
 
-def imf_commands() -> list[tuple[str, int, str, list[str]]]:
-    """(source, line, command path, options used) for every ``imf COMMAND ...`` written in the docs.
+def imf_commands() -> list[tuple[str, int, str, list[str], set[str]]]:
+    """(source, line, command path, options used, options it has) for every ``imf COMMAND ...`` written.
 
     An option cut by a line wrap (ending in ``-``) is left out.
     """
@@ -81,42 +86,34 @@ def imf_commands() -> list[tuple[str, int, str, list[str]]]:
 
     root = typer.main.get_command(app)
     found = []
-    for source in SOURCES:
-        for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
-            for match in IMF_COMMAND.finditer(line):
-                command = root.commands.get(match.group(1))
-                if command is None:
-                    continue
-                tokens = match.group(2).split()
-                path = match.group(1)
-                if getattr(command, "commands", None) and tokens and tokens[0] in command.commands:
-                    path += f" {tokens[0]}"
-                used = [t.split("=", 1)[0] for t in tokens if t.startswith("--") and not t.endswith("-")]
-                found.append((source.relative_to(ROOT).as_posix(), number, path, used))
+    for source, number, line in written_lines():
+        for match in IMF_COMMAND.finditer(line):
+            command = root.commands.get(match.group(1))
+            if command is None:
+                continue
+            tokens = match.group(2).split()
+            path = match.group(1)
+            if getattr(command, "commands", None) and tokens and tokens[0] in command.commands:
+                command = command.commands[tokens[0]]
+                path += f" {tokens[0]}"
+            options = {"--help"}
+            for param in command.params:
+                options.update(param.opts)
+                options.update(param.secondary_opts)
+            used = [t.split("=", 1)[0] for t in tokens if t.startswith("--") and not t.endswith("-")]
+            found.append((source, number, path, used, options))
     return found
 
 
 def test_the_docs_name_imf_commands():
-    paths = {path for _, _, path, _ in imf_commands()}
+    paths = {path for _, _, path, _, _ in imf_commands()}
     assert {"import", "encode", "train", "eval", "explore"} <= paths
 
 
 def test_every_written_imf_option_exists():
-    import typer.main
-
-    from imf_cli.main import app
-
-    root = typer.main.get_command(app)
-    wrong = []
-    for source, line, path, used in imf_commands():
-        command = root
-        for name in path.split():
-            command = command.commands[name]
-        options = {"--help"}
-        for param in command.params:
-            options.update(param.opts)
-            options.update(param.secondary_opts)
-        unknown = sorted(set(used) - options)
-        if unknown:
-            wrong.append(f"{source}:{line}: imf {path} has no option {', '.join(unknown)}")
+    wrong = [
+        f"{source}:{line}: imf {path} has no option {', '.join(sorted(set(used) - options))}"
+        for source, line, path, used, options in imf_commands()
+        if set(used) - options
+    ]
     assert not wrong, "\n".join(wrong)
