@@ -15,7 +15,10 @@ All at the same dim and batch size. IMF's time is the training part of each epoc
 medians leave out the first (warm-up) epoch. The cost model counts the FLOPs of an epoch by
 component (the core W_r = r ×1 W, the head products, the 1-N scoring, the Mutan fusion of every
 entity, the elementwise loss and the Adam step) from the shapes and the batches the sampler really
-draws, and reports the achieved GFLOP/s against a matmul peak measured in the same run.
+draws, and reports the achieved GFLOP/s against a matmul peak measured in the same run. It also
+counts the least memory traffic of each component and measures the memory bandwidth, and prints the
+roofline floor of an epoch (each component bound by its FLOPs at the peak or its bytes at the
+bandwidth, whichever is slower).
 
 With --contention a single-threaded CPU-bound process (a matmul loop) runs beside every
 measurement, and the slowdown factors against the idle run are printed for imf and PyKEEN.
@@ -111,11 +114,38 @@ def cost_model(kg, *, dim: int, batch_size: int, relations_per_batch: int, branc
         "loss (elementwise)": branches * 10 * queries * n,
         "optimizer (Adam)": steps * 12 * params,
     }
+    # The least memory traffic of each component, in fp32 bytes (4 per number), counting each tensor a
+    # kernel must read or write once: the core is read by the forward product W_r = r ×1 W and by the
+    # backward one for r's gradient, and its (d³) gradient is written; the scoring reads the entity table
+    # and writes the (B, N) logits forward, reads both backward and writes the table's gradient; the loss
+    # makes about ten passes over the (B, N) logits; fused Adam reads parameter, gradient and both moments
+    # and writes parameter and moments (7 numbers per parameter).
+    fp32 = 4
+    traffic = {
+        "core W_r": branches * fp32 * (3 * steps * d**3 + 3 * u_total * d**2),
+        "head products": branches * fp32 * (3 * u_total * d**2 + 6 * queries * d),
+        "1-N scoring": branches * fp32 * (3 * steps * n * d + 3 * queries * n),
+        "loss (elementwise)": branches * fp32 * 10 * queries * n,
+        "optimizer (Adam)": steps * fp32 * 7 * params,
+    }
     if fusion_inputs:
         rank = 2
         forward = fusion_inputs * 2 * n * d * rank * d + 2 * n * d * d  # projections, then the output map
         flops["Mutan fusion of every entity"] = steps * 2 * forward  # inputs detached: weight gradients only
-    return {"flops": flops, "steps": steps, "queries": queries, "distinct_per_batch": u_total / steps, "params": params}
+        # forward: read each input, write its (N, K·h) projection, the product, the sum and the output;
+        # backward reads them again and writes their gradients
+        per_step = fusion_inputs * (n * d + n * rank * d) + n * rank * d + 2 * n * d
+        traffic["Mutan fusion of every entity"] = steps * fp32 * 3 * per_step
+    return {"flops": flops, "bytes": traffic, "steps": steps, "queries": queries,
+            "distinct_per_batch": u_total / steps, "params": params}
+
+
+def roofline_floor(cost: dict, fp32_peak: float, bandwidth: float) -> tuple[float, float, float]:
+    """Seconds per epoch at best: each component bound by its FLOPs at the matmul peak or its bytes at the
+    memory bandwidth, whichever is slower (GFLOP/s, GB/s); also the compute-only and memory-only sums."""
+    compute = {k: v / (fp32_peak * 1e9) for k, v in cost["flops"].items()}
+    memory = {k: cost["bytes"].get(k, 0) / (bandwidth * 1e9) for k in cost["flops"]}
+    return sum(max(compute[k], memory[k]) for k in compute), sum(compute.values()), sum(memory.values())
 
 
 # ----------------------------------------------------------------------------------- workers
@@ -257,11 +287,33 @@ def worker_peak(args) -> dict:
             times.append(time.perf_counter() - started)
         return 2 * m * k * n / statistics.median(times) / 1e9
 
-    return {
-        f"{dtype}-{shape}": rate(getattr(torch, dtype), *dims, repeats)
-        for dtype in ("float32", "bfloat16")
-        for shape, dims, repeats in (("2048", (2048, 2048, 2048), 5), ("scoring", (args.batch_size, args.dim, 14541), 30))
-    }
+    def bandwidth(repeats=10):
+        """GB/s moved over 64 M-number (256 MB) fp32 vectors: the better of an in-place scale
+        (``a *= s``: read and write, 2 × 256 MB) and a triad (``c = a + s·b``: 3 × 256 MB)."""
+        a, b, c = torch.rand(1 << 26), torch.rand(1 << 26), torch.empty(1 << 26)
+        size = a.numel() * a.element_size()
+        best = 0.0
+        for streams, kernel in ((2, lambda: a.mul_(1.0)), (3, lambda: torch.add(a, b, alpha=0.5, out=c))):
+            for _ in range(2):
+                kernel()
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                kernel()
+                times.append(time.perf_counter() - started)
+            best = max(best, streams * size / statistics.median(times) / 1e9)
+        return best
+
+    shapes = (("2048", (2048, 2048, 2048), 5), ("scoring", (args.batch_size, args.dim, 14541), 30))
+    rates = {f"float32-{shape}": rate(torch.float32, *dims, repeats) for shape, dims, repeats in shapes}
+    # Without native bf16 matmuls (no AVX512-BF16 or AMX) bf16 runs near 1 GFLOP/s, and the shapes above
+    # would take minutes: a 512³ probe decides whether to measure them.
+    probe = rate(torch.bfloat16, 512, 512, 512, 3)
+    if probe < 0.5 * rate(torch.float32, 512, 512, 512, 3):
+        rates["bfloat16-512 (not native here)"] = probe
+    else:
+        rates.update({f"bfloat16-{shape}": rate(torch.bfloat16, *dims, repeats) for shape, dims, repeats in shapes})
+    return {**rates, "bandwidth": bandwidth()}
 
 
 # -------------------------------------------------------------------------------------- driver
@@ -350,7 +402,9 @@ def main() -> None:
           f"(first one a warm-up); machine: {os.cpu_count()} CPUs")
     peak = run_worker("peak", "none", args, [])
     peak.pop("peak_rss_mib", None)
+    bandwidth = peak.pop("bandwidth")
     print("matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
+    print(f"memory bandwidth (the better of a *= s and c = a + s·b on 256 MB vectors): {bandwidth:.1f} GB/s")
     fp32_peak = peak["float32-2048"]
     conditions = [False, True] if args.contention else [False]
     for name in args.datasets:
@@ -372,7 +426,7 @@ def main() -> None:
                     result = run_worker(kind, name, args, extra)
                     if result is None:
                         continue
-                    report(name, variant, label, result, fp32_peak, medians, contended)
+                    report(name, variant, label, result, fp32_peak, bandwidth, medians, contended)
         for contended in conditions:
             if ("pykeen", contended) in medians and ("structure", contended) in medians:
                 ratio = medians[("structure", contended)] / medians[("pykeen", contended)]
@@ -383,7 +437,7 @@ def main() -> None:
                     print(f"  slowdown under contention, {variant}: {medians[(variant, True)] / medians[(variant, False)]:.2f}x")
 
 
-def report(name, variant, label, result, fp32_peak, medians, contended) -> None:
+def report(name, variant, label, result, fp32_peak, bandwidth, medians, contended) -> None:
     rss = f"peak RSS {result['peak_rss_mib']:.0f} MiB"
     if variant == "reference":
         print(f"  reference TuckER loop ({label}): {result['per_batch'] * 1e3:.0f} ms per batch, "
@@ -405,9 +459,15 @@ def report(name, variant, label, result, fp32_peak, medians, contended) -> None:
     print(f"    {cost['steps']} steps, {cost['queries']:,} queries, {cost['distinct_per_batch']:.1f} distinct relations "
           f"per batch; {total / 1e12:.2f} TFLOP per epoch:")
     for component, flops in cost["flops"].items():
-        print(f"      {component:<30} {flops / 1e12:7.3f} TFLOP  {flops / total:5.1%}")
+        moved = cost["bytes"].get(component, 0)
+        print(f"      {component:<30} {flops / 1e12:7.3f} TFLOP  {flops / total:5.1%}   {moved / 1e9:7.1f} GB moved "
+              f"({flops / moved if moved else float('inf'):5.1f} FLOP/byte)")
+    floor, compute, memory = roofline_floor(cost, fp32_peak, bandwidth)
     print(f"    achieved {total / median / 1e9:.0f} GFLOP/s, matmul FLOPs at {matmul / median / 1e9:.0f} GFLOP/s = "
           f"{matmul / median / 1e9 / fp32_peak:.0%} of the fp32 matmul peak; floor at that peak {matmul / fp32_peak / 1e9:.1f} s")
+    print(f"    roofline floor {floor:.1f} s/epoch (compute alone {compute:.1f} s, memory traffic alone {memory:.1f} s at "
+          f"{bandwidth:.1f} GB/s): the epoch takes {median / floor:.1f}x its floor, and at the floor the matmul FLOPs "
+          f"would run at {matmul / floor / 1e9 / fp32_peak:.0%} of the matmul peak")
 
 
 if __name__ == "__main__":
