@@ -8,6 +8,7 @@ thirteenth entity, Newland, stands for one added after training: no triples, no 
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 from imf_cli.explain import BranchNeighbours, Evidence, Explanation, FilteredAnswer, Neighbour
@@ -73,14 +74,22 @@ class FakeService:
     """Implements the :class:`imf_cli.service.Service` protocol from fixed tables.
 
     ``image`` is the image file of France (entity 0); ``delay`` seconds pass in every ``top_k`` whose
-    query entity is in ``slow`` (all of them when ``slow`` is None).
+    query entity is in ``slow`` (all of them when ``slow`` is None). With ``gate`` those queries wait
+    for the event instead, so a test decides when they finish, whatever the machine's load; ``finished``
+    lists the query entities whose ``top_k`` has returned.
     """
 
     dataset = "countries-fake"
     branch_names = BRANCHES
 
     def __init__(
-        self, image: str | None = None, *, delay: float = 0.0, slow: set[int] | None = None, added: bool = False
+        self,
+        image: str | None = None,
+        *,
+        delay: float = 0.0,
+        slow: set[int] | None = None,
+        gate: threading.Event | None = None,
+        added: bool = False,
     ):
         self.entities = [
             EntityInfo(i, key, name, description, image if i == 0 else None)
@@ -99,7 +108,9 @@ class FakeService:
             self.known.setdefault((h, rel, t), set()).add(split)
         self.delay = delay
         self.slow = slow
+        self.gate = gate
         self.calls: list[tuple[int, int, int, bool]] = []
+        self.finished: list[int] = []
 
     # ---------------------------------------------------------------- lookups
     def entity(self, entity_id: int) -> EntityInfo:
@@ -180,8 +191,11 @@ class FakeService:
         self, entity: int, relation: int, k: int = 10, *, include_known: bool = False, include_new: bool = False
     ) -> QueryResult:
         self.calls.append((entity, relation, k, include_known))
-        if self.delay and (self.slow is None or entity in self.slow):
-            time.sleep(self.delay)
+        if self.slow is None or entity in self.slow:
+            if self.gate is not None and not self.gate.wait(timeout=30):
+                raise TimeoutError("the test never opened the gate")
+            if self.delay:
+                time.sleep(self.delay)
         weights = dict(zip(BRANCHES, WEIGHTS[relation % len(RELATIONS)]))
         rows = self._rows(entity, relation, include_new)
         hidden = 0
@@ -196,6 +210,7 @@ class FakeService:
         if not in_graph:
             total = sum(w for b, w in weights.items() if b != "structure")
             weights = {b: w / total for b, w in weights.items() if b != "structure"}
+        self.finished.append(entity)
         return QueryResult(self.entities[entity], self._relations[relation], weights, predictions, hidden, in_graph)
 
     def explain(self, head: int, relation: int, tail: int) -> Explanation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 from rich.console import Console
 from textual.widgets import DataTable
@@ -173,17 +174,20 @@ async def test_ambiguous_and_unknown_relation_text(fake):
 
 
 async def test_a_new_query_cancels_the_previous_one(flag):
-    fake = FakeService(str(flag), delay=0.4, slow={0})
+    gate = threading.Event()
+    fake = FakeService(str(flag), slow={0}, gate=gate)  # France's query waits for the gate
     app = ExploreApp(fake)
     async with app.run_test(size=(100, 30)) as pilot:
         france, germany = fake.entity(0), fake.entity(1)
         border = fake.relations()[0]
         app.request(france, border)  # slow
-        await pilot.pause(0.05)
-        app.request(germany, border)  # fast; cancels the first
+        await wait_until(pilot, lambda: fake.calls)  # its worker is inside top_k
+        app.request(germany, border)  # fast; cancels the first (and waits for the service's lock)
+        assert app.results_shown == 0
+        gate.set()  # the first query finishes now, before the newer one
         await wait_until(pilot, lambda: app.results_shown == 1)
         assert "(Germany," in status(app)
-        await pilot.pause(0.6)  # the slow one has finished by now
+        await wait_until(pilot, lambda: fake.finished == [france.id, germany.id])
         await settle(pilot)
         assert app.results_shown == 1 and "(Germany," in status(app)
         assert app.query_one(ResultsTable).result.entity == germany
@@ -238,12 +242,15 @@ async def test_layout_stacks_below_120_columns(fake):
 
 
 async def test_results_that_arrive_under_the_help_screen_are_shown(flag):
-    fake = FakeService(str(flag), delay=0.3)
+    gate = threading.Event()
+    fake = FakeService(str(flag), gate=gate)  # every query waits for the gate
     app = ExploreApp(fake)
     async with app.run_test(size=(80, 24)) as pilot:
         app.request(fake.entity(3), fake.relations()[0])
         app.table.focus()
         await pilot.press("question_mark")
+        assert app.screen.__class__.__name__ == "HelpScreen" and app.results_shown == 0
+        gate.set()  # the results arrive while the help screen is up
         await wait_until(pilot, lambda: app.results_shown == 1)
         assert app.screen.__class__.__name__ == "HelpScreen"
         await pilot.press("escape")
