@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 from imf_cli.explain import BranchNeighbours, Evidence, Explanation, FilteredAnswer, Neighbour
 from imf_cli.explain import contributions_of
@@ -73,10 +72,9 @@ TRIPLES: list[tuple[int, int, int, str]] = [
 class FakeService:
     """Implements the :class:`imf_cli.service.Service` protocol from fixed tables.
 
-    ``image`` is the image file of France (entity 0); ``delay`` seconds pass in every ``top_k`` whose
-    query entity is in ``slow`` (all of them when ``slow`` is None). With ``gate`` those queries wait
-    for the event instead, so a test decides when they finish, whatever the machine's load; ``finished``
-    lists the query entities whose ``top_k`` has returned.
+    ``image`` is the image file of France (entity 0). With ``gate``, every ``top_k`` whose query entity
+    is in ``slow`` (all of them when ``slow`` is None) waits for the event, so a test decides when it
+    finishes, whatever the machine's load; ``finished`` lists the query entities whose ``top_k`` returned.
     """
 
     dataset = "countries-fake"
@@ -86,7 +84,6 @@ class FakeService:
         self,
         image: str | None = None,
         *,
-        delay: float = 0.0,
         slow: set[int] | None = None,
         gate: threading.Event | None = None,
         added: bool = False,
@@ -106,7 +103,6 @@ class FakeService:
         self.known: dict[tuple[int, int, int], set[str]] = {}
         for h, rel, t, split in TRIPLES:
             self.known.setdefault((h, rel, t), set()).add(split)
-        self.delay = delay
         self.slow = slow
         self.gate = gate
         self.calls: list[tuple[int, int, int, bool]] = []
@@ -191,11 +187,8 @@ class FakeService:
         self, entity: int, relation: int, k: int = 10, *, include_known: bool = False, include_new: bool = False
     ) -> QueryResult:
         self.calls.append((entity, relation, k, include_known))
-        if self.slow is None or entity in self.slow:
-            if self.gate is not None and not self.gate.wait(timeout=30):
-                raise TimeoutError("the test never opened the gate")
-            if self.delay:
-                time.sleep(self.delay)
+        if self.gate is not None and (self.slow is None or entity in self.slow) and not self.gate.wait(timeout=30):
+            raise TimeoutError("the test never opened the gate")
         weights = dict(zip(BRANCHES, WEIGHTS[relation % len(RELATIONS)]))
         rows = self._rows(entity, relation, include_new)
         hidden = 0
