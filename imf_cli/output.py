@@ -36,7 +36,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from kgdata.errors import ImfError
+from kgdata.errors import ImfError, is_out_of_memory
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,8 +100,9 @@ def report_failure(error: Exception) -> int:
         full = "full" in str(error)
         error_line(f"SQLite: {error}" + (" (the disk is full or a file-size limit was reached)" if full else ""))
         return ENVIRONMENT_ERROR
-    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+    if is_out_of_memory(error):
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        first = first.split("DefaultCPUAllocator: ", 1)[-1]  # drop torch's "[enforce fail at …]" prefix
         error_line(f"out of memory{': ' + first if first else ''}; try smaller sizes (--dim, --batch-size)")
         return ENVIRONMENT_ERROR
     log = write_crash_log(error)

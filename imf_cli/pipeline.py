@@ -22,7 +22,7 @@ from imf_cli.runs import (
     training_lock,
 )
 from kgdata import paths
-from kgdata.errors import EnvironmentFault, ImfError
+from kgdata.errors import EnvironmentFault, ImfError, is_out_of_memory
 
 if TYPE_CHECKING:
     import torch
@@ -245,14 +245,16 @@ def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.d
                 num_relations=tensors.num_relations,
                 feature_dims=feature_dims,
             )
-    except Exception:  # an estimate only: when it cannot be made, training reports what happens
-        return
-    parameters = sum(p.numel() for p in model.parameters())
-    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+        parameters = sum(p.numel() for p in model.parameters())
+        buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+        count = f"{parameters:,}"
+    except Exception:  # too large even to describe (the sizes overflow): one dim³ core is a lower bound
+        parameters, buffers = dim**3, 0
+        count = f"at least {parameters:,}"
     require_memory(
         TRAINING_BYTES_PER_PARAMETER * parameters + buffers,
         device,
-        f"model.dim {dim} asks for a model of {parameters:,} parameters, which to train (weights, gradients and "
+        f"model.dim {dim} asks for a model of {count} parameters, which to train (weights, gradients and "
         f"Adam's two moments, float32)",
         "choose a smaller --dim",
     )
@@ -414,7 +416,7 @@ def _run_training(
                 f"a linear-algebra step failed on the features ({str(error).splitlines()[0]}); check them for "
                 f"extreme values (imf features NAME) and re-encode"
             ) from None
-        if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        if is_out_of_memory(error):
             dims = f" (model.dim {config.model.dim}, batch size {config.train.batch_size})" if config else ""
             raise EnvironmentFault(f"out of memory while training{dims}; choose a smaller --dim or --batch-size") from None
         if isinstance(error, OSError) and not isinstance(error, FileExistsError):

@@ -49,3 +49,15 @@ class UnknownEntityError(ImfError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says an allocation failed: Python's ``MemoryError``, torch's ``OutOfMemoryError``
+    (CUDA) or the ``RuntimeError`` torch's CPU allocator raises (``DefaultCPUAllocator: can't allocate
+    memory``), which names no distinct type."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    if isinstance(error, RuntimeError):
+        message = str(error)
+        return "DefaultCPUAllocator" in message or "can't allocate memory" in message
+    return False

@@ -125,6 +125,8 @@ def tiny(tiny_tsv):
         (["--seed", "100000000000000000000000"], "train.seed must be an integer from 0 to 9223372036854775807"),
         (["--seed", "-1"], "train.seed must be an integer from 0"),
         (["--dim", "100000"], "model.dim 100000 asks for a model of"),
+        # dim³ overflows even the meta device's size arithmetic: the one-core lower bound refuses it
+        (["--dim", "100000000"], "model.dim 100000000 asks for a model of at least 1,000,000,000,000,000,000,000,000"),
         (["--batch-size", "100000000000000000000"], "train.batch_size must be at most 2147483647"),
         (["--device", "cuda:99999999999999999999"], "unknown device 'cuda:99999999999999999999'"),
     ],
@@ -135,8 +137,10 @@ def test_refused_train_options_leave_no_run_directory(tiny, imf_home, args, mess
     assert message in line
     if "--seed" in args:
         assert args[-1] in line  # the seed is named
+    if args == ["--dim", "100000"]:
+        assert "needs about 16.0 PB of memory" in line
     if "--dim" in args:
-        assert "needs about 16.0 PB of memory" in line and "choose a smaller --dim" in line
+        assert "choose a smaller --dim" in line
     assert runs(imf_home) == []
 
 
@@ -160,6 +164,35 @@ def test_a_config_file_that_is_not_utf8(tiny, tmp_path):
     config.write_bytes(b"train:\n  epochs: 1\n  seed: 3 # caf\xe9\n")
     line = error_line(runner.invoke(app, ["train", tiny, "--config", str(config), "--no-progress"]))
     assert f"{config}:3: not valid UTF-8" in line
+
+
+def test_the_cpu_allocators_failure_is_reported_as_out_of_memory(tiny, imf_home, monkeypatch):
+    # torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate memory"),
+    # not MemoryError: it must read as the environment's fault, not as a bug with a crash log
+    from models import training
+
+    def exhausted(self):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+            "to allocate 196800000000 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(training._Trainer, "initialise", exhausted)
+    line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL]), code=1)
+    assert line.startswith("Error: out of memory while training (model.dim 8, batch size 4)")
+    assert "--dim or --batch-size" in line and "a bug in imf" not in line
+    assert not (imf_home / "logs").exists() or not list((imf_home / "logs").iterdir())
+    assert runs(imf_home) == []
+
+
+def test_allocation_failures_outside_training_are_out_of_memory_too():
+    from imf_cli.output import report_failure
+    from kgdata.errors import is_out_of_memory
+
+    allocator = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 8 bytes")
+    assert is_out_of_memory(allocator) and is_out_of_memory(MemoryError()) and is_out_of_memory(torch.OutOfMemoryError())
+    assert not is_out_of_memory(RuntimeError("shape mismatch")) and not is_out_of_memory(ValueError("memory"))
+    assert report_failure(allocator) == 1
 
 
 def test_a_failure_after_the_run_directory_is_created_removes_it(tiny, imf_home, monkeypatch):
