@@ -158,6 +158,68 @@ def test_imf_runs_lists_shows_and_removes(tiny, imf_home):
     assert runner.invoke(app, ["runs"]).output.startswith("No runs")
 
 
+def test_config_differences_name_only_the_keys_that_differ():
+    from imf_cli.run_compare import config_differences
+
+    a = {"model": {"dim": 8, "modalities": ["structure"]}, "train": {"lr": 0.01, "seed": 1}}
+    b = {"model": {"dim": 8, "modalities": ["structure", "text"]}, "train": {"lr": 0.01, "seed": 2, "max_minutes": 5}}
+    assert config_differences([a, b]) == {
+        "model.modalities": (("structure",), ("structure", "text")),
+        "train.seed": (1, 2),
+        "train.max_minutes": (None, 5),
+    }
+    assert config_differences([a, a]) == {}
+
+
+def test_imf_runs_compare_aligns_the_curves_and_names_the_differences(tiny, imf_home):
+    first = train(3)
+    second = train(2, **{"train.lr": 0.05, "train.batch_size": 8})
+    compared = runner.invoke(app, ["runs", "compare", first.name, second.name, "--json"])
+    assert compared.exit_code == 0, compared.output
+    document = json.loads(compared.stdout)
+    assert [r["name"] for r in document["runs"]] == [first.name, second.name]
+    assert document["differences"] == {"train.epochs": [3, 2], "train.batch_size": [4, 8], "train.lr": [0.0005, 0.05]}
+    assert [point["epoch"] for point in document["curve"]] == [1, 2, 3]
+    for run, column in ((first, 0), (second, 1)):
+        trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
+        assert [p["values"][column] for p in document["curve"][: len(trace)]] == [r["valid"]["fused"]["mrr"] for r in trace]
+        minutes = [p["minutes"][column] for p in document["curve"][: len(trace)]]
+        expected = np.cumsum([r["seconds"]["train"] for r in trace]) / 60
+        assert minutes == pytest.approx(expected, abs=0.01) and minutes == sorted(minutes)
+    assert document["curve"][2]["values"][1] is None and document["curve"][2]["minutes"][1] is None
+    assert all(r["median_epoch_seconds"] > 0 for r in document["runs"])
+    mr = json.loads(runner.invoke(app, ["runs", "compare", first.name, second.name, "--metric", "MR", "--score",
+                                        "structure", "--json"]).stdout)
+    assert mr["metric"] == "mr" and mr["curve"][0]["values"][0] >= 1
+
+    table = runner.invoke(app, ["runs", "compare", first.name, second.name], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    (lr,) = [line for line in lines if line.startswith("train.lr")]
+    assert lr.split()[1:] == ["0.0005", "0.05"]
+    assert not any(line.startswith(("model.dim", "train.seed")) for line in lines)  # the same in both
+    assert "valid MRR (fused) at each evaluated epoch" in table.output and " min" in table.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["latest"], "needs at least two different runs"),
+        (["latest", "latest"], "needs at least two different runs"),
+        (["latest", "FIRST", "--metric", "auc"], "unknown metric 'auc'; choose from mrr, hits@1"),
+        (["latest", "FIRST", "--score", "text"], "no run has a 'text' score; the runs have: fused, structure"),
+        (["latest", "no-such-run"], "no-such-run"),
+    ],
+)
+def test_imf_runs_compare_refuses_what_it_cannot_compare(tiny, args, message):
+    from helpers import error_line
+
+    first = train(1)
+    train(1)
+    args = [first.name if arg == "FIRST" else arg for arg in args]
+    assert message in error_line(runner.invoke(app, ["runs", "compare", *args]))
+
+
 def test_service_and_pipeline_do_not_import_each_other():
     import ast
     from pathlib import Path

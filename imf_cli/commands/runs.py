@@ -22,7 +22,7 @@ class ListByDefault(TyperGroup):
 app = typer.Typer(
     cls=ListByDefault,
     help=reflow(
-        """List the training runs; show one with its config and training curves; remove runs.
+        """List the training runs; show one with its config and training curves; compare runs; remove runs.
 
         imf runs lists every run (imf runs DATASET: that dataset's), with its status: finished,
         stopped early, resumable (killed after a checkpoint; imf train --resume RUN continues it),
@@ -211,6 +211,94 @@ def format_value(value) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(str(v) for v in value) + "]"
     return str(value)
+
+
+@app.command("compare", help=reflow(
+    """Compare runs side by side: status, seed, epochs, best valid MRR, test MRR and seconds per epoch;
+    the config keys whose values differ; and a valid metric at every evaluated epoch, each with the
+    minutes of training it took to get there (so that runs with dearer or cheaper epochs compare by
+    time too). The best value of each epoch is bold.
+
+    Example: imf runs compare db15k-structure-s1 db15k-structure-s2 --metric hits@10
+    """
+))
+@handle_errors
+def compare_command(
+    runs: List[str] = typer.Argument(..., help="Two or more runs: directories, names, unique prefixes, latest, DATASET@latest."),
+    metric: str = typer.Option("mrr", "--metric", help="Valid metric of the curves: mrr, mr, hits@1, hits@3, hits@10."),
+    score: str = typer.Option("fused", "--score", help="Whose score: fused, or a branch (structure, text, visual, multimodal)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    from imf_cli.run_compare import compare_runs
+    from imf_cli.runs import resolve_run
+
+    comparison = compare_runs([resolve_run(ref) for ref in runs], metric=metric, score=score)
+    if json_output:
+        print_json(comparison.to_dict())
+        return
+    for renderable in comparison_tables(comparison):
+        console.print(renderable, highlight=False)
+
+
+def comparison_tables(comparison) -> list:
+    """The renderables of ``imf runs compare``: the runs, their config differences, their curves."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    def table(title: str) -> Table:
+        grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), title=title,
+                     title_justify="left", title_style="bold")
+        grid.add_column("", style="bold", no_wrap=True)
+        for info in comparison.runs:
+            grid.add_column(escape(info.name), justify="right", overflow="fold")
+        return grid
+
+    runs = table("runs")
+    rows = {
+        "dataset": [escape(str(info.dataset)) for info in comparison.runs],
+        "status": [f"[{STATUS_STYLES.get(info.status, '')}]{info.status}[/]" for info in comparison.runs],
+        "branches": ["+".join(BRANCH_LETTERS.get(m, m) for m in info.modalities) or "?" for info in comparison.runs],
+        "seed": ["" if info.seed is None else str(info.seed) for info in comparison.runs],
+        "epochs": [f"{info.epochs}/{info.max_epochs}" if info.max_epochs else str(info.epochs) for info in comparison.runs],
+        "best epoch": ["" if info.best_epoch is None else str(info.best_epoch) for info in comparison.runs],
+        "valid MRR": ["" if info.valid_mrr is None else f"{info.valid_mrr:.4f}" for info in comparison.runs],
+        "test MRR": ["" if info.test_mrr is None else f"{info.test_mrr:.4f}" for info in comparison.runs],
+        "training time": [minutes_seconds(info.seconds) if info.seconds else "" for info in comparison.runs],
+        "s per epoch": ["" if s is None else f"{s:.1f}" for s in comparison.epoch_seconds],
+    }
+    for label, cells in rows.items():
+        runs.add_row(label, *cells)
+    out: list = [runs, ""]
+    if len(comparison.datasets) > 1:
+        out += [f"[yellow]These runs are on different datasets ({escape(', '.join(comparison.datasets))}): "
+                f"their metrics do not compare.[/]", ""]
+
+    if comparison.differences:
+        differences = table("config differences")
+        for key, values in comparison.differences.items():
+            differences.add_row(escape(key), *("–" if v is None else escape(format_value(v)) for v in values))
+        out += [differences, ""]
+    else:
+        out += ["[dim]The configs are the same.[/]", ""]
+
+    label = "MR" if comparison.metric == "mr" else comparison.metric.upper() if comparison.metric == "mrr" else comparison.metric.capitalize()
+    curves = table(f"valid {label} ({comparison.score}) at each evaluated epoch, with the minutes of training to get there")
+    decimals = 1 if comparison.metric == "mr" else 4
+    for point in comparison.curve:
+        present = [v for v in point.values if v is not None]
+        best = (max if comparison.higher_is_better else min)(present) if len(present) > 1 else None
+        cells = []
+        for value, minutes in zip(point.values, point.minutes):
+            if value is None:
+                cells.append("")
+                continue
+            number = f"{value:.{decimals}f}"
+            number = f"[bold]{number}[/]" if best is not None and value == best else number
+            cells.append(f"{number} [dim]{minutes:.0f} min[/]" if minutes is not None else number)
+        curves.add_row(str(point.epoch), *cells)
+    out.append(curves if comparison.curve else "[dim]No run has been evaluated on valid yet.[/]")
+    return out
 
 
 @app.command("rm", help=reflow(
