@@ -8,6 +8,8 @@
 - an ``OSError`` (a full disk, a permission, a path that is a file) or an SQLite error prints what
   failed and where, and exits 1;
 - running out of memory says so and exits 1;
+- SIGINT or SIGTERM during training (``models.training.TrainingInterrupted``, in any command that
+  trains) says where the run stopped and how to resume it, and exits 130 as a shell does;
 - anything else is a bug: one line, and the traceback goes to a log file whose path the line names.
 
 Python warnings raised while a command runs are printed as one ``Warning:`` line each, without the
@@ -47,6 +49,8 @@ err_console = Console(stderr=True)
 USER_ERROR = 2
 #: Exit status for faults of the environment (disk, permissions, memory) and for bugs.
 ENVIRONMENT_ERROR = 1
+#: Exit status after SIGINT or SIGTERM stopped a command, as a shell reports 128 + SIGINT.
+INTERRUPTED = 130
 #: Errors of a full disk or a file-size limit (``ulimit -f``).
 _NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
@@ -100,6 +104,9 @@ def report_failure(error: Exception) -> int:
         full = "full" in str(error)
         error_line(f"SQLite: {error}" + (" (the disk is full or a file-size limit was reached)" if full else ""))
         return ENVIRONMENT_ERROR
+    if type(error).__name__ == "TrainingInterrupted":  # by name: this module does not import torch
+        report_interrupted(error, f"imf train --resume {getattr(error, 'run_dir', 'RUN')}")
+        return INTERRUPTED
     if is_out_of_memory(error):
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         first = first.split("DefaultCPUAllocator: ", 1)[-1]  # drop torch's "[enforce fail at …]" prefix
@@ -110,6 +117,13 @@ def report_failure(error: Exception) -> int:
     where = f"the traceback is in {log}" if log else "no log file could be written"
     error_line(f"unexpected {type(error).__name__}{': ' + first if first else ''} (a bug in imf; {where})")
     return ENVIRONMENT_ERROR
+
+
+def report_interrupted(error: Exception, resume: str) -> None:
+    """Say on stderr that a signal stopped training (``error``: a ``TrainingInterrupted``, which names
+    the point reached and the checkpoint holding it) and how to go on (``resume``: a command line)."""
+    err_console.print(f"Interrupted: {error}.", highlight=False, soft_wrap=True, markup=False)
+    err_console.print(f"Resume with: {resume}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -4,6 +4,7 @@ CLI face of issue 12's safety checks (a diverging run, the paper preset)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,57 @@ def test_departures_without_gat_features_fail_before_training(tiny_with_text, im
     assert result.exit_code != 0
     assert "paper:structure_init" in result.output and "--modality structure" in result.output
     assert not list(imf_home.glob("ablations/*/*/seed-1"))  # nothing was trained
+
+
+def test_a_signal_during_a_study_says_how_to_go_on_and_the_rerun_resumes_it(tiny_with_text, monkeypatch):
+    # SIGTERM (or Ctrl-C) in the middle of one run of the study: exit 130 with where it stopped and how
+    # to go on, not a crash report; the same command then finishes the study, resuming that run
+    import os
+    import signal
+
+    from imf_cli import pipeline
+
+    real_train = pipeline.train_model
+
+    def signalled(*args, **kwargs):
+        def stop(line: str):  # the epoch's log line
+            if line.startswith("epoch 1/"):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        return real_train(*args, **{**kwargs, "on_epoch": stop})
+
+    monkeypatch.setattr(pipeline, "train_model", signalled)
+    args = ["ablate", "tiny", "--seeds", "1", "--budget", "2", "--variant", "only-structure", "--no-progress"]
+    args += ["--config", str(_small_config(tiny_with_text))]
+    stopped = runner.invoke(app, args)
+    assert stopped.exit_code == 130, stopped.output
+    assert "Interrupted: SIGTERM: stopped in epoch 2 after batch 1/" in stopped.output
+    assert "Resume with: the same imf ablate command" in stopped.output
+    assert "a bug in imf" not in stopped.output and "Traceback" not in stopped.output
+
+    monkeypatch.setattr(pipeline, "train_model", real_train)
+    finished = runner.invoke(app, [*args, "--json"])
+    assert finished.exit_code == 0, finished.output
+    (row,) = json.loads(finished.stdout)["variants"]
+    assert row["variant"] == "only-structure" and [r["seed"] for r in row["runs"]] == [1]
+    trace = (Path(row["runs"][0]["run_dir"]) / "trace.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in trace] == [1, 2]  # resumed in epoch 2, not retrained
+
+
+def test_an_interruption_in_any_training_command_is_reported_with_the_resume_command(tmp_path, capsys):
+    from imf_cli.output import report_failure
+    from models.training import TrainingInterrupted
+
+    code = report_failure(TrainingInterrupted(tmp_path / "run", 3, 4, 9, "SIGINT"))
+    err = capsys.readouterr().err
+    assert code == 130 and "a bug in imf" not in err
+    assert "Interrupted: SIGINT: stopped in epoch 3 after batch 4/9" in " ".join(err.split())
+    assert f"imf train --resume {tmp_path / 'run'}" in "".join(err.split("\n"))
+
+
+def _small_config(name: str):
+    from kgdata.paths import imf_home
+
+    path = imf_home() / "small.yaml"
+    path.write_text("model: {dim: 8}\ntrain: {batch_size: 4, eval_every: 1, device: cpu, checkpoint_minutes: 60}\n")
+    return path

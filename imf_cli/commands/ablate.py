@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json
+from imf_cli.output import INTERRUPTED, console, handle_errors, print_json, report_interrupted
 
 
 @handle_errors
@@ -54,17 +54,23 @@ def ablate_command(
                 highlight=False,
             )
 
-    root, summaries = run_study(
-        name,
-        study=study,
-        config_file=config,
-        seeds=seeds,
-        budget=budget,
-        variants=variant,
-        grid=parse_grid(grid or []),
-        progress=progress and not json_output,
-        on_cell=log,
-    )
+    from models.training import TrainingInterrupted
+
+    try:
+        root, summaries = run_study(
+            name,
+            study=study,
+            config_file=config,
+            seeds=seeds,
+            budget=budget,
+            variants=variant,
+            grid=parse_grid(grid or []),
+            progress=progress and not json_output,
+            on_cell=log,
+        )
+    except TrainingInterrupted as stopped:  # SIGINT/SIGTERM in one run: rerunning the study resumes it there
+        report_interrupted(stopped, "the same imf ablate command (finished runs are reused, this one goes on)")
+        raise typer.Exit(INTERRUPTED) from None
     table = markdown_table(summaries, title=f"{name}: {study} ({seeds} seeds)")
     if markdown is not None:
         markdown.write_text(table, encoding="utf-8")

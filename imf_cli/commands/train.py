@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from imf_cli.output import (
+    INTERRUPTED,
     console,
     err_console,
     handle_errors,
@@ -16,6 +17,7 @@ from imf_cli.output import (
     print_json,
     progress_mode,
     progress_option,
+    report_interrupted,
     threads_option,
 )
 from models.config import ModelConfig, TrainConfig
@@ -175,9 +177,8 @@ def train_command(
             )
     except TrainingInterrupted as stopped:  # SIGINT/SIGTERM: last.pt holds the point reached
         if main_rank:
-            err_console.print(f"Interrupted: {stopped}.", highlight=False, soft_wrap=True)
-            err_console.print(f"Resume with: imf train --resume {stopped.run_dir}", highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+            report_interrupted(stopped, f"imf train --resume {stopped.run_dir}")
+        raise typer.Exit(INTERRUPTED) from None
     if not main_rank:
         return
     summary = {
