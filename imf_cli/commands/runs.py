@@ -219,7 +219,7 @@ def format_value(value) -> str:
     minutes of training it took to get there (so that runs with dearer or cheaper epochs compare by
     time too). The best value of each epoch is bold.
 
-    Example: imf runs compare db15k-structure-s1 db15k-structure-s2 --metric hits@10
+    For instance: imf runs compare countries-mm-s1 countries-mm-s2 --metric hits@10
     """
 ))
 @handle_errors
