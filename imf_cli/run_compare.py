@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imf_cli.runs import RunInfo, read_trace, run_info, run_metadata
+from imf_cli.runs import RunInfo, read_trace, run_info
 from kgdata.errors import ImfError
 
 #: The valid metrics a comparison can show, and whether a larger value is better.
@@ -122,7 +122,6 @@ def compare_runs(run_dirs: list[Path], *, metric: str = "mrr", score: str = "fus
         raise ImfError("imf runs compare needs at least two different runs")
     infos = tuple(run_info(path) for path in distinct)
     traces = [read_trace(path) for path in distinct]
-    configs = [_config(path) for path in distinct]
 
     scores = {name for trace in traces for record in trace for name in _valid(record)}
     if traces and any(traces) and score not in scores:
@@ -142,14 +141,7 @@ def compare_runs(run_dirs: list[Path], *, metric: str = "mrr", score: str = "fus
     )
     epoch_seconds = tuple(_median_epoch_seconds(trace) for trace in traces)
     datasets = tuple(dict.fromkeys(str(info.dataset) for info in infos))
-    return RunComparison(infos, epoch_seconds, config_differences(configs), metric, score, curve, datasets)
-
-
-def _config(run_dir: Path) -> dict:
-    try:
-        return run_metadata(run_dir).get("config") or {}
-    except ImfError:  # an unreadable config.yaml: the run's status line says so; it has no keys to compare
-        return {}
+    return RunComparison(infos, epoch_seconds, config_differences([info.config for info in infos]), metric, score, curve, datasets)
 
 
 def _valid(record: dict) -> dict:

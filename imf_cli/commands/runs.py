@@ -88,19 +88,23 @@ def runs_table(runs, *, title: str | None = None):
     for header in ("seed", "epochs", "best", "valid", "test", "time", "size"):
         table.add_column(header, justify="right", min_width=4)
     for run in runs:
-        table.add_row(
-            escape(run.name),
-            f"[{STATUS_STYLES.get(run.status, '')}]{run.status}[/]",
-            "+".join(BRANCH_LETTERS.get(m, m) for m in run.modalities) or "?",
-            "" if run.seed is None else str(run.seed),
-            f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
-            "" if run.best_epoch is None else str(run.best_epoch),
-            "" if run.valid_mrr is None else f"{run.valid_mrr:.4f}",
-            "" if run.test_mrr is None else f"{run.test_mrr:.4f}",
-            minutes_seconds(run.seconds) if run.seconds else "",
-            human_size(run.size),
-        )
+        table.add_row(escape(run.name), *run_cells(run).values(), human_size(run.size))
     return table
+
+
+def run_cells(run) -> dict[str, str]:
+    """A run's cells in ``imf runs`` and ``imf runs compare``, by label: status (as markup), branches,
+    seed, epochs, best epoch, valid and test MRR, training time."""
+    return {
+        "status": f"[{STATUS_STYLES.get(run.status, '')}]{run.status}[/]",
+        "branches": "+".join(BRANCH_LETTERS.get(m, m) for m in run.modalities) or "?",
+        "seed": "" if run.seed is None else str(run.seed),
+        "epochs": f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
+        "best epoch": "" if run.best_epoch is None else str(run.best_epoch),
+        "valid MRR": "" if run.valid_mrr is None else f"{run.valid_mrr:.4f}",
+        "test MRR": "" if run.test_mrr is None else f"{run.test_mrr:.4f}",
+        "training time": minutes_seconds(run.seconds) if run.seconds else "",
+    }
 
 
 @app.command("list", help=reflow(
@@ -255,20 +259,11 @@ def comparison_tables(comparison) -> list:
         return grid
 
     runs = table("runs")
-    rows = {
-        "dataset": [escape(str(info.dataset)) for info in comparison.runs],
-        "status": [f"[{STATUS_STYLES.get(info.status, '')}]{info.status}[/]" for info in comparison.runs],
-        "branches": ["+".join(BRANCH_LETTERS.get(m, m) for m in info.modalities) or "?" for info in comparison.runs],
-        "seed": ["" if info.seed is None else str(info.seed) for info in comparison.runs],
-        "epochs": [f"{info.epochs}/{info.max_epochs}" if info.max_epochs else str(info.epochs) for info in comparison.runs],
-        "best epoch": ["" if info.best_epoch is None else str(info.best_epoch) for info in comparison.runs],
-        "valid MRR": ["" if info.valid_mrr is None else f"{info.valid_mrr:.4f}" for info in comparison.runs],
-        "test MRR": ["" if info.test_mrr is None else f"{info.test_mrr:.4f}" for info in comparison.runs],
-        "training time": [minutes_seconds(info.seconds) if info.seconds else "" for info in comparison.runs],
-        "s per epoch": ["" if s is None else f"{s:.1f}" for s in comparison.epoch_seconds],
-    }
-    for label, cells in rows.items():
-        runs.add_row(label, *cells)
+    cells = [run_cells(info) for info in comparison.runs]
+    runs.add_row("dataset", *(escape(str(info.dataset)) for info in comparison.runs))
+    for label in cells[0]:
+        runs.add_row(label, *(run[label] for run in cells))
+    runs.add_row("s per epoch", *("" if s is None else f"{s:.1f}" for s in comparison.epoch_seconds))
     out: list = [runs, ""]
     if len(comparison.datasets) > 1:
         out += [f"[yellow]These runs are on different datasets ({escape(', '.join(comparison.datasets))}): "
