@@ -179,6 +179,40 @@ def test_eval_table_for_people(run_dir):
         assert text in result.stdout, text
 
 
+def test_the_relation_table_shows_names_and_fits_80_columns():
+    """Keys (DBpedia's URIs on DB15K) appear only where names collide; each name stays on one line."""
+    from rich.console import Console
+
+    from imf_cli.commands.eval import relation_labels, relation_table
+
+    block = {"mrr": 0.5, "heads": {"mrr": 0.4}, "tails": {"mrr": 0.6}}
+
+    def values(name, triples):
+        return {"name": name, "triples": triples, "category": "N-1", "fused": block, "mean_fusion": block,
+                "branches": {"structure": block, "multimodal": {**block, "mrr": 0.625}}}
+
+    per = {
+        "<http://dbpedia.org/ontology/birthPlace>": values("birthPlace", 900),
+        "<http://dbpedia.org/ontology/location>": values("location", 50),
+        "<http://schema.org/location>": values("location", 40),
+        "r9": values("", 3),
+    }
+    assert relation_labels(per) == {
+        "<http://dbpedia.org/ontology/birthPlace>": "birthPlace",
+        "<http://dbpedia.org/ontology/location>": "location (<http://dbpedia.org/ontology/location>)",
+        "<http://schema.org/location>": "location (<http://schema.org/location>)",
+        "r9": "(r9)",
+    }
+    per = {f"r{i}": values(name, 10 - i) for i, name in enumerate(["imports from", "has government type"])}
+    console = Console(width=80, record=True)
+    console.print(relation_table({"per_relation": per}))
+    lines = console.export_text().splitlines()
+    assert max(map(len, lines)) <= 80
+    rows = [line for line in lines if "N-1" in line]
+    assert len(rows) == 2 and "imports from" in rows[0] and "multimodal 0.625" in rows[0]
+    assert "has government" in rows[1]  # the longer name folds, but keeps its row
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

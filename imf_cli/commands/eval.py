@@ -123,25 +123,45 @@ def summary_table(result: dict):
     return table
 
 
+def relation_labels(per_relation: dict) -> dict[str, str]:
+    """Relation key → the label its row shows: the name, with the key only where the name does not
+    tell the relation apart (two relations share it, or it is empty). Keys such as DBpedia's URIs
+    would otherwise fill the column and fold every name over several lines."""
+    from collections import Counter
+
+    names = Counter(values["name"] for values in per_relation.values())
+    return {
+        key: values["name"] if values["name"] and names[values["name"]] == 1 else f"{values['name']} ({key})".lstrip()
+        for key, values in per_relation.items()
+    }
+
+
 def relation_table(result: dict):
     """One row per relation, most triples first: fused MRR (both, heads, tails), mean fusion, best branch."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(
-        title="MRR per relation (with its kind): fused (both directions, heads, tails), mean fusion, the best branch"
+        title="MRR per relation: fused (both directions, heads, tails), mean fusion, the best branch; "
+        "kind from the training split",
+        box=box.SIMPLE_HEAD,  # no column rules: eight columns and the names fit 80 characters
+        collapse_padding=True,
+        pad_edge=False,
     )
-    table.add_column("relation", overflow="fold")
+    table.add_column("relation", overflow="fold", min_width=16)
+    table.add_column("kind", no_wrap=True)
     for column in ("triples", "fused", "heads", "tails", "mean"):
         table.add_column(column, justify="right")
     table.add_column("best branch", no_wrap=True)
+    labels = relation_labels(result["per_relation"])
     ordered = sorted(result["per_relation"].items(), key=lambda item: -item[1]["triples"])
     for key, values in ordered:
         fused = values["fused"]
         best, best_metrics = max(values["branches"].items(), key=lambda item: item[1]["mrr"])
         table.add_row(
-            escape(key if values["name"] == key else f"{values['name']} ({key})")
-            + (f" [dim]{values['category']}[/]" if "category" in values else ""),
+            escape(labels[key]),
+            values.get("category", ""),
             f"{values['triples']:,}",
             f"{fused['mrr']:.3f}",
             f"{fused['heads']['mrr']:.3f}",
