@@ -231,6 +231,26 @@ def test_eval_of_a_directory_that_is_not_a_run(tmp_path):
     assert result.exit_code == 2 and "not a run directory" in result.output
 
 
+@pytest.mark.parametrize("width", [120, 62])
+def test_predict_table_keeps_names_and_scores_and_drops_the_key_where_it_does_not_fit(run_dir, width, monkeypatch):
+    from imf_cli import output
+
+    monkeypatch.setattr(output.console, "width", width)
+    result = invoke("predict", run_dir, "--head", "e0", "--relation", "same_cluster", "-k", 3)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= width
+    header = next(line.split() for line in lines if line.split()[:2] == ["rank", "name"])
+    assert header[2:6] == ["fused", "structure", "text", "multimodal"]
+    rows = [line.split() for line in lines if line.split()[:1] in (["1"], ["2"], ["3"]) and "Entity" in line]
+    assert len(rows) == 3 and all(row[1] == "Entity" and row[2].isdigit() and len(row) >= 8 for row in rows)
+    words = " ".join(result.output.split())
+    if width == 120:
+        assert header[-1] == "key" and "keys left out" not in words
+    else:
+        assert "key" not in header and "keys left out for the terminal's width (--json has them)" in words
+
+
 def test_predict_json_rows_flags_and_include_known(run_dir):
     with EntityStore.open("clusters") as store:
         splits = {s: {tuple(t) for t in store.triples(s).tolist()} for s in ("train", "valid", "test")}

@@ -53,7 +53,6 @@ def predict_command(
     Example: imf predict countries-mm@latest --head France --relation "shares border" -k 5
     """
     from rich.markup import escape
-    from rich.table import Table
 
     from imf_cli.runs import resolve_run
     from imf_cli.service import PredictionService
@@ -85,18 +84,52 @@ def predict_command(
         caption += f"; {result.entity.name} is not in the training graph: scored by {', '.join(result.scored_by)}"
     if result.hidden_known:
         caption += f"; {result.hidden_known} known answers hidden (--include-known shows them)"
-    table = Table("rank", "key", "name", "fused", *branches, "known", title=escape(query), caption=escape(caption))
-    for prediction in result.predictions:
-        table.add_row(
-            str(prediction.rank),
-            escape(prediction.entity.key),
-            escape(prediction.entity.name),
-            f"{prediction.fused:.3f}",
-            *(f"{prediction.branches[b]:.3f}" if b in prediction.branches else NOT_SCORED for b in branches),
-            "".join(flag if split in prediction.known else "·" for split, flag in FLAGS)
-            if prediction.in_graph else "new",
+    console.print(prediction_table(result, branches, query, caption, console.width))
+
+
+def prediction_table(result, branches: list[str], query: str, caption: str, width: int):
+    """The rows of a prediction, laid out for a terminal ``width`` characters wide.
+
+    No column rules, the scores never wrap, and the name (what people read) gets the room before the
+    key: the key column comes last, whole, and only where the names still get up to 24 characters
+    beside it; otherwise the caption says it was left out (``--json`` has the keys).
+    """
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows = [
+        (
+            str(p.rank),
+            escape(p.entity.name),
+            f"{p.fused:.3f}",
+            *(f"{p.branches[b]:.3f}" if b in p.branches else NOT_SCORED for b in branches),
+            "".join(flag if split in p.known else "·" for split, flag in FLAGS) if p.in_graph else "new",
+            escape(p.entity.key),
         )
-    console.print(table)
+        for p in result.predictions
+    ]
+    headers = ("rank", "name", "fused", *branches, "known", "key")
+    natural = [max([len(headers[i]), *(len(row[i]) for row in rows)]) for i in range(len(headers))]
+    gap = 2
+    fixed = sum(natural[i] for i in range(len(headers) - 1) if i != 1) + gap * (len(headers) - 2)
+    show_key = width >= fixed + min(natural[1], 24) + gap + natural[-1]
+    room = width - fixed - (gap + natural[-1] if show_key else 0)
+    name_width = max(8, min(natural[1], room))
+    if not show_key and rows:
+        caption += "; keys left out for the terminal's width (--json has them)"
+    table = Table(title=escape(query), caption=escape(caption), box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, collapse_padding=True)
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("name", width=name_width)
+    for column in headers[2:-2]:
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("known", no_wrap=True)
+    if show_key:
+        table.add_column("key", no_wrap=True)
+    for row in rows:
+        table.add_row(*(row if show_key else row[:-1]))
+    return table
 
 
 #: The letters of the known-fact column.
