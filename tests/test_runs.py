@@ -158,6 +158,34 @@ def test_imf_runs_lists_shows_and_removes(tiny, imf_home):
     assert runner.invoke(app, ["runs"]).output.startswith("No runs")
 
 
+def test_the_runs_table_keeps_each_run_name_whole_and_leaves_out_columns_to_fit():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from imf_cli.commands.runs import runs_table
+
+    def run(name, seed):
+        return SimpleNamespace(name=name, status="finished", modalities=("structure", "visual", "text"), seed=seed,
+                               epochs=80, max_epochs=80, best_epoch=75, valid_mrr=0.5012, test_mrr=0.4985,
+                               seconds=125.0, size=5_100_000)
+
+    runs = [run("countries-mm-20261203-222701-829640", 592259963), run("db15k-structure-s2", 2)]
+    for width, left_out in ((160, None), (80, "size, seed, time, test")):
+        console = Console(width=width, record=True)
+        console.print(runs_table(runs, width=width))
+        text = console.export_text()
+        lines = text.splitlines()
+        assert max(map(len, lines)) <= width
+        assert any(line.startswith("countries-mm-20261203-222701-829640 ") for line in lines)
+        words = " ".join(text.split())
+        if left_out is None:
+            assert "Left out" not in words and "592259963" in words and "5.1MB" in words
+        else:
+            assert f"Left out for the terminal's width: {left_out} (imf runs show RUN and --json have them)" in words
+            assert "592259963" not in words and "0.5012" in words and "S+V+T" in words
+
+
 def test_config_differences_name_only_the_keys_that_differ():
     from imf_cli.run_compare import config_differences
 

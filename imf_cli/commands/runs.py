@@ -64,12 +64,39 @@ STATUS_STYLES = {
 }
 
 
-def runs_table(runs, *, title: str | None = None):
-    """The runs as a rich table, oldest first (the layout of ``imf runs``)."""
+#: The columns of ``imf runs`` that a narrow terminal leaves out first, in that order; the run name,
+#: what people copy into the next command, never folds.
+EXPENDABLE = ("size", "seed", "time", "test", "best")
+
+
+def runs_table(runs, *, title: str | None = None, width: int | None = None):
+    """The runs as a rich table, oldest first (the layout of ``imf runs``).
+
+    Every cell keeps its line. Where the columns do not fit ``width`` (the console's), the
+    :data:`EXPENDABLE` ones are left out, in that order, and the caption names them.
+    """
     from rich import box
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
+    headers = ("run", "status", "branches", "seed", "epochs", "best", "valid", "test", "time", "size")
+    rows = [(escape(run.name), *run_cells(run).values(), human_size(run.size)) for run in runs]
+    natural = {
+        header: max([len(header), *(Text.from_markup(row[i]).cell_len for row in rows)])
+        for i, header in enumerate(headers)
+    }
+    width = console.width if width is None else width
+    shown = list(headers)
+    left_out = []
+    for header in EXPENDABLE:
+        if sum(natural[h] for h in shown) + 2 * (len(shown) - 1) <= width:
+            break
+        shown.remove(header)
+        left_out.append(header)
+    caption = BRANCH_LEGEND
+    if left_out:
+        caption += f". Left out for the terminal's width: {', '.join(left_out)} (imf runs show RUN and --json have them)"
     table = Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -77,18 +104,14 @@ def runs_table(runs, *, title: str | None = None):
         collapse_padding=True,
         padding=(0, 1),
         title=title,
-        caption=BRANCH_LEGEND,
+        caption=caption,
         caption_justify="left",
     )
-    longest = max((len(run.name) for run in runs), default=12)
-    # Every column may wrap, so that the table fits 80 columns; the run name folds last.
-    table.add_column("run", overflow="fold", min_width=min(longest, 10))
-    table.add_column("status", min_width=8)
-    table.add_column("branches", min_width=5)
-    for header in ("seed", "epochs", "best", "valid", "test", "time", "size"):
-        table.add_column(header, justify="right", min_width=4)
-    for run in runs:
-        table.add_row(escape(run.name), *run_cells(run).values(), human_size(run.size))
+    table.add_column("run", overflow="fold")  # folds only where even the shortest table does not fit
+    for header in shown[1:]:
+        table.add_column(header, justify="left" if header in ("status", "branches") else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*(cell for header, cell in zip(headers, row) if header in shown))
     return table
 
 
