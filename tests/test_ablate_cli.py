@@ -160,3 +160,27 @@ def _small_config(name: str):
     path = imf_home() / "small.yaml"
     path.write_text("model: {dim: 8}\ntrain: {batch_size: 4, eval_every: 1, device: cpu, checkpoint_minutes: 60}\n")
     return path
+
+
+def test_the_summary_splits_valid_and_test_where_one_table_does_not_fit():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from imf_cli.commands.ablate import summary_tables
+
+    def stat(split, metric):
+        return (float("nan"), float("nan")) if metric == "hits@10" else ((0.5051, 0.0123) if split == "valid" else (0.5, 0.01))
+
+    summaries = [SimpleNamespace(variant=SimpleNamespace(name=name), stat=stat)
+                 for name in ("full", "no-contrastive", "structure-only")]
+    for width, count in ((120, 1), (80, 2)):
+        tables = summary_tables(summaries, "tiny: paper, mean±sd over 3 seeds", width)
+        console = Console(width=width, record=True)
+        for table in tables:
+            console.print(table)
+        text = console.export_text()
+        assert len(tables) == count and max(map(len, text.splitlines())) <= width
+        rows = [line.split() for line in text.splitlines() if line.split()[:1] == ["no-contrastive"]]
+        assert len(rows) == count
+        assert [cell for row in rows for cell in row[1:]] == ["0.505±0.012", "0.505±0.012", "n/a", "0.500±0.010", "0.500±0.010", "n/a"]

@@ -77,22 +77,41 @@ def ablate_command(
     if json_output:
         print_json({"dataset": name, "study": study, "dir": str(root), "variants": [s.to_dict() for s in summaries]})
         return
+    for view in summary_tables(summaries, f"{name}: {study}, mean±sd over {seeds} seeds", console.width):
+        console.print(view)
+    console.print(f"Runs: {root}", highlight=False, soft_wrap=True)
+
+
+def summary_tables(summaries, title: str, width: int) -> list:
+    """The study's mean±sd per variant: one table of valid and test where it fits ``width``, else one
+    for valid and one for test, so that no variant name or figure is cut in a narrow terminal."""
+    from rich import box
     from rich.table import Table
 
-    view = Table(
-        "variant", "valid MRR", "valid H@1", "valid H@10", "test MRR", "test H@1", "test H@10",
-        title=f"{name}: {study}, mean±sd over {seeds} seeds (valid selects; test read once per run)",
-    )
-    for column in view.columns[1:]:
-        column.no_wrap = True
-    for summary in summaries:
-        view.add_row(
-            summary.variant.name,
-            *(_short(*summary.stat("valid", m)) for m in ("mrr", "hits@1", "hits@10")),
-            *(_short(*summary.stat("test", m)) for m in ("mrr", "hits@1", "hits@10")),
-        )
-    console.print(view)
-    console.print(f"Runs: {root}", highlight=False, soft_wrap=True)
+    metrics = (("mrr", "MRR"), ("hits@1", "H@1"), ("hits@10", "H@10"))
+    cells = {
+        (summary.variant.name, split): [_short(*summary.stat(split, m)) for m, _ in metrics]
+        for summary in summaries for split in ("valid", "test")
+    }
+    names = [summary.variant.name for summary in summaries]
+    cell_width = max([11, *(len(c) for row in cells.values() for c in row)])
+    variant_width = max([7, *map(len, names)])
+    one_table = variant_width + 6 * (cell_width + 2) <= width
+    groups = [("valid", "test")] if one_table else [("valid",), ("test",)]
+    notes = {("valid", "test"): "valid selects; test read once per run", ("valid",): "valid selects",
+             ("test",): "test, read once per run"}
+    tables = []
+    for splits in groups:
+        table = Table(title=f"{title} ({notes[splits]})", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      collapse_padding=True)
+        table.add_column("variant", overflow="fold")
+        for split in splits:
+            for _, label in metrics:
+                table.add_column(f"{split} {label}", justify="right", no_wrap=True)
+        for name in names:
+            table.add_row(name, *(cell for split in splits for cell in cells[(name, split)]))
+        tables.append(table)
+    return tables
 
 
 def _short(mean: float, sd: float) -> str:
