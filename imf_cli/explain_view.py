@@ -7,7 +7,6 @@ so the CLI and the TUI draw a branch's share the same way.
 from __future__ import annotations
 
 from rich.console import Group, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -99,13 +98,13 @@ def neighbours_table(explanation: Explanation) -> Table:
     table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
     for name in ("branch", "of", "neighbour", "cos"):
         table.add_column(name, no_wrap=True)
-    table.add_column(f"its {explanation.relation.label} facts")
+    table.add_column(Text(f"its {explanation.relation.label} facts"))  # Text: names are never markup, here or in the TUI
     for group in explanation.neighbours:
         first = True
         for end, side, is_head in ((explanation.head, group.head, True), (explanation.tail, group.tail, False)):
             label = Text(group.branch if first else "", style=colour(group.branch))
             if not side:
-                table.add_row(label, escape(end.name), Text("n/a (not in this branch)", style="dim"), "", "")
+                table.add_row(label, Text(end.name), Text("n/a (not in this branch)", style="dim"), "", "")
                 first = False
                 continue
             for position, neighbour in enumerate(side):
@@ -115,8 +114,8 @@ def neighbours_table(explanation: Explanation) -> Table:
                 facts = (f"→ {names}" if is_head else f"{names} →") if names else ""
                 table.add_row(
                     Text(group.branch if first else "", style=colour(group.branch)),
-                    escape(end.name) if position == 0 else "",
-                    escape(neighbour.entity.name),
+                    Text(end.name if position == 0 else ""),
+                    Text(neighbour.entity.name),
                     f"{neighbour.similarity:.2f}",
                     Text(facts or "—", style="" if facts else "dim"),
                 )

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
@@ -42,8 +42,11 @@ from kgdata.errors import ImfError, is_out_of_memory
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
-err_console = Console(stderr=True)
+# No console markup: names, keys, descriptions, paths and messages come from users' files, and a
+# "[/]" or "[bold]" in one of them must print as written, not style the output or raise MarkupError.
+# Styling is explicit (``style=``, :class:`rich.text.Text`).
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 #: Exit status for errors the user can fix (bad input, unknown names), as click uses for usage errors.
 USER_ERROR = 2
@@ -58,7 +61,7 @@ _NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 def error_line(message: str) -> None:
     """Print ``Error: message`` on stderr as one line (never re-wrapped)."""
     first = " ".join(str(message).split()) or "unknown error"
-    err_console.print(f"[bold red]Error:[/] {escape(first)}", soft_wrap=True, highlight=False)
+    err_console.print(Text.assemble(("Error:", "bold red"), " ", first), soft_wrap=True, highlight=False)
 
 
 def describe_os_error(error: OSError) -> str:
@@ -122,8 +125,8 @@ def report_failure(error: Exception) -> int:
 def report_interrupted(error: Exception, resume: str) -> None:
     """Say on stderr that a signal stopped training (``error``: a ``TrainingInterrupted``, which names
     the point reached and the checkpoint holding it) and how to go on (``resume``: a command line)."""
-    err_console.print(f"Interrupted: {error}.", highlight=False, soft_wrap=True, markup=False)
-    err_console.print(f"Resume with: {resume}", highlight=False, soft_wrap=True, markup=False)
+    err_console.print(f"Interrupted: {error}.", highlight=False, soft_wrap=True)
+    err_console.print(f"Resume with: {resume}", highlight=False, soft_wrap=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -172,7 +175,7 @@ def print_json(value: Any) -> None:
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]Warning:[/] {escape(message)}", soft_wrap=True)
+    err_console.print(Text.assemble(("Warning:", "yellow"), " ", message), soft_wrap=True)
 
 
 # ----------------------------------------------------------------- flags shared by the long commands
@@ -249,4 +252,4 @@ def reflow(doc: str | None) -> str:
 
 def waiting(message: str) -> None:
     """Tell the user that a command waits for another one (a dataset lock)."""
-    err_console.print(f"[dim]{escape(message)}[/]", soft_wrap=True, highlight=False)
+    err_console.print(message, style="dim", soft_wrap=True, highlight=False)

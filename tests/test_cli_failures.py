@@ -392,3 +392,36 @@ def test_a_full_disk_during_import_is_one_line_and_keeps_the_old_store(imf_home)
     assert f"could not write the store {store}" in line and "file-size limit" in line
     assert store.read_bytes() == before
     assert sorted(p.name for p in store.parent.iterdir()) == ["store.db"]
+
+
+# ------------------------------------------------------------------- names that look like rich markup
+MARKUP = "[/]x[bold]"
+
+
+def test_names_relations_and_descriptions_that_look_like_markup_print_as_written(tmp_path, imf_home):
+    """A "[/]" in a user's file once raised MarkupError in `imf search` ("a bug in imf"); elsewhere a
+    "[bold]" would have styled the output instead of showing. Every command prints them as written."""
+    from helpers import write_tsv_dataset
+
+    train = [("a", "r[/]", "b"), ("b", "r[/]", "c"), ("c", "s", "a"), ("a", "s", "c"), ("b", "s", "a")]
+    entities = [{"id": "a", "name": MARKUP, "description": "[red]d[/red] [/]"}, {"id": "b", "name": "B"},
+                {"id": "c", "name": "C"}]
+    root = write_tsv_dataset(tmp_path / "m[/]k", train=train, valid=[("a", "r[/]", "c")], test=[("c", "s", "b")],
+                             entities=entities)
+
+    def ok(*args):
+        result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert "a bug in imf" not in result.output and "MarkupError" not in result.output
+        return " ".join(result.output.split())
+
+    assert "Imported mk (tsv)" in ok("import", root, "--name", "mk")
+    assert MARKUP in ok("search", "mk", "x") and "[red]d[/red] [/]" in ok("search", "mk", "x")
+    assert MARKUP in ok("entities", "list", "mk")
+    ok("train", "mk", "--epochs", "1", *SMALL)
+    assert f"({MARKUP}, r[/], ?)" in ok("predict", "mk@latest", "--head", "a", "--relation", "r[/]")
+    assert MARKUP in ok("explain", "mk@latest", "--head", "a", "--relation", "r[/]", "--tail", "b")
+    assert "r[/] 1-1" in ok("eval", "mk@latest", "--per-relation", "--no-progress")
+    assert "modalities=[structure]" in ok("runs", "show", "mk@latest")
+    result = runner.invoke(app, ["predict", "mk@latest", "--head", "[/]nothing", "--relation", "s"])
+    assert result.exit_code == 2 and "no entity of dataset 'mk' matches '[/]nothing'" in result.output

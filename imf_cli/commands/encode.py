@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
 from imf_cli.output import (
     console,
@@ -177,8 +178,12 @@ def encode_command(
     covered = report.rows - report.missing
     if report.status == "unchanged":
         console.print(
-            f"Unchanged: {report.modality} features of [bold]{report.dataset}[/] from {report.encoder} are up "
-            f"to date (input hash {report.input_hash[:12]}); pass --force to recompute.",
+            Text.assemble(
+                f"Unchanged: {report.modality} features of ",
+                (report.dataset, "bold"),
+                f" from {report.encoder} are up to date (input hash {report.input_hash[:12]}); pass --force to "
+                "recompute.",
+            ),
             soft_wrap=True,
             highlight=False,
         )
@@ -187,9 +192,12 @@ def encode_command(
         speed = f", {report.items_per_second:,.1f} {unit}/s" if report.items_per_second else ""
         kept = f"; {report.encoded:,} encoded, {report.reused:,} unchanged and kept" if report.reused else ""
         console.print(
-            f"Stored {report.modality} features of [bold]{report.dataset}[/] from {report.encoder}: "
-            f"{report.dim}-d, {covered:,} of {report.rows:,} entities covered, {report.missing:,} missing"
-            f"{kept} ({report.seconds:.1f} s{speed})",
+            Text.assemble(
+                f"Stored {report.modality} features of ",
+                (report.dataset, "bold"),
+                f" from {report.encoder}: {report.dim}-d, {covered:,} of {report.rows:,} entities covered, "
+                f"{report.missing:,} missing{kept} ({report.seconds:.1f} s{speed})",
+            ),
             soft_wrap=True,
             highlight=False,
         )

@@ -89,7 +89,6 @@ def list_command(
 
     Example: imf entities list countries-mm --added
     """
-    from rich.markup import escape
     from rich.table import Table
 
     from kgdata.store import EntityStore
@@ -105,14 +104,15 @@ def list_command(
         console.print(f"No {'added ' if added else ''}entities in {dataset}.")
         return
     table = Table("id", "key", "name", "in graph", "description")
+    table.columns[1].overflow = "fold"  # a URI key cut to "<http://dbpedia.org/resou…" names nothing
     for entity in shown:
         description = entity.description or ""
         table.add_row(
             str(entity.id),
-            escape(entity.key),
-            escape(entity.name),
+            entity.key,
+            entity.name,
             "no (added)" if entity.added else "yes",
-            escape(description[:60] + ("…" if len(description) > 60 else "")),
+            description[:60] + ("…" if len(description) > 60 else ""),
         )
     console.print(table)
     if total > len(shown):

@@ -139,7 +139,6 @@ def relation_labels(per_relation: dict) -> dict[str, str]:
 def relation_table(result: dict):
     """One row per relation, most triples first: fused MRR (both, heads, tails), mean fusion, best branch."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(
@@ -160,7 +159,7 @@ def relation_table(result: dict):
         fused = values["fused"]
         best, best_metrics = max(values["branches"].items(), key=lambda item: item[1]["mrr"])
         table.add_row(
-            escape(labels[key]),
+            labels[key],
             values.get("category", ""),
             f"{values['triples']:,}",
             f"{fused['mrr']:.3f}",

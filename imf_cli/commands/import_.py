@@ -6,6 +6,7 @@ from enum import Enum
 from typing import Optional
 
 import typer
+from rich.text import Text
 
 from imf_cli.output import console, handle_errors, print_json, waiting, warn
 
@@ -50,16 +51,22 @@ def import_command(
         return
     if report.status == "unchanged":
         console.print(
-            f"[bold]{report.name}[/] is already imported, unchanged ({report.entities:,} entities, "
-            f"{report.train:,} / {report.valid:,} / {report.test:,} train / valid / test triples); nothing to do. "
-            f"--replace imports it again.",
+            Text.assemble(
+                (report.name, "bold"),
+                f" is already imported, unchanged ({report.entities:,} entities, "
+                f"{report.train:,} / {report.valid:,} / {report.test:,} train / valid / test triples); nothing to do. "
+                f"--replace imports it again.",
+            ),
             soft_wrap=True,
         )
         console.print(f"Store: {report.path}", soft_wrap=True)
         return
     console.print(
-        f"Imported [bold]{report.name}[/] ({report.format}): {report.entities:,} entities, "
-        f"{report.relations:,} relations, {report.train:,} / {report.valid:,} / {report.test:,} "
-        f"train / valid / test triples"
+        Text.assemble(
+            "Imported ",
+            (report.name, "bold"),
+            f" ({report.format}): {report.entities:,} entities, {report.relations:,} relations, "
+            f"{report.train:,} / {report.valid:,} / {report.test:,} train / valid / test triples",
+        )
     )
     console.print(f"Store: {report.path}", soft_wrap=True)

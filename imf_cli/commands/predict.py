@@ -52,7 +52,6 @@ def predict_command(
 
     Example: imf predict countries-mm@latest --head France --relation "shares border" -k 5
     """
-    from rich.markup import escape
 
     from imf_cli.runs import resolve_run
     from imf_cli.service import PredictionService
@@ -95,17 +94,16 @@ def prediction_table(result, branches: list[str], query: str, caption: str, widt
     beside it; otherwise the caption says it was left out (``--json`` has the keys).
     """
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
     rows = [
         (
             str(p.rank),
-            escape(p.entity.name),
+            p.entity.name,
             f"{p.fused:.3f}",
             *(f"{p.branches[b]:.3f}" if b in p.branches else NOT_SCORED for b in branches),
             "".join(flag if split in p.known else "·" for split, flag in FLAGS) if p.in_graph else "new",
-            escape(p.entity.key),
+            p.entity.key,
         )
         for p in result.predictions
     ]
@@ -118,7 +116,7 @@ def prediction_table(result, branches: list[str], query: str, caption: str, widt
     name_width = max(8, min(natural[1], room))
     if not show_key and rows:
         caption += "; keys left out for the terminal's width (--json has them)"
-    table = Table(title=escape(query), caption=escape(caption), box=box.SIMPLE_HEAD, show_edge=False,
+    table = Table(title=query, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, collapse_padding=True)
     table.add_column("rank", justify="right", no_wrap=True)
     table.add_column("name", width=name_width)

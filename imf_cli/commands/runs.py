@@ -76,16 +76,12 @@ def runs_table(runs, *, title: str | None = None, width: int | None = None):
     :data:`EXPENDABLE` ones are left out, in that order, and the caption names them.
     """
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
     headers = ("run", "status", "branches", "seed", "epochs", "best", "valid", "test", "time", "size")
-    rows = [(escape(run.name), *run_cells(run).values(), human_size(run.size)) for run in runs]
-    natural = {
-        header: max([len(header), *(Text.from_markup(row[i]).cell_len for row in rows)])
-        for i, header in enumerate(headers)
-    }
+    rows = [(run.name, *run_cells(run).values(), human_size(run.size)) for run in runs]
+    natural = {header: max([len(header), *(Text(str(row[i])).cell_len for row in rows)]) for i, header in enumerate(headers)}
     width = console.width if width is None else width
     shown = list(headers)
     left_out = []
@@ -115,11 +111,13 @@ def runs_table(runs, *, title: str | None = None, width: int | None = None):
     return table
 
 
-def run_cells(run) -> dict[str, str]:
-    """A run's cells in ``imf runs`` and ``imf runs compare``, by label: status (as markup), branches,
-    seed, epochs, best epoch, valid and test MRR, training time."""
+def run_cells(run) -> dict:
+    """A run's cells in ``imf runs`` and ``imf runs compare``, by label: status (a styled
+    :class:`rich.text.Text`), branches, seed, epochs, best epoch, valid and test MRR, training time."""
+    from rich.text import Text
+
     return {
-        "status": f"[{STATUS_STYLES.get(run.status, '')}]{run.status}[/]",
+        "status": Text(run.status, style=STATUS_STYLES.get(run.status, "")),
         "branches": "+".join(BRANCH_LETTERS.get(m, m) for m in run.modalities) or "?",
         "seed": "" if run.seed is None else str(run.seed),
         "epochs": f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
@@ -202,20 +200,20 @@ def show_command(
 def run_summary(info, document: dict):
     """Status, dataset, branches, features and the config of a run, as rich renderables."""
     from rich.console import Group
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     meta = document.get("metadata") or {}
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold", no_wrap=True)
     facts.add_column(overflow="fold")
     status = info.status + (f" ({info.reason})" if info.reason else "")
-    facts.add_row("run", escape(str(info.path)))
-    facts.add_row("status", f"[{STATUS_STYLES.get(info.status, '')}]{escape(status)}[/]")
-    facts.add_row("dataset", escape(str(info.dataset)))
+    facts.add_row("run", str(info.path))
+    facts.add_row("status", Text(status, style=STATUS_STYLES.get(info.status, "")))
+    facts.add_row("dataset", str(info.dataset))
     facts.add_row("branches", ", ".join(info.branches) or "?")
     for manifest in meta.get("features") or []:
-        facts.add_row(f"{manifest.get('modality')} features", escape(f"{manifest.get('encoder')}, {manifest.get('dim')}-d"))
+        facts.add_row(f"{manifest.get('modality')} features", f"{manifest.get('encoder')}, {manifest.get('dim')}-d")
     facts.add_row("seed", str(info.seed))
     epochs = f"{info.epochs} of {info.max_epochs}" if info.max_epochs else str(info.epochs)
     facts.add_row("epochs", f"{epochs}; best {info.best_epoch} (valid MRR "
@@ -230,8 +228,8 @@ def run_summary(info, document: dict):
     for section, values in (document.get("config") or {}).items():
         if isinstance(values, dict):
             shown = ", ".join(f"{key}={format_value(value)}" for key, value in values.items())
-            config.add_row(section, escape(shown))
-    return Group(facts, "", "[bold]config[/]", config, "")
+            config.add_row(section, shown)
+    return Group(facts, "", Text("config", style="bold"), config, "")
 
 
 def format_value(value) -> str:
@@ -270,35 +268,35 @@ def compare_command(
 def comparison_tables(comparison) -> list:
     """The renderables of ``imf runs compare``: the runs, their config differences, their curves."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     def table(title: str) -> Table:
         grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), title=title,
                      title_justify="left", title_style="bold")
         grid.add_column("", style="bold", no_wrap=True)
         for info in comparison.runs:
-            grid.add_column(escape(info.name), justify="right", overflow="fold")
+            grid.add_column(info.name, justify="right", overflow="fold")
         return grid
 
     runs = table("runs")
     cells = [run_cells(info) for info in comparison.runs]
-    runs.add_row("dataset", *(escape(str(info.dataset)) for info in comparison.runs))
+    runs.add_row("dataset", *(str(info.dataset) for info in comparison.runs))
     for label in cells[0]:
         runs.add_row(label, *(run[label] for run in cells))
     runs.add_row("s per epoch", *("" if s is None else f"{s:.1f}" for s in comparison.epoch_seconds))
     out: list = [runs, ""]
     if len(comparison.datasets) > 1:
-        out += [f"[yellow]These runs are on different datasets ({escape(', '.join(comparison.datasets))}): "
-                f"their metrics do not compare.[/]", ""]
+        out += [Text(f"These runs are on different datasets ({', '.join(comparison.datasets)}): "
+                     "their metrics do not compare.", style="yellow"), ""]
 
     if comparison.differences:
         differences = table("config differences")
         for key, values in comparison.differences.items():
-            differences.add_row(escape(key), *("–" if v is None else escape(format_value(v)) for v in values))
+            differences.add_row(key, *("–" if v is None else format_value(v) for v in values))
         out += [differences, ""]
     else:
-        out += ["[dim]The configs are the same.[/]", ""]
+        out += [Text("The configs are the same.", style="dim"), ""]
 
     label = "MR" if comparison.metric == "mr" else comparison.metric.upper() if comparison.metric == "mrr" else comparison.metric.capitalize()
     curves = table(f"valid {label} ({comparison.score}) at each evaluated epoch, with the minutes of training to get there")
@@ -311,11 +309,10 @@ def comparison_tables(comparison) -> list:
             if value is None:
                 cells.append("")
                 continue
-            number = f"{value:.{decimals}f}"
-            number = f"[bold]{number}[/]" if best is not None and value == best else number
-            cells.append(f"{number} [dim]{minutes:.0f} min[/]" if minutes is not None else number)
+            number = Text(f"{value:.{decimals}f}", style="bold" if best is not None and value == best else "")
+            cells.append(Text.assemble(number, (f" {minutes:.0f} min", "dim")) if minutes is not None else number)
         curves.add_row(str(point.epoch), *cells)
-    out.append(curves if comparison.curve else "[dim]No run has been evaluated on valid yet.[/]")
+    out.append(curves if comparison.curve else Text("No run has been evaluated on valid yet.", style="dim"))
     return out
 
 

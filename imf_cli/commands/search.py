@@ -33,6 +33,7 @@ def search_command(
         console.print(f"No entity matches {query!r}.")
         return
     table = Table("id", "key", "name", "description")
+    table.columns[1].overflow = "fold"  # a URI key cut to "<http://dbpedia.org/resou…" names nothing
     for entity in found:
         description = entity.description or ""
         table.add_row(

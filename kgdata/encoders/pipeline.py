@@ -75,11 +75,11 @@ def progress_bar(
             return Text("" if speed is None else f"{speed:,.1f} {unit}/s", style="progress.data.speed")
 
     with Progress(
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", markup=False, style="progress.description"),  # names, never markup
         BarColumn(),
         MofNCompleteColumn(),
         SpeedColumn(""),
-        TextColumn("{task.fields[note]}"),
+        TextColumn("{task.fields[note]}", markup=False),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
