@@ -10,8 +10,10 @@
 #
 #   benchmarks/gpu_runs.sh run [db15k|fb15k-237] [TRAIN_SECONDS]   # on the device, carry [".gpu"]
 #       Installs the wheels into /tmp/site, runs the CUDA tests (no host synchronisation in the step,
-#       tests/models/test_cuda.py), then trains the structure-only and the structure + text presets
-#       side by side on the one GPU for about TRAIN_SECONDS (default 360) each. The trainings stop on
+#       tests/models/test_cuda.py), then trains the structure-only preset, the text-only row (the
+#       structure + text preset with --modalities text) and the structure + text preset side by side
+#       on the one GPU for about TRAIN_SECONDS (default 360) each (VARIANTS="structure text full" and
+#       SEEDS="1" choose them; every seed of every variant runs at once). The trainings stop on
 #       their own (early stopping on valid) or at the first epoch end past the budget (--max-minutes:
 #       that epoch is evaluated and last.pt written, so the run is resumable); best.pt is the epoch
 #       chosen on valid. Then `imf eval` reads valid (per relation) and, once, test for each run, and
@@ -60,8 +62,18 @@ prepare() {
 
 run() {
   # DEVICE=cpu PYTHON=.venv/bin/python TRAIN_ARGS="--epochs 1 --eval-every 1 --dim 16" rehearse the
-  # flow on the CPU machine; TRAIN_ARGS is added to both trainings' options.
+  # flow on the CPU machine; TRAIN_ARGS is added to every training's options.
   local seconds=${3:-360} out=${OUT:-/tmp/gpu-out} work=${WORK:-/tmp/gpu-runs} device=${DEVICE:-cuda} py=${PYTHON:-python3}
+  local variant seed
+  for variant in ${VARIANTS:-structure text full}; do
+    case "$variant" in
+      structure | text | full) ;;
+      *) echo "gpu_runs.sh: VARIANTS holds structure, text and full, got '$variant'" >&2; exit 2 ;;
+    esac
+  done
+  for seed in ${SEEDS:-1}; do
+    [[ "$seed" =~ ^[0-9]+$ ]] || { echo "gpu_runs.sh: SEEDS holds integers, got '$seed'" >&2; exit 2; }
+  done
   rm -rf "$work"
   mkdir -p "$out" "$work/logs"
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -75,27 +87,34 @@ run() {
   timeout 120 "$py" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py > "$work/logs/test_cuda.txt" 2>&1
   echo "test_cuda: exit $?" >> "$work/logs/test_cuda.txt"
 
-  local pids=()
-  for variant in structure full; do
-    local preset=imf_cli/presets/$dataset.yaml
-    [ "$variant" = structure ] && preset=imf_cli/presets/$dataset-structure.yaml
-    # --max-minutes ends the run at an epoch's end, evaluated and resumable; timeout is only a safety net.
-    timeout -s TERM $((seconds + 90)) "${imf[@]}" train "$dataset" --config "$preset" --seed 1 --device "$device" \
-      --max-minutes "$(awk "BEGIN { print $seconds / 60 }")" --no-progress --run-dir "$work/$dataset-$variant-s1" \
-      ${TRAIN_ARGS:-} > "$work/logs/train-$variant.txt" 2>&1 &
-    pids+=($!)
+  local pids=() names=() name
+  for variant in ${VARIANTS:-structure text full}; do
+    local preset=imf_cli/presets/$dataset.yaml extra=()
+    case "$variant" in
+      structure) preset=imf_cli/presets/$dataset-structure.yaml ;;
+      text) extra=(--modalities text) ;;  # the text-only row: the full preset with the other branches off
+    esac
+    for seed in ${SEEDS:-1}; do
+      name=$dataset-$variant-s$seed
+      # --max-minutes ends the run at an epoch's end, evaluated and resumable; timeout is only a safety net.
+      timeout -s TERM $((seconds + 90)) "${imf[@]}" train "$dataset" --config "$preset" "${extra[@]}" --seed "$seed" \
+        --device "$device" --max-minutes "$(awk "BEGIN { print $seconds / 60 }")" --no-progress \
+        --run-dir "$work/$name" ${TRAIN_ARGS:-} > "$work/logs/train-$name.txt" 2>&1 &
+      pids+=($!) names+=("$name")
+    done
   done
-  for pid in "${pids[@]}"; do wait "$pid"; echo "train exit $?" >> "$work/logs/exits.txt"; done
+  local i
+  for i in "${!pids[@]}"; do wait "${pids[$i]}"; echo "${names[$i]}: train exit $?" >> "$work/logs/exits.txt"; done
 
-  for variant in structure full; do
-    local run_dir=$work/$dataset-$variant-s1
+  for name in "${names[@]}"; do
+    local run_dir=$work/$name
     [ -f "$run_dir/best.pt" ] || continue
     "${imf[@]}" eval "$run_dir" --split valid --per-relation --device "$device" --no-progress \
-      > "$work/logs/eval-valid-$variant.txt" 2>&1
-    "${imf[@]}" eval "$run_dir" --split test --device "$device" --no-progress > "$work/logs/eval-test-$variant.txt" 2>&1
+      > "$work/logs/eval-valid-$name.txt" 2>&1
+    "${imf[@]}" eval "$run_dir" --split test --device "$device" --no-progress > "$work/logs/eval-test-$name.txt" 2>&1
   done
   tar czf "$out/$dataset-gpu.tar.gz" -C "$work" logs \
-    $(cd "$work" && ls -d "$dataset"-*-s1/{config.yaml,trace.jsonl,metrics-*.json} 2>/dev/null)
+    $(cd "$work" && ls -d "$dataset"-*-s*/{config.yaml,trace.jsonl,metrics-*.json} 2>/dev/null)
   cat "$work"/logs/exits.txt "$work"/logs/eval-test-*.txt 2>/dev/null | tail -40
 }
 

@@ -21,6 +21,10 @@ def test_the_script_parses_and_refuses_bad_arguments():
     assert usage.returncode == 2 and "usage:" in usage.stderr
     wrong = subprocess.run(["bash", str(SCRIPT), "run", "yago15k"], capture_output=True, text=True)
     assert wrong.returncode == 2 and "db15k or fb15k-237" in wrong.stderr
+    for env, message in (({"VARIANTS": "structure visual"}, "got 'visual'"), ({"SEEDS": "1 two"}, "got 'two'")):
+        refused = subprocess.run(["bash", str(SCRIPT), "run", "db15k"], capture_output=True, text=True,
+                                 env={"PATH": "/usr/bin:/bin", **env})
+        assert refused.returncode == 2 and message in refused.stderr  # before any install or training
 
 
 def test_its_presets_exist_and_its_wheels_are_installed_here():
