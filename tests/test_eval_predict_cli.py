@@ -301,3 +301,25 @@ def test_predict_name_errors_are_clear(run_dir, args, messages):
     for message in messages:
         assert message in output
     assert "Traceback" not in result.output
+
+
+def test_the_predict_table_measures_wide_characters_by_their_cells():
+    """A name in CJK characters takes two cells per character: the layout must not overflow."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from imf_cli.commands.predict import prediction_table
+
+    def prediction(rank, name, key):
+        return SimpleNamespace(rank=rank, entity=SimpleNamespace(name=name, key=key), fused=0.5,
+                               branches={"structure": 0.25}, known=set(), in_graph=True)
+
+    result = SimpleNamespace(predictions=[prediction(1, "東京都庁舎東京都庁舎東京都庁舎", "tokyo"), prediction(2, "Paris", "paris")])
+    for width in (70, 44):
+        console = Console(width=width, record=True)
+        console.print(prediction_table(result, ["structure"], "(x, r, ?)", "fusion weights: structure 1.000", width))
+        lines = console.export_text().splitlines()
+        assert max(console.measure(line).maximum for line in lines) <= width
+        assert any("東京都庁舎東京都庁舎東京都庁舎" in line for line in lines) == (width == 70)
+        assert "".join(ch for ch in "".join(lines) if ord(ch) > 0x3000) == "東京都庁舎東京都庁舎東京都庁舎"  # folded, never cut

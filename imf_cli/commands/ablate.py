@@ -86,6 +86,7 @@ def summary_tables(summaries, title: str, width: int) -> list:
     """The study's mean±sd per variant: one table of valid and test where it fits ``width``, else one
     for valid and one for test, so that no variant name or figure is cut in a narrow terminal."""
     from rich import box
+    from rich.cells import cell_len
     from rich.table import Table
 
     metrics = (("mrr", "MRR"), ("hits@1", "H@1"), ("hits@10", "H@10"))
@@ -95,7 +96,7 @@ def summary_tables(summaries, title: str, width: int) -> list:
     }
     names = [summary.variant.name for summary in summaries]
     cell_width = max([11, *(len(c) for row in cells.values() for c in row)])
-    variant_width = max([7, *map(len, names)])
+    variant_width = max([7, *map(cell_len, names)])
     one_table = variant_width + 6 * (cell_width + 2) <= width
     groups = [("valid", "test")] if one_table else [("valid",), ("test",)]
     notes = {("valid", "test"): "valid selects; test read once per run", ("valid",): "valid selects",

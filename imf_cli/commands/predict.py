@@ -52,7 +52,6 @@ def predict_command(
 
     Example: imf predict countries-mm@latest --head France --relation "shares border" -k 5
     """
-
     from imf_cli.runs import resolve_run
     from imf_cli.service import PredictionService
 
@@ -94,6 +93,7 @@ def prediction_table(result, branches: list[str], query: str, caption: str, widt
     beside it; otherwise the caption says it was left out (``--json`` has the keys).
     """
     from rich import box
+    from rich.cells import cell_len
     from rich.table import Table
 
     rows = [
@@ -108,7 +108,7 @@ def prediction_table(result, branches: list[str], query: str, caption: str, widt
         for p in result.predictions
     ]
     headers = ("rank", "name", "fused", *branches, "known", "key")
-    natural = [max([len(headers[i]), *(len(row[i]) for row in rows)]) for i in range(len(headers))]
+    natural = [max([len(headers[i]), *(cell_len(row[i]) for row in rows)]) for i in range(len(headers))]
     gap = 2
     fixed = sum(natural[i] for i in range(len(headers) - 1) if i != 1) + gap * (len(headers) - 2)
     show_key = width >= fixed + min(natural[1], 24) + gap + natural[-1]
@@ -119,7 +119,7 @@ def prediction_table(result, branches: list[str], query: str, caption: str, widt
     table = Table(title=query, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, collapse_padding=True)
     table.add_column("rank", justify="right", no_wrap=True)
-    table.add_column("name", width=name_width)
+    table.add_column("name", width=name_width, overflow="fold")
     for column in headers[2:-2]:
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("known", no_wrap=True)
