@@ -230,6 +230,11 @@ def minutes_seconds(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
+def count(n: int, noun: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``: ``n`` and ``noun`` in the singular or the plural (an added s)."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def reflow(doc: str | None) -> str:
     """A docstring as help text that rich wraps to the terminal: the lines of each paragraph joined.
 

@@ -418,7 +418,7 @@ def test_names_relations_and_descriptions_that_look_like_markup_print_as_written
     assert "Imported mk (tsv)" in ok("import", root, "--name", "mk")
     assert MARKUP in ok("search", "mk", "x") and "[red]d[/red] [/]" in ok("search", "mk", "x")
     assert MARKUP in ok("entities", "list", "mk")
-    ok("train", "mk", "--epochs", "1", *SMALL)
+    assert "Trained 1 epoch (seed 3)" in ok("train", "mk", "--epochs", "1", *SMALL)
     assert f"({MARKUP}, r[/], ?)" in ok("predict", "mk@latest", "--head", "a", "--relation", "r[/]")
     assert MARKUP in ok("explain", "mk@latest", "--head", "a", "--relation", "r[/]", "--tail", "b")
     assert "r[/] 1-1" in ok("eval", "mk@latest", "--per-relation", "--no-progress")

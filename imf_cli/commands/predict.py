@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json
+from imf_cli.output import console, count, handle_errors, print_json
 from kgdata.errors import ImfError
 
 #: What the branch cells of a row that a branch did not score show.
@@ -81,7 +81,7 @@ def predict_command(
     if not result.in_graph:
         caption += f"; {result.entity.name} is not in the training graph: scored by {', '.join(result.scored_by)}"
     if result.hidden_known:
-        caption += f"; {result.hidden_known} known answers hidden (--include-known shows them)"
+        caption += f"; {count(result.hidden_known, 'known answer')} hidden (--include-known shows them)"
     console.print(prediction_table(result, branches, query, caption, console.width))
 
 

@@ -11,6 +11,7 @@ import typer
 from imf_cli.output import (
     INTERRUPTED,
     console,
+    count,
     err_console,
     handle_errors,
     json_option,
@@ -195,7 +196,7 @@ def train_command(
         return
     mrr = "n/a" if result.best_valid_mrr is None else f"{result.best_valid_mrr:.4f}"
     console.print(
-        f"Trained {result.epochs_completed} epochs (seed {result.seed}); best valid MRR {mrr} at epoch "
+        f"Trained {count(result.epochs_completed, 'epoch')} (seed {result.seed}); best valid MRR {mrr} at epoch "
         f"{result.best_epoch}{' (stopped early)' if result.stopped_early else ''}"
     )
     if result.stopped_at_time_limit:
