@@ -323,3 +323,35 @@ def test_the_predict_table_measures_wide_characters_by_their_cells():
         assert max(console.measure(line).maximum for line in lines) <= width
         assert any("東京都庁舎東京都庁舎東京都庁舎" in line for line in lines) == (width == 70)
         assert "".join(ch for ch in "".join(lines) if ord(ch) > 0x3000) == "東京都庁舎東京都庁舎東京都庁舎"  # folded, never cut
+
+
+def test_a_one_branch_model_shows_its_branch_alone():
+    """Fused and mean fusion equal the only branch: the tables show it once and say so."""
+    from rich.console import Console
+
+    from imf_cli.commands.eval import category_table, relation_table, summary_table
+
+    block = {"mrr": 0.5, "mr": 3.0, "hits@1": 0.25, "hits@3": 0.5, "hits@10": 1.0,
+             "heads": {"mrr": 0.4}, "tails": {"mrr": 0.6}}
+    scores = {"branches": {"structure": block}, "fused": block, "mean_fusion": block}
+    result = {"dataset": "tiny", "split": "valid", "checkpoint": "best", "triples": 4, **scores,
+              "per_relation": {"r0": {"name": "r zero", "triples": 4, "category": "N-1", **scores}},
+              "per_category": {"N-1": {"relations": 1, "triples": 4, **scores}}}
+    for table, missing in [(summary_table, ("fused", "mean fusion")), (relation_table, ("mean", "best branch")),
+                           (category_table, ("fused", "mean fusion"))]:
+        console = Console(width=100, record=True)
+        console.print(table(result))
+        text = console.export_text()
+        assert "structure" in text and "0.5" in text, table
+        for word in missing:
+            assert word not in text.replace("fused and mean-fusion scores", ""), (table, word)
+    console = Console(width=100, record=True)
+    console.print(summary_table(result))
+    assert "One branch" in console.export_text()
+    result["branches"] = {"structure": block, "text": block}
+    for part in (result["per_relation"]["r0"], result["per_category"]["N-1"]):
+        part["branches"] = result["branches"]
+    for table in (summary_table, relation_table, category_table):
+        console = Console(width=120, record=True)
+        console.print(table(result))
+        assert "mean" in console.export_text(), table

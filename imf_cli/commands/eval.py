@@ -76,7 +76,7 @@ def eval_command(
     console.print(summary_table(result))
     fused = result["fused"]
     console.print(
-        f"Fused MRR with optimistic / pessimistic ranks: {fused['optimistic_mrr']:.4f} / "
+        f"{'Fused MRR' if len(result['branches']) > 1 else 'MRR'} with optimistic / pessimistic ranks: {fused['optimistic_mrr']:.4f} / "
         f"{fused['pessimistic_mrr']:.4f}. {result['seconds']:.2f} s on {result['device']}, "
         f"{result['chunk_size']} queries per chunk.",
         style="dim",
@@ -96,8 +96,21 @@ def eval_command(
 SPLIT_LABELS = {"valid": "valid", "test": "test (held-out)"}
 
 
+#: The note under a one-branch model's tables, which show the branch alone.
+ONE_BRANCH = "One branch: the fused and mean-fusion scores are the branch's own (--json has them too)."
+
+
+def score_rows(block: dict) -> list[tuple[str, dict]]:
+    """(name, metrics) of each score in ``block`` (a result, a relation or a category): each branch,
+    then fused and mean fusion, which a one-branch model leaves out (they would repeat its row)."""
+    rows = list(block["branches"].items())
+    if len(rows) > 1:
+        rows += [("fused", block["fused"]), ("mean fusion", block["mean_fusion"])]
+    return rows
+
+
 def summary_table(result: dict):
-    """One row per score: each branch, then fused and mean fusion."""
+    """One row per score: each branch, then fused and mean fusion (a one-branch model: its row alone)."""
     from rich.table import Table
 
     table = Table(
@@ -109,7 +122,9 @@ def summary_table(result: dict):
     table.add_column("score", no_wrap=True)
     for column in ("MRR", "MR", "Hits@1", "Hits@3", "Hits@10", "heads", "tails"):
         table.add_column(column, justify="right")
-    rows = [*result["branches"].items(), ("fused", result["fused"]), ("mean fusion", result["mean_fusion"])]
+    rows = score_rows(result)
+    if len(result["branches"]) == 1:
+        table.caption = ONE_BRANCH
     for index, (name, metrics) in enumerate(rows):
         table.add_row(
             name,
@@ -118,7 +133,7 @@ def summary_table(result: dict):
             *(f"{metrics[f'hits@{k}']:.4f}" for k in HITS),
             f"{metrics['heads']['mrr']:.4f}",
             f"{metrics['tails']['mrr']:.4f}",
-            end_section=index == len(result["branches"]) - 1,
+            end_section=index == len(result["branches"]) - 1 and len(rows) > 1,
         )
     return table
 
@@ -137,22 +152,30 @@ def relation_labels(per_relation: dict) -> dict[str, str]:
 
 
 def relation_table(result: dict):
-    """One row per relation, most triples first: fused MRR (both, heads, tails), mean fusion, best branch."""
+    """One row per relation, most triples first: fused MRR (both, heads, tails), mean fusion, best
+    branch; a one-branch model's MRR (both, heads, tails) alone."""
     from rich import box
     from rich.table import Table
 
+    branches = {name for values in result["per_relation"].values() for name in values["branches"]}
+    single = len(branches) == 1
+    what = (
+        f"{next(iter(branches))} (both directions, heads, tails)"
+        if single
+        else "fused (both directions, heads, tails), mean fusion, the best branch"
+    )
     table = Table(
-        title="MRR per relation: fused (both directions, heads, tails), mean fusion, the best branch; "
-        "kind from the training split",
+        title=f"MRR per relation: {what}; kind from the training split",
         box=box.SIMPLE_HEAD,  # no column rules: eight columns and the names fit 80 characters
         collapse_padding=True,
         pad_edge=False,
     )
     table.add_column("relation", overflow="fold", min_width=16)
     table.add_column("kind", no_wrap=True)
-    for column in ("triples", "fused", "heads", "tails", "mean"):
+    for column in ("triples", "MRR" if single else "fused", "heads", "tails", *(() if single else ("mean",))):
         table.add_column(column, justify="right")
-    table.add_column("best branch", no_wrap=True)
+    if not single:
+        table.add_column("best branch", no_wrap=True)
     labels = relation_labels(result["per_relation"])
     ordered = sorted(result["per_relation"].items(), key=lambda item: -item[1]["triples"])
     for key, values in ordered:
@@ -165,8 +188,7 @@ def relation_table(result: dict):
             f"{fused['mrr']:.3f}",
             f"{fused['heads']['mrr']:.3f}",
             f"{fused['tails']['mrr']:.3f}",
-            f"{values['mean_fusion']['mrr']:.3f}",
-            f"{best} {best_metrics['mrr']:.3f}",
+            *(() if single else (f"{values['mean_fusion']['mrr']:.3f}", f"{best} {best_metrics['mrr']:.3f}")),
         )
     return table
 
@@ -188,7 +210,7 @@ def category_table(result: dict):
     for column in ("MRR", "heads", "tails"):
         table.add_column(column, justify="right")
     for category, values in result["per_category"].items():
-        rows = [*values["branches"].items(), ("fused", values["fused"]), ("mean fusion", values["mean_fusion"])]
+        rows = score_rows(values)
         for index, (name, block) in enumerate(rows):
             first = index == 0
             table.add_row(
