@@ -85,6 +85,8 @@ for name, command in (
     ("ablate", ablate_cmd.ablate_command),
 ):
     if isinstance(command, typer.Typer):
+        for info in command.registered_commands:  # the group's commands (imf runs list, imf entities add)
+            info.help = reflow(info.help or info.callback.__doc__)
         app.add_typer(command, name=name)
     else:
         app.command(name, help=reflow(command.__doc__))(command)

@@ -238,8 +238,8 @@ def count(n: int, noun: str) -> str:
 def reflow(doc: str | None) -> str:
     """A docstring as help text that rich wraps to the terminal: the lines of each paragraph joined.
 
-    Paragraphs are separated by blank lines; a line that starts with ``-`` (a list item) or with
-    indentation keeps its line break.
+    Paragraphs are separated by blank lines; a line that starts with ``- `` (a list item) or with
+    indentation keeps its line break. A line that starts with an option (``--modalities``) is prose.
     """
     import inspect
 
@@ -247,7 +247,7 @@ def reflow(doc: str | None) -> str:
     for paragraph in inspect.cleandoc(doc or "").split("\n\n"):
         lines: list[str] = []
         for line in paragraph.splitlines():
-            if lines and not line.startswith(("-", " ")):
+            if lines and not line.startswith(("- ", "* ", " ")):
                 lines[-1] += " " + line.strip()
             else:
                 lines.append(line.rstrip())

@@ -83,3 +83,19 @@ def test_help_is_not_pre_wrapped_and_shows_real_defaults():
         assert f"[default: ({defaults[flag].default})" in line, line
     imported = runner.invoke(app, ["import", "--help"], env={"COLUMNS": "200"}).output
     assert "the directory's name" in imported
+
+
+def test_no_help_text_keeps_the_docstrings_line_breaks():
+    """Every command and subcommand: a paragraph's lines are joined so rich wraps them (imf entities
+    add broke mid-sentence at 80 columns, and 'Without' ended a line before '--modalities')."""
+    root = typer.main.get_command(app)
+
+    def walk(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, (*path, name))
+
+    for path, command in walk(root, ()):
+        for paragraph in (command.help or "").split("\n\n"):
+            for line in paragraph.splitlines()[1:]:
+                assert line.startswith(("- ", "* ", " ")), (" ".join(path), line)
