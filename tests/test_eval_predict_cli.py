@@ -355,3 +355,15 @@ def test_a_one_branch_model_shows_its_branch_alone():
         console = Console(width=120, record=True)
         console.print(table(result))
         assert "mean" in console.export_text(), table
+    from types import SimpleNamespace
+
+    from imf_cli.commands.predict import prediction_table
+
+    rows = SimpleNamespace(predictions=[SimpleNamespace(
+        rank=1, entity=SimpleNamespace(name="Paris", key="paris"), fused=0.75,
+        branches={"structure": 0.25, "text": 0.5}, known=set(), in_graph=True)])
+    for branches, shown in ((["structure"], False), (["structure", "text"], True)):
+        console = Console(width=100, record=True)
+        console.print(prediction_table(rows, branches, "(x, r, ?)", "", 100))
+        text = console.export_text()
+        assert ("fused" in text) == shown and ("0.750" in text) == shown and "0.250" in text

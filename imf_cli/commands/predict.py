@@ -41,7 +41,7 @@ def predict_command(
 
     Entities may be given by key, exact name, a unique prefix, or words that find one entity; an
     ambiguous or unknown name lists the closest candidates. Each row shows the fused score, every
-    branch's logit, and whether the triple is already a fact of train (T), valid (V) or test (E).
+    branch's logit (one column where the run has one branch), and whether the triple is already a fact of train (T), valid (V) or test (E).
 
     An entity outside the training graph (added with imf entities add, or given inline with
     --new-text/--new-image) has no structure vector: the branches that have its features score it
@@ -77,7 +77,11 @@ def predict_command(
         if not result.relation.inverse
         else f"(?, {result.relation.name}, {result.entity.name})"
     )
-    caption = "fusion weights: " + ", ".join(f"{b} {w:.3f}" for b, w in result.weights.items())
+    caption = (
+        "fusion weights: " + ", ".join(f"{b} {w:.3f}" for b, w in result.weights.items())
+        if len(branches) > 1
+        else f"one branch: the {branches[0]} score ranks"
+    )
     if not result.in_graph:
         caption += f"; {result.entity.name} is not in the training graph: scored by {', '.join(result.scored_by)}"
     if result.hidden_known:
@@ -96,18 +100,19 @@ def prediction_table(result, branches: list[str], query: str, caption: str, widt
     from rich.cells import cell_len
     from rich.table import Table
 
+    single = len(branches) == 1  # the fused score is the branch's: one column
     rows = [
         (
             str(p.rank),
             p.entity.name,
-            f"{p.fused:.3f}",
+            *(() if single else (f"{p.fused:.3f}",)),
             *(f"{p.branches[b]:.3f}" if b in p.branches else NOT_SCORED for b in branches),
             "".join(flag if split in p.known else "·" for split, flag in FLAGS) if p.in_graph else "new",
             p.entity.key,
         )
         for p in result.predictions
     ]
-    headers = ("rank", "name", "fused", *branches, "known", "key")
+    headers = ("rank", "name", *(() if single else ("fused",)), *branches, "known", "key")
     natural = [max([len(headers[i]), *(cell_len(row[i]) for row in rows)]) for i in range(len(headers))]
     gap = 2
     fixed = sum(natural[i] for i in range(len(headers) - 1) if i != 1) + gap * (len(headers) - 2)
