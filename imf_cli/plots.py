@@ -13,6 +13,8 @@ from rich.text import Text
 #: Plot colours of the scores, as plotext names them.
 COLOURS = {"structure": "blue", "visual": "magenta", "text": "green", "multimodal": "yellow", "fused": "white"}
 HEIGHT = 14
+#: A loss whose largest value is this many times its smallest is drawn on a log axis.
+LOG_SPAN = 10
 
 
 def _figure(width: int, height: int, title: str, colour: bool):
@@ -49,12 +51,21 @@ def training_plots(
     plots = []
     points = [(epoch, loss) for epoch, loss in zip(series["epochs"], series["loss"]) if loss is not None]
     if points:
-        figure = _figure(width, HEIGHT, _title("training loss per epoch", best_epoch), colour)
+        losses = [v for _, v in points]
+        # The loss falls by orders of magnitude in the first epochs: on a linear axis the rest is flat.
+        log = min(losses) > 0 and max(losses) >= LOG_SPAN * min(losses)
+        title = "training loss per epoch" + (" (log scale)" if log else "")
+        figure = _figure(width, HEIGHT, _title(title, best_epoch), colour)
+        if log:
+            figure.ruler("y").scale("log")
         _line(figure, [e for e, _ in points], [v for _, v in points], "loss", "cyan")
         plots.append(Text.from_ansi(str(figure.build())))
     if series["valid_epochs"]:
         figure = _figure(width, HEIGHT + 4, _title("valid MRR, filtered with train + valid", best_epoch), colour)
-        for score, values in series["valid"].items():
+        scores = series["valid"]
+        if len(scores) == 2 and "fused" in scores:  # one branch: its fused curve is the same line
+            scores = {score: values for score, values in scores.items() if score != "fused"}
+        for score, values in scores.items():
             pairs = [(e, v) for e, v in zip(series["valid_epochs"], values) if v is not None]
             if pairs:
                 _line(figure, [e for e, _ in pairs], [v for _, v in pairs], score, COLOURS.get(score, "cyan"))

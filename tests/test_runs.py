@@ -271,3 +271,24 @@ def test_search_puts_names_that_start_with_the_text_first_and_tolerates_typos(im
         assert service.search_entities("Fra", limit=5)[0].name == "France"
         assert service.search_entities("Frnace", limit=5)[0].name == "France"  # a typo: edit distance
         assert service.search_entities("Untied Sta", limit=5)[0].name == "United States"  # still typing
+
+
+def test_curves_put_a_falling_loss_on_a_log_axis_and_draw_a_one_branch_run_once():
+    from imf_cli.plots import training_plots
+
+    def series(losses, valid):
+        epochs = list(range(1, len(losses) + 1))
+        return {"epochs": epochs, "loss": losses, "valid_epochs": epochs, "valid": valid}
+
+    falling = [0.1, 0.005, 0.003, 0.002, 0.0015, 0.0012]
+    one = {"structure": [0.1, 0.2, 0.3, 0.35, 0.37, 0.38]}
+    loss_plot, valid_plot = training_plots(series(falling, {**one, "fused": one["structure"]}), colour=False)
+    assert "training loss per epoch (log scale)" in loss_plot.plain
+    # log axis: the tick labels span the orders of magnitude (a linear axis has evenly spaced ones)
+    ticks = [float(line.split("┤")[0]) for line in loss_plot.plain.splitlines() if "┤" in line]
+    assert ticks[0] / ticks[1] == pytest.approx(ticks[-2] / ticks[-1], rel=0.05) and ticks[0] / ticks[1] > 2
+    assert "structure" in valid_plot.plain and "fused" not in valid_plot.plain
+    flat = [0.5, 0.45, 0.4, 0.38, 0.36, 0.35]
+    two = {"structure": one["structure"], "text": one["structure"][::-1], "fused": one["structure"]}
+    loss_plot, valid_plot = training_plots(series(flat, two), colour=False)
+    assert "log scale" not in loss_plot.plain and "fused" in valid_plot.plain and "text" in valid_plot.plain
