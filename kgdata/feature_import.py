@@ -33,7 +33,10 @@ PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 
 def _to_numpy(value: Any, source: Path, what: str) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
+    tensor = hasattr(value, "detach") and hasattr(value, "cpu")  # a torch tensor, without importing torch
+    if (value.is_complex() if tensor else np.iscomplexobj(value)):
+        raise DataError(f"{what} holds complex numbers; save real-valued features", source)
+    if tensor:
         value = value.detach().cpu().float().numpy()
     try:
         return np.asarray(value, dtype=np.float32)

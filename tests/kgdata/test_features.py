@@ -295,6 +295,13 @@ def test_from_file_refuses_unknown_dict_keys_objects_and_formats(mm_store, tmp_p
     ragged = _write_container(tmp_path / "r.pt", {"country:alpha": torch.ones(2), "country:beta": torch.ones(1)})
     with pytest.raises(DataError, match="one length"):
         import_features(mm_store, "text", ragged)
+    complex_numbers = tmp_path / "c.npy"
+    np.save(complex_numbers, np.ones((10, 2), dtype=np.complex64))
+    with pytest.raises(DataError, match="complex numbers"):  # numpy would drop the imaginary part with a warning
+        import_features(mm_store, "text", complex_numbers)
+    complex_tensor = _write_container(tmp_path / "c.pt", {"country:alpha": torch.ones(2, dtype=torch.complex64)})
+    with pytest.raises(DataError, match="complex numbers"):
+        import_features(mm_store, "text", complex_tensor)
     objects = tmp_path / "o.npy"
     np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match="Python objects"):
