@@ -230,9 +230,10 @@ def minutes_seconds(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
-def count(n: int, noun: str) -> str:
-    """``"1 epoch"``, ``"3 epochs"``: ``n`` and ``noun`` in the singular or the plural (an added s)."""
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``"1 epoch"``, ``"3 epochs"``, ``"1 entity"``: ``n`` and ``noun`` in the singular or the plural
+    (``plural``, else an added s)."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {plural or noun + 's'}"
 
 
 def reflow(doc: str | None) -> str:

@@ -120,10 +120,12 @@ def _report(name: str, path: Path, parsed: ParsedDataset) -> ImportReport:
     dropped = sum(parsed.duplicates.values())
     if dropped:
         per_split = ", ".join(f"{s}: {n}" for s, n in parsed.duplicates.items() if n)
-        warnings.append(f"dropped {dropped} duplicate triples ({per_split})")
+        warnings.append(f"dropped {dropped:,} duplicate triple{'' if dropped == 1 else 's'} ({per_split})")
     for split, count in unseen.items():
         if count:
-            warnings.append(f"{count} {split} entities never occur in train")
+            warnings.append(
+                f"{count:,} {split} entit{'y' if count == 1 else 'ies'} never occur{'s' if count == 1 else ''} in train"
+            )
     return ImportReport(
         name=name,
         path=str(path),

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import INTERRUPTED, console, handle_errors, print_json, report_interrupted
+from imf_cli.output import INTERRUPTED, console, count, handle_errors, print_json, report_interrupted
 
 
 @handle_errors
@@ -71,13 +71,13 @@ def ablate_command(
     except TrainingInterrupted as stopped:  # SIGINT/SIGTERM in one run: rerunning the study resumes it there
         report_interrupted(stopped, "the same imf ablate command (finished runs are reused, this one goes on)")
         raise typer.Exit(INTERRUPTED) from None
-    table = markdown_table(summaries, title=f"{name}: {study} ({seeds} seeds)")
+    table = markdown_table(summaries, title=f"{name}: {study} ({count(seeds, 'seed')})")
     if markdown is not None:
         markdown.write_text(table, encoding="utf-8")
     if json_output:
         print_json({"dataset": name, "study": study, "dir": str(root), "variants": [s.to_dict() for s in summaries]})
         return
-    for view in summary_tables(summaries, f"{name}: {study}, mean±sd over {seeds} seeds", console.width):
+    for view in summary_tables(summaries, f"{name}: {study}, mean±sd over {count(seeds, 'seed')}", console.width):
         console.print(view)
     console.print(f"Runs: {root}", highlight=False, soft_wrap=True)
 

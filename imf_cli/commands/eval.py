@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, handle_errors, json_option, print_json, progress_mode, progress_option, threads_option
+from imf_cli.output import console, count, handle_errors, json_option, print_json, progress_mode, progress_option, threads_option
 
 HITS = (1, 3, 10)
 
@@ -115,7 +115,7 @@ def summary_table(result: dict):
 
     table = Table(
         title=(
-            f"{result['dataset']} {SPLIT_LABELS.get(result['split'], result['split'])}, {result['checkpoint']}.pt: {result['triples']:,} triples, "
+            f"{result['dataset']} {SPLIT_LABELS.get(result['split'], result['split'])}, {result['checkpoint']}.pt: {count(result['triples'], 'triple')}, "
             f"filtered, realistic ranks; heads and tails give the MRR of each direction"
         ),
     )

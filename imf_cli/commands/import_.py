@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from imf_cli.output import console, handle_errors, print_json, waiting, warn
+from imf_cli.output import console, count, handle_errors, print_json, waiting, warn
 
 
 class Format(str, Enum):
@@ -53,7 +53,7 @@ def import_command(
         console.print(
             Text.assemble(
                 (report.name, "bold"),
-                f" is already imported, unchanged ({report.entities:,} entities, "
+                f" is already imported, unchanged ({count(report.entities, 'entity', 'entities')}, "
                 f"{report.train:,} / {report.valid:,} / {report.test:,} train / valid / test triples); nothing to do. "
                 f"--replace imports it again.",
             ),
@@ -65,7 +65,7 @@ def import_command(
         Text.assemble(
             "Imported ",
             (report.name, "bold"),
-            f" ({report.format}): {report.entities:,} entities, {report.relations:,} relations, "
+            f" ({report.format}): {count(report.entities, 'entity', 'entities')}, {count(report.relations, 'relation')}, "
             f"{report.train:,} / {report.valid:,} / {report.test:,} train / valid / test triples",
         )
     )

@@ -71,7 +71,7 @@ def test_duplicates_dropped_and_unseen_entities_reported(tmp_path):
     assert report.duplicates_dropped == {"train": 3, "valid": 0, "test": 0}
     assert report.unseen_entities == {"valid": 1, "test": 0}
     assert any("3 duplicate" in w for w in report.warnings)
-    assert any("1 valid entities never occur in train" in w for w in report.warnings)
+    assert any("1 valid entity never occurs in train" in w for w in report.warnings)
     with EntityStore.open("dup") as store:
         assert store.metadata["duplicates_dropped"]["train"] == 3
 
@@ -277,3 +277,17 @@ def test_unknown_source_and_bad_name(tmp_path):
 
     with pytest.raises(ImfError, match="invalid dataset name"):
         import_dataset(tmp_path, name="../evil")
+
+
+def test_the_import_summary_counts_one_of_a_kind_in_the_singular(tmp_path, imf_home):
+    from typer.testing import CliRunner
+
+    from imf_cli.main import app
+
+    train = [("a", "r", "b"), ("a", "r", "b"), ("b", "r", "c")]
+    root = write_tsv_dataset(tmp_path / "one", train=train, valid=[("a", "r", "d")], test=[("b", "r", "a")])
+    result = CliRunner().invoke(app, ["import", str(root)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "4 entities, 1 relation, 2 / 1 / 1" in text
+    assert "dropped 1 duplicate triple (train: 1)" in text and "1 valid entity never occurs in train" in text
