@@ -27,12 +27,17 @@ def triple_text(explanation: Explanation) -> Text:
     return Text(f"({head}, {relation.name}, {tail})")
 
 
+def _rank(rank: float) -> str:
+    """``"12,838"``, or ``"3.5"`` for the realistic rank of a tie: never an exponent."""
+    return f"{rank:,.0f}" if float(rank).is_integer() else f"{rank:,.1f}"
+
+
 def summary(explanation: Explanation) -> Text:
     """The rank, the score and the known-fact flags, in two lines."""
     text = Text()
     noun = "heads" if explanation.relation.inverse else "tails"
-    text.append(f"rank {explanation.rank:g}", style="bold")
-    text.append(f" of {explanation.candidates} {noun} (filtered; unfiltered {explanation.raw_rank:g})")
+    text.append(f"rank {_rank(explanation.rank)}", style="bold")
+    text.append(f" of {explanation.candidates:,} {noun} (filtered; unfiltered {_rank(explanation.raw_rank)})")
     text.append(f" · fused {explanation.fused:+.2f} · p {explanation.probability:.2f}\n")
     if explanation.known:
         text.append(f"known fact: {_splits(explanation.known)}", style="yellow")
@@ -96,9 +101,14 @@ def neighbours_table(explanation: Explanation) -> Table:
     shows ``a, b →`` for ``(a, R, m)``.
     """
     table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
-    for name in ("branch", "of", "neighbour", "cos"):
-        table.add_column(name, no_wrap=True)
-    table.add_column(Text(f"its {explanation.relation.label} facts"))  # Text: names are never markup, here or in the TUI
+    # The branch and the cosine are never cut; long names fold (DBpedia's titles) instead of ending in "…".
+    branches = [group.branch for group in explanation.neighbours]
+    table.add_column("branch", no_wrap=True, min_width=max(map(len, branches), default=6))
+    table.add_column("of", overflow="fold", min_width=10)
+    table.add_column("neighbour", overflow="fold", min_width=12)
+    table.add_column("cos", no_wrap=True, justify="right", min_width=5)
+    # Text: names are never markup, here or in the TUI
+    table.add_column(Text(f"its {explanation.relation.label} facts"), overflow="fold", min_width=10)
     for group in explanation.neighbours:
         first = True
         for end, side, is_head in ((explanation.head, group.head, True), (explanation.tail, group.tail, False)):

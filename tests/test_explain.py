@@ -154,3 +154,25 @@ def test_explain_cli_prints_the_same_explanation_as_text_and_json(service, place
                    "Nearest neighbours", "multimodal"):
         assert needle in as_text.output, needle
     assert unknown.exit_code == 2 and "Atlantis" in unknown.output
+
+
+def test_the_neighbours_table_keeps_branches_and_cosines_whole_at_80_columns():
+    """DBpedia-length names fold; at 80 columns the branch was cut to 'struct…' and every cosine to '0…'."""
+    from types import SimpleNamespace as NS
+
+    from rich.console import Console
+
+    from imf_cli.explain_view import neighbours_table
+
+    long = "List of nicknames of Prime Ministers of the United Kingdom"
+    neighbour = NS(entity=NS(name=long), similarity=0.6543, answers=(NS(name="Honolulu"),) * 3, answer_count=5)
+    explanation = NS(head=NS(name="Barack Obama"), tail=NS(name="San Francisco, California, United States"),
+                     relation=NS(label="birthPlace"),
+                     neighbours=[NS(branch=b, head=(neighbour,) * 2, tail=(neighbour,)) for b in ("structure", "multimodal")])
+    console = Console(width=80, record=True)
+    console.print(neighbours_table(explanation))
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 80
+    assert "structure " in text and "multimodal " in text and "…" not in text
+    assert text.count("0.65") == 6
+    assert "Prime Ministers" in " ".join(text.split())
