@@ -367,3 +367,21 @@ def test_a_one_branch_model_shows_its_branch_alone():
         console.print(prediction_table(rows, branches, "(x, r, ?)", "", 100))
         text = console.export_text()
         assert ("fused" in text) == shown and ("0.750" in text) == shown and "0.250" in text
+
+
+@pytest.mark.parametrize("command", ["predict", "explain", "explore", "ablate", "eval", "train", "encode"])
+def test_every_command_that_runs_torch_takes_threads_and_refuses_zero(command):
+    result = invoke(command, "x", "--threads", "0")
+    assert result.exit_code == 2 and "--threads" in result.output and "greater than or equal to 1" in " ".join(result.output.split())
+
+
+def test_predict_with_one_thread(run_dir):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = invoke("predict", run_dir, "--head", "e0", "--relation", "same_cluster", "-k", 2, "--threads", 1)
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

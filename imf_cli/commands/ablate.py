@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import INTERRUPTED, console, count, handle_errors, print_json, report_interrupted
+from imf_cli.output import INTERRUPTED, console, count, handle_errors, print_json, report_interrupted, threads_option
 
 
 @handle_errors
@@ -26,7 +26,7 @@ def ablate_command(
         None, "--grid", help="With --study grid: SECTION.KEY=V1,V2 (repeatable); every combination is a variant."
     ),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table to this Markdown file."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
+    threads: Optional[int] = threads_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the runs."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
@@ -43,8 +43,7 @@ def ablate_command(
     from imf_cli.ablation import markdown_table, parse_grid, run_study
     from imf_cli.runtime import set_threads
 
-    if threads is not None:
-        set_threads(threads)
+    set_threads(threads)
 
     def log(cell) -> None:
         if not json_output and not progress:

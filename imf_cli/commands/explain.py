@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
-from imf_cli.output import console, handle_errors, print_json
+from imf_cli.output import console, handle_errors, print_json, threads_option
 
 
 @handle_errors
@@ -16,6 +18,7 @@ def explain_command(
     checkpoint: str = typer.Option("best", "--checkpoint", help="best | last."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     json_output: bool = typer.Option(False, "--json", help="Print the explanation as one JSON object."),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Explain why TAIL answers (HEAD, RELATION, ?): branch contributions, graph evidence, neighbours, rank.
 
@@ -30,8 +33,10 @@ def explain_command(
     Example: imf explain countries-mm@latest --head France --relation "shares border" --tail Germany
     """
     from imf_cli.runs import resolve_run
+    from imf_cli.runtime import set_threads
     from imf_cli.service import PredictionService
 
+    set_threads(threads)
     with PredictionService.from_run(resolve_run(run), checkpoint=checkpoint, device=device) as service:
         chosen = service.resolve_relation(relation)
         explanation = service.explain(service.resolve_entity(head).id, chosen.id, service.resolve_entity(tail).id)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from imf_cli.output import handle_errors
+from imf_cli.output import handle_errors, threads_option
 
 if TYPE_CHECKING:
     from imf_cli.service import Service
@@ -63,6 +63,7 @@ def explore_command(
         help="How to draw entity images: auto (the terminal's graphics protocol, Kitty or Sixel, else half "
         "blocks), tgp, sixel, halfcell, unicode, or none.",
     ),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Browse a run's ranked answers in a terminal UI, with each modality's part in every score.
 
@@ -76,7 +77,10 @@ def explore_command(
     Example: imf explore countries-mm@latest
     """
     from imf_cli.output import err_console
+    from imf_cli.runtime import set_threads
     from imf_cli.tui.run_picker import RunCatalog
+
+    set_threads(threads)
 
     path, reason = find_run(run, dataset)
     why = f": {reason}" if reason else ""

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, count, handle_errors, print_json
+from imf_cli.output import console, count, handle_errors, print_json, threads_option
 from kgdata.errors import ImfError
 
 #: What the branch cells of a row that a branch did not score show.
@@ -36,6 +36,7 @@ def predict_command(
     checkpoint: str = typer.Option("best", "--checkpoint", help="best | last."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Predict the missing entity of (HEAD, RELATION, ?) or (?, RELATION, TAIL), best first.
 
@@ -53,7 +54,10 @@ def predict_command(
     Example: imf predict countries-mm@latest --head France --relation "shares border" -k 5
     """
     from imf_cli.runs import resolve_run
+    from imf_cli.runtime import set_threads
     from imf_cli.service import PredictionService
+
+    set_threads(threads)
 
     inline = new_text is not None or new_image is not None
     if inline and (head is not None or tail is not None):
