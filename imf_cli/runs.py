@@ -129,18 +129,17 @@ class RunInfo:
 def run_metadata(run_dir: str | Path) -> dict:
     """The ``config.yaml`` document of a run directory, checked: a mapping whose ``metadata.dataset`` is a
     dataset name and whose ``config`` is a mapping. Anything else is one :class:`ImfError` naming the file."""
-    import yaml
-
     from kgdata.files import exists, read_text
+    from models.config import ConfigError, parse_yaml
 
     path = Path(run_dir) / "config.yaml"
     if not exists(path):
         raise ImfError(f"{run_dir}: not a run directory (no config.yaml); runs are in {paths.runs_dir()}")
     text = read_text(path, "run config")
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ImfError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+        document = parse_yaml(text, path)
+    except ConfigError as error:
+        raise ImfError(str(error)) from None
     if not isinstance(document, dict):
         raise ImfError(f"{path}: expected a mapping (config, metadata, …), got {type(document).__name__}")
     meta = document.get("metadata")

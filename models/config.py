@@ -324,12 +324,40 @@ def resolve(file_values: Mapping[str, Any] | None = None, flags: Mapping[str, An
     return RunConfig(**{section: _build(SECTIONS[section], section, values) for section, values in merged.items()})
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error: PyYAML keeps the last
+    silently, so a second ``model:`` section would drop the first one's settings without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" merges keys that may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, path: str | Path) -> Any:
+    """The YAML document ``text`` (read from ``path``), loaded safely with no key given twice in a
+    mapping; a :class:`ConfigError` naming the file, line and column of what is wrong otherwise."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        if mark is None:
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+        problem = " ".join(filter(None, (getattr(error, "context", None), getattr(error, "problem", None))))
+        raise ConfigError(f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a mapping for :func:`resolve` (an empty file is an empty mapping)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    data = parse_yaml(Path(path).read_text(encoding="utf-8"), path)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -101,3 +101,28 @@ def test_config_module_does_not_import_torch():
     repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "what"),
+    [
+        ("model: {dim: 8}\ntrain:\n  lr: 0.1\n  epochs: 3\n  lr: 0.2\n", "line 5, column 3", "key 'lr' is given twice"),
+        ("model: {dim: 8}\nmodel: {dim: 9}\n", "line 2, column 1", "key 'model' is given twice"),
+        ("model:\n\tdim: 8\n", "line 2, column 1", "cannot start any token"),
+        ("model: {dim: 8\n", "line 2", "expected ',' or '}'"),
+        ("!!python/object/apply:os.system [echo]\n", "line 1, column 1", "could not determine a constructor"),
+    ],
+)
+def test_a_config_file_error_names_its_line_and_no_key_is_dropped_silently(tmp_path, text, where, what):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_yaml(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}, {where}") and what in message and "\n" not in message
+
+
+def test_a_merge_key_may_be_overridden(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &base {dim: 8, fusion: mean}\nmodel:\n  <<: *base\n  dim: 16\n")
+    assert load_yaml(path)["model"] == {"dim": 16, "fusion": "mean"}
