@@ -88,6 +88,8 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
     if relation_file is not None:
         files["relations"] = relation_file
         for number, row in read_table(relation_file, ("id",), ("id", "name")):
+            if not row["id"]:
+                raise DataError("empty relation id", relation_file, number)
             if row["id"] in relations.ids:
                 raise DataError(f"relation {row['id']!r} is listed twice", relation_file, number)
             index = relations.add(row["id"])
@@ -102,12 +104,16 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
         rows = []
         for number, text in iter_lines(path, advance):
             fields = text.split("\t")
-            if len(fields) != 3 or not all(f.strip() for f in fields):
+            if len(fields) != 3:
                 raise DataError(
                     f"expected 3 tab-separated fields (head, relation, tail), got {len(fields)}: {text[:80]!r}",
                     path,
                     number,
                 )
+            empty = [name for name, field in zip(("head", "relation", "tail"), fields) if not field.strip()]
+            if empty:
+                fields_are = "field is" if len(empty) == 1 else "fields are"
+                raise DataError(f"the {' and '.join(empty)} {fields_are} empty: {text[:80]!r}", path, number)
             head, relation, tail = (f.strip() for f in fields)
             rows.append(
                 (entities.get(head, path, number), relations.get(relation, path, number), entities.get(tail, path, number))

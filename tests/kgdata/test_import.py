@@ -187,6 +187,14 @@ def bad_case(tmp_path, case: str) -> tuple[Path, str, str, int | None]:
         root = write_tsv_dataset(tmp_path / case, train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST)
         (root / "entities.tsv").write_text("name\tdescription\nParis\tcity\n")
         return root, "tsv", "entities.tsv", 1
+    if case == "empty-relation-field":
+        root = write_tsv_dataset(tmp_path / case, train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST)
+        (root / "test.txt").write_text("paris\t\tfrance\n")
+        return root, "tsv", "test.txt", 1
+    if case == "empty-relation-id":
+        root = write_tsv_dataset(tmp_path / case, train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST)
+        (root / "relations.tsv").write_text("id\tname\n\tCapital of\n")
+        return root, "tsv", "relations.tsv", 2
     if case == "missing-image":
         entities = [{"id": "paris", "image": "images/nope.png"}]
         root = write_tsv_dataset(tmp_path / case, train=[("paris", "r", "paris")], valid=[], test=[], entities=entities)
@@ -208,6 +216,8 @@ BAD_CASES = [
     "dense-ids",
     "bad-header",
     "missing-image",
+    "empty-relation-field",
+    "empty-relation-id",
 ]
 
 

@@ -149,3 +149,19 @@ def test_bad_dataset_names_are_refused(tmp_path, imf_home, name):
     result = runner.invoke(app, ["import", str(root), "--name", name])
     assert result.exit_code == 2 and "invalid dataset name" in result.output
     assert not (imf_home / "datasets").exists() or not any((imf_home / "datasets").glob("*/store.db"))
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"paris\t\tfrance\n", "the relation field is empty"),
+        (b" \t\tfrance\n", "the head and relation fields are empty"),
+        (b"paris\tcapital_of\tfrance\t\n", "expected 3 tab-separated fields (head, relation, tail), got 4"),
+    ],
+)
+def test_an_empty_or_extra_field_is_named(tmp_path, imf_home, line, message):
+    root = write_tsv_dataset(tmp_path / "d", train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST)
+    (root / "valid.txt").write_bytes(line)
+    with pytest.raises(DataError) as caught:
+        import_dataset(root)
+    assert str(caught.value).startswith(f"{root / 'valid.txt'}:1: {message}")
