@@ -67,13 +67,18 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
                 if not 0 <= value < num_entities:
                     raise DataError(
                         f"{kind} entity id {value} out of range 0..{num_entities - 1} "
-                        f"({files['entity2id'].name} lists {num_entities} entities)",
+                        f"({files['entity2id'].name} lists {num_entities} entit{'y' if num_entities == 1 else 'ies'})",
                         path,
                         number,
                     )
             if relation < 0 or (relation_keys is not None and relation >= len(relation_keys)):
-                top = f"0..{len(relation_keys) - 1}" if relation_keys is not None else "0.."
-                raise DataError(f"relation id {relation} out of range {top}", path, number)
+                n = None if relation_keys is None else len(relation_keys)
+                allowed = (
+                    "ids count from 0"
+                    if n is None
+                    else f"{files['relation2id'].name} lists {n} relation{'' if n == 1 else 's'}, ids 0..{n - 1}"
+                )
+                raise DataError(f"relation id {relation} is out of range ({allowed})", path, number)
             if relation > max_relation:
                 max_relation, max_relation_at = relation, (path, number)
             used_relations.add(relation)
