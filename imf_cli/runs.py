@@ -393,6 +393,11 @@ def resolve_run(ref: str | os.PathLike) -> Path:
     root = paths.runs_dir()
     if text == LATEST or text.endswith("@" + LATEST):
         dataset = None if text == LATEST else text[: -len("@" + LATEST)]
+        if dataset is not None:
+            try:
+                paths.check_dataset_name(dataset)
+            except ImfError as error:
+                raise ImfError(f"{text!r}: DATASET@latest needs a dataset name; {error}") from None
         found = latest_run(dataset)
         if found is None:
             of = f" of {dataset}" if dataset else ""

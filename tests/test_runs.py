@@ -105,6 +105,9 @@ def test_references_latest_dataset_latest_prefix_and_directory(tiny, imf_home, t
         runs.resolve_run("nope")
     with pytest.raises(ImfError, match="no runs of other"):
         runs.resolve_run("other@latest")
+    for bad in ("@latest", "tiny@latest@latest", "../x@latest"):  # not 'no runs yet' while runs exist
+        with pytest.raises(ImfError, match="DATASET@latest needs a dataset name"):
+            runs.resolve_run(bad)
     with pytest.raises(ImfError, match="not a run directory"):
         runs.resolve_run(str(tmp_path))
     # a run without a checkpoint is never "latest"
