@@ -569,14 +569,51 @@ def pick_device(name: str) -> "torch.device":
 
 
 # --------------------------------------------------------------------------------- removing
-def remove_run(run_dir: str | Path) -> None:
-    """Delete a run directory; refused while it is being trained, or for a directory that is no run."""
+#: The files a run directory holds: what ``imf train``, ``imf eval`` and ``imf ablate`` write into one
+#: (each possibly with ``.tmp`` while it is written).
+RUN_FILES = ("config.yaml", "trace.jsonl", "best.pt", "last.pt", "result.json", "metrics-*.json", "inductive-*.safetensors")
+
+
+def check_removable(run_dir: str | Path) -> None:
+    """Raise an :class:`ImfError` unless ``run_dir`` may be deleted as a whole: a run directory holding
+    only the files a run writes, not being trained. Outside the workspace's runs directory its
+    ``config.yaml`` must also be a run's: ``--run-dir`` puts runs anywhere, and a project directory
+    that merely has a config.yaml is never a run to delete."""
+    import fnmatch
+
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() and not (run_dir / "trace.jsonl").is_file():
-        if run_dir.parent != paths.runs_dir():
+    inside = run_dir.parent.resolve() == paths.runs_dir().resolve() and not run_dir.is_symlink()
+    if not inside:
+        if not (run_dir / "config.yaml").is_file():
             raise ImfError(f"{run_dir} is not a run directory; not removed")
+        try:
+            run_metadata(run_dir)
+        except ImfError as error:
+            raise ImfError(f"{error}; not removed") from None
+    try:
+        entries = list(run_dir.iterdir())
+    except OSError as error:
+        raise ImfError(f"cannot read {run_dir}: {error.strerror}") from None
+    foreign = sorted(
+        entry.name
+        for entry in entries
+        if entry.is_dir()
+        or entry.is_symlink()
+        or not any(fnmatch.fnmatchcase(entry.name.removesuffix(".tmp"), pattern) for pattern in RUN_FILES)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" …" if len(foreign) > 5 else "")
+        raise ImfError(
+            f"{run_dir} holds files that no run writes ({shown}); not removed. Delete it yourself if you mean to"
+        )
     if _is_running(run_dir):
         raise ImfError(f"run {run_dir.name} is being trained; stop it first")
+
+
+def remove_run(run_dir: str | Path) -> None:
+    """Delete a run directory, after :func:`check_removable`."""
+    run_dir = Path(run_dir)
+    check_removable(run_dir)
     try:
         shutil.rmtree(run_dir)
     except OSError as error:

@@ -295,3 +295,27 @@ def test_curves_put_a_falling_loss_on_a_log_axis_and_draw_a_one_branch_run_once(
     two = {"structure": one["structure"], "text": one["structure"][::-1], "fused": one["structure"]}
     loss_plot, valid_plot = training_plots(series(flat, two), colour=False)
     assert "log scale" not in loss_plot.plain and "fused" in valid_plot.plain and "text" in valid_plot.plain
+
+
+def test_runs_rm_deletes_only_what_a_run_wrote(tiny, imf_home, tmp_path):
+    """`imf runs rm DIR --yes` deleted any directory with a config.yaml in it, a project's included."""
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text("name: my project\n")
+    (project / "data.txt").write_text("keep me\n")
+    refused = runner.invoke(app, ["runs", "rm", str(project), "--yes"])
+    assert refused.exit_code != 0 and "not removed" in refused.output and (project / "data.txt").is_file()
+
+    elsewhere = train(1, **{"train.eval_every": 1})
+    moved = shutil.move(str(elsewhere), tmp_path / "moved-run")  # a run put outside the runs directory
+    (tmp_path / "moved-run" / "notes.md").write_text("mine\n")
+    kept = train(1)
+    refused = runner.invoke(app, ["runs", "rm", kept.name, str(moved), "--yes"])  # one refused: none removed
+    assert refused.exit_code != 0 and "notes.md" in refused.output
+    assert (tmp_path / "moved-run" / "best.pt").is_file() and (kept / "config.yaml").is_file()
+    (tmp_path / "moved-run" / "notes.md").unlink()
+    removed = runner.invoke(app, ["runs", "rm", str(moved), "--yes"])
+    assert removed.exit_code == 0, removed.output
+    assert not (tmp_path / "moved-run").exists()

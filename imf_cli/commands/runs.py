@@ -319,6 +319,10 @@ def comparison_tables(comparison) -> list:
 @app.command("rm", help=reflow(
     """Remove runs and everything in their directories, after asking (--yes: without asking).
 
+    A directory is removed only if it holds nothing but what a run writes (config.yaml, trace.jsonl,
+    checkpoints, metrics); outside the runs directory its config.yaml must also be a run's. One run
+    refused (or being trained) and none is removed.
+
     Example: imf runs rm countries-mm@latest
     """
 ))
@@ -327,12 +331,13 @@ def rm_command(
     runs: List[str] = typer.Argument(..., help="Runs: directories, names or unique prefixes, latest, DATASET@latest."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
-    from imf_cli.runs import remove_run, resolve_run, run_info
+    from imf_cli.runs import check_removable, remove_run, resolve_run, run_info
 
     chosen = []
     for ref in runs:
         path = resolve_run(ref)
         if path not in chosen:
+            check_removable(path)  # every run checked before any is listed, asked for or removed
             chosen.append(path)
     infos = [run_info(path) for path in chosen]
     console.print(runs_table(infos, title="To remove"))
