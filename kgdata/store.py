@@ -407,18 +407,25 @@ def list_datasets(home: str | Path | None = None) -> list[str]:
 
 
 def dataset_summaries(home: str | Path | None = None) -> list[dict]:
-    """One dict per imported dataset: name, counts, format, source and import time."""
+    """One dict per imported dataset: name, counts, format, source and import time; a dataset whose
+    store cannot be read is ``{"name", "error"}`` (the listing goes on: one broken store does not hide
+    the others)."""
     summaries = []
     for name in list_datasets(home):
-        with EntityStore.open(name, home) as store:
-            meta = store.metadata
-            summaries.append(
-                {
-                    "name": name,
-                    **meta["counts"],
-                    "format": meta.get("format"),
-                    "source": meta.get("source"),
-                    "imported_at": meta.get("imported_at"),
-                }
-            )
+        try:
+            summaries.append(_summary(name, home))
+        except ImfError as error:
+            summaries.append({"name": name, "error": str(error)})
     return summaries
+
+
+def _summary(name: str, home: str | Path | None) -> dict:
+    with EntityStore.open(name, home) as store:
+        meta = store.metadata
+        return {
+            "name": name,
+            **meta["counts"],
+            "format": meta.get("format"),
+            "source": meta.get("source"),
+            "imported_at": meta.get("imported_at"),
+        }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json
+from imf_cli.output import console, handle_errors, print_json, warn
 
 
 @handle_errors
@@ -16,6 +16,7 @@ def datasets_command(
     Example: imf datasets --json
     """
     from rich.table import Table
+    from rich.text import Text
 
     from kgdata.store import dataset_summaries
 
@@ -27,10 +28,17 @@ def datasets_command(
         console.print("No datasets yet. Try: imf import countries-mm")
         return
     table = Table("name", "format", "entities", "relations", "train", "valid", "test")
+    broken = [row for row in summaries if "error" in row]
     for row in summaries:
+        if "error" in row:
+            table.add_row(row["name"], Text("unreadable", style="red"), *[""] * 5)
+            continue
         table.add_row(
             row["name"],
             row["format"],
             *(f"{row[k]:,}" for k in ("entities", "relations", "train", "valid", "test")),
         )
     console.print(table)
+    for row in broken:
+        hint = "" if "re-import" in row["error"] else f" (imf import SOURCE --name {row['name']} --replace imports it again)"
+        warn(row["error"] + hint)

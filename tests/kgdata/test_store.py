@@ -170,3 +170,19 @@ def test_store_opens_under_a_path_with_uri_characters(tiny_tsv, tmp_path):
     import_dataset(tiny_tsv, home=home)
     with EntityStore.open("tiny", home) as store:
         assert store.num_entities == 7
+
+
+def test_one_unreadable_store_does_not_hide_the_other_datasets(store, imf_home):
+    from typer.testing import CliRunner
+
+    from imf_cli.main import app
+
+    broken = imf_home / "datasets" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "store.db").write_bytes(b"not a database at all" * 100)
+    summaries = dataset_summaries()
+    assert [s["name"] for s in summaries] == ["broken", "tiny"]
+    assert "not a readable imf entity store" in summaries[0]["error"] and summaries[1]["entities"] == 7
+    result = CliRunner().invoke(app, ["datasets"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "unreadable" in result.output and "tiny" in result.output and "--name broken --replace" in result.output
