@@ -385,3 +385,28 @@ def test_predict_with_one_thread(run_dir):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("width", "left_out"), [(100, []), (60, ["tails"]), (52, ["tails", "heads"]), (40, ["tails", "heads", "Hits@3", "MR"])])
+def test_the_summary_never_cuts_a_number_and_names_what_a_narrow_terminal_leaves_out(width, left_out):
+    """At 72 columns every figure read '0.01…'; now columns go, in a fixed order, and the caption says so."""
+    from rich.console import Console
+
+    from imf_cli.commands.eval import summary_table
+
+    def block(x):
+        return {"mrr": x, "mr": 1234.5, "hits@1": x, "hits@3": x, "hits@10": x, "heads": {"mrr": x}, "tails": {"mrr": x}}
+
+    result = {"dataset": "db15k", "split": "test", "checkpoint": "best", "triples": 19275,
+              "branches": {"structure": block(0.4121), "multimodal": block(0.3333)},
+              "fused": block(0.4222), "mean_fusion": block(0.4111)}
+    console = Console(width=width, record=True)
+    console.print(summary_table(result, width))
+    text = console.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= width
+    assert text.count("0.4121") >= 2 and "mean fusion" in text and "multimodal" in text
+    header = next(line for line in text.splitlines() if line.startswith("score")).split()
+    for column in ("tails", "heads", "Hits@3", "MR"):
+        assert (column in header) == (column not in left_out), column
+    caption = " ".join(text.split())
+    assert ("Left out for the terminal's width: " + ", ".join(left_out)) in caption if left_out else "Left out" not in caption

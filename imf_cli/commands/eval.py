@@ -73,7 +73,7 @@ def eval_command(
     if json_output:
         print_json(result)
         return
-    console.print(summary_table(result))
+    console.print(summary_table(result, console.width))
     fused = result["fused"]
     console.print(
         f"{'Fused MRR' if len(result['branches']) > 1 else 'MRR'} with optimistic / pessimistic ranks: {fused['optimistic_mrr']:.4f} / "
@@ -109,30 +109,59 @@ def score_rows(block: dict) -> list[tuple[str, dict]]:
     return rows
 
 
-def summary_table(result: dict):
-    """One row per score: each branch, then fused and mean fusion (a one-branch model: its row alone)."""
+#: The columns of the summary that a narrow terminal leaves out first, in that order.
+SUMMARY_EXPENDABLE = ("tails", "heads", "Hits@3", "MR")
+
+
+def summary_table(result: dict, width: int = 80):
+    """One row per score: each branch, then fused and mean fusion (a one-branch model: its row alone).
+
+    No column rules and no number is ever cut: where the columns do not fit ``width``, the
+    :data:`SUMMARY_EXPENDABLE` ones are left out, in that order, and the caption says so.
+    """
+    from rich import box
     from rich.table import Table
 
-    table = Table(
-        title=(
-            f"{result['dataset']} {SPLIT_LABELS.get(result['split'], result['split'])}, {result['checkpoint']}.pt: {count(result['triples'], 'triple')}, "
-            f"filtered, realistic ranks; heads and tails give the MRR of each direction"
-        ),
-    )
-    table.add_column("score", no_wrap=True)
-    for column in ("MRR", "MR", "Hits@1", "Hits@3", "Hits@10", "heads", "tails"):
-        table.add_column(column, justify="right")
     rows = score_rows(result)
-    if len(result["branches"]) == 1:
-        table.caption = ONE_BRANCH
-    for index, (name, metrics) in enumerate(rows):
-        table.add_row(
+    headers = ("score", "MRR", "MR", "Hits@1", "Hits@3", "Hits@10", "heads", "tails")
+    cells = [
+        (
             name,
             f"{metrics['mrr']:.4f}",
             f"{metrics['mr']:.1f}",
             *(f"{metrics[f'hits@{k}']:.4f}" for k in HITS),
             f"{metrics['heads']['mrr']:.4f}",
             f"{metrics['tails']['mrr']:.4f}",
+        )
+        for name, metrics in rows
+    ]
+    natural = {h: max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)}
+    shown = list(headers)
+    left_out = []
+    for header in SUMMARY_EXPENDABLE:
+        if sum(natural[h] for h in shown) + 2 * (len(shown) - 1) <= width:
+            break
+        shown.remove(header)
+        left_out.append(header)
+    notes = [ONE_BRANCH] if len(result["branches"]) == 1 else []
+    if left_out:
+        notes.append(f"Left out for the terminal's width: {', '.join(left_out)} (--json has them).")
+    table = Table(
+        title=(
+            f"{result['dataset']} {SPLIT_LABELS.get(result['split'], result['split'])}, {result['checkpoint']}.pt: {count(result['triples'], 'triple')}, "
+            f"filtered, realistic ranks; heads and tails give the MRR of each direction"
+        ),
+        caption=" ".join(notes) or None,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+    )
+    for header in shown:
+        table.add_column(header, no_wrap=True, justify="left" if header == "score" else "right")
+    for index, row in enumerate(cells):
+        table.add_row(
+            *(cell for header, cell in zip(headers, row) if header in shown),
             end_section=index == len(result["branches"]) - 1 and len(rows) > 1,
         )
     return table
