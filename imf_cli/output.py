@@ -230,6 +230,20 @@ def minutes_seconds(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
+def fit_columns(natural: dict[str, int], expendable: tuple[str, ...], width: int, gap: int = 2) -> tuple[list[str], list[str]]:
+    """``(shown, left out)``: the columns of a table whose cells never wrap or get cut, given each
+    column's ``natural`` width (its widest cell or header), after leaving out the ``expendable`` ones,
+    in that order, until the rest fit ``width`` with ``gap`` between columns (or none is left to go)."""
+    shown = list(natural)
+    left_out = []
+    for header in expendable:
+        if sum(natural[h] for h in shown) + gap * (len(shown) - 1) <= width:
+            break
+        shown.remove(header)
+        left_out.append(header)
+    return shown, left_out
+
+
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """``"1 epoch"``, ``"3 epochs"``, ``"1 entity"``: ``n`` and ``noun`` in the singular or the plural
     (``plural``, else an added s)."""

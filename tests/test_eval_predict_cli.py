@@ -231,7 +231,7 @@ def test_eval_of_a_directory_that_is_not_a_run(tmp_path):
     assert result.exit_code == 2 and "not a run directory" in result.output
 
 
-@pytest.mark.parametrize("width", [120, 62])
+@pytest.mark.parametrize("width", [120, 62, 44])
 def test_predict_table_keeps_names_and_scores_and_drops_the_key_where_it_does_not_fit(run_dir, width, monkeypatch):
     from imf_cli import output
 
@@ -240,11 +240,16 @@ def test_predict_table_keeps_names_and_scores_and_drops_the_key_where_it_does_no
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert max(map(len, lines)) <= width
+    assert "…" not in result.output  # no score is ever cut
     header = next(line.split() for line in lines if line.split()[:2] == ["rank", "name"])
+    words = " ".join(result.output.split())
+    if width == 44:  # the branch columns go, the last first; the fused score stays
+        assert header[2:] == ["fused", "structure", "known"]
+        assert "text, multimodal, keys left out for the terminal's width (--json has them)" in words
+        return
     assert header[2:6] == ["fused", "structure", "text", "multimodal"]
     rows = [line.split() for line in lines if line.split()[:1] in (["1"], ["2"], ["3"]) and "Entity" in line]
     assert len(rows) == 3 and all(row[1] == "Entity" and row[2].isdigit() and len(row) >= 8 for row in rows)
-    words = " ".join(result.output.split())
     if width == 120:
         assert header[-1] == "key" and "keys left out" not in words
     else:

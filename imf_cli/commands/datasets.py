@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json, warn
+from imf_cli.output import console, fit_columns, handle_errors, print_json, warn
 
 
 @handle_errors
@@ -15,6 +15,7 @@ def datasets_command(
 
     Example: imf datasets --json
     """
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
@@ -27,18 +28,28 @@ def datasets_command(
     if not summaries:
         console.print("No datasets yet. Try: imf import countries-mm")
         return
-    table = Table("name", "format", "entities", "relations", "train", "valid", "test")
-    broken = [row for row in summaries if "error" in row]
-    for row in summaries:
-        if "error" in row:
-            table.add_row(row["name"], Text("unreadable", style="red"), *[""] * 5)
-            continue
-        table.add_row(
-            row["name"],
-            row["format"],
-            *(f"{row[k]:,}" for k in ("entities", "relations", "train", "valid", "test")),
-        )
+    headers = ("name", "format", "entities", "relations", "train", "valid", "test")
+    rows = [
+        (row["name"], Text("unreadable", style="red"), *[""] * 5)
+        if "error" in row
+        else (row["name"], row["format"], *(f"{row[k]:,}" for k in headers[2:]))
+        for row in summaries
+    ]
+    natural = {h: max([len(h), *(Text(str(r[i])).cell_len for r in rows)]) for i, h in enumerate(headers)}
+    shown, left_out = fit_columns(natural, ("format", "relations", "test", "valid"), console.width)
+    # No column rules; the name (what people type next) is never cut, the numbers right-aligned.
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+        caption=f"Left out for the terminal's width: {', '.join(left_out)} (--json has them)" if left_out else None,
+    )
+    for header in shown:
+        table.add_column(header, no_wrap=True, justify="left" if header in ("name", "format") else "right")
+    for row in rows:
+        table.add_row(*(cell for header, cell in zip(headers, row) if header in shown))
     console.print(table)
-    for row in broken:
+    for row in (row for row in summaries if "error" in row):
         hint = "" if "re-import" in row["error"] else f" (imf import SOURCE --name {row['name']} --replace imports it again)"
         warn(row["error"] + hint)

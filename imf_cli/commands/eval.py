@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, count, handle_errors, json_option, print_json, progress_mode, progress_option, threads_option
+from imf_cli.output import console, count, fit_columns, handle_errors, json_option, print_json, progress_mode, progress_option, threads_option
 
 HITS = (1, 3, 10)
 
@@ -136,13 +136,7 @@ def summary_table(result: dict, width: int = 80):
         for name, metrics in rows
     ]
     natural = {h: max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)}
-    shown = list(headers)
-    left_out = []
-    for header in SUMMARY_EXPENDABLE:
-        if sum(natural[h] for h in shown) + 2 * (len(shown) - 1) <= width:
-            break
-        shown.remove(header)
-        left_out.append(header)
+    shown, left_out = fit_columns(natural, SUMMARY_EXPENDABLE, width)
     notes = [ONE_BRANCH] if len(result["branches"]) == 1 else []
     if left_out:
         notes.append(f"Left out for the terminal's width: {', '.join(left_out)} (--json has them).")

@@ -98,44 +98,57 @@ def prediction_table(result, branches: list[str], query: str, caption: str, widt
 
     No column rules, the scores never wrap, and the name (what people read) gets the room before the
     key: the key column comes last, whole, and only where the names still get up to 24 characters
-    beside it; otherwise the caption says it was left out (``--json`` has the keys).
+    beside it; otherwise the caption says it was left out (``--json`` has the keys). Where even the
+    scores do not fit beside an 8-character name, the branch columns go, the last first (the fused
+    score stays), and the caption names them.
     """
     from rich import box
     from rich.cells import cell_len
     from rich.table import Table
 
     single = len(branches) == 1  # the fused score is the branch's: one column
-    rows = [
-        (
-            str(p.rank),
-            p.entity.name,
-            *(() if single else (f"{p.fused:.3f}",)),
-            *(f"{p.branches[b]:.3f}" if b in p.branches else NOT_SCORED for b in branches),
-            "".join(flag if split in p.known else "·" for split, flag in FLAGS) if p.in_graph else "new",
-            p.entity.key,
-        )
-        for p in result.predictions
+    predictions = result.predictions
+    columns = {"rank": [str(p.rank) for p in predictions], "name": [p.entity.name for p in predictions]}
+    if not single:
+        columns["fused"] = [f"{p.fused:.3f}" for p in predictions]
+    for b in branches:
+        columns[b] = [f"{p.branches[b]:.3f}" if b in p.branches else NOT_SCORED for p in predictions]
+    columns["known"] = [
+        "".join(flag if split in p.known else "·" for split, flag in FLAGS) if p.in_graph else "new"
+        for p in predictions
     ]
-    headers = ("rank", "name", *(() if single else ("fused",)), *branches, "known", "key")
-    natural = [max([len(headers[i]), *(cell_len(row[i]) for row in rows)]) for i in range(len(headers))]
-    gap = 2
-    fixed = sum(natural[i] for i in range(len(headers) - 1) if i != 1) + gap * (len(headers) - 2)
-    show_key = width >= fixed + min(natural[1], 24) + gap + natural[-1]
-    room = width - fixed - (gap + natural[-1] if show_key else 0)
-    name_width = max(8, min(natural[1], room))
-    if not show_key and rows:
-        caption += "; keys left out for the terminal's width (--json has them)"
+    keys = [p.entity.key for p in predictions]
+    natural = {h: max([cell_len(h), *map(cell_len, cells)]) for h, cells in columns.items()}
+    key_width = max([3, *map(cell_len, keys)])
+    gap, least_name = 2, 8
+
+    def fixed() -> int:  # every column but the name and the key, with the gaps between all shown
+        return sum(w for h, w in natural.items() if h != "name") + gap * (len(natural) - 1)
+
+    dropped = []
+    for branch in reversed(branches if not single else []):
+        if fixed() + least_name <= width:
+            break
+        del columns[branch], natural[branch]
+        dropped.append(branch)
+    show_key = width >= fixed() + min(natural["name"], 24) + gap + key_width
+    room = width - fixed() - (gap + key_width if show_key else 0)
+    name_width = max(least_name, min(natural["name"], room))
+    left_out = [*reversed(dropped), *(["keys"] if not show_key and predictions else [])]
+    if left_out:
+        caption += f"; {', '.join(left_out)} left out for the terminal's width (--json has them)"
     table = Table(title=query, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, collapse_padding=True)
-    table.add_column("rank", justify="right", no_wrap=True)
-    table.add_column("name", width=name_width, overflow="fold")
-    for column in headers[2:-2]:
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("known", no_wrap=True)
+    for header in columns:
+        if header == "name":
+            table.add_column("name", width=name_width, overflow="fold")
+        else:
+            table.add_column(header, justify="left" if header == "known" else "right", no_wrap=True)
     if show_key:
         table.add_column("key", no_wrap=True)
-    for row in rows:
-        table.add_row(*(row if show_key else row[:-1]))
+        columns["key"] = keys
+    for index in range(len(predictions)):
+        table.add_row(*(cells[index] for cells in columns.values()))
     return table
 
 

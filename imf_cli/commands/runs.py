@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
-from imf_cli.output import console, handle_errors, minutes_seconds, print_json, reflow
+from imf_cli.output import console, fit_columns, handle_errors, minutes_seconds, print_json, reflow
 
 
 class ListByDefault(TyperGroup):
@@ -82,14 +82,7 @@ def runs_table(runs, *, title: str | None = None, width: int | None = None):
     headers = ("run", "status", "branches", "seed", "epochs", "best", "valid", "test", "time", "size")
     rows = [(run.name, *run_cells(run).values(), human_size(run.size)) for run in runs]
     natural = {header: max([len(header), *(Text(str(row[i])).cell_len for row in rows)]) for i, header in enumerate(headers)}
-    width = console.width if width is None else width
-    shown = list(headers)
-    left_out = []
-    for header in EXPENDABLE:
-        if sum(natural[h] for h in shown) + 2 * (len(shown) - 1) <= width:
-            break
-        shown.remove(header)
-        left_out.append(header)
+    shown, left_out = fit_columns(natural, EXPENDABLE, console.width if width is None else width)
     caption = BRANCH_LEGEND
     if left_out:
         caption += f". Left out for the terminal's width: {', '.join(left_out)} (imf runs show RUN and --json have them)"

@@ -186,3 +186,19 @@ def test_one_unreadable_store_does_not_hide_the_other_datasets(store, imf_home):
     result = CliRunner().invoke(app, ["datasets"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "unreadable" in result.output and "tiny" in result.output and "--name broken --replace" in result.output
+
+
+def test_imf_datasets_never_cuts_a_name_or_a_count(store, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imf_cli.main import app
+
+    rows = [{"name": "a-rather-long-dataset-name", "format": "tsv", "entities": 123456, "relations": 9,
+             "train": 5942, "valid": 741, "test": 742}]
+    monkeypatch.setattr("kgdata.store.dataset_summaries", lambda: rows)
+    for width, left_out in ((80, ""), (50, "format, relations")):
+        result = CliRunner().invoke(app, ["datasets"], env={"COLUMNS": str(width)})
+        assert result.exit_code == 0 and "…" not in result.output, result.output
+        assert "a-rather-long-dataset-name" in result.output and "123,456" in result.output
+        words = " ".join(result.output.split())
+        assert (f"Left out for the terminal's width: {left_out}" in words) == bool(left_out)
