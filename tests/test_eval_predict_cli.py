@@ -235,7 +235,7 @@ def test_eval_of_a_directory_that_is_not_a_run(tmp_path):
 def test_predict_table_keeps_names_and_scores_and_drops_the_key_where_it_does_not_fit(run_dir, width, monkeypatch):
     from imf_cli import output
 
-    monkeypatch.setattr(output.console, "width", width)
+    monkeypatch.setattr(output.console, "_width", width)  # restored to None: $COLUMNS rules again
     result = invoke("predict", run_dir, "--head", "e0", "--relation", "same_cluster", "-k", 3)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -415,3 +415,19 @@ def test_the_summary_never_cuts_a_number_and_names_what_a_narrow_terminal_leaves
         assert (column in header) == (column not in left_out), column
     caption = " ".join(text.split())
     assert ("Left out for the terminal's width: " + ", ".join(left_out)) in caption if left_out else "Left out" not in caption
+
+
+def test_the_per_relation_and_category_tables_never_cut_a_figure(run_dir, monkeypatch):
+    """At 60 columns every MRR read '0.0…' in both tables."""
+    from imf_cli import output
+
+    for width in (100, 60, 44):
+        monkeypatch.setattr(output.console, "_width", width)  # restored to None: $COLUMNS rules again
+        result = invoke("eval", run_dir, "--per-relation")
+        assert result.exit_code == 0, result.output
+        assert "…" not in result.output.replace("best.pt …", "")  # the "Ranking … with RUN/best.pt …" line
+        from rich.cells import cell_len
+
+        assert max(map(cell_len, result.output.splitlines())) <= width
+        words = " ".join(result.output.split())
+        assert ("Left out for the terminal's width" in words) == (width < 100)

@@ -82,9 +82,9 @@ def eval_command(
         style="dim",
     )
     if result["per_relation"]:
-        console.print(relation_table(result))
+        console.print(relation_table(result, console.width))
     if result.get("per_category"):
-        console.print(category_table(result))
+        console.print(category_table(result, console.width))
     if split is Split.test:
         console.print(
             "This is the held-out test split: report it once, for a run chosen on valid.", style="yellow"
@@ -174,9 +174,17 @@ def relation_labels(per_relation: dict) -> dict[str, str]:
     }
 
 
-def relation_table(result: dict):
+#: The columns of the per-relation table that a narrow terminal leaves out first, in that order.
+RELATION_EXPENDABLE = ("best branch", "mean", "heads", "tails", "kind")
+#: Those of the per-category table.
+CATEGORY_EXPENDABLE = ("relations", "triples", "heads", "tails")
+
+
+def relation_table(result: dict, width: int = 80):
     """One row per relation, most triples first: fused MRR (both, heads, tails), mean fusion, best
-    branch; a one-branch model's MRR (both, heads, tails) alone."""
+    branch; a one-branch model's MRR (both, heads, tails) alone. Names fold (to no less than 16
+    characters); where the figures do not fit ``width`` beside them, the
+    :data:`RELATION_EXPENDABLE` columns go, in that order, and the caption says so."""
     from rich import box
     from rich.table import Table
 
@@ -187,24 +195,15 @@ def relation_table(result: dict):
         if single
         else "fused (both directions, heads, tails), mean fusion, the best branch"
     )
-    table = Table(
-        title=f"MRR per relation: {what}; kind from the training split",
-        box=box.SIMPLE_HEAD,  # no column rules: eight columns and the names fit 80 characters
-        collapse_padding=True,
-        pad_edge=False,
-    )
-    table.add_column("relation", overflow="fold", min_width=16)
-    table.add_column("kind", no_wrap=True)
-    for column in ("triples", "MRR" if single else "fused", "heads", "tails", *(() if single else ("mean",))):
-        table.add_column(column, justify="right")
-    if not single:
-        table.add_column("best branch", no_wrap=True)
     labels = relation_labels(result["per_relation"])
     ordered = sorted(result["per_relation"].items(), key=lambda item: -item[1]["triples"])
+    headers = ("relation", "kind", "triples", "MRR" if single else "fused", "heads", "tails",
+               *(() if single else ("mean", "best branch")))
+    rows = []
     for key, values in ordered:
         fused = values["fused"]
         best, best_metrics = max(values["branches"].items(), key=lambda item: item[1]["mrr"])
-        table.add_row(
+        rows.append((
             labels[key],
             values.get("category", ""),
             f"{values['triples']:,}",
@@ -212,31 +211,41 @@ def relation_table(result: dict):
             f"{fused['heads']['mrr']:.3f}",
             f"{fused['tails']['mrr']:.3f}",
             *(() if single else (f"{values['mean_fusion']['mrr']:.3f}", f"{best} {best_metrics['mrr']:.3f}")),
-        )
+        ))
+    natural = {h: max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)}
+    natural["relation"] = 16  # it folds down to this
+    shown, left_out = fit_columns(natural, RELATION_EXPENDABLE, width)
+    table = Table(
+        title=f"MRR per relation: {what}; kind from the training split",
+        caption=f"Left out for the terminal's width: {', '.join(left_out)} (--json has them)" if left_out else None,
+        box=box.SIMPLE_HEAD,  # no column rules
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+    )
+    for header in shown:
+        if header == "relation":
+            table.add_column(header, overflow="fold", min_width=16)
+        else:
+            table.add_column(header, no_wrap=True, justify="left" if header in ("kind", "best branch") else "right")
+    for row in rows:
+        table.add_row(*(cell for header, cell in zip(headers, row) if header in shown))
     return table
 
 
-def category_table(result: dict):
-    """Per relation category (1-1, 1-N, N-1, N-N): the MRR of every score, both directions, heads and tails."""
+def category_table(result: dict, width: int = 80):
+    """Per relation category (1-1, 1-N, N-1, N-N): the MRR of every score, both directions, heads and
+    tails; where they do not fit ``width``, the :data:`CATEGORY_EXPENDABLE` columns go, in that order."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(
-        title=(
-            "MRR per relation category (from the training split; 1-N: several tails per head). "
-            "tails: predicting t in (h, r, ?); heads: h in (?, r, t)"
-        )
-    )
-    table.add_column("kind", no_wrap=True)
-    table.add_column("relations", justify="right")
-    table.add_column("triples", justify="right")
-    table.add_column("score", no_wrap=True)
-    for column in ("MRR", "heads", "tails"):
-        table.add_column(column, justify="right")
+    headers = ("kind", "relations", "triples", "score", "MRR", "heads", "tails")
+    rows = []
     for category, values in result["per_category"].items():
-        rows = score_rows(values)
-        for index, (name, block) in enumerate(rows):
+        scores = score_rows(values)
+        for index, (name, block) in enumerate(scores):
             first = index == 0
-            table.add_row(
+            cells = (
                 category if first else "",
                 f"{values['relations']:,}" if first else "",
                 f"{values['triples']:,}" if first else "",
@@ -244,6 +253,24 @@ def category_table(result: dict):
                 f"{block['mrr']:.3f}",
                 f"{block['heads']['mrr']:.3f}",
                 f"{block['tails']['mrr']:.3f}",
-                end_section=index == len(rows) - 1,
             )
+            rows.append((cells, index == len(scores) - 1))
+    natural = {h: max([len(h), *(len(cells[i]) for cells, _ in rows)]) for i, h in enumerate(headers)}
+    shown, left_out = fit_columns(natural, CATEGORY_EXPENDABLE, width)
+    table = Table(
+        title=(
+            "MRR per relation category (from the training split; 1-N: several tails per head). "
+            "tails: predicting t in (h, r, ?); heads: h in (?, r, t)"
+        ),
+        caption=f"Left out for the terminal's width: {', '.join(left_out)} (--json has them)" if left_out else None,
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+    )
+    for header in shown:
+        table.add_column(header, no_wrap=True, justify="left" if header in ("kind", "score") else "right")
+    for cells, last in rows:
+        table.add_row(*(cell for header, cell in zip(headers, cells) if header in shown), end_section=last)
     return table
+
