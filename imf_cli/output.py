@@ -148,6 +148,9 @@ def run_reporting_failures(call: Callable[[], Any]) -> Any:
             return call()
         except (typer.Exit, typer.Abort, TyperException):
             raise  # already a clean exit, a usage error or an interrupt that Typer reports itself
+        except KeyboardInterrupt:  # Ctrl+C outside training (which saves and says how to resume)
+            err_console.print("Interrupted.", highlight=False)
+            raise typer.Exit(INTERRUPTED) from None
         except Exception as error:
             raise typer.Exit(report_failure(error)) from None
 

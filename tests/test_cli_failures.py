@@ -57,6 +57,17 @@ def test_an_os_error_is_one_line_naming_the_path_and_exit_1(monkeypatch):
     assert line == "Error: Permission denied: /srv/imf/datasets"
 
 
+def test_ctrl_c_outside_training_says_interrupted_and_exits_130(monkeypatch, imf_home):
+    """An import interrupted by Ctrl+C exited 130 without a word."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("kgdata.store.dataset_summaries", interrupted)
+    result = runner.invoke(app, ["datasets"])
+    assert result.exit_code == 130 and result.output.strip() == "Interrupted."
+    assert not (imf_home / "logs").exists()  # not a bug: no crash log
+
+
 def test_python_warnings_are_one_line_without_their_source(monkeypatch):
     def noisy(*args, **kwargs):
         warnings.warn("careful now", UserWarning, stacklevel=1)
