@@ -247,6 +247,11 @@ def fit_columns(natural: dict[str, int], expendable: tuple[str, ...], width: int
     return shown, left_out
 
 
+def left_out_note(left_out: list[str], where: str = "--json has them") -> str | None:
+    """The caption that names the columns :func:`fit_columns` left out (None when none was)."""
+    return f"Left out for the terminal's width: {', '.join(left_out)} ({where})" if left_out else None
+
+
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """``"1 epoch"``, ``"3 epochs"``, ``"1 entity"``: ``n`` and ``noun`` in the singular or the plural
     (``plural``, else an added s)."""

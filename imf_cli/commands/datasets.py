@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from imf_cli.output import console, fit_columns, handle_errors, print_json, warn
+from imf_cli.output import console, fit_columns, handle_errors, left_out_note, print_json, warn
 
 
 @handle_errors
@@ -43,7 +43,7 @@ def datasets_command(
         pad_edge=False,
         show_edge=False,
         collapse_padding=True,
-        caption=f"Left out for the terminal's width: {', '.join(left_out)} (--json has them)" if left_out else None,
+        caption=left_out_note(left_out),
     )
     for header in shown:
         table.add_column(header, no_wrap=True, justify="left" if header in ("name", "format") else "right")

@@ -8,7 +8,18 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, count, fit_columns, handle_errors, json_option, print_json, progress_mode, progress_option, threads_option
+from imf_cli.output import (
+    console,
+    count,
+    fit_columns,
+    handle_errors,
+    json_option,
+    left_out_note,
+    print_json,
+    progress_mode,
+    progress_option,
+    threads_option,
+)
 
 HITS = (1, 3, 10)
 
@@ -139,7 +150,7 @@ def summary_table(result: dict, width: int = 80):
     shown, left_out = fit_columns(natural, SUMMARY_EXPENDABLE, width)
     notes = [ONE_BRANCH] if len(result["branches"]) == 1 else []
     if left_out:
-        notes.append(f"Left out for the terminal's width: {', '.join(left_out)} (--json has them).")
+        notes.append(left_out_note(left_out) + ".")
     table = Table(
         title=(
             f"{result['dataset']} {SPLIT_LABELS.get(result['split'], result['split'])}, {result['checkpoint']}.pt: {count(result['triples'], 'triple')}, "
@@ -217,7 +228,7 @@ def relation_table(result: dict, width: int = 80):
     shown, left_out = fit_columns(natural, RELATION_EXPENDABLE, width)
     table = Table(
         title=f"MRR per relation: {what}; kind from the training split",
-        caption=f"Left out for the terminal's width: {', '.join(left_out)} (--json has them)" if left_out else None,
+        caption=left_out_note(left_out),
         box=box.SIMPLE_HEAD,  # no column rules
         collapse_padding=True,
         pad_edge=False,
@@ -262,7 +273,7 @@ def category_table(result: dict, width: int = 80):
             "MRR per relation category (from the training split; 1-N: several tails per head). "
             "tails: predicting t in (h, r, ?); heads: h in (?, r, t)"
         ),
-        caption=f"Left out for the terminal's width: {', '.join(left_out)} (--json has them)" if left_out else None,
+        caption=left_out_note(left_out),
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
         pad_edge=False,

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
-from imf_cli.output import console, fit_columns, handle_errors, minutes_seconds, print_json, reflow
+from imf_cli.output import console, fit_columns, handle_errors, left_out_note, minutes_seconds, print_json, reflow
 
 
 class ListByDefault(TyperGroup):
@@ -85,7 +85,7 @@ def runs_table(runs, *, title: str | None = None, width: int | None = None):
     shown, left_out = fit_columns(natural, EXPENDABLE, console.width if width is None else width)
     caption = BRANCH_LEGEND
     if left_out:
-        caption += f". Left out for the terminal's width: {', '.join(left_out)} (imf runs show RUN and --json have them)"
+        caption += ". " + left_out_note(left_out, "imf runs show RUN and --json have them")
     table = Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
