@@ -569,9 +569,19 @@ def pick_device(name: str) -> "torch.device":
 
 
 # --------------------------------------------------------------------------------- removing
-#: The files a run directory holds: what ``imf train``, ``imf eval`` and ``imf ablate`` write into one
-#: (each possibly with ``.tmp`` while it is written).
+#: The files a run directory holds: what ``imf train``, ``imf eval`` and ``imf ablate`` write into one.
 RUN_FILES = ("config.yaml", "trace.jsonl", "best.pt", "last.pt", "result.json", "metrics-*.json", "inductive-*.safetensors")
+#: The temporary name of one while it is written (``best.pt.tmp``, ``.inductive-best.safetensors.123.tmp``);
+#: a killed write leaves it behind.
+_TEMPORARY = re.compile(r"\.?(?P<name>.+?)(?:\.\d+)?\.tmp")
+
+
+def _written_by_a_run(name: str) -> bool:
+    import fnmatch
+
+    temporary = _TEMPORARY.fullmatch(name)
+    name = temporary.group("name") if temporary else name
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_FILES)
 
 
 def check_removable(run_dir: str | Path) -> None:
@@ -579,8 +589,6 @@ def check_removable(run_dir: str | Path) -> None:
     only the files a run writes, not being trained. Outside the workspace's runs directory its
     ``config.yaml`` must also be a run's: ``--run-dir`` puts runs anywhere, and a project directory
     that merely has a config.yaml is never a run to delete."""
-    import fnmatch
-
     run_dir = Path(run_dir)
     inside = run_dir.parent.resolve() == paths.runs_dir().resolve() and not run_dir.is_symlink()
     if not inside:
@@ -595,11 +603,7 @@ def check_removable(run_dir: str | Path) -> None:
     except OSError as error:
         raise ImfError(f"cannot read {run_dir}: {error.strerror}") from None
     foreign = sorted(
-        entry.name
-        for entry in entries
-        if entry.is_dir()
-        or entry.is_symlink()
-        or not any(fnmatch.fnmatchcase(entry.name.removesuffix(".tmp"), pattern) for pattern in RUN_FILES)
+        entry.name for entry in entries if entry.is_dir() or entry.is_symlink() or not _written_by_a_run(entry.name)
     )
     if foreign:
         shown = ", ".join(foreign[:5]) + (" …" if len(foreign) > 5 else "")

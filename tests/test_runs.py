@@ -316,6 +316,8 @@ def test_runs_rm_deletes_only_what_a_run_wrote(tiny, imf_home, tmp_path):
     assert refused.exit_code != 0 and "notes.md" in refused.output
     assert (tmp_path / "moved-run" / "best.pt").is_file() and (kept / "config.yaml").is_file()
     (tmp_path / "moved-run" / "notes.md").unlink()
+    (tmp_path / "moved-run" / ".inductive-best.safetensors.4242.tmp").write_bytes(b"")  # a killed write's leftover
+    (tmp_path / "moved-run" / "last.pt.tmp").write_bytes(b"")
     removed = runner.invoke(app, ["runs", "rm", str(moved), "--yes"])
     assert removed.exit_code == 0, removed.output
     assert not (tmp_path / "moved-run").exists()
