@@ -39,6 +39,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from kgdata.errors import ImfError, is_out_of_memory
+from kgdata.wording import count  # noqa: F401  (imf_cli.output.count: the commands import it from here)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -250,12 +251,6 @@ def fit_columns(natural: dict[str, int], expendable: tuple[str, ...], width: int
 def left_out_note(left_out: list[str], where: str = "--json has them") -> str | None:
     """The caption that names the columns :func:`fit_columns` left out (None when none was)."""
     return f"Left out for the terminal's width: {', '.join(left_out)} ({where})" if left_out else None
-
-
-def count(n: int, noun: str, plural: str | None = None) -> str:
-    """``"1 epoch"``, ``"3 epochs"``, ``"1 entity"``: ``n`` and ``noun`` in the singular or the plural
-    (``plural``, else an added s)."""
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {plural or noun + 's'}"
 
 
 def reflow(doc: str | None) -> str:

@@ -46,6 +46,7 @@ import numpy as np
 
 from kgdata.errors import DataError, ImfError
 from kgdata.inputs import COMPUTED_FROM, ROW_HASH_BYTES, graph_input_hash, keys_hash, read_inputs
+from kgdata.wording import count
 
 if TYPE_CHECKING:
     from kgdata.store import EntityStore
@@ -551,7 +552,7 @@ def _status(store: "EntityStore", path: Path, header: dict | None) -> str:
     added = store.num_entities - header["shapes"]["features"][0]
     if added:
         return (
-            f"partial: {added} entit{'y' if added == 1 else 'ies'} added since it was written, missing until "
+            f"partial: {count(added, 'entity', 'entities')} added since it was written, missing until "
             f"{_recreate_hint(store, header['metadata']).removeprefix('re-')}"
         )
     return "ok"

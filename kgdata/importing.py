@@ -28,6 +28,7 @@ from kgdata.errors import DataError, DatasetExistsError, EnvironmentFault, ImfEr
 from kgdata.importers import read_dataset
 from kgdata.importers.common import ParsedDataset
 from kgdata.migrations import SPLITS
+from kgdata.wording import count
 
 #: Datasets shipped inside the package: CLI name → directory under ``kgdata/datasets``.
 BUNDLED = {"countries-mm": "countries_mm"}
@@ -120,12 +121,10 @@ def _report(name: str, path: Path, parsed: ParsedDataset) -> ImportReport:
     dropped = sum(parsed.duplicates.values())
     if dropped:
         per_split = ", ".join(f"{s}: {n}" for s, n in parsed.duplicates.items() if n)
-        warnings.append(f"dropped {dropped:,} duplicate triple{'' if dropped == 1 else 's'} ({per_split})")
-    for split, count in unseen.items():
-        if count:
-            warnings.append(
-                f"{count:,} {split} entit{'y' if count == 1 else 'ies'} never occur{'s' if count == 1 else ''} in train"
-            )
+        warnings.append(f"dropped {count(dropped, 'duplicate triple')} ({per_split})")
+    for split, n in unseen.items():
+        if n:
+            warnings.append(f"{count(n, f'{split} entity', f'{split} entities')} never occur{'s' if n == 1 else ''} in train")
     return ImportReport(
         name=name,
         path=str(path),
@@ -245,7 +244,7 @@ def import_dataset(
         _install(final, parsed, metadata, home)
     if dropped:
         report.warnings.append(
-            f"the replaced store held {dropped} entit{'y' if dropped == 1 else 'ies'} added with imf entities add; "
+            f"the replaced store held {count(dropped, 'entity', 'entities')} added with imf entities add; "
             f"the source does not have {'it' if dropped == 1 else 'them'}, so {'it was' if dropped == 1 else 'they were'} "
             f"dropped (add {'it' if dropped == 1 else 'them'} again)"
         )

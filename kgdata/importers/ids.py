@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kgdata.errors import DataError
 from kgdata.files import optional_file
+from kgdata.wording import count
 from kgdata.importers.common import (
     Advance,
     ParsedDataset,
@@ -67,7 +68,7 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
                 if not 0 <= value < num_entities:
                     raise DataError(
                         f"{kind} entity id {value} out of range 0..{num_entities - 1} "
-                        f"({files['entity2id'].name} lists {num_entities} entit{'y' if num_entities == 1 else 'ies'})",
+                        f"({files['entity2id'].name} lists {count(num_entities, 'entity', 'entities')})",
                         path,
                         number,
                     )
@@ -76,7 +77,7 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
                 allowed = (
                     "ids count from 0"
                     if n is None
-                    else f"{files['relation2id'].name} lists {n} relation{'' if n == 1 else 's'}, ids 0..{n - 1}"
+                    else f"{files['relation2id'].name} lists {count(n, 'relation')}, ids 0..{n - 1}"
                 )
                 raise DataError(f"relation id {relation} is out of range ({allowed})", path, number)
             if relation > max_relation:
