@@ -13,6 +13,8 @@ line says which query Enter will run, and the results of the previous one stay u
 
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 from textual import on, work
 from textual.actions import SkipAction
@@ -29,6 +31,38 @@ from imf_cli.tui.render import truncate
 
 #: How many entity matches the head list shows.
 SUGGESTIONS = 8
+
+#: The most characters a query input holds: far beyond any entity name or relation, short enough that
+#: a pasted document does not become a search.
+MAX_QUERY = 256
+
+#: What a query input never holds: terminal escape sequences (a pasted coloured line), control
+#: characters (tab, bell, NUL, C1) and the bidirectional overrides that would reorder what is shown.
+_ESCAPES = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\u202a-\u202e\u2066-\u2069]")
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f]+")
+
+
+def printable(text: str) -> str:
+    """``text`` as a query input keeps it: escape sequences and bidi overrides dropped, each run of control
+    characters one space.
+
+    ``"\\x1b[31mGermany\\x07\\tx"`` → ``"Germany x"``.
+    """
+    return _UNPRINTABLE.sub(" ", _ESCAPES.sub("", text))
+
+
+class QueryInput(Input):
+    """An :class:`~textual.widgets.Input` whose typed or pasted text is :func:`printable` and at most
+    :data:`MAX_QUERY` characters; what does not fit is cut, not refused."""
+
+    def replace(self, text: str, start: int, end: int) -> None:
+        text = printable(text)
+        start, end = sorted((max(0, start), min(len(self.value), end)))
+        room = MAX_QUERY - (len(self.value) - (end - start))
+        if text and room <= 0:
+            self.restricted()
+            return
+        super().replace(text[: max(room, 0)], start, end)
 
 
 def match_relations(relations: list[RelationChoice], text: str) -> list[RelationChoice]:
@@ -127,10 +161,10 @@ class QueryBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="head-field", classes="field"):
-            yield Input(placeholder="Head entity: type to search", id="head")
+            yield QueryInput(placeholder="Head entity: type to search", id="head")
             yield Suggestions(id="head-suggestions")
         with Vertical(id="relation-field", classes="field"):
-            yield Input(placeholder="Relation (<- for the inverse)", id="relation")
+            yield QueryInput(placeholder="Relation (<- for the inverse)", id="relation")
             yield Suggestions(id="relation-suggestions")
 
     def use_service(self, service: Service) -> None:

@@ -157,6 +157,32 @@ async def test_unknown_entity_shows_a_message_and_no_crash(fake):
         assert "(Spain, shares border with, ?)" in status(app)
 
 
+async def test_pasted_escapes_and_control_characters_never_reach_the_inputs(fake):
+    from textual import events
+
+    from imf_cli.tui.query_bar import MAX_QUERY
+
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        head = app.query_one("#head")
+        head.post_message(events.Paste("\x1b[31mFra\x07nce\x1b[0m\u202e"))
+        await wait_until(pilot, lambda: head.value == "Fra nce" or head.value == "France")
+        assert head.value == "Fra nce"  # the bell became a space, the colour codes and the override are gone
+        head.value = ""
+        head.post_message(events.Paste("\x1b]0;pwned\x07Fra\tnce\r\nSpain"))
+        await wait_until(pilot, lambda: head.value != "")
+        assert head.value == "Fra nce"  # the window title sequence is dropped; only the first line is taken
+        head.value = ""
+        head.post_message(events.Paste("x" * 5000))
+        await wait_until(pilot, lambda: head.value != "")
+        assert head.value == "x" * MAX_QUERY
+        await pilot.press("y")  # full: a key more is refused, not appended
+        assert head.value == "x" * MAX_QUERY
+        head.value = ""
+        await run_query(pilot, "fra", "bord")  # the inputs still take typing
+        assert "(France, shares border with, ?)" in status(app)
+
+
 async def test_ambiguous_and_unknown_relation_text(fake):
     app = ExploreApp(fake)
     async with app.run_test(size=(100, 30)) as pilot:
