@@ -110,7 +110,9 @@ class DetailPane(VerticalScroll):
         title = Text()
         title.append(entity.name, style="bold")
         title.append(f"  {entity.key}", style="dim")
-        title.append(f"\nrank {prediction.rank} · fused {prediction.fused:.2f} · p {sigmoid(prediction.fused):.2f}\n")
+        alone = next(iter(result.weights)) if len(result.weights) == 1 else None  # one branch scores the row
+        score = f"{alone} score" if alone else "fused"
+        title.append(f"\nrank {prediction.rank} · {score} {prediction.fused:.2f} · p {sigmoid(prediction.fused):.2f}\n")
         known = known_label(prediction.known)
         title.append(f"known: {known}" if known else "not a known fact", style="yellow" if known else "dim")
         if not prediction.in_graph:
@@ -131,8 +133,11 @@ class DetailPane(VerticalScroll):
         else:
             self._static("image").update(Text("No image.", style="dim"))
 
-        weights = Text(f"Why: {result.relation.label}, weight × probability", style="bold")
-        self._static("fusion").update(Group(weights, fusion_table(result, prediction)))
+        if alone:  # no decision to split: the one branch's score is the ranking
+            self._static("fusion").update(Text(f"Why: the {alone} branch alone scores this query.", style="bold"))
+        else:
+            weights = Text(f"Why: {result.relation.label}, weight × probability", style="bold")
+            self._static("fusion").update(Group(weights, fusion_table(result, prediction)))
         self._static("facts").update(Text("…", style="dim"))
         self._load(key, result, prediction)
 

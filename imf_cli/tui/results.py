@@ -1,5 +1,6 @@
 """The results table: one row per candidate, with the fused score, each branch's share of the fused
-decision as a bar, and the splits in which the triple is already a known fact.
+decision as a bar, and the splits in which the triple is already a known fact. A one-branch run has no
+shares to show: its score column is named after the branch, and there are no bars.
 
 Columns are sized to the table's width: rank, fused, the branch bars and known get what they need,
 and the entity name takes the rest (:func:`column_widths`).
@@ -82,11 +83,14 @@ class ResultsTable(DataTable):
         predictions = result.predictions if result is not None else []
         known = max((len(known_label(p.known)) for p in predictions), default=0)
         longest = max((len(p.entity.name) for p in predictions), default=NAME_MIN)
-        widths = column_widths(self.size.width, self.branch_names, known, longest)
+        # One branch: its score is the ranking, and a share bar would read 100% on every row.
+        bars = self.branch_names if len(self.branch_names) > 1 else ()
+        score = "fused" if bars else SHORT_NAMES.get(self.branch_names[0], self.branch_names[0][:FUSED])
+        widths = column_widths(self.size.width, bars, known, longest)
         self.add_column(Text("#", justify="right"), key="rank", width=RANK)
         self.add_column("entity", key="entity", width=widths.name)
-        self.add_column(Text("fused", justify="right"), key="fused", width=FUSED)
-        for branch, label in zip(self.branch_names, widths.labels):
+        self.add_column(Text(score, justify="right"), key="fused", width=FUSED)
+        for branch, label in zip(bars, widths.labels):
             self.add_column(label, key=branch, width=max(widths.bar + SHARE, len(label)))
         self.add_column("known", key="known", width=widths.known)
         if result is None:
@@ -103,7 +107,7 @@ class ResultsTable(DataTable):
                 Text(f"{prediction.fused:.2f}", justify="right", style="bold"),
                 *(
                     branch_cell(b, shares.get(b, 0.0), widths.bar, dominant=b == dominant, scored=b in prediction.branches)
-                    for b in self.branch_names
+                    for b in bars
                 ),
                 Text(known_label(prediction.known) if prediction.in_graph else "new", style="yellow"),
                 key=str(prediction.entity.id),

@@ -3,6 +3,7 @@
 Twelve Countries-MM-like entities, four relations (and their inverses), four branches. Every score is
 a fixed function of the ids, so the screens are the same on every run. With ``added=True`` a
 thirteenth entity, Newland, stands for one added after training: no triples, no structure score.
+With ``branches``, the run has only those branches (a one-branch run: ``branches=("structure",)``).
 """
 
 from __future__ import annotations
@@ -78,7 +79,6 @@ class FakeService:
     """
 
     dataset = "countries-fake"
-    branch_names = BRANCHES
 
     def __init__(
         self,
@@ -87,7 +87,9 @@ class FakeService:
         slow: set[int] | None = None,
         gate: threading.Event | None = None,
         added: bool = False,
+        branches: tuple[str, ...] = BRANCHES,
     ):
+        self.branch_names = tuple(branches)
         self.entities = [
             EntityInfo(i, key, name, description, image if i == 0 else None)
             for i, (key, name, description) in enumerate(ENTITIES)
@@ -152,13 +154,16 @@ class FakeService:
         raise ImfError(f"no relation matches {text!r} in {self.dataset}")
 
     # ---------------------------------------------------------------- scoring
-    @staticmethod
-    def _logits(h: int, r: int, t: int, known: bool) -> dict[str, float]:
+    def _logits(self, h: int, r: int, t: int, known: bool) -> dict[str, float]:
         signal = 3.0 if known else -1.0
         return {
             branch: round(signal + ((h * 7 + r * 13 + t * 29 + b * 17) % 23) / 23 * 5 - 2.5 - b * 0.4, 3)
             for b, branch in enumerate(BRANCHES)
+            if branch in self.branch_names
         }
+
+    def _weights(self, relation: int) -> dict[str, float]:
+        return {b: w for b, w in zip(BRANCHES, WEIGHTS[relation % len(RELATIONS)]) if b in self.branch_names}
 
     def is_added(self, entity_id: int) -> bool:
         return entity_id >= self.num_graph_entities
@@ -167,7 +172,7 @@ class FakeService:
         """Every candidate: (fused, entity, logits of the branches that score it, contributions, known)."""
         r = len(RELATIONS)
         base = relation % r
-        weights = dict(zip(BRANCHES, WEIGHTS[base]))
+        weights = self._weights(relation)
         rows = []
         for candidate in self.entities:
             if self.is_added(candidate.id) and not include_new:
@@ -176,7 +181,7 @@ class FakeService:
             known = frozenset(self.known.get(triple, ()))
             logits = self._logits(*triple, bool(known))
             if self.is_added(entity) or self.is_added(candidate.id):
-                del logits["structure"]  # an entity outside the graph has no structure vector
+                logits.pop("structure", None)  # an entity outside the graph has no structure vector
             total = sum(weights[b] for b in logits)
             contributions = {b: weights[b] / total * logits[b] for b in logits}
             rows.append((round(sum(contributions.values()), 6), candidate, logits, contributions, known))
@@ -189,7 +194,7 @@ class FakeService:
         self.calls.append((entity, relation, k, include_known))
         if self.gate is not None and (self.slow is None or entity in self.slow) and not self.gate.wait(timeout=30):
             raise TimeoutError("the test never opened the gate")
-        weights = dict(zip(BRANCHES, WEIGHTS[relation % len(RELATIONS)]))
+        weights = self._weights(relation)
         rows = self._rows(entity, relation, include_new)
         hidden = 0
         if not include_known:
@@ -208,7 +213,7 @@ class FakeService:
 
     def explain(self, head: int, relation: int, tail: int) -> Explanation:
         """A fixed explanation from the same tables: contributions, rank, facts as evidence, neighbours by id."""
-        weights = dict(zip(BRANCHES, WEIGHTS[relation % len(RELATIONS)]))
+        weights = self._weights(relation)
         rows = self._rows(head, relation, include_new=True)
         target = next(row for row in rows if row[1].id == tail)
         others = [row for row in rows if row[4] and row[1].id != tail]
@@ -223,6 +228,7 @@ class FakeService:
                 tuple(Neighbour(self.entities[(tail + j + b) % 12], 0.8 - 0.1 * j, (), 0) for j in (1, 2, 3)),
             )
             for b, branch in enumerate(BRANCHES)
+            if branch in self.branch_names
         )
         return Explanation(
             head=self.entities[head], relation=self._relations[relation], tail=self.entities[tail],

@@ -183,6 +183,19 @@ async def test_pasted_escapes_and_control_characters_never_reach_the_inputs(fake
         assert "(France, shares border with, ?)" in status(app)
 
 
+async def test_a_one_branch_run_shows_its_branch_score_and_no_share_bars():
+    app = ExploreApp(FakeService(branches=("structure",)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "fra", "bord")
+        table = app.query_one(ResultsTable)
+        labels = [str(column.label) for column in table.columns.values()]
+        assert labels == ["#", "entity", "struct", "known"]  # no "fused", no 100% bar on every row
+        assert "%" not in " ".join(str(cell) for cell in table.get_row_at(0))
+        await wait_until(pilot, lambda: "structure score" in detail_text(app))
+        why = str(app.query_one("#detail-fusion").render())
+        assert "the structure branch alone scores this query" in why and "weight × probability" not in why
+
+
 async def test_ambiguous_and_unknown_relation_text(fake):
     app = ExploreApp(fake)
     async with app.run_test(size=(100, 30)) as pilot:
