@@ -6,11 +6,13 @@ so the CLI and the TUI draw a branch's share the same way.
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
 from imf_cli.explain import BranchContribution, Explanation
+from imf_cli.output import fit_columns, left_out_note
 from imf_cli.service import SPLITS
 from imf_cli.tui.render import bar, colour, truncate
 
@@ -53,24 +55,71 @@ def summary(explanation: Explanation) -> Text:
     return text
 
 
-def contributions_table(
-    contributions: tuple[BranchContribution, ...], *, width: int = 8, logits: bool = True
-) -> Table:
+class ContributionsTable:
     """Per branch: weight, logit (unless ``logits`` is False), probability, weight × probability and its
-    share, with a bar ``width`` cells wide."""
-    table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold")
-    columns = [("branch", "left"), ("weight", "right"), ("logit", "right"), ("p", "right"), ("w×p", "right"),
-               ("share", "left")]
-    for name, justify in columns:
-        if name != "logit" or logits:
-            table.add_column(name, justify=justify, no_wrap=True)
-    for c in contributions:
-        share = Text(bar(c.share, width), style=f"{colour(c.branch)} on #3a3a3a")
-        share.append(f"{c.share:5.0%}", style=colour(c.branch))
-        cells = [Text(c.branch, style=colour(c.branch)), f"{c.weight:.2f}", f"{c.logit:+.2f}",
-                 f"{c.probability:.2f}", f"{c.contribution:.3f}", share]
-        table.add_row(*(cells if logits else cells[:2] + cells[3:]))
-    return table
+    share, with a bar ``width`` cells wide.
+
+    It fits the width it is drawn in and never cuts a figure: where that is narrow, the bar narrows
+    (down to none; the percentage stays), then whole columns go (logit, p, weight, w×p), named in a
+    caption. ``missing`` says where the left-out figures are.
+    """
+
+    EXPENDABLE = ("logit", "p", "weight", "w×p")
+
+    def __init__(
+        self, contributions: tuple[BranchContribution, ...], *, width: int = 8, logits: bool = True,
+        missing: str = "imf explain --json has them",
+    ):
+        self.contributions = contributions
+        self.bar_width = width
+        self.logits = logits
+        self.missing = missing
+
+    def _cells(self, c: BranchContribution, bar_width: int) -> dict[str, Text | str]:
+        share = Text(bar(c.share, bar_width), style=f"{colour(c.branch)} on #3a3a3a") if bar_width else Text()
+        share.append(f"{c.share:{5 if bar_width else 4}.0%}", style=colour(c.branch))
+        cells = {"branch": Text(c.branch, style=colour(c.branch)), "weight": f"{c.weight:.2f}",
+                 "logit": f"{c.logit:+.2f}", "p": f"{c.probability:.2f}", "w×p": f"{c.contribution:.3f}", "share": share}
+        if not self.logits:
+            del cells["logit"]
+        return cells
+
+    def table(self, max_width: int) -> Table:
+        """The table for ``max_width`` cells (see the class docstring)."""
+        headers = ["branch", "weight", "logit", "p", "w×p", "share"]
+        if not self.logits:
+            headers.remove("logit")
+
+        def natural(bar_width: int) -> dict[str, int]:
+            rows = [self._cells(c, bar_width) for c in self.contributions]
+            return {h: max([len(h)] + [cell_len(str(row[h])) for row in rows]) for h in headers}
+
+        for bar_width in dict.fromkeys((self.bar_width, 4, 2, 0)):  # narrower bars first, then fewer columns
+            widths = natural(bar_width)
+            if sum(widths.values()) + len(widths) - 1 <= max_width:
+                break
+        expendable = tuple(h for h in self.EXPENDABLE if h in widths)
+        shown, left_out = fit_columns(widths, expendable, max_width, gap=1)
+        note = left_out_note(left_out, self.missing)
+        table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, header_style="bold",
+                      caption=note, caption_justify="left", caption_style="dim")
+        for name in shown:
+            table.add_column(name, justify="left" if name in ("branch", "share") else "right", no_wrap=True)
+        for c in self.contributions:
+            cells = self._cells(c, bar_width)
+            table.add_row(*(cells[name] for name in shown))
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.table(options.max_width)
+
+
+def contributions_table(
+    contributions: tuple[BranchContribution, ...], *, width: int = 8, logits: bool = True,
+    missing: str = "imf explain --json has them",
+) -> ContributionsTable:
+    """A :class:`ContributionsTable`: it fits the width it is drawn in without cutting a figure."""
+    return ContributionsTable(contributions, width=width, logits=logits, missing=missing)
 
 
 def evidence_text(explanation: Explanation) -> Text:
@@ -104,11 +153,13 @@ def neighbours_table(explanation: Explanation) -> Table:
     # The branch and the cosine are never cut; long names fold (DBpedia's titles) instead of ending in "…".
     branches = [group.branch for group in explanation.neighbours]
     table.add_column("branch", no_wrap=True, min_width=max(map(len, branches), default=6))
-    table.add_column("of", overflow="fold", min_width=10)
-    table.add_column("neighbour", overflow="fold", min_width=12)
+    # No minimum widths on the folding columns: rich honours them even past the terminal's width, and
+    # the console then crops the line (at 50 columns 'Information' lost its 'n').
+    table.add_column("of", overflow="fold")
+    table.add_column("neighbour", overflow="fold")
     table.add_column("cos", no_wrap=True, justify="right", min_width=5)
     # Text: names are never markup, here or in the TUI
-    table.add_column(Text(f"its {explanation.relation.label} facts"), overflow="fold", min_width=10)
+    table.add_column(Text(f"its {explanation.relation.label} facts"), overflow="fold")
     for group in explanation.neighbours:
         first = True
         for end, side, is_head in ((explanation.head, group.head, True), (explanation.tail, group.tail, False)):

@@ -176,3 +176,58 @@ def test_the_neighbours_table_keeps_branches_and_cosines_whole_at_80_columns():
     assert "structure " in text and "multimodal " in text and "…" not in text
     assert text.count("0.65") == 6
     assert "Prime Ministers" in " ".join(text.split())
+
+
+def test_the_neighbours_table_never_crops_a_character_at_narrow_widths():
+    """At 50 columns rich kept the folding columns' minimum widths past the terminal's edge, and the
+    console cropped each line: 'its industry facts' lost 'ry', 'Information' its 'n'."""
+    from collections import Counter
+    from types import SimpleNamespace as NS
+
+    from rich.console import Console
+
+    from imf_cli.explain_view import neighbours_table
+
+    def neighbour(name, cos, *answers):
+        return NS(entity=NS(name=name), similarity=cos, answers=tuple(NS(name=a) for a in answers), answer_count=len(answers))
+
+    head = (neighbour("Associated Press", 0.74), neighbour("IBM", 0.70, "Information technology"))
+    explanation = NS(head=NS(name="Xerox"), tail=NS(name="Xbox 360"), relation=NS(label="industry"),
+                     neighbours=[NS(branch="structure", head=head, tail=(neighbour("PlayStation 3", 0.87),))])
+    written = "branch of neighbour cos its industry facts structure Xerox Associated Press 0.74 — IBM 0.70 → " \
+              "Information technology Xbox 360 PlayStation 3 0.87 —"
+    for width in (36, 40, 50, 60, 80):
+        console = Console(width=width, record=True)
+        console.print(neighbours_table(explanation))
+        shown = console.export_text()
+        assert max(map(len, shown.splitlines())) <= width
+        missing = Counter(written.replace(" ", "")) - Counter(shown.replace(" ", "").replace("\n", ""))
+        assert not missing, (width, missing, shown)
+        assert "structure" in shown and "0.74" in shown and "0.87" in shown
+
+
+def test_the_contributions_table_never_cuts_a_figure():
+    """At 44 columns and below the table cut every probability to '0.…' and the shares to '…'; now its bar
+    narrows, then whole columns go, named in the caption."""
+    from rich.console import Console
+
+    from imf_cli.explain import BranchContribution
+    from imf_cli.explain_view import contributions_table
+
+    rows = tuple(
+        BranchContribution(branch, weight, logit, probability, weight * probability, share)
+        for branch, weight, logit, probability, share in (
+            ("structure", 0.01, 0.11, 0.53, 0.02), ("text", 0.67, 0.08, 0.52, 0.68), ("multimodal", 0.32, -0.14, 0.47, 0.30))
+    )
+    seen = {}
+    for width in (24, 30, 36, 44, 50, 80):
+        console = Console(width=width, record=True)
+        console.print(contributions_table(rows))
+        text = console.export_text()
+        assert "…" not in text and max(map(len, text.splitlines())) <= width, text
+        for branch, share in (("structure", "2%"), ("text", "68%"), ("multimodal", "30%")):
+            line = next(line for line in text.splitlines() if line.startswith(branch))
+            assert line.rstrip().endswith(share), (width, line)
+        seen[width] = text
+    assert "-0.14" in seen[80] and "0.348" in seen[80] and "██" in seen[80] and "Left out" not in seen[80]
+    assert "Left out for the terminal's width: logit" in " ".join(seen[30].split())

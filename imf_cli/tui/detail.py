@@ -44,7 +44,9 @@ def fusion_table(result: QueryResult, prediction: Prediction) -> Table:
     """Per branch that scored the row: its weight (renormalised over those branches), probability, weight ×
     probability and share (:func:`imf_cli.scoring.branch_shares`, as the table's bars); narrow enough
     for the pane, so without the logit (``imf explain`` shows it)."""
-    return contributions_table(contributions_of(result.weights, prediction.branches), width=3, logits=False)
+    return contributions_table(
+        contributions_of(result.weights, prediction.branches), width=3, logits=False, missing="imf explain has them"
+    )
 
 
 def facts_text(facts: list[Fact] | None) -> Text:
