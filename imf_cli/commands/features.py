@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json, warn
+from imf_cli.output import console, fit_columns, handle_errors, left_out_note, print_json, warn
 
 
 @handle_errors
@@ -18,6 +18,7 @@ def features_command(
     """
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     from kgdata.features import list_features
     from kgdata.store import EntityStore
@@ -30,26 +31,31 @@ def features_command(
     if not entries:
         console.print(f"No features for {name} yet. Try: imf encode {name} --modality text")
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    table.add_column("modality", no_wrap=True)
-    table.add_column("encoder", overflow="fold", min_width=12)
-    table.add_column("dim", justify="right", no_wrap=True)
-    table.add_column("covered", justify="right", no_wrap=True)
-    table.add_column("created (UTC)", no_wrap=True)
-    table.add_column("input hash", no_wrap=True)
+    headers = ("modality", "encoder", "dim", "covered", "created (UTC)", "input hash")
+    rows = []
     problems = []
     for entry in entries:
         covered = "?" if entry["covered"] is None else f"{entry['covered']:,}/{entry['rows']:,}"
-        table.add_row(
+        rows.append((
             entry["modality"],
             entry["encoder"],
             str(entry["dim"]),
             covered,
             (entry["created_at"] or "?")[:16].replace("T", " "),
             (entry["input_hash"] or "?")[:10],
-        )
+        ))
         if entry["status"] != "ok":
             problems.append(f"{entry['modality']}/{entry['encoder']}: {entry['status']} ({entry['path']})")
+    # No figure is ever cut: where the terminal is narrow, whole columns go, named in the caption.
+    natural = {h: max([len(h), *(Text(r[i]).cell_len for r in rows)]) for i, h in enumerate(headers)}
+    shown, left_out = fit_columns(natural, ("input hash", "created (UTC)", "dim", "covered"), console.width)
+    table = Table(
+        box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True, caption=left_out_note(left_out)
+    )
+    for header in shown:
+        table.add_column(header, no_wrap=True, justify="right" if header in ("dim", "covered") else "left")
+    for row in rows:
+        table.add_row(*(cell for header, cell in zip(headers, row) if header in shown))
     console.print(table)
     for problem in problems:
         warn(problem)

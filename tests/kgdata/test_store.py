@@ -188,6 +188,24 @@ def test_one_unreadable_store_does_not_hide_the_other_datasets(store, imf_home):
     assert "unreadable" in result.output and "tiny" in result.output and "--name broken --replace" in result.output
 
 
+def test_imf_features_never_cuts_a_figure(store, monkeypatch):
+    """At 60 columns the input hash was cut to '7ea', at 40 the dim and the coverage to '492…'."""
+    from typer.testing import CliRunner
+
+    from imf_cli.main import app
+
+    entry = {"modality": "text", "encoder": "minilm", "dim": 384, "covered": 12842, "rows": 12842,
+             "created_at": "2026-12-04T05:00:00", "input_hash": "7eae47ce3b0011", "status": "ok", "path": "x"}
+    monkeypatch.setattr("kgdata.features.list_features", lambda store: [entry])
+    for width, left_out in ((80, ""), (60, "input hash"), (40, "input hash, created (UTC)"), (34, "input hash, created (UTC), dim"), (24, "input hash, created (UTC), dim, covered")):
+        result = CliRunner().invoke(app, ["features", "tiny"], env={"COLUMNS": str(width)})
+        assert result.exit_code == 0 and "…" not in result.output, result.output
+        assert "minilm" in result.output and ("12,842/12,842" in result.output) == (width > 24)
+        assert ("7eae47ce3b" in result.output) == (not left_out)
+        words = " ".join(result.output.split())
+        assert (f"Left out for the terminal's width: {left_out} (--json" in words) == bool(left_out), words
+
+
 def test_imf_datasets_never_cuts_a_name_or_a_count(store, monkeypatch):
     from typer.testing import CliRunner
 
