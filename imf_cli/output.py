@@ -248,6 +248,18 @@ def fit_columns(natural: dict[str, int], expendable: tuple[str, ...], width: int
     return shown, left_out
 
 
+def entity_table(*headers: str) -> Any:
+    """A table of entities (``imf search``, ``imf entities list``) whose cells fold and are never cut:
+    a URI key cut to ``<http://dbpedia.org/resou…`` or a name to ``Commiss…`` names nothing. Only the
+    ``id`` column never wraps."""
+    from rich.table import Table
+
+    table = Table()
+    for header in headers:
+        table.add_column(header, no_wrap=True) if header == "id" else table.add_column(header, overflow="fold")
+    return table
+
+
 def left_out_note(left_out: list[str], where: str = "--json has them") -> str | None:
     """The caption that names the columns :func:`fit_columns` left out (None when none was)."""
     return f"Left out for the terminal's width: {', '.join(left_out)} ({where})" if left_out else None

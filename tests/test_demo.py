@@ -75,3 +75,32 @@ def test_benchmark_recipes_are_valid_configs():
     assert recipes
     for recipe in recipes:
         resolve(yaml.safe_load(recipe.read_text()))
+
+
+def test_the_demo_table_never_cuts_a_figure():
+    """Below 80 columns the demo's table cut its figures ('0.4…'); now it leaves out whole columns."""
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from imf_cli.commands.demo import results_table
+    from imf_cli.demo import DemoResult, DemoRow
+
+    def metrics(mrr, mr):
+        return {"mrr": mrr, "mr": mr, "hits@1": 0.345, "hits@3": 0.555, "hits@10": 0.738}
+
+    rows = [DemoRow("structure", "branch", metrics(0.482, 12.9)), DemoRow("text", "branch", metrics(0.486, 13.1)),
+            DemoRow("IMF (learned fusion)", "fusion", metrics(0.499, 12.1)),
+            DemoRow("structure-only baseline", "baseline", metrics(0.466, 12.1))]
+    fields = {field.name: None for field in dataclasses.fields(DemoResult)}
+    result = DemoResult(**{**fields, "rows": rows, "weights": {"structure": 0.52, "text": 0.48}})
+    for width, left_out in ((80, ""), (60, "MR, Hits@3, weight"), (40, "MR, Hits@3, weight, Hits@1, Hits@10")):
+        console = Console(width=width, record=True, file=io.StringIO())
+        console.print(results_table(result, width))
+        text = console.export_text()
+        assert "…" not in text and max(map(len, text.splitlines())) <= width, text
+        assert all(figure in text for figure in ("0.482", "0.486", "0.499", "0.466", "structure-only baseline"))
+        words = " ".join(text.split())
+        assert (f"Left out for the terminal's width: {left_out} (imf demo --json" in words) == bool(left_out), words
+        assert ("12.9" in text) == (not left_out)

@@ -8,8 +8,10 @@ from typing import Optional
 
 from imf_cli.output import (
     console,
+    fit_columns,
     handle_errors,
     json_option,
+    left_out_note,
     minutes_seconds,
     print_json,
     progress_mode,
@@ -35,7 +37,6 @@ def demo_command(
 
     Example: imf demo --quick
     """
-    from rich.table import Table
 
     from imf_cli.demo import run_demo
     from imf_cli.runtime import set_threads
@@ -63,23 +64,7 @@ def demo_command(
             }
         )
         return
-    table = Table(
-        "model", "weight", "MRR", "MR", "Hits@1", "Hits@3", "Hits@10",
-        title="Countries-MM test split (filtered, realistic ranks, both directions)",
-    )
-    for row in result.rows:
-        weight = result.weights.get(row.name)
-        style = "bold" if row.kind == "fusion" and "learned" in row.name else None
-        metrics = row.metrics
-        table.add_row(
-            row.name if row.kind != "branch" else f"IMF {row.name} branch",
-            "" if weight is None else f"{weight:.2f}",
-            f"{metrics['mrr']:.3f}",
-            f"{metrics['mr']:.1f}",
-            *(f"{metrics[f'hits@{k}']:.3f}" for k in (1, 3, 10)),
-            style=style,
-            end_section=row.kind != "branch" or row is result.rows[-1],
-        )
+    table = results_table(result, console.width)
     console.print(table)
     fused = result.row("IMF (learned fusion)").metrics["mrr"]
     others = {row.name: row.metrics["mrr"] for row in result.rows if row.kind in ("branch", "baseline")}
@@ -91,3 +76,43 @@ def demo_command(
     total = sum(result.seconds.values())
     console.print(f"Took {minutes_seconds(total)}. Browse the predictions with:", highlight=False)
     console.print(f"  {result.explore_command}", highlight=False, soft_wrap=True)
+
+
+#: The demo table's columns that a narrow terminal leaves out, first to last (never the model or MRR).
+EXPENDABLE = ("MR", "Hits@3", "weight", "Hits@1", "Hits@10")
+
+
+def results_table(result, width: int):
+    """The demo's test table for a terminal ``width`` cells wide: no figure is ever cut; where the
+    table does not fit, whole columns go (:data:`EXPENDABLE`, in that order), named in the caption."""
+    from rich.table import Table
+    from rich.text import Text
+
+    headers = ("model", "weight", "MRR", "MR", "Hits@1", "Hits@3", "Hits@10")
+    rows = []
+    for row in result.rows:
+        weight = result.weights.get(row.name)
+        metrics = row.metrics
+        rows.append((
+            row.name if row.kind != "branch" else f"IMF {row.name} branch",
+            "" if weight is None else f"{weight:.2f}",
+            f"{metrics['mrr']:.3f}",
+            f"{metrics['mr']:.1f}",
+            *(f"{metrics[f'hits@{k}']:.3f}" for k in (1, 3, 10)),
+        ))
+    natural = {h: max([len(h), *(Text(r[i]).cell_len for r in rows)]) for i, h in enumerate(headers)}
+    # The heavy box draws "│ " before, " │ " between and " │" after the cells.
+    shown, left_out = fit_columns(natural, EXPENDABLE, width - 4, gap=3)
+    table = Table(
+        title="Countries-MM test split (filtered, realistic ranks, both directions)",
+        caption=left_out_note(left_out, "imf demo --json has them"),
+    )
+    for header in shown:  # a model name folds where even its column alone does not fit
+        table.add_column(header, overflow="fold") if header == "model" else table.add_column(header, no_wrap=True)
+    for row, cells in zip(result.rows, rows):
+        table.add_row(
+            *(cell for header, cell in zip(headers, cells) if header in shown),
+            style="bold" if row.kind == "fusion" and "learned" in row.name else None,
+            end_section=row.kind != "branch" or row is result.rows[-1],
+        )
+    return table

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json, waiting
+from imf_cli.output import console, entity_table, handle_errors, print_json, waiting
 from kgdata.errors import ImfError
 
 app = typer.Typer(
@@ -89,8 +89,6 @@ def list_command(
 
     Example: imf entities list countries-mm --added
     """
-    from rich.table import Table
-
     from kgdata.store import EntityStore
 
     with EntityStore.open(dataset) as store:
@@ -103,8 +101,7 @@ def list_command(
     if not shown:
         console.print(f"No {'added ' if added else ''}entities in {dataset}.")
         return
-    table = Table("id", "key", "name", "in graph", "description")
-    table.columns[1].overflow = "fold"  # a URI key cut to "<http://dbpedia.org/resou…" names nothing
+    table = entity_table("id", "key", "name", "in graph", "description")
     for entity in shown:
         description = entity.description or ""
         table.add_row(

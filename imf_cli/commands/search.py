@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from imf_cli.output import console, handle_errors, print_json
+from imf_cli.output import console, entity_table, handle_errors, print_json
 
 
 @handle_errors
@@ -20,8 +20,6 @@ def search_command(
     """
     from dataclasses import asdict
 
-    from rich.table import Table
-
     from kgdata.store import EntityStore
 
     with EntityStore.open(name) as store:
@@ -32,8 +30,7 @@ def search_command(
     if not found:
         console.print(f"No entity matches {query!r}.")
         return
-    table = Table("id", "key", "name", "description")
-    table.columns[1].overflow = "fold"  # a URI key cut to "<http://dbpedia.org/resou…" names nothing
+    table = entity_table("id", "key", "name", "description")
     for entity in found:
         description = entity.description or ""
         table.add_row(

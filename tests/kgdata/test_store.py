@@ -188,6 +188,29 @@ def test_one_unreadable_store_does_not_hide_the_other_datasets(store, imf_home):
     assert "unreadable" in result.output and "tiny" in result.output and "--name broken --replace" in result.output
 
 
+def test_entity_tables_fold_and_never_cut_a_name():
+    """imf search at 40 columns showed 'Commiss…' and 'descrip…'; every text cell now folds."""
+    import io
+    from collections import Counter
+
+    from rich.console import Console
+
+    from imf_cli.output import entity_table
+
+    cells = ("455", "org:unhcr", "United Nations High Commissioner for Refugees", "A United Nations agency.")
+    for width in (30, 40, 80):
+        table = entity_table("id", "key", "name", "description")
+        table.add_row(*cells)
+        console = Console(width=width, record=True, file=io.StringIO())
+        console.print(table)
+        text = console.export_text()
+        assert "…" not in text and max(map(len, text.splitlines())) <= width
+        missing = Counter("".join(cells + ("id", "key", "name", "description")).replace(" ", "")) - Counter(
+            "".join(text.split())
+        )
+        assert not missing, (width, missing)
+
+
 def test_imf_features_never_cuts_a_figure(store, monkeypatch):
     """At 60 columns the input hash was cut to '7ea', at 40 the dim and the coverage to '492…'."""
     from typer.testing import CliRunner
