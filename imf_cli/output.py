@@ -243,6 +243,8 @@ def fit_columns(natural: dict[str, int], expendable: tuple[str, ...], width: int
     for header in expendable:
         if sum(natural[h] for h in shown) + gap * (len(shown) - 1) <= width:
             break
+        if header not in shown:  # a column this table does not have (a one-branch run has no "mean")
+            continue
         shown.remove(header)
         left_out.append(header)
     return shown, left_out

@@ -121,7 +121,7 @@ def score_rows(block: dict) -> list[tuple[str, dict]]:
 
 
 #: The columns of the summary that a narrow terminal leaves out first, in that order.
-SUMMARY_EXPENDABLE = ("tails", "heads", "Hits@3", "MR")
+SUMMARY_EXPENDABLE = ("tails", "heads", "Hits@3", "MR", "Hits@1", "Hits@10")
 
 
 def summary_table(result: dict, width: int = 80):
@@ -186,7 +186,7 @@ def relation_labels(per_relation: dict) -> dict[str, str]:
 
 
 #: The columns of the per-relation table that a narrow terminal leaves out first, in that order.
-RELATION_EXPENDABLE = ("best branch", "mean", "heads", "tails", "kind")
+RELATION_EXPENDABLE = ("best branch", "mean", "heads", "tails", "kind", "triples")
 #: Those of the per-category table.
 CATEGORY_EXPENDABLE = ("relations", "triples", "heads", "tails")
 
