@@ -377,6 +377,11 @@ def test_a_one_branch_model_shows_its_branch_alone():
         console.print(prediction_table(rows, branches, "(x, r, ?)", "", 100))
         text = console.export_text()
         assert ("fused" in text) == shown and ("0.750" in text) == shown and "0.250" in text
+    console = Console(width=30, record=True)  # a one-branch run at 30 columns: the known flags go, no score is cut
+    console.print(prediction_table(rows, ["structure"], "(x, r, ?)", "one branch", 30))
+    text = console.export_text()
+    assert "…" not in text and "0.250" in text and "known" not in text.replace("known left out", "")
+    assert "known left out for the terminal's width" in " ".join(text.split()) and "paris" in text
 
 
 @pytest.mark.parametrize("command", ["predict", "explain", "explore", "ablate", "eval", "train", "encode"])

@@ -187,6 +187,12 @@ def test_the_runs_table_keeps_each_run_name_whole_and_leaves_out_columns_to_fit(
         else:
             assert f"Left out for the terminal's width: {left_out} (imf runs show RUN and --json have them)" in words
             assert "592259963" not in words and "0.5012" in words and "S+V+T" in words
+    console = Console(width=32, record=True)  # narrower: down to run, status and valid; the run name folds
+    console.print(runs_table(runs, width=32))
+    text = console.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 32
+    assert "finished" in text and text.count("0.5012") == 2 and "db15k-struct" in text
+    assert "best, epochs, branches (imf runs show" in " ".join(text.split())
 
 
 def test_config_differences_name_only_the_keys_that_differ():

@@ -100,7 +100,7 @@ def prediction_table(result, branches: list[str], query: str, caption: str, widt
     key: the key column comes last, whole, and only where the names still get up to 24 characters
     beside it; otherwise the caption says it was left out (``--json`` has the keys). Where even the
     scores do not fit beside an 8-character name, the branch columns go, the last first (the fused
-    score stays), and the caption names them.
+    score stays), then the known flags, and the caption names them.
     """
     from rich import box
     from rich.cells import cell_len
@@ -131,10 +131,14 @@ def prediction_table(result, branches: list[str], query: str, caption: str, widt
             break
         del columns[branch], natural[branch]
         dropped.append(branch)
+    dropped.reverse()
+    if fixed() + least_name > width:  # narrower still: the known flags go too
+        del columns["known"], natural["known"]
+        dropped.append("known")
     show_key = width >= fixed() + min(natural["name"], 24) + gap + key_width
     room = width - fixed() - (gap + key_width if show_key else 0)
-    name_width = max(least_name, min(natural["name"], room))
-    left_out = [*reversed(dropped), *(["keys"] if not show_key and predictions else [])]
+    name_width = min(natural["name"], max(least_name, room))  # never wider than the names need
+    left_out = [*dropped, *(["keys"] if not show_key and predictions else [])]
     if left_out:
         caption += f"; {', '.join(left_out)} left out for the terminal's width (--json has them)"
     table = Table(title=query, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
