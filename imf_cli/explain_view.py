@@ -40,7 +40,8 @@ def summary(explanation: Explanation) -> Text:
     noun = "heads" if explanation.relation.inverse else "tails"
     text.append(f"rank {_rank(explanation.rank)}", style="bold")
     text.append(f" of {explanation.candidates:,} {noun} (filtered; unfiltered {_rank(explanation.raw_rank)})")
-    text.append(f" · fused {explanation.fused:+.2f} · p {explanation.probability:.2f}\n")
+    score = f"{explanation.scored_by[0]} score" if len(explanation.scored_by) == 1 else "fused"
+    text.append(f" · {score} {explanation.fused:+.2f} · p {explanation.probability:.2f}\n")
     if explanation.known:
         text.append(f"known fact: {_splits(explanation.known)}", style="yellow")
     else:
@@ -211,12 +212,17 @@ def explanation_renderable(explanation: Explanation) -> RenderableType:
     title.append(triple_text(explanation))
     title.append("?", style="bold")
     scored = Text(f"scored by {', '.join(explanation.scored_by)}", style="dim")
+    if len(explanation.scored_by) == 1:  # no decision to split: the one branch's score is the ranking
+        scored = Text(f"scored by the {explanation.scored_by[0]} branch alone (no decision fusion)", style="dim")
+        contributions = ()
+    else:
+        contributions = (("Branch contributions (weight × probability)", contributions_table(explanation.contributions)),)
     return Group(
         title,
         summary(explanation),
         scored,
         *_sections(
-            ("Branch contributions (weight × probability)", contributions_table(explanation.contributions)),
+            *contributions,
             ("Evidence from the training graph (rule confidence)", evidence_text(explanation)),
             ("Nearest neighbours in each branch's space", neighbours_table(explanation)),
         ),

@@ -231,3 +231,20 @@ def test_the_contributions_table_never_cuts_a_figure():
         seen[width] = text
     assert "-0.14" in seen[80] and "0.348" in seen[80] and "██" in seen[80] and "Left out" not in seen[80]
     assert "Left out for the terminal's width: logit" in " ".join(seen[30].split())
+
+
+def test_a_one_branch_explanation_names_its_branch_and_has_no_fusion_table():
+    from rich.console import Console
+
+    from imf_cli.explain_view import explanation_renderable, pane_renderable
+    from tui.fake_service import FakeService
+
+    for branches, alone in ((("structure",), True), (("structure", "text"), False)):
+        explanation = FakeService(branches=branches).explain(0, 0, 2)
+        console = Console(width=100, record=True)
+        console.print(explanation_renderable(explanation))
+        console.print(pane_renderable(explanation))
+        text = " ".join(console.export_text().split())
+        assert ("Branch contributions" in text) != alone
+        assert ("structure score" in text) == alone and ("fused" in text) != alone
+        assert ("scored by the structure branch alone" in text) == alone
