@@ -140,13 +140,17 @@ def read_config_file(config_file: Path | None) -> dict:
 
 
 def resolve_config(file_values: Mapping[str, Any], flags: Mapping[str, Any]) -> "RunConfig":
-    """Defaults ← file values ← flags (None flags are skipped). Config errors become :class:`ImfError`."""
-    from models.config import ConfigError, resolve
+    """Defaults ← file values ← flags (None flags are skipped). Config errors become :class:`ImfError`,
+    naming the file and line where the file set the key at fault."""
+    from models.config import ConfigError, ConfigValues, resolve
 
     try:
         return resolve(file_values, flags)
     except ConfigError as error:
-        raise ImfError(str(error)) from error
+        # A key the config file set (and no flag overrode) is named with the file and its line.
+        overridden = error.key is not None and flags.get(error.key) is not None
+        where = file_values.locate(error) if isinstance(file_values, ConfigValues) and not overridden else ""
+        raise ImfError(where + str(error)) from error
 
 
 def _sets_modalities(file_values: Mapping[str, Any]) -> bool:

@@ -46,7 +46,27 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class ConfigError(ValueError):
-    """An unknown key, or a value of the wrong type or out of range."""
+    """An unknown key, or a value of the wrong type or out of range; ``key`` is the dotted key at fault
+    (``"train.lr"``, or a section such as ``"model"``) where one is."""
+
+    def __init__(self, message: str, *, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+class ConfigValues(dict):
+    """The values of a config file (:func:`load_yaml`), with where each key was written: ``path`` and
+    ``lines`` (dotted key or section → its line, from 1), so that an error can name the file and line."""
+
+    def __init__(self, values: Mapping[str, Any], path: str | Path, lines: Mapping[str, int]):
+        super().__init__(values)
+        self.path = Path(path)
+        self.lines = dict(lines)
+
+    def locate(self, error: ConfigError) -> str:
+        """``"FILE, line N: "`` for an error about a key this file set; ``""`` otherwise."""
+        line = self.lines.get(error.key) if error.key else None
+        return f"{self.path}, line {line}: " if line else ""
 
 
 @dataclass(frozen=True)
@@ -355,14 +375,32 @@ def parse_yaml(text: str, path: str | Path) -> Any:
         raise ConfigError(f"{path}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}") from None
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a mapping for :func:`resolve` (an empty file is an empty mapping)."""
-    data = parse_yaml(Path(path).read_text(encoding="utf-8"), path)
+def load_yaml(path: str | Path) -> ConfigValues:
+    """Read a YAML config file into a mapping for :func:`resolve` (an empty file is an empty mapping),
+    with the line of every section and key in it."""
+    text = Path(path).read_text(encoding="utf-8")
+    data = parse_yaml(text, path)
     if data is None:
-        return {}
+        return ConfigValues({}, path, {})
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-    return data
+    return ConfigValues(data, path, _key_lines(yaml.compose(text, Loader=yaml.SafeLoader)))
+
+
+def _key_lines(root: Any) -> dict[str, int]:
+    """Dotted key or section → the line (from 1) where a composed YAML document writes it."""
+    lines: dict[str, int] = {}
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key_node, value_node in root.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue
+        lines.setdefault(key_node.value, key_node.start_mark.line + 1)
+        if isinstance(value_node, yaml.MappingNode):
+            for inner, _ in value_node.value:
+                if isinstance(inner, yaml.ScalarNode):
+                    lines.setdefault(f"{key_node.value}.{inner.value}", inner.start_mark.line + 1)
+    return lines
 
 
 def _flatten(layer: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -373,17 +411,17 @@ def _flatten(layer: Mapping[str, Any]) -> list[tuple[str, Any]]:
             pairs.append((key, value))
         elif key in SECTIONS:
             if not isinstance(value, Mapping):
-                raise ConfigError(f"config section {key!r} must be a mapping, got {type(value).__name__}")
+                raise ConfigError(f"config section {key!r} must be a mapping, got {type(value).__name__}", key=key)
             pairs.extend((f"{key}.{name}", item) for name, item in value.items())
         else:
-            raise ConfigError(f"unknown config key {key!r}{_suggest(key, SECTIONS)}")
+            raise ConfigError(f"unknown config key {key!r}{_suggest(key, SECTIONS)}", key=key)
     for key, _ in pairs:
         section, _, name = key.partition(".")
         if section not in SECTIONS:
-            raise ConfigError(f"unknown config key {key!r}{_suggest(section, SECTIONS)}")
+            raise ConfigError(f"unknown config key {key!r}{_suggest(section, SECTIONS)}", key=key)
         known = {f.name for f in dataclasses.fields(SECTIONS[section])}
         if name not in known:
-            raise ConfigError(f"unknown config key {key!r}{_suggest(name, known, prefix=section + '.')}")
+            raise ConfigError(f"unknown config key {key!r}{_suggest(name, known, prefix=section + '.')}", key=key)
     return pairs
 
 
@@ -398,7 +436,7 @@ def _convert(key: str, value: Any, hint: Any) -> Any:
         return _coerce(value, hint)
     except (TypeError, ValueError, OverflowError):
         expected = "a finite float" if hint is float else getattr(hint, "__name__", str(hint))
-        raise ConfigError(f"config key {key!r} expects {expected}, got {value!r}") from None
+        raise ConfigError(f"config key {key!r} expects {expected}, got {value!r}", key=key) from None
 
 
 def _coerce(value: Any, hint: Any) -> Any:
@@ -436,8 +474,9 @@ _BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": Fals
 
 
 def _check(condition: bool, message: str) -> None:
+    """Raise a :class:`ConfigError` with ``message``, which starts with the key at fault (``train.lr …``)."""
     if not condition:
-        raise ConfigError(message)
+        raise ConfigError(message, key=message.split(" ", 1)[0])
 
 
 def _suggest(name: str, candidates, *, prefix: str = "") -> str:

@@ -177,6 +177,30 @@ def test_a_config_file_that_is_not_utf8(tiny, tmp_path):
     assert f"{config}:3: not valid UTF-8" in line
 
 
+@pytest.mark.parametrize(
+    ("content", "line_number", "message"),
+    [
+        ("# a comment\ntrain:\n  epochs: 1\n  lr: -1\n", 4, "train.lr must be positive"),
+        ("model:\n  dim: abc\n", 2, "config key 'model.dim' expects int, got 'abc'"),
+        ("train:\n  epochs: 1\nmodel:\n  dimm: 8\n", 4, "unknown config key 'model.dimm' (did you mean 'model.dim'?)"),
+        ("train:\n  epochs: 1\nmodel: [8]\n", 3, "config section 'model' must be a mapping"),
+        ("train.epochs: 1\ntrain.batch_size: 1\n", 2, "train.batch_size must be at least 2"),
+    ],
+)
+def test_a_bad_value_in_a_config_file_names_the_file_and_line(tiny, tmp_path, content, line_number, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(content)
+    line = error_line(runner.invoke(app, ["train", tiny, "--config", str(config), "--device", "cpu", "--no-progress"]))
+    assert f"{config}, line {line_number}: {message}" in line
+
+
+def test_a_bad_flag_is_not_blamed_on_the_config_file(tiny, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  epochs: 1\n  lr: 0.01\n")
+    line = error_line(runner.invoke(app, ["train", tiny, "--config", str(config), *SMALL, "--batch-size", "1"]))
+    assert "train.batch_size must be at least 2" in line and str(config) not in line
+
+
 def test_the_cpu_allocators_failure_is_reported_as_out_of_memory(tiny, imf_home, monkeypatch):
     # torch's CPU allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate memory"),
     # not MemoryError: it must read as the environment's fault, not as a bug with a crash log
