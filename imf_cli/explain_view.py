@@ -1,7 +1,7 @@
 """An :class:`~imf_cli.explain.Explanation` as rich renderables, for ``imf explain`` and the explore detail pane.
 
-Imports rich only (no Textual, no torch). Branch colours and bars come from the explore renderers,
-so the CLI and the TUI draw a branch's share the same way.
+Imports rich and the CLI's table helpers (no Textual, no torch). Branch colours and bars come from
+the explore renderers, so the CLI and the TUI draw a branch's share the same way.
 """
 
 from __future__ import annotations
