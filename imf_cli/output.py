@@ -234,6 +234,14 @@ def minutes_seconds(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
+def natural_widths(headers: tuple[str, ...] | list[str], rows) -> dict[str, int]:
+    """Each column's natural width in terminal cells, for :func:`fit_columns`: its widest cell or header
+    (``rows`` hold one cell per header, strings or :class:`~rich.text.Text`)."""
+    from rich.cells import cell_len
+
+    return {h: max([cell_len(h), *(cell_len(str(row[i])) for row in rows)]) for i, h in enumerate(headers)}
+
+
 def fit_columns(natural: dict[str, int], expendable: tuple[str, ...], width: int, gap: int = 2) -> tuple[list[str], list[str]]:
     """``(shown, left out)``: the columns of a table whose cells never wrap or get cut, given each
     column's ``natural`` width (its widest cell or header), after leaving out the ``expendable`` ones,

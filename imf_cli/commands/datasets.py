@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from imf_cli.output import console, fit_columns, handle_errors, left_out_note, print_json, warn
+from imf_cli.output import console, fit_columns, handle_errors, left_out_note, natural_widths, print_json, warn
 
 
 @handle_errors
@@ -35,7 +35,7 @@ def datasets_command(
         else (row["name"], row["format"], *(f"{row[k]:,}" for k in headers[2:]))
         for row in summaries
     ]
-    natural = {h: max([len(h), *(Text(str(r[i])).cell_len for r in rows)]) for i, h in enumerate(headers)}
+    natural = natural_widths(headers, rows)
     shown, left_out = fit_columns(natural, ("format", "relations", "test", "valid"), console.width)
     # No column rules; the name (what people type next) is never cut, the numbers right-aligned.
     table = Table(

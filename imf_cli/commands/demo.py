@@ -12,6 +12,7 @@ from imf_cli.output import (
     handle_errors,
     json_option,
     left_out_note,
+    natural_widths,
     minutes_seconds,
     print_json,
     progress_mode,
@@ -86,7 +87,6 @@ def results_table(result, width: int):
     """The demo's test table for a terminal ``width`` cells wide: no figure is ever cut; where the
     table does not fit, whole columns go (:data:`EXPENDABLE`, in that order), named in the caption."""
     from rich.table import Table
-    from rich.text import Text
 
     headers = ("model", "weight", "MRR", "MR", "Hits@1", "Hits@3", "Hits@10")
     rows = []
@@ -100,7 +100,7 @@ def results_table(result, width: int):
             f"{metrics['mr']:.1f}",
             *(f"{metrics[f'hits@{k}']:.3f}" for k in (1, 3, 10)),
         ))
-    natural = {h: max([len(h), *(Text(r[i]).cell_len for r in rows)]) for i, h in enumerate(headers)}
+    natural = natural_widths(headers, rows)
     # The heavy box draws "│ " before, " │ " between and " │" after the cells.
     shown, left_out = fit_columns(natural, EXPENDABLE, width - 4, gap=3)
     table = Table(

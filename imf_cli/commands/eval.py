@@ -15,6 +15,7 @@ from imf_cli.output import (
     handle_errors,
     json_option,
     left_out_note,
+    natural_widths,
     print_json,
     progress_mode,
     progress_option,
@@ -146,7 +147,7 @@ def summary_table(result: dict, width: int = 80):
         )
         for name, metrics in rows
     ]
-    natural = {h: max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)}
+    natural = natural_widths(headers, cells)
     shown, left_out = fit_columns(natural, SUMMARY_EXPENDABLE, width)
     notes = [ONE_BRANCH] if len(result["branches"]) == 1 else []
     if left_out:
@@ -223,7 +224,7 @@ def relation_table(result: dict, width: int = 80):
             f"{fused['tails']['mrr']:.3f}",
             *(() if single else (f"{values['mean_fusion']['mrr']:.3f}", f"{best} {best_metrics['mrr']:.3f}")),
         ))
-    natural = {h: max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)}
+    natural = natural_widths(headers, rows)
     natural["relation"] = 16  # it folds down to this
     shown, left_out = fit_columns(natural, RELATION_EXPENDABLE, width)
     table = Table(
@@ -266,7 +267,7 @@ def category_table(result: dict, width: int = 80):
                 f"{block['tails']['mrr']:.3f}",
             )
             rows.append((cells, index == len(scores) - 1))
-    natural = {h: max([len(h), *(len(cells[i]) for cells, _ in rows)]) for i, h in enumerate(headers)}
+    natural = natural_widths(headers, [cells for cells, _ in rows])
     shown, left_out = fit_columns(natural, CATEGORY_EXPENDABLE, width)
     table = Table(
         title=(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from imf_cli.output import console, fit_columns, handle_errors, left_out_note, print_json, warn
+from imf_cli.output import console, fit_columns, handle_errors, left_out_note, natural_widths, print_json, warn
 
 
 @handle_errors
@@ -18,7 +18,6 @@ def features_command(
     """
     from rich import box
     from rich.table import Table
-    from rich.text import Text
 
     from kgdata.features import list_features
     from kgdata.store import EntityStore
@@ -47,7 +46,7 @@ def features_command(
         if entry["status"] != "ok":
             problems.append(f"{entry['modality']}/{entry['encoder']}: {entry['status']} ({entry['path']})")
     # No figure is ever cut: where the terminal is narrow, whole columns go, named in the caption.
-    natural = {h: max([len(h), *(Text(r[i]).cell_len for r in rows)]) for i, h in enumerate(headers)}
+    natural = natural_widths(headers, rows)
     shown, left_out = fit_columns(natural, ("input hash", "created (UTC)", "dim", "covered"), console.width)
     table = Table(
         box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True, caption=left_out_note(left_out)

@@ -7,7 +7,16 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
-from imf_cli.output import console, fit_columns, handle_errors, left_out_note, minutes_seconds, print_json, reflow
+from imf_cli.output import (
+    console,
+    fit_columns,
+    handle_errors,
+    left_out_note,
+    minutes_seconds,
+    natural_widths,
+    print_json,
+    reflow,
+)
 
 
 class ListByDefault(TyperGroup):
@@ -78,11 +87,10 @@ def runs_table(runs, *, title: str | None = None, width: int | None = None):
     """
     from rich import box
     from rich.table import Table
-    from rich.text import Text
 
     headers = ("run", "status", "branches", "seed", "epochs", "best", "valid", "test", "time", "size")
     rows = [(run.name, *run_cells(run).values(), human_size(run.size)) for run in runs]
-    natural = {header: max([len(header), *(Text(str(row[i])).cell_len for row in rows)]) for i, header in enumerate(headers)}
+    natural = natural_widths(headers, rows)
     shown, left_out = fit_columns(natural, EXPENDABLE, console.width if width is None else width)
     caption = BRANCH_LEGEND
     if left_out:
