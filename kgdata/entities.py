@@ -209,7 +209,7 @@ def _insert(store_file: Path, dataset: str, entities: list[NewEntity], images: d
                 row = {
                     "id": total + offset,
                     "key": entity.key,
-                    "name": entity.name if entity.name else entity.key,
+                    "name": entity.name if entity.name and entity.name.strip() else entity.key,
                     "description": entity.description or None,
                     "image": images.get(entity.key),
                 }

@@ -92,11 +92,8 @@ def check_text(text: str, path: str | Path | None = None, line: int | None = Non
     found = control_character(text)
     if found is not None:
         column, name = found
-        raise DataError(
-            f"{what} holds the control character {name} at column {column}; only tab may appear between fields",
-            path,
-            line,
-        )
+        between = "; only tab may appear between fields" if what == "the line" else ""  # a whole line of a file
+        raise DataError(f"{what} holds the control character {name} at column {column}{between}", path, line)
     return text
 
 

@@ -59,8 +59,8 @@ def add_command(
     else:
         if key is None:
             raise ImfError("give the new entity's KEY and --name, or --from FILE")
-        if name is None:
-            raise ImfError(f"give the name of {key!r} with --name")
+        if name is None or not name.strip():
+            raise ImfError(f"give the name of {key!r} with --name" + (" (it is blank)" if name is not None else ""))
         entities = [NewEntity(key=key, name=name, description=description, image=image)]
     report = add_entities(dataset, entities, on_wait=waiting)
     if json_output:

@@ -85,8 +85,10 @@ def test_add_many_from_a_file_in_one_transaction(tiny, tmp_path, imf_home):
     [
         (["paris", "--name", "Paris again"], "entity 'paris' is already in dataset 'tiny'"),
         (["", "--name", "Nothing"], "empty entity key"),
-        (["oslo", "--name", "Os\x1blo"], "U+001B"),
+        (["oslo", "--name", "Os\x1blo"], "the name holds the control character U+001B (escape) at column 3"),
+        (["oslo", "--name", "Oslo", "--description", "two\nlines"], "the description holds the control character U+000A"),
         (["oslo"], "give the name of 'oslo' with --name"),
+        (["oslo", "--name", "  "], "give the name of 'oslo' with --name (it is blank)"),
         ([], "give the new entity's KEY and --name, or --from FILE"),
         (["oslo", "--name", "Oslo", "--image", "{tmp}/missing.png"], "does not exist"),
         (["oslo", "--name", "Oslo", "--image", "{tmp}/fake.png"], "not a readable image"),
@@ -101,9 +103,16 @@ def test_bad_additions_are_one_line_and_add_nothing(tiny, tmp_path, args, messag
     (tmp_path / "escape.tsv").write_text("id\timage\noslo\t../../../../etc/hostname\n")
     (tmp_path / "dupes.tsv").write_text("id\noslo\noslo\n")
     line = error_line(invoke("entities", "add", tiny, *[a.replace("{tmp}", str(tmp_path)) for a in args]))
-    assert message in line
+    assert message in line and "between fields" not in line  # a value, not a line of a file
     with EntityStore.open(tiny) as store:
         assert store.num_entities == 7 and store.added_entity_ids() == []
+
+
+def test_a_blank_name_in_a_file_falls_back_to_the_key(tiny, tmp_path):
+    (tmp_path / "new.tsv").write_text("id\tname\noslo\t  \nbergen\t\n")
+    ok("entities", "add", tiny, "--from", str(tmp_path / "new.tsv"))
+    with EntityStore.open(tiny) as store:
+        assert [store.entity(i).name for i in store.added_entity_ids()] == ["oslo", "bergen"]
 
 
 def test_a_replace_says_that_it_drops_added_entities(tiny, tiny_tsv):
