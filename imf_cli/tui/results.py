@@ -26,8 +26,8 @@ RANK, FUSED, SHARE = 3, 6, 5  # "100", "-12.34", " 100%"
 NAME_MIN = 12
 #: Names longer than this do not hold back the bars.
 NAME_WANTED = 30
-#: Bar widths tried, widest first, until the name column has room for the names.
-BAR_WIDTHS = (10, 8, 6, 5, 4, 3, 2)
+#: Bar widths tried, widest first, until the name column has room for the names (0: the percentage alone).
+BAR_WIDTHS = (10, 8, 6, 5, 4, 3, 2, 0)
 
 
 @dataclass(frozen=True)

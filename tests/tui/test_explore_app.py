@@ -294,3 +294,18 @@ async def test_results_that_arrive_under_the_help_screen_are_shown(flag):
         assert app.screen.__class__.__name__ == "HelpScreen"
         await pilot.press("escape")
         assert rows(app) and "(Italy, shares border with, ?)" in status(app)
+
+
+def test_the_results_columns_fit_a_60_column_terminal_without_scrolling():
+    """At 60 columns the bars' narrowest width left the name column short and pushed 'known' off the
+    edge; the bars now give way to the percentages alone."""
+    from imf_cli.tui.results import FUSED, NAME_MIN, PADDING, RANK, SCROLLBAR, SHARE, column_widths
+
+    for branches in (("structure", "text", "multimodal"), ("structure", "visual", "text", "multimodal")):
+        width = 60 if len(branches) == 3 else 66
+        widths = column_widths(width, branches, known=5, longest=30)
+        total = (RANK + widths.name + FUSED + widths.known + PADDING * (4 + len(branches)) + SCROLLBAR
+                 + sum(max(widths.bar + SHARE, len(label)) for label in widths.labels))
+        assert widths.name >= NAME_MIN and total <= width, (branches, widths, total)
+    assert column_widths(60, ("structure", "text", "multimodal"), known=5, longest=30).bar == 0
+    assert column_widths(120, ("structure", "text", "multimodal"), known=5, longest=30).bar == 10
