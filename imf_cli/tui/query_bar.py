@@ -242,7 +242,7 @@ class QueryBar(Horizontal):
             return
         self._entity_options = message.entities
         self.suggested_for = message.text
-        width = max(self.query_one("#head-field").size.width - 6, 30)
+        width = max(self.query_one("#head-field").size.width - 6, 12)  # the list's own width: no prompt wraps
         self.suggestions("head").show([entity_prompt(e, width) for e in message.entities])
 
     # --------------------------------------------------------------- relations

@@ -309,3 +309,18 @@ def test_the_results_columns_fit_a_60_column_terminal_without_scrolling():
         assert widths.name >= NAME_MIN and total <= width, (branches, widths, total)
     assert column_widths(60, ("structure", "text", "multimodal"), known=5, longest=30).bar == 0
     assert column_widths(120, ("structure", "text", "multimodal"), known=5, longest=30).bar == 10
+
+
+async def test_head_suggestions_fit_their_list_in_a_narrow_terminal(fake):
+    """At 60 columns the prompts were laid out for a 30-cell list in a 22-cell one, and every
+    description wrapped onto a line of its own."""
+    from rich.cells import cell_len
+
+    app = ExploreApp(fake)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.press(*"fra")
+        await wait_until(pilot, lambda: app.query_one("#head-suggestions").is_open)
+        suggestions = app.query_one("#head-suggestions")
+        room = suggestions.content_region.width
+        assert all(cell_len(str(option.prompt)) <= room for option in suggestions.options), (
+            room, [str(o.prompt) for o in suggestions.options])
