@@ -47,12 +47,16 @@ def features_command(
             problems.append(f"{entry['modality']}/{entry['encoder']}: {entry['status']} ({entry['path']})")
     # No figure is ever cut: where the terminal is narrow, whole columns go, named in the caption.
     natural = natural_widths(headers, rows)
+    natural["encoder"] = min(natural["encoder"], 24)  # a model path folds down to this
     shown, left_out = fit_columns(natural, ("input hash", "created (UTC)", "dim", "covered"), console.width)
     table = Table(
         box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True, caption=left_out_note(left_out)
     )
     for header in shown:
-        table.add_column(header, no_wrap=True, justify="right" if header in ("dim", "covered") else "left")
+        if header == "encoder":
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, no_wrap=True, justify="right" if header in ("dim", "covered") else "left")
     for row in rows:
         table.add_row(*(cell for header, cell in zip(headers, row) if header in shown))
     console.print(table)
