@@ -6,13 +6,12 @@ the explore renderers, so the CLI and the TUI draw a branch's share the same way
 
 from __future__ import annotations
 
-from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
 from imf_cli.explain import BranchContribution, Explanation
-from imf_cli.output import fit_columns, left_out_note
+from imf_cli.output import fit_columns, left_out_note, natural_widths
 from imf_cli.service import SPLITS
 from imf_cli.tui.render import bar, colour, truncate
 
@@ -91,12 +90,9 @@ class ContributionsTable:
         if not self.logits:
             headers.remove("logit")
 
-        def natural(bar_width: int) -> dict[str, int]:
-            rows = [self._cells(c, bar_width) for c in self.contributions]
-            return {h: max([len(h)] + [cell_len(str(row[h])) for row in rows]) for h in headers}
-
         for bar_width in dict.fromkeys((self.bar_width, 4, 2, 0)):  # narrower bars first, then fewer columns
-            widths = natural(bar_width)
+            cells = [self._cells(c, bar_width) for c in self.contributions]
+            widths = natural_widths(headers, [[row[h] for h in headers] for row in cells])
             if sum(widths.values()) + len(widths) - 1 <= max_width:
                 break
         expendable = tuple(h for h in self.EXPENDABLE if h in widths)
@@ -106,21 +102,16 @@ class ContributionsTable:
                       caption=note, caption_justify="left", caption_style="dim")
         for name in shown:
             table.add_column(name, justify="left" if name in ("branch", "share") else "right", no_wrap=True)
-        for c in self.contributions:
-            cells = self._cells(c, bar_width)
-            table.add_row(*(cells[name] for name in shown))
+        for row in cells:
+            table.add_row(*(row[name] for name in shown))
         return table
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.table(options.max_width)
 
 
-def contributions_table(
-    contributions: tuple[BranchContribution, ...], *, width: int = 8, logits: bool = True,
-    missing: str = "imf explain --json has them",
-) -> ContributionsTable:
-    """A :class:`ContributionsTable`: it fits the width it is drawn in without cutting a figure."""
-    return ContributionsTable(contributions, width=width, logits=logits, missing=missing)
+#: The name the callers use.
+contributions_table = ContributionsTable
 
 
 def evidence_text(explanation: Explanation) -> Text:
