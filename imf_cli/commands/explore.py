@@ -72,7 +72,8 @@ def explore_command(
     the fused decision as a bar, and whether the triple is already known; the detail pane shows the
     description, the image, the fusion weights and supporting facts. Without RUN it opens the newest
     finished run with the most branches and says which and why. Keys: F1 help, Ctrl+Q quit, Escape
-    leaves an input; outside the inputs: / search, f known facts, k rows, b back, r runs.
+    leaves an input; outside the inputs: / search, f known facts, k rows, b back, d detail pane, r
+    runs.
 
     Example: imf explore countries-mm@latest
     """

@@ -35,18 +35,44 @@ from imf_cli.tui.run_picker import RunPicker, RunSource
 ROW_COUNTS = (10, 20, 50, 100)
 #: Below this width the detail pane goes under the table instead of beside it.
 NARROW = 120
+#: Below this many rows for table and pane, the pane is hidden unless ``d`` shows it: stacked, the
+#: table would get two or three rows (at 40×12 only its header).
+SHORT = 14
 HINT = "Type a head entity, pick a relation, press Enter.  F1 help"
 #: Actions of single-letter keys: an input takes the letter, so they are hidden while one has focus.
 LETTER_ACTIONS = {
     "focus_search", "toggle_known", "toggle_new", "cycle_rows", "back", "help_letter", "quit_letter", "runs",
+    "toggle_detail",
 }
 
 
 class Body(Container):
-    """Table and detail pane: side by side on wide terminals, stacked on narrow ones."""
+    """Table and detail pane: side by side on wide terminals, stacked on narrow ones; on short ones the
+    pane is hidden, unless the user asked for it (``d`` toggles it at any size)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: None: the size decides; True or False: the user's choice (``d``).
+        self.detail_choice: bool | None = None
+        self.short = False
 
     def on_resize(self, event: events.Resize) -> None:
         self.set_class(event.size.width < NARROW, "-narrow")
+        self.short = event.size.height < SHORT
+        self.apply()
+
+    @property
+    def detail_shown(self) -> bool:
+        return self.detail_choice if self.detail_choice is not None else not self.short
+
+    def toggle_detail(self) -> bool:
+        """Show the pane if hidden, else hide it; returns whether it is shown now."""
+        self.detail_choice = not self.detail_shown
+        self.apply()
+        return self.detail_shown
+
+    def apply(self) -> None:
+        self.set_class(not self.detail_shown, "-no-detail")
 
 
 class ExploreApp(App[None]):
@@ -61,6 +87,7 @@ class ExploreApp(App[None]):
         Binding("n", "toggle_new", "New"),
         Binding("k", "cycle_rows", "Rows"),
         Binding("b", "back", "Back"),
+        Binding("d", "toggle_detail", "Detail"),
         Binding("r", "runs", "Runs"),
         Binding("question_mark", "help_letter", "Help", show=False),
         Binding("q", "quit_letter", "Quit", show=False),
@@ -107,12 +134,13 @@ class ExploreApp(App[None]):
         self.status = Static(id="status")
         self.table = ResultsTable(self.service.branch_names, id="results")
         self.detail = DetailPane(self.service, id="detail", image=image)
+        self.body = Body(id="body")
         self._error_shown = False
 
     def compose(self) -> ComposeResult:
         yield self.query_bar
         yield self.status
-        with Body(id="body"):
+        with self.body:
             yield self.table
             yield self.detail
         yield Footer()
@@ -221,6 +249,8 @@ class ExploreApp(App[None]):
         """One line, or up to three for an error that needs them."""
         self._error_shown = False
         line = Text(no_wrap=not wrap, overflow="ellipsis")
+        # Textual's Static drops a Text's no_wrap: the widget's own text-wrap style does it
+        self.status.set_class(not wrap, "-one-line")
         line.append(f" {self.sub_title} ", style="reverse")
         line.append(" ")
         self.status.update(line + text)
@@ -265,6 +295,11 @@ class ExploreApp(App[None]):
     def action_toggle_known(self) -> None:
         self.include_known = not self.include_known
         self._rerun()
+
+    def action_toggle_detail(self) -> None:
+        shown = self.body.toggle_detail()
+        if not shown and self.detail.has_focus_within:
+            self.table.focus()
 
     def action_toggle_new(self) -> None:
         self.include_new = not self.include_new

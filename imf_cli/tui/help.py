@@ -23,6 +23,7 @@ KEYS = [
     ("n", "rank the entities added after training (imf entities add) too, or not"),
     ("k", "rows shown: 10, 20, 50, 100"),
     ("b", "back to the previous query"),
+    ("d", "show or hide the detail pane (hidden at first on a short terminal)"),
     ("r", "runs: list them, and open another"),
     ("? q", "help and quit, outside the inputs"),
 ]

@@ -324,3 +324,33 @@ async def test_head_suggestions_fit_their_list_in_a_narrow_terminal(fake):
         room = suggestions.content_region.width
         assert all(cell_len(str(option.prompt)) <= room for option in suggestions.options), (
             room, [str(o.prompt) for o in suggestions.options])
+
+
+async def test_a_short_terminal_shows_result_rows_and_d_toggles_the_detail_pane(fake):
+    """At 40×12 the stacked detail pane left the table its header alone; the status line wrapped a
+    one-line summary onto three lines. Now the pane waits for ``d`` there, and the summary keeps one line."""
+    app = ExploreApp(fake)
+    async with app.run_test(size=(40, 12)) as pilot:
+        await run_query(pilot, "france", "bord")
+        table, detail = app.query_one(ResultsTable), app.query_one(DetailPane)
+        assert not detail.display or detail.region.height == 0
+        assert app.query_one("#status").region.height == 1
+        assert table.region.height >= 5  # the header and at least four rows
+        await pilot.press("d")
+        await settle(pilot)
+        assert detail.region.height > 0
+        await pilot.press("d")
+        await settle(pilot)
+        assert detail.region.height == 0 and table.region.height >= 5
+    app = ExploreApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await run_query(pilot, "france", "bord")
+        table, detail = app.query_one(ResultsTable), app.query_one(DetailPane)
+        before = table.region.height
+        assert detail.region.height > 0
+        await pilot.press("d")
+        await settle(pilot)
+        assert detail.region.height == 0 and table.region.height > before
+        await pilot.press("d")
+        await settle(pilot)
+        assert detail.region.height > 0 and table.region.height == before
