@@ -17,7 +17,15 @@ from pathlib import Path
 from kgdata.errors import DataError
 
 #: Control characters (Unicode category Cc) other than tab, which separates fields.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+CONTROL_CHARACTERS = "\x00-\x08\x0a-\x1f\x7f-\x9f"
+#: Line and paragraph separators (U+2028, U+2029): Python's ``splitlines`` and rich break lines at them,
+#: so a name holding one prints as two rows.
+LINE_SEPARATORS = "\u2028\u2029"
+#: Bidirectional embeddings, overrides and isolates: they reorder the characters after them on screen,
+#: so that a name shows as something it is not. The marks U+200E and U+200F stay allowed.
+BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069"
+#: What no field of a data file may hold.
+_CONTROL_RE = re.compile(f"[{CONTROL_CHARACTERS}{LINE_SEPARATORS}{BIDI_CONTROLS}]")
 
 
 def file_problem(path: str | Path) -> str | None:
@@ -76,7 +84,8 @@ def optional_file(path: str | Path) -> Path | None:
 
 
 def control_character(text: str) -> tuple[int, str] | None:
-    """The 1-based column and a readable name of the first control character in ``text`` (tab allowed)."""
+    """The 1-based column and a readable name of the first control character in ``text`` (tab allowed),
+    counting line separators and bidirectional controls as control characters."""
     found = _CONTROL_RE.search(text)
     if found is None:
         return None

@@ -28,6 +28,7 @@ from textual.worker import get_current_worker
 from imf_cli.service import EntityInfo, RelationChoice, Service, closest_relations, split_relation_text
 from imf_cli.tui.messages import LeaveInput, Notice, QueryRequested, SuggestionsReady
 from imf_cli.tui.render import truncate
+from kgdata.files import BIDI_CONTROLS, CONTROL_CHARACTERS, LINE_SEPARATORS
 
 #: How many entity matches the head list shows.
 SUGGESTIONS = 8
@@ -37,9 +38,11 @@ SUGGESTIONS = 8
 MAX_QUERY = 256
 
 #: What a query input never holds: terminal escape sequences (a pasted coloured line), control
-#: characters (tab, bell, NUL, C1) and the bidirectional overrides that would reorder what is shown.
-_ESCAPES = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\u202a-\u202e\u2066-\u2069]")
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f]+")
+#: characters (tab, bell, NUL, C1) and line separators (each run becomes one space), and the
+#: bidirectional overrides that would reorder what is shown (dropped). The same classes that no data
+#: file may hold (:mod:`kgdata.files`).
+_ESCAPES = re.compile(rf"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[{BIDI_CONTROLS}]")
+_UNPRINTABLE = re.compile(f"[\t{CONTROL_CHARACTERS}{LINE_SEPARATORS}]+")
 
 
 def printable(text: str) -> str:

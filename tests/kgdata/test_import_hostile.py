@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,12 @@ def tiny(tmp_path, **kwargs):
         ("valid.txt", b"spain\tin\teu\x1b[31mrope\n", "U+001B"),
         ("test.txt", b"spain\tin\teurope\x7f\n", "U+007F"),
         ("entities.tsv", b"paris\tPar\x0bis\tcity\t\n", "U+000B"),
+        # a line separator inside a field: rich and splitlines break the row there
+        ("entities.tsv", "paris\tParis\tcapital\u2028of France\t\n".encode(), "U+2028 (LINE SEPARATOR)"),
+        ("train.txt", "paris\tcapital\u2029of\tfrance\n".encode(), "U+2029 (PARAGRAPH SEPARATOR)"),
+        # bidirectional overrides and isolates reorder a name on screen (Trojan Source)
+        ("entities.tsv", "paris\t\u202esiraP\tcity\t\n".encode(), "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("valid.txt", "spain\tin\teu\u2067rope\n".encode(), "U+2067 (RIGHT-TO-LEFT ISOLATE)"),
     ],
 )
 def test_control_characters_in_a_field_are_refused_with_file_and_line(tmp_path, imf_home, file_name, line_bytes, shown):
@@ -38,11 +45,24 @@ def test_control_characters_in_a_field_are_refused_with_file_and_line(tmp_path, 
     lines = path.read_bytes().splitlines(keepends=True)
     lines.insert(1, line_bytes)
     path.write_bytes(b"".join(lines))
-    with pytest.raises(DataError, match=shown.replace("+", r"\+")) as error:
+    with pytest.raises(DataError, match=re.escape(shown)) as error:
         import_dataset(root)
     assert (error.value.path, error.value.line) == (path, 2)
     assert "control character" in str(error.value)
     assert not (imf_home / "datasets" / "tiny").exists()
+
+
+def test_right_to_left_names_and_their_marks_import_as_written(tmp_path, imf_home):
+    """Only the overrides and isolates are refused: Arabic and Hebrew text, the implicit marks
+    U+200E/U+200F, zero-width and no-break spaces are ordinary text."""
+    from kgdata.store import EntityStore
+
+    names = {"paris": "باريس\u200f", "berlin": "ברלין", "madrid": "Ma\u200bdrid\u00a0(ES)"}
+    others = ["france", "germany", "spain", "europe"]
+    root = tiny(tmp_path, entities=[{"id": key, "name": name} for key, name in names.items()] + [{"id": k} for k in others])
+    import_dataset(root)
+    with EntityStore.open("tiny") as store:
+        assert {key: store.entity(key).name for key in names} == names
 
 
 def test_a_trailing_carriage_return_is_a_line_ending_not_a_control_character(tmp_path):

@@ -157,6 +157,18 @@ async def test_unknown_entity_shows_a_message_and_no_crash(fake):
         assert "(Spain, shares border with, ?)" in status(app)
 
 
+def test_printable_keeps_what_the_entity_store_can_hold():
+    """The inputs drop or blank the same classes that the importer refuses (kgdata.files)."""
+    from imf_cli.tui.query_bar import printable
+    from kgdata.files import control_character
+
+    assert printable("Ger\u2028many\u2029x\x85y") == "Ger many x y"
+    assert printable("\u2066Paris\u2069 \u202bX") == "Paris X"
+    for text in ("\x1b[31mFra\x07nce\u202e", "a\u2028b", "\u2067x\u2069\x9b", "\t\x00z"):
+        assert control_character(printable(text)) is None, text
+    assert printable("باريس\u200f ברלין") == "باريس\u200f ברלין"  # right-to-left text and its marks stay
+
+
 async def test_pasted_escapes_and_control_characters_never_reach_the_inputs(fake):
     from textual import events
 
