@@ -575,10 +575,11 @@ class PredictionService:
         Its ``text`` and ``image`` are encoded with the encoders (and options) of the run's features;
         the branches with a feature score it (see :mod:`models.inductive`). Nothing is stored.
         """
-        from imf_cli.unseen import encode_inline, rank_unseen
+        from imf_cli.unseen import encode_inline, inline_text, rank_unseen
 
         self._check_relation(relation)
         self._check_k(k)
+        text = inline_text(text)
         inductive = self.inductive()
         features = encode_inline(self.unseen.feature_sets(), text=text, image=image, device=str(self.device))
         placed = inductive.place(features)

@@ -16,6 +16,7 @@ and the graph entities' features; otherwise it is refitted.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -171,6 +172,25 @@ def write_run_placement(
         model, FrozenScorer(model), features, triples, run_dir=run_dir, checkpoint=checkpoint, progress=progress
     )
     return placement_path(run_dir, checkpoint)
+
+
+#: Spaces, tabs and line breaks: a paragraph pasted into --new-text reads as one line.
+_SPACES = re.compile(r"[ \t\r\n]+")
+
+
+def inline_text(text: str | None) -> str | None:
+    """The text of an entity given inline, as it is encoded and shown: each run of whitespace (newlines
+    and tabs of a pasted paragraph too) one space.
+
+    Raises:
+        DataError: If it holds a control character, a line separator or a bidirectional override,
+            which an imported description may not hold either (:func:`kgdata.files.check_text`).
+    """
+    from kgdata.files import check_text
+
+    if text is None:
+        return None
+    return check_text(_SPACES.sub(" ", text).strip(), what="the text of a new entity")
 
 
 def encode_inline(

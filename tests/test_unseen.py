@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,15 @@ def test_inline_input_errors_are_clear(service, tmp_path):
         service.predict_new(relation, image=broken)
     with pytest.raises(ImfError, match="empty"):
         service.predict_new(relation, text="   ")
+    with pytest.raises(ImfError, match="empty"):
+        service.predict_new(relation, text="\n\t ")
+    # what an imported description may not hold, inline text may not either: named, with its column
+    for text, shown in (("a\u202eb", "U+202E (RIGHT-TO-LEFT OVERRIDE) at column 2"), ("red\x1b[0m", "U+001B"),
+                        ("x\u2028y", "U+2028 (LINE SEPARATOR)")):
+        with pytest.raises(DataError, match=re.escape(f"the text of a new entity holds the control character {shown}")):
+            service.predict_new(relation, text=text)
+    pasted = service.predict_new(relation, text="republic in\r\nwestern\teurope\n", k=3)
+    assert pasted.entity.name == pasted.entity.description == "republic in western europe"
 
 
 # ------------------------------------------------------------------------------------------------- added
