@@ -33,6 +33,10 @@ from imf_cli.tui.results import ResultsTable
 from imf_cli.tui.run_picker import RunPicker, RunSource
 
 ROW_COUNTS = (10, 20, 50, 100)
+#: Seconds after a query from the inputs puts its rows under the cursor during which Enter on the row
+#: the cursor has not left is taken for a doubled Enter (one to pick the relation, which runs the
+#: query, one more out of habit), not for "explore from this entity".
+ENTER_GUARD = 0.5
 #: Below this width the detail pane goes under the table instead of beside it.
 NARROW = 120
 #: Below this many rows for table and pane, the pane is hidden unless ``d`` shows it: stacked, the
@@ -136,6 +140,9 @@ class ExploreApp(App[None]):
         self.detail = DetailPane(self.service, id="detail", image=image)
         self.body = Body(id="body")
         self._error_shown = False
+        #: When a query from the inputs last moved the focus to the table, and the row it put the cursor
+        #: on (see ENTER_GUARD).
+        self._focused_by_query: tuple[float, int] = (float("-inf"), -1)
 
     def compose(self) -> ComposeResult:
         yield self.query_bar
@@ -213,6 +220,7 @@ class ExploreApp(App[None]):
         self.detail.show(result, self.table.current)
         if self.query_bar.has_focus_within:
             self.table.focus()
+            self._focused_by_query = (time.monotonic(), self.table.cursor_row)
         self.last_latency_ms = (time.perf_counter() - self._started) * 1000
         self._status(self._summary(result))
         self.results_shown += 1
@@ -281,6 +289,9 @@ class ExploreApp(App[None]):
     @on(DataTable.RowSelected, "#results")
     def _selected(self, event: DataTable.RowSelected) -> None:
         """Enter on a row: explore from that entity, with the same relation."""
+        when, row = self._focused_by_query
+        if event.cursor_row == row and time.monotonic() - when < ENTER_GUARD:
+            return  # the Enter that ran the query, pressed twice: the cursor has not moved since
         prediction = self.table.prediction_at(event.cursor_row)
         if prediction is not None and self.current is not None:
             self.request(prediction.entity, self.current[1])

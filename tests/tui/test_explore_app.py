@@ -244,7 +244,8 @@ async def test_a_new_query_cancels_the_previous_one(flag):
         assert app.query_one(ResultsTable).result.entity == germany
 
 
-async def test_enter_on_a_row_explores_from_it_and_b_goes_back(fake):
+async def test_enter_on_a_row_explores_from_it_and_b_goes_back(fake, monkeypatch):
+    monkeypatch.setattr("imf_cli.tui.app.ENTER_GUARD", 0.0)  # the row's Enter comes at once here
     app = ExploreApp(fake)
     async with app.run_test(size=(100, 30)) as pilot:
         await run_query(pilot, "italy", "bord")
@@ -256,6 +257,23 @@ async def test_enter_on_a_row_explores_from_it_and_b_goes_back(fake):
         await pilot.press("b")
         await wait_until(pilot, lambda: app.results_shown == 3)
         assert "(Italy, shares border with, ?)" in status(app)
+
+
+async def test_a_doubled_enter_after_picking_the_relation_stays_on_the_query(fake, monkeypatch):
+    """Picking the relation with Enter runs the query and puts the cursor on the first row; an Enter
+    pressed twice out of habit took that row's entity as the new head. Within ENTER_GUARD, Enter on the
+    row the cursor has not left does nothing; once the cursor moves, Enter explores at once."""
+    monkeypatch.setattr("imf_cli.tui.app.ENTER_GUARD", 60.0)  # a slow test machine stays inside it
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "italy", "bord")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.results_shown == 1 and "(Italy, shares border with, ?)" in status(app)
+        second = rows(app)[1]
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: app.results_shown == 2)
+        assert f"({second}, shares border with, ?)" in status(app)
 
 
 async def test_keys_help_and_quit(fake):
