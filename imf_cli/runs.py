@@ -380,6 +380,19 @@ def latest_run(dataset: str | None = None) -> Path | None:
     return None
 
 
+def _missing_checkpoint(run_dir: Path, checkpoint: str) -> str | None:
+    """What to do when ``run_dir`` lacks ``checkpoint``.pt but has the other one; None otherwise."""
+    others = [name for name in CHECKPOINTS if name != checkpoint and (run_dir / f"{name}.pt").is_file()]
+    if (run_dir / f"{checkpoint}.pt").is_file() or not others:
+        return None
+    if checkpoint == "best":
+        return (
+            f"run {run_dir.name} has no best.pt yet: it stopped before its first validation. Continue it with "
+            f"imf train --resume {run_dir}, or use its last weights with --checkpoint last"
+        )
+    return f"run {run_dir.name} has no {checkpoint}.pt; use --checkpoint {others[0]}"
+
+
 def resolve_run(ref: str | os.PathLike) -> Path:
     """The run directory that ``ref`` names: ``latest``, ``DATASET@latest``, a directory, or a unique
     prefix of a run name (see the module docstring).
@@ -507,6 +520,9 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
     try:
         check_same_dataset(store, metadata, run_dir)
         features = _run_features(store, document) if _needs_features(document) else None
+        missing = _missing_checkpoint(run_dir, checkpoint)
+        if missing:
+            raise ImfError(missing)
         try:
             model, _ = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device, features=features)
         except CheckpointError as error:

@@ -441,3 +441,36 @@ def test_the_per_relation_and_category_tables_never_cut_a_figure(run_dir, monkey
         assert max(map(cell_len, result.output.splitlines())) <= width
         words = " ".join(result.output.split())
         assert ("Left out for the terminal's width" in words) == (width < 100)
+
+
+def test_a_run_stopped_before_its_first_validation_says_how_to_go_on(run_dir, tmp_path):
+    """A run killed in its first epoch has last.pt and no best.pt; eval, predict and explain said
+    only 'cannot load checkpoint …/best.pt: no such file'."""
+    import shutil
+
+    early = run_dir.parent / "early"
+    shutil.copytree(run_dir, early)
+    try:
+        (early / "best.pt").unlink()
+        for command in (["eval", early, "--split", "valid"], ["predict", early, "--head", "Entity 1", "--relation", "hub"]):
+            result = invoke(*command)
+            assert result.exit_code == 2, result.output
+            assert (
+                f"run early has no best.pt yet: it stopped before its first validation. Continue it with imf "
+                f"train --resume {early}, or use its last weights with --checkpoint last"
+            ) in " ".join(result.output.split())
+        assert invoke("eval", early, "--split", "valid", "--checkpoint", "last").exit_code == 0
+    finally:
+        shutil.rmtree(early)
+
+
+def test_threads_beyond_four_per_cpu_are_a_usage_error(run_dir, monkeypatch):
+    """--threads 100000 crashed the process inside OpenMP (a segmentation fault); 16,384 failed to
+    create threads; 1,024 on 2 CPUs made an epoch crawl."""
+    import imf_cli.output as output
+
+    monkeypatch.setattr(output, "usable_cpus", lambda: 2)
+    for command in (["eval", run_dir, "--split", "valid"], ["train", "clusters", "--epochs", "1"]):
+        result = invoke(*command, "--threads", "9")
+        assert result.exit_code == 2 and "Invalid value for '--threads': 9 is more than 4 per CPU" in result.output
+    assert invoke("eval", run_dir, "--split", "valid", "--threads", "8").exit_code == 0
