@@ -176,10 +176,26 @@ def study_dir(dataset: str, study: str, base: Mapping[str, Any]) -> Path:
     return paths.imf_home() / "ablations" / f"{dataset}-{study}-{digest}"
 
 
+def choose_study(study: str | None, grid: Mapping[str, Sequence[Any]] | None) -> str:
+    """The study to run: ``study``, or for None the grid study when ``grid`` is given, else the ablation.
+
+    Raises:
+        ImfError: For an unknown study, or a grid given to another study (it would be ignored, and the
+            wrong study trained for hours).
+    """
+    if study is None:
+        study = "grid" if grid else "ablation"
+    if study not in STUDIES:
+        raise ImfError(f"unknown study {study!r}; choose {' or '.join(STUDIES)}")
+    if grid and study != "grid":
+        raise ImfError(f"--grid belongs to the grid study, not the {study} study; leave out --study {study}")
+    return study
+
+
 def run_study(
     dataset: str,
     *,
-    study: str = "ablation",
+    study: str | None = None,
     config_file: Path | None = None,
     seeds: int = 3,
     first_seed: int = 1,
@@ -193,7 +209,8 @@ def run_study(
 
     Args:
         dataset: An imported dataset.
-        study: ``"ablation"``, ``"departures"`` or ``"grid"``.
+        study: ``"ablation"``, ``"departures"`` or ``"grid"``; None: ``"grid"`` when ``grid`` is given,
+            else ``"ablation"``.
         config_file: The base config (YAML); the defaults when None.
         seeds: Seeds ``first_seed … first_seed + seeds - 1``.
         budget: ``train.epochs`` for every run; the config's when None.
@@ -208,8 +225,7 @@ def run_study(
     from kgdata.store import EntityStore
     from imf_cli.pipeline import available_branches, read_config_file, resolve_config
 
-    if study not in STUDIES:
-        raise ImfError(f"unknown study {study!r}; choose {' or '.join(STUDIES)}")
+    study = choose_study(study, grid)
     if seeds < 1:
         raise ImfError(f"--seeds must be at least 1, not {seeds}")
     base_values = read_config_file(config_file)

@@ -83,6 +83,29 @@ def test_ablate_trains_every_cell_once_and_resumes(tiny_with_text, tmp_path, imf
     assert table.exit_code == 0 and "| full |" in markdown.read_text()
 
 
+def test_grid_is_its_own_study_and_is_never_silently_ignored(tiny_with_text, tmp_path, imf_home):
+    """`imf ablate tiny --grid train.lr=…` without --study trained the ablation study's variants for
+    hours and ignored the grid. Now --grid alone runs the grid study; with another study it is an error."""
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump({"model": {"dim": 8, "modalities": ["structure"]},
+                                      "train": {"batch_size": 4, "eval_every": 1, "device": "cpu"}}))
+    base = ["ablate", "tiny", "--config", str(config), "--seeds", "1", "--budget", "1", "--threads", "1"]
+    mixed = runner.invoke(app, [*base, "--study", "ablation", "--grid", "train.lr=0.01"])
+    assert mixed.exit_code == 2
+    assert "--grid belongs to the grid study, not the ablation study; leave out --study ablation" in mixed.output
+    typo = runner.invoke(app, [*base, "--grid", "train.lr=0.01,fast"])
+    assert typo.exit_code == 2 and "train.lr' expects a finite float, got 'fast'" in typo.output
+    assert not list(imf_home.glob("ablations/*/*/seed-1"))  # nothing was trained by either
+    grid = runner.invoke(app, [*base, "--grid", "train.lr=0.01,0.003", "--json"])
+    assert grid.exit_code == 0, grid.output
+    report = json.loads(grid.stdout)
+    assert report["study"] == "grid"
+    assert [v["variant"] for v in report["variants"]] == ["lr=0.01", "lr=0.003"]
+    for variant in report["variants"]:
+        stored = yaml.safe_load(open(imf_home / variant["runs"][0]["run_dir"] / "config.yaml"))["config"]["train"]
+        assert stored["lr"] == float(variant["variant"].split("=")[1])
+
+
 def test_a_diverging_training_run_exits_with_a_clear_message(tiny_with_text):
     result = runner.invoke(
         app,

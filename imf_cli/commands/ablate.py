@@ -16,14 +16,15 @@ def ablate_command(
     config: Optional[Path] = typer.Option(None, "--config", help="Base YAML config of every variant [the defaults]."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per variant (1, 2, …)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Epochs per run [the config's train.epochs]."),
-    study: str = typer.Option(
-        "ablation",
+    study: Optional[str] = typer.Option(
+        None,
         "--study",
         help="ablation (the paper's rows), departures (each of imf's defaults set back to the paper's) or grid.",
+        show_default="ablation; grid with --grid",
     ),
     variant: Optional[list[str]] = typer.Option(None, "--variant", help="Run only this variant (repeatable)."),
     grid: Optional[list[str]] = typer.Option(
-        None, "--grid", help="With --study grid: SECTION.KEY=V1,V2 (repeatable); every combination is a variant."
+        None, "--grid", help="The grid study: SECTION.KEY=V1,V2 (repeatable); every combination is a variant."
     ),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table to this Markdown file."),
     threads: Optional[int] = threads_option(),
@@ -40,7 +41,7 @@ def ablate_command(
 
     Example: imf ablate countries-mm --config imf_cli/presets/countries-mm-quick.yaml --seeds 2 --variant full --variant mean-fusion
     """
-    from imf_cli.ablation import markdown_table, parse_grid, run_study
+    from imf_cli.ablation import choose_study, markdown_table, parse_grid, run_study
     from imf_cli.runtime import set_threads
 
     set_threads(threads)
@@ -55,6 +56,8 @@ def ablate_command(
 
     from models.training import TrainingInterrupted
 
+    axes = parse_grid(grid or [])
+    study = choose_study(study, axes)
     try:
         root, summaries = run_study(
             name,
@@ -63,7 +66,7 @@ def ablate_command(
             seeds=seeds,
             budget=budget,
             variants=variant,
-            grid=parse_grid(grid or []),
+            grid=axes,
             progress=progress and not json_output,
             on_cell=log,
         )
