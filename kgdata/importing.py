@@ -80,15 +80,18 @@ def resolve_source(source: str | Path) -> tuple[Path, str]:
     return directory.resolve(), directory.resolve().name
 
 
-def _stored_source(store_path: Path) -> tuple[str | None, str | None]:
-    """The source directory and content hash recorded in an existing store (Nones if unreadable)."""
+def _stored_source(store_path: Path) -> tuple[str | None, str | None, str | None]:
+    """The source directory and content hash recorded in an existing store, and why it could not be read
+    (Nones but the reason if unreadable; all Nones for a readable store without them)."""
     from kgdata.store import EntityStore
 
     try:
         with EntityStore(store_path) as store:
-            return store.metadata.get("source"), store.content_hash
-    except (ImfError, KeyError):
-        return None, None
+            return store.metadata.get("source"), store.content_hash, None
+    except KeyError:
+        return None, None, None
+    except ImfError as error:
+        return None, None, str(error)
 
 
 def content_hash(parsed: ParsedDataset) -> str:
@@ -234,8 +237,11 @@ def import_dataset(
         report = _report(name, final, parsed)
         if final.exists() and not replace:
             # A bundled dataset is package data: the same source and content hash mean the same store.
-            if _stored_source(final) == (str(directory), content_hash(parsed)):
+            source, digest, unreadable = _stored_source(final)
+            if (source, digest) == (str(directory), content_hash(parsed)):
                 return dataclasses.replace(report, status="unchanged", warnings=[])
+            if unreadable:
+                raise DatasetExistsError(f"{unreadable}; pass --replace to import dataset {name!r} again")
             raise DatasetExistsError(
                 f"dataset {name!r} already exists at {final} with other content; pass --replace to overwrite it"
             )

@@ -68,3 +68,23 @@ def test_search_finds_countries_by_factbook_words(countries):
     assert [e.key for e in store.search("nile")][:2] == ["country:EGY", "country:SDN"]
     # a name match outranks words in descriptions
     assert store.search("eur")[0].key in {"currency:EUR", "region:europe"}
+
+
+def test_a_damaged_bundled_store_is_named_as_unreadable_and_replace_repairs_it(tmp_path):
+    """Re-importing the bundled dataset over a damaged store said it had 'other content'."""
+    from kgdata.errors import DatasetExistsError
+
+    home = tmp_path / "home"
+    report = import_dataset("countries-mm", home=home)
+    store = home / "datasets" / "countries-mm" / "store.db"
+    size = store.stat().st_size
+    with open(store, "r+b") as handle:
+        handle.truncate(size // 2)
+    with pytest.raises(DatasetExistsError) as error:
+        import_dataset("countries-mm", home=home)
+    message = str(error.value)
+    assert message.startswith(f"{store}: not a readable imf entity store (") and "other content" not in message
+    assert message.endswith("); pass --replace to import dataset 'countries-mm' again")
+    again = import_dataset("countries-mm", home=home, replace=True)
+    assert (again.entities, again.train) == (report.entities, report.train)
+    assert import_dataset("countries-mm", home=home).status == "unchanged"
