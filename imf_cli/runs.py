@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from kgdata import paths
 from kgdata.errors import ImfError
+from kgdata.wording import count
 
 #: Model branch → the feature modality that feeds it.
 BRANCH_FEATURES = {"visual": "image", "text": "text"}
@@ -443,9 +444,18 @@ def default_run(dataset: str | None = None) -> tuple[Path, str]:
     Raises:
         ImfError: If there is no run with a checkpoint (of ``dataset``).
     """
-    runs = [run for run in list_runs(dataset) if run.has_checkpoint and run.status not in (FAILED, ORPHAN)]
+    every = list_runs(dataset)
+    runs = [run for run in every if run.has_checkpoint and run.status not in (FAILED, ORPHAN)]
     if not runs:
         of = f" of {dataset}" if dataset else ""
+        orphans = [run for run in every if run.status == ORPHAN and run.has_checkpoint]
+        if orphans:  # there are runs: their datasets are gone or were re-imported with other content
+            newest = orphans[-1]
+            raise ImfError(
+                f"no run{of} in {paths.runs_dir()} can be opened: the {count(len(orphans), 'run')} with a checkpoint "
+                f"{'is an orphan' if len(orphans) == 1 else 'are orphans'}, the newest {newest.name}: {newest.reason}; "
+                f"import the dataset again as it was, or train a new run"
+            )
         raise ImfError(
             f"no runs{of} in {paths.runs_dir()} yet; train one first: imf train {dataset or 'countries-mm'}"
         )

@@ -65,6 +65,14 @@ def test_status_finished_stopped_resumable_failed_orphan(tiny, imf_home):
     import_dataset(_changed_copy(imf_home), name="tiny", replace=True)
     assert {run.status for run in runs.list_runs()} == {"orphan"}
     assert "re-imported" in runs.run_info(finished).reason
+    # imf explore without a run said "no runs … yet; train one first"
+    with pytest.raises(ImfError) as error:
+        runs.default_run()
+    newest = [run for run in runs.list_runs() if run.has_checkpoint][-1]
+    assert str(error.value) == (
+        f"no run in {imf_home / 'runs'} can be opened: the 3 runs with a checkpoint are orphans, the newest "
+        f"{newest.name}: {newest.reason}; import the dataset again as it was, or train a new run"
+    )
 
 
 def _changed_copy(imf_home):
