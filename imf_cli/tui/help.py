@@ -36,7 +36,7 @@ does not run the query yet: Enter does.
 fused: the model's decision fusion of the branch logits, Σ weight × logit, with the weights it \
 learned for this relation. Ranks follow it.
 
-structure · visual · text · multimodal: each branch's share of the fused decision, weight × \
+structure · visual · text · multimodal (S V T M on a narrow terminal): each branch's share of the fused decision, weight × \
 probability normalised over the branches (share = w·σ(logit) / Σ w·σ(logit)): large when the fusion \
 trusts the branch for this relation and the branch believes the triple. The largest is underlined.
 

@@ -21,6 +21,8 @@ BRANCH_COLOURS = {
     "multimodal": "#ffaf5f",
 }
 SHORT_NAMES = {"structure": "struct", "visual": "visual", "text": "text", "multimodal": "multi"}
+#: The narrowest headers, as ``imf runs`` abbreviates the branches.
+LETTERS = {"structure": "S", "visual": "V", "text": "T", "multimodal": "M"}
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 #: What a branch cell shows when the branch did not score the row.
 NOT_SCORED = "n/a"
@@ -39,18 +41,21 @@ def colour(branch: str) -> str:
     return BRANCH_COLOURS.get(branch, "#ffaf5f")
 
 
-def branch_cell(branch: str, share: float, width: int, *, dominant: bool = False, scored: bool = True) -> Text:
-    """``██▍  42%``: the branch's share of the fused decision as a bar on a dark track and a percentage.
+def branch_cell(
+    branch: str, share: float, width: int, *, dominant: bool = False, scored: bool = True, percent: int = 5
+) -> Text:
+    """``██▍  42%``: the branch's share of the fused decision as a bar on a dark track and a percentage
+    ``percent`` cells wide (4 fits ``100%``; 5 keeps a space after the bar).
 
     The branch with the largest share is bold and underlined. A branch that did not score the row (the
     structure branch for an entity outside the training graph) shows ``n/a``, not an empty bar.
     """
     text = Text(no_wrap=True, end="")
     if not scored:
-        text.append(NOT_SCORED.rjust(width + 5), style="dim")
+        text.append(NOT_SCORED.rjust(width + percent), style="dim")
         return text
     text.append(bar(share, width), style=f"{colour(branch)} on #3a3a3a")
-    text.append(f"{share:5.0%}", style="bold underline" if dominant else "")
+    text.append(f"{share:{percent}.0%}", style="bold underline" if dominant else "")
     return text
 
 

@@ -16,7 +16,7 @@ from textual.widgets import DataTable
 
 from imf_cli.scoring import dominant_branch
 from imf_cli.service import Prediction, QueryResult
-from imf_cli.tui.render import SHORT_NAMES, branch_cell, known_label, truncate
+from imf_cli.tui.render import LETTERS, SHORT_NAMES, branch_cell, known_label, truncate
 
 #: Cells a column adds around its content (DataTable's cell padding, one each side).
 PADDING = 2
@@ -36,6 +36,8 @@ class Widths:
     bar: int
     known: int
     labels: tuple[str, ...]
+    #: Cells of each branch's percentage: :data:`SHARE`, or 4 in the narrowest layout.
+    share: int = SHARE
 
 
 def column_widths(width: int, branches: tuple[str, ...], known: int, longest: int = NAME_WANTED) -> Widths:
@@ -43,7 +45,9 @@ def column_widths(width: int, branches: tuple[str, ...], known: int, longest: in
 
     ``known`` is the widest known-flags label of the rows and ``longest`` the longest name. Branch
     columns get the widest bar that leaves room for the names (up to :data:`NAME_WANTED` cells, and at
-    least :data:`NAME_MIN`); whatever is left over goes to the name column.
+    least :data:`NAME_MIN`); whatever is left over goes to the name column. Where even the percentages
+    alone leave the names too little, the branches are headed by a letter (S, V, T, M) over a 4-cell
+    percentage: four branches then fit 60 columns.
     """
     known = max(known, len("known"))
     wanted = max(NAME_MIN, min(longest, NAME_WANTED))
@@ -52,8 +56,12 @@ def column_widths(width: int, branches: tuple[str, ...], known: int, longest: in
         labels = tuple(b if len(b) <= bar + SHARE else SHORT_NAMES.get(b, b[:6]) for b in branches)
         name = width - fixed - sum(max(bar + SHARE, len(label)) for label in labels)
         if name >= wanted:
-            break
-    return Widths(max(name, NAME_MIN), bar, known, labels)
+            return Widths(name, bar, known, labels)
+    if name >= NAME_MIN:  # the percentages fit with the short names: keep those, give the names the rest
+        return Widths(name, 0, known, labels)
+    letters = tuple(LETTERS.get(b, b[:1].upper()) for b in branches)
+    name = width - fixed - len(branches) * (SHARE - 1)
+    return Widths(max(name, NAME_MIN), 0, known, letters, SHARE - 1)
 
 
 class ResultsTable(DataTable):
@@ -91,7 +99,7 @@ class ResultsTable(DataTable):
         self.add_column("entity", key="entity", width=widths.name)
         self.add_column(Text(score, justify="right"), key="fused", width=FUSED)
         for branch, label in zip(bars, widths.labels):
-            self.add_column(label, key=branch, width=max(widths.bar + SHARE, len(label)))
+            self.add_column(label, key=branch, width=max(widths.bar + widths.share, len(label)))
         self.add_column("known", key="known", width=widths.known)
         if result is None:
             return
@@ -106,7 +114,8 @@ class ResultsTable(DataTable):
                 name,
                 Text(f"{prediction.fused:.2f}", justify="right", style="bold"),
                 *(
-                    branch_cell(b, shares.get(b, 0.0), widths.bar, dominant=b == dominant, scored=b in prediction.branches)
+                    branch_cell(b, shares.get(b, 0.0), widths.bar, dominant=b == dominant,
+                                scored=b in prediction.branches, percent=widths.share)
                     for b in bars
                 ),
                 Text(known_label(prediction.known) if prediction.in_graph else "new", style="yellow"),

@@ -326,17 +326,34 @@ async def test_results_that_arrive_under_the_help_screen_are_shown(flag):
         assert rows(app) and "(Italy, shares border with, ?)" in status(app)
 
 
+async def test_after_a_resize_from_wide_to_60_columns_every_results_column_is_on_screen(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(130, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        table = app.query_one(ResultsTable)
+        for width in (60, 100, 60):
+            await pilot.resize_terminal(width, 20)
+            await settle(pilot)
+            assert table.size.width == width
+            assert table.virtual_size.width <= table.scrollable_content_region.width, width
+
+
 def test_the_results_columns_fit_a_60_column_terminal_without_scrolling():
     """At 60 columns the bars' narrowest width left the name column short and pushed 'known' off the
     edge; the bars now give way to the percentages alone."""
-    from imf_cli.tui.results import FUSED, NAME_MIN, PADDING, RANK, SCROLLBAR, SHARE, column_widths
+    from imf_cli.tui.results import FUSED, NAME_MIN, PADDING, RANK, SCROLLBAR, column_widths
 
-    for branches in (("structure", "text", "multimodal"), ("structure", "visual", "text", "multimodal")):
-        width = 60 if len(branches) == 3 else 66
-        widths = column_widths(width, branches, known=5, longest=30)
-        total = (RANK + widths.name + FUSED + widths.known + PADDING * (4 + len(branches)) + SCROLLBAR
-                 + sum(max(widths.bar + SHARE, len(label)) for label in widths.labels))
-        assert widths.name >= NAME_MIN and total <= width, (branches, widths, total)
+    four = ("structure", "visual", "text", "multimodal")
+    for branches in (("structure", "text", "multimodal"), four):
+        for width in (60, 66, 72):
+            widths = column_widths(width, branches, known=5, longest=30)
+            total = (RANK + widths.name + FUSED + widths.known + PADDING * (4 + len(branches)) + SCROLLBAR
+                     + sum(max(widths.bar + widths.share, len(label)) for label in widths.labels))
+            assert widths.name >= NAME_MIN and total <= width, (branches, widths, total)
+    # four branches at 60 columns: headed by letters over 4-cell percentages (the 'known' column fell
+    # off the edge after a resize from a wide terminal); from 66 the short names are back
+    assert column_widths(60, four, known=5, longest=30).labels == ("S", "V", "T", "M")
+    assert column_widths(66, four, known=5, longest=30).labels == ("struct", "visual", "text", "multi")
     assert column_widths(60, ("structure", "text", "multimodal"), known=5, longest=30).bar == 0
     assert column_widths(120, ("structure", "text", "multimodal"), known=5, longest=30).bar == 10
 
