@@ -39,6 +39,9 @@ ROW_COUNTS = (10, 20, 50, 100)
 ENTER_GUARD = 0.5
 #: Below this width the detail pane goes under the table instead of beside it.
 NARROW = 120
+#: Below this width the stacked pane's two columns (the entity, the branches' scores) go one under
+#: the other: side by side at 60 columns the description had three cells.
+STACK_DETAIL = 76
 #: Below this many rows for table and pane, the pane is hidden unless ``d`` shows it: stacked, the
 #: table would get two or three rows (at 40×12 only its header).
 SHORT = 14
@@ -62,6 +65,7 @@ class Body(Container):
 
     def on_resize(self, event: events.Resize) -> None:
         self.set_class(event.size.width < NARROW, "-narrow")
+        self.set_class(event.size.width < STACK_DETAIL, "-stacked-detail")
         self.short = event.size.height < SHORT
         self.apply()
 

@@ -338,6 +338,21 @@ async def test_after_a_resize_from_wide_to_60_columns_every_results_column_is_on
             assert table.virtual_size.width <= table.scrollable_content_region.width, width
 
 
+async def test_the_stacked_detail_pane_puts_its_columns_one_under_the_other_below_76_columns(fake):
+    """At 60 columns the entity column beside the 40-cell scores column left the description 3 cells."""
+    for width, stacked in ((60, True), (80, False)):
+        app = ExploreApp(fake)
+        async with app.run_test(size=(width, 24)) as pilot:
+            await run_query(pilot, "france", "bord")
+            await settle(pilot)
+            about, scores = app.query_one("#detail-about"), app.query_one("#detail-scores")
+            description = app.query_one("#detail-description")
+            if stacked:
+                assert scores.region.y >= about.region.bottom and description.region.width >= 30
+            else:
+                assert scores.region.x >= about.region.right and scores.region.y == about.region.y
+
+
 def test_the_results_columns_fit_a_60_column_terminal_without_scrolling():
     """At 60 columns the bars' narrowest width left the name column short and pushed 'known' off the
     edge; the bars now give way to the percentages alone."""
