@@ -654,7 +654,8 @@ def trace_series(trace: list[dict[str, Any]]) -> dict[str, Any]:
     """The curves of a trace: ``{"epochs", "loss", "valid_epochs", "valid": {score: [mrr…]}}``.
 
     ``loss`` is the total training loss of each epoch; ``valid`` maps ``fused`` and each branch to its
-    valid MRR at each evaluated epoch.
+    valid MRR at each evaluated epoch. ``trace`` is as :func:`read_trace` gives it: a value that is not
+    a finite number is already gone, so it is None here.
     """
     epochs = [record["epoch"] for record in trace]
     loss = [((record.get("loss") or {}).get("total")) for record in trace]

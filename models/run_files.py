@@ -3,7 +3,9 @@
 ``trace.jsonl`` is strict JSON, one object per line: a non-finite number (nan, ±inf) is written as
 ``null``, never as the ``NaN``/``Infinity`` tokens that other JSON readers refuse. A run killed while
 writing may leave a torn last line; :func:`read_trace` skips it, and :func:`truncate_trace` drops it
-when a run resumes. Any other unreadable line is an error that names the file and the line.
+when a run resumes. Any other unreadable line is an error that names the file and the line. A value
+of the wrong type or not finite (a hand-edited line, a ``NaN`` token from another writer) is dropped
+as it is read, so that every reader sees numbers where it expects them.
 """
 
 from __future__ import annotations
@@ -70,12 +72,48 @@ def read_trace(path: Path, *, strict: bool = True) -> list[dict[str, Any]]:
             if torn or not strict:
                 continue
             raise TraceError(f"{path}:{number}: not a trace record (not JSON: {error.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int) or isinstance(record["epoch"], bool):
             if not strict:
                 continue
             raise TraceError(f"{path}:{number}: not a trace record (a JSON object with an integer 'epoch')")
-        records.append(record)
+        records.append(_clean(record))
     return records
+
+
+def _number(value: Any) -> float | int | None:
+    """``value`` if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _numbers(value: Any) -> dict[str, Any]:
+    """The entries of a ``{name: number}`` mapping that are finite numbers."""
+    if not isinstance(value, dict):
+        return {}
+    return {key: number for key, number in ((k, _number(v)) for k, v in value.items()) if number is not None}
+
+
+def _clean(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with only the values the training loop writes, of its types: a hand-edited or damaged
+    line (a string loss, a NaN token, a list for the seconds) loses those values, not the listing of
+    the run. ``seconds`` and ``loss`` map names to finite numbers; ``valid`` maps each score to such a
+    mapping; ``lr`` and ``best_valid_mrr`` are finite or None; ``best_epoch`` an integer or None."""
+    clean = dict(record)
+    for key in ("seconds", "loss"):
+        if key in clean:
+            clean[key] = _numbers(clean[key])
+    if "valid" in clean:
+        valid = clean["valid"]
+        clean["valid"] = {score: _numbers(m) for score, m in valid.items() if isinstance(m, dict)} if isinstance(valid, dict) else {}
+        if not clean["valid"]:
+            del clean["valid"]
+    for key in ("lr", "best_valid_mrr"):
+        if key in clean:
+            clean[key] = _number(clean[key])
+    if "best_epoch" in clean and (isinstance(clean["best_epoch"], bool) or not isinstance(clean["best_epoch"], int)):
+        clean["best_epoch"] = None
+    return clean
 
 
 def truncate_trace(path: Path, epoch: int) -> None:

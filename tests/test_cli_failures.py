@@ -21,6 +21,7 @@ import torch
 from typer.testing import CliRunner
 
 from helpers import REPO, error_line
+from imf_cli import runs as imf_runs
 from imf_cli.main import app
 from kgdata.importing import import_dataset
 from kgdata.store import EntityStore
@@ -336,6 +337,31 @@ def test_a_damaged_trace_line_is_named_on_resume(trained):
     trace_path.write_text(lines[0] + "garbage\n" + "".join(lines[1:]))
     line = error_line(runner.invoke(app, ["train", "--resume", str(trained), "--no-progress"]))
     assert f"{trace}:2: not a trace record" in line
+
+
+def test_trace_values_of_the_wrong_type_or_not_finite_are_left_out_not_fatal(trained):
+    """A hand-edited trace (a string loss, NaN tokens, a list for the seconds) made `imf runs`, `runs
+    show` and `runs compare` crash with a TypeError, and plotext abort the process (std::bad_alloc);
+    resume could not write NaN back. Those values are left out; the rest of the run is listed."""
+    trace = trained / "trace.jsonl"
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    records[0]["loss"]["total"], records[0]["seconds"] = "abc", ["x"]
+    records[0]["lr"], records[0]["best_epoch"] = "fast", True
+    records[1]["loss"]["total"], records[1]["best_valid_mrr"] = float("nan"), float("inf")
+    records[1]["valid"] = {"fused": {"mrr": "high", "hits@1": float("inf"), "mr": 3.0}, "structure": None}
+    trace.write_text("".join(json.dumps(record) + "\n" for record in records))  # NaN and Infinity tokens
+    twin = trained.with_name(trained.name + "-twin")
+    shutil.copytree(trained, twin)
+    for args in (["runs"], ["runs", "show", str(trained)], ["runs", "compare", str(trained), str(twin)],
+                 ["runs", "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and "bug in imf" not in result.output, (args, result.output)
+    info = imf_runs.run_info(trained)
+    assert info.epochs == 2 and info.valid_mrr is None
+    series = imf_runs.trace_series(imf_runs.read_trace(trained))
+    assert series["loss"] == [None, None] and series["valid"]["fused"][-1] is None
+    result = runner.invoke(app, ["train", "--resume", str(trained), "--epochs", "3", "--no-progress", "--json"])
+    assert result.exit_code == 0, result.output
 
 
 def test_eval_with_huge_sizes_and_odd_devices(trained):
