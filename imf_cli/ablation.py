@@ -305,7 +305,8 @@ def _safe(name: str) -> str:
 
 def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Path) -> Cell:
     """Train, resume or reuse one run, then read its selected valid metrics and evaluate test once."""
-    from imf_cli.pipeline import evaluate_run, metrics_path, resume_model, train_model
+    from imf_cli.pipeline import evaluate_run, resume_model, train_model
+    from imf_cli.runs import read_metrics
 
     done = run_dir / "result.json"
     if done.is_file():
@@ -323,9 +324,9 @@ def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Pa
     if best is None:
         raise ImfError(f"{run_dir}: no valid evaluation was recorded; give a budget of at least train.eval_every epochs")
     valid = {metric: best["valid"]["fused"][metric] for metric in METRICS}
-    test_report = json.loads(metrics_path(run_dir, "test").read_text()) if metrics_path(run_dir, "test").is_file() else None
-    if test_report is None:
-        test_report = evaluate_run(run_dir, split="test")
+    test_report = read_metrics(run_dir, "test")
+    if test_report is None or not all(metric in test_report.get("fused", {}) for metric in METRICS):
+        test_report = evaluate_run(run_dir, split="test")  # never read, or damaged: read test again
     test = {metric: test_report["fused"][metric] for metric in METRICS}
     seconds = sum(sum((r.get("seconds") or {}).values()) for r in trace)
     record = {"seed": seed, "best_epoch": result.best_epoch, "valid": valid, "test": test, "seconds": seconds}

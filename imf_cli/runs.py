@@ -181,12 +181,24 @@ def read_trace(run_dir: str | Path) -> list[dict]:
 
 
 def read_metrics(run_dir: str | Path, split: str) -> dict | None:
-    """The report that ``imf eval --split SPLIT`` wrote, or None."""
+    """The report that ``imf eval --split SPLIT`` wrote, or None. Its metrics (``fused``,
+    ``mean_fusion``, each of ``branches``) hold only finite numbers: a damaged or hand-edited value
+    is left out."""
+    from models.run_files import finite_numbers
+
     try:
         report = json.loads(metrics_path(run_dir, split).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return report if isinstance(report, dict) else None
+    if not isinstance(report, dict):
+        return None
+    for key in ("fused", "mean_fusion"):
+        if key in report:
+            report[key] = finite_numbers(report[key])
+    if "branches" in report:
+        branches = report["branches"]
+        report["branches"] = {b: finite_numbers(m) for b, m in branches.items()} if isinstance(branches, dict) else {}
+    return report
 
 
 def metrics_path(run_dir: str | Path, split: str) -> Path:

@@ -87,8 +87,8 @@ def _number(value: Any) -> float | int | None:
     return value if math.isfinite(value) else None
 
 
-def _numbers(value: Any) -> dict[str, Any]:
-    """The entries of a ``{name: number}`` mapping that are finite numbers."""
+def finite_numbers(value: Any) -> dict[str, Any]:
+    """The entries of a ``{name: number}`` mapping that are finite numbers (``{}`` for a non-mapping)."""
     if not isinstance(value, dict):
         return {}
     return {key: number for key, number in ((k, _number(v)) for k, v in value.items()) if number is not None}
@@ -102,10 +102,10 @@ def _clean(record: dict[str, Any]) -> dict[str, Any]:
     clean = dict(record)
     for key in ("seconds", "loss"):
         if key in clean:
-            clean[key] = _numbers(clean[key])
+            clean[key] = finite_numbers(clean[key])
     if "valid" in clean:
         valid = clean["valid"]
-        clean["valid"] = {score: _numbers(m) for score, m in valid.items() if isinstance(m, dict)} if isinstance(valid, dict) else {}
+        clean["valid"] = {score: finite_numbers(m) for score, m in valid.items() if isinstance(m, dict)} if isinstance(valid, dict) else {}
         if not clean["valid"]:
             del clean["valid"]
     for key in ("lr", "best_valid_mrr"):

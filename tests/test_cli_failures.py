@@ -339,10 +339,11 @@ def test_a_damaged_trace_line_is_named_on_resume(trained):
     assert f"{trace}:2: not a trace record" in line
 
 
-def test_trace_values_of_the_wrong_type_or_not_finite_are_left_out_not_fatal(trained):
+def test_trace_and_metrics_values_of_the_wrong_type_or_not_finite_are_left_out_not_fatal(trained):
     """A hand-edited trace (a string loss, NaN tokens, a list for the seconds) made `imf runs`, `runs
     show` and `runs compare` crash with a TypeError, and plotext abort the process (std::bad_alloc);
-    resume could not write NaN back. Those values are left out; the rest of the run is listed."""
+    resume could not write NaN back; a damaged metrics-test.json crashed the listings too. Those values
+    are left out; the rest of the run is listed."""
     trace = trained / "trace.jsonl"
     records = [json.loads(line) for line in trace.read_text().splitlines()]
     records[0]["loss"]["total"], records[0]["seconds"] = "abc", ["x"]
@@ -362,6 +363,13 @@ def test_trace_values_of_the_wrong_type_or_not_finite_are_left_out_not_fatal(tra
     assert series["loss"] == [None, None] and series["valid"]["fused"][-1] is None
     result = runner.invoke(app, ["train", "--resume", str(trained), "--epochs", "3", "--no-progress", "--json"])
     assert result.exit_code == 0, result.output
+    # the same for the metrics that imf eval writes
+    for content in ('{"fused": {"mrr": "x"}}', '{"fused": [1, 2]}', '{"fused": {"mrr": NaN}}', '{"branches": 5}'):
+        (trained / "metrics-test.json").write_text(content)
+        for args in (["runs"], ["runs", "show", str(trained)], ["runs", "compare", str(trained), str(twin)]):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 0 and "bug in imf" not in result.output, (content, args, result.output)
+        assert imf_runs.run_info(trained).test_mrr is None
 
 
 def test_eval_with_huge_sizes_and_odd_devices(trained):
