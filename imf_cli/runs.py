@@ -278,6 +278,17 @@ def _disk_size(run_dir: Path) -> int:
     return total
 
 
+def _section(config: dict, name: str) -> dict:
+    """``config[name]`` if it is a mapping, else ``{}``: listing a run with a damaged config.yaml
+    shows what can be read (``imf eval`` and resume name the bad key)."""
+    section = config.get(name)
+    return section if isinstance(section, dict) else {}
+
+
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _training_state(config: dict, trace: list[dict]) -> str | None:
     """FINISHED or STOPPED when the trace shows the end of training, else None.
 
@@ -286,7 +297,7 @@ def _training_state(config: dict, trace: list[dict]) -> str | None:
     """
     if not trace:
         return None
-    train = config.get("train") or {}
+    train = _section(config, "train")
     last = trace[-1]
     if isinstance(train.get("epochs"), int) and last["epoch"] >= train["epochs"]:
         return FINISHED
@@ -330,17 +341,17 @@ def run_info(run_dir: str | Path, *, dataset_hashes: dict[str, str | None] | Non
         orphan = _orphan_reason(dataset, metadata.get("dataset_hash"), dataset_hashes)
         if orphan:
             status, reason = ORPHAN, orphan
-    model = config.get("model") or {}
-    train = config.get("train") or {}
+    model, train = _section(config, "model"), _section(config, "train")
+    modalities = model.get("modalities")
     return RunInfo(
         path=run_dir,
         status=status,
         reason=reason,
         dataset=dataset,
-        modalities=tuple(model.get("modalities") or ()),
-        seed=document.get("seed", train.get("seed")),
+        modalities=tuple(m for m in modalities if isinstance(m, str)) if isinstance(modalities, list) else (),
+        seed=_integer(document.get("seed", train.get("seed"))),
         epochs=int(last.get("epoch", 0)),
-        max_epochs=train.get("epochs"),
+        max_epochs=_integer(train.get("epochs")),
         best_epoch=last.get("best_epoch") or None,
         valid_mrr=last.get("best_valid_mrr"),
         test_mrr=((test or {}).get("fused") or {}).get("mrr"),

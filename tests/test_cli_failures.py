@@ -372,6 +372,32 @@ def test_trace_and_metrics_values_of_the_wrong_type_or_not_finite_are_left_out_n
         assert imf_runs.run_info(trained).test_mrr is None
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("model", None, 5), ("model", "modalities", [5, "structure"]), ("train", None, [1]), ("train", "epochs", "abc"),
+     (None, "seed", [1, 2])],
+)
+def test_a_config_value_of_the_wrong_type_does_not_stop_the_listings(trained, section, key, value):
+    """`model: 5` or `modalities: [5]` in a run's config.yaml crashed `imf runs`, `runs show` and `runs
+    compare` (AttributeError, TypeError); eval and resume name the key instead (tests above)."""
+    import yaml
+
+    twin = trained.with_name(trained.name + "-twin")
+    shutil.copytree(trained, twin)
+    document = yaml.safe_load((trained / "config.yaml").read_text())
+    target = document if section is None else document["config"]
+    if key is None:
+        target[section] = value
+    else:
+        (target if section is None else target[section])[key] = value
+    (trained / "config.yaml").write_text(yaml.safe_dump(document))
+    for args in (["runs"], ["runs", "--json"], ["runs", "show", str(trained)], ["runs", "compare", str(trained), str(twin)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and "bug in imf" not in result.output, (args, result.output)
+    info = imf_runs.run_info(trained)
+    assert info.epochs == 2 and all(isinstance(m, str) for m in info.modalities)
+
+
 def test_eval_with_huge_sizes_and_odd_devices(trained):
     result = runner.invoke(app, ["eval", str(trained), "--batch-size", "100000000000000000000", "--json"])
     assert result.exit_code == 0, result.output

@@ -214,9 +214,11 @@ def run_summary(info, document: dict):
     facts.add_row("status", Text(status, style=STATUS_STYLES.get(info.status, "")))
     facts.add_row("dataset", str(info.dataset))
     facts.add_row("branches", ", ".join(info.branches) or "?")
-    for manifest in meta.get("features") or []:
-        facts.add_row(f"{manifest.get('modality')} features", f"{manifest.get('encoder')}, {manifest.get('dim')}-d")
-    facts.add_row("seed", str(info.seed))
+    features = meta.get("features")
+    for manifest in features if isinstance(features, list) else []:
+        if isinstance(manifest, dict):
+            facts.add_row(f"{manifest.get('modality')} features", f"{manifest.get('encoder')}, {manifest.get('dim')}-d")
+    facts.add_row("seed", "?" if info.seed is None else str(info.seed))
     epochs = f"{info.epochs} of {info.max_epochs}" if info.max_epochs else str(info.epochs)
     facts.add_row("epochs", f"{epochs}; best {info.best_epoch} (valid MRR "
                   f"{'n/a' if info.valid_mrr is None else f'{info.valid_mrr:.4f}'})")
