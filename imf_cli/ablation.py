@@ -309,8 +309,9 @@ def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Pa
     from imf_cli.runs import read_metrics
 
     done = run_dir / "result.json"
-    if done.is_file():
-        return _cell_from(json.loads(done.read_text(encoding="utf-8")), variant.name, run_dir)
+    record = _read_result(done)
+    if record is not None:
+        return _cell_from(record, variant.name, run_dir)
     overrides = {**variant.overrides, "train.seed": seed}
     if (run_dir / "config.yaml").is_file():
         result = resume_model(run_dir, progress=False, place_unseen=False)  # metrics only: no new entities
@@ -332,6 +333,24 @@ def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Pa
     record = {"seed": seed, "best_epoch": result.best_epoch, "valid": valid, "test": test, "seconds": seconds}
     done.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return _cell_from(record, variant.name, run_dir)
+
+
+def _read_result(path: Path) -> dict | None:
+    """A finished cell's ``result.json``, or None if it is missing or damaged: then the cell is read
+    again from its run (a finished run resumes at once) and the file written anew."""
+    from models.run_files import finite_numbers
+
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    whole = all(
+        isinstance(record.get(key), int) and not isinstance(record.get(key), bool) for key in ("seed", "best_epoch")
+    ) and all(set(METRICS) <= set(finite_numbers(record.get(split))) for split in ("valid", "test"))
+    seconds = record.get("seconds")
+    return record if whole and isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None
 
 
 def _cell_from(record: dict, variant: str, run_dir: Path) -> Cell:

@@ -78,6 +78,14 @@ def test_ablate_trains_every_cell_once_and_resumes(tiny_with_text, tmp_path, imf
     # Run again: every cell is reused, nothing retrained, the same numbers.
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.stdout)["variants"] == report["variants"]
+    # a damaged result.json of a finished cell is read again from its run, not a crash
+    cells = [Path(run["run_dir"]) / "result.json" for run in report["variants"][0]["runs"]]
+    cells[0].write_text("{not json")
+    cells[1].write_text(json.dumps({"seed": "1", "valid": [], "test": {}, "seconds": None}))
+    repaired = runner.invoke(app, args)
+    assert repaired.exit_code == 0, repaired.output
+    assert json.loads(repaired.stdout)["variants"] == report["variants"]
+    assert all(json.loads(cell.read_text())["seed"] in (1, 2) for cell in cells)
     markdown = tmp_path / "table.md"
     table = runner.invoke(app, [*args[:-6], "--variant", "full", "--markdown", str(markdown)])
     assert table.exit_code == 0 and "| full |" in markdown.read_text()
