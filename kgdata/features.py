@@ -328,7 +328,23 @@ def read_header(path: Path) -> dict:
         raise DataError("no such feature file", path) from None
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise DataError(f"not a readable safetensors feature file ({exc})", path) from exc
+    parse_extra(metadata.get("extra"), path)  # a damaged header is refused here, once, for every reader
     return {"metadata": metadata, "shapes": shapes}
+
+
+def parse_extra(text: str | None, path: str | Path) -> dict:
+    """The ``extra`` metadata of a feature file (JSON text; None: ``{}``) as a dict.
+
+    Raises:
+        DataError: Naming ``path``, if it is not a JSON object (a damaged or hand-edited header).
+    """
+    try:
+        extra = json.loads(text or "{}")
+    except (json.JSONDecodeError, TypeError) as error:
+        raise DataError(f"damaged feature file: its 'extra' metadata is not JSON ({error}); encode it again", path) from None
+    if not isinstance(extra, dict):
+        raise DataError("damaged feature file: its 'extra' metadata is not a JSON object; encode it again", path)
+    return extra
 
 
 def _feature_files(dataset_dir: Path) -> list[tuple[Path, dict]]:
@@ -415,8 +431,8 @@ def stale_reason(store: "EntityStore", header: dict) -> str | None:
             return None
     else:
         try:
-            options = json.loads(metadata.get("extra") or "{}").get("options")
-        except (json.JSONDecodeError, AttributeError):
+            options = parse_extra(metadata.get("extra"), "feature file").get("options")
+        except DataError:
             return None
         modality = metadata.get("modality")
         rows = header["shapes"].get("features", (0,))[0]
@@ -485,7 +501,7 @@ def load_features(store: "EntityStore", modality: str, encoder: str | None = Non
         relation_matrix=None if relation is None else np.ascontiguousarray(relation, dtype=np.float32),
         path=path,
         input_hash=metadata.get("input_hash", ""),
-        extra=json.loads(metadata.get("extra") or "{}"),
+        extra=parse_extra(metadata.get("extra"), path),
         computed_from=metadata.get("computed_from"),
         graph_input_hash=metadata.get("graph_input_hash"),
     )
@@ -504,7 +520,10 @@ def list_features(store: "EntityStore") -> list[dict]:
     if "features" in store.db.table_names():
         for row in store.db["features"].rows:
             entry = dict(row)
-            entry["extra"] = json.loads(entry.get("extra") or "{}")
+            try:
+                entry["extra"] = parse_extra(entry.get("extra"), store.path)
+            except DataError:  # a damaged manifest row: listed, without its options
+                entry["extra"] = {}
             path = Path(entry["path"])
             if not path.is_file():
                 entry["status"] = "file missing"
@@ -525,7 +544,7 @@ def list_features(store: "EntityStore") -> list[dict]:
             "input_hash": metadata.get("input_hash"),
             "path": str(path),
             "created_at": metadata.get("created_at"),
-            "extra": json.loads(metadata.get("extra") or "{}"),
+            "extra": parse_extra(metadata.get("extra"), path),
             "status": "not in manifest",
         }
         status = _status(store, path, header)
@@ -611,7 +630,7 @@ def current_features(store: "EntityStore", modality: str, encoder: str, input_ha
         missing=missing,
         input_hash=input_hash,
         status="unchanged",
-        extra=json.loads(metadata.get("extra") or "{}"),
+        extra=parse_extra(metadata.get("extra"), path),
     )
 
 
@@ -642,7 +661,7 @@ def previous_rows(store: "EntityStore", modality: str, encoder: str, spec: dict)
     try:
         metadata = read_header(path)["metadata"]
         tensors = load_file(str(path))
-        extra = json.loads(metadata.get("extra") or "{}")
+        extra = parse_extra(metadata.get("extra"), path)
         options = extra.get("options")
     except Exception:  # an unreadable or foreign file is simply not reused
         return None

@@ -31,7 +31,9 @@ def test_registry_names_defaults_and_prefixes():
     assert {"minilm", "bert-base-uncased", "efficientnet-lite0", "vgg16", "resnet50", "gat"} <= set(REGISTRY)
     assert DEFAULT_ENCODERS == {"text": "minilm", "image": "efficientnet-lite0", "structure": "gat"}
     assert available("text") == ["minilm", "bert-base-uncased", "hf:"]
-    assert set(available("image")) == {"efficientnet-lite0", "vgg16", "resnet50"}
+    # Encoders registered by other tests' session fixtures (tiny-cnn) are not the package's.
+    shipped = {name for name in available("image") if REGISTRY[name].__module__.startswith("kgdata.")}
+    assert shipped == {"efficientnet-lite0", "vgg16", "resnet50"}
     for name, cls in REGISTRY.items():
         assert cls.name == name and cls.modality in ("text", "image", "structure")
 

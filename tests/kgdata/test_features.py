@@ -335,6 +335,24 @@ def test_a_corrupt_feature_file_is_named_when_loaded_and_listed(mm_store):
     assert list_features(mm_store)[0]["status"] == "file missing"
 
 
+@pytest.mark.parametrize(("extra", "shown"), [("{bad", "is not JSON"), ("5", "is not a JSON object"), ("[1]", "is not a JSON object")])
+def test_a_feature_file_with_damaged_extra_metadata_is_named(mm_store, extra, shown):
+    """A header whose 'extra' was not a JSON object crashed encode and train with a JSONDecodeError."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    matrix, mask = random_features(mm_store)
+    path = save_features(mm_store, "text", "toy", matrix, mask, input_hash="x")
+    with safe_open(str(path), "np") as handle:
+        metadata, tensors = handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys()}
+    save_file(tensors, str(path), metadata={**metadata, "extra": extra})
+    with pytest.raises(DataError, match=f"damaged feature file: its 'extra' metadata {shown}") as error:
+        load_features(mm_store, "text", "toy")
+    assert error.value.path == path
+    (entry,) = list_features(mm_store)
+    assert entry["status"].startswith("stale: damaged feature file")
+
+
 @pytest.mark.parametrize("name", ["feats.pkl", "feats.PICKLE"])
 def test_from_file_refuses_pickles_without_loading_them(mm_store, tmp_path, name):
     class Boom:
