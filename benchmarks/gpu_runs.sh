@@ -13,7 +13,8 @@
 #       tests/models/test_cuda.py), then trains the structure-only preset, the text-only row (the
 #       structure + text preset with --modalities text) and the structure + text preset side by side
 #       on the one GPU for about TRAIN_SECONDS (default 360) each (VARIANTS="structure text full" and
-#       SEEDS="1" choose them; every seed of every variant runs at once). The trainings stop on
+#       SEEDS="1" choose them; every seed of every variant runs at once; STAGGER=S starts the first run S
+#       seconds before the others, so that its first epochs are timed alone). The trainings stop on
 #       their own (early stopping on valid) or at the first epoch end past the budget (--max-minutes:
 #       that epoch is evaluated and last.pt written, so the run is resumable); best.pt is the epoch
 #       chosen on valid. Then `imf eval` reads valid (per relation) and, once, test for each run, and
@@ -84,8 +85,14 @@ run() {
     nvidia-smi
     "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
   } > "$work/logs/machine.txt" 2>&1
-  timeout 120 "$py" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py > "$work/logs/test_cuda.txt" 2>&1
-  echo "test_cuda: exit $?" >> "$work/logs/test_cuda.txt"
+  # STAGGER=S: the first run trains alone for S seconds before the others start (its first epochs are
+  # then timed alone; the rest side by side), and it gets S seconds more budget so all end together.
+  local stagger=${STAGGER:-0} first=1 budget
+  [[ "$stagger" =~ ^[0-9]+$ ]] || { echo "gpu_runs.sh: STAGGER is whole seconds, got '$stagger'" >&2; exit 2; }
+  if [ "$stagger" = 0 ]; then
+    timeout 120 "$py" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py > "$work/logs/test_cuda.txt" 2>&1
+    echo "test_cuda: exit $?" >> "$work/logs/test_cuda.txt"
+  fi
 
   local pids=() names=() name
   for variant in ${VARIANTS:-structure text full}; do
@@ -96,23 +103,34 @@ run() {
     esac
     for seed in ${SEEDS:-1}; do
       name=$dataset-$variant-s$seed
+      budget=$seconds
+      [ "$first" = 1 ] && budget=$((seconds + stagger))
       # --max-minutes ends the run at an epoch's end, evaluated and resumable; timeout is only a safety net.
-      timeout -s TERM $((seconds + 90)) "${imf[@]}" train "$dataset" --config "$preset" "${extra[@]}" --seed "$seed" \
-        --device "$device" --max-minutes "$(awk "BEGIN { print $seconds / 60 }")" --no-progress \
+      timeout -s TERM $((budget + 90)) "${imf[@]}" train "$dataset" --config "$preset" "${extra[@]}" --seed "$seed" \
+        --device "$device" --max-minutes "$(awk "BEGIN { print $budget / 60 }")" --no-progress \
         --run-dir "$work/$name" ${TRAIN_ARGS:-} > "$work/logs/train-$name.txt" 2>&1 &
       pids+=($!) names+=("$name")
+      if [ "$first" = 1 ] && [ "$stagger" != 0 ]; then
+        sleep "$stagger"
+        echo "the others started $stagger s after $name" > "$work/logs/stagger.txt"
+        (timeout 120 "$py" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py > "$work/logs/test_cuda.txt" 2>&1
+          echo "test_cuda: exit $?" >> "$work/logs/test_cuda.txt") &
+      fi
+      first=0
     done
   done
   local i
   for i in "${!pids[@]}"; do wait "${pids[$i]}"; echo "${names[$i]}: train exit $?" >> "$work/logs/exits.txt"; done
 
-  for name in "${names[@]}"; do
+  wait  # the CUDA tests, when they ran beside the trainings
+  for name in "${names[@]}"; do  # each run's evaluations, the runs side by side
     local run_dir=$work/$name
     [ -f "$run_dir/best.pt" ] || continue
-    "${imf[@]}" eval "$run_dir" --split valid --per-relation --device "$device" --no-progress \
+    ("${imf[@]}" eval "$run_dir" --split valid --per-relation --device "$device" --no-progress \
       > "$work/logs/eval-valid-$name.txt" 2>&1
-    "${imf[@]}" eval "$run_dir" --split test --device "$device" --no-progress > "$work/logs/eval-test-$name.txt" 2>&1
+    "${imf[@]}" eval "$run_dir" --split test --device "$device" --no-progress > "$work/logs/eval-test-$name.txt" 2>&1) &
   done
+  wait
   tar czf "$out/$dataset-gpu.tar.gz" -C "$work" logs \
     $(cd "$work" && ls -d "$dataset"-*-s*/{config.yaml,trace.jsonl,metrics-*.json} 2>/dev/null)
   cat "$work"/logs/exits.txt "$work"/logs/eval-test-*.txt 2>/dev/null | tail -40
