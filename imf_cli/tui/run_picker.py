@@ -55,7 +55,8 @@ OPENABLE = ("finished", "stopped early", "resumable", "running")
 
 
 class RunPicker(ModalScreen["RunInfo | None"]):
-    """Newest run first; the current one is marked. Enter opens the highlighted run, Escape closes."""
+    """Newest run first; the current one is marked, and the cursor starts on it. Enter opens the
+    highlighted run (the current one: nothing changes), Escape closes."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Close"), Binding("r", "dismiss(None)", "Close", show=False)]
 
@@ -88,6 +89,9 @@ class RunPicker(ModalScreen["RunInfo | None"]):
             )
         if not self.runs:
             self.query_one("#picker-note", Static).update(Text("No runs yet: imf train DATASET.", style="dim"))
+        shown = [row for row, run in enumerate(self.runs) if self.current is not None and run.path == self.current]
+        if shown:  # start on the run shown now (Enter keeps it), not on whichever is newest
+            table.move_cursor(row=shown[0], animate=False)
         table.focus()
 
     @on(DataTable.RowSelected, "#picker-table")

@@ -230,14 +230,26 @@ async def test_r_lists_the_runs_and_switches_to_the_one_picked(fake, flag, tmp_p
         picker = app.screen.query_one(DataTable)
         assert [str(picker.get_cell_at((i, 1))) for i in range(2)] == ["countries-fake-b", "countries-fake-a"]
         assert str(picker.get_cell_at((1, 0))) == "▶"  # the run shown now
+        assert picker.cursor_row == 1  # the cursor starts on it, not on the newest
         shown = app.results_shown
-        await pilot.press("enter")  # the newest: b
+        await pilot.press("up", "enter")  # the newest: b
         await wait_until(pilot, lambda: app.run_path == runs.runs[1].path and app.results_shown > shown)
         await settle(pilot)
         assert runs.opened == [runs.runs[1].path]
         assert app.sub_title == "countries-fake · countries-fake-b"
         assert "(France, shares border with, ?)" in status(app)  # the same query, on the new run
         assert app.service.wrapped is not fake
+
+
+async def test_enter_in_the_run_picker_on_the_current_run_keeps_it(fake, flag, tmp_path):
+    runs = FakeRuns(str(flag), tmp_path / "runs")
+    app = ExploreApp(fake, runs=runs, run_path=runs.runs[0].path, subtitle="countries-fake · countries-fake-a")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        await pilot.press("r", "enter")
+        await settle(pilot)
+        assert not isinstance(app.screen, RunPicker)
+        assert runs.opened == [] and app.service.wrapped is fake and app.run_path == runs.runs[0].path
 
 
 async def test_without_a_run_source_r_does_nothing(fake):
