@@ -23,6 +23,11 @@
 #
 #   Device call (one, about 8 minutes of the 15-minute budget with the machine's start):
 #     run(command="bash benchmarks/gpu_runs.sh run db15k 360", carry=[".gpu"], timeout_s=590)
+#   Used on 2026-12-04 (docs/benchmarks.md, "DB15K structure + text on an H200, three seeds"): 556 s,
+#     run(command='VARIANTS="full" SEEDS="1 2 3" STAGGER=40 bash benchmarks/gpu_runs.sh run db15k 400', ...)
+#   After the budget each run fits the placement of unseen entities (on the CPU); the safety timeout
+#   leaves 240 s for it, so keep TRAIN_SECONDS + STAGGER at most about 300 in a 590 s call if every
+#   placement is to be stored, or accept runs without one (a service fits it on first use).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +42,8 @@ HOME_DIR=$GPU_DIR/home
 # Pure-Python packages imf needs that the GPU image lacks or may hold in older versions than pyproject
 # asks; `prepare` takes the versions installed here, so the device runs what the tests ran.
 WHEEL_NAMES=(sqlite-utils sqlite-fts4 click-default-group platformdirs typer rich click shellingham annotated-doc
-  markdown-it-py mdurl pygments python-dateutil tabulate pluggy)
+  markdown-it-py mdurl pygments python-dateutil tabulate pluggy pydantic pydantic-core typing-inspection annotated-types
+  typing-extensions)
 
 prepare() {
   local py=${PY:-.venv/bin/python} imf=${IMF:-.venv/bin/imf}
@@ -106,7 +112,7 @@ run() {
       budget=$seconds
       [ "$first" = 1 ] && budget=$((seconds + stagger))
       # --max-minutes ends the run at an epoch's end, evaluated and resumable; timeout is only a safety net.
-      timeout -s TERM $((budget + 90)) "${imf[@]}" train "$dataset" --config "$preset" "${extra[@]}" --seed "$seed" \
+      timeout -s TERM $((budget + 240)) "${imf[@]}" train "$dataset" --config "$preset" "${extra[@]}" --seed "$seed" \
         --device "$device" --max-minutes "$(awk "BEGIN { print $budget / 60 }")" --no-progress \
         --run-dir "$work/$name" ${TRAIN_ARGS:-} > "$work/logs/train-$name.txt" 2>&1 &
       pids+=($!) names+=("$name")
