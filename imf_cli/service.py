@@ -392,7 +392,8 @@ class PredictionService:
         """The one entity that ``text`` names.
 
         Tried in order: an exact key; an exact name (case-insensitive); a unique prefix of a key or
-        name; a single full-text search match.
+        name; a single full-text search match whose name or key holds the words (in any order). A
+        single match by its description alone is named in an :class:`UnknownNameError`, not taken.
 
         Raises:
             AmbiguousNameError: Several entities match; the message lists the best candidates.
@@ -419,8 +420,14 @@ class PredictionService:
             if len(prefixed) == 1:
                 return prefixed[0]
             hits = [] if prefixed else self.store.search(text, limit=CANDIDATES + 1)
-            if len(hits) == 1:
+            if len(hits) == 1 and _named_by(hits[0], text):
                 return hits[0]
+            if len(hits) == 1:  # the words occur only in its description: say so, never switch silently
+                raise UnknownNameError(
+                    f"no entity of dataset {self.dataset!r} has the name or key {text!r}; the words occur in "
+                    f"the description of {_describe(hits)}: give its key or name to use it",
+                    hits,
+                )
             candidates = (prefixed or hits)[:CANDIDATES]
             if candidates:
                 raise AmbiguousNameError(
@@ -756,3 +763,13 @@ def _inline_name(text: str | None, image: str | Path | None, width: int = 40) ->
         words = " ".join(text.split())
         return words if len(words) <= width else words[: width - 1] + "…"
     return Path(image).name if image is not None else "(new entity)"
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def _named_by(entity: Entity, text: str) -> bool:
+    """Whether every word of ``text`` begins a word of ``entity``'s name or key (ignoring case): the
+    full-text search matched it by its name, not only by its description."""
+    words = set(_WORDS.findall(f"{entity.name or ''} {entity.key}".casefold()))
+    return all(any(word.startswith(part) for word in words) for part in _WORDS.findall(text.casefold()))

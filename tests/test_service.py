@@ -145,8 +145,25 @@ def test_resolve_entity_by_key_name_prefix_and_search(service):
     assert service.resolve_entity("georgia_us").name == "Georgia"  # key
     assert service.resolve_entity("gErMaNy").key == "germany"  # name, any case
     assert service.resolve_entity("Tbil").key == "tbilisi"  # unique prefix
-    assert service.resolve_entity("caucasus").key == "georgia_eu"  # one search hit
     assert service.resolve_entity("  Madrid ").key == "madrid"
+
+
+def test_a_word_found_only_in_a_description_names_the_entity_but_does_not_pick_it(service):
+    # One search hit, by its description ("Country in the Caucasus"): never taken silently as the head.
+    with pytest.raises(UnknownNameError) as described:
+        service.resolve_entity("caucasus")
+    assert [c.key for c in described.value.candidates] == ["georgia_eu"]
+    assert "has the name or key 'caucasus'" in str(described.value)
+    assert "description of Georgia [georgia_eu]: give its key or name" in str(described.value)
+
+
+def test_a_search_hit_by_its_name_words_in_another_order_is_taken():
+    from imf_cli.service import _named_by
+    from kgdata.store import Entity
+
+    entity = Entity(0, "country:GBR", "United Kingdom", "Island country in north-western Europe", None)
+    assert _named_by(entity, "kingdom united") and _named_by(entity, "King Unit") and _named_by(entity, "gbr")
+    assert not _named_by(entity, "kingdom island") and not _named_by(entity, "europe")
 
 
 def test_ambiguous_and_unknown_names_list_candidates(service):

@@ -40,7 +40,7 @@ def predict_command(
 ) -> None:
     """Predict the missing entity of (HEAD, RELATION, ?) or (?, RELATION, TAIL), best first.
 
-    Entities may be given by key, exact name, a unique prefix, or words that find one entity; an
+    Entities may be given by key, exact name, a unique prefix, or the words of one name in any order; an
     ambiguous or unknown name lists the closest candidates. Each row shows the fused score, every
     branch's logit (one column where the run has one branch), and whether the triple is already a fact of train (T), valid (V) or test (E).
 
