@@ -379,22 +379,50 @@ def train_model(
                 on_epoch_end=_epoch_lines(on_epoch, config.train.epochs),
             )
             if place_unseen:
-                _place_unseen(result, prepared, progress=progress)
+                _place_unseen(result, prepared, progress=progress, log=log)
             return result
 
     return _run_training(run_dir, start, config, existed=existed)
 
 
-def _place_unseen(result: "TrainResult", prepared: PreparedData, *, progress: bool) -> None:
+#: Said before the placement fit (it can take minutes on a large graph, after the training's budget).
+PLACEMENT_NOTE = (
+    "Fitting how entities added later are placed in each branch (for imf predict --new-text); "
+    "Ctrl+C skips this step: the run is already saved."
+)
+#: Said when Ctrl+C skipped it.
+PLACEMENT_SKIPPED = (
+    "Skipped the placement of new entities (interrupted): the run is complete and saved; imf predict "
+    "--new-text and imf explore fit the placement on first use."
+)
+
+
+def _place_unseen(
+    result: "TrainResult", prepared: PreparedData, *, progress: bool, log: Callable[[str], None] | None = None
+) -> None:
     """The step after training: fit and store the placement of entities outside the graph, for the best
-    checkpoint (``inductive-best.safetensors``; see :mod:`imf_cli.unseen`). Only the main process writes it."""
+    checkpoint (``inductive-best.safetensors``; see :mod:`imf_cli.unseen`). Only the main process writes it.
+
+    With ``log`` (the CLI's notes), the step is announced, and Ctrl+C during it skips it (the run is
+    complete; a service fits the placement on first use) instead of ending the command as interrupted.
+    """
     import torch
 
     from imf_cli.unseen import write_run_placement
 
-    if _main_process() and (Path(result.run_dir) / "best.pt").is_file():
-        facts = torch.cat([prepared.tensors.train, prepared.tensors.valid])
+    if not (_main_process() and (Path(result.run_dir) / "best.pt").is_file()):
+        return
+    if not prepared.tensors.features:  # structure only: nothing to place
+        return
+    facts = torch.cat([prepared.tensors.train, prepared.tensors.valid])
+    if log is not None:
+        log(PLACEMENT_NOTE)
+    try:
         write_run_placement(result.run_dir, prepared.tensors.features, facts, progress=progress)
+    except KeyboardInterrupt:
+        if log is None:
+            raise
+        log(PLACEMENT_SKIPPED)
 
 
 def _run_training(
@@ -476,6 +504,7 @@ def resume_model(
     on_epoch: "EpochLogger | None" = None,
     place_unseen: bool = True,
     max_minutes: float | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> "TrainResult":
     """Continue a killed run with the dataset and features it recorded (``place_unseen``: see :func:`train_model`).
 
@@ -507,7 +536,7 @@ def resume_model(
                     run_dir, prepared.tensors, progress=progress, on_epoch_end=lines, max_minutes=max_minutes
                 )
             if place_unseen:
-                _place_unseen(result, prepared, progress=progress)
+                _place_unseen(result, prepared, progress=progress, log=log)
             return result
 
     return _run_training(run_dir, start)

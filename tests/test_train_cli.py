@@ -80,6 +80,27 @@ def test_train_writes_a_complete_run_and_eval_reports_every_branch(tiny_with_fea
     assert table.exit_code == 0 and "fused" in table.stdout and "Hits@10" in table.stdout
 
 
+def test_ctrl_c_during_the_placement_fit_skips_it_and_keeps_the_finished_run(tiny_with_features, imf_home, monkeypatch):
+    """On a large graph the placement fit after training takes minutes (over 5 on DB15K at 2 threads);
+    Ctrl+C there ended `imf train` with a bare 'Interrupted.' and exit 130, as if the run were lost."""
+    import imf_cli.unseen
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imf_cli.unseen, "write_run_placement", interrupted)
+    result = runner.invoke(app, ["train", "tiny", "--epochs", "2", *SMALL])
+    assert result.exit_code == 0, result.output
+    assert "Ctrl+C skips this step: the run is already saved" in result.output
+    assert "Skipped the placement of new entities (interrupted): the run is complete and saved" in result.output
+    assert "Trained 2 epochs (seed 3)" in result.output
+    run = imf_home / "runs" / result.stdout.strip().splitlines()[-1].split("/")[-1]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "last.pt", "trace.jsonl"]
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--no-progress"])  # the resume path does the same
+    assert resumed.exit_code == 0, resumed.output
+    assert "Skipped the placement of new entities (interrupted)" in resumed.output
+
+
 def test_modalities_default_to_what_is_encoded(tiny_tsv):
     import_dataset(tiny_tsv)
     summary = train("tiny", "--epochs", "1", *SMALL)

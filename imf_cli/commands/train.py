@@ -142,7 +142,9 @@ def train_command(
         if resume is not None:
             if max_minutes is not None and max_minutes < 0:
                 raise ImfError(f"--max-minutes must be non-negative (0: no budget), got {max_minutes:g}")
-            result = resume_model(resolve_run(resume), progress=bar, on_epoch=lines, max_minutes=max_minutes)
+            result = resume_model(
+                resolve_run(resume), progress=bar, on_epoch=lines, max_minutes=max_minutes, log=notes if main_rank else None
+            )
         else:
             if name is None:
                 raise ImfError("give a dataset name, or --resume RUN")
