@@ -14,7 +14,8 @@
 #       structure + text preset with --modalities text) and the structure + text preset side by side
 #       on the one GPU for about TRAIN_SECONDS (default 360) each (VARIANTS="structure text full" and
 #       SEEDS="1" choose them; every seed of every variant runs at once; STAGGER=S starts the first run S
-#       seconds before the others, so that its first epochs are timed alone). The trainings stop on
+#       seconds before the others, so that its first epochs are timed alone; PROFILE=1 first profiles
+#       the training step with benchmarks/profile_step.py, about a minute). The trainings stop on
 #       their own (early stopping on valid) or at the first epoch end past the budget (--max-minutes:
 #       that epoch is evaluated and last.pt written, so the run is resumable); best.pt is the epoch
 #       chosen on valid. Then `imf eval` reads valid (per relation) and, once, test for each run, and
@@ -91,6 +92,13 @@ run() {
     nvidia-smi
     "$py" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
   } > "$work/logs/machine.txt" 2>&1
+  # PROFILE=1: first profile 20 steps of the structure + text preset's step (benchmarks/profile_step.py:
+  # host and device time per operator, kernels per step), alone on the GPU, into logs/profile.txt.
+  if [ "${PROFILE:-0}" = 1 ]; then
+    timeout 180 "$py" benchmarks/profile_step.py "$dataset" --config "imf_cli/presets/$dataset.yaml" --device "$device" \
+      > "$work/logs/profile.txt" 2>&1
+    echo "profile_step: exit $?" >> "$work/logs/profile.txt"
+  fi
   # STAGGER=S: the first run trains alone for S seconds before the others start (its first epochs are
   # then timed alone; the rest side by side), and it gets S seconds more budget so all end together.
   local stagger=${STAGGER:-0} first=1 budget
