@@ -69,8 +69,9 @@ prepare() {
 }
 
 run() {
-  # DEVICE=cpu PYTHON=.venv/bin/python TRAIN_ARGS="--epochs 1 --eval-every 1 --dim 16" rehearse the
-  # flow on the CPU machine; TRAIN_ARGS is added to every training's options.
+  # DEVICE=cpu PYTHON=.venv/bin/python WHEELS=0 TRAIN_ARGS="--epochs 1 --eval-every 1 --dim 16" rehearse
+  # the flow on the CPU machine (WHEELS=0: the venv has the packages, and the wheels are for Python 3.12);
+  # TRAIN_ARGS is added to every training's options.
   local seconds=${3:-360} out=${OUT:-/tmp/gpu-out} work=${WORK:-/tmp/gpu-runs} device=${DEVICE:-cuda} py=${PYTHON:-python3}
   local variant seed
   for variant in ${VARIANTS:-structure text full}; do
@@ -84,8 +85,10 @@ run() {
   done
   rm -rf "$work"
   mkdir -p "$out" "$work/logs"
-  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    "$GPU_DIR"/whl/*.whl || exit 1
+  if [ "${WHEELS:-1}" = 1 ]; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      "$GPU_DIR"/whl/*.whl || exit 1
+  fi
   export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 IMF_HOME=$PWD/$HOME_DIR
   local imf=("$py" -m imf_cli)
   {
