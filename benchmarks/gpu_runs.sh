@@ -44,7 +44,10 @@ HOME_DIR=$GPU_DIR/home
 # asks; `prepare` takes the versions installed here, so the device runs what the tests ran.
 WHEEL_NAMES=(sqlite-utils sqlite-fts4 click-default-group platformdirs typer rich click shellingham annotated-doc
   markdown-it-py mdurl pygments python-dateutil tabulate pluggy pydantic pydantic-core typing-inspection annotated-types
-  typing-extensions)
+  typing-extensions tzdata)
+# What those packages require that the GPU image holds (KINDS.md's package list): not carried.
+# tests/test_gpu_script.py checks that every requirement of a carried package is in one list or the other.
+IMAGE_PACKAGES=(pip)
 
 prepare() {
   local py=${PY:-.venv/bin/python} imf=${IMF:-.venv/bin/imf}

@@ -37,3 +37,24 @@ def test_its_presets_exist_and_its_wheels_are_installed_here():
     for name in names:  # `prepare` downloads the versions installed here
         assert importlib.metadata.version(name)
     assert "/.gpu/" in (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+
+
+def test_every_requirement_of_a_carried_package_is_carried_or_in_the_gpu_image():
+    """The device image lacked pydantic, which typer 0.29 requires: the first GPU call of 2026-12-04 failed
+    with ModuleNotFoundError before training anything."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    text = SCRIPT.read_text(encoding="utf-8")
+    carried = re.search(r"WHEEL_NAMES=\(([^)]*)\)", text).group(1).split()
+    image = re.search(r"IMAGE_PACKAGES=\(([^)]*)\)", text).group(1).split()
+    known = {canonicalize_name(name) for name in carried + image}
+    missing = []
+    for name in carried:
+        for line in importlib.metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue  # an extra, or another platform's
+            if canonicalize_name(requirement.name) not in known:
+                missing.append(f"{name} requires {requirement.name}")
+    assert not missing
