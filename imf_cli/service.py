@@ -24,7 +24,7 @@ import numpy as np
 
 from imf_cli.scoring import branch_shares
 from kgdata.errors import ImfError, UnknownEntityError
-from kgdata.store import Entity, EntityStore
+from kgdata.store import Entity, EntityStore, named_by
 
 if TYPE_CHECKING:
     import torch
@@ -420,7 +420,7 @@ class PredictionService:
             if len(prefixed) == 1:
                 return prefixed[0]
             hits = [] if prefixed else self.store.search(text, limit=CANDIDATES + 1)
-            if len(hits) == 1 and _named_by(hits[0], text):
+            if len(hits) == 1 and named_by(hits[0], text):
                 return hits[0]
             if len(hits) == 1:  # the words occur only in its description: say so, never switch silently
                 raise UnknownNameError(
@@ -763,13 +763,3 @@ def _inline_name(text: str | None, image: str | Path | None, width: int = 40) ->
         words = " ".join(text.split())
         return words if len(words) <= width else words[: width - 1] + "…"
     return Path(image).name if image is not None else "(new entity)"
-
-
-_WORDS = re.compile(r"\w+")
-
-
-def _named_by(entity: Entity, text: str) -> bool:
-    """Whether every word of ``text`` begins a word of ``entity``'s name or key (ignoring case): the
-    full-text search matched it by its name, not only by its description."""
-    words = set(_WORDS.findall(f"{entity.name or ''} {entity.key}".casefold()))
-    return all(any(word.startswith(part) for word in words) for part in _WORDS.findall(text.casefold()))

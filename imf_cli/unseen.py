@@ -223,11 +223,6 @@ def encode_inline(
             )
         feature_set = sets[branch]
         spec = feature_set.extra.get("options")
-        if spec is not None and not isinstance(spec, dict):
-            raise DataError(
-                f"damaged feature file: its encoder options are {type(spec).__name__}, not a mapping, so new "
-                f"{modality} cannot be encoded as the run's were; encode it again", feature_set.path
-            )
         if not spec:
             raise ImfError(
                 f"the run's {modality} features came from {feature_set.encoder!r} (imported, not encoded by imf), so "

@@ -317,7 +317,8 @@ def _upsert_manifest(store_path: Path, row: dict) -> None:
 
 # --------------------------------------------------------------------------------------- reading
 def read_header(path: Path) -> dict:
-    """The metadata and tensor shapes of a feature file, without reading the tensors."""
+    """The metadata, its parsed ``extra`` and the tensor shapes of a feature file, without reading the
+    tensors. A damaged ``extra`` is refused here, once, for every reader (:func:`parse_extra`)."""
     from safetensors import safe_open
 
     try:
@@ -328,15 +329,15 @@ def read_header(path: Path) -> dict:
         raise DataError("no such feature file", path) from None
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise DataError(f"not a readable safetensors feature file ({exc})", path) from exc
-    parse_extra(metadata.get("extra"), path)  # a damaged header is refused here, once, for every reader
-    return {"metadata": metadata, "shapes": shapes}
+    return {"metadata": metadata, "shapes": shapes, "extra": parse_extra(metadata.get("extra"), path)}
 
 
 def parse_extra(text: str | None, path: str | Path) -> dict:
     """The ``extra`` metadata of a feature file (JSON text; None: ``{}``) as a dict.
 
     Raises:
-        DataError: Naming ``path``, if it is not a JSON object (a damaged or hand-edited header).
+        DataError: Naming ``path``, if it is not a JSON object or its encoder ``options`` are not a
+            mapping (a damaged or hand-edited header).
     """
     try:
         extra = json.loads(text or "{}")
@@ -344,6 +345,12 @@ def parse_extra(text: str | None, path: str | Path) -> dict:
         raise DataError(f"damaged feature file: its 'extra' metadata is not JSON ({error}); encode it again", path) from None
     if not isinstance(extra, dict):
         raise DataError("damaged feature file: its 'extra' metadata is not a JSON object; encode it again", path)
+    options = extra.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise DataError(
+            f"damaged feature file: its encoder options are {type(options).__name__}, not a mapping; encode it again",
+            path,
+        )
     return extra
 
 
@@ -430,13 +437,10 @@ def stale_reason(store: "EntityStore", header: dict) -> str | None:
         if graph_input_hash(store, source) == recorded:
             return None
     else:
-        try:
-            options = parse_extra(metadata.get("extra"), "feature file").get("options")
-        except DataError:
-            return None
+        options = header["extra"].get("options")
         modality = metadata.get("modality")
         rows = header["shapes"].get("features", (0,))[0]
-        if not isinstance(options, dict) or modality not in MODALITIES or rows != store.num_entities:
+        if options is None or modality not in MODALITIES or rows != store.num_entities:
             return None
         if read_inputs(store, modality).full_hash(options) == metadata.get("input_hash"):
             return None
@@ -501,7 +505,7 @@ def load_features(store: "EntityStore", modality: str, encoder: str | None = Non
         relation_matrix=None if relation is None else np.ascontiguousarray(relation, dtype=np.float32),
         path=path,
         input_hash=metadata.get("input_hash", ""),
-        extra=parse_extra(metadata.get("extra"), path),
+        extra=header["extra"],
         computed_from=metadata.get("computed_from"),
         graph_input_hash=metadata.get("graph_input_hash"),
     )
@@ -544,7 +548,7 @@ def list_features(store: "EntityStore") -> list[dict]:
             "input_hash": metadata.get("input_hash"),
             "path": str(path),
             "created_at": metadata.get("created_at"),
-            "extra": parse_extra(metadata.get("extra"), path),
+            "extra": header["extra"],
             "status": "not in manifest",
         }
         status = _status(store, path, header)
@@ -630,7 +634,7 @@ def current_features(store: "EntityStore", modality: str, encoder: str, input_ha
         missing=missing,
         input_hash=input_hash,
         status="unchanged",
-        extra=parse_extra(metadata.get("extra"), path),
+        extra=header["extra"],
     )
 
 
@@ -659,12 +663,11 @@ def previous_rows(store: "EntityStore", modality: str, encoder: str, spec: dict)
     if not path.is_file():
         return None
     try:
-        metadata = read_header(path)["metadata"]
+        header = read_header(path)
         tensors = load_file(str(path))
-        extra = parse_extra(metadata.get("extra"), path)
-        options = extra.get("options")
     except Exception:  # an unreadable or foreign file is simply not reused
         return None
+    metadata, options = header["metadata"], header["extra"].get("options")
     if metadata.get("format") != FORMAT or metadata.get("modality") != modality or metadata.get("encoder") != encoder:
         return None
     if "features" not in tensors or "mask" not in tensors or _canonical(options) != _canonical(spec):
@@ -676,5 +679,5 @@ def previous_rows(store: "EntityStore", modality: str, encoder: str, spec: dict)
         row_hashes=tensors.get("input_row_hashes"),
         relation_matrix=None if relation is None else np.ascontiguousarray(relation, dtype=np.float32),
         graph_input_hash=metadata.get("graph_input_hash"),
-        extra=extra,
+        extra=header["extra"],
     )

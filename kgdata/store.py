@@ -115,6 +115,13 @@ def fts_query(text: str) -> str | None:
     return " ".join(quoted)
 
 
+def named_by(entity: Entity, text: str) -> bool:
+    """Whether every word of ``text`` begins a word of ``entity``'s name or key (ignoring case): a
+    :meth:`EntityStore.search` hit matched by its name, not only by its description."""
+    words = set(_WORD_RE.findall(f"{entity.name or ''} {entity.key}".casefold()))
+    return all(any(word.startswith(part) for word in words) for part in _WORD_RE.findall(text.casefold()))
+
+
 def like_prefix(text: str) -> str:
     """``text%`` for SQL ``LIKE … ESCAPE '\\'``, with ``%``, ``_`` and ``\\`` in ``text`` taken literally."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -158,8 +158,8 @@ def test_a_word_found_only_in_a_description_names_the_entity_but_does_not_pick_i
 
 
 def test_a_search_hit_by_its_name_words_in_another_order_is_taken():
-    from imf_cli.service import _named_by
     from kgdata.store import Entity
+    from kgdata.store import named_by as _named_by
 
     entity = Entity(0, "country:GBR", "United Kingdom", "Island country in north-western Europe", None)
     assert _named_by(entity, "kingdom united") and _named_by(entity, "King Unit") and _named_by(entity, "gbr")

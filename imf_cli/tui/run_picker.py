@@ -89,9 +89,9 @@ class RunPicker(ModalScreen["RunInfo | None"]):
             )
         if not self.runs:
             self.query_one("#picker-note", Static).update(Text("No runs yet: imf train DATASET.", style="dim"))
-        shown = [row for row, run in enumerate(self.runs) if self.current is not None and run.path == self.current]
-        if shown:  # start on the run shown now (Enter keeps it), not on whichever is newest
-            table.move_cursor(row=shown[0], animate=False)
+        shown = next((row for row, run in enumerate(self.runs) if run.path == self.current), None)
+        if shown is not None:  # start on the run shown now (Enter keeps it), not on whichever is newest
+            table.move_cursor(row=shown, animate=False)
         table.focus()
 
     @on(DataTable.RowSelected, "#picker-table")

@@ -353,6 +353,20 @@ def test_a_feature_file_with_damaged_extra_metadata_is_named(mm_store, extra, sh
     assert entry["status"].startswith("stale: damaged feature file")
 
 
+def test_a_feature_file_whose_encoder_options_are_not_a_mapping_is_named(mm_store):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    matrix, mask = random_features(mm_store)
+    path = save_features(mm_store, "text", "toy", matrix, mask, input_hash="x")
+    with safe_open(str(path), "np") as handle:
+        metadata, tensors = handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys()}
+    save_file(tensors, str(path), metadata={**metadata, "extra": '{"options": 5}'})
+    with pytest.raises(DataError, match="damaged feature file: its encoder options are int, not a mapping") as error:
+        load_features(mm_store, "text", "toy")
+    assert error.value.path == path
+
+
 @pytest.mark.parametrize("name", ["feats.pkl", "feats.PICKLE"])
 def test_from_file_refuses_pickles_without_loading_them(mm_store, tmp_path, name):
     class Boom:
