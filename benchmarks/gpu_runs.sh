@@ -26,9 +26,10 @@
 #     run(command="bash benchmarks/gpu_runs.sh run db15k 360", carry=[".gpu"], timeout_s=590)
 #   Used on 2026-12-04 (docs/benchmarks.md, "DB15K structure + text on an H200, three seeds"): 556 s,
 #     run(command='VARIANTS="full" SEEDS="1 2 3" STAGGER=40 bash benchmarks/gpu_runs.sh run db15k 400', ...)
-#   After the budget each run fits the placement of unseen entities (on the CPU); the safety timeout
-#   leaves 240 s for it, so keep TRAIN_SECONDS + STAGGER at most about 300 in a 590 s call if every
-#   placement is to be stored, or accept runs without one (a service fits it on first use).
+#   The trainings skip the placement of unseen entities (--no-place-unseen: a CPU fit of minutes on
+#   DB15K; a service fits it on first use). EAGER=N first trains the structure + text preset with the
+#   eager step (train.cuda_graphs false) for N epochs alone, beside the CUDA tests: the same machine's
+#   figure to compare the CUDA-graph step with. nvidia-smi samples the GPU's use every 5 s meanwhile.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -109,9 +110,22 @@ run() {
   # then timed alone; the rest side by side), and it gets S seconds more budget so all end together.
   local stagger=${STAGGER:-0} first=1 budget
   [[ "$stagger" =~ ^[0-9]+$ ]] || { echo "gpu_runs.sh: STAGGER is whole seconds, got '$stagger'" >&2; exit 2; }
-  if [ "$stagger" = 0 ]; then
-    timeout 120 "$py" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py > "$work/logs/test_cuda.txt" 2>&1
-    echo "test_cuda: exit $?" >> "$work/logs/test_cuda.txt"
+  local eager=${EAGER:-0}
+  [[ "$eager" =~ ^[0-9]+$ ]] || { echo "gpu_runs.sh: EAGER is whole epochs, got '$eager'" >&2; exit 2; }
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$work/logs/gpu-use.csv" 2>&1 &
+  local sampler=$!
+  if [ "$stagger" = 0 ] || [ "$eager" != 0 ]; then
+    (timeout 150 "$py" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py > "$work/logs/test_cuda.txt" 2>&1
+      echo "test_cuda: exit $?" >> "$work/logs/test_cuda.txt") &
+  fi
+  if [ "$eager" != 0 ]; then  # the eager step, alone on the GPU but for the CUDA tests
+    "$py" -c "import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); d['train']['cuda_graphs'] = False
+yaml.safe_dump(d, open(sys.argv[2], 'w'))" "imf_cli/presets/$dataset.yaml" "$work/eager.yaml" || exit 1
+    timeout 240 "${imf[@]}" train "$dataset" --config "$work/eager.yaml" --seed 1 --device "$device" --epochs "$eager" \
+      --eval-every "$eager" --no-place-unseen --no-progress --run-dir "$work/$dataset-eager-s1" ${TRAIN_ARGS:-} \
+      > "$work/logs/train-$dataset-eager-s1.txt" 2>&1
+    echo "$dataset-eager-s1: train exit $?" >> "$work/logs/exits.txt"
+    wait  # the CUDA tests: the graphed runs are timed without them
   fi
 
   local pids=() names=() name
@@ -126,21 +140,24 @@ run() {
       budget=$seconds
       [ "$first" = 1 ] && budget=$((seconds + stagger))
       # --max-minutes ends the run at an epoch's end, evaluated and resumable; timeout is only a safety net.
-      timeout -s TERM $((budget + 240)) "${imf[@]}" train "$dataset" --config "$preset" "${extra[@]}" --seed "$seed" \
-        --device "$device" --max-minutes "$(awk "BEGIN { print $budget / 60 }")" --no-progress \
+      timeout -s TERM $((budget + 120)) "${imf[@]}" train "$dataset" --config "$preset" "${extra[@]}" --seed "$seed" \
+        --device "$device" --max-minutes "$(awk "BEGIN { print $budget / 60 }")" --no-place-unseen --no-progress \
         --run-dir "$work/$name" ${TRAIN_ARGS:-} > "$work/logs/train-$name.txt" 2>&1 &
       pids+=($!) names+=("$name")
       if [ "$first" = 1 ] && [ "$stagger" != 0 ]; then
         sleep "$stagger"
         echo "the others started $stagger s after $name" > "$work/logs/stagger.txt"
-        (timeout 120 "$py" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py > "$work/logs/test_cuda.txt" 2>&1
-          echo "test_cuda: exit $?" >> "$work/logs/test_cuda.txt") &
+        if [ "$eager" = 0 ]; then
+          (timeout 150 "$py" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py > "$work/logs/test_cuda.txt" 2>&1
+            echo "test_cuda: exit $?" >> "$work/logs/test_cuda.txt") &
+        fi
       fi
       first=0
     done
   done
   local i
   for i in "${!pids[@]}"; do wait "${pids[$i]}"; echo "${names[$i]}: train exit $?" >> "$work/logs/exits.txt"; done
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
 
   wait  # the CUDA tests, when they ran beside the trainings
   for name in "${names[@]}"; do  # each run's evaluations, the runs side by side
@@ -153,7 +170,16 @@ run() {
   wait
   tar czf "$out/$dataset-gpu.tar.gz" -C "$work" logs \
     $(cd "$work" && ls -d "$dataset"-*-s*/{config.yaml,trace.jsonl,metrics-*.json} 2>/dev/null)
-  cat "$work"/logs/exits.txt "$work"/logs/eval-test-*.txt 2>/dev/null | tail -40
+  cat "$work"/logs/exits.txt "$work"/logs/test_cuda.txt 2>/dev/null | tail -30
+  for name in "$dataset-eager-s1" "${names[@]}"; do  # epochs, median seconds per training epoch, last valid fused MRR
+    [ -f "$work/$name/trace.jsonl" ] && "$py" -c "import json, statistics, sys
+t = [json.loads(l) for l in open(sys.argv[1])]
+v = [r for r in t if 'valid' in r]
+print(sys.argv[2], 'epochs', len(t), 'graph', t[-1].get('cuda_graph'), 'median train s', round(statistics.median(r['seconds']['train'] for r in t), 3),
+      'first', [round(r['seconds']['train'], 2) for r in t[:4]], 'valid fused', v and (v[-1]['epoch'], round(v[-1]['valid']['fused']['mrr'], 4)))" \
+      "$work/$name/trace.jsonl" "$name"
+  done
+  tail -n 3 "$work"/logs/eval-test-*.txt 2>/dev/null
 }
 
 case "$mode" in

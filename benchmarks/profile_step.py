@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--top", type=int, default=25, help="operators listed per table")
+    parser.add_argument("--stack", action="store_true",
+                        help="also list the most frequent operators by the Python line that called them")
     args = parser.parse_args()
 
     import torch
@@ -52,7 +54,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     on_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    profiler = profile(activities=activities)
+    profiler = profile(activities=activities, with_stack=args.stack)
     original = training._Trainer._step
     walls: list[float] = []
     count = 0
@@ -105,6 +107,9 @@ def main() -> None:
         print(f"device kernels per step: {kernels / steps:.0f}; their device time {device_ms:.2f} ms")
     print()
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.top))
+    print(events.table(sort_by="count", row_limit=args.top))
+    if args.stack:
+        print(profiler.key_averages(group_by_stack_n=4).table(sort_by="count", row_limit=args.top))
     if on_cuda:
         print(events.table(sort_by="self_device_time_total", row_limit=args.top))
 

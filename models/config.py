@@ -164,6 +164,9 @@ class TrainConfig:
     ``precision`` is the autocast of the training step: ``bf16`` (bfloat16 matmuls, float32 weights,
     losses and optimizer), ``fp32``, or ``auto`` (bf16 on CUDA, fp32 on the CPU). Evaluation always
     runs in float32.
+    ``cuda_graphs`` runs the training step on CUDA as one captured graph, replayed per batch (see
+    :mod:`models.graphs`): the eager step is bound by the host's dispatch there. It changes no value
+    of the loss; False keeps the eager step. Ignored on the CPU and under DDP.
     ``contrastive_weight`` and ``temperature`` are our choices: the reference never calls its contrastive
     loss, so it gives no values. ``contrastive_pairs`` picks the views it aligns (:data:`CONTRASTIVE_PAIRS`). ``fit_fusion_on_valid`` (with ``model.fusion: learned``) refits the
     decision-fusion weights on the valid queries at every evaluation and holds them fixed in between
@@ -196,6 +199,7 @@ class TrainConfig:
     max_minutes: float = 0.0
     relations_per_batch: int = 8
     precision: str = "auto"
+    cuda_graphs: bool = True
     fit_fusion_on_valid: bool = True
     seed: int | None = None
     device: str = "auto"
@@ -319,6 +323,7 @@ ADDED_KEYS: dict[str, Any] = {
     "train.checkpoint_minutes": 10.0,
     "train.precision": "auto",
     "train.max_minutes": 0.0,
+    "train.cuda_graphs": False,
 }
 
 

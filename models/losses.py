@@ -44,11 +44,14 @@ def smoothed_bce(logits: Tensor, targets: Tensor, *, label_smoothing: float = 0.
 class Positives(NamedTuple):
     """The known answers of a batch of 1-N queries, sparse: ``scores[rows[i], cols[i]]`` is a positive.
 
-    ``rows`` and ``cols`` are ``(M,)`` int64, without repeats.
+    ``rows`` and ``cols`` are ``(M,)`` int64, without repeats. ``weight`` ``(M,)`` (1 for a positive, 0
+    for padding) lets a fixed-size list carry fewer positives: the CUDA-graph step pads the list to a
+    shape that does not change from batch to batch (padding may repeat an entry; its weight is 0).
     """
 
     rows: Tensor
     cols: Tensor
+    weight: Tensor | None = None
 
     @classmethod
     def from_dense(cls, targets: Tensor) -> Positives:
@@ -78,7 +81,7 @@ class _SparseTargetBCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, scores: Tensor, rows: Tensor, cols: Tensor, a: float, c: float) -> Tensor:
+    def forward(ctx, scores: Tensor, rows: Tensor, cols: Tensor, weight: Tensor | None, a: float, c: float) -> Tensor:
         ctx.dtype = scores.dtype
         scores = scores.float()
         numel = scores.numel()
@@ -86,21 +89,26 @@ class _SparseTargetBCE(torch.autograd.Function):
         if c:
             loss = loss - c * scores.sum()
         if rows.numel():
-            loss = loss - a * scores[rows, cols].sum()
-        ctx.save_for_backward(scores, rows, cols)
+            picked = scores[rows, cols]
+            loss = loss - a * (picked if weight is None else picked * weight).sum()
+        ctx.save_for_backward(scores, rows, cols, weight)
         ctx.a, ctx.c, ctx.numel = a, c, numel
         return loss / numel
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        scores, rows, cols = ctx.saved_tensors
+        scores, rows, cols, weight = ctx.saved_tensors
         grad = torch.sigmoid(scores)
         if ctx.c:
             grad.sub_(ctx.c)
         if rows.numel():
-            grad.index_put_((rows, cols), torch.full_like(rows, -ctx.a, dtype=grad.dtype), accumulate=True)
+            if weight is None:
+                values = torch.full_like(rows, -ctx.a, dtype=grad.dtype)
+            else:
+                values = weight.to(grad.dtype) * -ctx.a
+            grad.index_put_((rows, cols), values, accumulate=True)
         grad.mul_(grad_output / ctx.numel)
-        return grad.to(ctx.dtype), None, None, None, None
+        return grad.to(ctx.dtype), None, None, None, None, None
 
 
 def sparse_target_bce(
@@ -108,7 +116,8 @@ def sparse_target_bce(
 ) -> Tensor:
     """:func:`smoothed_bce` of 1-N ``scores`` ``(B, N)`` whose targets are given by their ``positives``."""
     a, c = smoothing_coefficients(scores.shape[-1], label_smoothing, mode)
-    return _SparseTargetBCE.apply(scores, positives.rows, positives.cols, a, c)
+    weight = None if positives.weight is None else positives.weight.float()
+    return _SparseTargetBCE.apply(scores, positives.rows, positives.cols, weight, a, c)
 
 
 def info_nce(

@@ -51,11 +51,32 @@ class RelationGroups:
     width: int
 
     @classmethod
-    def of(cls, relations: Tensor, device: torch.device | str | None = None) -> RelationGroups:
-        """The groups of ``relations`` ``(B,)``. Pass a CPU tensor on the training path: nothing then waits on a GPU."""
+    def of(
+        cls,
+        relations: Tensor,
+        device: torch.device | str | None = None,
+        *,
+        capacity: tuple[int, int] | None = None,
+    ) -> RelationGroups:
+        """The groups of ``relations`` ``(B,)``. Pass a CPU tensor on the training path: nothing then waits on a GPU.
+
+        ``capacity`` ``(groups, width)`` pads the layout to a fixed shape, whatever the batch holds:
+        ``distinct`` gets ``groups`` entries (the padding repeats relation 0, and no row uses it) and the
+        padded layout is ``(groups, width)``. The CUDA-graph step (:mod:`models.graphs`) needs shapes
+        that do not change from batch to batch. Raises ValueError when the batch does not fit.
+        """
         distinct, inverse, counts = torch.unique(relations, return_inverse=True, return_counts=True)
         contiguous = bool((inverse[1:] >= inverse[:-1]).all()) if inverse.numel() > 1 else True
         width = int(counts.max()) if counts.numel() else 0
+        if capacity is not None:
+            groups, capacity_width = capacity
+            if distinct.numel() > groups or width > capacity_width:
+                raise ValueError(
+                    f"{distinct.numel()} relations of up to {width} rows do not fit a ({groups}, {capacity_width}) layout"
+                )
+            distinct = torch.cat([distinct, distinct.new_zeros(groups - distinct.numel())])
+            counts = torch.cat([counts, counts.new_zeros(groups - counts.numel())])
+            width = capacity_width
         order = torch.argsort(inverse, stable=True)
         starts = torch.cumsum(counts, 0) - counts
         rank = torch.empty_like(inverse)

@@ -51,6 +51,7 @@ from models.checkpoint import (
     save_checkpoint,
 )
 from models.config import RunConfig
+from models.graphs import GraphCaptureFailed, GraphedStep, StaticInputs, epoch_shape, pack_batch
 from models.evaluation import FUSED, MEAN_FUSION, FrozenScorer, build_filter, filter_splits, rank_metrics, rank_queries
 from models.imf import IMF, STRUCTURE, build_model
 from models.index import TailIndex, with_inverses
@@ -263,7 +264,13 @@ class _Objective(nn.Module):
         self.temperature = temperature
 
     def forward(
-        self, heads: Tensor, relations: Tensor, positives: Positives, groups: RelationGroups, entities: Tensor
+        self,
+        heads: Tensor,
+        relations: Tensor,
+        positives: Positives,
+        groups: RelationGroups,
+        entities: Tensor,
+        entity_mask: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss of queries ``(B,)`` and its detached terms.
 
@@ -272,6 +279,8 @@ class _Objective(nn.Module):
             positives: Their known tails.
             groups: Their relation groups, computed on the CPU.
             entities: ``(E,)`` the distinct entities whose modality views the contrastive term aligns.
+            entity_mask: ``(E,)`` bool, False where ``entities`` is padding (the CUDA-graph step pads
+                them to a fixed count); None: every entry is real.
         """
         encoded = self.model.encode()
         scores = self.model(heads, relations, encoded=encoded, groups=groups)
@@ -282,6 +291,8 @@ class _Objective(nn.Module):
             masks = {
                 m: mask[entities] for m in self.model.modalities if (mask := self.model.feature_mask(m)) is not None
             }
+            if entity_mask is not None:
+                masks = {name: masks[name] & entity_mask if name in masks else entity_mask for name in views}
             pairs = contrastive_pairs(self.model.modalities, self.model.branch_names, self.contrastive_pairs)
         terms = imf_objective(
             scores,
@@ -353,10 +364,26 @@ class _Trainer:
         # The fused kernel updates parameters in place; the default foreach path allocates
         # parameter-sized temporaries each step (four d³ cores), which cost more in page faults than
         # in arithmetic on the CPU (4.9 vs 7.8 s per Countries-MM epoch at dim 256).
+        # The CUDA-graph step (models.graphs) replays the optimizer too: it needs the capturable kernel and
+        # a learning rate held in a device tensor that the schedule writes into.
+        self.graphed = device.type == "cuda" and settings.cuda_graphs and not context.enabled
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True
+            self.model.parameters(),
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            fused=True,
+            capturable=self.graphed,
         )
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=settings.lr_decay)
+        self.lr_tensors: list[Tensor] = []
+        self._place_lr()
+        self.bf16 = settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda")
+        self.graph_step = (
+            GraphedStep(self._run_static_step, lambda: self.optimizer.zero_grad(set_to_none=True), device)
+            if self.graphed
+            else None
+        )
+        self.step_shape = None
         self.shuffle = torch.Generator().manual_seed(settings.seed)
 
         relation_ids = 2 * data.num_relations
@@ -368,6 +395,7 @@ class _Trainer:
             num_relations=relation_ids,
         )
         self.group_heads, self.group_relations = self.train_index.pairs()
+        self.tail_counts = self.train_index.offsets[1:] - self.train_index.offsets[:-1]  # per query, as pairs()
         splits = {"train": data.train, "valid": data.valid, "test": data.test}
         self.valid_filter = build_filter(
             [splits[name] for name in filter_splits("valid")],
@@ -408,6 +436,7 @@ class _Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
+        self._place_lr()
         self.epoch = payload["epoch"]
         self.best_epoch = payload["best_epoch"]
         self.best_valid_mrr = payload["best_valid_mrr"]
@@ -426,8 +455,8 @@ class _Trainer:
             "metadata": self.metadata,
             "data_fingerprint": self.fingerprint,
             "feature_hashes": self.feature_hashes,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "optimizer": _plain_lr(self.optimizer.state_dict(), "param_groups"),
+            "scheduler": _plain_lr(self.scheduler.state_dict(), None),
             "epoch": self.epoch,
             "best_epoch": self.best_epoch,
             "best_valid_mrr": self.best_valid_mrr,
@@ -465,7 +494,7 @@ class _Trainer:
         with EpochProgress(progress and self.context.is_main, settings.epochs, self.epoch) as bar, StopSignals() as stop:
             while not self.finished:
                 started = time.perf_counter()
-                lr = self.optimizer.param_groups[0]["lr"]
+                lr = float(self.optimizer.param_groups[0]["lr"])
                 losses = self._train_epoch(step, bar, stop)
                 if losses is None:  # a signal: last.pt now holds the point reached in this epoch
                     progress_state = self.progress or {}
@@ -481,6 +510,8 @@ class _Trainer:
                     raise NonFiniteLossError(self.epoch, lr, self.run_dir)
                 seconds = {"train": time.perf_counter() - started}
                 record: dict[str, Any] = {"epoch": self.epoch, "lr": lr, "loss": losses, "seconds": seconds}
+                if self.device.type == "cuda":
+                    record["cuda_graph"] = self.graph_step is not None and self.graph_step.captures > 0
                 improved = False
                 # The same decision on every rank; an epoch that ends past the budget is evaluated, so
                 # that best.pt has seen the last weights before the run stops.
@@ -525,7 +556,7 @@ class _Trainer:
         self.model.train()
         settings = self.config.train
         on_cuda = self.device.type == "cuda"
-        bf16 = settings.precision == "bf16" or (settings.precision == "auto" and on_cuda)
+        bf16 = self.bf16
         resumed = self.progress
         if resumed is not None:  # the same batches as the interrupted epoch: regenerate from its start state
             self.shuffle.set_state(resumed["shuffle"].cpu())
@@ -537,6 +568,11 @@ class _Trainer:
             generator=self.shuffle,
         )
         batches = [self.context.shard(batch) for batch in order]
+        if self.graph_step is not None:  # capacities that fit every full batch, never lowered (one capture)
+            shape = epoch_shape(batches, self.group_relations, self.tail_counts,
+                                batch_size=settings.batch_size, relation_ids=2 * self.data.num_relations)
+            if shape is not None:
+                self.step_shape = shape.covering(self.step_shape)
         first = 0
         sums: dict[str, Tensor] = {}
         rows = 0
@@ -568,6 +604,7 @@ class _Trainer:
                 self._write(None, False, last=True)
                 return None
         self.scheduler.step()
+        self._place_lr()
         rows = max(rows, 1)
         return {name: self.context.mean(value / rows).item() for name, value in sums.items()}
 
@@ -580,6 +617,13 @@ class _Trainer:
         """
         heads, relations = self.group_heads[batch], self.group_relations[batch]
         positive_rows, positive_tails = self.train_index.lookup(heads, relations)
+        shape = self.step_shape
+        if self.graph_step is not None and shape is not None and len(batch) == shape.batch:
+            packed = pack_batch(heads, relations, positive_rows, positive_tails, shape).pin_memory()
+            try:
+                return self.graph_step(packed, shape)
+            except GraphCaptureFailed:
+                self.graph_step = None  # warned; this batch and the rest take the eager step
         groups = RelationGroups.of(relations, self.device)
         entities = torch.unique(heads)
         tensors = (heads, relations, positive_rows, positive_tails, entities)
@@ -594,6 +638,37 @@ class _Trainer:
         total.backward()
         self.optimizer.step()
         return total, terms
+
+    def _run_static_step(self, inputs: StaticInputs) -> tuple[Tensor, dict[str, Tensor]]:
+        """The whole step on a padded batch, as :class:`GraphedStep` warms it up and captures it."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
+            total, terms = self.objective(*inputs)
+        total.backward()
+        self.optimizer.step()
+        return total, terms
+
+    def _place_lr(self) -> None:
+        """With the CUDA-graph step, keep each group's learning rate in one device tensor.
+
+        The captured optimizer reads that tensor's memory, so a new value is copied into it; the
+        scheduler (and a loaded state) may have put a float or another tensor in its place.
+        """
+        if not self.graphed:
+            for group in self.optimizer.param_groups:
+                group["capturable"] = False
+                group["lr"] = float(group["lr"])
+            return
+        if not self.lr_tensors:
+            self.lr_tensors = [torch.zeros((), device=self.device) for _ in self.optimizer.param_groups]
+        for group, tensor in zip(self.optimizer.param_groups, self.lr_tensors):
+            group["capturable"] = True
+            if group["lr"] is not tensor:
+                value = group["lr"]
+                if isinstance(value, Tensor):
+                    tensor.copy_(value)
+                else:
+                    tensor.fill_(float(value))
+                group["lr"] = tensor
 
     def _validate(self) -> tuple[dict[str, dict[str, float]], dict[str, float] | None]:
         """Valid metrics, after refitting the decision weights on valid when configured; and those weights.
@@ -639,7 +714,7 @@ class _Trainer:
         """Raise :class:`NonFiniteLossError` if any weight is nan or infinite (nothing of it may be saved)."""
         for parameter in self.model.parameters():
             if not torch.isfinite(parameter).all():
-                raise NonFiniteLossError(self.epoch, self.optimizer.param_groups[0]["lr"], self.run_dir)
+                raise NonFiniteLossError(self.epoch, float(self.optimizer.param_groups[0]["lr"]), self.run_dir)
 
     def _update_best(self, metrics: dict[str, dict[str, float]]) -> bool:
         mrr = metrics[FUSED]["mrr"]
@@ -678,6 +753,24 @@ class _Trainer:
         if last:
             self.last_checkpoint = time.monotonic()
         self.context.barrier()
+
+
+def _plain_lr(state: dict[str, Any], groups: str | None) -> dict[str, Any]:
+    """An optimizer's (``groups="param_groups"``) or scheduler's state dict with learning rates as floats.
+
+    The CUDA-graph step keeps them in device tensors; a checkpoint holds plain numbers, so that it
+    resumes on any device.
+    """
+    def plain(value: Any) -> Any:
+        return float(value) if isinstance(value, Tensor) else value
+
+    state = dict(state)
+    if groups is not None:
+        state[groups] = [{**group, "lr": plain(group["lr"])} for group in state[groups]]
+    for key in ("_last_lr", "base_lrs"):
+        if isinstance(state.get(key), list):
+            state[key] = [plain(value) for value in state[key]]
+    return state
 
 
 def _seed_everything(seed: int, rank: int) -> None:

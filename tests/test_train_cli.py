@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +50,10 @@ def test_train_writes_a_complete_run_and_eval_reports_every_branch(tiny_with_fea
     assert sorted(p.name for p in run.iterdir()) == [
         "best.pt", "config.yaml", "inductive-best.safetensors", "last.pt", "trace.jsonl"
     ]
+
+    skipped = train("tiny", "--epochs", "1", "--no-place-unseen", *SMALL)
+    assert not (Path(skipped["run_dir"]) / "inductive-best.safetensors").exists()
+    assert (Path(skipped["run_dir"]) / "best.pt").exists()
 
     document = yaml.safe_load((run / "config.yaml").read_text())
     assert document["seed"] == 3

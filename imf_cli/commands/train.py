@@ -100,6 +100,12 @@ def train_command(
         show_default=default(TRAIN.max_minutes),
     ),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N.", show_default=TRAIN.device),
+    place_unseen: bool = typer.Option(
+        True,
+        "--place-unseen/--no-place-unseen",
+        help="After training, fit how entities outside the graph are placed (text or image branches); "
+        "without, imf predict --new-text fits it on first use.",
+    ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed.", show_default="drawn and recorded"),
     run_dir: Optional[Path] = typer.Option(
         None, "--run-dir", help="Where to write the run.", show_default="$IMF_HOME/runs/<name>-<time>"
@@ -143,7 +149,12 @@ def train_command(
             if max_minutes is not None and max_minutes < 0:
                 raise ImfError(f"--max-minutes must be non-negative (0: no budget), got {max_minutes:g}")
             result = resume_model(
-                resolve_run(resume), progress=bar, on_epoch=lines, max_minutes=max_minutes, log=notes if main_rank else None
+                resolve_run(resume),
+                progress=bar,
+                on_epoch=lines,
+                max_minutes=max_minutes,
+                place_unseen=place_unseen,
+                log=notes if main_rank else None,
             )
         else:
             if name is None:
@@ -176,6 +187,7 @@ def train_command(
                 run_dir=run_dir,
                 progress=bar,
                 on_epoch=lines,
+                place_unseen=place_unseen,
                 log=notes if main_rank else None,
             )
     except TrainingInterrupted as stopped:  # SIGINT/SIGTERM: last.pt holds the point reached
