@@ -26,6 +26,10 @@
 #     run(command="bash benchmarks/gpu_runs.sh run db15k 360", carry=[".gpu"], timeout_s=590)
 #   Used on 2026-12-04 (docs/benchmarks.md, "DB15K structure + text on an H200, three seeds"): 556 s,
 #     run(command='VARIANTS="full" SEEDS="1 2 3" STAGGER=40 bash benchmarks/gpu_runs.sh run db15k 400', ...)
+#   and, with the CUDA-graph step, 'EAGER=3 VARIANTS="full" SEEDS="1 2 3" STAGGER=30 ... run db15k 400', which
+#   hung on a bare `wait` for the GPU sampler until the call's limit (fixed; docs/benchmarks.md, "The
+#   training step as one CUDA graph"). At 3.3 s per graphed epoch, a converged DB15K fused run (about
+#   230 epochs) needs about 13 minutes alone: more than one call.
 #   The trainings skip the placement of unseen entities (--no-place-unseen: a CPU fit of minutes on
 #   DB15K; a service fits it on first use). EAGER=N first trains the structure + text preset with the
 #   eager step (train.cuda_graphs false) for N epochs alone, beside the CUDA tests: the same machine's
@@ -101,10 +105,16 @@ run() {
   } > "$work/logs/machine.txt" 2>&1
   # PROFILE=1: first profile 20 steps of the structure + text preset's step (benchmarks/profile_step.py:
   # host and device time per operator, kernels per step), alone on the GPU, into logs/profile.txt.
+  # The graphed step (replays: the kernels' device time) into logs/profile.txt, then the eager step
+  # (every operator's host and device time) into logs/profile-eager.txt.
   if [ "${PROFILE:-0}" = 1 ]; then
-    timeout 180 "$py" benchmarks/profile_step.py "$dataset" --config "imf_cli/presets/$dataset.yaml" --device "$device" \
-      > "$work/logs/profile.txt" 2>&1
-    echo "profile_step: exit $?" >> "$work/logs/profile.txt"
+    local flag log
+    for flag in "" --eager; do
+      log=$work/logs/profile${flag:+-eager}.txt
+      timeout 150 "$py" benchmarks/profile_step.py "$dataset" --config "imf_cli/presets/$dataset.yaml" --device "$device" \
+        $flag > "$log" 2>&1
+      echo "profile_step: exit $?" >> "$log"
+    done
   fi
   # STAGGER=S: the first run trains alone for S seconds before the others start (its first epochs are
   # then timed alone; the rest side by side), and it gets S seconds more budget so all end together.
@@ -114,9 +124,11 @@ run() {
   [[ "$eager" =~ ^[0-9]+$ ]] || { echo "gpu_runs.sh: EAGER is whole epochs, got '$eager'" >&2; exit 2; }
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$work/logs/gpu-use.csv" 2>&1 &
   local sampler=$!
+  local tests=
   if [ "$stagger" = 0 ] || [ "$eager" != 0 ]; then
     (timeout 150 "$py" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py > "$work/logs/test_cuda.txt" 2>&1
       echo "test_cuda: exit $?" >> "$work/logs/test_cuda.txt") &
+    tests=$!
   fi
   if [ "$eager" != 0 ]; then  # the eager step, alone on the GPU but for the CUDA tests
     "$py" -c "import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); d['train']['cuda_graphs'] = False
@@ -125,7 +137,7 @@ yaml.safe_dump(d, open(sys.argv[2], 'w'))" "imf_cli/presets/$dataset.yaml" "$wor
       --eval-every "$eager" --no-place-unseen --no-progress --run-dir "$work/$dataset-eager-s1" ${TRAIN_ARGS:-} \
       > "$work/logs/train-$dataset-eager-s1.txt" 2>&1
     echo "$dataset-eager-s1: train exit $?" >> "$work/logs/exits.txt"
-    wait  # the CUDA tests: the graphed runs are timed without them
+    [ -n "$tests" ] && wait "$tests"  # the CUDA tests (not the sampler): the graphed runs are timed without them
   fi
 
   local pids=() names=() name

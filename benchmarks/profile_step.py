@@ -2,7 +2,9 @@
 
 Prints figures; it is not a test. It starts `imf train` on an imported dataset (IMF_HOME as usual, the
 run in a temporary directory that is removed), lets ``--warmup`` steps pass, profiles the next
-``--steps`` with ``torch.profiler`` (CPU, and CUDA where the device is a GPU), and stops. It prints the
+``--steps`` with ``torch.profiler`` (CPU, and CUDA where the device is a GPU), and stops. On CUDA the
+step is a CUDA-graph replay once the warm-up steps are past (``models.graphs``; ``--eager``: the eager
+step). It prints the
 wall time per profiled step, the operator events and (on CUDA) the kernel launches per step, and the
 operators that take the most host time and the most device time. A step whose wall time is close to
 its host time and far above its device time is bound by dispatch (issue 11: the DB15K structure +
@@ -41,6 +43,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--top", type=int, default=25, help="operators listed per table")
+    parser.add_argument("--eager", action="store_true",
+                        help="on CUDA, profile the eager step (train.cuda_graphs false): every operator's device "
+                        "time, which the graph replays; without it the profiled steps are graph replays")
     parser.add_argument("--stack", action="store_true",
                         help="also list the most frequent operators by the Python line that called them")
     args = parser.parse_args()
@@ -78,7 +83,7 @@ def main() -> None:
         return result
 
     training._Trainer._step = step
-    flags = {"train.device": args.device, "train.epochs": 1, "train.eval_every": 1}
+    flags = {"train.device": args.device, "train.epochs": 1, "train.eval_every": 1, "train.cuda_graphs": not args.eager}
     if args.dim:
         flags["model.dim"] = args.dim
     modalities = tuple(m.strip() for m in args.modalities.split(",")) if args.modalities else None

@@ -110,12 +110,19 @@ class StaticInputs(NamedTuple):
     entity_mask: Tensor
 
 
-def pack_batch(heads: Tensor, relations: Tensor, rows: Tensor, tails: Tensor, shape: StepShape) -> Tensor:
+def pack_batch(
+    heads: Tensor, relations: Tensor, rows: Tensor, tails: Tensor, shape: StepShape, *, num_entities: int
+) -> Tensor:
     """One batch as one int64 vector of ``shape.length`` (CPU tensors in, a CPU tensor out).
 
     Layout: heads ``B``, relations ``B``, distinct relations ``U``, each row's group ``B``, each row's
     slot ``B``, positive rows ``M``, positive tails ``M``, positive weights ``M`` (1 or 0), the distinct
-    heads padded to ``B``, and their mask ``B`` (1 or 0).
+    heads padded to ``B`` (with distinct ids, masked out), and their mask ``B`` (1 or 0).
+
+    The padding positives (weight 0) lie on distinct cells of the ``(B, num_entities)`` scores, taken
+    in order: the loss's gradient adds them with an accumulating ``index_put_``, which on CUDA adds a
+    run of equal indices one after the other (thousands of paddings on one cell would be a serial run
+    every step; on DB15K a batch has about 255 positives and the capacity is 16,384).
 
     Raises:
         ValueError: When the batch does not fit ``shape``.
@@ -138,7 +145,11 @@ def pack_batch(heads: Tensor, relations: Tensor, rows: Tensor, tails: Tensor, sh
     parts[5][:count] = rows
     parts[6][:count] = tails
     parts[7][:count] = 1
+    spread = torch.arange(shape.positives - count)
+    parts[5][count:] = (spread // num_entities) % size
+    parts[6][count:] = spread % num_entities
     parts[8][: entities.numel()] = entities
+    parts[8][entities.numel():] = torch.arange(size - entities.numel()) % num_entities  # masked; distinct ids
     parts[9][: entities.numel()] = 1
     return packed
 
@@ -167,7 +178,7 @@ class GraphedStep:
 
     Args:
         run_step: Takes :class:`StaticInputs` and performs one whole step (forward, backward,
-            ``optimizer.step()``), returning the loss and its detached terms. It must leave no gradient
+            ``optimizer.step()``), returning the detached loss and its detached terms. It must leave no gradient
             to zero: the caller's optimizer gradients are set to None before capture.
         zero_grad: Sets every gradient to None.
         device: The CUDA device.
@@ -194,6 +205,8 @@ class GraphedStep:
         self.outputs: StepOutputs | None = None
         self.captures = 0
         self.failure: str | None = None
+        # Warm-up and capture share one side stream, so autograd makes its nodes on the stream it captures.
+        self.stream = torch.cuda.Stream(device)
 
     def __call__(self, packed: Tensor, shape: StepShape) -> StepOutputs:
         """One step on ``packed`` (a pinned CPU vector from :func:`pack_batch`)."""
@@ -207,17 +220,16 @@ class GraphedStep:
         if self.warmup > 0:  # on a side stream, as torch.cuda.graphs asks of warm-up iterations
             self.warmup -= 1
             current = torch.cuda.current_stream(self.device)
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(current)
-            with torch.cuda.stream(side):
+            self.stream.wait_stream(current)
+            with torch.cuda.stream(self.stream):
                 self.zero_grad()
                 outputs = self.run_step(unpack_batch(self.buffer, shape))
-            current.wait_stream(side)
+            current.wait_stream(self.stream)
             return outputs
         graph = torch.cuda.CUDAGraph()
         self.zero_grad()
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=self.stream):
                 outputs = self.run_step(unpack_batch(self.buffer, shape))
         except Exception as error:  # noqa: BLE001 - any capture failure falls back to the eager step
             self.failure = f"{type(error).__name__}: {error}"

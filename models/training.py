@@ -619,7 +619,9 @@ class _Trainer:
         positive_rows, positive_tails = self.train_index.lookup(heads, relations)
         shape = self.step_shape
         if self.graph_step is not None and shape is not None and len(batch) == shape.batch:
-            packed = pack_batch(heads, relations, positive_rows, positive_tails, shape).pin_memory()
+            packed = pack_batch(
+                heads, relations, positive_rows, positive_tails, shape, num_entities=self.data.num_entities
+            ).pin_memory()
             try:
                 return self.graph_step(packed, shape)
             except GraphCaptureFailed:
@@ -637,7 +639,9 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        return total, terms
+        # Detached: a loss kept alive would keep this step's autograd nodes (and the stream they were
+        # made on) into the next step, which a CUDA graph capture warns about.
+        return total.detach(), terms
 
     def _run_static_step(self, inputs: StaticInputs) -> tuple[Tensor, dict[str, Tensor]]:
         """The whole step on a padded batch, as :class:`GraphedStep` warms it up and captures it."""
@@ -645,7 +649,7 @@ class _Trainer:
             total, terms = self.objective(*inputs)
         total.backward()
         self.optimizer.step()
-        return total, terms
+        return total.detach(), terms
 
     def _place_lr(self) -> None:
         """With the CUDA-graph step, keep each group's learning rate in one device tensor.

@@ -58,3 +58,14 @@ def test_every_requirement_of_a_carried_package_is_carried_or_in_the_gpu_image()
             if canonicalize_name(requirement.name) not in known:
                 missing.append(f"{name} requires {requirement.name}")
     assert not missing
+
+
+def test_no_bare_wait_while_the_gpu_sampler_runs():
+    """A bare ``wait`` waits for every background job, the never-ending nvidia-smi sampler too: a device
+    call hung on one until its time limit and brought nothing back."""
+    lines = [line.split("#")[0].strip() for line in SCRIPT.read_text().splitlines()]
+    start = next(i for i, line in enumerate(lines) if line == "local sampler=$!")
+    stop = next(i for i, line in enumerate(lines) if line.startswith('kill "$sampler"'))
+    assert start < stop
+    bare = [line for line in lines[start:stop] if re.search(r"(^|;|&&)\s*wait\s*($|;)", line)]
+    assert bare == []

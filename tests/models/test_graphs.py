@@ -68,10 +68,13 @@ def test_padding_changes_neither_the_loss_nor_any_gradient(spare):
         batch=24,
         groups=min(len(groups.counts) + spare, 2 * kg.num_relations),
         width=min(groups.width + spare, 24),
-        positives=rows.numel() + 7 * spare,
+        positives=rows.numel() + 7 * spare + (kg.num_entities + 3) * (spare == 5),  # past one row of cells
     )
-    padded = unpack_batch(pack_batch(heads, relations, rows, tails, shape), shape)
+    padded = unpack_batch(pack_batch(heads, relations, rows, tails, shape, num_entities=kg.num_entities), shape)
     assert padded.entity_mask.sum() == entities.numel()
+    # The padding lies on distinct cells (CUDA adds a run of equal indices serially).
+    cells = padded.positives.rows[rows.numel():] * kg.num_entities + padded.positives.cols[rows.numel():]
+    assert cells.unique().numel() == cells.numel()
     got = _loss_and_gradients(model, objective, *padded)
 
     torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=1e-6)
@@ -100,7 +103,7 @@ def test_every_full_batch_of_an_epoch_fits_its_shape():
         assert len(full) < len(batches)  # the short last batch is left to the eager step
         for batch in full:
             rows, tails = index.lookup(heads[batch], relations[batch])
-            packed = pack_batch(heads[batch], relations[batch], rows, tails, shape)
+            packed = pack_batch(heads[batch], relations[batch], rows, tails, shape, num_entities=kg.num_entities)
             assert packed.shape == (shape.length,)
             assert int(unpack_batch(packed, shape).positives.weight.sum()) == rows.numel()
 
@@ -120,14 +123,17 @@ def test_a_batch_that_does_not_fit_is_refused():
     shape = StepShape(batch=4, groups=2, width=2, positives=4)
     heads = torch.tensor([0, 1, 2, 3])
     rows, tails = torch.tensor([0, 1]), torch.tensor([5, 6])
+    packed = unpack_batch(pack_batch(heads, torch.tensor([0, 0, 1, 1]), rows[:1], tails[:1], shape, num_entities=2), shape)
+    assert packed.positives.rows.tolist() == [0, 0, 0, 1] and packed.positives.cols.tolist() == [5, 0, 1, 0]
+    assert packed.positives.weight.tolist() == [1.0, 0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="3 relations"):
-        pack_batch(heads, torch.tensor([0, 1, 2, 2]), rows, tails, shape)
+        pack_batch(heads, torch.tensor([0, 1, 2, 2]), rows, tails, shape, num_entities=9)
     with pytest.raises(ValueError, match="up to 3 rows"):
-        pack_batch(heads, torch.tensor([0, 1, 1, 1]), rows, tails, shape)
+        pack_batch(heads, torch.tensor([0, 1, 1, 1]), rows, tails, shape, num_entities=9)
     with pytest.raises(ValueError, match="5 known tails"):
-        pack_batch(heads, torch.tensor([0, 0, 1, 1]), torch.arange(5) % 4, torch.arange(5), shape)
+        pack_batch(heads, torch.tensor([0, 0, 1, 1]), torch.arange(5) % 4, torch.arange(5), shape, num_entities=9)
     with pytest.raises(ValueError, match="3 queries"):
-        pack_batch(heads[:3], torch.tensor([0, 0, 1]), rows, tails, shape)
+        pack_batch(heads[:3], torch.tensor([0, 0, 1]), rows, tails, shape, num_entities=9)
 
 
 def test_checkpoints_hold_learning_rates_as_plain_numbers():
