@@ -27,7 +27,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -245,3 +245,53 @@ class GraphedStep:
 
 class GraphCaptureFailed(RuntimeError):
     """The step could not be captured; nothing of the batch was trained."""
+
+
+def hold_learning_rates(
+    optimizer: torch.optim.Optimizer, graphed: bool, device: torch.device, tensors: list[Tensor] | None = None
+) -> list[Tensor]:
+    """Keep each parameter group's learning rate where the step reads it; the tensors that hold them.
+
+    With the graphed step (``graphed``), each group's ``lr`` is one device tensor for the whole run:
+    the captured optimizer reads that tensor's memory, so a new value (a float or another tensor, as a
+    scheduler step or a loaded state leaves it) is copied into it, and the group is ``capturable``.
+    Otherwise ``lr`` becomes a plain float again and the group is not capturable. Call it after
+    building the optimizer (``tensors`` None), and after every ``scheduler.step()`` and
+    ``load_state_dict`` with the tensors it returned.
+    """
+    if not graphed:
+        for group in optimizer.param_groups:
+            group["capturable"] = False
+            group["lr"] = float(group["lr"])
+        return []
+    if not tensors:
+        tensors = [torch.zeros((), device=device) for _ in optimizer.param_groups]
+    for group, tensor in zip(optimizer.param_groups, tensors):
+        group["capturable"] = True
+        value = group["lr"]
+        if value is not tensor:
+            if isinstance(value, Tensor):
+                tensor.copy_(value)
+            else:
+                tensor.fill_(float(value))
+            group["lr"] = tensor
+    return tensors
+
+
+def plain_learning_rates(state: dict[str, Any], groups: str | None) -> dict[str, Any]:
+    """An optimizer's (``groups="param_groups"``) or scheduler's state dict with learning rates as floats.
+
+    The graphed step keeps them in device tensors; a checkpoint holds plain numbers, so that it resumes
+    on any device. The live state is not changed.
+    """
+
+    def plain(value: Any) -> Any:
+        return float(value) if isinstance(value, Tensor) else value
+
+    state = dict(state)
+    if groups is not None:
+        state[groups] = [{**group, "lr": plain(group["lr"])} for group in state[groups]]
+    for key in ("_last_lr", "base_lrs"):
+        if isinstance(state.get(key), list):
+            state[key] = [plain(value) for value in state[key]]
+    return state

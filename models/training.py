@@ -51,8 +51,16 @@ from models.checkpoint import (
     save_checkpoint,
 )
 from models.config import RunConfig
-from models.graphs import GraphCaptureFailed, GraphedStep, StaticInputs, epoch_shape, pack_batch
 from models.evaluation import FUSED, MEAN_FUSION, FrozenScorer, build_filter, filter_splits, rank_metrics, rank_queries
+from models.graphs import (
+    GraphCaptureFailed,
+    GraphedStep,
+    StaticInputs,
+    epoch_shape,
+    hold_learning_rates,
+    pack_batch,
+    plain_learning_rates,
+)
 from models.imf import IMF, STRUCTURE, build_model
 from models.index import TailIndex, with_inverses
 from models.losses import Positives, imf_objective
@@ -375,8 +383,7 @@ class _Trainer:
             capturable=self.graphed,
         )
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=settings.lr_decay)
-        self.lr_tensors: list[Tensor] = []
-        self._place_lr()
+        self.lr_tensors = hold_learning_rates(self.optimizer, self.graphed, device)
         self.bf16 = settings.precision == "bf16" or (settings.precision == "auto" and device.type == "cuda")
         self.graph_step = (
             GraphedStep(self._run_static_step, lambda: self.optimizer.zero_grad(set_to_none=True), device)
@@ -436,7 +443,7 @@ class _Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
-        self._place_lr()
+        hold_learning_rates(self.optimizer, self.graphed, self.device, self.lr_tensors)
         self.epoch = payload["epoch"]
         self.best_epoch = payload["best_epoch"]
         self.best_valid_mrr = payload["best_valid_mrr"]
@@ -455,8 +462,8 @@ class _Trainer:
             "metadata": self.metadata,
             "data_fingerprint": self.fingerprint,
             "feature_hashes": self.feature_hashes,
-            "optimizer": _plain_lr(self.optimizer.state_dict(), "param_groups"),
-            "scheduler": _plain_lr(self.scheduler.state_dict(), None),
+            "optimizer": plain_learning_rates(self.optimizer.state_dict(), "param_groups"),
+            "scheduler": plain_learning_rates(self.scheduler.state_dict(), None),
             "epoch": self.epoch,
             "best_epoch": self.best_epoch,
             "best_valid_mrr": self.best_valid_mrr,
@@ -604,7 +611,7 @@ class _Trainer:
                 self._write(None, False, last=True)
                 return None
         self.scheduler.step()
-        self._place_lr()
+        hold_learning_rates(self.optimizer, self.graphed, self.device, self.lr_tensors)
         rows = max(rows, 1)
         return {name: self.context.mean(value / rows).item() for name, value in sums.items()}
 
@@ -650,29 +657,6 @@ class _Trainer:
         total.backward()
         self.optimizer.step()
         return total.detach(), terms
-
-    def _place_lr(self) -> None:
-        """With the CUDA-graph step, keep each group's learning rate in one device tensor.
-
-        The captured optimizer reads that tensor's memory, so a new value is copied into it; the
-        scheduler (and a loaded state) may have put a float or another tensor in its place.
-        """
-        if not self.graphed:
-            for group in self.optimizer.param_groups:
-                group["capturable"] = False
-                group["lr"] = float(group["lr"])
-            return
-        if not self.lr_tensors:
-            self.lr_tensors = [torch.zeros((), device=self.device) for _ in self.optimizer.param_groups]
-        for group, tensor in zip(self.optimizer.param_groups, self.lr_tensors):
-            group["capturable"] = True
-            if group["lr"] is not tensor:
-                value = group["lr"]
-                if isinstance(value, Tensor):
-                    tensor.copy_(value)
-                else:
-                    tensor.fill_(float(value))
-                group["lr"] = tensor
 
     def _validate(self) -> tuple[dict[str, dict[str, float]], dict[str, float] | None]:
         """Valid metrics, after refitting the decision weights on valid when configured; and those weights.
@@ -757,24 +741,6 @@ class _Trainer:
         if last:
             self.last_checkpoint = time.monotonic()
         self.context.barrier()
-
-
-def _plain_lr(state: dict[str, Any], groups: str | None) -> dict[str, Any]:
-    """An optimizer's (``groups="param_groups"``) or scheduler's state dict with learning rates as floats.
-
-    The CUDA-graph step keeps them in device tensors; a checkpoint holds plain numbers, so that it
-    resumes on any device.
-    """
-    def plain(value: Any) -> Any:
-        return float(value) if isinstance(value, Tensor) else value
-
-    state = dict(state)
-    if groups is not None:
-        state[groups] = [{**group, "lr": plain(group["lr"])} for group in state[groups]]
-    for key in ("_last_lr", "base_lrs"):
-        if isinstance(state.get(key), list):
-            state[key] = [plain(value) for value in state[key]]
-    return state
 
 
 def _seed_everything(seed: int, rank: int) -> None:

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from models.config import RunConfig, resolve
-from models.graphs import StepShape, epoch_shape, pack_batch, unpack_batch
+from models.graphs import StepShape, epoch_shape, hold_learning_rates, pack_batch, plain_learning_rates, unpack_batch
 from models.imf import IMF
 from models.index import TailIndex, with_inverses
 from models.losses import Positives
 from models.sampling import epoch_batches
 from models.scorer import RelationGroups
-from models.training import _Objective, _plain_lr
+from models.training import _Objective
 
 from .conftest import make_kg
 
@@ -139,11 +139,11 @@ def test_a_batch_that_does_not_fit_is_refused():
 def test_checkpoints_hold_learning_rates_as_plain_numbers():
     optimizer_state = {"state": {}, "param_groups": [{"lr": torch.tensor(0.003), "params": [0]}]}
     scheduler_state = {"base_lrs": [0.003], "_last_lr": [torch.tensor(0.002)], "last_epoch": 4}
-    plain = _plain_lr(optimizer_state, "param_groups")
+    plain = plain_learning_rates(optimizer_state, "param_groups")
     assert plain["param_groups"][0] == {"lr": pytest.approx(0.003), "params": [0]}
     assert type(plain["param_groups"][0]["lr"]) is float
     assert isinstance(optimizer_state["param_groups"][0]["lr"], torch.Tensor)  # the live state is untouched
-    plain = _plain_lr(scheduler_state, None)
+    plain = plain_learning_rates(scheduler_state, None)
     assert type(plain["_last_lr"][0]) is float and plain["last_epoch"] == 4
 
 
@@ -152,3 +152,12 @@ def test_cuda_graphs_are_on_by_default_and_off_for_runs_recorded_before_them():
     stored = resolve({}).to_dict()
     del stored["train"]["cuda_graphs"]
     assert RunConfig.from_dict(stored).train.cuda_graphs is False
+
+
+def test_learning_rates_are_plain_floats_without_the_graphed_step():
+    """A run resumed on the CPU from a graphed run's state: capturable off, lr a float again."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))], lr=0.1, fused=True)
+    optimizer.param_groups[0].update(lr=torch.tensor(0.05), capturable=True)
+    assert hold_learning_rates(optimizer, False, torch.device("cpu")) == []
+    group = optimizer.param_groups[0]
+    assert group["capturable"] is False and type(group["lr"]) is float and group["lr"] == pytest.approx(0.05)
