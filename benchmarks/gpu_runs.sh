@@ -29,7 +29,10 @@
 #   and, with the CUDA-graph step, 'EAGER=3 VARIANTS="full" SEEDS="1 2 3" STAGGER=30 ... run db15k 400', which
 #   hung on a bare `wait` for the GPU sampler until the call's limit (fixed; docs/benchmarks.md, "The
 #   training step as one CUDA graph"). At 3.3 s per graphed epoch, a converged DB15K fused run (about
-#   230 epochs) needs about 13 minutes alone: more than one call.
+#   230 epochs) needs about 13 minutes alone: more than one call. Suggested next call: first
+#   'PROFILE=1 VARIANTS="full" SEEDS="1" bash benchmarks/gpu_runs.sh run db15k 300' (about 7 minutes:
+#   whether the padding fix of models/graphs.py made the step GPU-light, and how far one seed gets);
+#   with epochs near 1 s, SEEDS="1 2 3" side by side in the budget that is left.
 #   The trainings skip the placement of unseen entities (--no-place-unseen: a CPU fit of minutes on
 #   DB15K; a service fits it on first use). EAGER=N first trains the structure + text preset with the
 #   eager step (train.cuda_graphs false) for N epochs alone, beside the CUDA tests: the same machine's
@@ -105,9 +108,11 @@ run() {
   } > "$work/logs/machine.txt" 2>&1
   # PROFILE=1: first profile 20 steps of the structure + text preset's step (benchmarks/profile_step.py:
   # host and device time per operator, kernels per step), alone on the GPU, into logs/profile.txt.
-  # The graphed step (replays: the kernels' device time) into logs/profile.txt, then the eager step
-  # (every operator's host and device time) into logs/profile-eager.txt.
+  # The loss's padded index_put_ by padding layout (logs/bench-padding.txt), the graphed step (replays:
+  # the kernels' device time) into logs/profile.txt, then the eager step (every operator's host and
+  # device time) into logs/profile-eager.txt.
   if [ "${PROFILE:-0}" = 1 ]; then
+    timeout 60 "$py" benchmarks/bench_padding.py --device "$device" > "$work/logs/bench-padding.txt" 2>&1
     local flag log
     for flag in "" --eager; do
       log=$work/logs/profile${flag:+-eager}.txt
@@ -182,7 +187,7 @@ yaml.safe_dump(d, open(sys.argv[2], 'w'))" "imf_cli/presets/$dataset.yaml" "$wor
   wait
   tar czf "$out/$dataset-gpu.tar.gz" -C "$work" logs \
     $(cd "$work" && ls -d "$dataset"-*-s*/{config.yaml,trace.jsonl,metrics-*.json} 2>/dev/null)
-  cat "$work"/logs/exits.txt "$work"/logs/test_cuda.txt 2>/dev/null | tail -30
+  cat "$work"/logs/exits.txt "$work"/logs/test_cuda.txt "$work"/logs/bench-padding.txt 2>/dev/null | tail -36
   for name in "$dataset-eager-s1" "${names[@]}"; do  # epochs, median seconds per training epoch, last valid fused MRR
     [ -f "$work/$name/trace.jsonl" ] && "$py" -c "import json, statistics, sys
 t = [json.loads(l) for l in open(sys.argv[1])]
