@@ -19,7 +19,11 @@ graph's input buffer, and unpacked inside the graph (:func:`unpack_batch`).
 
 Dropout masks stay random in every replay (PyTorch's CUDA generator is graph-safe). The optimizer must
 be built with ``capturable=True`` and a tensor learning rate, so that the schedule's changes reach the
-captured kernels. Batches of another size (an epoch's last) and DDP runs take the eager step.
+captured kernels (:func:`hold_learning_rates`). Batches of another size (an epoch's last) and DDP runs
+take the eager step.
+
+Measured on an H200 (docs/benchmarks.md, "The training step as one CUDA graph"): a DB15K structure +
+text epoch in 3.29 s against 8.78 s eager, with the same losses and valid MRR curve.
 """
 
 from __future__ import annotations
