@@ -66,6 +66,10 @@ class TailIndex:
         """Heads ``(G,)`` and relations ``(G,)`` of every indexed pair, in key order."""
         return self.keys // self.num_relations, self.keys % self.num_relations
 
+    def tail_counts(self) -> Tensor:
+        """How many known tails each indexed pair has, ``(G,)``, in the order of :meth:`pairs`."""
+        return self.offsets[1:] - self.offsets[:-1]
+
     def lookup(self, heads: Tensor, relations: Tensor) -> tuple[Tensor, Tensor]:
         """Every known tail of each query, flattened.
 

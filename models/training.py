@@ -402,7 +402,7 @@ class _Trainer:
             num_relations=relation_ids,
         )
         self.group_heads, self.group_relations = self.train_index.pairs()
-        self.tail_counts = self.train_index.offsets[1:] - self.train_index.offsets[:-1]  # per query, as pairs()
+        self.tail_counts = self.train_index.tail_counts()
         splits = {"train": data.train, "valid": data.valid, "test": data.test}
         self.valid_filter = build_filter(
             [splits[name] for name in filter_splits("valid")],
@@ -563,7 +563,6 @@ class _Trainer:
         self.model.train()
         settings = self.config.train
         on_cuda = self.device.type == "cuda"
-        bf16 = self.bf16
         resumed = self.progress
         if resumed is not None:  # the same batches as the interrupted epoch: regenerate from its start state
             self.shuffle.set_state(resumed["shuffle"].cpu())
@@ -593,7 +592,7 @@ class _Trainer:
             batch = batches[position]
             if len(batch) < 2:  # batch norm cannot train on one row; every rank skips the same batch
                 continue
-            total, terms = self._step(step, batch, bf16)
+            total, terms = self._step(step, batch)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value * len(batch)
             rows += len(batch)
@@ -615,7 +614,7 @@ class _Trainer:
         rows = max(rows, 1)
         return {name: self.context.mean(value / rows).item() for name, value in sums.items()}
 
-    def _step(self, step: nn.Module, batch: Tensor, bf16: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    def _step(self, step: nn.Module, batch: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """One optimisation step on the queries ``batch`` (CPU indices); the loss and its detached terms.
 
         Everything that depends on the batch's contents (targets, relation groups, the entities the
@@ -641,7 +640,7 @@ class _Trainer:
         heads, relations, positive_rows, positive_tails, entities = (
             t.to(self.device, non_blocking=True) for t in tensors
         )
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             total, terms = step(heads, relations, Positives(positive_rows, positive_tails), groups, entities)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -89,7 +89,7 @@ def test_padding_changes_neither_the_loss_nor_any_gradient(spare):
 def test_every_full_batch_of_an_epoch_fits_its_shape():
     kg, _, _, index = _setup()
     _, relations = index.pairs()
-    counts = index.offsets[1:] - index.offsets[:-1]
+    counts = index.tail_counts()
     heads, _ = index.pairs()
     for per_batch in (0, 2):
         batches = epoch_batches(relations, batch_size=16, relations_per_batch=per_batch,
