@@ -504,15 +504,20 @@ def resume_model(
     on_epoch: "EpochLogger | None" = None,
     place_unseen: bool = True,
     max_minutes: float | None = None,
+    changes: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> "TrainResult":
     """Continue a killed run with the dataset and features it recorded (``place_unseen``: see :func:`train_model`).
 
     A run killed before it wrote any ``last.pt`` starts again from epoch 0 with its recorded config
     and seed, which gives the run it would have been. ``max_minutes`` gives this invocation a time
-    budget in place of the recorded ``train.max_minutes`` (None keeps it).
+    budget in place of the recorded ``train.max_minutes`` (None keeps it). ``changes`` sets schedule
+    keys (:data:`models.config.RESUME_KEYS`, e.g. ``{"train.epochs": 300}`` to train a finished run
+    further); any other key is refused. ``dataset``, when given, must be the run's dataset.
     """
     from kgdata.locking import locked_store
+    from models.config import ConfigError
     from models.training import restart, resume
 
     run_dir = Path(run_dir)
@@ -520,7 +525,12 @@ def resume_model(
         raise ImfError(f"--resume {run_dir} is not a run directory")
     document = run_metadata(run_dir)
     meta = document["metadata"]
-    config = run_config(run_dir, document).with_max_minutes(max_minutes)  # checked before any data loads
+    if dataset is not None and dataset != meta["dataset"]:
+        raise ImfError(f"run {run_dir} was trained on dataset {meta['dataset']!r}, not {dataset!r}")
+    try:  # checked before any data loads
+        config = run_config(run_dir, document).resumed_with(changes).with_max_minutes(max_minutes)
+    except ConfigError as error:
+        raise ImfError(f"--resume {run_dir}: {error}") from None
     pick_device(config.train.device)
     with locked_store(meta["dataset"], "read") as store:
         check_same_dataset(store, meta, run_dir)
@@ -532,9 +542,17 @@ def resume_model(
             if not (run_dir / "last.pt").exists():
                 result = restart(run_dir, prepared.tensors, config, progress=progress, on_epoch_end=lines)
             else:
-                result = resume(
-                    run_dir, prepared.tensors, progress=progress, on_epoch_end=lines, max_minutes=max_minutes
-                )
+                try:
+                    result = resume(
+                        run_dir,
+                        prepared.tensors,
+                        progress=progress,
+                        on_epoch_end=lines,
+                        max_minutes=max_minutes,
+                        changes=changes,
+                    )
+                except ConfigError as error:
+                    raise ImfError(f"--resume {run_dir}: {error}") from None
             if place_unseen:
                 _place_unseen(result, prepared, progress=progress, log=log)
             return result

@@ -298,8 +298,39 @@ class RunConfig:
             return self
         return dataclasses.replace(self, train=dataclasses.replace(self.train, max_minutes=float(minutes)))
 
+    def resumed_with(self, changes: Mapping[str, Any] | None) -> RunConfig:
+        """This config with the schedule keys of a resumed run changed (``{"train.epochs": 300}``).
+
+        Only the keys of :data:`RESUME_KEYS` may change: they decide how long and where a run goes
+        on, not what it trains. None values are skipped; the result is checked like any config.
+
+        Raises:
+            ConfigError: For any other key, or a value out of range.
+        """
+        given = {key: value for key, value in (changes or {}).items() if value is not None}
+        fixed = sorted(set(given) - set(RESUME_KEYS))
+        if fixed:
+            raise ConfigError(
+                f"{', '.join(fixed)} cannot change when a run is resumed: a run keeps the model and "
+                f"training settings it started with; only {', '.join(RESUME_KEYS)} can",
+                key=fixed[0],
+            )
+        return resolve(self.to_dict(), given) if given else self
+
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+
+#: What ``imf train --resume`` may change: how long a run goes on, how often it evaluates and saves,
+#: and where it runs. Everything else (the model, the optimiser, the data, the seed) is the run's own.
+RESUME_KEYS: tuple[str, ...] = (
+    "train.epochs",
+    "train.patience",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.checkpoint_minutes",
+    "train.max_minutes",
+    "train.device",
+)
 
 #: Keys added after runs were first recorded → the value that reproduces what the code did before the
 #: key existed (the paper's scheme: joint fusion inputs, no residual, fused BCE, weights by gradient).

@@ -116,6 +116,28 @@ def _clean(record: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def record_resume_changes(run_dir: Path, *, config: dict[str, Any], epoch: int, changes: dict[str, Any]) -> None:
+    """Rewrite ``config.yaml`` for a run resumed with changed schedule keys (``imf train --resume --epochs``).
+
+    Its ``config`` becomes the one the run now follows, and ``resumed`` lists each change with the epoch
+    it took effect after, so the file still says how the run was trained. Written atomically.
+    """
+    import yaml
+
+    path = run_dir / "config.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict):
+        document = {}
+    document["config"] = config
+    history = document.get("resumed")
+    history = list(history) if isinstance(history, list) else []
+    history.append({"after_epoch": epoch, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "set": dict(changes)})
+    document["resumed"] = history
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    temporary.replace(path)
+
+
 def truncate_trace(path: Path, epoch: int) -> None:
     """Keep the trace lines of epochs up to ``epoch`` (a torn last line goes too)."""
     if not path.exists():

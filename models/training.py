@@ -50,7 +50,7 @@ from models.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from models.config import RunConfig
+from models.config import ConfigError, RunConfig
 from models.evaluation import FUSED, MEAN_FUSION, FrozenScorer, build_filter, filter_splits, rank_metrics, rank_queries
 from models.graphs import (
     GraphCaptureFailed,
@@ -64,7 +64,7 @@ from models.graphs import (
 from models.imf import IMF, STRUCTURE, build_model
 from models.index import TailIndex, with_inverses
 from models.losses import Positives, imf_objective
-from models.run_files import append_trace, truncate_trace, write_config
+from models.run_files import append_trace, record_resume_changes, truncate_trace, write_config
 from models.kg import KGTensors
 from models.loop import EpochProgress, StopSignals
 from models.sampling import epoch_batches
@@ -163,15 +163,21 @@ def resume(
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
     max_minutes: float | None = None,
+    changes: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` from its ``last.pt`` with the same ``data``.
 
-    A run that already finished returns at once. Trace lines written after ``last.pt`` are dropped,
-    since the resumed run writes them again. ``max_minutes`` replaces the recorded
-    ``train.max_minutes`` (the time budget of this invocation); None keeps it.
+    A run that already finished returns at once, unless ``changes`` give it more to do. Trace lines
+    written after ``last.pt`` are dropped, since the resumed run writes them again. ``max_minutes``
+    replaces the recorded ``train.max_minutes`` (the time budget of this invocation); None keeps it.
+    ``changes`` sets schedule keys of :data:`models.config.RESUME_KEYS` (``{"train.epochs": 300}``
+    extends a finished run, a larger ``train.patience`` continues one that stopped early); they are
+    recorded in ``config.yaml`` and the checkpoints.
 
     Raises:
         CheckpointError: If ``last.pt`` is missing or unreadable.
+        ConfigError: If ``changes`` touch a key outside the schedule, or a value is out of range.
+            So is a ``train.epochs`` below the epochs already trained.
         ValueError: If ``data`` is not the data the run was started with.
     """
     run_dir = Path(run_dir)
@@ -188,13 +194,20 @@ def resume(
             f"the features of {', '.join(changed)} differ from those run {run_dir} was trained with; "
             "re-encode them as they were, or train a new run"
         )
-    config = RunConfig.from_dict(payload["config"]).with_max_minutes(max_minutes)
+    stored = RunConfig.from_dict(payload["config"])
+    config = stored.resumed_with(changes).with_max_minutes(max_minutes)
+    if config.train.epochs < payload["epoch"]:
+        raise ConfigError(
+            f"train.epochs {config.train.epochs} is below the {payload['epoch']} epochs run {run_dir} has already trained",
+            key="train.epochs",
+        )
     context, device = distributed.setup(config.train.device)
     try:
         trainer = _Trainer(data, fingerprint, config, run_dir, context, device, metadata=payload["metadata"])
         trainer.restore(payload)
         if context.is_main:
             truncate_trace(run_dir / "trace.jsonl", trainer.epoch)
+            _record_schedule_changes(run_dir, stored, config, trainer.epoch)
         context.barrier()
         return trainer.run(progress=progress, on_epoch_end=on_epoch_end)
     finally:
@@ -222,6 +235,7 @@ def restart(
         if context.is_main:
             for name in ("trace.jsonl", "best.pt"):
                 (run_dir / name).unlink(missing_ok=True)
+            _record_schedule_changes(run_dir, RunConfig.from_dict(_recorded_document(run_dir)["config"]), config, 0)
         context.barrier()
         _seed_everything(config.train.seed, context.rank)
         metadata = _recorded_metadata(run_dir)
@@ -232,11 +246,27 @@ def restart(
         distributed.teardown(context)
 
 
-def _recorded_metadata(run_dir: Path) -> dict[str, Any]:
+def _record_schedule_changes(run_dir: Path, stored: RunConfig, config: RunConfig, epoch: int) -> None:
+    """Record in ``config.yaml`` the keys a resume changed (the time budget of one invocation aside)."""
+
+    def flat(run: RunConfig) -> dict[str, Any]:
+        return {f"{section}.{key}": value for section, values in run.to_dict().items() for key, value in values.items()}
+
+    before = flat(stored)
+    changed = {key: value for key, value in flat(config).items() if key != "train.max_minutes" and before.get(key) != value}
+    if changed:
+        record_resume_changes(run_dir, config=config.to_dict(), epoch=epoch, changes=changed)
+
+
+def _recorded_document(run_dir: Path) -> dict[str, Any]:
     import yaml
 
     document = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    return dict(document.get("metadata") or {}) if isinstance(document, dict) else {}
+    return document if isinstance(document, dict) else {}
+
+
+def _recorded_metadata(run_dir: Path) -> dict[str, Any]:
+    return dict(_recorded_document(run_dir).get("metadata") or {})
 
 
 def contrastive_pairs(modalities: tuple[str, ...], branches: tuple[str, ...], which: str) -> list[tuple[str, str]]:
@@ -448,8 +478,11 @@ class _Trainer:
         self.best_epoch = payload["best_epoch"]
         self.best_valid_mrr = payload["best_valid_mrr"]
         self.bad_evaluations = payload["bad_evaluations"]
-        self.finished = payload["finished"]
-        self.stopped_early = payload["stopped_early"]
+        # Decided again from the config, which a resume may have changed (more epochs, more patience);
+        # with the stored config this gives the stored flags.
+        settings = self.config.train
+        self.stopped_early = settings.patience > 0 and self.bad_evaluations >= settings.patience
+        self.finished = self.stopped_early or self.epoch >= settings.epochs
         self.progress = payload.get("progress")
         states = payload["rng"]
         restore_rng_state(states[self.context.rank % len(states)], self.shuffle)

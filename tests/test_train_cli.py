@@ -131,6 +131,30 @@ def test_resume_of_a_finished_run_keeps_its_result(tiny_with_features):
     assert again["best_valid_mrr"] == first["best_valid_mrr"] and again["epochs"] == 2
 
 
+def test_resume_with_more_epochs_trains_a_finished_run_further_and_refuses_other_changes(tiny_with_features):
+    first = train("tiny", "--epochs", "2", "--modalities", "structure", *SMALL)
+    longer = train("--resume", first["run_dir"], "--epochs", "3", "--eval-every", "3", "--no-progress")
+    assert longer["epochs"] == 3
+    document = yaml.safe_load(open(os.path.join(first["run_dir"], "config.yaml")))
+    assert document["config"]["train"]["epochs"] == 3 and document["resumed"][0]["set"] == {
+        "train.epochs": 3,
+        "train.eval_every": 3,
+    }
+    for flags, named in (
+        (["--lr", "0.5"], "--lr"),
+        (["--dim", "4", "--seed", "9"], "--dim, --seed"),
+        (["--modalities", "structure,text"], "--modalities"),
+    ):
+        refused = runner.invoke(app, ["train", "--resume", first["run_dir"], *flags, "--no-progress"])
+        assert refused.exit_code == 2, refused.output
+        assert f"{named} cannot change when a run is resumed" in refused.output and "Traceback" not in refused.output
+    fewer = runner.invoke(app, ["train", "--resume", first["run_dir"], "--epochs", "1", "--no-progress"])
+    assert fewer.exit_code == 2 and "train.epochs 1 is below the 3 epochs" in fewer.output, fewer.output
+    other = runner.invoke(app, ["train", "other", "--resume", first["run_dir"], "--no-progress"])
+    assert other.exit_code == 2 and "trained on dataset 'tiny', not 'other'" in other.output, other.output
+    assert yaml.safe_load(open(os.path.join(first["run_dir"], "config.yaml"))) == document
+
+
 def test_max_minutes_stops_a_run_resumably_and_resume_takes_a_new_budget(tiny_with_features):
     stopped = train("tiny", "--epochs", "3", "--modalities", "structure,text", "--max-minutes", "0.000001", *SMALL)
     assert stopped["stopped_at_time_limit"] and stopped["epochs"] == 1 and stopped["best_epoch"] == 1

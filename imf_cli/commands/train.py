@@ -113,7 +113,8 @@ def train_command(
     resume: Optional[str] = typer.Option(
         None,
         "--resume",
-        help="Continue a killed run: its directory, name or unique prefix, latest, or DATASET@latest.",
+        help="Continue a killed run (its directory, name or unique prefix, latest, or DATASET@latest), or train "
+        "a finished one further with a larger --epochs or --patience.",
         show_default=False,
     ),
     progress: bool = progress_option(),
@@ -148,11 +149,42 @@ def train_command(
         if resume is not None:
             if max_minutes is not None and max_minutes < 0:
                 raise ImfError(f"--max-minutes must be non-negative (0: no budget), got {max_minutes:g}")
+            fixed = {
+                "--config": config,
+                "--modalities": modalities,
+                "--text-encoder": text_encoder,
+                "--image-encoder": image_encoder,
+                "--structure-init": structure_init,
+                "--dim": dim,
+                "--batch-size": batch_size,
+                "--lr": lr,
+                "--contrastive-weight": contrastive_weight,
+                "--fused-loss-weight": fused_loss_weight,
+                "--fusion": fusion,
+                "--feature-mode": feature_mode,
+                "--seed": seed,
+                "--run-dir": run_dir,
+            }
+            refused = [flag for flag, value in fixed.items() if value is not None]
+            if refused:
+                raise ImfError(
+                    f"{', '.join(refused)} cannot change when a run is resumed: a run keeps the model, data and "
+                    "training settings it started with. With --resume, --epochs, --patience, --eval-every, "
+                    "--checkpoint-every, --max-minutes and --device may change; for anything else train a new run"
+                )
             result = resume_model(
                 resolve_run(resume),
                 progress=bar,
                 on_epoch=lines,
                 max_minutes=max_minutes,
+                changes={
+                    "train.epochs": epochs,
+                    "train.patience": patience,
+                    "train.eval_every": eval_every,
+                    "train.checkpoint_every": checkpoint_every,
+                    "train.device": device,
+                },
+                dataset=name,
                 place_unseen=place_unseen,
                 log=notes if main_rank else None,
             )

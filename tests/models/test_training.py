@@ -100,6 +100,49 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, kg):
     assert resume(tmp_path / "killed", kg, progress=False) == resumed
 
 
+def test_a_finished_run_trained_further_matches_a_longer_run(tmp_path, kg):
+    straight = train(kg, fast_config(epochs=4, seed=7, lr_decay=0.9), tmp_path / "straight", progress=False)
+    short = train(kg, fast_config(epochs=2, seed=7, lr_decay=0.9), tmp_path / "short", progress=False)
+    assert short.epochs_completed == 2 and resume(tmp_path / "short", kg, progress=False) == short  # finished
+
+    longer = resume(tmp_path / "short", kg, progress=False, changes={"train.epochs": 4})
+    assert longer.epochs_completed == 4 and [r["epoch"] for r in read_trace(tmp_path / "short")] == [1, 2, 3, 4]
+    # Epoch 2's extra evaluation (the end of the short run) draws nothing from the training generators.
+    final_straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    final_longer = torch.load(tmp_path / "short" / "last.pt", weights_only=True)
+    assert all(torch.equal(final_straight["model"][key], final_longer["model"][key]) for key in final_straight["model"])
+    assert final_longer["config"]["train"]["epochs"] == 4 and final_longer["finished"]
+    document = yaml.safe_load((tmp_path / "short" / "config.yaml").read_text())
+    assert document["config"]["train"]["epochs"] == 4
+    assert [(entry["after_epoch"], entry["set"]) for entry in document["resumed"]] == [(2, {"train.epochs": 4})]
+
+
+def test_more_patience_continues_a_run_that_stopped_early(tmp_path, kg):
+    stopped = train(kg, fast_config(epochs=60, seed=2, patience=1, lr=0.05), tmp_path / "run", progress=False)
+    assert stopped.stopped_early and stopped.epochs_completed < 60
+    again = resume(tmp_path / "run", kg, progress=False, changes={"train.patience": 0, "train.epochs": stopped.epochs_completed + 2})
+    assert not again.stopped_early and again.epochs_completed == stopped.epochs_completed + 2
+
+
+def test_a_resume_changes_only_the_schedule(tmp_path, kg):
+    from models.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    train(kg, fast_config(epochs=3, seed=3), run_dir, progress=False)
+    before = (run_dir / "config.yaml").read_text()
+    for key, value in (("train.lr", 0.5), ("model.dim", 8), ("train.seed", 4), ("train.batch_size", 4)):
+        with pytest.raises(ConfigError, match=f"{key} cannot change when a run is resumed"):
+            resume(run_dir, kg, progress=False, changes={key: value})
+    with pytest.raises(ConfigError, match="train.epochs 2 is below the 3 epochs"):
+        resume(run_dir, kg, progress=False, changes={"train.epochs": 2})
+    with pytest.raises(ConfigError, match="train.patience"):
+        resume(run_dir, kg, progress=False, changes={"train.patience": -1})
+    assert (run_dir / "config.yaml").read_text() == before  # nothing refused is recorded
+    # The time budget of one invocation is not a change of the run.
+    resume(run_dir, kg, progress=False, max_minutes=5, changes={"train.epochs": 3, "train.lr": None})
+    assert "resumed" not in yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
 def test_sparser_checkpoints_still_resume_to_the_same_run(tmp_path, kg):
     straight = train(kg, fast_config(epochs=5, seed=7), tmp_path / "straight", progress=False)
     config = fast_config(epochs=5, seed=7, checkpoint_every=2)
