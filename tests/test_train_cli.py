@@ -140,6 +140,8 @@ def test_resume_with_more_epochs_trains_a_finished_run_further_and_refuses_other
         "train.epochs": 3,
         "train.eval_every": 3,
     }
+    shown = runner.invoke(app, ["runs", "show", first["run_dir"]], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "after epoch 2" in shown.output and "train.epochs=3, train.eval_every=3" in shown.output
     for flags, named in (
         (["--lr", "0.5"], "--lr"),
         (["--dim", "4", "--seed", "9"], "--dim, --seed"),

@@ -226,6 +226,11 @@ def run_summary(info, document: dict):
         facts.add_row("test MRR", f"{info.test_mrr:.4f} (fused, from metrics-test.json)")
     facts.add_row("training time", minutes_seconds(info.seconds))
     facts.add_row("created", info.created or "?")
+    resumed = document.get("resumed")
+    for entry in resumed if isinstance(resumed, list) else []:  # imf train --resume RUN --epochs N, …
+        if isinstance(entry, dict) and isinstance(entry.get("set"), dict):
+            changes = ", ".join(f"{key}={format_value(value)}" for key, value in entry["set"].items())
+            facts.add_row("resumed", f"after epoch {entry.get('after_epoch', '?')} ({entry.get('at', '?')}): {changes}")
     config = Table.grid(padding=(0, 1))
     config.add_column(style="dim", no_wrap=True)
     config.add_column(overflow="fold")
