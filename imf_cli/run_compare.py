@@ -10,7 +10,7 @@ compared by time as well as by epoch.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,66 @@ class CurvePoint:
 
 
 @dataclass(frozen=True)
+class Stat:
+    """A mean ± sample standard deviation over ``n`` seeds (sd 0 for one)."""
+
+    mean: float
+    sd: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Stat | None":
+        if not values:
+            return None
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "sd": self.sd, "n": self.n}
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """Runs whose configs differ only in the seed and the schedule (:data:`IGNORED_IN_GROUPS`).
+
+    Attributes:
+        label: ``A``, ``B``, … in the order the groups' first runs were given.
+        members: Indexes of the group's runs in :attr:`RunComparison.runs`.
+        best: The best valid value of each run's curve (the comparison's metric and score), over the runs.
+        test_mrr: The fused test MRR of the runs that have one (``imf eval --split test``).
+        curve: For each epoch of :attr:`RunComparison.curve`, the value over the runs evaluated there.
+    """
+
+    label: str
+    members: tuple[int, ...]
+    best: Stat | None
+    test_mrr: Stat | None
+    curve: tuple[Stat | None, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "members": list(self.members),
+            "best": None if self.best is None else self.best.to_dict(),
+            "test_mrr": None if self.test_mrr is None else self.test_mrr.to_dict(),
+            "curve": [None if stat is None else stat.to_dict() for stat in self.curve],
+        }
+
+
+#: Config keys that do not tell groups of seeds apart: the seed, and what a resume may change (how long
+#: a run goes on, how often it evaluates and saves, where it runs; :data:`models.config.RESUME_KEYS`).
+IGNORED_IN_GROUPS: tuple[str, ...] = (
+    "train.seed",
+    "train.epochs",
+    "train.patience",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.checkpoint_minutes",
+    "train.max_minutes",
+    "train.device",
+)
+
+
+@dataclass(frozen=True)
 class RunComparison:
     """Runs side by side (:func:`compare_runs`).
 
@@ -48,6 +108,9 @@ class RunComparison:
         score: The branch or fused score of the curve (``fused``, ``structure``, …).
         curve: The evaluated epochs of any run, in order.
         datasets: The distinct datasets of the runs (more than one: the figures do not compare).
+        groups: With ``by_seed``, the runs grouped by config (seed and schedule aside); else empty.
+        group_differences: ``{dotted config key: one value per group}`` for the keys that tell the
+            groups apart.
     """
 
     runs: tuple[RunInfo, ...]
@@ -57,10 +120,38 @@ class RunComparison:
     score: str
     curve: tuple[CurvePoint, ...]
     datasets: tuple[str, ...]
+    groups: tuple[SeedGroup, ...] = ()
+    group_differences: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     @property
     def higher_is_better(self) -> bool:
         return METRICS[self.metric]
+
+    def verdict(self) -> str | None:
+        """Whether the groups' best valid values differ by more than the seed spread, in one sentence;
+        None without two or more groups that have a best value."""
+        rated = [group for group in self.groups if group.best is not None]
+        if len(rated) < 2:
+            return None
+        pick = max if self.higher_is_better else min
+        top = pick(rated, key=lambda group: group.best.mean)
+        others = [group for group in rated if group is not top]
+        runner_up = pick(others, key=lambda group: group.best.mean)
+        gap = abs(top.best.mean - runner_up.best.mean)
+        spread = max(top.best.sd, runner_up.best.sd)
+        decimals = 1 if self.metric == "mr" else 4
+        few = [group.label for group in (top, runner_up) if group.best.n < 3]
+        head = (
+            f"best valid {metric_label(self.metric)} ({self.score}): {top.label} {top.best.mean:.{decimals}f} against "
+            f"{runner_up.label} {runner_up.best.mean:.{decimals}f}, a difference of {gap:.{decimals}f}"
+        )
+        if gap <= spread:
+            tail = f"; not more than the larger seed sd ({spread:.{decimals}f}): no difference shown"
+        else:
+            tail = f"; more than the larger seed sd ({spread:.{decimals}f})"
+        if few:
+            tail += f"; {' and '.join(few)} {'has' if len(few) == 1 else 'have'} fewer than 3 seeds"
+        return head + tail
 
     def to_dict(self) -> dict:
         return {
@@ -80,7 +171,15 @@ class RunComparison:
                 for point in self.curve
             ],
             "datasets": list(self.datasets),
+            "groups": [group.to_dict() for group in self.groups],
+            "group_differences": {key: list(values) for key, values in self.group_differences.items()},
+            "verdict": self.verdict(),
         }
+
+
+def metric_label(metric: str) -> str:
+    """How a metric is written in text: MRR, MR, Hits@10."""
+    return metric.upper() if metric in ("mrr", "mr") else metric.capitalize()
 
 
 def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
@@ -108,8 +207,13 @@ def config_differences(configs: list[dict]) -> dict[str, tuple[Any, ...]]:
     return differences
 
 
-def compare_runs(run_dirs: list[Path], *, metric: str = "mrr", score: str = "fused") -> RunComparison:
+def compare_runs(
+    run_dirs: list[Path], *, metric: str = "mrr", score: str = "fused", by_seed: bool = False
+) -> RunComparison:
     """Compare the runs in ``run_dirs`` (two or more distinct directories, already resolved).
+
+    With ``by_seed``, runs whose configs are the same but for the seed and the schedule
+    (:data:`IGNORED_IN_GROUPS`) form a group, and each group's figures are mean ± sd over its runs.
 
     Raises:
         ImfError: Fewer than two runs, an unknown metric, or a score none of the runs has.
@@ -141,7 +245,51 @@ def compare_runs(run_dirs: list[Path], *, metric: str = "mrr", score: str = "fus
     )
     epoch_seconds = tuple(_median_epoch_seconds(trace) for trace in traces)
     datasets = tuple(dict.fromkeys(str(info.dataset) for info in infos))
-    return RunComparison(infos, epoch_seconds, config_differences([info.config for info in infos]), metric, score, curve, datasets)
+    differences = config_differences([info.config for info in infos])
+    groups, group_differences = (), {}
+    if by_seed:
+        groups, group_differences = _seed_groups(infos, by_run, epochs, METRICS[metric])
+    return RunComparison(
+        infos, epoch_seconds, differences, metric, score, curve, datasets, groups, group_differences
+    )
+
+
+def _seed_groups(
+    infos: tuple[RunInfo, ...], by_run: list[dict[int, float]], epochs: list[int], higher_is_better: bool
+) -> tuple[tuple[SeedGroup, ...], dict[str, tuple[Any, ...]]]:
+    """The runs grouped by their config without :data:`IGNORED_IN_GROUPS` (and the dataset), with each
+    group's statistics, and the config keys that differ between the groups."""
+    keys: dict[tuple, list[int]] = {}
+    kept: list[dict] = []
+    for index, info in enumerate(infos):
+        flat = {k: v for k, v in flatten(info.config or {}).items() if k not in IGNORED_IN_GROUPS}
+        flat["dataset"] = str(info.dataset)
+        keys.setdefault(tuple(sorted(flat.items(), key=lambda item: item[0])), []).append(index)
+        kept.append(flat)
+    pick = max if higher_is_better else min
+    groups = []
+    for number, members in enumerate(keys.values()):
+        curves = [by_run[i] for i in members]
+        groups.append(
+            SeedGroup(
+                label=_label(number),
+                members=tuple(members),
+                best=Stat.of([pick(curve.values()) for curve in curves if curve]),
+                test_mrr=Stat.of([infos[i].test_mrr for i in members if infos[i].test_mrr is not None]),
+                curve=tuple(Stat.of([curve[epoch] for curve in curves if epoch in curve]) for epoch in epochs),
+            )
+        )
+    firsts = [kept[group.members[0]] for group in groups]
+    return tuple(groups), config_differences(firsts) if len(groups) > 1 else {}
+
+
+def _label(number: int) -> str:
+    letters = ""
+    number += 1
+    while number:
+        number, rest = divmod(number - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
 
 
 def _valid(record: dict) -> dict:

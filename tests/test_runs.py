@@ -246,6 +246,51 @@ def test_imf_runs_compare_aligns_the_curves_and_names_the_differences(tiny, imf_
     assert "valid MRR (fused) at each evaluated epoch" in table.output and " min" in table.output
 
 
+def test_imf_runs_compare_by_seed_gives_each_config_its_mean_and_sd(tiny, imf_home):
+    import statistics
+
+    slow = [train(2, **{"train.seed": 1}), train(3, **{"train.seed": 2})]  # epochs: schedule, not config
+    fast = [train(2, **{"train.seed": 1, "train.lr": 0.05}), train(2, **{"train.seed": 2, "train.lr": 0.05})]
+    names = [run.name for run in (*slow, *fast)]
+    document = json.loads(runner.invoke(app, ["runs", "compare", *names, "--by-seed", "--json"]).stdout)
+    assert [(g["label"], g["members"]) for g in document["groups"]] == [("A", [0, 1]), ("B", [2, 3])]
+    assert document["group_differences"] == {"train.lr": [0.0005, 0.05]}
+    for group, runs_of in zip(document["groups"], (slow, fast)):
+        traces = [[json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()] for run in runs_of]
+        bests = [max(r["valid"]["fused"]["mrr"] for r in trace) for trace in traces]
+        assert group["best"] == pytest.approx({"mean": statistics.fmean(bests), "sd": statistics.stdev(bests), "n": 2})
+        at_2 = [trace[1]["valid"]["fused"]["mrr"] for trace in traces]
+        assert group["curve"][1] == pytest.approx({"mean": statistics.fmean(at_2), "sd": statistics.stdev(at_2), "n": 2})
+    assert document["groups"][0]["curve"][2]["n"] == 1 and document["groups"][1]["curve"][2] is None  # epoch 3
+    assert document["verdict"].startswith("best valid MRR (fused): ") and "fewer than 3 seeds" in document["verdict"]
+
+    table = runner.invoke(app, ["runs", "compare", *names, "--by-seed"], env={"COLUMNS": "250"})
+    assert table.exit_code == 0, table.output
+    (group_row,) = [line for line in table.output.splitlines() if line.startswith("group ")]
+    assert group_row.split()[1:] == ["A", "A", "B", "B"]
+    (lr,) = [line for line in table.output.splitlines() if line.startswith("train.lr")]
+    assert lr.split()[1:] == ["0.0005", "0.05"]
+    assert "±" in table.output and "(n 1)" in table.output and "Best valid MRR (fused)" in table.output
+    plain = json.loads(runner.invoke(app, ["runs", "compare", *names, "--json"]).stdout)
+    assert plain["groups"] == [] and plain["verdict"] is None  # without --by-seed
+
+
+@pytest.mark.parametrize(
+    ("metric", "a", "b", "expected"),
+    [
+        ("mrr", (0.400, 0.010, 3), (0.405, 0.009, 3), "B 0.4050 against A 0.4000, a difference of 0.0050; not more than the larger seed sd (0.0100): no difference shown"),
+        ("mrr", (0.400, 0.010, 3), (0.430, 0.009, 3), "B 0.4300 against A 0.4000, a difference of 0.0300; more than the larger seed sd (0.0100)"),
+        ("mr", (900.0, 10.0, 3), (950.0, 5.0, 2), "A 900.0 against B 950.0, a difference of 50.0; more than the larger seed sd (10.0); B has fewer than 3 seeds"),
+    ],
+)
+def test_the_seed_verdict_weighs_the_gap_against_the_spread(metric, a, b, expected):
+    from imf_cli.run_compare import RunComparison, SeedGroup, Stat
+
+    groups = tuple(SeedGroup(label, (), Stat(*values), None, ()) for label, values in (("A", a), ("B", b)))
+    comparison = RunComparison((), (), {}, metric, "fused", (), ("x",), groups)
+    assert comparison.verdict() == f"best valid {metric.upper()} (fused): {expected}"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

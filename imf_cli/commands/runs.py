@@ -253,6 +253,11 @@ def format_value(value) -> str:
     minutes of training it took to get there (so that runs with dearer or cheaper epochs compare by
     time too). The best value of each epoch is bold.
 
+    With --by-seed, runs whose configs are the same but for the seed and the schedule (epochs, patience,
+    evaluation and checkpoint intervals, time budget, device) form a group, A, B, …; each group's best
+    valid value, test MRR and curve are given as mean ± sd over its runs, with a verdict on whether the
+    groups differ by more than the seed spread.
+
     For instance: imf runs compare countries-mm-s1 countries-mm-s2 --metric hits@10
     """
 ))
@@ -261,12 +266,17 @@ def compare_command(
     runs: List[str] = typer.Argument(..., help="Two or more runs: directories, names, unique prefixes, latest, DATASET@latest."),
     metric: str = typer.Option("mrr", "--metric", help="Valid metric of the curves: mrr, mr, hits@1, hits@3, hits@10."),
     score: str = typer.Option("fused", "--score", help="Whose score: fused, or a branch (structure, text, visual, multimodal)."),
+    by_seed: bool = typer.Option(
+        False,
+        "--by-seed",
+        help="Group runs whose configs differ only in seed and schedule; show mean ± sd per group.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
 ) -> None:
     from imf_cli.run_compare import compare_runs
     from imf_cli.runs import resolve_run
 
-    comparison = compare_runs([resolve_run(ref) for ref in runs], metric=metric, score=score)
+    comparison = compare_runs([resolve_run(ref) for ref in runs], metric=metric, score=score, by_seed=by_seed)
     if json_output:
         print_json(comparison.to_dict())
         return
@@ -276,6 +286,7 @@ def compare_command(
 
 def comparison_tables(comparison) -> list:
     """The renderables of ``imf runs compare``: the runs, their config differences, their curves."""
+    from imf_cli.run_compare import metric_label
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -294,10 +305,15 @@ def comparison_tables(comparison) -> list:
     for label in cells[0]:
         runs.add_row(label, *(run[label] for run in cells))
     runs.add_row("s per epoch", *("" if s is None else f"{s:.1f}" for s in comparison.epoch_seconds))
+    if comparison.groups:
+        group_of = {member: group.label for group in comparison.groups for member in group.members}
+        runs.add_row("group", *(group_of[index] for index in range(len(comparison.runs))))
     out: list = [runs, ""]
     if len(comparison.datasets) > 1:
         out += [Text(f"These runs are on different datasets ({', '.join(comparison.datasets)}): "
                      "their metrics do not compare.", style="yellow"), ""]
+    if comparison.groups:
+        return out + seed_group_tables(comparison)
 
     if comparison.differences:
         differences = table("config differences")
@@ -307,7 +323,7 @@ def comparison_tables(comparison) -> list:
     else:
         out += [Text("The configs are the same.", style="dim"), ""]
 
-    label = "MR" if comparison.metric == "mr" else comparison.metric.upper() if comparison.metric == "mrr" else comparison.metric.capitalize()
+    label = metric_label(comparison.metric)
     curves = table(f"valid {label} ({comparison.score}) at each evaluated epoch, with the minutes of training to get there")
     decimals = 1 if comparison.metric == "mr" else 4
     for point in comparison.curve:
@@ -322,6 +338,55 @@ def comparison_tables(comparison) -> list:
             cells.append(Text.assemble(number, (f" {minutes:.0f} min", "dim")) if minutes is not None else number)
         curves.add_row(str(point.epoch), *cells)
     out.append(curves if comparison.curve else Text("No run has been evaluated on valid yet.", style="dim"))
+    return out
+
+
+def seed_group_tables(comparison) -> list:
+    """The group part of ``imf runs compare --by-seed``: per group mean ± sd, the config keys that
+    tell the groups apart, the mean curve, and the verdict."""
+    from imf_cli.run_compare import metric_label
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    decimals = 1 if comparison.metric == "mr" else 4
+    label = metric_label(comparison.metric)
+
+    def stat(value, size: int | None = None) -> str:
+        if value is None:
+            return ""
+        text = f"{value.mean:.{decimals}f} ± {value.sd:.{decimals}f}"
+        return text + (f" (n {value.n})" if size is not None and value.n != size else "")
+
+    def table(title: str) -> Table:
+        grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), title=title,
+                     title_justify="left", title_style="bold")
+        grid.add_column("", style="bold", no_wrap=True)
+        for group in comparison.groups:
+            grid.add_column(group.label, justify="right", overflow="fold")
+        return grid
+
+    groups = comparison.groups
+    summary = table(f"groups (mean ± sd over seeds; valid {label}, {comparison.score})")
+    summary.add_row("runs", *(", ".join(comparison.runs[i].name for i in g.members) for g in groups))
+    summary.add_row("seeds", *(", ".join(str(comparison.runs[i].seed) for i in g.members) for g in groups))
+    summary.add_row(f"best valid {label}", *(stat(g.best) for g in groups))
+    summary.add_row("test MRR (fused)", *(stat(g.test_mrr, len(g.members)) for g in groups))
+    out: list = [summary, ""]
+    if comparison.group_differences:
+        differences = table("config differences between the groups")
+        for key, values in comparison.group_differences.items():
+            differences.add_row(key, *("–" if v is None else format_value(v) for v in values))
+        out += [differences, ""]
+    elif len(groups) == 1:
+        out += [Text("All runs share one config (seed and schedule aside): one group.", style="dim"), ""]
+    curve = table(f"valid {label} ({comparison.score}) at each evaluated epoch, mean ± sd (n where fewer runs)")
+    for point, *stats in zip(comparison.curve, *(g.curve for g in groups)):
+        curve.add_row(str(point.epoch), *(stat(value, len(g.members)) for value, g in zip(stats, groups)))
+    out.append(curve if comparison.curve else Text("No run has been evaluated on valid yet.", style="dim"))
+    verdict = comparison.verdict()
+    if verdict:
+        out += ["", Text(verdict[0].upper() + verdict[1:] + ".")]
     return out
 
 
