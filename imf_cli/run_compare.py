@@ -9,6 +9,7 @@ compared by time as well as by epoch.
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,12 +260,13 @@ def _seed_groups(
 ) -> tuple[tuple[SeedGroup, ...], dict[str, tuple[Any, ...]]]:
     """The runs grouped by their config without :data:`IGNORED_IN_GROUPS` (and the dataset), with each
     group's statistics, and the config keys that differ between the groups."""
-    keys: dict[tuple, list[int]] = {}
+    keys: dict[str, list[int]] = {}
     kept: list[dict] = []
     for index, info in enumerate(infos):
         flat = {k: v for k, v in flatten(info.config or {}).items() if k not in IGNORED_IN_GROUPS}
         flat["dataset"] = str(info.dataset)
-        keys.setdefault(tuple(sorted(flat.items(), key=lambda item: item[0])), []).append(index)
+        # As JSON: a hand-edited config may hold values (a mapping in a list) that cannot be hashed.
+        keys.setdefault(json.dumps(flat, sort_keys=True, default=repr), []).append(index)
         kept.append(flat)
     pick = max if higher_is_better else min
     groups = []

@@ -375,7 +375,8 @@ def test_trace_and_metrics_values_of_the_wrong_type_or_not_finite_are_left_out_n
 @pytest.mark.parametrize(
     ("section", "key", "value"),
     [("model", None, 5), ("model", "modalities", [5, "structure"]), ("train", None, [1]), ("train", "epochs", "abc"),
-     (None, "seed", [1, 2])],
+     (None, "seed", [1, 2]), ("model", "modalities", [{"a": [1]}]), (None, "resumed", 5),
+     (None, "resumed", [{"set": 5}, 7, {"after_epoch": 1, "set": {"train.epochs": [1]}}])],
 )
 def test_a_config_value_of_the_wrong_type_does_not_stop_the_listings(trained, section, key, value):
     """`model: 5` or `modalities: [5]` in a run's config.yaml crashed `imf runs`, `runs show` and `runs
@@ -391,7 +392,8 @@ def test_a_config_value_of_the_wrong_type_does_not_stop_the_listings(trained, se
     else:
         (target if section is None else target[section])[key] = value
     (trained / "config.yaml").write_text(yaml.safe_dump(document))
-    for args in (["runs"], ["runs", "--json"], ["runs", "show", str(trained)], ["runs", "compare", str(trained), str(twin)]):
+    for args in (["runs"], ["runs", "--json"], ["runs", "show", str(trained)], ["runs", "compare", str(trained), str(twin)],
+                 ["runs", "compare", str(trained), str(twin), "--by-seed"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "bug in imf" not in result.output, (args, result.output)
     info = imf_runs.run_info(trained)
