@@ -235,7 +235,9 @@ def restart(
         if context.is_main:
             for name in ("trace.jsonl", "best.pt"):
                 (run_dir / name).unlink(missing_ok=True)
-            _record_schedule_changes(run_dir, RunConfig.from_dict(_recorded_document(run_dir)["config"]), config, 0)
+            recorded = _recorded_document(run_dir).get("config")
+            if isinstance(recorded, dict):
+                _record_schedule_changes(run_dir, RunConfig.from_dict(recorded), config, 0)
         context.barrier()
         _seed_everything(config.train.seed, context.rank)
         metadata = _recorded_metadata(run_dir)

@@ -265,6 +265,19 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_as_the_same_run(tmp_p
     assert restarted.best_valid_mrr == straight.best_valid_mrr
 
 
+def test_a_restart_with_more_epochs_records_the_change(tmp_path, kg):
+    from models.config import RunConfig
+    from models.training import restart
+
+    config = fast_config(epochs=2, seed=4, checkpoint_minutes=60.0)
+    train_until_killed(kg, config, tmp_path / "killed", after_epoch=1)
+    recorded = RunConfig.from_dict(yaml.safe_load((tmp_path / "killed" / "config.yaml").read_text())["config"])
+    assert restart(tmp_path / "killed", kg, recorded.resumed_with({"train.epochs": 3}), progress=False).epochs_completed == 3
+    document = yaml.safe_load((tmp_path / "killed" / "config.yaml").read_text())
+    assert document["config"]["train"]["epochs"] == 3 and document["resumed"][0]["set"] == {"train.epochs": 3}
+    assert document["resumed"][0]["after_epoch"] == 0
+
+
 def test_checkpoints_hold_no_feature_matrices_but_their_hashes(tmp_path, kg):
     train(kg, fast_config(epochs=1, seed=1), tmp_path / "run", progress=False)
     payload = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
