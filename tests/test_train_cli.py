@@ -133,6 +133,9 @@ def test_resume_of_a_finished_run_keeps_its_result(tiny_with_features):
 
 def test_resume_with_more_epochs_trains_a_finished_run_further_and_refuses_other_changes(tiny_with_features):
     first = train("tiny", "--epochs", "2", "--modalities", "structure", *SMALL)
+    again = runner.invoke(app, ["train", "--resume", first["run_dir"], "--no-progress"], env={"COLUMNS": "300"})
+    assert again.exit_code == 0 and "already finished: nothing was trained" in again.output
+    assert f"imf train --resume {first['run_dir']} --epochs N (N > 2)" in again.output
     longer = train("--resume", first["run_dir"], "--epochs", "3", "--eval-every", "3", "--no-progress")
     assert longer["epochs"] == 3
     document = yaml.safe_load(open(os.path.join(first["run_dir"], "config.yaml")))
