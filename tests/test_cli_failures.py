@@ -163,6 +163,14 @@ def test_train_on_cuda_without_cuda(tiny, imf_home):
     assert runs(imf_home) == []
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_resume_on_cuda_without_cuda_changes_nothing(trained):
+    before = (trained / "config.yaml").read_bytes(), (trained / "last.pt").read_bytes()
+    line = error_line(runner.invoke(app, ["train", "--resume", str(trained), "--epochs", "3", "--device", "cuda", "--no-progress"]))
+    assert "CUDA is not available" in line and "--device cpu" in line
+    assert ((trained / "config.yaml").read_bytes(), (trained / "last.pt").read_bytes()) == before
+
+
 def test_run_dir_that_is_a_regular_file(tiny, tmp_path):
     target = tmp_path / "a-file"
     target.write_text("x")
