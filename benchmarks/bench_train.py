@@ -18,7 +18,9 @@ entity, the elementwise loss and the Adam step) from the shapes and the batches 
 draws, and reports the achieved GFLOP/s against a matmul peak measured in the same run. It also
 counts the least memory traffic of each component and measures the memory bandwidth, and prints the
 roofline floor of an epoch (each component bound by its FLOPs at the peak or its bytes at the
-bandwidth, whichever is slower).
+bandwidth, whichever is slower). After the timed epochs, torch's FLOP counter
+(``torch.utils.flop_counter.FlopCounterMode``) counts the matmul FLOPs of the first steps of the same
+loop, by operator, as a check on the model's matmul components.
 
 With --contention a single-threaded CPU-bound process (a matmul loop) runs beside every
 measurement, and the slowdown factors against the idle run are printed for imf and PyKEEN.
@@ -94,15 +96,17 @@ def cost_model(kg, *, dim: int, batch_size: int, relations_per_batch: int, branc
     index = TailIndex.from_triples(
         with_inverses(kg.train.long(), kg.num_relations), num_entities=kg.num_entities, num_relations=2 * kg.num_relations
     )
-    _, relations = index.pairs()
+    heads, relations = index.pairs()
     generator = torch.Generator().manual_seed(0)
-    distinct, steps = [], 0
+    distinct, squares, steps = [], [], 0
     for _ in range(3):
         batches = [b for b in epoch_batches(relations, batch_size=batch_size, relations_per_batch=relations_per_batch,
                                             generator=generator) if len(b) > 1]
         distinct.append(sum(len(torch.unique(relations[b])) for b in batches))
+        squares.append(sum(len(torch.unique(heads[b])) ** 2 for b in batches))
         steps = len(batches)
     u_total = statistics.fmean(distinct)  # Σ over the epoch's batches of the distinct relations
+    e2_total = statistics.fmean(squares)  # Σ over the batches of (distinct heads)²: the contrastive term's size
     queries = len(relations)
     d, n = dim, kg.num_entities
     params = branches * (d**3 + 2 * kg.num_relations * d) + (branches if fusion_inputs == 0 else fusion_inputs) * n * d
@@ -130,14 +134,69 @@ def cost_model(kg, *, dim: int, batch_size: int, relations_per_batch: int, branc
     }
     if fusion_inputs:
         rank = 2
-        forward = fusion_inputs * 2 * n * d * rank * d + 2 * n * d * d  # projections, then the output map
-        flops["Mutan fusion of every entity"] = steps * 2 * forward  # inputs detached: weight gradients only
+        rows = n + 2 * kg.num_relations  # the entity fusion, and the relation fusion of every relation and inverse
+        forward = fusion_inputs * 2 * rows * d * rank * d + 2 * rows * d * d  # projections, then the output map
+        # Backward: every weight's gradient (as many FLOPs as the forward) and the output map's input
+        # gradient; the inputs are detached, so the projections' input gradients are not computed.
+        flops["Mutan fusion of every entity"] = steps * (2 * forward + 2 * rows * d * d)
+        # InfoNCE between each pair of modality views of a batch's distinct heads: one (E, E) similarity
+        # product forward, two backward (both views' gradients).
+        pairs = fusion_inputs * (fusion_inputs - 1) // 2
+        flops["contrastive (InfoNCE)"] = pairs * 6 * e2_total * d
+        traffic["contrastive (InfoNCE)"] = pairs * fp32 * 6 * e2_total
         # forward: read each input, write its (N, K·h) projection, the product, the sum and the output;
         # backward reads them again and writes their gradients
         per_step = fusion_inputs * (n * d + n * rank * d) + n * rank * d + 2 * n * d
         traffic["Mutan fusion of every entity"] = steps * fp32 * 3 * per_step
     return {"flops": flops, "bytes": traffic, "steps": steps, "queries": queries,
             "distinct_per_batch": u_total / steps, "params": params}
+
+
+def counted_matmul_flops(kg, config, *, steps: int = 8) -> dict:
+    """Matmul FLOPs per training step as torch counts them (``torch.utils.flop_counter``), by operator,
+    over the first ``steps`` steps of IMF's real loop: the check on :func:`cost_model`'s matmul parts.
+
+    Returns ``{"per_step": total / steps, "by_operator": {name: per step}, "steps": steps}``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models import training
+
+    class _Counted(Exception):
+        pass
+
+    original = training._Trainer._step
+    totals: dict[str, float] = {}
+    seen = 0
+
+    def counted_step(self, *args, **kwargs):
+        nonlocal seen
+        counter = FlopCounterMode(display=False)  # one per step: entering a counter clears its counts
+        with counter:
+            result = original(self, *args, **kwargs)
+        for op, count in counter.get_flop_counts()["Global"].items():
+            totals[str(op)] = totals.get(str(op), 0) + count
+        seen += 1
+        if seen == steps:
+            raise _Counted
+        return result
+
+    training._Trainer._step = counted_step
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            training.train(kg, config, Path(scratch) / "run", progress=False)
+    except _Counted:
+        pass
+    finally:
+        training._Trainer._step = original
+    by_operator = {op: count / seen for op, count in totals.items()}
+    return {"per_step": sum(by_operator.values()), "by_operator": by_operator, "steps": seen}
+
+
+def model_matmul_flops(cost: dict) -> float:
+    """The matmul FLOPs of :func:`cost_model` per step (all but the loss and the optimizer)."""
+    matmul = sum(v for k, v in cost["flops"].items() if k not in ("loss (elementwise)", "optimizer (Adam)"))
+    return matmul / cost["steps"]
 
 
 def roofline_floor(cost: dict, fp32_peak: float, bandwidth: float) -> tuple[float, float, float]:
@@ -181,7 +240,9 @@ def worker_imf(name: str, args) -> dict:
         kg, dim=args.dim, batch_size=args.batch_size, relations_per_batch=config.train.relations_per_batch,
         branches=3 if text else 1, fusion_inputs=2 if text else 0,
     )
+    counted = counted_matmul_flops(kg, config)  # after the timed epochs: the counter slows the steps it counts
     return {
+        "counted": counted,
         "epochs": [r["seconds"]["train"] for r in records],
         "valid_seconds": records[-1]["seconds"].get("valid"),
         "cost": model,
@@ -462,6 +523,13 @@ def report(name, variant, label, result, fp32_peak, bandwidth, medians, contende
         moved = cost["bytes"].get(component, 0)
         print(f"      {component:<30} {flops / 1e12:7.3f} TFLOP  {flops / total:5.1%}   {moved / 1e9:7.1f} GB moved "
               f"({flops / moved if moved else float('inf'):5.1f} FLOP/byte)")
+    counted = result.get("counted")
+    if counted:
+        modelled = model_matmul_flops(cost)
+        top = sorted(counted["by_operator"].items(), key=lambda item: -item[1])
+        print(f"    torch's FLOP counter over the first {counted['steps']} steps: {counted['per_step'] / 1e9:.2f} GFLOP of "
+              f"matmuls per step ({', '.join(f'{op} {v / 1e9:.2f}' for op, v in top)}) against the model's "
+              f"{modelled / 1e9:.2f} (mean over an epoch's batches): {counted['per_step'] / modelled:.2f}x")
     floor, compute, memory = roofline_floor(cost, fp32_peak, bandwidth)
     print(f"    achieved {total / median / 1e9:.0f} GFLOP/s, matmul FLOPs at {matmul / median / 1e9:.0f} GFLOP/s = "
           f"{matmul / median / 1e9 / fp32_peak:.0%} of the fp32 matmul peak; floor at that peak {matmul / fp32_peak / 1e9:.1f} s")
