@@ -366,6 +366,26 @@ def _read_trace(run_dir: Path) -> list[dict]:
         raise ImfError(str(error)) from error
 
 
+def verdicts(summaries: Sequence[Summary], *, metric: str = "mrr") -> list[str]:
+    """Each variant's valid ``metric`` against the first variant's (the full model, where it is run),
+    in the words of :func:`imf_cli.evidence.verdict`: whether the difference exceeds the seed spread."""
+    from imf_cli.evidence import Stat, verdict
+
+    def stat(summary: Summary) -> Stat | None:
+        mean, sd = summary.stat("valid", metric)
+        return None if math.isnan(mean) else Stat(mean, sd, len(summary.cells))
+
+    if len(summaries) < 2 or stat(summaries[0]) is None:
+        return []
+    first = (summaries[0].variant.name, stat(summaries[0]))
+    label = metric.upper() if metric in ("mrr", "mr") else metric.capitalize()
+    return [
+        verdict(first, (summary.variant.name, stat(summary)), what=f"valid {label}")
+        for summary in summaries[1:]
+        if stat(summary) is not None
+    ]
+
+
 def markdown_table(summaries: Sequence[Summary], *, title: str | None = None) -> str:
     """The summary as a Markdown table: valid mean ± sd, then test mean ± sd, per variant."""
     header = ["variant", *(f"valid {m}" for m in METRICS), *(f"test {m}" for m in METRICS), "seeds"]
@@ -377,6 +397,9 @@ def markdown_table(summaries: Sequence[Summary], *, title: str | None = None) ->
             cells += [format_stat(*summary.stat(split, metric)) for metric in METRICS]
         cells.append(str(len(summary.cells)))
         lines.append("| " + " | ".join(cells) + " |")
+    judged = verdicts(summaries)
+    if judged:
+        lines += ["", *(f"- {line[0].upper() + line[1:]}." for line in judged)]
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imf_cli.evidence import Stat, verdict
 from imf_cli.runs import RunInfo, read_trace, run_info
 from kgdata.errors import ImfError
 
@@ -35,24 +36,6 @@ class CurvePoint:
     epoch: int
     values: tuple[float | None, ...]
     minutes: tuple[float | None, ...]
-
-
-@dataclass(frozen=True)
-class Stat:
-    """A mean ± sample standard deviation over ``n`` seeds (sd 0 for one)."""
-
-    mean: float
-    sd: float
-    n: int
-
-    @classmethod
-    def of(cls, values: list[float]) -> "Stat | None":
-        if not values:
-            return None
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
-
-    def to_dict(self) -> dict:
-        return {"mean": self.mean, "sd": self.sd, "n": self.n}
 
 
 @dataclass(frozen=True)
@@ -136,23 +119,13 @@ class RunComparison:
             return None
         pick = max if self.higher_is_better else min
         top = pick(rated, key=lambda group: group.best.mean)
-        others = [group for group in rated if group is not top]
-        runner_up = pick(others, key=lambda group: group.best.mean)
-        gap = abs(top.best.mean - runner_up.best.mean)
-        spread = max(top.best.sd, runner_up.best.sd)
-        decimals = 1 if self.metric == "mr" else 4
-        few = [group.label for group in (top, runner_up) if group.best.n < 3]
-        head = (
-            f"best valid {metric_label(self.metric)} ({self.score}): {top.label} {top.best.mean:.{decimals}f} against "
-            f"{runner_up.label} {runner_up.best.mean:.{decimals}f}, a difference of {gap:.{decimals}f}"
+        runner_up = pick([group for group in rated if group is not top], key=lambda group: group.best.mean)
+        return verdict(
+            (runner_up.label, runner_up.best),
+            (top.label, top.best),
+            what=f"best valid {metric_label(self.metric)} ({self.score})",
+            decimals=1 if self.metric == "mr" else 4,
         )
-        if gap <= spread:
-            tail = f"; not more than the larger seed sd ({spread:.{decimals}f}): no difference shown"
-        else:
-            tail = f"; more than the larger seed sd ({spread:.{decimals}f})"
-        if few:
-            tail += f"; {' and '.join(few)} {'has' if len(few) == 1 else 'have'} fewer than 3 seeds"
-        return head + tail
 
     def to_dict(self) -> dict:
         return {

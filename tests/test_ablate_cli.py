@@ -72,6 +72,16 @@ def test_ablate_trains_every_cell_once_and_resumes(tiny_with_text, tmp_path, imf
             assert (imf_home / "ablations").exists() and json.loads(
                 (imf_home / run["run_dir"] / "metrics-test.json").read_text()
             )["split"] == "test"
+    # Each variant against the first on valid MRR, with the difference weighed against the seed spread.
+    full = report["variants"][0]["valid"]["mrr"]
+    assert len(report["verdicts"]) == 2
+    for verdict, variant in zip(report["verdicts"], report["variants"][1:]):
+        mine = variant["valid"]["mrr"]
+        assert verdict.startswith(f"valid MRR: {variant['variant']} {mine['mean']:.4f} against full {full['mean']:.4f}, "
+                                  f"a difference of {mine['mean'] - full['mean']:+.4f}; ")
+        spread = max(mine["sd"], full["sd"])
+        assert ("no difference shown" in verdict) == (abs(mine["mean"] - full["mean"]) <= spread)
+        assert verdict.endswith(f"full and {variant['variant']} have fewer than 3 seeds")
     mean_runs = report["variants"][1]["runs"]
     stored = yaml.safe_load(open(mean_runs[0]["run_dir"] + "/config.yaml"))["config"]["model"]
     assert (stored["fusion"], stored["decision_space"]) == ("mean", "probability")
@@ -89,6 +99,8 @@ def test_ablate_trains_every_cell_once_and_resumes(tiny_with_text, tmp_path, imf
     markdown = tmp_path / "table.md"
     table = runner.invoke(app, [*args[:-6], "--variant", "full", "--markdown", str(markdown)])
     assert table.exit_code == 0 and "| full |" in markdown.read_text()
+    shown = runner.invoke(app, [arg for arg in args if arg != "--json"])  # the table view prints them too
+    assert shown.exit_code == 0 and "Valid MRR: mean-fusion" in " ".join(shown.output.split())
 
 
 def test_grid_is_its_own_study_and_is_never_silently_ignored(tiny_with_text, tmp_path, imf_home):

@@ -278,13 +278,14 @@ def test_imf_runs_compare_by_seed_gives_each_config_its_mean_and_sd(tiny, imf_ho
 @pytest.mark.parametrize(
     ("metric", "a", "b", "expected"),
     [
-        ("mrr", (0.400, 0.010, 3), (0.405, 0.009, 3), "B 0.4050 against A 0.4000, a difference of 0.0050; not more than the larger seed sd (0.0100): no difference shown"),
-        ("mrr", (0.400, 0.010, 3), (0.430, 0.009, 3), "B 0.4300 against A 0.4000, a difference of 0.0300; more than the larger seed sd (0.0100)"),
-        ("mr", (900.0, 10.0, 3), (950.0, 5.0, 2), "A 900.0 against B 950.0, a difference of 50.0; more than the larger seed sd (10.0); B has fewer than 3 seeds"),
+        ("mrr", (0.400, 0.010, 3), (0.405, 0.009, 3), "B 0.4050 against A 0.4000, a difference of +0.0050; not more than the larger seed sd (0.0100): no difference shown"),
+        ("mrr", (0.400, 0.010, 3), (0.430, 0.009, 3), "B 0.4300 against A 0.4000, a difference of +0.0300; more than the larger seed sd (0.0100)"),
+        ("mr", (900.0, 10.0, 3), (950.0, 5.0, 2), "A 900.0 against B 950.0, a difference of -50.0; more than the larger seed sd (10.0); B has fewer than 3 seeds"),
     ],
 )
 def test_the_seed_verdict_weighs_the_gap_against_the_spread(metric, a, b, expected):
-    from imf_cli.run_compare import RunComparison, SeedGroup, Stat
+    from imf_cli.evidence import Stat
+    from imf_cli.run_compare import RunComparison, SeedGroup
 
     groups = tuple(SeedGroup(label, (), Stat(*values), None, ()) for label, values in (("A", a), ("B", b)))
     comparison = RunComparison((), (), {}, metric, "fused", (), ("x",), groups)

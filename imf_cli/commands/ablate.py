@@ -41,7 +41,7 @@ def ablate_command(
 
     Example: imf ablate countries-mm --config imf_cli/presets/countries-mm-quick.yaml --seeds 2 --variant full --variant mean-fusion
     """
-    from imf_cli.ablation import choose_study, markdown_table, parse_grid, run_study
+    from imf_cli.ablation import choose_study, markdown_table, parse_grid, run_study, verdicts
     from imf_cli.runtime import set_threads
 
     set_threads(threads)
@@ -77,10 +77,13 @@ def ablate_command(
     if markdown is not None:
         markdown.write_text(table, encoding="utf-8")
     if json_output:
-        print_json({"dataset": name, "study": study, "dir": str(root), "variants": [s.to_dict() for s in summaries]})
+        print_json({"dataset": name, "study": study, "dir": str(root), "variants": [s.to_dict() for s in summaries],
+                    "verdicts": verdicts(summaries)})
         return
     for view in summary_tables(summaries, f"{name}: {study}, mean±sd over {count(seeds, 'seed')}", console.width):
         console.print(view)
+    for line in verdicts(summaries):  # each variant against the first, on valid: is it more than the seed spread?
+        console.print(line[0].upper() + line[1:] + ".", highlight=False, soft_wrap=True)
     console.print(f"Runs: {root}", highlight=False, soft_wrap=True)
 
 
