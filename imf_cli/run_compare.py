@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imf_cli.evidence import Stat, verdict
+from models.config import RESUME_KEYS
 from imf_cli.runs import RunInfo, read_trace, run_info
 from kgdata.errors import ImfError
 
@@ -68,16 +69,7 @@ class SeedGroup:
 
 #: Config keys that do not tell groups of seeds apart: the seed, and what a resume may change (how long
 #: a run goes on, how often it evaluates and saves, where it runs; :data:`models.config.RESUME_KEYS`).
-IGNORED_IN_GROUPS: tuple[str, ...] = (
-    "train.seed",
-    "train.epochs",
-    "train.patience",
-    "train.eval_every",
-    "train.checkpoint_every",
-    "train.checkpoint_minutes",
-    "train.max_minutes",
-    "train.device",
-)
+IGNORED_IN_GROUPS: tuple[str, ...] = ("train.seed", *RESUME_KEYS)
 
 
 @dataclass(frozen=True)

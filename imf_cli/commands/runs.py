@@ -284,20 +284,27 @@ def compare_command(
         console.print(renderable, highlight=False)
 
 
+def columns_table(title: str, columns: list[str]):
+    """A titled table of ``imf runs compare``: a bold label column, then one right-aligned column each."""
+    from rich import box
+    from rich.table import Table
+
+    grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), title=title,
+                 title_justify="left", title_style="bold")
+    grid.add_column("", style="bold", no_wrap=True)
+    for column in columns:
+        grid.add_column(column, justify="right", overflow="fold")
+    return grid
+
+
 def comparison_tables(comparison) -> list:
     """The renderables of ``imf runs compare``: the runs, their config differences, their curves."""
     from imf_cli.run_compare import metric_label
-    from rich import box
     from rich.table import Table
     from rich.text import Text
 
     def table(title: str) -> Table:
-        grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), title=title,
-                     title_justify="left", title_style="bold")
-        grid.add_column("", style="bold", no_wrap=True)
-        for info in comparison.runs:
-            grid.add_column(info.name, justify="right", overflow="fold")
-        return grid
+        return columns_table(title, [info.name for info in comparison.runs])
 
     runs = table("runs")
     cells = [run_cells(info) for info in comparison.runs]
@@ -345,7 +352,6 @@ def seed_group_tables(comparison) -> list:
     """The group part of ``imf runs compare --by-seed``: per group mean ± sd, the config keys that
     tell the groups apart, the mean curve, and the verdict."""
     from imf_cli.run_compare import metric_label
-    from rich import box
     from rich.table import Table
     from rich.text import Text
 
@@ -359,12 +365,7 @@ def seed_group_tables(comparison) -> list:
         return text + (f" (n {value.n})" if size is not None and value.n != size else "")
 
     def table(title: str) -> Table:
-        grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), title=title,
-                     title_justify="left", title_style="bold")
-        grid.add_column("", style="bold", no_wrap=True)
-        for group in comparison.groups:
-            grid.add_column(group.label, justify="right", overflow="fold")
-        return grid
+        return columns_table(title, [group.label for group in comparison.groups])
 
     groups = comparison.groups
     summary = table(f"groups (mean ± sd over seeds; valid {label}, {comparison.score})")
