@@ -160,6 +160,16 @@ def test_resume_with_more_epochs_trains_a_finished_run_further_and_refuses_other
     assert yaml.safe_load(open(os.path.join(first["run_dir"], "config.yaml"))) == document
 
 
+def test_a_run_that_stopped_early_goes_on_with_more_patience(tiny_with_features):
+    stopped = train("tiny", "--epochs", "60", "--patience", "1", "--lr", "0.05", "--modalities", "structure", *SMALL)
+    assert stopped["stopped_early"] and stopped["epochs"] < 60
+    again = runner.invoke(app, ["train", "--resume", stopped["run_dir"], "--no-progress"], env={"COLUMNS": "300"})
+    assert again.exit_code == 0 and "already finished (stopped early): nothing was trained" in again.output
+    assert "--patience N" in again.output
+    more = train("--resume", stopped["run_dir"], "--patience", "0", "--epochs", str(stopped["epochs"] + 2), "--no-progress")
+    assert not more["stopped_early"] and more["epochs"] == stopped["epochs"] + 2
+
+
 def test_max_minutes_stops_a_run_resumably_and_resume_takes_a_new_budget(tiny_with_features):
     stopped = train("tiny", "--epochs", "3", "--modalities", "structure,text", "--max-minutes", "0.000001", *SMALL)
     assert stopped["stopped_at_time_limit"] and stopped["epochs"] == 1 and stopped["best_epoch"] == 1
