@@ -146,7 +146,7 @@ def cost_model(kg, *, dim: int, batch_size: int, relations_per_batch: int, branc
         traffic["contrastive (InfoNCE)"] = pairs * fp32 * 6 * e2_total
         # forward: read each input, write its (N, K·h) projection, the product, the sum and the output;
         # backward reads them again and writes their gradients
-        per_step = fusion_inputs * (n * d + n * rank * d) + n * rank * d + 2 * n * d
+        per_step = fusion_inputs * (rows * d + rows * rank * d) + rows * rank * d + 2 * rows * d
         traffic["Mutan fusion of every entity"] = steps * fp32 * 3 * per_step
     return {"flops": flops, "bytes": traffic, "steps": steps, "queries": queries,
             "distinct_per_batch": u_total / steps, "params": params}

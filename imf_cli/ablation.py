@@ -372,8 +372,7 @@ def verdicts(summaries: Sequence[Summary], *, metric: str = "mrr") -> list[str]:
     from imf_cli.evidence import Stat, verdict
 
     def stat(summary: Summary) -> Stat | None:
-        mean, sd = summary.stat("valid", metric)
-        return None if math.isnan(mean) else Stat(mean, sd, len(summary.cells))
+        return Stat.of([cell.valid.get(metric) for cell in summary.cells])
 
     if len(summaries) < 2 or stat(summaries[0]) is None:
         return []

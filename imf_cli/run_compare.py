@@ -107,7 +107,7 @@ class RunComparison:
         """Whether the groups' best valid values differ by more than the seed spread, in one sentence;
         None without two or more groups that have a best value."""
         rated = [group for group in self.groups if group.best is not None]
-        if len(rated) < 2:
+        if len(rated) < 2 or len(self.datasets) > 1:  # across datasets the figures do not compare
             return None
         pick = max if self.higher_is_better else min
         top = pick(rated, key=lambda group: group.best.mean)
@@ -228,7 +228,7 @@ def _seed_groups(
     keys: dict[str, list[int]] = {}
     kept: list[dict] = []
     for index, info in enumerate(infos):
-        flat = {k: v for k, v in flatten(info.config or {}).items() if k not in IGNORED_IN_GROUPS}
+        flat = {k: v for k, v in flatten(_normalised(info.config)).items() if k not in IGNORED_IN_GROUPS}
         flat["dataset"] = str(info.dataset)
         # As JSON: a hand-edited config may hold values (a mapping in a list) that cannot be hashed.
         keys.setdefault(json.dumps(flat, sort_keys=True, default=repr), []).append(index)
@@ -248,6 +248,18 @@ def _seed_groups(
         )
     firsts = [kept[group.members[0]] for group in groups]
     return tuple(groups), config_differences(firsts) if len(groups) > 1 else {}
+
+
+def _normalised(config: dict | None) -> dict:
+    """A run's config as it resolves today (keys added since it was recorded get the values that
+    reproduce it), so that an older run and an identical newer one fall in one group; a config that
+    does not resolve is compared as written."""
+    from models.config import ConfigError, RunConfig
+
+    try:
+        return RunConfig.from_dict(config or {}).to_dict()
+    except (ConfigError, TypeError, AttributeError, ValueError):
+        return config or {}
 
 
 def _label(number: int) -> str:

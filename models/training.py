@@ -33,7 +33,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,11 @@ class TrainResult:
     stopped_early: bool
     #: Stopped by ``train.max_minutes`` before it finished: ``imf train --resume`` continues it.
     stopped_at_time_limit: bool = False
+    #: The epochs the run had completed when this invocation began (0 for a new run); equal to
+    #: ``epochs_completed`` when it trained nothing. Not part of the outcome: results compare without it.
+    start_epoch: int = field(default=0, compare=False)
+    #: ``train.epochs`` of the run as it ended.
+    max_epochs: int = field(default=0, compare=False)
 
 
 def train(
@@ -196,18 +201,31 @@ def resume(
         )
     stored = RunConfig.from_dict(payload["config"])
     config = stored.resumed_with(changes).with_max_minutes(max_minutes)
-    if config.train.epochs < payload["epoch"]:
+    trained, epochs = payload["epoch"], config.train.epochs
+    if epochs < trained:
         raise ConfigError(
-            f"train.epochs {config.train.epochs} is below the {payload['epoch']} epochs run {run_dir} has already trained",
+            f"train.epochs {epochs} is below the {trained} epochs run {run_dir} has already trained", key="train.epochs"
+        )
+    if payload.get("progress") and epochs <= trained:
+        raise ConfigError(
+            f"train.epochs {epochs} would end run {run_dir} inside epoch {trained + 1}, which its last.pt holds "
+            f"part-way; give at least {trained + 1}",
             key="train.epochs",
         )
+    changed = _schedule_changes(stored, config)
     context, device = distributed.setup(config.train.device)
     try:
         trainer = _Trainer(data, fingerprint, config, run_dir, context, device, metadata=payload["metadata"])
         trainer.restore(payload)
         if context.is_main:
             truncate_trace(run_dir / "trace.jsonl", trainer.epoch)
-            _record_schedule_changes(run_dir, stored, config, trainer.epoch)
+            if changed:
+                # last.pt first: the next resume reads its config, and config.yaml must never be ahead of it
+                # (a run that trains nothing now, or is killed before its next checkpoint, keeps both in step).
+                state = {"config": config.to_dict(), "finished": trainer.finished, "stopped_early": trainer.stopped_early}
+                save_checkpoint(run_dir / "last.pt", {**payload, **state})
+                record_resume_changes(run_dir, config=config.to_dict(), epoch=trainer.epoch, changes=changed)
+        del payload  # its tensors are in the model and optimizer now; hundreds of MB on the large graphs
         context.barrier()
         return trainer.run(progress=progress, on_epoch_end=on_epoch_end)
     finally:
@@ -236,8 +254,9 @@ def restart(
             for name in ("trace.jsonl", "best.pt"):
                 (run_dir / name).unlink(missing_ok=True)
             recorded = _recorded_document(run_dir).get("config")
-            if isinstance(recorded, dict):
-                _record_schedule_changes(run_dir, RunConfig.from_dict(recorded), config, 0)
+            changed = _schedule_changes(RunConfig.from_dict(recorded), config) if isinstance(recorded, dict) else {}
+            if changed:
+                record_resume_changes(run_dir, config=config.to_dict(), epoch=0, changes=changed)
         context.barrier()
         _seed_everything(config.train.seed, context.rank)
         metadata = _recorded_metadata(run_dir)
@@ -248,16 +267,15 @@ def restart(
         distributed.teardown(context)
 
 
-def _record_schedule_changes(run_dir: Path, stored: RunConfig, config: RunConfig, epoch: int) -> None:
-    """Record in ``config.yaml`` the keys a resume changed (the time budget of one invocation aside)."""
+def _schedule_changes(stored: RunConfig, config: RunConfig) -> dict[str, Any]:
+    """The dotted keys whose values a resume changed, with their new values (the time budget of one
+    invocation aside: it is not a change of the run)."""
 
     def flat(run: RunConfig) -> dict[str, Any]:
         return {f"{section}.{key}": value for section, values in run.to_dict().items() for key, value in values.items()}
 
     before = flat(stored)
-    changed = {key: value for key, value in flat(config).items() if key != "train.max_minutes" and before.get(key) != value}
-    if changed:
-        record_resume_changes(run_dir, config=config.to_dict(), epoch=epoch, changes=changed)
+    return {key: value for key, value in flat(config).items() if key != "train.max_minutes" and before.get(key) != value}
 
 
 def _recorded_document(run_dir: Path) -> dict[str, Any]:
@@ -444,6 +462,7 @@ class _Trainer:
         self.feature_hashes = data.feature_hashes()
 
         self.epoch = 0
+        self.start_epoch = 0  # the epoch this invocation began from (restore sets it)
         self.best_epoch = 0
         self.best_valid_mrr: float | None = None
         self.bad_evaluations = 0
@@ -485,6 +504,7 @@ class _Trainer:
         settings = self.config.train
         self.stopped_early = settings.patience > 0 and self.bad_evaluations >= settings.patience
         self.finished = self.stopped_early or self.epoch >= settings.epochs
+        self.start_epoch = self.epoch
         self.progress = payload.get("progress")
         states = payload["rng"]
         restore_rng_state(states[self.context.rank % len(states)], self.shuffle)
@@ -519,6 +539,8 @@ class _Trainer:
             best_valid_mrr=self.best_valid_mrr,
             stopped_early=self.stopped_early,
             stopped_at_time_limit=self.stopped_at_time_limit,
+            start_epoch=self.start_epoch,
+            max_epochs=self.config.train.epochs,
         )
 
     # -- loop ----------------------------------------------------------------------------------------

@@ -275,6 +275,16 @@ def test_imf_runs_compare_by_seed_gives_each_config_its_mean_and_sd(tiny, imf_ho
     assert plain["groups"] == [] and plain["verdict"] is None  # without --by-seed
 
 
+def test_a_verdict_needs_a_seed_spread_and_one_dataset():
+    from imf_cli.evidence import Stat
+    from imf_cli.run_compare import RunComparison, SeedGroup
+
+    groups = (SeedGroup("A", (), Stat(0.40, 0.0, 1), None, ()), SeedGroup("B", (), Stat(0.41, 0.01, 3), None, ()))
+    alone = RunComparison((), (), {}, "mrr", "fused", (), ("x",), groups).verdict()
+    assert alone.endswith("a difference of +0.0100; A has one seed: no seed spread to weigh it against")
+    assert RunComparison((), (), {}, "mrr", "fused", (), ("x", "y"), groups).verdict() is None
+
+
 @pytest.mark.parametrize(
     ("metric", "a", "b", "expected"),
     [

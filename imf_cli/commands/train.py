@@ -172,10 +172,8 @@ def train_command(
                     "training settings it started with. With --resume, --epochs, --patience, --eval-every, "
                     "--checkpoint-every, --max-minutes and --device may change; for anything else train a new run"
                 )
-            target = resolve_run(resume)
-            before = _epochs_done(target)
             result = resume_model(
-                target,
+                resolve_run(resume),
                 progress=bar,
                 on_epoch=lines,
                 max_minutes=max_minutes,
@@ -247,12 +245,11 @@ def train_command(
         f"Trained {count(result.epochs_completed, 'epoch')} (seed {result.seed}); best valid MRR {mrr} at epoch "
         f"{result.best_epoch}{' (stopped early)' if result.stopped_early else ''}"
     )
-    if resume is not None and result.epochs_completed == before and not result.stopped_at_time_limit:
-        more = (
-            "--patience N (more evaluations than before; 0: no early stopping)"
-            if result.stopped_early
-            else f"--epochs N (N > {result.epochs_completed})"
-        )
+    if resume is not None and result.epochs_completed == result.start_epoch and not result.stopped_at_time_limit:
+        more = [f"--epochs N (N > {result.epochs_completed})"] if result.epochs_completed >= result.max_epochs else []
+        if result.stopped_early:
+            more.insert(0, "--patience N (more evaluations than before; 0: no early stopping)")
+        more = " ".join(more)
         console.print(
             f"The run had already finished{' (stopped early)' if result.stopped_early else ''}: nothing was trained. "
             f"Train it further with: imf train --resume {result.run_dir} {more}",
@@ -266,14 +263,6 @@ def train_command(
             soft_wrap=True,
         )
     typer.echo(str(result.run_dir))
-
-
-def _epochs_done(run_dir: Path) -> int:
-    """The last epoch in a run's trace (0 for none): to tell whether a resume trained anything."""
-    from imf_cli.runs import read_trace
-
-    epochs = [record.get("epoch") for record in read_trace(run_dir)]
-    return max((e for e in epochs if isinstance(e, int)), default=0)
 
 
 def _note(text: str) -> None:

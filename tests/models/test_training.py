@@ -124,6 +124,40 @@ def test_more_patience_continues_a_run_that_stopped_early(tmp_path, kg):
     assert not again.stopped_early and again.epochs_completed == stopped.epochs_completed + 2
 
 
+def test_a_change_that_trains_nothing_now_still_holds_for_the_next_resume(tmp_path, kg):
+    """config.yaml and last.pt agree after a resume whose changes leave the run finished (here: more
+    epochs for a run that stopped early), so the next resume goes on from the changed schedule."""
+    stopped = train(kg, fast_config(epochs=60, seed=2, patience=1, lr=0.05), tmp_path / "run", progress=False)
+    assert stopped.stopped_early
+    more = stopped.epochs_completed + 3
+    idle = resume(tmp_path / "run", kg, progress=False, changes={"train.epochs": more})
+    assert idle.epochs_completed == idle.start_epoch == stopped.epochs_completed and idle.max_epochs == more
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"]["train"]["epochs"] == more
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["config"]["train"]["epochs"] == more
+    again = resume(tmp_path / "run", kg, progress=False, changes={"train.patience": 0})
+    assert again.start_epoch == stopped.epochs_completed and again.epochs_completed == more
+
+
+def test_more_epochs_cannot_end_a_run_inside_the_epoch_its_checkpoint_holds(tmp_path, kg):
+    import os
+    import signal
+
+    from models.config import ConfigError
+    from models.training import TrainingInterrupted
+
+    def interrupt(record):
+        if record["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted):
+        train(kg, fast_config(epochs=3, seed=5), tmp_path / "run", progress=False, on_epoch_end=interrupt)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert last["epoch"] == 1 and last["progress"]
+    with pytest.raises(ConfigError, match="inside epoch 2, which its last.pt holds part-way; give at least 2"):
+        resume(tmp_path / "run", kg, progress=False, changes={"train.epochs": 1})
+    assert resume(tmp_path / "run", kg, progress=False, changes={"train.epochs": 2}).epochs_completed == 2
+
+
 def test_a_resume_changes_only_the_schedule(tmp_path, kg):
     from models.config import ConfigError
 
