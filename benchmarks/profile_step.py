@@ -32,6 +32,9 @@ class _Done(Exception):
     """Raised from the patched step once the profiled steps are done: ends the training."""
 
 
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset")
@@ -48,6 +51,8 @@ def main() -> None:
                         "time, which the graph replays; without it the profiled steps are graph replays")
     parser.add_argument("--stack", action="store_true",
                         help="also list the most frequent operators by the Python line that called them")
+    parser.add_argument("--shapes", action="store_true",
+                        help="also list the matmuls (mm, addmm, bmm) by input shapes, slowest first")
     args = parser.parse_args()
 
     import torch
@@ -59,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     on_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    profiler = profile(activities=activities, with_stack=args.stack)
+    profiler = profile(activities=activities, with_stack=args.stack, record_shapes=args.shapes)
     original = training._Trainer._step
     walls: list[float] = []
     count = 0
@@ -113,6 +118,13 @@ def main() -> None:
     print()
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.top))
     print(events.table(sort_by="count", row_limit=args.top))
+    if args.shapes:
+        matmuls = [e for e in profiler.key_averages(group_by_input_shape=True) if e.key in MATMULS]
+        matmuls.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+        print("matmuls by input shapes, per step:")
+        for e in matmuls[: args.top]:
+            print(f"  {e.key:12s} {str(e.input_shapes):60s} x{e.count / steps:4.1f}  {e.self_cpu_time_total / steps / 1e3:8.2f} ms")
+        print()
     if args.stack:
         print(profiler.key_averages(group_by_stack_n=4).table(sort_by="count", row_limit=args.top))
     if on_cuda:

@@ -72,6 +72,19 @@ def smoothing_coefficients(num_entities: int, label_smoothing: float, mode: str)
     raise ValueError(f"unknown label smoothing mode {mode!r}")
 
 
+def softplus_sum(x: Tensor) -> Tensor:
+    """``Σ softplus(x)`` over all elements, as a scalar.
+
+    On the CPU this is ``Σ relu(x) − Σ log σ(|x|)``: ATen's CPU ``softplus`` (like ``log1p``) is not
+    vectorised and took 8.1 ms over a DB15K batch's ``128 × 12,842`` logits against 1.6 ms for this
+    form (2 threads). ``σ(|x|)`` lies in ``[0.5, 1)``, so the logarithm loses nothing but terms below
+    float resolution. Only the loss value uses it; the gradient is ``σ(x)`` either way.
+    """
+    if x.device.type != "cpu":
+        return F.softplus(x).sum()
+    return F.relu(x).sum() - torch.sigmoid(x.abs()).log_().sum()
+
+
 class _SparseTargetBCE(torch.autograd.Function):
     """Mean BCE-with-logits against targets ``a·y + c`` with ``y`` given by its positives.
 
@@ -85,7 +98,7 @@ class _SparseTargetBCE(torch.autograd.Function):
         ctx.dtype = scores.dtype
         scores = scores.float()
         numel = scores.numel()
-        loss = F.softplus(scores).sum()
+        loss = softplus_sum(scores)
         if c:
             loss = loss - c * scores.sum()
         if rows.numel():

@@ -29,6 +29,20 @@ from models.config import CORE_INITS
 from models.dropout import MaskDropout
 
 
+def tail_scores(queries: Tensor, entities: Tensor) -> Tensor:
+    """``queries @ entities.T``: ``(B, N)`` scores of ``queries`` ``(B, d)`` against ``entities`` ``(N, d)``.
+
+    On the CPU the product is computed as ``(entities @ queries.T).T`` and returned as that transposed
+    view. MKL's sgemm runs the 1-N shape about twice as fast with the long side first (DB15K, 128 × 200
+    × 12,842, 2 threads: 3.9 against 8.7 ms), and the backward products keep their speed. The same
+    numbers up to float rounding; the training loss (elementwise passes, sums, gathers) does not care
+    about the layout. On CUDA the plain product is as fast and stays contiguous.
+    """
+    if queries.device.type == "cpu":
+        return (entities @ queries.T).T
+    return queries @ entities.T
+
+
 @dataclass(frozen=True)
 class RelationGroups:
     """How the rows of a batch group by relation.
@@ -226,7 +240,11 @@ class TuckERScorer(nn.Module):
         groups: RelationGroups | None = None,
     ) -> Tensor:
         """1-N logits ``(B, N)`` of every entity in ``entities`` ``(N, d_e)`` as the tail of each query."""
-        return self.query(heads, relation_table, relations, groups) @ entities.T
+        queries = self.query(heads, relation_table, relations, groups)
+        # The transposed product in training only. Neither product promises bit-equal scores for equal
+        # entity vectors (the plain one rounds them apart at 7 × 16 × 25), so evaluation keeps the
+        # product its tie handling was checked with; the loss does not care which way a score rounds.
+        return tail_scores(queries, entities) if self.training else queries @ entities.T
 
     def __repr__(self) -> str:
         return (

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from models.dropout import MaskDropout
-from models.scorer import RelationGroups, TuckERScorer, apply_relation_matrices
+from models.scorer import RelationGroups, TuckERScorer, apply_relation_matrices, tail_scores
 
 
 def naive_query(scorer: TuckERScorer, heads, relation_table, relations):
@@ -123,3 +123,17 @@ def test_mask_dropout_passes_gradients_through_the_kept_values():
     y = MaskDropout(0.4).train()(x)
     y.sum().backward()
     assert torch.equal(x.grad != 0, y.detach() != 0)
+
+
+def test_tail_scores_equal_the_plain_product_with_gradients():
+    queries = torch.randn(16, 8, requires_grad=True)
+    entities = torch.randn(300, 8, requires_grad=True)
+    scores = tail_scores(queries, entities)
+    expected = queries @ entities.T
+    assert scores.shape == (16, 300)
+    torch.testing.assert_close(scores, expected)
+    weights = torch.randn(16, 300)
+    grads = torch.autograd.grad((scores * weights).sum(), (queries, entities))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (queries, entities))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
