@@ -227,10 +227,25 @@ class FrozenScorer:
         self.space = model.decision.space
         self.weights = weights.expand(2 * model.num_relations, len(self.branch_names)).contiguous()
         self.entities = {name: encoded[name].entities.float() for name in self.branch_names}
+        self._distinct = {name: _distinct_rows(vectors) for name, vectors in self.entities.items()}
         self._relation_vectors = {name: encoded[name].relations.float() for name in self.branch_names}
         self._parts = {name: _frozen_scorer_parts(model.scorers[name]) for name in self.branch_names}
         self._cache: dict[int, dict[str, tuple[Tensor, Tensor]]] | None = {} if cache_relations else None
         self._lock = threading.Lock()
+
+    def tail_scores(self, name: str, queries: Tensor) -> Tensor:
+        """``(B, N)`` scores of branch ``name``'s ``queries`` ``(B, d)`` against every entity.
+
+        Entities whose vectors in the branch are equal (those without the branch's features often
+        share one vector) get bit-equal scores, so that ranking sees them as tied. A matmul does not
+        promise that for equal rows: its blocking can round them apart (it did at ``7 × 16 × 25``). So
+        when a branch has equal rows, each distinct row is scored once and the scores are gathered.
+        """
+        distinct = self._distinct[name]
+        if distinct is None:
+            return queries @ self.entities[name].T
+        rows, inverse = distinct
+        return (queries @ rows.T).index_select(1, inverse)
 
     def with_weights(self, weights: Tensor) -> FrozenScorer:
         """A scorer that shares these matrices but fuses with ``weights``: ``(n_branches,)`` or ``(2R, n_branches)``."""
@@ -297,7 +312,7 @@ class FrozenScorer:
     def score(self, heads: Tensor, relations: Tensor) -> ScoreBreakdown:
         """1-N scores of the queries ``(heads[b], relations[b], ?)``: ``(B, N)`` per branch and fused."""
         queries = self.queries(heads, relations)
-        branches = {name: queries[name] @ self.entities[name].T for name in self.branch_names}
+        branches = {name: self.tail_scores(name, queries[name]) for name in self.branch_names}
         weights = self.weights[relations]
         scores = list(branches.values())
         fused = scores[0] if len(scores) == 1 else combine(scores, weights, self.space)
@@ -309,6 +324,12 @@ class FrozenScorer:
             f"{self.__class__.__name__}({self.num_entities}, {self.num_relations}, "
             f"branches={self.branch_names}, cache={cached})"
         )
+
+
+def _distinct_rows(vectors: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(rows, inverse)`` with ``rows[inverse]`` equal to ``vectors`` ``(N, d)`` when some rows are equal; else None."""
+    rows, inverse = torch.unique(vectors, dim=0, return_inverse=True)
+    return None if len(rows) == len(vectors) else (rows, inverse)
 
 
 def _frozen_scorer_parts(scorer) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
@@ -383,7 +404,7 @@ def rank_queries(
         query_vectors = scorer.queries(heads, relations)
         scores = []
         for name in scorer.branch_names:
-            branch_scores = query_vectors[name] @ scorer.entities[name].T
+            branch_scores = scorer.tail_scores(name, query_vectors[name])
             optimistic[name][chunk], pessimistic[name][chunk] = _count_ranks(branch_scores, answers, rows, tails)
             scores.append(branch_scores)
         if num_branches == 1:  # one branch: its weight is exactly 1, and the mean of one is itself

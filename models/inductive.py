@@ -354,7 +354,7 @@ class InductiveScorer:
         for index, name in enumerate(self.branch_names):
             parts, on = [], []
             if graph:
-                parts.append(queries[name] @ self.scorer.entities[name].T)
+                parts.append(self.scorer.tail_scores(name, queries[name]))
                 on.append(head_present[:, index : index + 1].expand(-1, parts[-1].shape[1]))
             if candidates is not None:
                 parts.append(queries[name] @ candidates.vectors[name].T)

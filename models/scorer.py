@@ -241,9 +241,9 @@ class TuckERScorer(nn.Module):
     ) -> Tensor:
         """1-N logits ``(B, N)`` of every entity in ``entities`` ``(N, d_e)`` as the tail of each query."""
         queries = self.query(heads, relation_table, relations, groups)
-        # The transposed product in training only. Neither product promises bit-equal scores for equal
-        # entity vectors (the plain one rounds them apart at 7 × 16 × 25), so evaluation keeps the
-        # product its tie handling was checked with; the loss does not care which way a score rounds.
+        # The transposed product in training only: the loss does not care which way a score rounds.
+        # In eval mode the plain product, as evaluation's FrozenScorer computes it (which also scores
+        # equal entity vectors once, so that they tie exactly: no matmul order promises that).
         return tail_scores(queries, entities) if self.training else queries @ entities.T
 
     def __repr__(self) -> str:

@@ -335,3 +335,26 @@ def test_our_metrics_equal_pykeens_rank_based_evaluator():
             expected = theirs.get_metric(f"{side}.{kind}.inverse_harmonic_mean_rank")
             assert values[f"{kind}_mrr"] == pytest.approx(expected)
     assert ours["optimistic_mrr"] > ours["mrr"] > ours["pessimistic_mrr"]  # the ties matter here
+
+
+@pytest.mark.parametrize("batch", [1, 7, 40])
+def test_entities_with_equal_vectors_get_equal_scores_and_tie_in_the_ranks(batch):
+    # Entities without visual features share one vector in the visual branch. A plain matmul may round
+    # equal rows apart (it did at 7 × 16 × 25); the frozen scorer must score them bit-equal, so that
+    # ranking sees ties and the realistic rank is the middle of the tied block.
+    torch.manual_seed(0)
+    n, r = 25, 3
+    model = IMF(n, r, dim=16, modalities=("structure", "visual"), feature_dims={"visual": 5}).eval()
+    missing = torch.zeros(n, dtype=torch.bool)
+    missing[[0, 3, 8, 9, 14, 20, 24]] = True
+    model.set_features("visual", torch.randn(n, 5), ~missing)
+    scorer = FrozenScorer(model)
+    heads, relations = torch.randint(0, n, (batch,)), torch.randint(0, 2 * r, (batch,))
+    visual = scorer.score(heads, relations).branches["visual"]
+    assert torch.equal(scorer.entities["visual"][missing], scorer.entities["visual"][0].expand(7, -1))
+    tied = visual[:, missing]
+    assert torch.equal(tied, tied[:, :1].expand_as(tied))
+    assert len(set(visual[:, ~missing][0].tolist())) == int((~missing).sum())  # the others stay distinct
+    test = torch.stack([heads[:1], relations[:1] % r, torch.tensor([3])], dim=1)
+    result = rank_queries(scorer, test, build_filter([test], num_entities=n, num_relations=r), chunk_size=None)
+    assert int(result.pessimistic["visual"][0] - result.optimistic["visual"][0]) == 6  # 7 tied, the answer among them
