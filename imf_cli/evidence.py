@@ -47,9 +47,10 @@ def verdict(a: tuple[str, Stat], b: tuple[str, Stat], *, what: str, decimals: in
         f"{what}: {b_label} {b_stat.mean:.{decimals}f} against {a_label} {a_stat.mean:.{decimals}f}, "
         f"a difference of {gap:+.{decimals}f}"
     )
-    if min(a_stat.n, b_stat.n) < 2:
-        single = " and ".join(label for label, stat in (a, b) if stat.n < 2)
-        return text + f"; {single} {'has' if ' and ' not in single else 'have'} one seed: no seed spread to weigh it against"
+    single = [label for label, stat in (a, b) if stat.n < 2]
+    if single:
+        verb = "has" if len(single) == 1 else "have"
+        return text + f"; {' and '.join(single)} {verb} one seed: no seed spread to weigh it against"
     if abs(gap) <= spread:
         text += f"; not more than the larger seed sd ({spread:.{decimals}f}): no difference shown"
     else:
