@@ -47,12 +47,12 @@ def mixture_logit(scores: Sequence[Tensor], weights: Tensor) -> Tensor:
     Returns:
         ``(B, *)``, in the scores' dtype (computed in float32 at least).
     """
+    if all(s.device.type == "cpu" for s in scores) and weights.device.type == "cpu":
+        return _CpuMixtureLogit.apply(weights, *scores)
     dtype = torch.promote_types(scores[0].dtype, torch.float32)
     positive = negative = None
     for index, branch_scores in enumerate(scores):
-        log_weight = weights[..., index].to(dtype).log()
-        if log_weight.dim() == 1:  # per row: broadcast over the trailing score dimensions
-            log_weight = log_weight.view(-1, *([1] * (branch_scores.dim() - 1)))
+        log_weight = _per_row(weights[..., index].to(dtype).log(), branch_scores)
         branch_scores = branch_scores.to(dtype)
         up = F.logsigmoid(branch_scores) + log_weight
         down = F.logsigmoid(-branch_scores) + log_weight
@@ -60,6 +60,78 @@ def mixture_logit(scores: Sequence[Tensor], weights: Tensor) -> Tensor:
         negative = down if negative is None else torch.logaddexp(negative, down)
     fused = positive - negative
     return fused.to(scores[0].dtype)
+
+
+def _per_row(weight: Tensor, scores: Tensor) -> Tensor:
+    """A branch's weight, ``()`` or ``(B,)``, shaped to broadcast over ``scores`` ``(B, *)``."""
+    return weight.view(-1, *([1] * (scores.dim() - 1))) if weight.dim() == 1 else weight
+
+
+def _log_sum_exp(terms: list[Tensor]) -> Tensor:
+    """``log Σ_b exp(terms[b])`` elementwise, shifted by the largest term (−inf where all are −inf)."""
+    top = terms[0]
+    for term in terms[1:]:
+        top = torch.maximum(top, term)
+    top = top.clamp(min=torch.finfo(top.dtype).min)  # all −inf: exp(−inf − finite) = 0, log 0 = −inf
+    total = torch.zeros_like(top)
+    for term in terms:
+        total.add_(torch.exp(term - top))
+    return total.log_().add_(top)
+
+
+class _CpuMixtureLogit(torch.autograd.Function):
+    """:func:`mixture_logit` on the CPU without ATen's scalar ``log1p``.
+
+    ATen's CPU ``logsigmoid`` and ``logaddexp`` go through ``log1p``, which is not vectorised: each
+    pass over a ``512 × 12,842`` score matrix costs several times a ``sigmoid``. Here ``log σ(s) =
+    min(s, 0) + log σ(|s|)`` (``σ(|s|)`` lies in ``[½, 1)``, so its logarithm loses nothing but terms
+    below float resolution), ``log σ(−s) = log σ(s) − s``, and the two mixtures are log-sum-exps shifted
+    by their largest term, whose sums lie in ``[1, n]``. The gradient is written out, so it stays exact
+    at ``s = 0`` (where the ``|s|`` form's autograd would not) and for zero weights:
+    ``∂/∂s_b = w_b σ(s_b) σ(−s_b) (1/p + 1/(1 − p))`` and ``∂/∂w_b = σ(s_b)/p − σ(−s_b)/(1 − p)``.
+    """
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, *scores: Tensor) -> Tensor:
+        dtype = torch.promote_types(scores[0].dtype, torch.float32)
+        values = [s.to(dtype) for s in scores]
+        log_weights = weights.to(dtype).log()
+        log_sigmoids = []  # log σ(s_b)
+        for s in values:
+            log_sigmoid = torch.sigmoid(s.abs()).log_()
+            log_sigmoids.append(log_sigmoid.add_(s.clamp(max=0)))
+        ups = [ls + _per_row(log_weights[..., b], s) for b, (ls, s) in enumerate(zip(log_sigmoids, values))]
+        positive = _log_sum_exp(ups)
+        del ups
+        downs = [ls - s + _per_row(log_weights[..., b], s) for b, (ls, s) in enumerate(zip(log_sigmoids, values))]
+        negative = _log_sum_exp(downs)
+        del downs
+        ctx.save_for_backward(weights, positive, negative, *values, *log_sigmoids)
+        ctx.score_dtypes = [s.dtype for s in scores]
+        return (positive - negative).to(scores[0].dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        weights, positive, negative, *rest = ctx.saved_tensors
+        count = len(ctx.score_dtypes)
+        values, log_sigmoids = rest[:count], rest[count:]
+        grad = grad.to(positive.dtype)
+        weight_grads, score_grads = [], []
+        for b, (s, ls) in enumerate(zip(values, log_sigmoids)):
+            to_positive = torch.exp(ls - positive)  # σ(s_b) / p
+            to_negative = torch.exp(ls - s - negative)  # σ(−s_b) / (1 − p)
+            if ctx.needs_input_grad[0]:
+                weight_grad = grad * (to_positive - to_negative)
+                weight_grads.append(weight_grad.sum() if weights.dim() == 1 else weight_grad.flatten(1).sum(1))
+            if ctx.needs_input_grad[1 + b]:
+                weight = _per_row(weights[..., b].to(s.dtype), s)
+                # w_b σ(s_b) σ(−s_b) (1/p + 1/(1 − p)) = w_b (σ(s_b)/p · σ(−s_b) + σ(−s_b)/(1 − p) · σ(s_b))
+                mixed = to_positive.mul_(torch.sigmoid(-s)).add_(to_negative.mul_(torch.sigmoid(s)))
+                score_grads.append((grad * mixed * weight).to(ctx.score_dtypes[b]))
+            else:
+                score_grads.append(None)
+        weight_grad = torch.stack(weight_grads, dim=-1).to(weights.dtype) if ctx.needs_input_grad[0] else None
+        return (weight_grad, *score_grads)
 
 
 def weighted_logit_sum(scores: Sequence[Tensor], weights: Tensor) -> Tensor:

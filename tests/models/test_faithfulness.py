@@ -185,3 +185,58 @@ def test_training_selects_on_crossfitted_valid_and_records_the_filter(tmp_path, 
     record = read_trace(tmp_path / "run" / "trace.jsonl")[-1]
     assert record["valid_filter"] == ["train", "valid"]
     assert math.isclose(sum(record["fusion_weights"].values()), 1.0, rel_tol=1e-6)
+
+
+def _reference_mixture_logit(scores, weights):
+    """The probability mixture's logit in float64 through ATen's log-sigmoid and logaddexp."""
+    positive = negative = None
+    for index, branch in enumerate(scores):
+        log_weight = weights[..., index].double().log()
+        if log_weight.dim() == 1:
+            log_weight = log_weight.view(-1, 1)
+        branch = branch.double()
+        up = torch.nn.functional.logsigmoid(branch) + log_weight
+        down = torch.nn.functional.logsigmoid(-branch) + log_weight
+        positive = up if positive is None else torch.logaddexp(positive, up)
+        negative = down if negative is None else torch.logaddexp(negative, down)
+    return positive - negative
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+@pytest.mark.parametrize("scale", [0.01, 4.0, 40.0])
+def test_the_cpu_mixture_logit_and_its_gradients_equal_the_float64_reference(per_row, scale):
+    generator = torch.Generator().manual_seed(7)
+    scores = [torch.randn(6, 9, generator=generator) * scale for _ in range(3)]
+    for branch in scores:
+        branch[0, :3] = 0.0  # the |s| form's autograd would be wrong exactly here
+    weights = torch.softmax(torch.randn(*((6, 3) if per_row else (3,)), generator=generator), dim=-1)
+    leaves = [s.clone().requires_grad_() for s in scores]
+    weight_leaf = weights.clone().requires_grad_()
+    fused = mixture_logit(leaves, weight_leaf)
+    upstream = torch.randn(fused.shape, generator=generator)
+    (fused * upstream).sum().backward()
+
+    exact_leaves = [s.double().requires_grad_() for s in scores]
+    exact_weights = weights.double().requires_grad_()
+    exact = _reference_mixture_logit(exact_leaves, exact_weights)
+    (exact * upstream.double()).sum().backward()
+
+    assert fused.dtype == torch.float32 and fused.shape == (6, 9)
+    torch.testing.assert_close(fused.double(), exact, atol=1e-5, rtol=1e-6)
+    for leaf, exact_leaf in zip(leaves, exact_leaves):
+        torch.testing.assert_close(leaf.grad.double(), exact_leaf.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weight_leaf.grad.double(), exact_weights.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_the_cpu_mixture_logit_keeps_zero_weights_and_extreme_scores_finite():
+    scores = [torch.tensor([[60.0, -60.0, 0.0]]), torch.tensor([[-60.0, 60.0, 0.0]])]
+    weights = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    leaves = [s.clone().requires_grad_() for s in scores]
+    fused = mixture_logit(leaves, weights)
+    # With the second branch's weight at zero the mixture is the first branch alone.
+    torch.testing.assert_close(fused, scores[0])
+    fused.sum().backward()
+    assert torch.isfinite(weights.grad).all() and all(torch.isfinite(leaf.grad).all() for leaf in leaves)
+    torch.testing.assert_close(leaves[1].grad, torch.zeros(1, 3))
+    # ∂/∂s of a branch at weight 1 is 1 (the fused logit is its logit).
+    torch.testing.assert_close(leaves[0].grad, torch.ones(1, 3))
