@@ -620,6 +620,17 @@ class PredictionService:
         """True for an entity added to the store after training: it is not in the training graph."""
         return int(entity_id) >= self.num_graph_entities
 
+    def why_no_new_entities(self) -> str | None:
+        """Why ``top_k(..., include_new=True)`` would rank no added entity (None: it can rank some)."""
+        if not self.model.feature_dims:
+            return (
+                "this run has only a structure branch, which knows only the entities of the training graph; "
+                "train with text or image features to rank entities added after training"
+            )
+        if self.num_entities == self.num_graph_entities:
+            return f"no entities were added to {self.dataset} after training (imf entities add {self.dataset} …)"
+        return None
+
     def inductive(self) -> "InductiveScorer":
         """The scorer of entities outside the training graph, built on first use (see :mod:`imf_cli.unseen`).
 

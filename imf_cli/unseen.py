@@ -323,6 +323,19 @@ def feature_words(branches: tuple[str, ...]) -> list[str]:
     return [needs[b] for b in branches if b in needs] or ["features"]
 
 
+def missing_features_advice(entity: "EntityInfo", branches: tuple[str, ...], dataset: str) -> str:
+    """What to do for an added entity that none of ``branches`` can score: encode what it already has
+    (a description or an image not yet turned into features), or add what it lacks."""
+    has = {"text": bool(entity.description and entity.description.strip()), "visual": bool(entity.image)}
+    modality = {"text": "text", "visual": "image"}
+    encodable = [b for b in branches if has.get(b)]
+    if encodable:
+        what = " and ".join("a description" if b == "text" else "an image" for b in encodable)
+        commands = " and ".join(f"imf encode {dataset} --modality {modality[b]}" for b in encodable)
+        return f"it has {what} not encoded yet: run {commands}"
+    return f"it needs {' or '.join(feature_words(branches))}; add them and run imf encode {dataset}"
+
+
 def rank_unseen(
     service: "PredictionService", entity: "EntityInfo", heads: "torch.Tensor | PlacedEntities", relation: int, k: int,
     include_known: bool, include_new: bool,
@@ -342,8 +355,7 @@ def rank_unseen(
     if not in_graph and not heads.present.any():
         raise ImfError(
             f"entity {entity.key!r} is not in the training graph and has no feature that a branch of this run "
-            f"can score it by (it needs {' or '.join(feature_words(inductive.placeable))}); "
-            f"add them and run imf encode {service.dataset}"
+            f"can score it by; {missing_features_advice(entity, inductive.placeable, service.dataset)}"
         )
     added_ids, added = service.unseen.added() if include_new else ([], None)
     known = service.known(entity.id, relation) if in_graph else {split: torch.zeros(0, dtype=torch.long) for split in SPLITS}

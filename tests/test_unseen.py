@@ -190,6 +190,7 @@ def test_a_structure_only_run_says_it_cannot_score_new_entities(places_run, monk
     with PredictionService.from_run(run.run_dir, device="cpu") as service:
         with pytest.raises(ImfError, match="only a structure branch"):
             service.predict_new(0, text="anything")
+        assert "only a structure branch" in service.why_no_new_entities()
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -261,3 +262,10 @@ def test_training_can_leave_the_placement_to_first_use(places_run, monkeypatch, 
     with PredictionService.from_run(run.run_dir, device="cpu") as service:
         assert service.predict_new(service.resolve_relation("in").id, text="a republic").scored_by
     assert placement_path(run.run_dir).exists()  # fitted and stored on first use
+
+
+
+def test_the_service_says_when_no_added_entity_can_be_ranked(service, monkeypatch):
+    assert service.why_no_new_entities() is None  # feature branches, and two entities added after training
+    monkeypatch.setattr(service, "num_entities", service.num_graph_entities)
+    assert "no entities were added to places" in service.why_no_new_entities()

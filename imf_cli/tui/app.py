@@ -29,6 +29,7 @@ from imf_cli.tui.help import HelpScreen
 from imf_cli.tui.locked import LockedService
 from imf_cli.tui.messages import LeaveInput, Notice, QueryFailed, QueryRequested, ResultsReady, RunOpened
 from imf_cli.tui.query_bar import QueryBar
+from imf_cli.tui.render import truncate
 from imf_cli.tui.results import ResultsTable
 from imf_cli.tui.run_picker import RunPicker, RunSource
 
@@ -137,6 +138,9 @@ class ExploreApp(App[None]):
         self._serial = 0
         self._remember = True
         self._started = 0.0
+        #: The focused widget and the two inputs' text when the last query was asked: an answer that
+        #: arrives after the user moved on or typed leaves both alone (see :meth:`_untouched`).
+        self._asked_from: tuple[object, str, str] | None = None
         # The widgets are kept, not queried: a query answered while the help screen is up finds them.
         self.query_bar = QueryBar(self.service, id="query")
         self.status = Static(id="status")
@@ -183,6 +187,7 @@ class ExploreApp(App[None]):
         self._serial += 1
         self._remember = remember
         self._started = time.perf_counter()
+        self._asked_from = self._focus_and_inputs()
         self._status(Text("Ranking…", style="dim"))
         self._query(self._serial, head, relation, self.rows, self.include_known, self.include_new)
 
@@ -197,11 +202,15 @@ class ExploreApp(App[None]):
             field = "relation"
             if not isinstance(relation, RelationChoice):  # typed text: the service reads any inverse mark
                 relation = self.service.resolve_relation(relation)
-            if worker.is_cancelled:
-                return
             field = None
             options = {"include_new": True} if new else {}  # a service without added entities need not know it
-            result = self.service.top_k(entity.id, relation.id, rows, include_known=known, **options)
+            # Checked again once the lock is held: requests typed quickly queue on it, and only the newest
+            # one is worth ranking.
+            ran, result = self.service.call_unless(
+                lambda: worker.is_cancelled, "top_k", entity.id, relation.id, rows, include_known=known, **options
+            )
+            if not ran:
+                return
         except Exception as error:  # an unknown name or a service error: report it, keep the app up
             self.post_message(QueryFailed(serial, str(error) or type(error).__name__, field))
             return
@@ -219,10 +228,12 @@ class ExploreApp(App[None]):
         rerun = self.current == query and not self._remember
         kept = self.table.current.entity.id if rerun and self.table.current is not None else None
         self.current = query
-        self.query_bar.set_query(*query)
+        untouched = self._untouched()
+        if self._asked_from is None or self._asked_from[1:] == self._focus_and_inputs()[1:]:
+            self.query_bar.set_query(*query)  # nothing typed since: show the query as resolved
         self.table.show(result, keep=kept)
         self.detail.show(result, self.table.current)
-        if self.query_bar.has_focus_within:
+        if self.query_bar.has_focus_within and untouched:
             self.table.focus()
             self._focused_by_query = (time.monotonic(), self.table.cursor_row)
         self.last_latency_ms = (time.perf_counter() - self._started) * 1000
@@ -237,9 +248,18 @@ class ExploreApp(App[None]):
         self.detail.clear()
         self._status(Text(message.error, style="bold red"), wrap=True)
         self._error_shown = True
-        if message.field is not None:
+        if message.field is not None and self._untouched():
             self.query_bar.focus_field(message.field)
         self.results_shown += 1
+
+    def _focus_and_inputs(self) -> tuple[object, str, str]:
+        return self.focused, self.query_bar.head_input.value, self.query_bar.relation_input.value
+
+    def _untouched(self) -> bool:
+        """Whether the focus and the inputs are as they were when the shown query was asked. If the
+        user has since typed, or moved to another field, an answer must not overwrite what they typed
+        nor take the focus: their next keys would land in the table, where letters are commands."""
+        return self._asked_from is None or self._asked_from == self._focus_and_inputs()
 
     def _summary(self, result: QueryResult) -> Text:
         text = Text()
@@ -263,7 +283,10 @@ class ExploreApp(App[None]):
         line = Text(no_wrap=not wrap, overflow="ellipsis")
         # Textual's Static drops a Text's no_wrap: the widget's own text-wrap style does it
         self.status.set_class(not wrap, "-one-line")
-        line.append(f" {self.sub_title} ", style="reverse")
+        width = self.size.width
+        # The run's label gives way first: at 80 columns a dataset · run name took the whole line.
+        label = truncate(self.sub_title, max(16, width // 3)) if width else self.sub_title
+        line.append(f" {label} ", style="reverse")
         line.append(" ")
         self.status.update(line + text)
 
@@ -317,6 +340,13 @@ class ExploreApp(App[None]):
             self.table.focus()
 
     def action_toggle_new(self) -> None:
+        if not self.include_new:
+            # A service that cannot say (a test's fake) is taken to rank them.
+            check = getattr(self.service.wrapped, "why_no_new_entities", None)
+            reason = self.service.why_no_new_entities() if check is not None else None
+            if reason is not None:  # refuse the toggle: the rows stay, and every later query still works
+                self._status(Text(f"n: {reason}.", style="yellow"), wrap=True)
+                return
         self.include_new = not self.include_new
         self._rerun()
 
@@ -337,6 +367,8 @@ class ExploreApp(App[None]):
         if self.history:
             self.current = None
             self.request(*self.history.pop(), remember=False)
+        else:
+            self._status(Text("b: no earlier query to go back to (Enter on a row explores from it).", style="yellow"))
 
     def action_help(self) -> None:
         """Open the help, or close it when it is open."""

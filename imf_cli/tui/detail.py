@@ -24,6 +24,7 @@ from imf_cli.explain import contributions_of
 from imf_cli.explain_view import contributions_table, pane_renderable
 from imf_cli.scoring import sigmoid
 from imf_cli.service import Fact, Prediction, QueryResult, Service
+from imf_cli.tui.locked import LockedService
 from imf_cli.tui.messages import DetailReady
 from imf_cli.tui.preview import image_widget, show_image
 from imf_cli.tui.render import display_path, known_label, truncate
@@ -71,8 +72,10 @@ class DetailPane(VerticalScroll):
     """Shows one :class:`Prediction` of the current :class:`QueryResult`."""
 
     def __init__(self, service: Service, *, id: str | None = None, image: str = "auto"):
+        """``service`` is wrapped in a :class:`~imf_cli.tui.locked.LockedService` unless it is one (the app
+        passes its own, so that the pane and the queries share one lock)."""
         super().__init__(id=id)
-        self.service = service
+        self.service = service if isinstance(service, LockedService) else LockedService(service)
         self.image_mode = image
         self.shown: tuple[int, int] | None = None
         self.result: QueryResult | None = None
@@ -101,7 +104,9 @@ class DetailPane(VerticalScroll):
 
     def show(self, result: QueryResult, prediction: Prediction | None) -> None:
         if prediction is None:
-            self.clear("No candidates to show.")
+            hidden = result.hidden_known if result is not None else 0
+            known = f" Press f to show the {hidden} known answer{'s' if hidden != 1 else ''}." if hidden else ""
+            self.clear(f"No candidates to show.{known}")
             return
         key = (id(result), prediction.entity.id)
         if key == self.shown:
@@ -146,14 +151,21 @@ class DetailPane(VerticalScroll):
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def _load(self, key: tuple[int, int], result: QueryResult, prediction: Prediction) -> None:
         explanation = facts = None
+        worker = get_current_worker()
         try:
-            explanation = self.service.explain(result.entity.id, result.relation.id, prediction.entity.id)
+            # Holding the cursor key down asks for one explanation per row passed: only the newest is
+            # computed, the others give up once they hold the service's lock.
+            ran, explanation = self.service.call_unless(
+                lambda: worker.is_cancelled, "explain", result.entity.id, result.relation.id, prediction.entity.id
+            )
+            if not ran:
+                return
         except Exception:  # an explanation is a nicety: fall back to the supporting facts
             try:
                 facts = self.service.supporting_facts(*triple_ends(result, prediction), limit=FACTS)
             except Exception:  # nor must their failure end the app
                 facts = []
-        if not get_current_worker().is_cancelled:
+        if not worker.is_cancelled:
             self.post_message(DetailReady(key, facts, explanation))
 
     @on(DetailReady)

@@ -7,6 +7,7 @@ calls from several threads. Every call is short (milliseconds), so serialising t
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from imf_cli.service import Service
@@ -22,6 +23,15 @@ class LockedService:
     @property
     def wrapped(self) -> Service:
         return self._service
+
+    def call_unless(self, cancelled: Callable[[], bool], name: str, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """``(True, service.name(*args, **kwargs))``, or ``(False, None)`` without calling it when
+        ``cancelled()`` is true once the lock is held: a request superseded while it waited for the
+        lock costs nothing."""
+        with self._lock:
+            if cancelled():
+                return False, None
+            return True, getattr(self._service, name)(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._service, name)

@@ -69,13 +69,25 @@ class QueryInput(Input):
 
 
 def match_relations(relations: list[RelationChoice], text: str) -> list[RelationChoice]:
-    """Relations whose name or key contains the typed words: prefix matches first, forward before inverse.
+    """Relations whose name or key contains the typed words: prefix matches first, forward before inverse;
+    a leading ``<-``, ``←`` or ``<`` lists inverses, unless the text as typed begins a relation's key.
 
     When none does, the relations closest to the text (:func:`~imf_cli.service.closest_relations`), so
     that a typo still lists its relation.
     """
     needle, inverse = split_relation_text(text)
     needle = needle.lower()
+    # Keys may themselves start with an inverse mark (``<http://…>`` URIs): text that begins a forward
+    # relation's key or name as typed, mark included, lists that relation first, the exact key before
+    # all (as :meth:`~imf_cli.service.PredictionService.resolve_relation` takes an exact key as it is).
+    literal = text.strip().lower()
+    as_typed = []
+    if inverse and literal:
+        for index, relation in enumerate(relations):
+            names = (relation.key.lower(), relation.name.lower())
+            if not relation.inverse and any(name.startswith(literal) for name in names):
+                as_typed.append((literal not in names, index, relation))
+    first = [relation for *_, relation in sorted(as_typed, key=lambda row: row[:2])]
     ranked = []
     for index, relation in enumerate(relations):
         if inverse and not relation.inverse:
@@ -95,7 +107,8 @@ def match_relations(relations: list[RelationChoice], text: str) -> list[Relation
             for relation in relations
             if relation.key in close and (relation.inverse or not inverse)
         ]
-    return [relation for *_, relation in sorted(ranked, key=lambda row: row[:3])]
+    rest = [relation for *_, relation in sorted(ranked, key=lambda row: row[:3])]
+    return first + [relation for relation in rest if relation not in first]
 
 
 #: The badge of an entity added after training (``imf entities add``).

@@ -54,6 +54,15 @@ class RunCatalog:
 OPENABLE = ("finished", "stopped early", "resumable", "running")
 
 
+def why_not_openable(run: "RunInfo") -> str | None:
+    """Why the picker cannot open ``run`` (None: it can): its status, or no checkpoint file."""
+    if run.status not in OPENABLE:
+        return run.reason or f"it is {run.status}"
+    if not run.has_checkpoint:
+        return "it has no checkpoint (neither best.pt nor last.pt is in its directory)"
+    return None
+
+
 class RunPicker(ModalScreen["RunInfo | None"]):
     """Newest run first; the current one is marked, and the cursor starts on it. Enter opens the
     highlighted run (the current one: nothing changes), Escape closes."""
@@ -79,7 +88,7 @@ class RunPicker(ModalScreen["RunInfo | None"]):
             table.add_row(
                 "▶" if self.current is not None and run.path == self.current else "",
                 run.name,
-                Text(run.status, style="" if run.status in OPENABLE else "red"),
+                Text(run.status, style="" if why_not_openable(run) is None else "red"),
                 ",".join(run.modalities),
                 f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
                 "" if run.valid_mrr is None else f"{run.valid_mrr:.4f}",
@@ -97,8 +106,8 @@ class RunPicker(ModalScreen["RunInfo | None"]):
     @on(DataTable.RowSelected, "#picker-table")
     def _picked(self, event: DataTable.RowSelected) -> None:
         run = self.runs[event.cursor_row]
-        if run.status not in OPENABLE or not run.has_checkpoint:
-            reason = run.reason or f"it is {run.status}"
+        reason = why_not_openable(run)
+        if reason is not None:
             self.query_one("#picker-note", Static).update(Text(f"{run.name} cannot be opened: {reason}.", style="red"))
             return
         self.dismiss(run)
