@@ -166,7 +166,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         key, sep, values = item.partition("=")
         if not sep or "." not in key or not values:
             raise ImfError(f"--grid takes SECTION.KEY=VALUE[,VALUE…], not {item!r}")
-        grid[key.strip()] = [yaml.safe_load(v.strip()) for v in values.split(",")]
+        try:
+            grid[key.strip()] = [yaml.safe_load(v.strip()) for v in values.split(",")]
+        except (yaml.YAMLError, RecursionError) as error:
+            problem = " ".join(str(getattr(error, "problem", None) or "nested too deeply").split())
+            raise ImfError(f"--grid {item!r}: a value is not a YAML scalar ({problem})") from None
     return grid
 
 
@@ -306,7 +310,7 @@ def _safe(name: str) -> str:
 def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Path) -> Cell:
     """Train, resume or reuse one run, then read its selected valid metrics and evaluate test once."""
     from imf_cli.pipeline import evaluate_run, resume_model, train_model
-    from imf_cli.runs import read_metrics
+    from imf_cli.runs import read_metrics, read_trace
 
     done = run_dir / "result.json"
     record = _read_result(done)
@@ -320,7 +324,7 @@ def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Pa
         result = train_model(
             dataset, config_values=base, flags=overrides, run_dir=run_dir, progress=False, place_unseen=False
         )
-    trace = _read_trace(run_dir)
+    trace = read_trace(run_dir, strict=True)
     best = next((r for r in trace if r["epoch"] == result.best_epoch and "valid" in r), None)
     if best is None:
         raise ImfError(f"{run_dir}: no valid evaluation was recorded; give a budget of at least train.eval_every epochs")
@@ -357,13 +361,6 @@ def _cell_from(record: dict, variant: str, run_dir: Path) -> Cell:
     return Cell(variant, record["seed"], run_dir, record["best_epoch"], record["valid"], record["test"], record["seconds"])
 
 
-def _read_trace(run_dir: Path) -> list[dict]:
-    from models.run_files import TraceError, read_trace
-
-    try:
-        return read_trace(run_dir / "trace.jsonl")
-    except TraceError as error:
-        raise ImfError(str(error)) from error
 
 
 def verdicts(summaries: Sequence[Summary], *, metric: str = "mrr") -> list[str]:

@@ -59,9 +59,21 @@ INTERRUPTED = 130
 _NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
+#: A word of an error line longer than this (a 10 MB field quoted from a data file, a pasted document)
+#: is shown by its start and end.
+LONGEST_WORD = 200
+
+
+def _elide(word: str) -> str:
+    if len(word) <= LONGEST_WORD:
+        return word
+    return f"{word[:120]}…[{len(word) - 160:,} characters]…{word[-40:]}"
+
+
 def error_line(message: str) -> None:
-    """Print ``Error: message`` on stderr as one line (never re-wrapped)."""
-    first = " ".join(str(message).split()) or "unknown error"
+    """Print ``Error: message`` on stderr as one line (never re-wrapped); a very long word in it is
+    shortened to its start and end (:data:`LONGEST_WORD`), so that the line stays readable."""
+    first = " ".join(_elide(word) for word in str(message).split()) or "unknown error"
     err_console.print(Text.assemble(("Error:", "bold red"), " ", first), soft_wrap=True, highlight=False)
 
 

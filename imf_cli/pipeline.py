@@ -5,6 +5,7 @@ Commands call these functions; :mod:`models` never sees SQLite and :mod:`kgdata`
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -532,6 +533,7 @@ def resume_model(
     except ConfigError as error:
         raise ImfError(f"--resume {run_dir}: {error}") from None
     pick_device(config.train.device)
+    _check_best_checkpoint(run_dir)
     with locked_store(meta["dataset"], "read") as store:
         check_same_dataset(store, meta, run_dir)
         prepared = prepare_data(store, tuple(config.model.modalities), **_recorded_encoders(meta))
@@ -558,6 +560,24 @@ def resume_model(
             return result
 
     return _run_training(run_dir, start)
+
+
+def _check_best_checkpoint(run_dir: Path) -> None:
+    """Refuse to resume a run whose ``best.pt`` is there but cannot be loaded: training on would report
+    success while the run's best model stays unreadable (a later epoch rewrites it only if it is better)."""
+    from models.checkpoint import CheckpointError, verify_checkpoint
+
+    best = run_dir / "best.pt"
+    if not os.path.lexists(best):
+        return  # none yet (or removed): the next better validation writes it
+    try:
+        verify_checkpoint(best)
+    except CheckpointError as error:
+        raise ImfError(
+            f"--resume {run_dir}: {error}; the run's best model is lost. Move best.pt aside to resume (the "
+            f"next better validation writes a new one), or evaluate the last weights: imf eval {run_dir} "
+            "--checkpoint last"
+        ) from None
 
 
 def _recorded_encoders(meta: dict) -> dict:

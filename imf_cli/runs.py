@@ -173,11 +173,17 @@ def run_config(run_dir: Path, document: dict) -> "RunConfig":
         raise ImfError(f"{Path(run_dir) / 'config.yaml'}: {error}") from None
 
 
-def read_trace(run_dir: str | Path) -> list[dict]:
-    """The records of ``trace.jsonl``, one per epoch, in order; unreadable lines are skipped."""
+def read_trace(run_dir: str | Path, *, strict: bool = False) -> list[dict]:
+    """The records of ``trace.jsonl``, one per epoch, in order. Unreadable lines are skipped (listing runs
+    must survive a damaged one), or, with ``strict``, are an :class:`ImfError` naming the file and line
+    (a torn last line, which a killed run leaves, is skipped either way)."""
+    from models.run_files import TraceError
     from models.run_files import read_trace as read
 
-    return read(Path(run_dir) / "trace.jsonl", strict=False)
+    try:
+        return read(Path(run_dir) / "trace.jsonl", strict=strict)
+    except TraceError as error:
+        raise ImfError(str(error)) from None
 
 
 def read_metrics(run_dir: str | Path, split: str) -> dict | None:
@@ -407,8 +413,8 @@ def latest_run(dataset: str | None = None) -> Path | None:
 def _missing_checkpoint(run_dir: Path, checkpoint: str) -> str | None:
     """What to do when ``run_dir`` lacks ``checkpoint``.pt but has the other one; None otherwise."""
     others = [name for name in CHECKPOINTS if name != checkpoint and (run_dir / f"{name}.pt").is_file()]
-    if (run_dir / f"{checkpoint}.pt").is_file() or not others:
-        return None
+    if os.path.lexists(run_dir / f"{checkpoint}.pt") or not others:
+        return None  # there (loading says what is wrong with it, if anything), or no checkpoint at all
     if checkpoint == "best":
         return (
             f"run {run_dir.name} has no best.pt yet: it stopped before its first validation. Continue it with "

@@ -37,7 +37,15 @@ def _to_numpy(value: Any, source: Path, what: str) -> np.ndarray:
     if (value.is_complex() if tensor else np.iscomplexobj(value)):
         raise DataError(f"{what} holds complex numbers; save real-valued features", source)
     if tensor:
-        value = value.detach().cpu().float().numpy()
+        layout = str(getattr(value, "layout", "torch.strided"))
+        if layout != "torch.strided":
+            raise DataError(f"{what} is a {layout.removeprefix('torch.')} tensor; save a dense one (.to_dense())", source)
+        if getattr(value, "is_meta", False):
+            raise DataError(f"{what} is a tensor without data (on the meta device)", source)
+        try:
+            value = value.detach().cpu().float().numpy()
+        except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:  # quantized, nested, …
+            raise DataError(f"{what} cannot be read as a dense array of numbers ({exc})", source) from None
     try:
         return np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -65,9 +73,11 @@ def _read_container(source: Path) -> Any:
             try:
                 return torch.load(source, map_location="cpu", weights_only=True)
             except pickle.UnpicklingError as exc:
+                from models.checkpoint import describe_load_failure
+
                 raise DataError(
                     f"not loadable with torch.load(weights_only=True): save only tensors, or a dict of "
-                    f"key → tensor ({str(exc).splitlines()[0]})",
+                    f"key → tensor ({describe_load_failure(exc, 'feature files')})",
                     source,
                 ) from None
         if suffix == ".safetensors":

@@ -97,7 +97,7 @@ def _run_dataset(config: Path) -> str | None:
 
     try:
         document = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError, RecursionError):  # unreadable, not YAML, nested too deeply
         return None
     metadata = document.get("metadata") if isinstance(document, dict) else None
     return metadata.get("dataset") if isinstance(metadata, dict) else None

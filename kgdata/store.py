@@ -122,6 +122,10 @@ def named_by(entity: Entity, text: str) -> bool:
     return all(any(word.startswith(part) for word in words) for part in _WORD_RE.findall(text.casefold()))
 
 
+#: Query text longer than this is checked against the longest stored name or key before a ``LIKE``.
+LONG_QUERY = 1000
+
+
 def like_prefix(text: str) -> str:
     """``text%`` for SQL ``LIKE … ESCAPE '\\'``, with ``%``, ``_`` and ``\\`` in ``text`` taken literally."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -343,6 +347,8 @@ class EntityStore:
         Case is ignored as SQL ``LIKE`` does, for ASCII letters only. ``%``, ``_`` and ``\\`` in
         ``prefix`` are taken literally. An empty prefix matches every entity.
         """
+        if len(prefix) > LONG_QUERY and len(prefix) > self._longest_label():
+            return []  # no name or key is that long; and SQLite refuses LIKE patterns over 50,000 bytes
         pattern = like_prefix(prefix)
         rows = self.db.execute(
             "SELECT * FROM entities WHERE name LIKE ? ESCAPE '\\' OR key LIKE ? ESCAPE '\\' "
@@ -350,6 +356,13 @@ class EntityStore:
             [pattern, pattern, _sql_limit(limit)],
         )
         return [Entity(*row) for row in rows]
+
+    def _longest_label(self) -> int:
+        """The length of the longest entity name or key, in characters (read each time: entities may be added)."""
+        row = self.db.execute(
+            "SELECT max(coalesce(max(length(name)), 0), coalesce(max(length(key)), 0)) FROM entities"
+        ).fetchone()
+        return int(row[0] or 0)
 
     def entities_with_close_names(
         self, text: str, limit: int = 5, cutoff: float = 0.6, *, prefixes: bool = False

@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import random
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def _load_failure(error: Exception) -> str:
-    """What went wrong in ``torch.load``, in one short clause.
+def describe_load_failure(error: Exception, loads: str = "checkpoints") -> str:
+    """What went wrong in ``torch.load(weights_only=True)``, in one short clause.
 
     torch's refusal of a non-tensor object advises loading with ``weights_only=False``; that would run
-    whatever code the file holds, so the advice is left out: imf never loads a checkpoint that way.
+    whatever code the file holds, so the advice is left out: imf never loads a file that way. ``loads``
+    names what imf was loading, for the clause that says so.
     """
     text = str(error)
     refused = re.search(r"WeightsUnpickler error:(.*?)(?:Check the documentation|$)", text, re.S)
@@ -58,7 +60,7 @@ def _load_failure(error: Exception) -> str:
         detail = " ".join(refused.group(1).split()).split(". ")[0].rstrip(".") if refused else ""
         return (
             f"torch's safe loader refused it{': ' + detail if detail else ''}; "
-            "imf loads checkpoints only as tensors and plain values"
+            f"imf loads {loads} only as tensors and plain values"
         )
     if isinstance(error, EOFError):
         return "the file is empty or cut short"
@@ -72,13 +74,33 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises:
         CheckpointError: If the file is missing, corrupt, or not an IMF checkpoint.
     """
+    return _checked(Path(path), _load(Path(path), map_location=map_location))
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Check that ``path`` is a loadable IMF checkpoint without reading its tensors (memory-mapped).
+
+    Raises:
+        CheckpointError: As :func:`read_checkpoint` would.
+    """
     path = Path(path)
-    if not path.is_file():
+    if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive; mmap needs one
+        raise CheckpointError(path, "the file is corrupt or unreadable (not the zip archive torch.save writes)")
+    _checked(path, _load(path, map_location="cpu", mmap=True))
+
+
+def _load(path: Path, **options: Any) -> Any:
+    if not path.exists():
         raise CheckpointError(path, "no such file")
+    if not path.is_file():
+        raise CheckpointError(path, "not a regular file (a directory?)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, weights_only=True, **options)
     except Exception as error:  # torch raises many types for a damaged file (RuntimeError, EOFError, …)
-        raise CheckpointError(path, f"the file is corrupt or unreadable ({_load_failure(error)})") from error
+        raise CheckpointError(path, f"the file is corrupt or unreadable ({describe_load_failure(error)})") from error
+
+
+def _checked(path: Path, payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(path, "not an IMF checkpoint")
     if payload.get("version", 0) > VERSION:

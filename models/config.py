@@ -403,6 +403,8 @@ def parse_yaml(text: str, path: str | Path) -> Any:
     mapping; a :class:`ConfigError` naming the file, line and column of what is wrong otherwise."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{path}: not valid YAML: collections nested too deeply") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         if mark is None:

@@ -311,6 +311,7 @@ def trained(tiny, imf_home):
         (b"metadata:\n  dataset: ../../etc\nconfig: {}\n", "invalid dataset name"),
         (b"metadata:\n  dataset: tiny\nconfig: 5\n", "'config' must be a mapping"),
         (b"config: [\n", "not valid YAML"),
+        (b"config: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
     ],
 )
 def test_a_malformed_run_config_is_one_line_for_eval_and_resume(trained, content, message):
@@ -328,6 +329,25 @@ def test_resume_with_a_run_config_that_does_not_resolve(trained):
     (trained / "config.yaml").write_text(yaml.safe_dump(document))
     line = error_line(runner.invoke(app, ["train", "--resume", str(trained), "--no-progress"]))
     assert "config.yaml" in line and "model.dim must be positive" in line
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated", "directory"])
+def test_resume_refuses_a_run_whose_best_checkpoint_cannot_be_loaded(trained, damage):
+    best = trained / "best.pt"
+    whole = best.read_bytes()
+    best.unlink()
+    if damage == "directory":
+        best.mkdir()
+    else:
+        best.write_bytes(os.urandom(5000) if damage == "random" else whole[: len(whole) // 2])
+    trace = (trained / "trace.jsonl").read_text()
+    last = (trained / "last.pt").read_bytes()
+    line = error_line(runner.invoke(app, ["train", "--resume", str(trained), "--epochs", "3", "--no-progress"]))
+    assert f"cannot load checkpoint {best}" in line and "best model is lost" in line
+    assert (trained / "trace.jsonl").read_text() == trace and (trained / "last.pt").read_bytes() == last
+    line = error_line(runner.invoke(app, ["eval", str(trained)]))
+    assert f"cannot load checkpoint {best}" in line
+    assert ("not a regular file" if damage == "directory" else "corrupt or unreadable") in line
 
 
 def test_a_torn_last_trace_line_is_tolerated_on_resume(trained):
@@ -530,3 +550,19 @@ def test_names_relations_and_descriptions_that_look_like_markup_print_as_written
     assert "modalities=[structure]" in ok("runs", "show", "mk@latest")
     result = runner.invoke(app, ["predict", "mk@latest", "--head", "[/]nothing", "--relation", "s"])
     assert result.exit_code == 2 and "no entity of dataset 'mk' matches '[/]nothing'" in result.output
+
+
+def test_a_config_nested_too_deeply_is_one_line(tiny, imf_home, tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("train: " + "[" * 5000 + "]" * 5000 + "\n")
+    line = error_line(runner.invoke(app, ["train", tiny, "--config", str(deep), *SMALL]))
+    assert f"{deep}: not valid YAML: collections nested too deeply" in line
+    assert runs(imf_home) == []
+
+
+def test_a_name_longer_than_sqlite_takes_is_unknown_and_shortened_in_the_error(trained):
+    huge = "x" * 50_001
+    result = runner.invoke(app, ["predict", str(trained), "--head", huge, "--relation", "capital_of"])
+    assert result.exit_code == 2
+    line = error_line(result)
+    assert "no entity of dataset 'tiny' matches" in line and "characters]" in line and len(line) < 600

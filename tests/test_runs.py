@@ -391,3 +391,17 @@ def test_runs_rm_deletes_only_what_a_run_wrote(tiny, imf_home, tmp_path):
     removed = runner.invoke(app, ["runs", "rm", str(moved), "--yes"])
     assert removed.exit_code == 0, removed.output
     assert not (tmp_path / "moved-run").exists()
+
+
+def test_runs_show_names_a_damaged_trace_line_which_the_listing_skips(tiny, imf_home):
+    run = train(2)
+    lines = (run / "trace.jsonl").read_text().splitlines()
+    (run / "trace.jsonl").write_text("not json\n" + "\n".join(lines[1:]) + "\n")
+    shown = runner.invoke(app, ["runs", "show", run.name])
+    assert shown.exit_code == 2
+    assert f"{run / 'trace.jsonl'}:1: not a trace record" in " ".join(shown.output.split())
+    listed = runner.invoke(app, ["runs", "--json"])
+    assert listed.exit_code == 0 and run.name in listed.stdout
+    # A torn last line, which a killed run leaves, is not damage.
+    (run / "trace.jsonl").write_text("\n".join(lines) + "\n" + lines[-1][:10])
+    assert runner.invoke(app, ["runs", "show", run.name]).exit_code == 0

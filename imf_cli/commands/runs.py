@@ -185,7 +185,7 @@ def show_command(
     path = resolve_run(run)
     info = run_info(path)
     document = run_metadata(path)
-    series = trace_series(read_trace(path))
+    series = trace_series(read_trace(path, strict=True))  # one run asked for: a damaged line is named
     if json_output:
         print_json({**info.to_dict(), "config": document.get("config"), "metadata": document.get("metadata"),
                     "curves": series})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -130,7 +131,7 @@ def iter_lines(path: Path, advance: Advance | None = None, *, skip_blank: bool =
             check_text(text, path, number)
             if text.strip() or not skip_blank:
                 yield number, text
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip's BadGzipFile is an OSError; a corrupt stream, zlib.error
         raise DataError(f"cannot read file: {exc}", path) from exc
     finally:
         if advance is not None and pending:

@@ -87,10 +87,11 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
         total_rows += len(rows)
         splits[split] = rows
 
-    if relation_keys is None:
+    if relation_keys is None:  # before anything sizes arrays by the largest id
         _check_dense_relations(max_relation, max_relation_at, len(used_relations), total_rows)
     for split, rows in splits.items():
         splits[split], duplicates[split] = dedupe(rows)
+    if relation_keys is None:
         relation_keys = [str(i) for i in range(max_relation + 1)]
         relation_names = [f"relation {i}" for i in range(max_relation + 1)]
     else:

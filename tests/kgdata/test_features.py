@@ -302,6 +302,20 @@ def test_from_file_refuses_unknown_dict_keys_objects_and_formats(mm_store, tmp_p
     complex_tensor = _write_container(tmp_path / "c.pt", {"country:alpha": torch.ones(2, dtype=torch.complex64)})
     with pytest.raises(DataError, match="complex numbers"):
         import_features(mm_store, "text", complex_tensor)
+    rows = mm_store.num_entities
+    sparse = tmp_path / "s.pt"
+    torch.save(torch.eye(rows, 2).to_sparse(), sparse)
+    with pytest.raises(DataError, match=r"s\.pt: the array is a sparse_coo tensor; save a dense one"):
+        import_features(mm_store, "text", sparse)
+    meta = tmp_path / "m.pt"
+    torch.save(torch.empty(rows, 2, device="meta"), meta)
+    with pytest.raises(DataError, match="without data"):
+        import_features(mm_store, "text", meta)
+    garbage = tmp_path / "g.pt"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(DataError, match="weights_only=True") as refused:
+        import_features(mm_store, "text", garbage)
+    assert "weights_only` set to `False`" not in str(refused.value)  # never advise the unsafe load
     objects = tmp_path / "o.npy"
     np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match="Python objects"):

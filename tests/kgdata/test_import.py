@@ -143,6 +143,18 @@ def test_ids_format(tmp_path):
     with EntityStore.open("wd") as store:
         assert store.entity(2).name == "Q2"
         assert store.triples("test").tolist() == [[2, 0, 0]]
+        assert [store.relation(i).key for i in range(2)] == ["0", "1"]
+
+
+def test_ids_format_keeps_the_relations_of_relation2id_even_those_without_triples(tmp_path):
+    root = write_ids_dataset(tmp_path / "wd2", relation2id=True)
+    (root / "relation2id.txt").write_text("http://x/likes 0\nhttp://x/hates 1\nhttp://x/unused 2\n")
+    report = import_dataset(root)
+    assert report.relations == 3
+    with EntityStore.open("wd2") as store:
+        assert [(store.relation(i).key, store.relation(i).name) for i in range(3)] == [
+            ("http://x/likes", "likes"), ("http://x/hates", "hates"), ("http://x/unused", "unused")
+        ]
 
 
 # ------------------------------------------------------------------------ bad input
@@ -199,6 +211,15 @@ def bad_case(tmp_path, case: str) -> tuple[Path, str, str, int | None]:
         entities = [{"id": "paris", "image": "images/nope.png"}]
         root = write_tsv_dataset(tmp_path / case, train=[("paris", "r", "paris")], valid=[], test=[], entities=entities)
         return root, "tsv", "entities.tsv", 2
+    if case == "corrupt-gzip":  # a damaged deflate stream inside a well-formed gzip header: zlib.error
+        import gzip
+
+        root = write_tsv_dataset(tmp_path / case, train=TINY_TRAIN * 40, valid=TINY_VALID, test=TINY_TEST)
+        packed = bytearray(gzip.compress((root / "train.txt").read_bytes()))
+        packed[20:60] = bytes(b ^ 0x5A for b in packed[20:60])
+        (root / "train.txt").unlink()
+        (root / "train.txt.gz").write_bytes(bytes(packed))
+        return root, "tsv", "train.txt.gz", None
     raise AssertionError(case)
 
 
@@ -218,6 +239,7 @@ BAD_CASES = [
     "missing-image",
     "empty-relation-field",
     "empty-relation-id",
+    "corrupt-gzip",
 ]
 
 
