@@ -209,6 +209,8 @@ def plan_branches(store: "EntityStore", modalities: tuple[str, ...] | None, file
     if _sets_modalities(file_values):
         model = file_values.get("model") if isinstance(file_values.get("model"), Mapping) else {}
         chosen = file_values.get("model.modalities", model.get("modalities"))
+        if isinstance(chosen, str):  # "text" or "structure,text", as the config resolver reads it
+            chosen = [item.strip() for item in chosen.split(",")]
         return BranchPlan(tuple(chosen or ()), {}, True)
     trained = available_branches(store)
     skipped = {

@@ -60,6 +60,10 @@ def _read_container(source: Path) -> Any:
             try:
                 return np.load(source, allow_pickle=False)
             except ValueError as exc:
+                with source.open("rb") as handle:
+                    numpy_header = handle.read(6) == b"\x93NUMPY"
+                if not numpy_header:  # numpy takes any other bytes for a pickle
+                    raise DataError("is not a .npy file (it does not start with numpy's header)", source) from None
                 if "allow_pickle" in str(exc):
                     raise DataError(
                         "holds Python objects (a pickle), which imf never loads; save a plain numeric array, "
@@ -225,6 +229,8 @@ def import_features(
             mask = np.ones(n, dtype=bool) if given_mask is None else np.asarray(given_mask).astype(bool)
             if mask.shape != (n,):
                 raise DataError(f"'mask' has shape {tuple(mask.shape)}; expected ({n},)", source)
+    if not mask.any():  # every path above: a mask of all False, an empty dict, an empty keys file
+        raise DataError("gives no entity a vector (its mask is all False); nothing to import", source)
     check_values(matrix, mask, source, name=lambda row: f"the vector of entity {store.entity_keys[row]!r}")
     extra = {"source": str(source.resolve()), "keys": str(keys_path.resolve()) if keys_path else None}
     path = save_features(

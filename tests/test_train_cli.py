@@ -239,3 +239,11 @@ def test_torchrun_two_cpu_processes_on_countries_mm(imf_home):
 
     model, config = load_checkpoint(run_dir / "best.pt")
     assert config["train"]["seed"] == 5 and model.num_entities == 492
+
+
+def test_modalities_written_as_one_string_in_a_config_are_planned_as_names(tiny_with_features, tmp_path):
+    config = tmp_path / "text.yaml"
+    config.write_text("model:\n  modalities: structure, text\ntrain:\n  epochs: 1\n")
+    result = runner.invoke(app, ["train", "tiny", "--config", str(config), *SMALL])
+    assert result.exit_code == 0, result.output
+    assert "Training branches: structure, text (as chosen)." in result.output

@@ -76,17 +76,19 @@ class IdMap:
 
 
 def find_file(directory: Path, stems: tuple[str, ...], suffixes: tuple[str, ...] = SUFFIXES) -> Path | None:
-    """The first ``stem + suffix`` present in ``directory``, or None.
+    """The one ``stem + suffix`` present in ``directory``, or None.
 
     Something present that is not a regular file (a FIFO, a symbolic-link loop, a directory) is a
-    :class:`DataError` naming it, not a file to skip.
+    :class:`DataError` naming it, not a file to skip. Two candidates (``train.txt`` and
+    ``train.tsv``, ``valid.txt`` and ``dev.txt``) are a :class:`DataError` too: reading one of them
+    silently would leave the user guessing which.
     """
-    for stem in stems:
-        for suffix in suffixes:
-            candidate = directory / f"{stem}{suffix}"
-            if exists(candidate):
-                return check_regular_file(candidate)
-    return None
+    present = [directory / f"{stem}{suffix}" for stem in stems for suffix in suffixes]
+    present = [candidate for candidate in present if exists(candidate)]
+    if len(present) > 1:
+        names = " and ".join(candidate.name for candidate in present)
+        raise DataError(f"{names} are both here; keep one file for this split", directory)
+    return check_regular_file(present[0]) if present else None
 
 
 def split_files(directory: Path, suffixes: tuple[str, ...] = SUFFIXES) -> dict[str, Path]:

@@ -53,11 +53,18 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
     description_file = optional_file(directory / "entity_description.tsv")
     if description_file is not None:
         files["descriptions"] = description_file
+        described: dict[int, int] = {}  # entity id → the line that described it
         for number, text in iter_lines(description_file, advance):
             key, sep, description = text.partition("\t")
             if not sep:
                 raise DataError("expected '<uri><TAB><description>'", description_file, number)
-            descriptions[entities.get(key.strip(), description_file, number)] = description.strip() or None
+            entity = entities.get(key.strip(), description_file, number)
+            if entity in described:
+                raise DataError(
+                    f"entity {key.strip()!r} is described twice (first on line {described[entity]})", description_file, number
+                )
+            described[entity] = number
+            descriptions[entity] = description.strip() or None
 
     splits, duplicates = {}, {}
     for split in ("train", "valid", "test"):

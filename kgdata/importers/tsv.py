@@ -42,6 +42,13 @@ def read_table(path: Path, required: tuple[str, ...], known: tuple[str, ...]) ->
     if first is None:
         raise DataError("empty file; expected a header line", path, 1)
     header = [column.strip().lower() for column in first[1].split("\t")]
+    if not set(header) & set(known):  # data where the header should be: say what the first line must be
+        raise DataError(
+            f"the first line must be a header naming the columns ({', '.join(known)}), not data: "
+            f"{first[1][:80]!r}",
+            path,
+            first[0],
+        )
     for column in required:
         if column not in header:
             raise DataError(f"header has no {column!r} column (found: {', '.join(header)})", path, first[0])

@@ -316,6 +316,13 @@ def test_from_file_refuses_unknown_dict_keys_objects_and_formats(mm_store, tmp_p
     with pytest.raises(DataError, match="weights_only=True") as refused:
         import_features(mm_store, "text", garbage)
     assert "weights_only` set to `False`" not in str(refused.value)  # never advise the unsafe load
+    noise = tmp_path / "noise.npy"
+    noise.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DataError, match="is not a .npy file"):  # numpy would call it a pickle
+        import_features(mm_store, "text", noise)
+    unmasked = _write_container(tmp_path / "none.pt", {"features": torch.ones(rows, 2), "mask": torch.zeros(rows, dtype=torch.bool)})
+    with pytest.raises(DataError, match="gives no entity a vector"):
+        import_features(mm_store, "text", unmasked)
     objects = tmp_path / "o.npy"
     np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match="Python objects"):

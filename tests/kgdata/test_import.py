@@ -220,6 +220,19 @@ def bad_case(tmp_path, case: str) -> tuple[Path, str, str, int | None]:
         (root / "train.txt").unlink()
         (root / "train.txt.gz").write_bytes(bytes(packed))
         return root, "tsv", "train.txt.gz", None
+    if case == "headerless-entities":
+        root = write_tsv_dataset(tmp_path / case, train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST)
+        (root / "entities.tsv").write_text("paris\tParis\tcapital of France\n")
+        return root, "tsv", "entities.tsv", 1
+    if case == "described-twice":
+        root = write_imf_dataset(tmp_path / case)
+        with open(root / "entity_description.tsv", "a") as handle:
+            handle.write("<http://dbpedia.org/resource/Idaho>\ta state\n<http://dbpedia.org/resource/Idaho>\tagain\n")
+        return root, "imf", "entity_description.tsv", 3
+    if case == "two-train-files":
+        root = write_tsv_dataset(tmp_path / case, train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST)
+        (root / "train.tsv").write_text("paris\tin\n")  # malformed, and not the one that would be read
+        return root, "auto", case, None
     raise AssertionError(case)
 
 
@@ -240,6 +253,9 @@ BAD_CASES = [
     "empty-relation-field",
     "empty-relation-id",
     "corrupt-gzip",
+    "described-twice",
+    "two-train-files",
+    "headerless-entities",
 ]
 
 
