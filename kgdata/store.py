@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 import sqlite3
 from dataclasses import asdict, dataclass
@@ -176,6 +177,11 @@ class EntityStore:
     @classmethod
     def open(cls, name: str, home: str | Path | None = None) -> "EntityStore":
         path = paths.store_path(name, home)
+        if os.path.lexists(path) and not path.is_file():
+            raise ImfError(
+                f"{path} is not a file (a directory, or a broken link): dataset {name!r} is damaged; remove it, "
+                f"then re-import with imf import SOURCE --name {name}"
+            )
         if not path.is_file():
             known = ", ".join(list_datasets(home)) or "none"
             raise DatasetNotFoundError(
@@ -423,7 +429,7 @@ def list_datasets(home: str | Path | None = None) -> list[str]:
     root = paths.datasets_dir(home)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "store.db").is_file())
+    return sorted(p.name for p in root.iterdir() if os.path.lexists(p / "store.db"))  # a damaged one too
 
 
 def dataset_summaries(home: str | Path | None = None) -> list[dict]:

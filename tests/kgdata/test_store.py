@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import write_tsv_dataset
-from kgdata.errors import DatasetNotFoundError, UnknownEntityError
+from kgdata.errors import DatasetNotFoundError, ImfError, UnknownEntityError
 from kgdata.importing import import_dataset
 from kgdata.store import EntityStore, KnownTriples, dataset_summaries, fts_query, like_prefix, list_datasets
 
@@ -243,3 +243,12 @@ def test_imf_datasets_never_cuts_a_name_or_a_count(store, monkeypatch):
         assert "a-rather-long-dataset-name" in result.output and "123,456" in result.output
         words = " ".join(result.output.split())
         assert (f"Left out for the terminal's width: {left_out}" in words) == bool(left_out)
+
+
+def test_a_store_that_is_a_directory_is_listed_as_damaged_not_hidden(imf_home):
+    (imf_home / "datasets" / "broken" / "store.db").mkdir(parents=True)
+    (summary,) = dataset_summaries()
+    assert summary["name"] == "broken"
+    assert "store.db is not a file" in summary["error"] and "remove it" in summary["error"]
+    with pytest.raises(ImfError, match="dataset 'broken' is damaged"):
+        EntityStore.open("broken")
