@@ -600,6 +600,7 @@ def evaluate_run(
     device: str = "auto",
     per_relation: bool = False,
     write: bool = True,
+    drop_overlap: bool = False,
 ) -> dict:
     """Filtered ranking metrics of a run's checkpoint on ``split``: each branch, fused, and mean fusion.
 
@@ -616,27 +617,37 @@ def evaluate_run(
         category's triples (:func:`models.evaluation.relation_categories`). ``fusion_weights`` maps
         branch names to the decision weights, or, with per-relation fusion, relation keys (inverse
         relations as ``"← key"``) to such maps.
+
+    With ``drop_overlap`` only the triples of ``split`` that are not also in an earlier split are
+    ranked (:data:`kgdata.importing.EARLIER_SPLITS`: a test triple also in train or valid is a leak the
+    model has seen); the report then has ``overlap_left_out`` and is written to
+    ``metrics-<split>-no-overlap.json``.
     """
     if split not in ("valid", "test"):
         raise ImfError(f"unknown split {split!r}; choose valid or test")
     if batch_size is not None and batch_size < 1:
         raise ImfError(f"the batch size must be at least 1, not {batch_size}")
     with load_run(run_dir, checkpoint=checkpoint, device=device) as loaded:
-        report = evaluate_loaded(loaded, split, batch_size=batch_size, per_relation=per_relation)
+        report = evaluate_loaded(
+            loaded, split, batch_size=batch_size, per_relation=per_relation, drop_overlap=drop_overlap
+        )
     report = {"split": split, "checkpoint": checkpoint, "run": str(run_dir), **report}
     if write:
-        _write_json(metrics_path(run_dir, split), report)
+        _write_json(metrics_path(run_dir, split, no_overlap=drop_overlap), report)
     return report
 
 
 def evaluate_loaded(
-    loaded: "LoadedRun", split: str, *, batch_size: int | None = None, per_relation: bool = False
+    loaded: "LoadedRun", split: str, *, batch_size: int | None = None, per_relation: bool = False,
+    drop_overlap: bool = False,
 ) -> dict:
     """The metrics of :func:`evaluate_run` for a run already loaded (its store open), without writing.
 
     ``seconds`` is the time spent ranking, after the model and the splits were loaded.
     """
     import time
+
+    import torch
 
     from models.evaluation import (
         CATEGORIES,
@@ -652,8 +663,15 @@ def evaluate_loaded(
     splits = {name: store.triples_tensor(name) for name in ("train", "valid", "test")}
     relations = store.relations()
     triples = splits[split]
+    left_out = None
+    if drop_overlap:
+        from kgdata.importing import EARLIER_SPLITS, also_in
+
+        seen = also_in(triples.numpy(), [splits[name].numpy() for name in EARLIER_SPLITS[split]])
+        left_out = int(seen.sum())
+        triples = triples[torch.from_numpy(~seen)]
     if not len(triples):
-        raise ImfError(f"the {split} split of dataset {store.name!r} holds no triples")
+        raise ImfError(f"the {split} split of dataset {store.name!r} holds no triples{' outside the earlier splits' if drop_overlap else ''}")
     model = loaded.model
     started = time.perf_counter()
     filtered_by = filter_splits(split)
@@ -677,6 +695,7 @@ def evaluate_loaded(
         "checkpoint": loaded.checkpoint,
         "dataset": store.name,
         "triples": int(len(triples)),
+        **({"overlap_left_out": left_out} if drop_overlap else {}),
         "filter": list(filtered_by),
         "device": str(scorer.device),
         "chunk_size": ranks.chunk_size,

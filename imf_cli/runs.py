@@ -207,9 +207,10 @@ def read_metrics(run_dir: str | Path, split: str) -> dict | None:
     return report
 
 
-def metrics_path(run_dir: str | Path, split: str) -> Path:
-    """Where ``imf eval`` writes the metrics of ``split``."""
-    return Path(run_dir) / f"metrics-{split}.json"
+def metrics_path(run_dir: str | Path, split: str, *, no_overlap: bool = False) -> Path:
+    """Where ``imf eval`` writes the metrics of ``split`` (``--drop-overlap``: of its triples that are in
+    no earlier split)."""
+    return Path(run_dir) / f"metrics-{split}{'-no-overlap' if no_overlap else ''}.json"
 
 
 def check_same_dataset(store: "EntityStore", meta: dict, run_dir: str | Path) -> None:

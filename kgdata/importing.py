@@ -47,6 +47,8 @@ class ImportReport:
     test: int
     duplicates_dropped: dict[str, int]
     unseen_entities: dict[str, int]  # valid/test entities that never occur in train
+    #: Triples of valid also in train, of test also in train or valid (leaks; see ``_overlaps``).
+    overlapping_triples: dict[str, int]
     entities_with_description: int
     entities_with_image: int
     warnings: list[str] = field(default_factory=list)
@@ -118,13 +120,48 @@ def _unseen(parsed: ParsedDataset) -> dict[str, int]:
     return unseen
 
 
+#: The splits before each one: a triple of ``valid`` also in ``train``, or of ``test`` also in ``train``
+#: or ``valid``, is a leak (the model trains, or is selected, on the fact it is then scored on).
+EARLIER_SPLITS = {"valid": ("train",), "test": ("train", "valid")}
+
+
+def also_in(triples: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
+    """``(n,)`` bool: which rows of ``triples`` ``(n, 3)`` occur in any of ``others`` (each ``(m, 3)``)."""
+    triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+    pool = np.concatenate([np.asarray(o, dtype=np.int64).reshape(-1, 3) for o in others] or [np.zeros((0, 3), np.int64)])
+    every = np.concatenate([triples, pool])
+    sizes = every.max(axis=0) + 1 if len(every) else np.ones(3, dtype=np.int64)
+
+    def codes(rows: np.ndarray) -> np.ndarray:  # one int per (head, relation, tail)
+        return (rows[:, 0] * sizes[1] + rows[:, 1]) * sizes[2] + rows[:, 2]
+
+    return np.isin(codes(triples), codes(pool))
+
+
+def _overlaps(parsed: ParsedDataset) -> dict[str, int]:
+    """How many triples of ``valid`` and ``test`` are also in an earlier split (:data:`EARLIER_SPLITS`):
+    such leaks flatter the metrics."""
+    return {
+        split: int(also_in(parsed.splits[split], [parsed.splits[e] for e in earlier]).sum())
+        for split, earlier in EARLIER_SPLITS.items()
+    }
+
+
 def _report(name: str, path: Path, parsed: ParsedDataset) -> ImportReport:
     unseen = _unseen(parsed)
+    overlaps = _overlaps(parsed)
     warnings = []
     dropped = sum(parsed.duplicates.values())
     if dropped:
         per_split = ", ".join(f"{s}: {n}" for s, n in parsed.duplicates.items() if n)
         warnings.append(f"dropped {count(dropped, 'duplicate triple')} ({per_split})")
+    for split, n in overlaps.items():
+        if n:
+            earlier = "train" if split == "valid" else "train or valid"
+            warnings.append(
+                f"{count(n, f'{split} triple')} {'is' if n == 1 else 'are'} also in {earlier}: a model is scored "
+                "on facts it saw, which inflates its metrics"
+            )
     for split, n in unseen.items():
         if n:
             warnings.append(f"{count(n, f'{split} entity', f'{split} entities')} never occur{'s' if n == 1 else ''} in train")
@@ -140,6 +177,7 @@ def _report(name: str, path: Path, parsed: ParsedDataset) -> ImportReport:
         test=len(parsed.splits["test"]),
         duplicates_dropped=dict(parsed.duplicates),
         unseen_entities=unseen,
+        overlapping_triples=overlaps,
         entities_with_description=sum(1 for d in parsed.entity_descriptions if d),
         entities_with_image=sum(1 for i in parsed.entity_images if i),
         warnings=warnings,
@@ -296,6 +334,7 @@ def _metadata(name: str, directory: Path, parsed: ParsedDataset, report: ImportR
         },
         "duplicates_dropped": report.duplicates_dropped,
         "unseen_entities": report.unseen_entities,
+        "overlapping_triples": report.overlapping_triples,
         "content_hash": content_hash(parsed),
     }
 

@@ -247,3 +247,30 @@ def test_modalities_written_as_one_string_in_a_config_are_planned_as_names(tiny_
     result = runner.invoke(app, ["train", "tiny", "--config", str(config), *SMALL])
     assert result.exit_code == 0, result.output
     assert "Training branches: structure, text (as chosen)." in result.output
+
+
+def test_eval_drop_overlap_ranks_only_the_test_triples_in_no_earlier_split(tmp_path, imf_home):
+    from helpers import TINY_TEST, TINY_TRAIN, TINY_VALID, write_tsv_dataset
+
+    test = TINY_TEST + [TINY_TRAIN[1], TINY_VALID[0]]  # two leaks: one from train, one from valid
+    import_dataset(write_tsv_dataset(tmp_path / "leaky", train=TINY_TRAIN, valid=TINY_VALID, test=test))
+    run = Path(train("leaky", "--epochs", "1", "--modalities", "structure", *SMALL)["run_dir"])
+    full = json.loads(runner.invoke(app, ["eval", str(run), "--split", "test", "--json"]).stdout)
+    result = runner.invoke(app, ["eval", str(run), "--split", "test", "--drop-overlap", "--json"])
+    assert result.exit_code == 0, result.output
+    kept = json.loads(result.stdout)
+    assert (full["triples"], kept["triples"], kept["overlap_left_out"]) == (3, 1, 2)
+    assert "overlap_left_out" not in full
+    assert json.loads((run / "metrics-test-no-overlap.json").read_text()) == kept
+    assert json.loads((run / "metrics-test.json").read_text()) == full  # the full report is not replaced
+    table = runner.invoke(app, ["eval", str(run), "--split", "test", "--drop-overlap"])
+    assert "Left out 2 test triples also in train or valid; ranked the other 1." in " ".join(table.output.split())
+
+
+def test_also_in_matches_whole_triples_only():
+    from kgdata.importing import also_in
+
+    triples = np.array([[0, 1, 2], [2, 1, 0], [0, 0, 2], [5, 3, 9]])
+    others = [np.array([[0, 1, 2]]), np.array([[5, 3, 9], [1, 1, 1]])]
+    assert also_in(triples, others).tolist() == [True, False, False, True]
+    assert also_in(triples, []).tolist() == [False] * 4

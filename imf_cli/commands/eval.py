@@ -44,6 +44,12 @@ def eval_command(
     per_relation: bool = typer.Option(
         False, "--per-relation", help="Also report every relation, and each category: 1-1, 1-N, N-1, N-N."
     ),
+    drop_overlap: bool = typer.Option(
+        False,
+        "--drop-overlap",
+        help="Rank only the split's triples that are in no earlier split (valid: not in train; test: in neither "
+        "train nor valid). Such overlaps are leaks that flatter the metrics; imf import counts them.",
+    ),
     progress: bool = progress_option(),
     json_output: bool = json_option("the metrics"),
     threads: Optional[int] = threads_option(),
@@ -79,6 +85,7 @@ def eval_command(
             batch_size=batch_size,
             device=device,
             per_relation=per_relation,
+            drop_overlap=drop_overlap,
         )
     if lines is not None:
         lines(f"Ranked {2 * result['triples']:,} queries in {result['seconds']:.2f} s")
@@ -97,11 +104,18 @@ def eval_command(
         console.print(relation_table(result, console.width))
     if result.get("per_category"):
         console.print(category_table(result, console.width))
+    if drop_overlap:
+        earlier = "train" if split is Split.valid else "train or valid"
+        console.print(
+            f"Left out {count(result['overlap_left_out'], f'{split.value} triple')} also in {earlier}; "
+            f"ranked the other {result['triples']:,}.",
+            style="dim",
+        )
     if split is Split.test:
         console.print(
             "This is the held-out test split: report it once, for a run chosen on valid.", style="yellow"
         )
-    console.print(f"Wrote {metrics_path(run_dir, split.value)}", style="dim")
+    console.print(f"Wrote {metrics_path(run_dir, split.value, no_overlap=drop_overlap)}", style="dim")
 
 
 #: How each split is named in the tables.

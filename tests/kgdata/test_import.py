@@ -76,6 +76,18 @@ def test_duplicates_dropped_and_unseen_entities_reported(tmp_path):
         assert store.metadata["duplicates_dropped"]["train"] == 3
 
 
+def test_triples_of_a_later_split_also_in_an_earlier_one_are_counted_as_leaks(tmp_path):
+    test = TINY_TEST + [TINY_TRAIN[1], TINY_VALID[0]]  # one test triple from train, one from valid
+    valid = TINY_VALID + [TINY_TRAIN[2]]
+    root = write_tsv_dataset(tmp_path / "leaky", train=TINY_TRAIN, valid=valid, test=test)
+    report = import_dataset(root)
+    assert report.overlapping_triples == {"valid": 1, "test": 2}
+    assert any("1 valid triple is also in train" in w for w in report.warnings)
+    assert any("2 test triples are also in train or valid" in w for w in report.warnings)
+    with EntityStore.open("leaky") as store:
+        assert store.metadata["overlapping_triples"] == {"valid": 1, "test": 2}
+
+
 def test_images_resolved_relative_to_dataset(tmp_path):
     root = tmp_path / "img"
     (root / "images").mkdir(parents=True)
