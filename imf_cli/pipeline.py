@@ -146,6 +146,12 @@ def resolve_config(file_values: Mapping[str, Any], flags: Mapping[str, Any]) -> 
     from models.config import ConfigError, ConfigValues, resolve
 
     try:
+        resolve(file_values, {})  # the file alone: a bad value stays an error when a flag overrides it
+    except ConfigError as error:
+        if error.key is not None and flags.get(error.key) is not None:
+            where = file_values.locate(error) if isinstance(file_values, ConfigValues) else ""
+            raise ImfError(f"{where}{error} (a flag overrides it, but the file must be valid on its own)") from error
+    try:
         return resolve(file_values, flags)
     except ConfigError as error:
         # A key the config file set (and no flag overrode) is named with the file and its line.

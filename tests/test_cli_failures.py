@@ -566,3 +566,15 @@ def test_a_name_longer_than_sqlite_takes_is_unknown_and_shortened_in_the_error(t
     assert result.exit_code == 2
     line = error_line(result)
     assert "no entity of dataset 'tiny' matches" in line and "characters]" in line and len(line) < 600
+
+
+@pytest.mark.parametrize(("content", "flag", "message"), [
+    ("train:\n  seed: abc\n", ["--seed", "1"], "line 2: config key 'train.seed' expects int | None, got 'abc'"),
+    ("train:\n  max_minutes: -5\n", ["--max-minutes", "1"], "line 2: train.max_minutes must be non-negative"),
+])
+def test_a_bad_config_value_is_an_error_even_when_a_flag_overrides_it(tiny, imf_home, tmp_path, content, flag, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(content)
+    line = error_line(runner.invoke(app, ["train", tiny, "--config", str(config), *SMALL, *flag]))
+    assert message in line and "a flag overrides it" in line
+    assert runs(imf_home) == []
