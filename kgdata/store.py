@@ -7,6 +7,7 @@ over entity names and descriptions. Writing happens only in :mod:`kgdata.importi
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -158,11 +159,14 @@ class EntityStore:
         if not self.path.is_file():
             raise DatasetNotFoundError(f"no entity store at {self.path}")
         try:
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-            self.db = Database(conn)
-            self._meta = {row["key"]: json.loads(row["value"]) for row in self.db["metadata"].rows}
-        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
-            raise ImfError(f"{self.path}: not a readable imf entity store ({exc})") from exc
+            self._connect()
+        except sqlite3.OperationalError as exc:  # raised only with a journal beside the store
+            if not _roll_back_hot_journal(self.path):
+                raise ImfError(f"{self.path}: not a readable imf entity store ({exc})") from None
+            try:
+                self._connect()  # the journal of a killed writer is rolled back: the store is as before it
+            except sqlite3.OperationalError as again:
+                raise ImfError(f"{self.path}: not a readable imf entity store ({again})") from None
         counts = self._meta.get("counts")
         usable = isinstance(counts, dict) and all(
             isinstance(counts.get(key), int) and counts[key] >= 0 for key in ("entities", "relations")
@@ -173,6 +177,18 @@ class EntityStore:
                 f"{self.path}: not a readable imf entity store (its metadata lacks the counts or the content hash); "
                 f"re-import the dataset"
             )
+
+    def _connect(self) -> None:
+        """Open read-only and read the metadata; a failure closes the connection again."""
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            self.db = Database(conn)
+            self._meta = {row["key"]: json.loads(row["value"]) for row in self.db["metadata"].rows}
+        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.OperationalError) and _journal(self.path).exists():
+                raise
+            raise ImfError(f"{self.path}: not a readable imf entity store ({exc})") from exc
 
     @classmethod
     def open(cls, name: str, home: str | Path | None = None) -> "EntityStore":
@@ -422,6 +438,29 @@ class EntityStore:
         """The union of ``splits``, indexed for filtered ranking (filter with all three by default)."""
         arrays = [self.triples(split) for split in splits]
         return KnownTriples(np.concatenate(arrays), self.num_entities, self.num_relations)
+
+
+def _journal(path: Path) -> Path:
+    return path.with_name(path.name + "-journal")
+
+
+def _roll_back_hot_journal(path: Path) -> bool:
+    """Roll back the journal a killed writer left beside ``path`` (SIGKILL, a full disk, a power cut
+    during ``imf entities add``); True if the store then opens.
+
+    A read-only connection cannot roll a hot journal back, so every reader failed with "attempt to
+    write a readonly database" until some writer happened to open the store. A read-write connection
+    does the rollback itself on its first read, under SQLite's own locks, and only when no live writer
+    holds the journal: exactly SQLite's recovery, run here rather than by chance later.
+    """
+    if not _journal(path).exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(str(path))) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError:
+        return False
+    return True
 
 
 def list_datasets(home: str | Path | None = None) -> list[str]:

@@ -252,3 +252,25 @@ def test_a_store_that_is_a_directory_is_listed_as_damaged_not_hidden(imf_home):
     assert "store.db is not a file" in summary["error"] and "remove it" in summary["error"]
     with pytest.raises(ImfError, match="dataset 'broken' is damaged"):
         EntityStore.open("broken")
+
+
+def test_a_writer_killed_mid_transaction_leaves_a_store_that_readers_roll_back(tiny_tsv, imf_home):
+    """A hot journal (SIGKILL, a full disk during ``imf entities add``) made every read-only open fail
+    with "attempt to write a readonly database"; the next reader now rolls it back, as SQLite would."""
+    import subprocess
+    import sys
+
+    import_dataset(tiny_tsv)
+    store_path = imf_home / "datasets" / "tiny" / "store.db"
+    crash = (
+        "import os, sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1]); db.execute('PRAGMA cache_size=1'); db.execute('BEGIN')\n"
+        "db.execute(\"UPDATE entities SET name = name || ' (half-written)'\")\n"
+        "db.executemany('INSERT INTO metadata VALUES (?, ?)', [(f'junk{i}', '0') for i in range(50000)])\n"
+        "os._exit(9)\n"
+    )
+    subprocess.run([sys.executable, "-c", crash, str(store_path)], check=False)
+    assert store_path.with_name(store_path.name + "-journal").exists()  # the killed writer's hot journal
+    with EntityStore(store_path) as store:
+        assert not any(entity.name.endswith("(half-written)") for entity in store.entities(range(store.num_entities)))
+        assert "junk0" not in store.metadata
