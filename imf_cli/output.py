@@ -23,9 +23,11 @@ import errno
 import functools
 import json
 import os
+import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 import traceback
 import warnings
 from datetime import datetime
@@ -154,9 +156,28 @@ def one_line_warnings() -> Iterator[None]:
         yield
 
 
+def _terminated(number: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM: the same clean stop as Ctrl+C (transactions roll back, temp files go)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`KeyboardInterrupt` as SIGINT does, so that ``kill`` (a job
+    scheduler, a container stop) gets the rollback, the message and exit 130 that Ctrl+C gets, not a
+    silent exit 143. Training installs its own handler for both (finish the step, save) and restores this one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_reporting_failures(call: Callable[[], Any]) -> Any:
     """``call()``, with every failure reported by :func:`report_failure` as a :class:`typer.Exit`."""
-    with one_line_warnings():
+    with one_line_warnings(), sigterm_as_interrupt():
         try:
             return call()
         except (typer.Exit, typer.Abort, TyperException):

@@ -578,3 +578,25 @@ def test_a_bad_config_value_is_an_error_even_when_a_flag_overrides_it(tiny, imf_
     line = error_line(runner.invoke(app, ["train", tiny, "--config", str(config), *SMALL, *flag]))
     assert message in line and "a flag overrides it" in line
     assert runs(imf_home) == []
+
+
+def test_sigterm_outside_training_stops_like_ctrl_c(capsys):
+    """``kill`` during an import, encode or entities add exited 143 without a word or a rollback."""
+    import signal
+    import time
+
+    import typer
+
+    from imf_cli.output import INTERRUPTED, run_reporting_failures
+
+    def killed():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(typer.Exit) as stopped:
+        run_reporting_failures(killed)
+    assert stopped.value.exit_code == INTERRUPTED
+    assert "Interrupted." in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # restored for whatever runs next
