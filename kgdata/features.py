@@ -33,6 +33,7 @@ This module imports neither torch nor transformers (``.pt`` imports load torch l
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -295,8 +296,12 @@ def _write_atomic(final: Path, tensors: dict[str, np.ndarray], metadata: dict[st
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, final)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if type(error).__name__ == "SafetensorError":  # its I/O failures (a full disk) are not OSErrors
+            raise OSError(
+                errno.EIO, f"could not write the features file ({error}); the disk may be full", str(final)
+            ) from error
         raise
 
 

@@ -25,6 +25,7 @@ write lock no process holds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import time
@@ -51,9 +52,11 @@ class DatasetBusyError(EnvironmentFault):
 def workspace_fault(error: OSError, home: str | Path | None = None) -> EnvironmentFault:
     """An :class:`EnvironmentFault` for an OSError met while writing the workspace, naming the path."""
     where = error.filename or paths.imf_home(home)
+    reason = error.strerror or error
+    if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO):  # the place is right, the room is not
+        return EnvironmentFault(f"cannot write {where}: {reason}")
     return EnvironmentFault(
-        f"cannot write to the imf workspace at {where}: {error.strerror or error}; "
-        f"choose a writable one with --home or ${paths.ENV_VAR}"
+        f"cannot write to the imf workspace at {where}: {reason}; choose a writable one with --home or ${paths.ENV_VAR}"
     )
 
 

@@ -10,6 +10,7 @@ to score, so :func:`load_checkpoint` takes them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -42,7 +43,18 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` atomically (through a temporary file and a rename), tagged with the format version."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, temporary)
+    try:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, temporary)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, RuntimeError):  # torch's writer reports a short write ("unexpected pos …") so
+            raise OSError(
+                errno.EIO,
+                f"could not write the checkpoint ({str(error).strip().splitlines()[0][:120]}); the disk may be "
+                "full or a file-size limit reached",
+                str(path),
+            ) from error
+        raise
     os.replace(temporary, path)
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -102,3 +104,22 @@ def test_a_foreign_or_mismatched_checkpoint_raises_checkpoint_error(saved, tmp_p
     torch.save(payload, mismatched)
     with pytest.raises(CheckpointError, match="does not rebuild"):
         load_checkpoint(mismatched)
+
+
+def test_a_short_write_is_an_os_error_naming_the_checkpoint_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError ("unexpected pos …"), which read as a bug in imf."""
+    import errno
+
+    from models import checkpoint
+
+    def full_disk(payload, path):
+        Path(path).write_bytes(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 137728 vs 137680")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    target = tmp_path / "best.pt"
+    with pytest.raises(OSError) as raised:
+        checkpoint.save_checkpoint(target, {"x": 1})
+    assert raised.value.errno == errno.EIO and raised.value.filename == str(target)
+    assert "the disk may be full" in raised.value.strerror
+    assert list(tmp_path.iterdir()) == []
