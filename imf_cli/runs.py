@@ -451,7 +451,7 @@ def resolve_run(ref: str | os.PathLike) -> Path:
     if path.is_dir():
         if not (path / "config.yaml").is_file():
             raise ImfError(f"{path} is not a run directory (no config.yaml); runs are in {root}")
-        return path
+        return Path(os.path.abspath(path))  # "." and ".." as the directories they are (names, removal)
     if os.sep in text or not root.is_dir():
         raise ImfError(f"{text} is not a run directory, nor the name of one; runs are in {root} (see imf runs)")
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(text))
@@ -644,9 +644,12 @@ def check_removable(run_dir: str | Path) -> None:
     """Raise an :class:`ImfError` unless ``run_dir`` may be deleted as a whole: a run directory holding
     only the files a run writes, not being trained. Outside the workspace's runs directory its
     ``config.yaml`` must also be a run's: ``--run-dir`` puts runs anywhere, and a project directory
-    that merely has a config.yaml is never a run to delete."""
-    run_dir = Path(run_dir)
-    inside = run_dir.parent.resolve() == paths.runs_dir().resolve() and not run_dir.is_symlink()
+    that merely has a config.yaml is never a run to delete. A symbolic link is refused (deleting
+    through it would delete what it points to, wherever that is)."""
+    run_dir = Path(os.path.abspath(run_dir))  # "." names the directory, which rmtree cannot take as "."
+    if run_dir.is_symlink():
+        raise ImfError(f"{run_dir} is a symbolic link; not removed (name the run directory it points to)")
+    inside = run_dir.parent.resolve() == paths.runs_dir().resolve()
     if not inside:
         if not (run_dir / "config.yaml").is_file():
             raise ImfError(f"{run_dir} is not a run directory; not removed")
@@ -672,12 +675,12 @@ def check_removable(run_dir: str | Path) -> None:
 
 def remove_run(run_dir: str | Path) -> None:
     """Delete a run directory, after :func:`check_removable`."""
-    run_dir = Path(run_dir)
+    run_dir = Path(os.path.abspath(run_dir))
     check_removable(run_dir)
     try:
         shutil.rmtree(run_dir)
     except OSError as error:
-        raise ImfError(f"cannot remove {run_dir}: {error.strerror}") from error
+        raise ImfError(f"cannot remove {run_dir}: {error.strerror or error}") from error
 
 
 def trace_series(trace: list[dict[str, Any]]) -> dict[str, Any]:

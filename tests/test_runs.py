@@ -405,3 +405,20 @@ def test_runs_show_names_a_damaged_trace_line_which_the_listing_skips(tiny, imf_
     # A torn last line, which a killed run leaves, is not damage.
     (run / "trace.jsonl").write_text("\n".join(lines) + "\n" + lines[-1][:10])
     assert runner.invoke(app, ["runs", "show", run.name]).exit_code == 0
+
+
+def test_runs_rm_refuses_a_symlink_before_removing_anything_and_takes_dot_as_its_directory(tiny, imf_home, tmp_path, monkeypatch):
+    first, second = train(1), train(1)
+    link = tmp_path / "link"
+    link.symlink_to(second)
+    refused = runner.invoke(app, ["runs", "rm", first.name, str(link), "--yes"])
+    assert refused.exit_code == 2 and "is a symbolic link; not removed" in " ".join(refused.output.split())
+    assert first.is_dir() and second.is_dir()  # checked before any removal: nothing removed
+    inner = imf_home / "runs" / "inner-link"
+    inner.symlink_to(second)
+    assert runner.invoke(app, ["runs", "rm", "inner-link", "--yes"]).exit_code == 2 and second.is_dir()
+    inner.unlink()
+    monkeypatch.chdir(first)
+    removed = runner.invoke(app, ["runs", "rm", ".", "--yes"])
+    assert removed.exit_code == 0, removed.output
+    assert not first.exists() and first.name in removed.output
