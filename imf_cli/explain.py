@@ -351,10 +351,13 @@ def explain(
         row = _score_row(service, int(head), int(relation), int(tail))
         contributions = _contributions(service, row)
         if not contributions:
+            from imf_cli.unseen import missing_features_advice
+
             unseen = service.entity(tail if service.is_added(tail) else head)
+            placeable = service.inductive().placeable
             raise ImfError(
-                f"entity {unseen.key!r} is not in the training graph and no branch of this run can score it "
-                f"(it has no features); add a description or an image and run imf encode {service.dataset}"
+                f"entity {unseen.key!r} is not in the training graph and no branch of this run can score it; "
+                f"{missing_features_advice(unseen, placeable, service.dataset)}"
             )
         fused = row.fused.float().cpu()
         target = row.target

@@ -204,6 +204,18 @@ def _insert(store_file: Path, dataset: str, entities: list[NewEntity], images: d
                     entity = entities[keys.index(clash[0])]
                     path, line = _where(entity)
                     raise DataError(f"entity {clash[0]!r} is already in dataset {dataset!r}", path, line)
+                named = conn.execute(
+                    f"SELECT key, name FROM entities WHERE name COLLATE NOCASE IN ({marks}) LIMIT 1", chunk
+                ).fetchone()
+                if named is not None:
+                    entity = next(e for e in entities if e.key.casefold() == named[1].casefold())
+                    path, line = _where(entity)
+                    raise DataError(
+                        f"key {entity.key!r} is the name of entity {named[0]!r}: keys are looked up before names, so "
+                        f"{entity.key!r} would stop naming it; choose another key",
+                        path,
+                        line,
+                    )
             added = []
             for offset, entity in enumerate(entities):
                 row = {

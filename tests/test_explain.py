@@ -125,7 +125,7 @@ def test_an_added_tail_is_ranked_among_the_graph_and_itself(service):
 
 def test_explain_errors(service):
     blank, france = ids(service, "blank", "france")
-    with pytest.raises(ImfError, match="no branch of this run can score it"):
+    with pytest.raises(ImfError, match="no branch of this run can score it; it needs an image or a description"):
         service.explain(blank, 0, france)
     with pytest.raises(UnknownEntityError):
         service.explain(france, 0, 10_000)

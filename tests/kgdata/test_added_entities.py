@@ -95,6 +95,7 @@ def test_add_many_from_a_file_in_one_transaction(tiny, tmp_path, imf_home):
         (["oslo", "--name", "Oslo", "--from", "{tmp}/x.tsv"], "cannot be combined with --from"),
         (["--from", "{tmp}/escape.tsv"], "leads outside"),
         (["--from", "{tmp}/dupes.tsv"], "listed twice (first on line 2)"),
+        (["PARIS", "--name", "Lutetia"], "key 'PARIS' is the name of entity 'paris': keys are looked up before names"),
     ],
 )
 def test_bad_additions_are_one_line_and_add_nothing(tiny, tmp_path, args, message):
