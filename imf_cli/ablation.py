@@ -166,11 +166,18 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         key, sep, values = item.partition("=")
         if not sep or "." not in key or not values:
             raise ImfError(f"--grid takes SECTION.KEY=VALUE[,VALUE…], not {item!r}")
+        key = key.strip()
+        if key in grid:
+            raise ImfError(f"--grid {key} is given twice; give all its values once: --grid {key}=A,B")
         try:
-            grid[key.strip()] = [yaml.safe_load(v.strip()) for v in values.split(",")]
+            parsed = [yaml.safe_load(v.strip()) for v in values.split(",")]
         except (yaml.YAMLError, RecursionError) as error:
             problem = " ".join(str(getattr(error, "problem", None) or "nested too deeply").split())
-            raise ImfError(f"--grid {item!r}: a value is not a YAML scalar ({problem})") from None
+            raise ImfError(f"--grid {item[:80]!r}: a value is not a YAML scalar ({problem})") from None
+        repeated = sorted({str(v) for v in parsed if parsed.count(v) > 1})
+        if repeated:
+            raise ImfError(f"--grid {key} lists {', '.join(repeated)} twice; each value once")
+        grid[key] = parsed
     return grid
 
 

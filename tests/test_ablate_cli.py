@@ -227,3 +227,17 @@ def test_the_summary_splits_valid_and_test_where_one_table_does_not_fit():
         rows = [line.split() for line in text.splitlines() if line.split()[:1] == ["no-contrastive"]]
         assert len(rows) == count
         assert [cell for row in rows for cell in row[1:]] == ["0.505±0.012", "0.505±0.012", "n/a", "0.500±0.010", "0.500±0.010", "n/a"]
+
+
+@pytest.mark.parametrize(("items", "message"), [
+    (["model.dim=8", "model.dim=16"], "--grid model.dim is given twice"),
+    (["model.dim=8,8"], "--grid model.dim lists 8 twice"),
+    (["model.dim=[" + "[" * 3000], "a value is not a YAML scalar"),
+])
+def test_a_grid_that_repeats_a_key_or_a_value_is_refused(items, message):
+    from imf_cli.ablation import parse_grid
+    from kgdata.errors import ImfError
+
+    with pytest.raises(ImfError, match=message.replace("[", r"\[")) as refused:
+        parse_grid(items)
+    assert len(str(refused.value)) < 300
