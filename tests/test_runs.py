@@ -422,3 +422,11 @@ def test_runs_rm_refuses_a_symlink_before_removing_anything_and_takes_dot_as_its
     removed = runner.invoke(app, ["runs", "rm", ".", "--yes"])
     assert removed.exit_code == 0, removed.output
     assert not first.exists() and first.name in removed.output
+
+
+def test_runs_show_of_a_run_killed_in_its_first_epoch_says_it_is_not_validated(tiny, imf_home):
+    run = train(2)
+    (run / "trace.jsonl").write_text("")
+    shown = runner.invoke(app, ["runs", "show", run.name], env={"COLUMNS": "120"})
+    assert shown.exit_code == 0, shown.output
+    assert "0 of 2; not validated yet" in " ".join(shown.output.split()) and "None" not in shown.output

@@ -220,8 +220,11 @@ def run_summary(info, document: dict):
             facts.add_row(f"{manifest.get('modality')} features", f"{manifest.get('encoder')}, {manifest.get('dim')}-d")
     facts.add_row("seed", "?" if info.seed is None else str(info.seed))
     epochs = f"{info.epochs} of {info.max_epochs}" if info.max_epochs else str(info.epochs)
-    facts.add_row("epochs", f"{epochs}; best {info.best_epoch} (valid MRR "
-                  f"{'n/a' if info.valid_mrr is None else f'{info.valid_mrr:.4f}'})")
+    if info.best_epoch is None:  # stopped before its first validation (or its first epoch)
+        facts.add_row("epochs", f"{epochs}; not validated yet")
+    else:
+        facts.add_row("epochs", f"{epochs}; best {info.best_epoch} (valid MRR "
+                      f"{'n/a' if info.valid_mrr is None else f'{info.valid_mrr:.4f}'})")
     if info.test_mrr is not None:
         facts.add_row("test MRR", f"{info.test_mrr:.4f} (fused, from metrics-test.json)")
     facts.add_row("training time", minutes_seconds(info.seconds))
