@@ -429,4 +429,4 @@ def test_runs_show_of_a_run_killed_in_its_first_epoch_says_it_is_not_validated(t
     (run / "trace.jsonl").write_text("")
     shown = runner.invoke(app, ["runs", "show", run.name], env={"COLUMNS": "120"})
     assert shown.exit_code == 0, shown.output
-    assert "0 of 2; not validated yet" in " ".join(shown.output.split()) and "None" not in shown.output
+    assert "0 of 2; not validated yet" in " ".join(shown.output.split()) and "best None" not in shown.output
