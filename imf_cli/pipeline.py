@@ -275,17 +275,15 @@ def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.d
 
 def _check_run_dir(run_dir: Path) -> None:
     """Refuse a run directory that cannot be a new run: a file, a non-empty directory, an unwritable place."""
-    from kgdata.files import exists
-
-    if exists(run_dir) and not run_dir.is_dir():
-        raise ImfError(f"--run-dir {run_dir} is not a directory (a file is in the way)")
+    if os.path.lexists(run_dir) and not run_dir.is_dir():
+        raise ImfError(f"run directory {run_dir} is not a directory (a file is in the way)")
     if run_dir.is_dir() and any(run_dir.iterdir()):
         raise ImfError(f"run directory {run_dir} is not empty; runs are write-once (use --resume to continue one)")
-    parent = run_dir
-    while not exists(parent):
+    parent = run_dir.parent
+    while not os.path.lexists(parent):  # lexists, not exists: below a file every path "does not exist"
         parent = parent.parent
-    if not parent.is_dir():
-        raise ImfError(f"cannot create run directory {run_dir}: {parent} is not a directory")
+    if not parent.is_dir():  # the workspace (or the --run-dir given) lies below a file: the place is broken
+        raise EnvironmentFault(f"cannot create run directory {run_dir}: {parent} is a file, not a directory")
 
 
 #: What a start writes before its first checkpoint (and the temporary files of checkpoint writes).

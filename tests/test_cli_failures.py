@@ -175,8 +175,16 @@ def test_run_dir_that_is_a_regular_file(tiny, tmp_path):
     target = tmp_path / "a-file"
     target.write_text("x")
     line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL, "--run-dir", str(target)]))
-    assert f"--run-dir {target} is not a directory" in line
+    assert f"run directory {target} is not a directory" in line
     assert target.read_text() == "x"
+
+
+def test_a_workspace_below_a_file_is_an_environment_fault_naming_the_file(tiny, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    target = blocker / "sub" / "run"
+    line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL, "--run-dir", str(target)]), code=1)
+    assert f"cannot create run directory {target}: {blocker} is a file, not a directory" in line
 
 
 def test_a_config_file_that_is_not_utf8(tiny, tmp_path):
