@@ -430,3 +430,12 @@ def test_runs_show_of_a_run_killed_in_its_first_epoch_says_it_is_not_validated(t
     shown = runner.invoke(app, ["runs", "show", run.name], env={"COLUMNS": "120"})
     assert shown.exit_code == 0, shown.output
     assert "0 of 2; not validated yet" in " ".join(shown.output.split()) and "best None" not in shown.output
+
+
+def test_runs_with_a_word_that_is_neither_a_dataset_nor_a_command_says_so(tiny, imf_home):
+    result = runner.invoke(app, ["runs", "delete"])
+    assert result.exit_code == 2
+    line = " ".join(result.output.split())
+    assert "no dataset and no runs named 'delete' (imported: tiny)" in line and "rm" in line
+    assert runner.invoke(app, ["runs", "../x"]).exit_code == 2
+    assert runner.invoke(app, ["runs", "tiny"]).exit_code == 0  # a dataset without runs yet is fine

@@ -147,8 +147,19 @@ def list_command(
 ) -> None:
     from imf_cli.runs import list_runs
     from kgdata import paths
+    from kgdata.errors import ImfError
+    from kgdata.store import list_datasets
 
+    if dataset is not None:
+        paths.check_dataset_name(dataset)  # "../x" is no dataset name
     runs = list_runs(dataset)
+    if dataset is not None and not runs and dataset not in list_datasets():
+        imported = ", ".join(list_datasets()) or "none"
+        commands = ", ".join(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+        raise ImfError(
+            f"no dataset and no runs named {dataset!r} (imported: {imported}); imf runs takes a dataset name or one "
+            f"of its commands: {commands}"
+        )
     if json_output:
         print_json([run.to_dict() for run in runs])
         return
