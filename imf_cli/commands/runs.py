@@ -153,7 +153,8 @@ def list_command(
     if dataset is not None:
         paths.check_dataset_name(dataset)  # "../x" is no dataset name
     runs = list_runs(dataset)
-    if dataset is not None and not runs and dataset not in list_datasets():
+    if dataset is not None and not runs and not json_output and dataset not in list_datasets():
+        # a person's typo (imf runs delete); --json keeps answering [] for scripts
         imported = ", ".join(list_datasets()) or "none"
         commands = ", ".join(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
         raise ImfError(
