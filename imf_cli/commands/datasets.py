@@ -36,7 +36,7 @@ def datasets_command(
         for row in summaries
     ]
     natural = natural_widths(headers, rows)
-    shown, left_out = fit_columns(natural, ("format", "relations", "test", "valid"), console.width)
+    shown, left_out = fit_columns(natural, ("format", "relations", "test", "valid", "train", "entities"), console.width)
     # No column rules; the name (what people type next) is never cut, the numbers right-aligned.
     table = Table(
         box=box.SIMPLE_HEAD,
