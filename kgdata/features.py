@@ -293,6 +293,9 @@ def _write_atomic(final: Path, tensors: dict[str, np.ndarray], metadata: dict[st
     temporary = final.parent / f".{final.name}.{os.getpid()}.tmp"
     try:
         save_file(tensors, str(temporary), metadata=metadata)
+        # safetensors creates its file 0600; give it the mode the rest of the workspace has (the
+        # directory's, which the umask set, less the execute bits)
+        os.chmod(temporary, final.parent.stat().st_mode & 0o666)
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, final)

@@ -117,6 +117,7 @@ def save_placement(path: str | Path, maps: Mapping[str, PlacementMap], metadata:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(temporary), metadata=header)
+        os.chmod(temporary, path.parent.stat().st_mode & 0o666)  # safetensors writes 0600; the run's other files are not
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)

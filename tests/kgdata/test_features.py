@@ -439,3 +439,11 @@ def test_a_features_file_that_is_a_fifo_is_refused_not_read(mm_store, tmp_path):
     with pytest.raises(DataError, match="FIFO") as error:
         import_features(mm_store, "text", fifo)
     assert error.value.path == fifo
+
+
+def test_feature_files_get_the_mode_of_the_workspace_not_0600(mm_store):
+    import os
+
+    path = save_features(mm_store, "text", "test-bert", np.ones((mm_store.num_entities, 2)),
+                         np.ones(mm_store.num_entities, dtype=bool), input_hash="t")
+    assert os.stat(path).st_mode & 0o777 == path.parent.stat().st_mode & 0o666
