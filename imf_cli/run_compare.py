@@ -184,7 +184,7 @@ def compare_runs(
     Raises:
         ImfError: Fewer than two runs, an unknown metric, or a score none of the runs has.
     """
-    metric = metric.lower()
+    metric, score = metric.lower(), score.strip().lower()  # branch names are lower case, as metrics are
     if metric not in METRICS:
         raise ImfError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     distinct = list(dict.fromkeys(Path(path) for path in run_dirs))
