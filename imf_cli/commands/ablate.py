@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 from pathlib import Path
 from typing import Optional
 
@@ -71,7 +74,8 @@ def ablate_command(
             on_cell=log,
         )
     except TrainingInterrupted as stopped:  # SIGINT/SIGTERM in one run: rerunning the study resumes it there
-        report_interrupted(stopped, "the same imf ablate command (finished runs are reused, this one goes on)")
+        again = shlex.join(["imf", *sys.argv[1:]]) if sys.argv[1:2] == ["ablate"] else "the same imf ablate command"
+        report_interrupted(stopped, f"{again} (finished runs are reused, this one goes on)")
         raise typer.Exit(INTERRUPTED) from None
     table = markdown_table(summaries, title=f"{name}: {study} ({count(seeds, 'seed')})")
     if markdown is not None:
