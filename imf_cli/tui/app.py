@@ -229,7 +229,7 @@ class ExploreApp(App[None]):
         kept = self.table.current.entity.id if rerun and self.table.current is not None else None
         self.current = query
         untouched = self._untouched()
-        if self._asked_from is None or self._asked_from[1:] == self._focus_and_inputs()[1:]:
+        if self._untouched(focus=False):
             self.query_bar.set_query(*query)  # nothing typed since: show the query as resolved
         self.table.show(result, keep=kept)
         self.detail.show(result, self.table.current)
@@ -255,11 +255,15 @@ class ExploreApp(App[None]):
     def _focus_and_inputs(self) -> tuple[object, str, str]:
         return self.focused, self.query_bar.head_input.value, self.query_bar.relation_input.value
 
-    def _untouched(self) -> bool:
-        """Whether the focus and the inputs are as they were when the shown query was asked. If the
-        user has since typed, or moved to another field, an answer must not overwrite what they typed
-        nor take the focus: their next keys would land in the table, where letters are commands."""
-        return self._asked_from is None or self._asked_from == self._focus_and_inputs()
+    def _untouched(self, *, focus: bool = True) -> bool:
+        """Whether the inputs (and, with ``focus``, the focus) are as they were when the shown query was
+        asked. If the user has since typed, or moved to another field, an answer must not overwrite
+        what they typed nor take the focus: their next keys would land in the table, where letters
+        are commands."""
+        if self._asked_from is None:
+            return True
+        now = self._focus_and_inputs()
+        return self._asked_from == now if focus else self._asked_from[1:] == now[1:]
 
     def _summary(self, result: QueryResult) -> Text:
         text = Text()
