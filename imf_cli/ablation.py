@@ -368,8 +368,6 @@ def _cell_from(record: dict, variant: str, run_dir: Path) -> Cell:
     return Cell(variant, record["seed"], run_dir, record["best_epoch"], record["valid"], record["test"], record["seconds"])
 
 
-
-
 def verdicts(summaries: Sequence[Summary], *, metric: str = "mrr") -> list[str]:
     """Each variant's valid ``metric`` against the first variant's (the full model, where it is run),
     in the words of :func:`imf_cli.evidence.verdict`: whether the difference exceeds the seed spread."""

@@ -145,18 +145,20 @@ def resolve_config(file_values: Mapping[str, Any], flags: Mapping[str, Any]) -> 
     naming the file and line where the file set the key at fault."""
     from models.config import ConfigError, ConfigValues, resolve
 
+    overridden = {key for key, value in flags.items() if value is not None}
     try:
-        resolve(file_values, {})  # the file alone: a bad value stays an error when a flag overrides it
+        if overridden:  # the file alone: a bad value stays an error when a flag overrides it
+            resolve(file_values, {})
     except ConfigError as error:
-        if error.key is not None and flags.get(error.key) is not None:
+        if error.key in overridden:
             where = file_values.locate(error) if isinstance(file_values, ConfigValues) else ""
             raise ImfError(f"{where}{error} (a flag overrides it, but the file must be valid on its own)") from error
     try:
         return resolve(file_values, flags)
     except ConfigError as error:
         # A key the config file set (and no flag overrode) is named with the file and its line.
-        overridden = error.key is not None and flags.get(error.key) is not None
-        where = file_values.locate(error) if isinstance(file_values, ConfigValues) and not overridden else ""
+        from_file = isinstance(file_values, ConfigValues) and error.key not in overridden
+        where = file_values.locate(error) if from_file else ""
         raise ImfError(where + str(error)) from error
 
 

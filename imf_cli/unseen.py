@@ -317,21 +317,23 @@ class UnseenEntities:
         )
 
 
+#: What an entity needs for a feature branch to score it, in words.
+NEEDS = {"text": "a description", "visual": "an image"}
+
+
 def feature_words(branches: tuple[str, ...]) -> list[str]:
     """What an entity needs for each of ``branches`` to score it, in words."""
-    needs = {"text": "a description", "visual": "an image"}
-    return [needs[b] for b in branches if b in needs] or ["features"]
+    return [NEEDS[b] for b in branches if b in NEEDS] or ["features"]
 
 
 def missing_features_advice(entity: "EntityInfo", branches: tuple[str, ...], dataset: str) -> str:
     """What to do for an added entity that none of ``branches`` can score: encode what it already has
     (a description or an image not yet turned into features), or add what it lacks."""
     has = {"text": bool(entity.description and entity.description.strip()), "visual": bool(entity.image)}
-    modality = {"text": "text", "visual": "image"}
     encodable = [b for b in branches if has.get(b)]
     if encodable:
-        what = " and ".join("a description" if b == "text" else "an image" for b in encodable)
-        commands = " and ".join(f"imf encode {dataset} --modality {modality[b]}" for b in encodable)
+        what = " and ".join(NEEDS[b] for b in encodable)
+        commands = " and ".join(f"imf encode {dataset} --modality {BRANCH_FEATURES[b]}" for b in encodable)
         return f"it has {what} not encoded yet: run {commands}"
     return f"it needs {' or '.join(feature_words(branches))}; add them and run imf encode {dataset}"
 

@@ -33,7 +33,6 @@ This module imports neither torch nor transformers (``.pt`` imports load torch l
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -289,23 +288,15 @@ def save_features(
 def _write_atomic(final: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
     from safetensors.numpy import save_file
 
+    from models.atomic import safetensors_short_write, write_atomically
+
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.parent / f".{final.name}.{os.getpid()}.tmp"
-    try:
-        save_file(tensors, str(temporary), metadata=metadata)
-        # safetensors creates its file 0600; give it the mode the rest of the workspace has (the
-        # directory's, which the umask set, less the execute bits)
-        os.chmod(temporary, final.parent.stat().st_mode & 0o666)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if type(error).__name__ == "SafetensorError":  # its I/O failures (a full disk) are not OSErrors
-            raise OSError(
-                errno.EIO, f"could not write the features file ({error}); the disk may be full", str(final)
-            ) from error
-        raise
+
+    def write(to: Path) -> None:
+        save_file(tensors, str(to), metadata=metadata)
+
+    write_atomically(final, temporary, write, what="the features file", short_write=safetensors_short_write, durable=True)
 
 
 def _upsert_manifest(store_path: Path, row: dict) -> None:

@@ -10,7 +10,6 @@ to score, so :func:`load_checkpoint` takes them.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.atomic import torch_short_write, write_atomically
 from models.config import ConfigError, RunConfig
 from models.imf import IMF, build_model
 
@@ -42,20 +42,11 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` atomically (through a temporary file and a rename), tagged with the format version."""
     path = Path(path)
+    payload = {"format": FORMAT, "version": VERSION, **payload}
     temporary = path.with_name(path.name + ".tmp")
-    try:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, temporary)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, RuntimeError):  # torch's writer reports a short write ("unexpected pos …") so
-            raise OSError(
-                errno.EIO,
-                f"could not write the checkpoint ({str(error).strip().splitlines()[0][:120]}); the disk may be "
-                "full or a file-size limit reached",
-                str(path),
-            ) from error
-        raise
-    os.replace(temporary, path)
+    write_atomically(
+        path, temporary, lambda to: torch.save(payload, to), what="the checkpoint", short_write=torch_short_write
+    )
 
 
 def describe_load_failure(error: Exception, loads: str = "checkpoints") -> str:
@@ -86,7 +77,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises:
         CheckpointError: If the file is missing, corrupt, or not an IMF checkpoint.
     """
-    return _checked(Path(path), _load(Path(path), map_location=map_location))
+    path = Path(path)
+    return _checked(path, _load(path, map_location=map_location))
 
 
 def verify_checkpoint(path: str | Path) -> None:

@@ -100,12 +100,9 @@ class _CpuMixtureLogit(torch.autograd.Function):
         for s in values:
             log_sigmoid = torch.sigmoid(s.abs()).log_()
             log_sigmoids.append(log_sigmoid.add_(s.clamp(max=0)))
-        ups = [ls + _per_row(log_weights[..., b], s) for b, (ls, s) in enumerate(zip(log_sigmoids, values))]
-        positive = _log_sum_exp(ups)
-        del ups
-        downs = [ls - s + _per_row(log_weights[..., b], s) for b, (ls, s) in enumerate(zip(log_sigmoids, values))]
-        negative = _log_sum_exp(downs)
-        del downs
+        shaped = [_per_row(log_weights[..., b], s) for b, s in enumerate(values)]
+        positive = _log_sum_exp([ls + lw for ls, lw in zip(log_sigmoids, shaped)])
+        negative = _log_sum_exp([ls - s + lw for ls, s, lw in zip(log_sigmoids, values, shaped)])
         ctx.save_for_backward(weights, positive, negative, *values, *log_sigmoids)
         ctx.score_dtypes = [s.dtype for s in scores]
         return (positive - negative).to(scores[0].dtype)

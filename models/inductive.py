@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from models.atomic import safetensors_short_write, write_atomically
 from models.evaluation import FrozenScorer
 from models.imf import IMF, MULTIMODAL, STRUCTURE
 
@@ -115,13 +116,13 @@ def save_placement(path: str | Path, maps: Mapping[str, PlacementMap], metadata:
         "metadata": json.dumps(dict(metadata), sort_keys=True, default=str),
     }
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(temporary), metadata=header)
-        os.chmod(temporary, path.parent.stat().st_mode & 0o666)  # safetensors writes 0600; the run's other files are not
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(
+        path,
+        temporary,
+        lambda to: save_file(tensors, str(to), metadata=header),
+        what="the placement file",
+        short_write=safetensors_short_write,
+    )
 
 
 def load_placement(path: str | Path) -> tuple[dict[str, PlacementMap], dict]:
