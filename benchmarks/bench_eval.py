@@ -71,8 +71,8 @@ def write_untrained_run(run_dir: Path, dataset: str, dim: int, seed: int) -> Non
 
 
 def time_ours(loaded, repeats: int, batch_size: int | None) -> tuple[list[float], dict]:
-    """Seconds of ``imf eval``'s ranking (imf_cli.pipeline.evaluate_loaded) on a run already loaded."""
-    from imf_cli.pipeline import evaluate_loaded
+    """Seconds of ``imf eval``'s ranking (imf_cli.run_eval.evaluate_loaded) on a run already loaded."""
+    from imf_cli.run_eval import evaluate_loaded
 
     device = next(loaded.model.parameters()).device
     seconds, report = [], None

@@ -18,7 +18,7 @@ code ``imf eval`` runs.
     The best weights are then ranked on test. PyKEEN's own evaluator
     (``both.realistic.inverse_harmonic_mean_rank``) is run on test too, as a cross-check of the MRR.
 (b) imf runs (``--imf-run RUN_DIR``, repeatable): the rows of the run's ``metrics-test.json`` (written by
-    ``imf eval RUN_DIR --split test``), else of ``imf_cli.pipeline.evaluate_run(RUN_DIR, split="test")``:
+    ``imf eval RUN_DIR --split test``), else of ``imf_cli.run_eval.evaluate_run(RUN_DIR, split="test")``:
     the fused prediction, each branch and the mean fusion when present. Training seconds are summed
     from the run's ``trace.jsonl``.
 
@@ -228,7 +228,7 @@ def imf_rows(run_dir: Path) -> tuple[list[tuple[str, dict]], dict]:
     if path.is_file():
         result, source = json.loads(path.read_text(encoding="utf-8")), path.name
     else:
-        from imf_cli.pipeline import evaluate_run
+        from imf_cli.run_eval import evaluate_run
 
         result, source = evaluate_run(run_dir, split="test"), "evaluate_run()"
     if "fused" in result:  # {"split", "checkpoint", "fused", "branches", "mean_fusion"}

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from imf_cli.pipeline import evaluate_loaded
+    from imf_cli.run_eval import evaluate_loaded
     from imf_cli.runs import load_run
     from models.index import TailIndex, with_inverses
 

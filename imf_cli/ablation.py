@@ -316,7 +316,8 @@ def _safe(name: str) -> str:
 
 def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Path) -> Cell:
     """Train, resume or reuse one run, then read its selected valid metrics and evaluate test once."""
-    from imf_cli.pipeline import evaluate_run, resume_model, train_model
+    from imf_cli.pipeline import resume_model, train_model
+    from imf_cli.run_eval import evaluate_run
     from imf_cli.runs import read_metrics, read_trace
 
     done = run_dir / "result.json"

@@ -84,7 +84,8 @@ def run_demo(
     from kgdata.importing import import_dataset
     from kgdata.locking import locked_store
     from kgdata.store import list_datasets
-    from imf_cli.pipeline import evaluate_run, train_model
+    from imf_cli.pipeline import train_model
+    from imf_cli.run_eval import evaluate_run
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()

@@ -272,7 +272,7 @@ class UnseenEntities:
         with service.lock:
             if self._inductive is None:
                 if not service.model.feature_dims:
-                    where = f"run {service.run_dir}" if service.run_dir is not None else "this run"
+                    where = f"run {service.run_dir.name}" if service.run_dir is not None else "this run"
                     raise ImfError(
                         f"{where} has only a structure branch, which knows only the entities of the training "
                         "graph; train with text or image features to score entities outside it"

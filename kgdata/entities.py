@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from typing import Callable
 from kgdata import locking, migrations, paths
 from kgdata.errors import DataError, ImfError
 from kgdata.files import check_regular_file, check_text
+from models.atomic import never_short, write_atomically
 
 #: Where copies of added entities' images go, inside the dataset directory.
 IMAGES_DIR = Path("images") / "added"
@@ -131,9 +133,8 @@ def _copy_image(image: Path, dataset_dir: Path) -> tuple[Path, bool]:
     if target.is_file():
         return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(image, temporary)
-    temporary.replace(target)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    write_atomically(target, temporary, lambda to: shutil.copyfile(image, to), what="the image copy", short_write=never_short)
     return target, True
 
 

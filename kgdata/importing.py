@@ -29,6 +29,7 @@ from kgdata.importers import read_dataset
 from kgdata.importers.common import ParsedDataset
 from kgdata.migrations import SPLITS
 from kgdata.wording import count
+from models.splits import EARLIER_SPLITS, also_in
 
 #: Datasets shipped inside the package: CLI name → directory under ``kgdata/datasets``.
 BUNDLED = {"countries-mm": "countries_mm"}
@@ -118,24 +119,6 @@ def _unseen(parsed: ParsedDataset) -> dict[str, int]:
         used = np.unique(parsed.splits[split][:, [0, 2]])
         unseen[split] = int((~seen[used]).sum())
     return unseen
-
-
-#: The splits before each one: a triple of ``valid`` also in ``train``, or of ``test`` also in ``train``
-#: or ``valid``, is a leak (the model trains, or is selected, on the fact it is then scored on).
-EARLIER_SPLITS = {"valid": ("train",), "test": ("train", "valid")}
-
-
-def also_in(triples: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
-    """``(n,)`` bool: which rows of ``triples`` ``(n, 3)`` occur in any of ``others`` (each ``(m, 3)``)."""
-    triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
-    pool = np.concatenate([np.asarray(o, dtype=np.int64).reshape(-1, 3) for o in others] or [np.zeros((0, 3), np.int64)])
-    every = np.concatenate([triples, pool])
-    sizes = every.max(axis=0) + 1 if len(every) else np.ones(3, dtype=np.int64)
-
-    def codes(rows: np.ndarray) -> np.ndarray:  # one int per (head, relation, tail)
-        return (rows[:, 0] * sizes[1] + rows[:, 1]) * sizes[2] + rows[:, 2]
-
-    return np.isin(codes(triples), codes(pool))
 
 
 def _overlaps(parsed: ParsedDataset) -> dict[str, int]:

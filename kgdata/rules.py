@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models.atomic import never_short, write_atomically
+
 if TYPE_CHECKING:
     from kgdata.store import EntityStore
 
@@ -207,17 +209,16 @@ class RelationPairIndex:
         """Write the index to ``path`` (``.npz``) atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        try:
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")  # np.savez adds .npz to other names
+
+        def write(to: Path) -> None:
             np.savez(
-                temporary, version=VERSION, num_relations=self.num_relations, content_hash=self.content_hash,
+                to, version=VERSION, num_relations=self.num_relations, content_hash=self.content_hash,
                 hop_support=self.hop_support, hop_confidence=self.hop_confidence, pair_keys=self.pair_keys,
                 pair_support=self.pair_support, pair_confidence=self.pair_confidence,
             )
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+
+        write_atomically(path, temporary, write, what="the rule index", short_write=never_short)
 
     @classmethod
     def load(cls, path: str | Path) -> RelationPairIndex | None:

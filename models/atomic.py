@@ -1,5 +1,5 @@
-"""One way to write a binary file that nothing may see half-written: checkpoints, feature files,
-placements.
+"""One way to write a file that nothing may see half-written: checkpoints, feature files, placements,
+metrics reports, rewritten run configs and traces, rule indexes, copied images.
 
 The bytes go to a temporary file beside the target, which is renamed over it only once complete, and
 removed if anything fails. Libraries report a short write (a full disk, a file-size limit) in their own
@@ -64,3 +64,14 @@ def write_atomically(
                 errno.EIO, f"could not write {what} ({first}); the disk may be full or a file-size limit reached", str(final)
             ) from error
         raise
+
+
+def never_short(error: BaseException) -> bool:
+    """For writers that report a failed write as an ``OSError`` themselves (Python's own file objects)."""
+    return False
+
+
+def write_text_atomically(final: Path, text: str, *, what: str) -> None:
+    """Write ``text`` (UTF-8) to ``final`` through ``.<name>.<pid>.tmp`` beside it (see the module docstring)."""
+    temporary = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    write_atomically(final, temporary, lambda to: to.write_text(text, encoding="utf-8"), what=what, short_write=never_short)

@@ -11,7 +11,6 @@ to score, so :func:`load_checkpoint` takes them.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import random
 import zipfile

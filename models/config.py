@@ -175,6 +175,10 @@ class TrainConfig:
     halves, each half is ranked with the weights fitted on the other, so no query selects the epoch
     with weights fitted on itself. Valid is always filtered with the train and valid triples (never
     test), in training and in ``imf eval --split valid`` alike.
+    ``valid_drop_overlap`` selects on the valid triples that are not also in train (all of them still
+    filter): what the epoch, ``best.pt`` and the fitted decision weights are chosen on is then no fact the
+    model trained on (:mod:`models.splits`; DB15K's IMF split has 1,241 such valid triples). ``imf eval
+    --split valid --drop-overlap`` ranks the same triples.
     ``fused_loss_weight`` weighs the BCE of the fused score in the loss. The paper uses 1; its gradient
     couples the branches, and with weights fitted on valid it has nothing of its own to train, so the
     default is 0: each branch learns from its own loss (and the contrastive term), and the fusion
@@ -201,6 +205,7 @@ class TrainConfig:
     precision: str = "auto"
     cuda_graphs: bool = True
     fit_fusion_on_valid: bool = True
+    valid_drop_overlap: bool = False
     seed: int | None = None
     device: str = "auto"
 
@@ -347,6 +352,7 @@ ADDED_KEYS: dict[str, Any] = {
     "model.interactive": True,
     "model.fusion_gradient_scale": 1.0,
     "train.contrastive_pairs": "modalities",
+    "train.valid_drop_overlap": False,
     "train.fused_loss_weight": 1.0,
     "train.fit_fusion_on_valid": False,
     "train.label_smoothing_mode": "tucker",

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.atomic import write_text_atomically
+
 if TYPE_CHECKING:
     import torch
 
@@ -133,9 +135,7 @@ def record_resume_changes(run_dir: Path, *, config: dict[str, Any], epoch: int, 
     history = list(history) if isinstance(history, list) else []
     history.append({"after_epoch": epoch, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "set": dict(changes)})
     document["resumed"] = history
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    temporary.replace(path)
+    write_text_atomically(path, yaml.safe_dump(document, sort_keys=False), what="the run's config")
 
 
 def truncate_trace(path: Path, epoch: int) -> None:
@@ -143,9 +143,7 @@ def truncate_trace(path: Path, epoch: int) -> None:
     if not path.exists():
         return
     kept = [record for record in read_trace(path) if record["epoch"] <= epoch]
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept), encoding="utf-8")
-    temporary.replace(path)
+    write_text_atomically(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept), what="the trace")
 
 
 def write_config(
@@ -176,4 +174,4 @@ def write_config(
             "threads": torch.get_num_threads(),
         },
     }
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    write_text_atomically(run_dir / "config.yaml", yaml.safe_dump(document, sort_keys=False), what="the run's config")

@@ -69,6 +69,7 @@ from models.kg import KGTensors
 from models.loop import EpochProgress, StopSignals
 from models.sampling import epoch_batches
 from models.scorer import RelationGroups
+from models.splits import also_in
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -454,6 +455,7 @@ class _Trainer:
         self.group_heads, self.group_relations = self.train_index.pairs()
         self.tail_counts = self.train_index.tail_counts()
         splits = {"train": data.train, "valid": data.valid, "test": data.test}
+        self.valid_triples = _selection_triples(data, settings.valid_drop_overlap)
         self.valid_filter = build_filter(
             [splits[name] for name in filter_splits("valid")],
             num_entities=data.num_entities,
@@ -583,6 +585,8 @@ class _Trainer:
                 if self.epoch % settings.eval_every == 0 or self.epoch == settings.epochs or out_of_time:
                     record["valid"], weights = self._validate()
                     record["valid_filter"] = list(filter_splits("valid"))
+                    if settings.valid_drop_overlap:  # selected on these only (the others are in train)
+                        record["valid_triples"] = len(self.valid_triples)
                     if weights is not None:
                         record["fusion_weights"] = weights
                     seconds["valid"] = time.perf_counter() - started - seconds["train"]
@@ -729,7 +733,7 @@ class _Trainer:
             if self.fit_fusion:
                 crossfit = crossfit_valid(
                     scorer,
-                    self.data.valid,
+                    self.valid_triples,
                     self.valid_filter,
                     batch_size=batch_size,
                     seed=self.config.train.seed,
@@ -743,7 +747,7 @@ class _Trainer:
                     fitted = fitted.mean(dim=0)
                 weights = dict(zip(self.model.branch_names, fitted.tolist()))
             else:
-                ranks = rank_queries(scorer, self.data.valid, self.valid_filter, chunk_size=batch_size)
+                ranks = rank_queries(scorer, self.valid_triples, self.valid_filter, chunk_size=batch_size)
             names = (*self.model.branch_names, FUSED) + ((MEAN_FUSION,) if len(self.model.branch_names) > 1 else ())
             metrics = {name: rank_metrics(ranks.realistic(name)) for name in names}
             result = (metrics, weights)
@@ -797,6 +801,16 @@ class _Trainer:
         if last:
             self.last_checkpoint = time.monotonic()
         self.context.barrier()
+
+
+def _selection_triples(data: KGTensors, drop_overlap: bool) -> Tensor:
+    """The valid triples that select the model: all, or with ``drop_overlap`` those not also in train."""
+    if not drop_overlap:
+        return data.valid
+    leaked = torch.from_numpy(also_in(data.valid.cpu(), [data.train.cpu()]))
+    if bool(leaked.all()):
+        raise ConfigError("train.valid_drop_overlap: every valid triple is also in train; nothing is left to select on")
+    return data.valid[~leaked.to(data.valid.device)]
 
 
 def _seed_everything(seed: int, rank: int) -> None:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from helpers import TINY_VALID
-from imf_cli.pipeline import evaluate_run, train_model
+from imf_cli.pipeline import train_model
+from imf_cli.run_eval import evaluate_run
 from kgdata.features import save_features
 from kgdata.importing import import_dataset
 from kgdata.store import EntityStore

@@ -268,7 +268,7 @@ def test_eval_drop_overlap_ranks_only_the_test_triples_in_no_earlier_split(tmp_p
 
 
 def test_also_in_matches_whole_triples_only():
-    from kgdata.importing import also_in
+    from models.splits import also_in
 
     triples = np.array([[0, 1, 2], [2, 1, 0], [0, 0, 2], [5, 3, 9]])
     others = [np.array([[0, 1, 2]]), np.array([[5, 3, 9], [1, 1, 1]])]

@@ -171,7 +171,7 @@ def test_added_entities_are_candidates_only_when_asked(service):
 
 
 def test_facts_and_evaluation_stay_on_the_training_graph(service, places_run):
-    from imf_cli.pipeline import evaluate_run
+    from imf_cli.run_eval import evaluate_run
 
     lyon, france = service.resolve_entity("lyon"), service.resolve_entity("france")
     assert service.supporting_facts(lyon.id, france.id) == []

@@ -65,7 +65,7 @@ def eval_command(
 
     Example: imf eval countries-mm@latest --split valid
     """
-    from imf_cli.pipeline import evaluate_run
+    from imf_cli.run_eval import evaluate_run
     from imf_cli.runs import metrics_path, pick_device, resolve_run, run_metadata
     from imf_cli.runtime import set_threads
 

@@ -72,8 +72,8 @@ def explore_command(
     the fused decision as a bar, and whether the triple is already known; the detail pane shows the
     description, the image, the fusion weights and supporting facts. Without RUN it opens the newest
     finished run with the most branches and says which and why. Keys: F1 help, Ctrl+Q quit, Escape
-    leaves an input; outside the inputs: / search, f known facts, k rows, b back, d detail pane, r
-    runs.
+    leaves an input; outside the inputs: / search, f known facts, n new entities, k rows, b back, d
+    detail pane, r runs, ? help, q quit.
 
     Example: imf explore countries-mm@latest
     """
@@ -91,10 +91,11 @@ def explore_command(
         import textual_image.widget  # noqa: F401  (asks the terminal what it can draw, before Textual starts)
 
     from imf_cli.tui.app import ExploreApp
+    from imf_cli.tui.render import run_label
 
     ExploreApp(
         service,
-        subtitle=f"{service.dataset} · {path.name}",
+        subtitle=run_label(str(service.dataset), path.name),
         image=image.value,
         runs=RunCatalog(checkpoint.value, device),
         run_path=path,

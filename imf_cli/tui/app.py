@@ -29,7 +29,7 @@ from imf_cli.tui.help import HelpScreen
 from imf_cli.tui.locked import LockedService
 from imf_cli.tui.messages import LeaveInput, Notice, QueryFailed, QueryRequested, ResultsReady, RunOpened
 from imf_cli.tui.query_bar import QueryBar
-from imf_cli.tui.render import truncate
+from imf_cli.tui.render import fit_label, run_label
 from imf_cli.tui.results import ResultsTable
 from imf_cli.tui.run_picker import RunPicker, RunSource
 
@@ -52,6 +52,8 @@ LETTER_ACTIONS = {
     "focus_search", "toggle_known", "toggle_new", "cycle_rows", "back", "help_letter", "quit_letter", "runs",
     "toggle_detail",
 }
+#: Lines the status line may take (``#status``'s max-height).
+STATUS_LINES = 3
 
 
 class Body(Container):
@@ -82,6 +84,20 @@ class Body(Container):
 
     def apply(self) -> None:
         self.set_class(not self.detail_shown, "-no-detail")
+
+
+class StatusLine(Static):
+    """The line under the inputs; ``on_width`` is called when its width changes."""
+
+    def __init__(self, on_width, *, id: str | None = None):
+        super().__init__(id=id)
+        self.on_width = on_width
+        self._width: int | None = None
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._width is not None and event.size.width != self._width:
+            self.on_width()
+        self._width = event.size.width
 
 
 class ExploreApp(App[None]):
@@ -129,7 +145,18 @@ class ExploreApp(App[None]):
         self.include_new = False
         self.sub_title = subtitle or str(service.dataset)
         self.current: tuple[EntityInfo, RelationChoice] | None = None
-        self.history: list[tuple[EntityInfo, RelationChoice]] = []
+        #: Earlier queries for ``b``, each with the entity id of the row the cursor was on when the user left it.
+        self.history: list[tuple[tuple[EntityInfo, RelationChoice], int | None]] = []
+        #: The query last asked for (typed text or resolved), answered or not: what ``f``, ``k`` and ``n``
+        #: rerun, so that one pressed while it is still ranking applies to it. None after a query whose
+        #: head or relation could not be resolved (rerunning it would fail the same way).
+        self._asked: tuple[EntityInfo | str, RelationChoice | str] | None = None
+        #: ``include_known`` and ``include_new`` as the query on its way was asked with: its summary says these.
+        self._asked_flags = (False, False)
+        #: The row to put the cursor on when the query on its way arrives (``b``: where the user was).
+        self._keep: int | None = None
+        #: The status line's last text, to refit it when the terminal is resized.
+        self._shown_status: tuple[Text, bool] | None = None
         #: Incremented each time a query's answer (its rows, or its error) is on screen; tests and the
         #: benchmark wait on it.
         self.results_shown = 0
@@ -143,7 +170,7 @@ class ExploreApp(App[None]):
         self._asked_from: tuple[object, str, str] | None = None
         # The widgets are kept, not queried: a query answered while the help screen is up finds them.
         self.query_bar = QueryBar(self.service, id="query")
-        self.status = Static(id="status")
+        self.status = StatusLine(self._refit_status, id="status")
         self.table = ResultsTable(self.service.branch_names, id="results")
         self.detail = DetailPane(self.service, id="detail", image=image)
         self.body = Body(id="body")
@@ -163,13 +190,14 @@ class ExploreApp(App[None]):
     def on_mount(self) -> None:
         self.detail.clear()
         if self.opened_because:
-            self._status(Text(f"Opened {self.opened_because}.  {HINT}", style="dim"), wrap=True)
+            self._status(Text(f"{HINT}  ·  Opened {self.opened_because}.", style="dim"), wrap=True)
         else:
             self._status(Text(HINT, style="dim"))
         self.query_bar.head_input.focus()
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        """Single-letter keys are off (and hidden from the footer) while an input has the focus."""
+        """Single-letter keys are off (and hidden from the footer) while an input has the focus. (Under
+        the run picker and the help they do not reach the app: those screens bind ``?`` and ``q``.)"""
         if action in LETTER_ACTIONS and isinstance(self.focused, Input):
             return False
         if action == "runs" and self.run_source is None:
@@ -188,6 +216,8 @@ class ExploreApp(App[None]):
         self._remember = remember
         self._started = time.perf_counter()
         self._asked_from = self._focus_and_inputs()
+        self._asked = (head, relation)
+        self._asked_flags = (self.include_known, self.include_new)
         self._status(Text("Ranking…", style="dim"))
         self._query(self._serial, head, relation, self.rows, self.include_known, self.include_new)
 
@@ -223,11 +253,14 @@ class ExploreApp(App[None]):
             return  # a newer query is on its way
         result = message.result
         query = (result.entity, result.relation)
+        here = self.table.current.entity.id if self.table.current is not None else None
         if self._remember and self.current is not None and self.current != query:
-            self.history.append(self.current)
+            self.history.append((self.current, here))
         rerun = self.current == query and not self._remember
-        kept = self.table.current.entity.id if rerun and self.table.current is not None else None
+        kept = here if rerun else self._keep
+        self._keep = None
         self.current = query
+        self._asked = query
         untouched = self._untouched()
         if self._untouched(focus=False):
             self.query_bar.set_query(*query)  # nothing typed since: show the query as resolved
@@ -248,6 +281,9 @@ class ExploreApp(App[None]):
         self.detail.clear()
         self._status(Text(message.error, style="bold red"), wrap=True)
         self._error_shown = True
+        self._keep = None
+        if message.field is not None:
+            self._asked = None  # an unknown head or relation: f, k and n have nothing to rerun
         if message.field is not None and self._untouched():
             self.query_bar.focus_field(message.field)
         self.results_shown += 1
@@ -271,9 +307,10 @@ class ExploreApp(App[None]):
         text.append(f" · {len(result.predictions)} rows")
         if not result.in_graph:
             text.append(f" · not in the training graph: scored by {', '.join(result.scored_by)}", style="magenta")
-        if self.include_new:
+        known, new = self._asked_flags
+        if new:
             text.append(" · new entities ranked", style="magenta")
-        if self.include_known:
+        if known:
             text.append(" · known shown", style="yellow")
         elif result.hidden_known:
             text.append(f" · {result.hidden_known} known hidden", style="yellow")
@@ -282,17 +319,33 @@ class ExploreApp(App[None]):
         return text
 
     def _status(self, text: Text, *, wrap: bool = False) -> None:
-        """One line, or up to three for an error that needs them."""
+        """One line, or up to three for an error that needs them; what does not fit ends in "…"."""
         self._error_shown = False
+        self._shown_status = (text, wrap)
+        self._draw_status()
+
+    def _draw_status(self) -> None:
+        text, wrap = self._shown_status
         line = Text(no_wrap=not wrap, overflow="ellipsis")
         # Textual's Static drops a Text's no_wrap: the widget's own text-wrap style does it
         self.status.set_class(not wrap, "-one-line")
         width = self.size.width
         # The run's label gives way first: at 80 columns a dataset · run name took the whole line.
-        label = truncate(self.sub_title, max(16, width // 3)) if width else self.sub_title
+        label = fit_label(self.sub_title, max(16, width // 3)) if width else self.sub_title
         line.append(f" {label} ", style="reverse")
         line.append(" ")
-        self.status.update(line + text)
+        line = line + text
+        # Wrapped, the text may take STATUS_LINES lines of the status's width (less its padding); a
+        # longer one would be cut at the last line's edge without a sign.
+        room = STATUS_LINES * (width - 2) - 4 if wrap and width else 0
+        if room > 0 and line.cell_len > room:
+            line.truncate(room, overflow="ellipsis")
+        self.status.update(line)
+
+    def _refit_status(self) -> None:
+        """The status line's width changed: its label and its cut were fitted to the old one."""
+        if self._shown_status is not None:
+            self._draw_status()
 
     # ------------------------------------------------------------ the query bar
     @on(Notice)
@@ -360,8 +413,11 @@ class ExploreApp(App[None]):
         self._rerun()
 
     def _rerun(self) -> None:
-        if self.current is not None:
-            self.request(*self.current, remember=False)
+        """Ask again for the query last asked (answered or on its way) with the new settings."""
+        if self._asked is not None:
+            keep = self._keep
+            self.request(*self._asked, remember=False)
+            self._keep = keep
         else:
             state = "shown" if self.include_known else "hidden"
             new = "ranked" if self.include_new else "not ranked"
@@ -369,8 +425,10 @@ class ExploreApp(App[None]):
 
     def action_back(self) -> None:
         if self.history:
+            query, row = self.history.pop()
             self.current = None
-            self.request(*self.history.pop(), remember=False)
+            self.request(*query, remember=False)
+            self._keep = row  # the cursor goes back to the row the user explored from
         else:
             self._status(Text("b: no earlier query to go back to (Enter on a row explores from it).", style="yellow"))
 
@@ -416,7 +474,7 @@ class ExploreApp(App[None]):
             self._error_shown = True
             return
         run, service = message.service
-        self.switch_service(service, run.path, subtitle=f"{service.dataset} · {run.name}")
+        self.switch_service(service, run.path, subtitle=run_label(str(service.dataset), run.name))
         self._status(Text(f"Opened {run.name} ({', '.join(service.branch_names)}).  {HINT}", style="dim"))
 
     def switch_service(self, service: Service, run_path=None, *, subtitle: str | None = None) -> None:
@@ -429,9 +487,15 @@ class ExploreApp(App[None]):
         self.table.branch_names = tuple(self.service.branch_names)
         self.detail.service = self.service
         previous = self.current
-        self.current, self.history = None, []
+        self.current, self.history, self._asked = None, [], None
         self.table.show(None)
         self.detail.clear()
+        if self.include_new:  # the new run may have no branch that can place an added entity
+            check = getattr(service, "why_no_new_entities", None)
+            reason = check() if check is not None else None
+            if reason is not None:
+                self.include_new = False
+                self.notify(f"New entities are no longer ranked (n): {reason}.", severity="warning", timeout=8)
         if previous is not None and previous[0].key and service.dataset == getattr(old, "dataset", None):
             self.request(previous[0].key, previous[1].key if not previous[1].inverse else f"<- {previous[1].key}")
         close = getattr(old, "close", None)

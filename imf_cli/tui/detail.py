@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
@@ -91,6 +91,15 @@ class DetailPane(VerticalScroll):
             with Vertical(id="detail-scores"):
                 yield Static(id="detail-fusion")
                 yield Static(id="detail-facts")
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Draw the image again: its cells were sized for the pane's old width (the pane moves under the
+        table below 120 columns, and its image column narrows)."""
+        preview = self.query_one("#detail-preview")
+        path = getattr(preview, "image", None)
+        if preview.display and path is not None:
+            preview.image = None
+            show_image(preview, path)
 
     def _static(self, name: str) -> Static:
         return self.query_one(f"#detail-{name}", Static)

@@ -25,7 +25,8 @@ KEYS = [
     ("b", "back to the previous query"),
     ("d", "show or hide the detail pane (hidden at first on a short terminal)"),
     ("r", "runs: list them, and open another"),
-    ("? q", "help and quit, outside the inputs"),
+    ("Home End", "first and last row of the results or the runs"),
+    ("? q", "help and quit, outside the inputs (here, ? q and Escape close this help)"),
 ]
 
 MEANING = """\

@@ -67,6 +67,26 @@ def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
+def truncate_start(text: str, width: int) -> str:
+    """``text`` cut from the start, for names whose end tells them apart (``…0311-491388``)."""
+    return text if len(text) <= width else "…" + text[len(text) - max(width - 1, 0):]
+
+
+def run_label(dataset: str, run: str) -> str:
+    """``dataset · run`` without the run name's repeat of the dataset: runs are named
+    ``<dataset>-<date>-<time>-<id>``, and only the end tells two of them apart."""
+    prefix = f"{dataset}-"
+    return f"{dataset} · {run[len(prefix):] if run.startswith(prefix) and len(run) > len(prefix) else run}"
+
+
+def fit_label(label: str, width: int) -> str:
+    """A ``dataset · run`` label in ``width`` cells: the dataset goes first, then the run name's start."""
+    if len(label) <= width:
+        return label
+    _, dot, run = label.partition(" · ")
+    return truncate_start(run if dot else label, width)
+
+
 def display_path(path: str | os.PathLike) -> str:
     """A path as people read it: relative to the working directory below it, else with ``~``."""
     path = Path(path)

@@ -3,7 +3,9 @@ decision as a bar, and the splits in which the triple is already a known fact. A
 shares to show: its score column is named after the branch, and there are no bars.
 
 Columns are sized to the table's width: rank, fused, the branch bars and known get what they need,
-and the entity name takes the rest (:func:`column_widths`).
+and the entity name takes the rest (:func:`column_widths`). Where not even a percentage per branch
+fits (below about 60 columns with four branches), one ``top`` column names the branch with the largest
+share and gives that share (``T  88%``).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual import events
+from textual.binding import Binding
 from textual.widgets import DataTable
 
 from imf_cli.scoring import dominant_branch
 from imf_cli.service import Prediction, QueryResult
-from imf_cli.tui.render import LETTERS, SHORT_NAMES, branch_cell, known_label, truncate
+from imf_cli.tui.render import LETTERS, SHORT_NAMES, branch_cell, colour, known_label, truncate
 
 #: Cells a column adds around its content (DataTable's cell padding, one each side).
 PADDING = 2
@@ -24,6 +27,10 @@ PADDING = 2
 SCROLLBAR = 2
 RANK, FUSED, SHARE = 3, 6, 5  # "100", "-12.34", " 100%"
 NAME_MIN = 12
+#: The entity column's least width in the one-column (``top``) layout.
+NAME_MIN_TOP = 8
+#: ``T 100%``: the letter of the branch with the largest share, and the share.
+TOP = 6
 #: Names longer than this do not hold back the bars.
 NAME_WANTED = 30
 #: Bar widths tried, widest first, until the name column has room for the names (0: the percentage alone).
@@ -36,8 +43,10 @@ class Widths:
     bar: int
     known: int
     labels: tuple[str, ...]
-    #: Cells of each branch's percentage: :data:`SHARE`, or 4 in the narrowest layout.
+    #: Cells of each branch's percentage: :data:`SHARE`, or 4 in the letters layout.
     share: int = SHARE
+    #: One ``top`` column instead of a column per branch: the narrowest layout.
+    top: bool = False
 
 
 def column_widths(width: int, branches: tuple[str, ...], known: int, longest: int = NAME_WANTED) -> Widths:
@@ -61,10 +70,33 @@ def column_widths(width: int, branches: tuple[str, ...], known: int, longest: in
         return Widths(name, 0, known, labels)
     letters = tuple(LETTERS.get(b, b[:1].upper()) for b in branches)
     name = width - fixed - len(branches) * (SHARE - 1)
-    return Widths(max(name, NAME_MIN), 0, known, letters, SHARE - 1)
+    if name >= NAME_MIN or len(branches) < 2:
+        return Widths(max(name, NAME_MIN), 0, known, letters, SHARE - 1)
+    # Not even a letter and a percentage per branch: one column for the branch that weighs most.
+    name = width - (RANK + FUSED + known + PADDING * 5 + SCROLLBAR) - TOP
+    return Widths(max(name, NAME_MIN_TOP), 0, known, ("top",), TOP, top=True)
 
 
-class ResultsTable(DataTable):
+def top_cell(branch: str | None, shares: dict[str, float]) -> Text:
+    """``T  88%``: the branch with the largest share (its letter, in its colour) and that share."""
+    if branch is None:
+        return Text("", end="")
+    text = Text(no_wrap=True, end="")
+    text.append(LETTERS.get(branch, branch[:1].upper()), style=f"bold {colour(branch)}")
+    text.append(f"{shares.get(branch, 0.0):5.0%}")
+    return text
+
+
+class RowTable(DataTable):
+    """A table of rows: Home and End go to the first and last row (DataTable's own scroll sideways)."""
+
+    BINDINGS = [
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
+    ]
+
+
+class ResultsTable(RowTable):
     """Rows of a :class:`QueryResult`; :meth:`prediction_at` maps a row back to its prediction."""
 
     def __init__(self, branch_names: tuple[str, ...], *, id: str | None = None):
@@ -98,8 +130,11 @@ class ResultsTable(DataTable):
         self.add_column(Text("#", justify="right"), key="rank", width=RANK)
         self.add_column("entity", key="entity", width=widths.name)
         self.add_column(Text(score, justify="right"), key="fused", width=FUSED)
-        for branch, label in zip(bars, widths.labels):
-            self.add_column(label, key=branch, width=max(widths.bar + widths.share, len(label)))
+        if widths.top:
+            self.add_column(Text("top", justify="right"), key="top", width=TOP)
+        else:
+            for branch, label in zip(bars, widths.labels):
+                self.add_column(label, key=branch, width=max(widths.bar + widths.share, len(label)))
         self.add_column("known", key="known", width=widths.known)
         if result is None:
             return
@@ -114,9 +149,11 @@ class ResultsTable(DataTable):
                 name,
                 Text(f"{prediction.fused:.2f}", justify="right", style="bold"),
                 *(
-                    branch_cell(b, shares.get(b, 0.0), widths.bar, dominant=b == dominant,
-                                scored=b in prediction.branches, percent=widths.share)
-                    for b in bars
+                    [top_cell(dominant, shares)] if widths.top else (
+                        branch_cell(b, shares.get(b, 0.0), widths.bar, dominant=b == dominant,
+                                    scored=b in prediction.branches, percent=widths.share)
+                        for b in bars
+                    )
                 ),
                 Text(known_label(prediction.known) if prediction.in_graph else "new", style="yellow"),
                 key=str(prediction.entity.id),

@@ -19,6 +19,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from imf_cli.output import minutes_seconds
+from imf_cli.tui.render import LETTERS, run_label
+from imf_cli.tui.results import RowTable
 
 if TYPE_CHECKING:
     from imf_cli.runs import RunInfo
@@ -67,7 +69,13 @@ class RunPicker(ModalScreen["RunInfo | None"]):
     """Newest run first; the current one is marked, and the cursor starts on it. Enter opens the
     highlighted run (the current one: nothing changes), Escape closes."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Close"), Binding("r", "dismiss(None)", "Close", show=False)]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Close"),
+        Binding("r", "dismiss(None)", "Close", show=False),
+        # The app's letter keys do not reach it under a modal screen: help and quit, as everywhere.
+        Binding("question_mark", "app.help", "Help", show=False),
+        Binding("q", "app.quit", "Quit", show=False),
+    ]
 
     def __init__(self, runs: list["RunInfo"], current: Path | None):
         super().__init__()
@@ -76,23 +84,30 @@ class RunPicker(ModalScreen["RunInfo | None"]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker"):
-            yield Static(Text("Runs (newest first). Enter opens one; Escape closes.", style="bold"), id="picker-title")
-            yield DataTable(id="picker-table", cursor_type="row", zebra_stripes=True)
+            yield Static(Text("Runs (newest first). Enter opens one; Escape closes; q quits.", style="bold"), id="picker-title")
+            yield RowTable(id="picker-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="picker-note")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for column in ("", "run", "status", "branches", "epochs", "valid MRR", "test MRR", "time"):
+        # The columns people choose by first: at 80 columns the run, its status and its MRRs fit. A run's
+        # name repeats its dataset; the dataset gets a column of its own only when runs of several are listed.
+        several = len({run.dataset for run in self.runs}) > 1
+        columns = ("", "run", *(("dataset",) if several else ()), "status", "valid MRR", "test MRR", "epochs",
+                   "branches", "time")
+        for column in columns:
             table.add_column(column, key=column or "mark")
         for run in self.runs:
+            name = run_label(run.dataset, run.name).partition(" · ")[2] if run.dataset else run.name
             table.add_row(
                 "▶" if self.current is not None and run.path == self.current else "",
-                run.name,
+                name,
+                *((run.dataset or "?",) if several else ()),
                 Text(run.status, style="" if why_not_openable(run) is None else "red"),
-                ",".join(run.modalities),
-                f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
                 "" if run.valid_mrr is None else f"{run.valid_mrr:.4f}",
                 "" if run.test_mrr is None else f"{run.test_mrr:.4f}",
+                f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
+                "".join(LETTERS.get(m, m[:1].upper()) for m in run.branches),
                 minutes_seconds(run.seconds) if run.seconds else "",
                 key=str(run.path),
             )

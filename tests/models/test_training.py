@@ -103,6 +103,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, kg):
 def test_a_finished_run_trained_further_matches_a_longer_run(tmp_path, kg):
     straight = train(kg, fast_config(epochs=4, seed=7, lr_decay=0.9), tmp_path / "straight", progress=False)
     short = train(kg, fast_config(epochs=2, seed=7, lr_decay=0.9), tmp_path / "short", progress=False)
+    assert straight.epochs_completed == 4
     assert short.epochs_completed == 2 and resume(tmp_path / "short", kg, progress=False) == short  # finished
 
     longer = resume(tmp_path / "short", kg, progress=False, changes={"train.epochs": 4})
@@ -390,3 +391,25 @@ def test_the_time_budget_is_checked_like_any_config_value():
     with pytest.raises(ConfigError, match="max_minutes"):
         fast_config().with_max_minutes(float("nan"))
     assert fast_config(max_minutes=5).with_max_minutes(None).train.max_minutes == 5.0
+
+
+def test_selection_without_overlap_ranks_only_the_valid_triples_not_in_train(tmp_path, kg):
+    import dataclasses
+
+    from models.config import ConfigError
+
+    leaky = dataclasses.replace(kg, valid=torch.cat([kg.valid, kg.train[:6]]))
+    clean = train(kg, fast_config(epochs=2, seed=3), tmp_path / "clean", progress=False)
+    dropped = train(leaky, fast_config(epochs=2, seed=3, valid_drop_overlap=True), tmp_path / "dropped", progress=False)
+    kept = train(leaky, fast_config(epochs=2, seed=3), tmp_path / "kept", progress=False)
+    trace = read_trace(tmp_path / "dropped")
+    assert [record["valid_triples"] for record in trace] == [len(kg.valid)] * 2
+    assert "valid_triples" not in read_trace(tmp_path / "kept")[0]
+    # The leaked triples filter as train triples anyway: selection sees exactly the clean split's ranking.
+    assert [r["valid"] for r in trace] == [r["valid"] for r in read_trace(tmp_path / "clean")]
+    assert dropped.best_valid_mrr == clean.best_valid_mrr != kept.best_valid_mrr
+    assert yaml.safe_load((tmp_path / "dropped" / "config.yaml").read_text())["config"]["train"]["valid_drop_overlap"]
+
+    all_leaked = dataclasses.replace(kg, valid=kg.train[:5])
+    with pytest.raises(ConfigError, match="every valid triple is also in train"):
+        train(all_leaked, fast_config(epochs=1, valid_drop_overlap=True), tmp_path / "none", progress=False)

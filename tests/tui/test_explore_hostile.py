@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 
+from rich.text import Text
 from textual.widgets import DataTable
 
 from imf_cli.runs import RunInfo
 from imf_cli.service import EntityInfo, RelationChoice
 from imf_cli.tui.app import ExploreApp
 from imf_cli.tui.query_bar import match_relations
+from imf_cli.tui.render import run_label
 from imf_cli.tui.run_picker import RunPicker
 from imf_cli.unseen import missing_features_advice
 from tui.fake_service import FakeService
@@ -107,14 +109,96 @@ async def test_b_without_history_says_so(fake):
         assert "no earlier query" in status(app)
 
 
-async def test_the_status_line_keeps_the_query_at_80_columns_with_a_long_run_name(fake):
-    subtitle = "countries-mm · countries-mm-20261205-021538-488446"
-    app = ExploreApp(fake, subtitle=subtitle)
+async def test_the_status_line_keeps_the_query_and_the_end_of_the_run_name_at_80_columns(fake):
+    subtitle = run_label("countries-mm", "countries-mm-20261205-021538-488446")
+    assert subtitle == "countries-mm · 20261205-021538-488446"
+    app = ExploreApp(fake, subtitle="countries-mm · countries-mm-20261205-021538-488446")
     async with app.run_test(size=(80, 24)) as pilot:
         await run_query(pilot, "france", "bord")
         line = status(app)
         assert "(France, shares border with, ?)" in line and "rows" in line
-        assert line.startswith(" countries-mm ·") and subtitle not in line
+        # What tells two runs of a dataset apart is the end of their names: it stays, the start gives way.
+        assert line.startswith(" …") and "021538-488446 " in line
+        await pilot.resize_terminal(60, 24)
+        await pilot.pause()
+        narrower = status(app)
+        assert "(France, shares border with, ?)" in narrower and "488446 " in narrower
+        assert len(narrower.split("  (")[0]) < len(line.split("  (")[0])  # the label refitted to the new width
+
+
+async def test_a_status_message_too_long_for_three_lines_ends_in_an_ellipsis(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app._status(Text("word " * 100 + "END"), wrap=True)
+        await pilot.pause()
+        line = status(app)
+        assert "END" not in line and line.rstrip().endswith("…") and len(line) <= 3 * 78
+        opened = ExploreApp(fake, opened_because="x-run, the newest finished run with the most branches " * 6)
+    async with opened.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        label, _, rest = status(opened).strip().partition("  ")
+        assert rest.startswith("Type a head entity")  # the hint comes before the long reason
+
+
+async def test_switching_to_a_run_that_cannot_rank_new_entities_turns_n_off(flag):
+    app = ExploreApp(FakeService(str(flag)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: app.results_shown == 2)
+        assert app.include_new
+        shown = app.results_shown
+        app.switch_service(NoNewEntities(str(flag)))
+        await wait_until(pilot, lambda: app.results_shown > shown)
+        await settle(pilot)
+        assert not app.include_new
+        assert "(France, shares border with, ?)" in status(app) and "new entities" not in status(app)
+
+
+async def test_f_pressed_while_back_is_still_ranking_applies_to_the_query_it_goes_back_to(flag):
+    gate = threading.Event()
+    gate.set()
+    fake = FakeService(str(flag), slow={0}, gate=gate)
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        await pilot.pause(0.6)  # past the doubled-Enter guard
+        await pilot.press("down", "down")
+        explored_from = app.table.current.entity.id
+        await pilot.press("enter")  # explore from the third row
+        await wait_until(pilot, lambda: app.results_shown == 2)
+        await settle(pilot)
+        gate.clear()  # France's queries now wait: b is still ranking when f is pressed
+        shown = app.results_shown
+        await pilot.press("b")
+        await wait_until(pilot, lambda: fake.calls and fake.calls[-1][0] == 0)
+        await pilot.press("f")
+        gate.set()
+        await wait_until(pilot, lambda: app.results_shown > shown)
+        await pilot.pause(0.3)
+        assert app.include_known and app.table.result.hidden_known == 0 and "known shown" in status(app)
+        # Back on the entity explored from (the known answers, now shown, moved it down).
+        assert app.table.current.entity.id == explored_from and app.table.cursor_row > 2
+
+
+async def test_home_and_end_go_to_the_first_and_last_row(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        await pilot.press("end")
+        assert app.table.cursor_row == app.table.row_count - 1 > 0
+        await pilot.press("home")
+        assert app.table.cursor_row == 0
+
+
+async def test_at_40_columns_one_column_names_the_branch_that_weighs_most(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(40, 12)) as pilot:
+        await run_query(pilot, "france", "bord")
+        table = app.table
+        assert [str(c.label) for c in table.columns.values()][-2:] == ["top", "known"]
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= table.size.width
+        assert str(table.get_row_at(0)[3]).strip()[:1] in "SVTM"
 
 
 async def test_the_run_picker_names_a_missing_checkpoint_and_marks_the_run(fake, tmp_path):

@@ -228,7 +228,8 @@ async def test_r_lists_the_runs_and_switches_to_the_one_picked(fake, flag, tmp_p
         await pilot.press("r")
         assert isinstance(app.screen, RunPicker)
         picker = app.screen.query_one(DataTable)
-        assert [str(picker.get_cell_at((i, 1))) for i in range(2)] == ["countries-fake-b", "countries-fake-a"]
+        # Newest first, named without their dataset (one dataset listed: no dataset column).
+        assert [str(picker.get_cell_at((i, 1))) for i in range(2)] == ["b", "a"]
         assert str(picker.get_cell_at((1, 0))) == "▶"  # the run shown now
         assert picker.cursor_row == 1  # the cursor starts on it, not on the newest
         shown = app.results_shown
@@ -236,7 +237,7 @@ async def test_r_lists_the_runs_and_switches_to_the_one_picked(fake, flag, tmp_p
         await wait_until(pilot, lambda: app.run_path == runs.runs[1].path and app.results_shown > shown)
         await settle(pilot)
         assert runs.opened == [runs.runs[1].path]
-        assert app.sub_title == "countries-fake · countries-fake-b"
+        assert app.sub_title == "countries-fake · b"
         assert "(France, shares border with, ?)" in status(app)  # the same query, on the new run
         assert app.service.wrapped is not fake
 
