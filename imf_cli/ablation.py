@@ -41,6 +41,9 @@ STUDIES = ("ablation", "departures", "grid")
 METRICS = ("mrr", "hits@1", "hits@10")
 PAPER_PRESET = Path(__file__).resolve().parent / "presets" / "paper.yaml"
 
+#: Most seeds per variant: each is a full training run.
+MAX_SEEDS = 100
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -237,8 +240,8 @@ def run_study(
     from imf_cli.pipeline import available_branches, read_config_file, resolve_config
 
     study = choose_study(study, grid)
-    if seeds < 1:
-        raise ImfError(f"--seeds must be at least 1, not {seeds}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ImfError(f"--seeds must be from 1 to {MAX_SEEDS}, not {seeds}")
     base_values = read_config_file(config_file)
     flags: dict[str, Any] = {"train.seed": None}
     if budget is not None:

@@ -189,8 +189,26 @@ def run_reporting_failures(call: Callable[[], Any]) -> Any:
             raise typer.Exit(report_failure(error)) from None
 
 
+def check_arguments_are_text(args: list[str]) -> None:
+    """Raise a usage error (exit 2) for an argument that is not UTF-8: Python hands such bytes over as
+    lone surrogates (``\\udcff``), which no name, text or path of imf's can hold or print."""
+    from imf_cli.tui.render import truncate
+
+    for position, arg in enumerate(args, start=1):
+        if isinstance(arg, str) and any("\udc80" <= char <= "\udcff" for char in arg):
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise typer.BadParameter(
+                f"argument {position} ('{truncate(shown, 40)}') is not UTF-8 text; imf takes names, text and "
+                "paths in UTF-8"
+            )
+
+
 class ImfGroup(TyperGroup):
     """The root command group: the single place where failures become one line (see the module docstring)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        check_arguments_are_text(args)  # every subcommand's arguments pass through here first
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
         return run_reporting_failures(lambda: super(ImfGroup, self).invoke(ctx))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -272,8 +273,14 @@ def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.d
     )
 
 
-def _check_run_dir(run_dir: Path) -> None:
-    """Refuse a run directory that cannot be a new run: a file, a non-empty directory, an unwritable place."""
+def _check_run_dir(run_dir: Path, *, given: bool = False) -> None:
+    """Refuse a run directory that cannot be a new run: a file, a non-empty directory, an unwritable place.
+
+    Whether it can be created is tried (and what the try created removed again), since permission bits
+    say nothing for root, on a read-only file system or in ``/proc``. ``given``: the directory came
+    from ``--run-dir`` (the message names the flag), else it is the workspace's (and an unwritable
+    workspace is reported as such).
+    """
     if os.path.lexists(run_dir) and not run_dir.is_dir():
         raise ImfError(f"run directory {run_dir} is not a directory (a file is in the way)")
     if run_dir.is_dir() and any(run_dir.iterdir()):
@@ -283,6 +290,26 @@ def _check_run_dir(run_dir: Path) -> None:
         parent = parent.parent
     if not parent.is_dir():  # the workspace (or the --run-dir given) lies below a file: the place is broken
         raise EnvironmentFault(f"cannot create run directory {run_dir}: {parent} is a file, not a directory")
+    created = [p for p in (run_dir, *run_dir.parents) if not os.path.lexists(p)]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as error:
+        if not given:
+            from kgdata.locking import workspace_fault
+
+            raise workspace_fault(error) from None
+        reason = error.strerror or type(error).__name__
+        raise EnvironmentFault(
+            f"cannot create the run directory {run_dir} given by --run-dir: {reason}; choose a writable place"
+        ) from None
+    finally:
+        for directory in created:  # deepest first
+            try:
+                directory.rmdir()
+            except OSError:
+                break
 
 
 #: What a start writes before its first checkpoint (and the temporary files of checkpoint writes).
@@ -337,9 +364,10 @@ def train_model(
 
     flags = dict(flags or {})
     file_values = dict(config_values) if config_values is not None else read_config_file(config_file)
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(dataset)
+    given = run_dir is not None
+    run_dir = Path(run_dir) if given else new_run_dir(dataset)
     if _main_process():
-        _check_run_dir(run_dir)
+        _check_run_dir(run_dir, given=given)
     with locked_store(dataset, "read") as store:
         plan = plan_branches(store, modalities, file_values)
         if modalities is not None or not plan.chosen:

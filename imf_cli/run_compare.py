@@ -191,7 +191,7 @@ def compare_runs(
     if len(distinct) < 2:
         raise ImfError("imf runs compare needs at least two different runs")
     infos = tuple(run_info(path) for path in distinct)
-    traces = [read_trace(path) for path in distinct]
+    traces = [read_trace(path, strict=True) for path in distinct]  # runs asked for: a damaged line is named
 
     scores = {name for trace in traces for record in trace for name in _valid(record)}
     if traces and any(traces) and score not in scores:

@@ -567,11 +567,26 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
             model, _ = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device, features=features)
         except CheckpointError as error:
             raise ImfError(str(error)) from error
+        check_model_fits_store(model, store, run_dir / f"{checkpoint}.pt")
     except BaseException:
         store.close()
         lock.release()
         raise
     return LoadedRun(run_dir, checkpoint, model, store, document, lock)
+
+
+def check_model_fits_store(model, store: "EntityStore", checkpoint: Path | None = None) -> None:
+    """Raise an :class:`ImfError` unless ``model`` has as many entities and relations as the training
+    graph of ``store``: a checkpoint copied from another run would index past the graph (or silently
+    score the wrong entities)."""
+    graph = store.num_graph_entities
+    if (model.num_entities, model.num_relations) != (graph, store.num_relations):
+        where = f"{checkpoint}: " if checkpoint is not None else ""
+        raise ImfError(
+            f"{where}the model has {model.num_entities} entities and {model.num_relations} relations, "
+            f"but the graph of dataset {store.name!r} has {graph} and {store.num_relations}"
+            + ("; is the checkpoint another run's?" if checkpoint is not None else "")
+        )
 
 
 def _needs_features(document: dict) -> bool:

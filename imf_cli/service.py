@@ -1,7 +1,7 @@
 """The prediction service: a trained run plus its entity store, loaded once, answering link queries.
 
 ``imf predict`` and the ``imf explore`` TUI use :class:`PredictionService`; it only answers queries
-(evaluation lives in :mod:`imf_cli.pipeline`, runs in :mod:`imf_cli.runs`). It imports
+(evaluation lives in :mod:`imf_cli.run_eval`, runs in :mod:`imf_cli.runs`). It imports
 neither Typer nor Textual, and imports torch only when a service is built, so importing this module
 is cheap. Everything it returns is a plain frozen dataclass, so a fake service for tests only
 has to produce the same dataclasses.
@@ -271,12 +271,10 @@ class PredictionService:
         from models.evaluation import FrozenScorer
         from models.index import TailIndex, with_inverses
 
+        from imf_cli.runs import check_model_fits_store
+
+        check_model_fits_store(model, store)
         graph = store.num_graph_entities
-        if (model.num_entities, model.num_relations) != (graph, store.num_relations):
-            raise ImfError(
-                f"the model has {model.num_entities} entities and {model.num_relations} relations, "
-                f"but the graph of dataset {store.name!r} has {graph} and {store.num_relations}"
-            )
         self.model = model
         self.store = store
         self.run_dir = Path(run_dir) if run_dir is not None else None

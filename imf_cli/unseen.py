@@ -205,6 +205,7 @@ def encode_inline(
     import torch
 
     from kgdata.encoders.pipeline import encode_items
+    from kgdata.files import check_regular_file, exists
 
     given = {"text": text, "image": image}
     if all(value is None for value in given.values()):
@@ -228,8 +229,10 @@ def encode_inline(
                 f"the run's {modality} features came from {feature_set.encoder!r} (imported, not encoded by imf), so "
                 f"imf cannot encode new {modality} the same way; add the entity with its features instead"
             )
-        if modality == "image" and not Path(value).expanduser().is_file():
-            raise DataError("no such image file", value)
+        if modality == "image":
+            if not exists(Path(value).expanduser()):
+                raise DataError("no such image file", value)
+            check_regular_file(Path(value).expanduser(), "image file")  # a directory, a FIFO, /dev/zero
         item = str(Path(value).expanduser().resolve()) if modality == "image" else value
         matrix = encode_items(modality, spec, [item], device=device)
         if matrix.shape[1] != feature_set.dim:

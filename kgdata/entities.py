@@ -121,7 +121,8 @@ def _check_image(image: Path, entity: NewEntity) -> None:
     try:
         with Image.open(image) as opened:
             opened.verify()
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        # A decompression bomb (more pixels than PIL's limit) is refused like any other unreadable image.
         raise DataError(f"image {image} is not a readable image ({error})", problem_at, line) from None
 
 

@@ -13,6 +13,7 @@ import re
 import stat
 import unicodedata
 from pathlib import Path
+from urllib.parse import quote
 
 from kgdata.errors import DataError
 
@@ -94,6 +95,12 @@ def control_character(text: str) -> tuple[int, str] | None:
         "\x00": "NUL", "\r": "carriage return", "\n": "line feed", "\x1b": "escape", "\x7f": "delete"
     }.get(char, "control character")
     return found.start() + 1, f"U+{ord(char):04X} ({name})"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character (as :func:`control_character` counts them) percent-encoded,
+    for text decoded from somewhere else (a URI's ``%1B``): it is shown, never obeyed by a terminal."""
+    return _CONTROL_RE.sub(lambda found: quote(found.group(), safe=""), text)
 
 
 def check_text(text: str, path: str | Path | None = None, line: int | None = None, what: str = "the line") -> str:

@@ -148,6 +148,9 @@ def _report(name: str, path: Path, parsed: ParsedDataset) -> ImportReport:
     for split, n in unseen.items():
         if n:
             warnings.append(f"{count(n, f'{split} entity', f'{split} entities')} never occur{'s' if n == 1 else ''} in train")
+    for split, use in (("valid", "imf train selects the model on it"), ("test", "imf eval --split test has nothing to rank")):
+        if not len(parsed.splits[split]):
+            warnings.append(f"the {split} split is empty: {use}")
     return ImportReport(
         name=name,
         path=str(path),

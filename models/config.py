@@ -212,6 +212,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every"):
             _check(getattr(self, name) > 0, f"train.{name} must be positive")
+        for name in ("epochs", "eval_every", "patience", "checkpoint_every"):
+            value = getattr(self, name)
+            _check(value <= MAX_SIZE, f"train.{name} must be at most {MAX_SIZE}, got {value}")
         _check(self.batch_size > 1, "train.batch_size must be at least 2 (batch norm needs two rows)")
         _check(self.batch_size <= MAX_SIZE, f"train.batch_size must be at most {MAX_SIZE}, got {self.batch_size}")
         _check(self.lr > 0, "train.lr must be positive")

@@ -241,3 +241,9 @@ def test_a_grid_that_repeats_a_key_or_a_value_is_refused(items, message):
     with pytest.raises(ImfError, match=message.replace("[", r"\[")) as refused:
         parse_grid(items)
     assert len(str(refused.value)) < 300
+
+
+@pytest.mark.parametrize("seeds", ["0", "101", "99999999999999999999"])
+def test_a_seed_count_out_of_range_is_refused_before_anything_is_built(tiny_with_text, seeds):
+    result = runner.invoke(app, ["ablate", "tiny", "--seeds", seeds, "--no-progress"])
+    assert result.exit_code == 2 and f"--seeds must be from 1 to 100, not {seeds}" in result.output

@@ -608,3 +608,20 @@ def test_sigterm_outside_training_stops_like_ctrl_c(capsys):
     assert stopped.value.exit_code == INTERRUPTED
     assert "Interrupted." in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before  # restored for whatever runs next
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "tiny", "\udcff"],
+        ["entities", "add", "tiny", "k1", "--name", "\udcff"],
+        ["entities", "add", "tiny", "k2", "--name", "ok", "--description", "d\udcff"],
+        ["predict", "tiny", "--head", "\udcff", "--relation", "r"],
+        ["predict", "tiny", "--new-text", "x\udcff", "--relation", "r"],
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_one_usage_error(args):
+    # What Python makes of the bytes of a non-UTF-8 argument (os.fsdecode: surrogateescape).
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "is not UTF-8 text" in result.output and "bug in imf" not in result.output

@@ -474,3 +474,25 @@ def test_threads_beyond_four_per_cpu_are_a_usage_error(run_dir, monkeypatch):
         result = invoke(*command, "--threads", "9")
         assert result.exit_code == 2 and "Invalid value for '--threads': 9 is more than 4 per CPU" in result.output
     assert invoke("eval", run_dir, "--split", "valid", "--threads", "8").exit_code == 0
+
+
+def test_a_checkpoint_of_another_run_is_one_clear_error_in_eval_predict_and_explain(run_dir, tmp_path):
+    import shutil
+
+    source = write_tsv_dataset(
+        tmp_path / "other", train=[("x", "q", "y"), ("y", "q", "z")], valid=[("x", "q", "z")], test=[("z", "q", "x")]
+    )
+    import_dataset(source, name="other")
+    other = run_dir.parent / "other-run"
+    trained = invoke("train", "other", "--modalities", "structure", "--epochs", "1", "--dim", "8", "--batch-size", "2",
+                     "--device", "cpu", "--no-progress", "--run-dir", other)
+    assert trained.exit_code == 0, trained.output
+    copy = run_dir.parent / "r-copied"
+    shutil.copytree(run_dir, copy)
+    shutil.copy(other / "best.pt", copy / "best.pt")  # clusters' run, other's weights
+    for args in (("eval", copy), ("predict", copy, "--head", "Entity 1", "--relation", "hub"),
+                 ("explain", copy, "--head", "Entity 1", "--relation", "hub", "--tail", "Entity 2")):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "the model has 3 entities and 1 relations, but the graph of dataset 'clusters'" in result.output
+        assert "bug in imf" not in result.output

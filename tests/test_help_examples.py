@@ -12,6 +12,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from imf_cli.main import app
+from imf_cli.commands import explore as explore_cmd
 from imf_cli.tui.app import ExploreApp
 
 runner = CliRunner()
@@ -52,6 +53,7 @@ def test_every_command_and_subcommand_has_an_example():
 def test_every_help_example_runs_on_the_bundled_dataset(monkeypatch):
     opened = []
     monkeypatch.setattr(ExploreApp, "run", lambda self: opened.append(self))
+    monkeypatch.setattr(explore_cmd, "check_terminal", lambda: None)  # CliRunner's streams are no terminal
     for name, line in ordered(help_examples()):
         args = shlex.split(line)[1:]
         result = runner.invoke(app, args, input="y\n")

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from helpers import REPO
 from imf_cli.main import app
+from imf_cli.commands import explore as explore_cmd
 from imf_cli.tui.app import ExploreApp
 
 runner = CliRunner()
@@ -41,6 +42,7 @@ def test_the_quickstart_runs_in_order_on_a_fresh_home(imf_home, monkeypatch):
     monkeypatch.chdir(REPO)  # the preset path is relative to the repository
     opened = []
     monkeypatch.setattr(ExploreApp, "run", lambda self: opened.append(self))
+    monkeypatch.setattr(explore_cmd, "check_terminal", lambda: None)  # CliRunner's streams are no terminal
     for command in quickstart_commands():
         if command[0] == "train":
             command = [*command, "--epochs", "2", "--no-progress"]

@@ -441,3 +441,15 @@ def test_runs_with_a_word_that_is_neither_a_dataset_nor_a_command_says_so(tiny, 
     assert "no dataset and no runs named 'delete' (imported: tiny)" in line and "rm" in line
     assert runner.invoke(app, ["runs", "../x"]).exit_code == 2
     assert runner.invoke(app, ["runs", "tiny"]).exit_code == 0  # a dataset without runs yet is fine
+
+
+def test_imf_runs_compare_names_a_damaged_trace_line_as_runs_show_does(tiny, imf_home):
+    from helpers import error_line
+
+    first = train(3)
+    second = train(3)
+    lines = (second / "trace.jsonl").read_text().splitlines(keepends=True)
+    (second / "trace.jsonl").write_text(lines[0] + "garbage{{{\n" + "".join(lines[2:]))
+    for args in (["show", second.name], ["compare", first.name, second.name]):
+        line = error_line(runner.invoke(app, ["runs", *args]))
+        assert f"{second / 'trace.jsonl'}:2: not a trace record" in line, args

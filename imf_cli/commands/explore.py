@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -26,6 +27,29 @@ class ImageMode(str, Enum):
     halfcell = "halfcell"
     unicode = "unicode"
     none = "none"
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # a closed or detached stream
+        return False
+
+
+def check_terminal() -> None:
+    """Refuse to start the terminal UI without a terminal: Textual reads keys from stdin and draws on
+    stderr, so with any of them redirected it would wait for keys forever or write escape codes into a
+    file. Tests that drive the command through Typer's ``CliRunner`` replace this function."""
+    from kgdata.errors import ImfError
+
+    redirected = [name for name in ("stdin", "stdout", "stderr") if not _is_tty(getattr(sys, name))]
+    if redirected:
+        names = ", ".join(redirected[:-1]) + " and " + redirected[-1] if len(redirected) > 1 else redirected[0]
+        raise ImfError(
+            "imf explore needs a terminal (stdin, stdout and stderr, where it draws, must be a TTY), but "
+            f"{names} {'is' if len(redirected) == 1 else 'are'} redirected; run it in a terminal, or use "
+            "imf predict for scripted queries"
+        )
 
 
 def find_run(run: str | None, dataset: str | None = None) -> tuple[Path, str | None]:
@@ -77,6 +101,7 @@ def explore_command(
 
     Example: imf explore countries-mm@latest
     """
+    check_terminal()  # before anything is loaded
     from imf_cli.output import err_console
     from imf_cli.runtime import set_threads
     from imf_cli.tui.run_picker import RunCatalog

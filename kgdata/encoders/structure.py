@@ -14,6 +14,7 @@ embeddings; :class:`GATEncoder` is its registry entry.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, NamedTuple
@@ -190,6 +191,23 @@ def gat_training_bytes(
     return 4 * (4 * parameters + activations)
 
 
+def check_float_options(lr: float, margin: float) -> None:
+    """Refuse a learning rate that is not a positive finite number and a margin that is not a finite
+    number of at least 0 (the margin must also fit the float32 the GAT trains in)."""
+    if not (math.isfinite(lr) and lr > 0):
+        raise ImfError(f"--lr must be a positive finite number, got {lr:g}")
+    largest = torch.finfo(torch.float32).max
+    if not (math.isfinite(margin) and 0 <= margin <= largest):
+        raise ImfError(f"--margin must be a finite number from 0 to {largest:.3g}, got {margin:g}")
+
+
+def _diverged(epoch: int, lr: float, what: str) -> ImfError:
+    return ImfError(
+        f"the GAT training diverged in epoch {epoch}: {what} not finite (nan or inf), and no new features were "
+        f"stored. Encode again with a lower learning rate than --lr {lr:g} (e.g. --lr {lr / 10:g})"
+    )
+
+
 def train_gat(
     triples: torch.Tensor,
     num_entities: int,
@@ -220,6 +238,7 @@ def train_gat(
     for name, value in (("epochs", epochs), ("negatives", negatives), ("batch_size", batch_size), ("dim", dim)):
         if value < 1:
             raise ImfError(f"--{name.replace('_', '-')} must be at least 1")
+    check_float_options(lr, margin)
     device = torch.device(device)
     needed = gat_training_bytes(
         num_entities, num_relations, len(triples), dim=dim, layers=layers, batch_size=batch_size, negatives=negatives
@@ -243,10 +262,18 @@ def train_gat(
             negative = corrupt(positive, num_entities, negatives, generator)
             entity, relation = model(edge_index, edge_type)
             loss = margin_loss(entity, relation, positive, negative, margin)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise _diverged(epoch + 1, lr, "the loss is")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            total += loss.item() * len(positive)
+            try:
+                optimizer.step()
+            except RuntimeError as error:  # Adam's step size overflows float32 at a huge --lr
+                if "without overflow" not in str(error):
+                    raise
+                raise _diverged(epoch + 1, lr, "the update is") from None
+            total += value * len(positive)
             count += len(positive)
         losses.append(total / count)
         if on_epoch is not None:
@@ -255,6 +282,8 @@ def train_gat(
     model.eval()
     with torch.inference_mode():
         entity, relation = model(edge_index, edge_type)
+    if not (torch.isfinite(entity).all() and torch.isfinite(relation).all()):
+        raise _diverged(epochs, lr, "the embeddings are")
     mask = torch.zeros(num_entities, dtype=torch.bool)
     mask[triples[:, 0].cpu()] = True
     mask[triples[:, 2].cpu()] = True
@@ -290,6 +319,7 @@ class GATEncoder(Encoder):
             dim=dim, heads=heads, layers=layers, epochs=epochs, lr=lr, margin=margin,
             negatives=negatives, batch_size=batch_size, seed=seed,
         )
+        check_float_options(lr, margin)
         if dim % heads:
             raise ImfError(f"--dim {dim} must be divisible by the number of heads ({heads})")
         if seed is not None and not 0 <= seed <= MAX_SEED:

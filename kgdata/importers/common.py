@@ -14,7 +14,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from kgdata.errors import DataError
-from kgdata.files import check_regular_file, check_text, exists, file_problem
+from kgdata.files import check_regular_file, check_text, escape_controls, exists, file_problem
 from kgdata.migrations import SPLITS
 
 # Accepted file names per split, in order of preference.
@@ -103,13 +103,18 @@ def split_files(directory: Path, suffixes: tuple[str, ...] = SUFFIXES) -> dict[s
     return found
 
 
+#: The longest line a dataset file may have (a description is a few kilobytes).
+MAX_LINE_BYTES = 1 << 20
+
+
 def iter_lines(path: Path, advance: Advance | None = None, *, skip_blank: bool = True) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for each non-blank line (each line, without ``skip_blank``), decoded
     as UTF-8, newline stripped.
 
     Lines are decoded one at a time so that an encoding error names its line. A line holding a control
     character other than tab (NUL, a lone carriage return, escape, ...) is a :class:`DataError` at its
-    line: such bytes are corruption, not data. Only regular files are read (a FIFO would block).
+    line: such bytes are corruption, not data; so is a line longer than :data:`MAX_LINE_BYTES`, found
+    without reading the rest of it. Only regular files are read (a FIFO would block).
     """
     check_regular_file(path)
     try:
@@ -119,7 +124,9 @@ def iter_lines(path: Path, advance: Advance | None = None, *, skip_blank: bool =
     stream: io.BufferedIOBase = gzip.open(raw) if path.name.endswith(".gz") else raw  # type: ignore[assignment]
     pending = 0
     try:
-        for number, data in enumerate(stream, start=1):
+        for number, data in enumerate(iter(lambda: stream.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(data) > MAX_LINE_BYTES:  # read no further: a field of 300 million characters is not data
+                raise DataError(f"the line is longer than {MAX_LINE_BYTES:,} bytes", path, number)
             pending += len(data)
             if advance is not None and pending >= 1 << 20:
                 advance(pending)
@@ -156,7 +163,8 @@ def name_from_uri(uri: str) -> str:
         if sep in text:
             text = text.rsplit(sep, 1)[1]
             break
-    text = unquote(text).replace("_", " ").strip()
+    # Percent escapes are decoded (%C3%A9 is é), but not into control characters: %1B stays %1B.
+    text = escape_controls(unquote(text)).replace("_", " ").strip()
     return text or uri
 
 

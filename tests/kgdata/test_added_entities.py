@@ -80,6 +80,18 @@ def test_add_many_from_a_file_in_one_transaction(tiny, tmp_path, imf_home):
         assert store.num_entities == 9  # vienna was not added either
 
 
+def bomb_png() -> bytes:
+    """A 30,000 × 30,000 PNG of a few bytes: more pixels than PIL's decompression-bomb limit."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -92,6 +104,7 @@ def test_add_many_from_a_file_in_one_transaction(tiny, tmp_path, imf_home):
         ([], "give the new entity's KEY and --name, or --from FILE"),
         (["oslo", "--name", "Oslo", "--image", "{tmp}/missing.png"], "does not exist"),
         (["oslo", "--name", "Oslo", "--image", "{tmp}/fake.png"], "not a readable image"),
+        (["oslo", "--name", "Oslo", "--image", "{tmp}/bomb.png"], "not a readable image"),
         (["oslo", "--name", "Oslo", "--from", "{tmp}/x.tsv"], "cannot be combined with --from"),
         (["--from", "{tmp}/escape.tsv"], "leads outside"),
         (["--from", "{tmp}/dupes.tsv"], "listed twice (first on line 2)"),
@@ -100,6 +113,7 @@ def test_add_many_from_a_file_in_one_transaction(tiny, tmp_path, imf_home):
 )
 def test_bad_additions_are_one_line_and_add_nothing(tiny, tmp_path, args, message):
     (tmp_path / "fake.png").write_bytes(b"not an image at all")
+    (tmp_path / "bomb.png").write_bytes(bomb_png())
     (tmp_path / "x.tsv").write_text("id\nx\n")
     (tmp_path / "escape.tsv").write_text("id\timage\noslo\t../../../../etc/hostname\n")
     (tmp_path / "dupes.tsv").write_text("id\noslo\noslo\n")

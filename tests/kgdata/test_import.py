@@ -88,6 +88,14 @@ def test_triples_of_a_later_split_also_in_an_earlier_one_are_counted_as_leaks(tm
         assert store.metadata["overlapping_triples"] == {"valid": 1, "test": 2}
 
 
+def test_an_empty_valid_or_test_split_is_warned_about_at_import(tmp_path):
+    report = import_dataset(write_tsv_dataset(tmp_path / "novalid", train=TINY_TRAIN, valid=[], test=TINY_TEST))
+    assert "the valid split is empty: imf train selects the model on it" in report.warnings
+    assert not any("test split is empty" in w for w in report.warnings)
+    report = import_dataset(write_tsv_dataset(tmp_path / "notest", train=TINY_TRAIN, valid=TINY_VALID, test=[]))
+    assert report.warnings == ["the test split is empty: imf eval --split test has nothing to rank"]
+
+
 def test_images_resolved_relative_to_dataset(tmp_path):
     root = tmp_path / "img"
     (root / "images").mkdir(parents=True)

@@ -185,3 +185,38 @@ def test_an_empty_or_extra_field_is_named(tmp_path, imf_home, line, message):
     with pytest.raises(DataError) as caught:
         import_dataset(root)
     assert str(caught.value).startswith(f"{root / 'valid.txt'}:1: {message}")
+
+
+def test_names_decoded_from_uris_never_hold_control_characters(tmp_path, imf_home):
+    from kgdata.files import control_character
+    from kgdata.importers.common import name_from_uri
+    from kgdata.store import EntityStore
+
+    # Percent escapes still decode to letters; escapes of control characters stay escapes.
+    assert name_from_uri("<http://dbpedia.org/resource/Caf%C3%A9_Paris>") == "Café Paris"
+    assert name_from_uri("<http://x/Evil%1B%5B31mRED%1B%5B0m>") == "Evil%1B[31mRED%1B[0m"
+    assert name_from_uri("<http://x/%E2%80%AEgpj.exe>") == "%E2%80%AEgpj.exe"
+    root = write_ids(tmp_path / "uris", "0\t0\t1\n1\t0\t2\n")
+    (root / "entity2id.txt").write_text("<http://x/A> 0\n<http://x/n%0Al%00> 1\n<http://x/%E2%80%AEgpj.exe> 2\n")
+    (root / "relation2id.txt").write_text("<http://x/r%1B%5B2J> 0\n")
+    import_dataset(root, name="uris")
+    with EntityStore.open("uris") as store:
+        names = [e.name for e in store.entities(range(3))] + [r.name for r in store.relations()]
+    assert names == ["A", "n%0Al%00", "%E2%80%AEgpj.exe", "r%1B[2J"]
+    assert not any(control_character(name) for name in names)
+
+
+def test_a_line_longer_than_a_mebibyte_is_refused_without_reading_all_of_it(tmp_path, imf_home):
+    import gzip
+
+    from kgdata.importers.common import MAX_LINE_BYTES
+
+    root = tiny(tmp_path)
+    (root / "test.txt").unlink()
+    with gzip.open(root / "test.txt.gz", "wb") as handle:  # 1.3 MB compressed would be 300 MB here
+        handle.write(b"paris\tcapital_of\tfrance\n")
+        handle.write(b"a\tr\t" + b"x" * (2 * MAX_LINE_BYTES) + b"\n")
+    with pytest.raises(DataError, match=f"longer than {MAX_LINE_BYTES:,} bytes") as error:
+        import_dataset(root)
+    assert (error.value.path, error.value.line) == (root / "test.txt.gz", 2)
+    assert not (imf_home / "datasets" / "tiny").exists()

@@ -56,6 +56,8 @@ def test_an_unknown_key_fails_with_a_message_naming_it(layer, named):
         ({"model": {"fusion": "max"}}, "model.fusion must be one of"),
         ({"model": {"input_dropout": 1.5}}, "input_dropout must be in"),
         ({"train": {"batch_size": 1}}, "at least 2"),
+        ({"train": {"epochs": 10**20}}, "train.epochs must be at most 2147483647"),
+        ({"train": {"patience": 2**31}}, "train.patience must be at most"),
         ({"train": "fast"}, "section 'train' must be a mapping"),
     ],
 )

@@ -6,12 +6,20 @@ import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
+from imf_cli.commands import explore as explore_cmd
 from imf_cli.main import app
 from kgdata.paths import latest_run
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _a_terminal(monkeypatch):
+    """CliRunner's streams are no terminal: let the command past its terminal check."""
+    monkeypatch.setattr(explore_cmd, "check_terminal", lambda: None)
 
 
 def test_explore_help_works():

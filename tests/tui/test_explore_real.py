@@ -73,6 +73,7 @@ def test_explore_a_real_run(tiny_run):
 def test_imf_explore_opens_the_latest_run(tiny_run, monkeypatch):
     opened = []
     monkeypatch.setattr(ExploreApp, "run", lambda self: opened.append(self))
+    monkeypatch.setattr(explore_cmd, "check_terminal", lambda: None)  # CliRunner's streams are no terminal
     result = CliRunner().invoke(cli, ["explore", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     (app,) = opened
