@@ -371,6 +371,8 @@ class PredictionService:
         """Entities for the text typed so far, best first: names or keys that start with it (shortest
         first), then full-text matches (:meth:`EntityStore.search`), then, when those are fewer than ``limit``, names within a small edit distance of the text or of
         its start (:meth:`EntityStore.entities_with_close_names`), so that a typo still finds its entity.
+        A structure-only run suggests no entity added after training: it cannot score one (named in full,
+        the query says why).
         """
         text = text.strip()
         if not text:
@@ -384,6 +386,8 @@ class PredictionService:
                 seen = {entity.id for entity in found}
                 close = self.store.entities_with_close_names(text, limit=limit, cutoff=0.7, prefixes=True)
                 found += [entity for entity in close if entity.id not in seen][: limit - len(found)]
+            if not self.model.feature_dims:  # structure only: an added entity is nothing this run can score
+                found = [entity for entity in found if entity.id < self.num_graph_entities]
             return found
 
     def resolve_entity(self, text: str) -> EntityInfo:

@@ -339,13 +339,23 @@ def test_service_and_pipeline_do_not_import_each_other():
 def test_search_puts_names_that_start_with_the_text_first_and_tolerates_typos(imf_home):
     from imf_cli.service import PredictionService
 
+    from types import SimpleNamespace
+
+    from kgdata.entities import NewEntity, add_entities
+
     import_dataset("countries-mm")
+    add_entities("countries-mm", [NewEntity("country:FRX", "Fraxinia")])
     with EntityStore.open("countries-mm") as store:
         service = PredictionService.__new__(PredictionService)  # only the store-backed lookups are used
         service.store, service.num_entities, service._lock = store, store.num_entities, threading.RLock()
+        service.num_graph_entities = store.num_graph_entities
+        service.model = SimpleNamespace(feature_dims={"text": 8})
         assert service.search_entities("Fra", limit=5)[0].name == "France"
         assert service.search_entities("Frnace", limit=5)[0].name == "France"  # a typo: edit distance
         assert service.search_entities("Untied Sta", limit=5)[0].name == "United States"  # still typing
+        assert "Fraxinia" in [e.name for e in service.search_entities("Frax", limit=5)]
+        service.model = SimpleNamespace(feature_dims={})  # structure only: it cannot score an added entity
+        assert "Fraxinia" not in [e.name for e in service.search_entities("Frax", limit=5)]
 
 
 def test_curves_put_a_falling_loss_on_a_log_axis_and_draw_a_one_branch_run_once():

@@ -113,6 +113,13 @@ def test_modalities_default_to_what_is_encoded(tiny_tsv):
     assert document["config"]["model"]["modalities"] == ["structure"]
 
 
+@pytest.mark.parametrize("value", ["", " , "])
+def test_empty_modalities_are_refused_not_taken_for_the_default(tiny_tsv, value):
+    import_dataset(tiny_tsv)
+    result = runner.invoke(app, ["train", "tiny", "--modalities", value, "--epochs", "1", "--no-progress"])
+    assert result.exit_code == 2 and "--modalities is empty" in result.output
+
+
 def test_config_file_modalities_are_not_overridden_by_the_default(tiny_with_features, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("model:\n  modalities: [structure, text]\n")

@@ -207,7 +207,9 @@ def train_command(
                 "train.device": device,
                 "train.seed": seed,
             }
-            chosen = tuple(m.strip() for m in modalities.split(",") if m.strip()) if modalities else None
+            chosen = tuple(m.strip() for m in modalities.split(",") if m.strip()) if modalities is not None else None
+            if chosen == ():  # --modalities '' (an unset shell variable, say) is no choice, not the default
+                raise ImfError("--modalities is empty; name the branches (e.g. structure,text) or leave the flag out")
             result = train_model(
                 name,
                 config_file=config,
