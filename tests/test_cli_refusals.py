@@ -1,5 +1,5 @@
-"""Audit s32: a diverging GAT encoder, explore without a terminal, an unusable --run-dir, and a
---new-image that is not a regular file: each one clear error line, never a traceback or a crash."""
+"""Bad settings and places refused in one line: a diverging GAT encoder, explore without a terminal, an
+unusable --run-dir, and a --new-image that is not a regular file (never a traceback, a hang or a crash)."""
 
 from __future__ import annotations
 
