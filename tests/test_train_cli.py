@@ -281,3 +281,14 @@ def test_also_in_matches_whole_triples_only():
     others = [np.array([[0, 1, 2]]), np.array([[5, 3, 9], [1, 1, 1]])]
     assert also_in(triples, others).tolist() == [True, False, False, True]
     assert also_in(triples, []).tolist() == [False] * 4
+
+
+def test_precision_is_a_flag_of_new_runs_recorded_in_the_config_and_fixed_on_resume(tiny_tsv):
+    import_dataset(tiny_tsv)
+    summary = train("tiny", "--epochs", "1", "--precision", "bf16", *SMALL)
+    document = yaml.safe_load(open(os.path.join(summary["run_dir"], "config.yaml")))
+    assert document["config"]["train"]["precision"] == "bf16"
+    resumed = runner.invoke(app, ["train", "--resume", summary["run_dir"], "--precision", "fp32", "--no-progress"])
+    assert resumed.exit_code == 2 and "--precision cannot change when a run is resumed" in resumed.output
+    refused = runner.invoke(app, ["train", "tiny", "--precision", "fp16", *SMALL])
+    assert refused.exit_code == 2 and "train.precision must be one of" in refused.output

@@ -100,6 +100,13 @@ def train_command(
         show_default=default(TRAIN.max_minutes),
     ),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N.", show_default=TRAIN.device),
+    precision: Optional[str] = typer.Option(
+        None,
+        "--precision",
+        help="auto (bf16 on CUDA, fp32 on the CPU) | bf16 | fp32: the training step's autocast. On a CPU with "
+        "AVX512-BF16, bf16 trains DB15K about 30 % faster (docs/benchmarks.md).",
+        show_default=TRAIN.precision,
+    ),
     place_unseen: bool = typer.Option(
         True,
         "--place-unseen/--no-place-unseen",
@@ -163,6 +170,7 @@ def train_command(
                 "--fusion": fusion,
                 "--feature-mode": feature_mode,
                 "--seed": seed,
+                "--precision": precision,
                 "--run-dir": run_dir,
             }
             refused = [flag for flag, value in fixed.items() if value is not None]
@@ -205,6 +213,7 @@ def train_command(
                 "train.checkpoint_every": checkpoint_every,
                 "train.max_minutes": max_minutes,
                 "train.device": device,
+                "train.precision": precision,
                 "train.seed": seed,
             }
             chosen = tuple(m.strip() for m in modalities.split(",") if m.strip()) if modalities is not None else None
