@@ -218,6 +218,7 @@ class ExploreApp(App[None]):
         self._asked_from = self._focus_and_inputs()
         self._asked = (head, relation)
         self._asked_flags = (self.include_known, self.include_new)
+        self._keep = None  # b and a rerun set it again after asking
         self._status(Text("Ranking…", style="dim"))
         self._query(self._serial, head, relation, self.rows, self.include_known, self.include_new)
 
@@ -398,14 +399,18 @@ class ExploreApp(App[None]):
 
     def action_toggle_new(self) -> None:
         if not self.include_new:
-            # A service that cannot say (a test's fake) is taken to rank them.
-            check = getattr(self.service.wrapped, "why_no_new_entities", None)
-            reason = self.service.why_no_new_entities() if check is not None else None
+            reason = self._why_no_new_entities()
             if reason is not None:  # refuse the toggle: the rows stay, and every later query still works
                 self._status(Text(f"n: {reason}.", style="yellow"), wrap=True)
                 return
         self.include_new = not self.include_new
         self._rerun()
+
+    def _why_no_new_entities(self) -> str | None:
+        """Why the open run cannot rank the entities added after training (None: it can, or its service
+        cannot say, as a test's fake cannot: such a service is taken to rank them)."""
+        check = getattr(self.service.wrapped, "why_no_new_entities", None)
+        return self.service.why_no_new_entities() if check is not None else None
 
     def action_cycle_rows(self) -> None:
         position = ROW_COUNTS.index(self.rows) + 1 if self.rows in ROW_COUNTS else 0
@@ -491,8 +496,7 @@ class ExploreApp(App[None]):
         self.table.show(None)
         self.detail.clear()
         if self.include_new:  # the new run may have no branch that can place an added entity
-            check = getattr(service, "why_no_new_entities", None)
-            reason = check() if check is not None else None
+            reason = self._why_no_new_entities()
             if reason is not None:
                 self.include_new = False
                 self.notify(f"New entities are no longer ranked (n): {reason}.", severity="warning", timeout=8)
