@@ -41,7 +41,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from kgdata.errors import ImfError, is_out_of_memory
-from kgdata.wording import count  # noqa: F401  (imf_cli.output.count: the commands import it from here)
+from kgdata.wording import count, truncate  # noqa: F401  (imf_cli.output.count: the commands import it from here)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -192,8 +192,6 @@ def run_reporting_failures(call: Callable[[], Any]) -> Any:
 def check_arguments_are_text(args: list[str]) -> None:
     """Raise a usage error (exit 2) for an argument that is not UTF-8: Python hands such bytes over as
     lone surrogates (``\\udcff``), which no name, text or path of imf's can hold or print."""
-    from imf_cli.tui.render import truncate
-
     for position, arg in enumerate(args, start=1):
         if isinstance(arg, str) and any("\udc80" <= char <= "\udcff" for char in arg):
             shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

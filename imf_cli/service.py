@@ -25,6 +25,7 @@ import numpy as np
 from imf_cli.scoring import branch_shares
 from kgdata.errors import ImfError, UnknownEntityError
 from kgdata.store import Entity, EntityStore, named_by
+from kgdata.wording import truncate
 
 if TYPE_CHECKING:
     import torch
@@ -773,6 +774,5 @@ class PredictionService:
 def _inline_name(text: str | None, image: str | Path | None, width: int = 40) -> str:
     """A short label for an entity given inline: the start of its text, else its image's file name."""
     if text and text.strip():
-        words = " ".join(text.split())
-        return words if len(words) <= width else words[: width - 1] + "…"
+        return truncate(" ".join(text.split()), width)
     return Path(image).name if image is not None else "(new entity)"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from rich.text import Text
 
+from kgdata.wording import truncate  # noqa: F401  (the widgets import it from here)
+
 #: Branch → colour of its bars. Unknown branches get the last colour.
 BRANCH_COLOURS = {
     "structure": "#5fafff",
@@ -35,6 +37,11 @@ def bar(fraction: float, width: int) -> str:
     full, rest = divmod(eighths, 8)
     text = "█" * full + (_EIGHTHS[rest] if rest else "")
     return text.ljust(width)
+
+
+def letter(branch: str) -> str:
+    """The one-letter name of a branch (:data:`LETTERS`; an unknown one by its initial)."""
+    return LETTERS.get(branch, branch[:1].upper())
 
 
 def colour(branch: str) -> str:
@@ -63,20 +70,21 @@ def known_label(known: frozenset[str] | set[str]) -> str:
     return ",".join(split for split in ("train", "valid", "test") if split in known)
 
 
-def truncate(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
-
-
 def truncate_start(text: str, width: int) -> str:
     """``text`` cut from the start, for names whose end tells them apart (``…0311-491388``)."""
     return text if len(text) <= width else "…" + text[len(text) - max(width - 1, 0):]
 
 
-def run_label(dataset: str, run: str) -> str:
-    """``dataset · run`` without the run name's repeat of the dataset: runs are named
-    ``<dataset>-<date>-<time>-<id>``, and only the end tells two of them apart."""
+def short_run_name(dataset: str, run: str) -> str:
+    """A run's name without its repeat of the dataset: runs are named ``<dataset>-<date>-<time>-<id>``,
+    and only the end tells two of them apart."""
     prefix = f"{dataset}-"
-    return f"{dataset} · {run[len(prefix):] if run.startswith(prefix) and len(run) > len(prefix) else run}"
+    return run[len(prefix):] if run.startswith(prefix) and len(run) > len(prefix) else run
+
+
+def run_label(dataset: str, run: str) -> str:
+    """``dataset · run``, the run named by :func:`short_run_name`."""
+    return f"{dataset} · {short_run_name(dataset, run)}"
 
 
 def fit_label(label: str, width: int) -> str:

@@ -19,7 +19,7 @@ from textual.widgets import DataTable
 
 from imf_cli.scoring import dominant_branch
 from imf_cli.service import Prediction, QueryResult
-from imf_cli.tui.render import LETTERS, SHORT_NAMES, branch_cell, colour, known_label, truncate
+from imf_cli.tui.render import SHORT_NAMES, branch_cell, colour, known_label, letter, truncate
 
 #: Cells a column adds around its content (DataTable's cell padding, one each side).
 PADDING = 2
@@ -68,7 +68,7 @@ def column_widths(width: int, branches: tuple[str, ...], known: int, longest: in
             return Widths(name, bar, known, labels)
     if name >= NAME_MIN:  # the percentages fit with the short names: keep those, give the names the rest
         return Widths(name, 0, known, labels)
-    letters = tuple(LETTERS.get(b, b[:1].upper()) for b in branches)
+    letters = tuple(letter(b) for b in branches)
     name = width - fixed - len(branches) * (SHARE - 1)
     if name >= NAME_MIN or len(branches) < 2:
         return Widths(max(name, NAME_MIN), 0, known, letters, SHARE - 1)
@@ -82,7 +82,7 @@ def top_cell(branch: str | None, shares: dict[str, float]) -> Text:
     if branch is None:
         return Text("", end="")
     text = Text(no_wrap=True, end="")
-    text.append(LETTERS.get(branch, branch[:1].upper()), style=f"bold {colour(branch)}")
+    text.append(letter(branch), style=f"bold {colour(branch)}")
     text.append(f"{shares.get(branch, 0.0):5.0%}")
     return text
 

@@ -19,7 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from imf_cli.output import minutes_seconds
-from imf_cli.tui.render import LETTERS, run_label
+from imf_cli.tui.render import letter, short_run_name
 from imf_cli.tui.results import RowTable
 
 if TYPE_CHECKING:
@@ -98,16 +98,15 @@ class RunPicker(ModalScreen["RunInfo | None"]):
         for column in columns:
             table.add_column(column, key=column or "mark")
         for run in self.runs:
-            name = run_label(run.dataset, run.name).partition(" · ")[2] if run.dataset else run.name
             table.add_row(
                 "▶" if self.current is not None and run.path == self.current else "",
-                name,
+                short_run_name(run.dataset, run.name) if run.dataset else run.name,
                 *((run.dataset or "?",) if several else ()),
                 Text(run.status, style="" if why_not_openable(run) is None else "red"),
                 "" if run.valid_mrr is None else f"{run.valid_mrr:.4f}",
                 "" if run.test_mrr is None else f"{run.test_mrr:.4f}",
                 f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
-                "".join(LETTERS.get(m, m[:1].upper()) for m in run.branches),
+                "".join(letter(m) for m in run.branches),
                 minutes_seconds(run.seconds) if run.seconds else "",
                 key=str(run.path),
             )
