@@ -172,11 +172,17 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         key = key.strip()
         if key in grid:
             raise ImfError(f"--grid {key} is given twice; give all its values once: --grid {key}=A,B")
+        if key == "train.seed":  # each cell sets its seed from --seeds, after the grid's values
+            raise ImfError("--grid cannot vary train.seed: every variant is trained with each seed of --seeds")
+        if any(not v.strip() for v in values.split(",")):
+            raise ImfError(f"--grid {item[:80]!r} has an empty value; list values like --grid {key}=A,B")
         try:
             parsed = [yaml.safe_load(v.strip()) for v in values.split(",")]
         except (yaml.YAMLError, RecursionError) as error:
             problem = " ".join(str(getattr(error, "problem", None) or "nested too deeply").split())
             raise ImfError(f"--grid {item[:80]!r}: a value is not a YAML scalar ({problem})") from None
+        if any(v is None for v in parsed):  # `null` or `~`: to the config, "not given", i.e. the base value
+            raise ImfError(f"--grid {item[:80]!r}: null is not a setting; list the values to try")
         repeated = sorted({str(v) for v in parsed if parsed.count(v) > 1})
         if repeated:
             raise ImfError(f"--grid {key} lists {', '.join(repeated)} twice; each value once")

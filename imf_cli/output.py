@@ -41,7 +41,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from kgdata.errors import ImfError, is_out_of_memory
-from kgdata.wording import count, truncate  # noqa: F401  (imf_cli.output.count: the commands import it from here)
+from kgdata.wording import count, gist, truncate  # noqa: F401  (imf_cli.output.count: the commands import it from here)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -131,7 +131,7 @@ def report_failure(error: Exception) -> int:
         error_line(f"out of memory{': ' + first if first else ''}; try smaller sizes (--dim, --batch-size)")
         return ENVIRONMENT_ERROR
     log = write_crash_log(error)
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    first = gist(str(error))
     where = f"the traceback is in {log}" if log else "no log file could be written"
     error_line(f"unexpected {type(error).__name__}{': ' + first if first else ''} (a bug in imf; {where})")
     return ENVIRONMENT_ERROR

@@ -17,12 +17,14 @@ from imf_cli.runs import (
     BRANCH_FEATURES,
     check_same_dataset,
     pick_device,
+    read_trace,
     run_config,
     run_metadata,
     training_lock,
 )
 from kgdata import paths
 from kgdata.errors import EnvironmentFault, ImfError, is_out_of_memory
+from kgdata.wording import count
 
 if TYPE_CHECKING:
     import torch
@@ -575,6 +577,12 @@ def resume_model(
     def start() -> "TrainResult":
         with _lock(run_dir):
             if not (run_dir / "last.pt").exists():
+                trained = len(read_trace(run_dir))
+                if trained and log is not None:
+                    log(
+                        f"{run_dir / 'last.pt'} is missing: the {count(trained, 'epoch')} that trace.jsonl records "
+                        "are trained again from epoch 0, with the run's config and seed"
+                    )
                 result = restart(run_dir, prepared.tensors, config, progress=progress, on_epoch_end=lines)
             else:
                 try:
@@ -585,6 +593,7 @@ def resume_model(
                         on_epoch_end=lines,
                         max_minutes=max_minutes,
                         changes=changes,
+                        expected=config,
                     )
                 except ConfigError as error:
                     raise ImfError(f"--resume {run_dir}: {error}") from None

@@ -17,7 +17,7 @@ from typing import Any
 
 from imf_cli.evidence import Stat, verdict
 from models.config import RESUME_KEYS
-from imf_cli.runs import RunInfo, read_trace, run_info
+from imf_cli.runs import RunInfo, read_trace, run_info, run_metadata
 from kgdata.errors import ImfError
 
 #: The valid metrics a comparison can show, and whether a larger value is better.
@@ -190,6 +190,8 @@ def compare_runs(
     distinct = list(dict.fromkeys(Path(path) for path in run_dirs))
     if len(distinct) < 2:
         raise ImfError("imf runs compare needs at least two different runs")
+    for path in distinct:
+        run_metadata(path)  # a directory without a readable config.yaml is refused, as imf runs show refuses it
     infos = tuple(run_info(path) for path in distinct)
     traces = [read_trace(path, strict=True) for path in distinct]  # runs asked for: a damaged line is named
 

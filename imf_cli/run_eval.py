@@ -37,11 +37,13 @@ def evaluate_run(
     Returns:
         ``{"split", "checkpoint", "run", "dataset", "triples", "filter", "device", "chunk_size", "seconds",
         "fusion_weights", "fused", "branches", "mean_fusion", "per_relation"}``; ``per_relation``
-        maps relation keys to their metrics and category (1-1, 1-N, N-1 or N-N, from the training
-        split), or is None unless asked for; with it comes ``per_category``, the metrics of each
-        category's triples (:func:`models.evaluation.relation_categories`). ``fusion_weights`` maps
-        branch names to the decision weights, or, with per-relation fusion, relation keys (inverse
-        relations as ``"← key"``) to such maps.
+        maps relation keys to their metrics and category (1-1, 1-N, N-1, N-N from the training
+        split, or unseen without a training triple), or is None unless asked for; with it comes
+        ``per_category``, the metrics of each category's triples
+        (:func:`models.evaluation.relation_categories`). ``fusion_weights`` maps branch names to the
+        decision weights, or, with per-relation fusion, relation keys (inverse relations as ``"← key"``)
+        to such maps. On test also ``read_at``, ``test_reads`` (the reads of this run's test split
+        written so far, this one included) and ``first_test_read_at``.
 
     With ``drop_overlap`` only the triples of ``split`` that are not also in an earlier split are
     ranked (:data:`models.splits.EARLIER_SPLITS`: a test triple also in train or valid is a leak the
@@ -57,9 +59,39 @@ def evaluate_run(
             loaded, split, batch_size=batch_size, per_relation=per_relation, drop_overlap=drop_overlap
         )
     report = {"split": split, "checkpoint": checkpoint, "run": str(run_dir), **report}
+    if split == "test":
+        report.update(_test_reads(run_dir, count_this=write))
     if write:
         _write_json(metrics_path(run_dir, split, no_overlap=drop_overlap), report)
     return report
+
+
+def _test_reads(run_dir: Path, *, count_this: bool) -> dict:
+    """``{"read_at", "test_reads", "first_test_read_at"}``: when this read of test happened, how many reads
+    of this run's test split ``metrics-test*.json`` record with it (one per written ``imf eval --split
+    test``, either file; ``count_this`` False: the earlier ones only), and when the first was.
+
+    The number is what a reader of a test figure needs: the best of several test reads is a figure
+    chosen on test.
+    """
+    import json
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    earlier, first = 0, None
+    for no_overlap in (False, True):
+        try:
+            old = json.loads(metrics_path(run_dir, "test", no_overlap=no_overlap).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # none yet, or unreadable: it counts as no read
+        if not isinstance(old, dict):
+            continue
+        reads = old.get("test_reads", 1)
+        earlier = max(earlier, reads if isinstance(reads, int) and reads > 0 else 1)
+        stamp = old.get("first_test_read_at") or old.get("read_at")
+        if isinstance(stamp, str) and (first is None or stamp < first):
+            first = stamp
+    return {"read_at": now, "test_reads": earlier + int(count_this), "first_test_read_at": first or now}
 
 
 def evaluate_loaded(

@@ -417,6 +417,13 @@ def _missing_checkpoint(run_dir: Path, checkpoint: str) -> str | None:
     if os.path.lexists(run_dir / f"{checkpoint}.pt") or not others:
         return None  # there (loading says what is wrong with it, if anything), or no checkpoint at all
     if checkpoint == "best":
+        validated = [record["epoch"] for record in read_trace(run_dir) if "valid" in record and "epoch" in record]
+        if validated:  # it was written, and is gone
+            return (
+                f"run {run_dir.name} has no best.pt, though trace.jsonl records {count(len(validated), 'validation')} "
+                f"(the last after epoch {validated[-1]}): it was removed or moved. Use the last weights with "
+                "--checkpoint last; the next better validation of imf train --resume writes a new best.pt"
+            )
         return (
             f"run {run_dir.name} has no best.pt yet: it stopped before its first validation. Continue it with "
             f"imf train --resume {run_dir}, or use its last weights with --checkpoint last"
@@ -564,15 +571,33 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
         if missing:
             raise ImfError(missing)
         try:
-            model, _ = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device, features=features)
+            model, stored = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device, features=features)
         except CheckpointError as error:
             raise ImfError(str(error)) from error
         check_model_fits_store(model, store, run_dir / f"{checkpoint}.pt")
+        check_checkpoint_is_the_runs(stored, run_dir, document, checkpoint)
     except BaseException:
         store.close()
         lock.release()
         raise
     return LoadedRun(run_dir, checkpoint, model, store, document, lock)
+
+
+def check_checkpoint_is_the_runs(stored: dict, run_dir: Path, document: dict, checkpoint: str) -> None:
+    """Refuse a checkpoint whose config differs from the run's ``config.yaml`` beyond the schedule
+    (:meth:`models.config.RunConfig.differences_beyond_schedule`): another run's weights, copied in,
+    would be reported as this run's."""
+    from models.config import ConfigError, RunConfig
+
+    try:
+        differ = run_config(run_dir, document).differences_beyond_schedule(RunConfig.from_dict(stored))
+    except ConfigError:
+        return  # the checkpoint loaded, so its config rebuilt: nothing to compare against
+    if differ:
+        raise ImfError(
+            f"{Path(run_dir) / f'{checkpoint}.pt'}: its {', '.join(differ[:3])}{' …' if len(differ) > 3 else ''} "
+            "differ from the run's config.yaml: it is another run's checkpoint"
+        )
 
 
 def check_model_fits_store(model, store: "EntityStore", checkpoint: Path | None = None) -> None:
@@ -632,10 +657,16 @@ def pick_device(name: str) -> "torch.device":
         raise ImfError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ImfError(f"--device {name}, but CUDA is not available on this machine; use --device cpu or auto")
+            raise ImfError(
+                f"device {name}, but CUDA is not available on this machine; use --device cpu or auto (or "
+                "train.device in a config file)"
+            )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ImfError(f"--device {name}, but this machine has {count} CUDA device(s): cuda:0 … cuda:{count - 1}")
+            raise ImfError(
+                f"device {name}, but this machine has {count} CUDA device(s): cuda:0 … cuda:{count - 1} (--device, "
+                "or train.device in a config file)"
+            )
     return device
 
 

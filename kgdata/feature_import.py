@@ -20,8 +20,9 @@ import numpy as np
 
 from kgdata.errors import DataError, ImfError
 from kgdata.features import FeatureReport, check_values, current_features, save_features
-from kgdata.files import check_regular_file
+from kgdata.files import check_regular_file, escape_controls
 from kgdata.inputs import COMPUTED_FROM, graph_input_hash, hash_file, keys_hash
+from kgdata.wording import truncate
 
 if TYPE_CHECKING:
     from kgdata.store import EntityStore
@@ -50,6 +51,25 @@ def _to_numpy(value: Any, source: Path, what: str) -> np.ndarray:
         return np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{what} is not numeric ({exc})", source) from None
+
+
+def _check_npy_size(source: Path, array: np.ndarray) -> None:
+    """Refuse a ``.npy`` file with bytes after its array: numpy ignores them, but such a file was cut
+    together or damaged, and what it was meant to hold is unknown."""
+    with source.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(handle)
+        else:  # 2.0 and 3.0 share the header's layout (3.0 only allows UTF-8 field names)
+            np.lib.format.read_array_header_2_0(handle)
+        expected = handle.tell() + array.nbytes
+    size = source.stat().st_size
+    if size != expected:
+        raise DataError(
+            f"holds {size - expected:,} bytes after its {'x'.join(map(str, array.shape))} array; a .npy file ends "
+            "with its array (was it cut together or damaged?)",
+            source,
+        )
 
 
 def _read_container(source: Path) -> Any:
@@ -153,6 +173,11 @@ def import_features(
             source,
         )
     keys_path = Path(keys).expanduser() if keys is not None else None
+    if encoder is not None and (not encoder.strip() or len(encoder) > 200 or escape_controls(encoder) != encoder):
+        raise ImfError(
+            f"--encoder {truncate(escape_controls(encoder), 60)!r}: name the features with 1–200 printable "
+            "characters (imf features lists them by it)"
+        )
     encoder = encoder or f"file:{source.name}"
     started = time.perf_counter()
 
@@ -160,8 +185,9 @@ def import_features(
     digest.update(f"{modality}\0{encoder}\0{keys_hash(store.entity_keys)}\0".encode())
     hash_file(source, digest)
     digest.update(b"\0keys\0")
-    if keys_path is not None and keys_path.is_file():
-        hash_file(keys_path, digest)
+    if keys_path is not None:  # checked before the "unchanged" answer: a missing --keys is never fine
+        hash_file(check_regular_file(keys_path, "keys file"), digest)
+        digest.update(b"\0given\0")  # an empty keys file is not the same as none
     input_hash = digest.hexdigest()
     if not force:
         unchanged = current_features(store, modality, encoder, input_hash)
@@ -171,8 +197,17 @@ def import_features(
     n = store.num_entities
     known = {key: i for i, key in enumerate(store.entity_keys)}
     content = _read_container(source)
+    if source.suffix.lower() == ".npy":
+        _check_npy_size(source, content)
     given_mask = None
     if isinstance(content, dict) and "features" in content and not isinstance(content["features"], dict):
+        others = sorted(str(key) for key in content if key not in ("features", "mask"))
+        if others:
+            raise DataError(
+                f"holds {', '.join(repr(k) for k in others[:3])}{' …' if len(others) > 3 else ''} beside 'features' "
+                "and 'mask', which imf would ignore; save only those two",
+                source,
+            )
         given_mask = content.get("mask")
         content = content["features"]
 

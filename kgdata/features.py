@@ -124,7 +124,7 @@ class FeatureReport:
 def safe_encoder_name(encoder: str) -> str:
     """A file-name-safe form of an encoder id; ids that need escaping get a short hash suffix."""
     safe = _UNSAFE_RE.sub("-", encoder).strip("-.")
-    if safe == encoder and safe:
+    if safe == encoder and safe and len(safe) <= 64:  # longer names: cut, with the hash (file names ≤ 255 bytes)
         return safe
     digest = hashlib.sha1(encoder.encode()).hexdigest()[:8]
     return f"{safe[:48]}-{digest}" if safe else digest

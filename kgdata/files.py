@@ -73,6 +73,23 @@ def check_regular_file(path: str | Path, what: str = "") -> Path:
     return Path(path)
 
 
+def check_writable_file(path: str | Path, what: str) -> Path:
+    """``path`` if a file can be written there: a regular file or nothing yet, in a writable folder.
+
+    Raises:
+        DataError: naming ``path`` and ``what`` asked for it (``--markdown``), before any long work.
+    """
+    path = Path(path)
+    if exists(path) and not path.is_file():
+        raise DataError(f"{what} needs a file to write, and this {file_problem(path) or 'is not a regular file'}", path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise DataError(f"{what}: the folder {folder} does not exist", path)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"{what}: the folder {folder} is not writable", path)
+    return path
+
+
 def optional_file(path: str | Path) -> Path | None:
     """``path`` if it is a regular file, None if nothing is there; a :class:`DataError` for anything else.
 

@@ -48,6 +48,8 @@ class ImportReport:
     test: int
     duplicates_dropped: dict[str, int]
     unseen_entities: dict[str, int]  # valid/test entities that never occur in train
+    unseen_relations: dict[str, int]  # valid/test relations that never occur in train
+    unused_relations: int  # relations listed (e.g. in relation2id.txt) without a triple in any split
     #: Triples of valid also in train, of test also in train or valid (leaks; see ``_overlaps``).
     overlapping_triples: dict[str, int]
     entities_with_description: int
@@ -109,16 +111,42 @@ def content_hash(parsed: ParsedDataset) -> str:
     return digest.hexdigest()
 
 
-def _unseen(parsed: ParsedDataset) -> dict[str, int]:
-    train = parsed.splits["train"]
-    seen = np.zeros(len(parsed.entity_keys), dtype=bool)
-    seen[train[:, 0]] = True
-    seen[train[:, 2]] = True
-    unseen = {}
-    for split in ("valid", "test"):
-        used = np.unique(parsed.splits[split][:, [0, 2]])
-        unseen[split] = int((~seen[used]).sum())
-    return unseen
+def _unseen(parsed: ParsedDataset, columns: list[int], size: int) -> dict[str, int]:
+    """How many distinct ids of ``columns`` (``[0, 2]``: entities, ``[1]``: relations) of valid and of
+    test never occur there in train: their vectors are never trained."""
+    seen = np.zeros(size, dtype=bool)
+    seen[parsed.splits["train"][:, columns].ravel()] = True
+    return {
+        split: int((~seen[np.unique(parsed.splits[split][:, columns])]).sum()) for split in ("valid", "test")
+    }
+
+
+#: Characters that print as nothing: keys that differ only by them look the same.
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
+
+
+def _lookalike_keys(keys: list[str]) -> list[tuple[str, str]]:
+    """Pairs of distinct keys that are equal once in Unicode's NFC form and without invisible characters
+    (``Café`` typed with a combining accent and with ``é``; ``A`` and ``A`` + zero-width space). They are
+    separate entities that print alike; the first pair of each group, in key order."""
+    import unicodedata
+
+    first: dict[str, str] = {}
+    pairs = []
+    for key in keys:
+        folded = unicodedata.normalize("NFC", key).translate(_INVISIBLE)
+        other = first.setdefault(folded, key)
+        if other != key and len(pairs) < 1000:
+            pairs.append((other, key))
+    return pairs
+
+
+def _unused_relations(parsed: ParsedDataset) -> int:
+    """Relations without a triple in any split (a relation list with ids no triple uses)."""
+    used = np.zeros(len(parsed.relation_keys), dtype=bool)
+    for triples in parsed.splits.values():
+        used[triples[:, 1]] = True
+    return int((~used).sum())
 
 
 def _overlaps(parsed: ParsedDataset) -> dict[str, int]:
@@ -131,7 +159,9 @@ def _overlaps(parsed: ParsedDataset) -> dict[str, int]:
 
 
 def _report(name: str, path: Path, parsed: ParsedDataset) -> ImportReport:
-    unseen = _unseen(parsed)
+    unseen = _unseen(parsed, [0, 2], len(parsed.entity_keys))
+    unseen_relations = _unseen(parsed, [1], len(parsed.relation_keys))
+    unused_relations = _unused_relations(parsed)
     overlaps = _overlaps(parsed)
     warnings = []
     dropped = sum(parsed.duplicates.values())
@@ -148,6 +178,23 @@ def _report(name: str, path: Path, parsed: ParsedDataset) -> ImportReport:
     for split, n in unseen.items():
         if n:
             warnings.append(f"{count(n, f'{split} entity', f'{split} entities')} never occur{'s' if n == 1 else ''} in train")
+    for split, n in unseen_relations.items():
+        if n:
+            warnings.append(
+                f"{count(n, f'{split} relation')} never occur{'s' if n == 1 else ''} in train: a model ranks "
+                "its triples with relation vectors it never trained (imf eval --per-relation lists them as unseen)"
+            )
+    if unused_relations:
+        warnings.append(f"{count(unused_relations, 'relation')} listed without a triple in any split")
+    for kind, keys in (("entity", parsed.entity_keys), ("relation", parsed.relation_keys)):
+        pairs = _lookalike_keys(keys)
+        if pairs:
+            a, b = pairs[0]
+            warnings.append(
+                f"{count(len(pairs), f'{kind} key')} differ{'s' if len(pairs) == 1 else ''} from another only in "
+                f"Unicode normalisation or invisible characters, and stay{'s' if len(pairs) == 1 else ''} a "
+                f"separate {kind} (first: {ascii(a)} and {ascii(b)})"
+            )
     for split, use in (("valid", "imf train selects the model on it"), ("test", "imf eval --split test has nothing to rank")):
         if not len(parsed.splits[split]):
             warnings.append(f"the {split} split is empty: {use}")
@@ -163,6 +210,8 @@ def _report(name: str, path: Path, parsed: ParsedDataset) -> ImportReport:
         test=len(parsed.splits["test"]),
         duplicates_dropped=dict(parsed.duplicates),
         unseen_entities=unseen,
+        unseen_relations=unseen_relations,
+        unused_relations=unused_relations,
         overlapping_triples=overlaps,
         entities_with_description=sum(1 for d in parsed.entity_descriptions if d),
         entities_with_image=sum(1 for i in parsed.entity_images if i),
@@ -320,6 +369,7 @@ def _metadata(name: str, directory: Path, parsed: ParsedDataset, report: ImportR
         },
         "duplicates_dropped": report.duplicates_dropped,
         "unseen_entities": report.unseen_entities,
+        "unseen_relations": report.unseen_relations,
         "overlapping_triples": report.overlapping_triples,
         "content_hash": content_hash(parsed),
     }

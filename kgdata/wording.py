@@ -13,3 +13,17 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
 def truncate(text: str, width: int) -> str:
     """``text``, or its start and "…" in ``width`` characters."""
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def gist(text: str, width: int = 300) -> str:
+    """An error text in one line of at most ``width`` characters: its first line, and where that line ends
+    with ":" (a heading such as torch's "Error(s) in loading state_dict for VGG:"), the lines after it
+    too, joined by spaces; "" for an empty text."""
+    lines = [" ".join(line.split()) for line in text.strip().splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    shown = lines[0]
+    if shown.endswith(":"):
+        shown = " ".join(lines)
+    return truncate(shown, width)

@@ -146,11 +146,25 @@ def load_checkpoint(
         model.load_state_dict(state)
     except (ConfigError, KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(path, f"the stored model does not rebuild ({error})") from error
+    _check_finite(path, state)
     needed = model.modalities_needing_features
     if needed:
         stored = {key: value for key, value in payload["model"].items() if _is_feature_buffer(key)}
         _attach(model, path, needed, features or {}, stored, payload.get("feature_hashes"))
     return model.to(map_location).eval(), payload["config"]
+
+
+def _check_finite(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights with NaN or infinite values: such a model scores every entity NaN, and ranks
+    read from NaN scores are meaningless (training stops on a non-finite loss, so only a damaged or
+    edited file holds them)."""
+    bad = [
+        key for key, value in state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(path, f"the model holds NaN or infinite weights ({bad[0]}{more})")
 
 
 def _is_feature_buffer(key: str) -> bool:

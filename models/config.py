@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -38,6 +39,9 @@ CORE_INITS = ("xavier", "uniform")
 FEATURE_REDUCTIONS = ("pca", "avgpool")
 #: Label smoothing: ``tucker`` gives ``(1-ε)·y + 1/N`` when ε > 0; ``pykeen`` gives ``(1-ε)·y + ε·(1-y)/(N-1)``.
 SMOOTHING_MODES = ("tucker", "pykeen")
+#: The branches ``model.modalities`` can name (the fused multimodal branch comes with two or more).
+MODALITY_BRANCHES = ("structure", "visual", "text")
+
 #: Which views the contrastive term aligns: the modalities with each other (the paper), each modality
 #: with the fused (multimodal) vector, or both.
 CONTRASTIVE_PAIRS = ("modalities", "fused", "all")
@@ -117,6 +121,12 @@ class ModelConfig:
         _check(
             len(self.modalities) > 0 and len(set(self.modalities)) == len(self.modalities),
             f"model.modalities must be distinct and non-empty, got {list(self.modalities)}",
+        )
+        unknown = [m for m in self.modalities if m not in MODALITY_BRANCHES]
+        _check(
+            not unknown,
+            f"model.modalities holds the unknown branch {unknown[0] if unknown else ''!r}; "
+            f"choose from {', '.join(MODALITY_BRANCHES)}",
         )
         _check(self.feature_mode in FEATURE_MODES, f"model.feature_mode must be one of {FEATURE_MODES}")
         _check(self.fusion in FUSION_MODES, f"model.fusion must be one of {FUSION_MODES}")
@@ -306,6 +316,17 @@ class RunConfig:
             return self
         return dataclasses.replace(self, train=dataclasses.replace(self.train, max_minutes=float(minutes)))
 
+    def differences_beyond_schedule(self, other: RunConfig) -> list[str]:
+        """The keys (``section.name``) whose values differ between this config and ``other``, apart from
+        the schedule keys a resume may change (:data:`RESUME_KEYS`): non-empty means two runs, not one."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{section}.{key}"
+            for section, values in mine.items()
+            for key, value in values.items()
+            if f"{section}.{key}" not in RESUME_KEYS and theirs.get(section, {}).get(key) != value
+        ]
+
     def resumed_with(self, changes: Mapping[str, Any] | None) -> RunConfig:
         """This config with the schedule keys of a resumed run changed (``{"train.epochs": 300}``).
 
@@ -454,6 +475,8 @@ def _flatten(layer: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """``section.key`` → value pairs of a nested or dotted layer, with unknown keys rejected."""
     pairs = []
     for key, value in layer.items():
+        if not isinstance(key, str):  # YAML reads `1:`, `~:` and `yes:` as a number, None and a bool
+            raise ConfigError(f"unknown config key {key!r}: keys are names such as 'model' or 'train.lr'", key=str(key))
         if "." in key:
             pairs.append((key, value))
         elif key in SECTIONS:
@@ -462,7 +485,11 @@ def _flatten(layer: Mapping[str, Any]) -> list[tuple[str, Any]]:
             pairs.extend((f"{key}.{name}", item) for name, item in value.items())
         else:
             raise ConfigError(f"unknown config key {key!r}{_suggest(key, SECTIONS)}", key=key)
+    given: set[str] = set()
     for key, _ in pairs:
+        if key in given:  # `train: {lr: …}` and `train.lr: …` in one layer: which one wins would be a guess
+            raise ConfigError(f"config key {key!r} is given twice (dotted and in its section)", key=key)
+        given.add(key)
         section, _, name = key.partition(".")
         if section not in SECTIONS:
             raise ConfigError(f"unknown config key {key!r}{_suggest(section, SECTIONS)}", key=key)
@@ -478,12 +505,19 @@ def _build(cls: type, section: str, values: Mapping[str, Any]):
     return cls(**converted)
 
 
+#: Values quoted in error messages: a few levels and items of each collection. A YAML file's aliases can
+#: make a collection that prints as gigabytes from a few hundred bytes (the "billion laughs").
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 1, 80, 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+
+
 def _convert(key: str, value: Any, hint: Any) -> Any:
     try:
         return _coerce(value, hint)
     except (TypeError, ValueError, OverflowError):
         expected = "a finite float" if hint is float else getattr(hint, "__name__", str(hint))
-        raise ConfigError(f"config key {key!r} expects {expected}, got {value!r}", key=key) from None
+        raise ConfigError(f"config key {key!r} expects {expected}, got {_SHORT.repr(value)}", key=key) from None
 
 
 def _coerce(value: Any, hint: Any) -> Any:

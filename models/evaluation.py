@@ -45,8 +45,10 @@ FUSED = "fused"
 #: The mean of the branches' sigmoid probabilities: the reference code's fusion, reported as a baseline.
 MEAN_FUSION = "mean_fusion"
 HITS_AT = (1, 3, 10)
-#: The relation categories of Bordes et al. (2013), as LibKGE and OpenKE report them.
-CATEGORIES = ("1-1", "1-N", "N-1", "N-N")
+#: The relation categories of Bordes et al. (2013), as LibKGE and OpenKE report them, and ``unseen`` for
+#: a relation without a training triple (its vectors were never trained: no category applies).
+CATEGORIES = ("1-1", "1-N", "N-1", "N-N", "unseen")
+UNSEEN_CATEGORY = CATEGORIES.index("unseen")
 #: A side is "N" when a relation has more than this many answers per query on it, on average.
 CATEGORY_THRESHOLD = 1.5
 #: Chunk-size caps: past these, larger chunks only cost memory.
@@ -464,14 +466,14 @@ def relation_categories(triples: Tensor, num_relations: int, *, threshold: float
     For relation ``r``, tails per head is its number of triples over its number of distinct heads, and
     heads per tail its number of triples over its distinct tails. A side is "N" when that average is
     above ``threshold`` (1.5, as in Bordes et al. 2013, OpenKE and LibKGE): ``1-N`` means several
-    tails per head. A relation without triples is ``1-1``.
+    tails per head. A relation without a triple in ``triples`` is ``unseen``.
 
     Returns:
         ``(R,)`` int64 indices into :data:`CATEGORIES`.
     """
     triples = triples.long().reshape(-1, 3)
     if not len(triples):
-        return torch.zeros(num_relations, dtype=torch.long)
+        return torch.full((num_relations,), UNSEEN_CATEGORY, dtype=torch.long)
     counts = torch.bincount(triples[:, 1], minlength=num_relations).double()
 
     def distinct(column: int) -> Tensor:
@@ -482,7 +484,8 @@ def relation_categories(triples: Tensor, num_relations: int, *, threshold: float
 
     tails_per_head = counts / distinct(0).clamp_min(1)
     heads_per_tail = counts / distinct(2).clamp_min(1)
-    return (tails_per_head > threshold).long() + 2 * (heads_per_tail > threshold).long()
+    kinds = (tails_per_head > threshold).long() + 2 * (heads_per_tail > threshold).long()
+    return kinds.masked_fill(counts == 0, UNSEEN_CATEGORY)
 
 
 def metrics_report(result: RankResult, *, per_relation: bool = False, categories: Tensor | None = None) -> dict:

@@ -45,6 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 from models import distributed
 from models.calibration import crossfit_valid
 from models.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     read_checkpoint,
     restore_rng_state,
@@ -170,6 +171,7 @@ def resume(
     on_epoch_end: EpochCallback | None = None,
     max_minutes: float | None = None,
     changes: Mapping[str, Any] | None = None,
+    expected: RunConfig | None = None,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` from its ``last.pt`` with the same ``data``.
 
@@ -178,10 +180,12 @@ def resume(
     replaces the recorded ``train.max_minutes`` (the time budget of this invocation); None keeps it.
     ``changes`` sets schedule keys of :data:`models.config.RESUME_KEYS` (``{"train.epochs": 300}``
     extends a finished run, a larger ``train.patience`` continues one that stopped early); they are
-    recorded in ``config.yaml`` and the checkpoints.
+    recorded in ``config.yaml`` and the checkpoints. ``expected`` is the config the run records
+    elsewhere (its ``config.yaml``): a ``last.pt`` whose config differs from it beyond the schedule is
+    another run's, and is refused.
 
     Raises:
-        CheckpointError: If ``last.pt`` is missing or unreadable.
+        CheckpointError: If ``last.pt`` is missing or unreadable, or (with ``expected``) another run's.
         ConfigError: If ``changes`` touch a key outside the schedule, or a value is out of range.
             So is a ``train.epochs`` below the epochs already trained.
         ValueError: If ``data`` is not the data the run was started with.
@@ -201,6 +205,14 @@ def resume(
             "re-encode them as they were, or train a new run"
         )
     stored = RunConfig.from_dict(payload["config"])
+    if expected is not None:
+        differ = expected.differences_beyond_schedule(stored)
+        if differ:
+            raise CheckpointError(
+                run_dir / "last.pt",
+                f"its {', '.join(differ[:3])}{' …' if len(differ) > 3 else ''} differ from the run's config.yaml: "
+                "it is another run's checkpoint",
+            )
     config = stored.resumed_with(changes).with_max_minutes(max_minutes)
     trained, epochs = payload["epoch"], config.train.epochs
     if epochs < trained:

@@ -115,6 +115,10 @@ def test_grid_is_its_own_study_and_is_never_silently_ignored(tiny_with_text, tmp
     assert "--grid belongs to the grid study, not the ablation study; leave out --study ablation" in mixed.output
     typo = runner.invoke(app, [*base, "--grid", "train.lr=0.01,fast"])
     assert typo.exit_code == 2 and "train.lr' expects a finite float, got 'fast'" in typo.output
+    for target, message in ((tmp_path, "--markdown needs a file to write, and this is a directory"),
+                            (tmp_path / "no" / "t.md", "the folder")):
+        unwritable = runner.invoke(app, [*base, "--grid", "train.lr=0.01", "--markdown", str(target)])
+        assert unwritable.exit_code == 2 and message in " ".join(unwritable.output.split()), unwritable.output
     assert not list(imf_home.glob("ablations/*/*/seed-1"))  # nothing was trained by either
     grid = runner.invoke(app, [*base, "--grid", "train.lr=0.01,0.003", "--json"])
     assert grid.exit_code == 0, grid.output
@@ -233,6 +237,11 @@ def test_the_summary_splits_valid_and_test_where_one_table_does_not_fit():
     (["model.dim=8", "model.dim=16"], "--grid model.dim is given twice"),
     (["model.dim=8,8"], "--grid model.dim lists 8 twice"),
     (["model.dim=[" + "[" * 3000], "a value is not a YAML scalar"),
+    (["train.seed=5,6"], "--grid cannot vary train.seed: every variant is trained with each seed of --seeds"),
+    (["model.dim=4,"], "has an empty value"),
+    (["model.dim=4, ,8"], "has an empty value"),
+    (["model.dim=4,null"], "null is not a setting"),
+    (["model.dim=~"], "null is not a setting"),
 ])
 def test_a_grid_that_repeats_a_key_or_a_value_is_refused(items, message):
     from imf_cli.ablation import parse_grid

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -146,6 +147,25 @@ def test_eval_agrees_with_brute_force_for_every_branch_and_writes_the_json(run_d
     stored = model.decision.weights(torch.zeros(1, dtype=torch.long)).tolist()
     assert list(report["fusion_weights"]) == ["structure", "text", "multimodal"]
     assert list(report["fusion_weights"].values()) == pytest.approx(stored)
+
+
+def test_each_read_of_test_is_counted_and_a_second_one_is_said(run_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    for name in ("metrics-test.json", "metrics-test-no-overlap.json"):
+        (run / name).unlink(missing_ok=True)
+    first = invoke("eval", run, "--split", "test", "--device", "cpu")
+    assert first.exit_code == 0, first.output
+    assert "report it once" in first.stdout and "has now been read" not in first.stdout
+    once = json.loads((run / "metrics-test.json").read_text())
+    assert once["test_reads"] == 1 and once["first_test_read_at"] == once["read_at"]
+    again = invoke("eval", run, "--split", "test", "--device", "cpu")
+    assert "has now been read 2 times" in " ".join(again.stdout.split())
+    # Either file counts: a read without the leaked triples is a read of test too.
+    third = invoke_json("eval", run, "--split", "test", "--drop-overlap", "--device", "cpu")
+    assert third["test_reads"] == 3 and third["first_test_read_at"] == once["read_at"]
+    assert json.loads((run / "metrics-test.json").read_text())["test_reads"] == 2
+    assert "test_reads" not in invoke_json("eval", run, "--split", "valid", "--device", "cpu")
 
 
 def test_per_relation_metrics_and_an_explicit_batch_size(run_dir):
@@ -452,6 +472,8 @@ def test_a_run_stopped_before_its_first_validation_says_how_to_go_on(run_dir, tm
     shutil.copytree(run_dir, early)
     try:
         (early / "best.pt").unlink()
+        trace = (early / "trace.jsonl").read_text()
+        (early / "trace.jsonl").write_text("")  # no validation yet
         for command in (["eval", early, "--split", "valid"], ["predict", early, "--head", "Entity 1", "--relation", "hub"]):
             result = invoke(*command)
             assert result.exit_code == 2, result.output
@@ -460,6 +482,12 @@ def test_a_run_stopped_before_its_first_validation_says_how_to_go_on(run_dir, tm
                 f"train --resume {early}, or use its last weights with --checkpoint last"
             ) in " ".join(result.output.split())
         assert invoke("eval", early, "--split", "valid", "--checkpoint", "last").exit_code == 0
+        # A best.pt that validations wrote, removed since: said as such, not as a run that never validated.
+        (early / "trace.jsonl").write_text(trace)
+        validations = sum('"valid"' in line for line in trace.splitlines())
+        result = invoke("eval", early, "--split", "valid")
+        assert result.exit_code == 2 and "yet" not in result.output
+        assert f"run early has no best.pt, though trace.jsonl records {validations} validation" in " ".join(result.output.split())
     finally:
         shutil.rmtree(early)
 

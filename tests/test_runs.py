@@ -216,6 +216,16 @@ def test_config_differences_name_only_the_keys_that_differ():
     assert config_differences([a, a]) == {}
 
 
+def test_runs_of_the_same_name_get_headings_that_tell_them_apart():
+    from pathlib import Path
+
+    from imf_cli.commands.runs import distinct_names
+
+    assert distinct_names([Path("/r/a"), Path("/r/b")]) == ["a", "b"]
+    assert distinct_names([Path("/x/p/run"), Path("/y/p/run"), Path("/z/other")]) == ["x/p/run", "y/p/run", "other"]
+    assert distinct_names([Path("/home/runs/run"), Path("/tmp/run")]) == ["runs/run", "tmp/run"]
+
+
 def test_imf_runs_compare_aligns_the_curves_and_names_the_differences(tiny, imf_home):
     first = train(3)
     second = train(2, **{"train.lr": 0.05, "train.batch_size": 8})
@@ -319,6 +329,16 @@ def test_imf_runs_compare_refuses_what_it_cannot_compare(tiny, args, message):
     train(1)
     args = [first.name if arg == "FIRST" else arg for arg in args]
     assert message in error_line(runner.invoke(app, ["runs", "compare", *args]))
+
+
+def test_imf_runs_compare_refuses_a_run_without_its_config_as_runs_show_does(tiny):
+    from helpers import error_line
+
+    first, second = train(1), train(1)
+    (first / "config.yaml").unlink()
+    shown = error_line(runner.invoke(app, ["runs", "show", str(first)]))
+    compared = error_line(runner.invoke(app, ["runs", "compare", str(first), str(second)]))
+    assert "config.yaml" in compared and compared == shown
 
 
 def test_service_and_pipeline_do_not_import_each_other():

@@ -160,11 +160,40 @@ def test_resume_with_more_epochs_trains_a_finished_run_further_and_refuses_other
         refused = runner.invoke(app, ["train", "--resume", first["run_dir"], *flags, "--no-progress"])
         assert refused.exit_code == 2, refused.output
         assert f"{named} cannot change when a run is resumed" in refused.output and "Traceback" not in refused.output
+    for budget in ("nan", "inf", "-1"):
+        refused = runner.invoke(app, ["train", "--resume", first["run_dir"], "--max-minutes", budget, "--no-progress"])
+        assert refused.exit_code == 2 and "--max-minutes must be a finite number ≥ 0" in refused.output, refused.output
     fewer = runner.invoke(app, ["train", "--resume", first["run_dir"], "--epochs", "1", "--no-progress"])
     assert fewer.exit_code == 2 and "train.epochs 1 is below the 3 epochs" in fewer.output, fewer.output
     other = runner.invoke(app, ["train", "other", "--resume", first["run_dir"], "--no-progress"])
     assert other.exit_code == 2 and "trained on dataset 'tiny', not 'other'" in other.output, other.output
     assert yaml.safe_load(open(os.path.join(first["run_dir"], "config.yaml"))) == document
+
+
+def test_another_runs_checkpoint_copied_into_a_run_is_refused_by_resume_and_eval(tiny_with_features):
+    import shutil
+
+    ours = train("tiny", "--epochs", "2", "--modalities", "structure", *SMALL)
+    theirs = train("tiny", "--epochs", "2", "--modalities", "structure", *SMALL[:-3], "--seed", "4", "--no-progress",
+                   "--device", "cpu")  # the same but the seed: the same shapes, other weights
+    run = Path(ours["run_dir"])
+    document = (run / "config.yaml").read_text()
+    for name in ("last.pt", "best.pt"):
+        shutil.copy(Path(theirs["run_dir"]) / name, run / name)
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "3", "--no-progress"])
+    assert resumed.exit_code != 0 and "Traceback" not in resumed.output
+    assert "last.pt" in resumed.output and "train.seed differ from the run's config.yaml" in " ".join(resumed.output.split())
+    assert (run / "config.yaml").read_text() == document  # nothing rewritten
+    evaluated = runner.invoke(app, ["eval", str(run), "--device", "cpu"])
+    assert evaluated.exit_code == 2 and "it is another run's checkpoint" in " ".join(evaluated.output.split())
+
+
+def test_a_run_whose_last_checkpoint_is_gone_says_it_trains_again_from_the_start(tiny_with_features):
+    first = train("tiny", "--epochs", "2", "--modalities", "structure", *SMALL)
+    os.remove(os.path.join(first["run_dir"], "last.pt"))
+    again = runner.invoke(app, ["train", "--resume", first["run_dir"], "--no-progress"], env={"COLUMNS": "300"})
+    assert again.exit_code == 0, again.output
+    assert "last.pt is missing: the 2 epochs that trace.jsonl records are trained again from epoch 0" in again.output
 
 
 def test_a_run_that_stopped_early_goes_on_with_more_patience(tiny_with_features):
@@ -191,14 +220,14 @@ def test_max_minutes_stops_a_run_resumably_and_resume_takes_a_new_budget(tiny_wi
     )
     assert text.exit_code == 0 and "continue with: imf train --resume" in text.output
     negative = runner.invoke(app, ["train", "--resume", stopped["run_dir"], "--max-minutes", "-1", "--no-progress"])
-    assert negative.exit_code == 2 and "--max-minutes must be non-negative" in negative.output
+    assert negative.exit_code == 2 and "--max-minutes must be a finite number ≥ 0" in negative.output
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["tiny", "--max-minutes", "-5"], "train.max_minutes must be non-negative"),
-        (["tiny", "--modalities", "structure,smell"], "unknown modality 'smell'"),
+        (["tiny", "--modalities", "structure,smell"], "model.modalities holds the unknown branch 'smell'"),
         (["tiny", "--fusion", "median"], "model.fusion"),
         (["nope"], "no dataset named 'nope'"),
         (["tiny", "--modalities", "structure,visual"], "no image features"),

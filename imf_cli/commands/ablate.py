@@ -10,6 +10,8 @@ from typing import Optional
 import typer
 
 from imf_cli.output import INTERRUPTED, console, count, handle_errors, print_json, report_interrupted, threads_option
+from kgdata.errors import ImfError
+from kgdata.files import check_writable_file
 
 
 @handle_errors
@@ -60,6 +62,8 @@ def ablate_command(
 
     axes = parse_grid(grid or [])
     study = choose_study(study, axes)
+    if markdown is not None:  # before hours of training, not after
+        check_writable_file(markdown, "--markdown")
     try:
         root, summaries = run_study(
             name,
@@ -77,17 +81,22 @@ def ablate_command(
         report_interrupted(stopped, f"{again} (finished runs are reused, this one goes on)")
         raise typer.Exit(INTERRUPTED) from None
     table = markdown_table(summaries, title=f"{name}: {study} ({count(seeds, 'seed')})")
-    if markdown is not None:
-        markdown.write_text(table, encoding="utf-8")
     if json_output:
         print_json({"dataset": name, "study": study, "dir": str(root), "variants": [s.to_dict() for s in summaries],
                     "verdicts": verdicts(summaries)})
-        return
-    for view in summary_tables(summaries, f"{name}: {study}, mean±sd over {count(seeds, 'seed')}", console.width):
-        console.print(view)
-    for line in verdicts(summaries):  # each variant against the first, on valid: is it more than the seed spread?
-        console.print(line[0].upper() + line[1:] + ".", highlight=False, soft_wrap=True)
-    console.print(f"Runs: {root}", highlight=False, soft_wrap=True)
+    else:
+        for view in summary_tables(summaries, f"{name}: {study}, mean±sd over {count(seeds, 'seed')}", console.width):
+            console.print(view)
+        for line in verdicts(summaries):  # each variant against the first, on valid: more than the seed spread?
+            console.print(line[0].upper() + line[1:] + ".", highlight=False, soft_wrap=True)
+        console.print(f"Runs: {root}", highlight=False, soft_wrap=True)
+    if markdown is not None:  # last: the tables are shown even if the file cannot be written now
+        from models.atomic import write_text_atomically
+
+        try:
+            write_text_atomically(markdown, table, what="the Markdown table")
+        except OSError as error:
+            raise ImfError(f"cannot write {markdown}: {error.strerror or error}") from None
 
 
 def summary_tables(summaries, title: str, width: int) -> list:

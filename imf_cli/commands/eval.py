@@ -42,7 +42,9 @@ def eval_command(
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     per_relation: bool = typer.Option(
-        False, "--per-relation", help="Also report every relation, and each category: 1-1, 1-N, N-1, N-N."
+        False,
+        "--per-relation",
+        help="Also report every relation, and each category: 1-1, 1-N, N-1, N-N (from train), unseen (no training triple).",
     ),
     drop_overlap: bool = typer.Option(
         False,
@@ -112,8 +114,16 @@ def eval_command(
             style="dim",
         )
     if split is Split.test:
+        reads = result["test_reads"]
         console.print(
-            "This is the held-out test split: report it once, for a run chosen on valid.", style="yellow"
+            "This is the held-out test split: report it once, for a run chosen on valid."
+            + (
+                f" This run's test split has now been read {reads} times (the first on "
+                f"{result['first_test_read_at']}): report the first, not the best of them."
+                if reads > 1
+                else ""
+            ),
+            style="yellow",
         )
     console.print(f"Wrote {metrics_path(run_dir, split.value, no_overlap=drop_overlap)}", style="dim")
 
@@ -260,7 +270,7 @@ def relation_table(result: dict, width: int = 80):
 
 
 def category_table(result: dict, width: int = 80):
-    """Per relation category (1-1, 1-N, N-1, N-N): the MRR of every score, both directions, heads and
+    """Per relation category (1-1, 1-N, N-1, N-N, unseen): the MRR of every score, both directions, heads and
     tails; where they do not fit ``width``, the :data:`CATEGORY_EXPENDABLE` columns go, in that order."""
     from rich import box
     from rich.table import Table
@@ -285,7 +295,8 @@ def category_table(result: dict, width: int = 80):
     shown, left_out = fit_columns(natural, CATEGORY_EXPENDABLE, width)
     table = Table(
         title=(
-            "MRR per relation category (from the training split; 1-N: several tails per head). "
+            "MRR per relation category (from the training split; 1-N: several tails per head; "
+            "unseen: no training triple). "
             "tails: predicting t in (h, r, ?); heads: h in (?, r, t)"
         ),
         caption=left_out_note(left_out),

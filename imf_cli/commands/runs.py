@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -312,14 +313,33 @@ def columns_table(title: str, columns: list[str]):
     return grid
 
 
+def distinct_names(paths: list[Path]) -> list[str]:
+    """Column headings for runs: each directory's name, or where two share it, as many of its parent
+    folders as tell them apart (``a/run``, ``b/run``)."""
+    parts = [Path(path).parts for path in paths]
+    depth = [1] * len(paths)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clashes = {name for name in names if names.count(name) > 1}
+        grown = False
+        for index, name in enumerate(names):
+            if name in clashes and depth[index] < len(parts[index]):
+                depth[index] += 1
+                grown = True
+        if not clashes or not grown:
+            return names
+
+
 def comparison_tables(comparison) -> list:
     """The renderables of ``imf runs compare``: the runs, their config differences, their curves."""
     from imf_cli.run_compare import metric_label
     from rich.table import Table
     from rich.text import Text
 
+    headings = distinct_names([info.path for info in comparison.runs])
+
     def table(title: str) -> Table:
-        return columns_table(title, [info.name for info in comparison.runs])
+        return columns_table(title, headings)
 
     runs = table("runs")
     cells = [run_cells(info) for info in comparison.runs]
@@ -384,7 +404,8 @@ def seed_group_tables(comparison) -> list:
 
     groups = comparison.groups
     summary = table(f"groups (mean ± sd over seeds; valid {label}, {comparison.score})")
-    summary.add_row("runs", *(", ".join(comparison.runs[i].name for i in g.members) for g in groups))
+    headings = distinct_names([info.path for info in comparison.runs])
+    summary.add_row("runs", *(", ".join(headings[i] for i in g.members) for g in groups))
     summary.add_row("seeds", *(", ".join(str(comparison.runs[i].seed) for i in g.members) for g in groups))
     summary.add_row(f"best valid {label}", *(stat(g.best) for g in groups))
     summary.add_row("test MRR (fused)", *(stat(g.test_mrr, len(g.members)) for g in groups))

@@ -154,8 +154,8 @@ def train_command(
     notes = (lambda text: err_console.print(text, highlight=False, soft_wrap=True)) if json_output else _note
     try:
         if resume is not None:
-            if max_minutes is not None and max_minutes < 0:
-                raise ImfError(f"--max-minutes must be non-negative (0: no budget), got {max_minutes:g}")
+            if max_minutes is not None and not 0 <= max_minutes < float("inf"):  # NaN fails too
+                raise ImfError(f"--max-minutes must be a finite number ≥ 0 (0: no budget), got {max_minutes:g}")
             fixed = {
                 "--config": config,
                 "--modalities": modalities,

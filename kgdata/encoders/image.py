@@ -21,6 +21,7 @@ from torch import nn
 
 from kgdata.encoders.base import Encoder, WeightsNotFoundError, download_refusal, may_download, register
 from kgdata.errors import ImfError
+from kgdata.wording import gist
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,7 +65,7 @@ def load_weights(net: nn.Module, path: Path, arch: str) -> None:
     try:
         net.load_state_dict(load_state_dict(path))
     except RuntimeError as exc:
-        raise ImfError(f"{path}: does not fit {arch} ({str(exc).splitlines()[0]})") from None
+        raise ImfError(f"{path}: does not fit {arch} ({gist(str(exc))})") from None
 
 
 def _weights_option(weights: str | None) -> str | None:

@@ -144,6 +144,35 @@ def _encode_images(
     return matrix, mask, warnings
 
 
+def _refuse_vanished_images(
+    store: EntityStore, inputs: Inputs, previous: StoredRows | None, reuse_rows: dict[int, int]
+) -> None:
+    """Refuse to re-encode when image files that have stored vectors can no longer be opened.
+
+    Imported datasets store image paths into the user's own folder: an unmounted disk or a moved folder
+    would otherwise turn every such entity's stored vector into "missing" for good. A file that is there
+    but changed is an input change like any other, and is encoded (or recorded missing) as usual.
+    """
+    if previous is None:
+        return
+    vanished = []
+    for entity, path in enumerate(inputs.values):
+        if path is None or entity in reuse_rows or entity >= len(previous.mask) or not previous.mask[entity]:
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            vanished.append((path, error.strerror or type(error).__name__))
+    if vanished:
+        path, reason = vanished[0]
+        raise ImfError(
+            f"{len(vanished)} image(s) of {store.name!r} with stored features cannot be opened now (first: "
+            f"{path}: {reason}); nothing was written, and the stored features are kept. Restore the files, "
+            "or pass --force to encode every image again and record those as missing"
+        )
+
+
 def _reusable(previous: StoredRows | None, inputs: Inputs) -> dict[int, int]:
     """Entity id → the row of ``previous`` computed from the same input (same digest), for every entity
     with an input that ``previous`` already holds."""
@@ -237,6 +266,8 @@ def encode_dataset(
         mask = np.concatenate([mask.astype(bool), np.zeros(n - g, dtype=bool)])
     else:
         reuse_rows = _reusable(previous, inputs)
+        if modality == "image":
+            _refuse_vanished_images(store, inputs, previous, reuse_rows)
         todo = [None if i in reuse_rows else value for i, value in enumerate(inputs.values)]
         count = sum(1 for x in todo if x is not None)
         size = batch_size or instance.batch_size_for(torch_device)

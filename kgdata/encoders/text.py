@@ -28,6 +28,7 @@ from kgdata.encoders.base import (
     register_prefix,
 )
 from kgdata.errors import ImfError
+from kgdata.wording import gist
 
 POOLINGS = ("cls", "mean", "pooler")
 
@@ -126,7 +127,7 @@ class HFTextEncoder(Encoder):
                 source, local_files_only=local_only, cache_dir=cache, dtype=torch.float32
             )
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = gist(str(exc)) or type(exc).__name__
             raise WeightsNotFoundError(f"text encoder {self.id!r}: could not load {source}: {first}") from None
         self.model = model.eval().to(device)
         self.device = device

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,23 @@ def name_from_uri(uri: str) -> str:
     return text or uri
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def parse_id(text: str) -> int:
+    """``text`` as an integer id: ASCII digits only, optionally negative (range checks come later).
+
+    ``int()`` alone also takes ``1_0`` (10), ``+3``, and other scripts' digits (``١`` is 1), which would
+    import a file that says something else than it seems to.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if not _INTEGER.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
+
+
 def read_key_id_map(path: Path, kind: str, advance: Advance | None = None) -> list[str]:
     """Read an ``entity2id.txt``-style file (``key id`` per line) into keys ordered by id.
 
@@ -180,7 +198,7 @@ def read_key_id_map(path: Path, kind: str, advance: Advance | None = None) -> li
             raise DataError(f"expected '<{kind}> <id>', got {text!r}", path, number)
         key, raw_id = parts
         try:
-            pairs.append((key.strip(), int(raw_id), number))
+            pairs.append((key.strip(), parse_id(raw_id), number))
         except ValueError:
             raise DataError(f"{kind} id {raw_id!r} is not an integer", path, number) from None
     keys: list[str | None] = [None] * len(pairs)
@@ -210,7 +228,7 @@ def dataset_image(directory: Path, value: str, path: Path, line: int) -> str:
     root = Path(os.path.realpath(directory))
     image = Path(os.path.realpath(root / value))
     if not image.is_relative_to(root):
-        raise DataError(f"image path {value!r} leads outside the dataset directory {root}", path, line)
+        raise DataError(f"image path {value!r} leads outside {root}, the folder of {Path(path).name}", path, line)
     problem = file_problem(image)
     if problem is not None:
         raise DataError(f"image file {value!r} {problem}", path, line)

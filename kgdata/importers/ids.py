@@ -18,6 +18,7 @@ from kgdata.importers.common import (
     find_file,
     iter_lines,
     name_from_uri,
+    parse_id,
     read_key_id_map,
     split_files,
     SPLIT_STEMS,
@@ -61,7 +62,7 @@ def read(directory: Path, advance: Advance | None = None) -> ParsedDataset:
             if len(fields) != 3:
                 raise DataError(f"expected 3 integer fields (head, relation, tail), got {len(fields)}", path, number)
             try:
-                head, relation, tail = (int(f) for f in fields)
+                head, relation, tail = (parse_id(f) for f in fields)
             except ValueError:
                 raise DataError(f"expected integer ids, got {text[:80]!r}", path, number) from None
             for kind, value in (("head", head), ("tail", tail)):

@@ -107,6 +107,7 @@ def bomb_png() -> bytes:
         (["oslo", "--name", "Oslo", "--image", "{tmp}/bomb.png"], "not a readable image"),
         (["oslo", "--name", "Oslo", "--from", "{tmp}/x.tsv"], "cannot be combined with --from"),
         (["--from", "{tmp}/escape.tsv"], "leads outside"),
+        (["--from", "{tmp}/escape.tsv"], "the folder of escape.tsv"),
         (["--from", "{tmp}/dupes.tsv"], "listed twice (first on line 2)"),
         (["PARIS", "--name", "Lutetia"], "key 'PARIS' is the name of entity 'paris': keys are looked up before names"),
     ],

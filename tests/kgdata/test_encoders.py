@@ -20,7 +20,7 @@ from kgdata.encoders import (
     read_image,
 )
 from kgdata.errors import ImfError
-from kgdata.features import list_features, load_features
+from kgdata.features import feature_path, list_features, load_features
 from kgdata.store import Entity, EntityStore
 
 TEXTS = ["the red flag of alpha", "a small island", "north sea country with a blue and green flag", "zeta"]
@@ -162,6 +162,23 @@ def test_image_masks_corrupt_images_and_batching(mm_store, tiny_cnn, mm_entities
     np.testing.assert_allclose(load_features(mm_store, "image", "tiny-cnn").matrix, loaded.matrix, atol=1e-5)
 
 
+def test_an_image_gone_from_its_folder_does_not_erase_its_stored_vector(mm_store, mm_dataset_dir, tiny_cnn):
+    first = encode_dataset(mm_store, "image", "tiny-cnn")
+    path = feature_path(mm_store.dataset_dir, "image", "tiny-cnn")
+    before = path.read_bytes()
+    image = mm_dataset_dir / "images" / "country_delta.png"
+    image.rename(image.with_suffix(".moved"))
+    with pytest.raises(ImfError, match=r"1 image\(s\) of 'tiny-mm' with stored features cannot be opened now") as caught:
+        encode_dataset(mm_store, "image", "tiny-cnn")
+    assert "country_delta.png" in str(caught.value) and "--force" in str(caught.value)
+    assert path.read_bytes() == before
+    image.with_suffix(".moved").rename(image)  # back: nothing changed, nothing to do
+    assert encode_dataset(mm_store, "image", "tiny-cnn").status == "unchanged"
+    image.rename(image.with_suffix(".moved"))
+    forced = encode_dataset(mm_store, "image", "tiny-cnn", force=True)  # asked for: recorded missing
+    assert forced.missing == first.missing + 1
+
+
 def test_image_hash_covers_image_bytes(mm_store, mm_dataset_dir, tiny_cnn):
     from PIL import Image
 
@@ -265,3 +282,21 @@ def test_real_offline_defaults_on_countries_mm(countries_store):
 
     images = load_features(store, "image")
     assert np.isfinite(images.matrix).all() and images.matrix[images.mask].std() > 0
+
+
+def test_weights_that_do_not_fit_say_which_keys(tmp_path):
+    from torch import nn
+
+    from kgdata.encoders.image import load_weights
+    from kgdata.wording import gist
+
+    path = tmp_path / "wrong.pth"
+    torch.save({"a": torch.zeros(2)}, path)
+    with pytest.raises(ImfError) as caught:
+        load_weights(nn.Linear(2, 3), path, "tiny")
+    message = str(caught.value)
+    # torch's text starts with a heading ending in ":"; the keys come on the next lines.
+    assert "\n" not in message and "Missing key(s)" in message and '"weight"' in message and '"a"' in message
+    assert gist("Heading:\n\n  first detail\n  second\n") == "Heading: first detail second"
+    assert gist("one line\nmore") == "one line" and gist("  \n") == ""
+    assert len(gist("x:\n" + "y " * 500, 50)) == 50

@@ -259,6 +259,21 @@ def test_from_file_with_a_keys_file(mm_store, tmp_path):
     assert loaded.mask.nonzero()[0].tolist() == [0, 3, 7]
 
 
+def test_a_keys_file_that_is_missing_empty_or_a_folder_is_refused_even_when_the_features_are_unchanged(mm_store, tmp_path):
+    source = _write_container(tmp_path / "img.npy", np.ones((10, 3), dtype=np.float32))
+    import_features(mm_store, "image", source, encoder="k1")
+    assert import_features(mm_store, "image", source, encoder="k1").status == "unchanged"
+    (tmp_path / "empty.txt").write_text("")
+    for keys, message in (
+        (tmp_path / "nope.txt", "keys file"),
+        (tmp_path, "keys file"),
+        (tmp_path / "empty.txt", "lists 0 entity keys but img.npy has 10 rows"),
+    ):
+        with pytest.raises(DataError, match=message) as refused:
+            import_features(mm_store, "image", source, encoder="k1", keys=keys)
+        assert refused.value.path == keys
+
+
 @pytest.mark.parametrize(
     ("content", "keys", "message", "line"),
     [
@@ -339,6 +354,7 @@ def test_from_file_refuses_unknown_dict_keys_objects_and_formats(mm_store, tmp_p
         import_features(mm_store, "text", tmp_path / "missing.npy")
     with pytest.raises(ImfError, match="text or image"):
         import_features(mm_store, "structure", bad_dict)
+    (tmp_path / "keys.txt").write_text("country:alpha\n")
     with pytest.raises(DataError, match="drop --keys"):
         import_features(mm_store, "text", bad_dict, keys=tmp_path / "keys.txt")
 
@@ -447,3 +463,38 @@ def test_feature_files_get_the_mode_of_the_workspace_not_0600(mm_store):
     path = save_features(mm_store, "text", "test-bert", np.ones((mm_store.num_entities, 2)),
                          np.ones(mm_store.num_entities, dtype=bool), input_hash="t")
     assert os.stat(path).st_mode & 0o777 == path.parent.stat().st_mode & 0o666
+
+
+def test_a_npy_file_with_bytes_after_its_array_is_refused(mm_store, tmp_path):
+    source = _write_container(tmp_path / "img.npy", np.ones((10, 3), dtype=np.float32))
+    with open(source, "ab") as handle:
+        handle.write(b"\0" * 4000)
+    with pytest.raises(DataError, match="holds 4,000 bytes after its 10x3 array") as refused:
+        import_features(mm_store, "image", source)
+    assert refused.value.path == source
+    clean = _write_container(tmp_path / "clean.npy", np.ones((10, 3), dtype=np.float32))
+    assert import_features(mm_store, "image", clean).status == "written"
+
+
+@pytest.mark.parametrize("name", [" ", "", "x" * 201, "a\x1bb"])
+def test_a_blank_or_unprintable_or_overlong_feature_name_is_refused(mm_store, tmp_path, name):
+    source = _write_container(tmp_path / "img.npy", np.ones((10, 3), dtype=np.float32))
+    with pytest.raises(ImfError, match="name the features with 1–200 printable characters"):
+        import_features(mm_store, "image", source, encoder=name)
+
+
+def test_a_long_feature_name_gets_a_short_file_name():
+    from kgdata.features import safe_encoder_name
+
+    assert safe_encoder_name("k1") == "k1"
+    long = safe_encoder_name("x" * 200)
+    assert len(long) <= 64 and long != safe_encoder_name("x" * 199)
+
+
+def test_a_features_file_with_entries_beside_features_and_mask_is_refused(mm_store, tmp_path):
+    import torch
+
+    source = tmp_path / "f.pt"
+    torch.save({"features": torch.ones(10, 3), "mask": torch.ones(10, dtype=torch.bool), "extra": torch.zeros(2)}, source)
+    with pytest.raises(DataError, match="holds 'extra' beside 'features' and 'mask'"):
+        import_features(mm_store, "image", source)

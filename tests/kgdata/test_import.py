@@ -76,6 +76,32 @@ def test_duplicates_dropped_and_unseen_entities_reported(tmp_path):
         assert store.metadata["duplicates_dropped"]["train"] == 3
 
 
+def test_relations_missing_from_train_are_counted_and_warned(tmp_path):
+    test = TINY_TEST + [("paris", "twinned_with", "berlin")]
+    report = import_dataset(write_tsv_dataset(tmp_path / "rel", train=TINY_TRAIN, valid=TINY_VALID, test=test))
+    assert report.unseen_relations == {"valid": 0, "test": 1}
+    assert any(w.startswith("1 test relation never occurs in train") for w in report.warnings)
+    with EntityStore.open("rel") as store:
+        assert store.metadata["unseen_relations"] == {"valid": 0, "test": 1}
+    # A relation list with an id that no triple uses: listed, and said.
+    root = write_ids_dataset(tmp_path / "wd3", relation2id=True)
+    (root / "relation2id.txt").write_text("P1 0\nP2 1\nP3 2\n")
+    report = import_dataset(root)
+    assert (report.unused_relations, report.unseen_relations) == (1, {"valid": 0, "test": 0})
+    assert "1 relation listed without a triple in any split" in report.warnings
+
+
+def test_keys_that_only_look_alike_are_warned(tmp_path):
+    train = TINY_TRAIN + [("Cafe\u0301", "in", "europe"), ("Caf\u00e9", "in", "europe"), ("europe\u200b", "in", "europe")]
+    report = import_dataset(write_tsv_dataset(tmp_path / "alike", train=train, valid=TINY_VALID, test=TINY_TEST))
+    assert report.entities == 10  # kept apart: the file says they differ
+    (warning,) = [w for w in report.warnings if "look" in w or "normalisation" in w]
+    assert warning.startswith("2 entity keys differ from another only in Unicode normalisation or invisible")
+    assert "'Cafe\\u0301' and 'Caf\\xe9'" in warning
+    plain = import_dataset(write_tsv_dataset(tmp_path / "plain", train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST))
+    assert not any("normalisation" in w for w in plain.warnings)
+
+
 def test_triples_of_a_later_split_also_in_an_earlier_one_are_counted_as_leaks(tmp_path):
     test = TINY_TEST + [TINY_TRAIN[1], TINY_VALID[0]]  # one test triple from train, one from valid
     valid = TINY_VALID + [TINY_TRAIN[2]]
@@ -212,6 +238,14 @@ def bad_case(tmp_path, case: str) -> tuple[Path, str, str, int | None]:
         return root, "tsv", "valid.txt", 2
     if case == "non-integer-id":
         return write_ids_dataset(tmp_path / case, train="0\t0\t1\nx\t0\t1\n"), "ids", "train.txt", 2
+    if case == "underscored-id":  # int() reads 1_0 as 10
+        return write_ids_dataset(tmp_path / case, train="0\t0\t1\n1\t1_0\t2\n"), "ids", "train.txt", 2
+    if case == "non-ascii-digit":  # int() reads ARABIC-INDIC DIGIT ONE as 1
+        return write_ids_dataset(tmp_path / case, train="0\t0\t1\n1\t\u0661\t2\n"), "ids", "train.txt", 2
+    if case == "non-ascii-digit-in-map":
+        root = write_ids_dataset(tmp_path / case)
+        (root / "entity2id.txt").write_text("a 0\nb \u0661\nc 2\n")
+        return root, "ids", "entity2id.txt", 2
     if case == "dense-ids":
         root = write_imf_dataset(tmp_path / case, entity2id="<a> 0\n<b> 5\n")
         return root, "imf", "entity2id.txt", 2
@@ -267,6 +301,9 @@ BAD_CASES = [
     "empty-train",
     "encoding",
     "non-integer-id",
+    "underscored-id",
+    "non-ascii-digit",
+    "non-ascii-digit-in-map",
     "dense-ids",
     "bad-header",
     "missing-image",

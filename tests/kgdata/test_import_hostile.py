@@ -103,9 +103,9 @@ def test_a_symlink_loop_in_place_of_train_is_named(tmp_path, imf_home):
 @pytest.mark.parametrize(
     ("image", "message"),
     [
-        ("../../../../../../../../etc/hostname", "leads outside the dataset directory"),
+        ("../../../../../../../../etc/hostname", "leads outside"),
         ("/etc/hostname", "is absolute"),
-        ("images/outside-link.png", "leads outside the dataset directory"),
+        ("images/outside-link.png", "leads outside"),
         ("images/fifo.png", "FIFO"),
         ("images", "is a directory"),
     ],

@@ -123,3 +123,14 @@ def test_a_short_write_is_an_os_error_naming_the_checkpoint_and_leaves_no_tempor
     assert raised.value.errno == errno.EIO and raised.value.filename == str(target)
     assert "the disk may be full" in raised.value.strerror
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused(saved, tmp_path, value):
+    payload = torch.load(saved[0], weights_only=True)
+    name = next(key for key, tensor in payload["model"].items() if tensor.is_floating_point() and tensor.numel() > 1)
+    payload["model"][name].view(-1)[1] = value
+    damaged = tmp_path / "damaged.pt"
+    torch.save(payload, damaged)
+    with pytest.raises(CheckpointError, match=rf"holds NaN or infinite weights \({name}\)"):
+        load_checkpoint(damaged)

@@ -128,3 +128,30 @@ def test_a_merge_key_may_be_overridden(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("base: &base {dim: 8, fusion: mean}\nmodel:\n  <<: *base\n  dim: 16\n")
     assert load_yaml(path)["model"] == {"dim": 16, "fusion": "mean"}
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ({1: 2}, "unknown config key 1: keys are names"),
+        ({None: 2}, "unknown config key None: keys are names"),
+        ({True: 1}, "unknown config key True: keys are names"),
+        ({"train": {"lr": 0.1}, "train.lr": 0.2}, "config key 'train.lr' is given twice (dotted and in its section)"),
+        ({"model": {"modalities": ["audio"]}}, "model.modalities holds the unknown branch 'audio'"),
+    ],
+)
+def test_keys_that_are_not_names_or_are_given_twice_and_unknown_branches_are_config_errors(layer, message):
+    with pytest.raises(ConfigError) as error:
+        resolve(layer)
+    assert message in str(error.value)
+
+
+def test_a_value_built_from_aliases_is_quoted_short_in_the_error():
+    """A few hundred bytes of YAML aliases make a list that would print as gigabytes."""
+    text = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for level in range(1, 9):
+        text += f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]\n"
+    bomb = yaml.safe_load(text)["a8"]
+    with pytest.raises(ConfigError) as error:
+        resolve({"train": {"epochs": bomb}})
+    assert len(str(error.value)) < 200 and "config key 'train.epochs' expects int" in str(error.value)

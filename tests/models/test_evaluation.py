@@ -230,8 +230,9 @@ def test_relation_categories_follow_answers_per_query():
         [0, 4, 1], [0, 4, 2], [1, 4, 3],  # relation 4: 1.5 tails per head, not above the threshold: 1-1
     ])
     categories = relation_categories(triples, 6)
-    assert [CATEGORIES[c] for c in categories.tolist()] == ["1-1", "1-N", "N-1", "N-N", "1-1", "1-1"]
-    assert relation_categories(torch.zeros(0, 3, dtype=torch.long), 3).tolist() == [0, 0, 0]
+    # Relation 5 has no training triple: its vectors were never trained, and no category applies.
+    assert [CATEGORIES[c] for c in categories.tolist()] == ["1-1", "1-N", "N-1", "N-N", "1-1", "unseen"]
+    assert [CATEGORIES[c] for c in relation_categories(torch.zeros(0, 3, dtype=torch.long), 2)] == ["unseen"] * 2
 
 
 def test_metrics_report_per_category():
