@@ -207,6 +207,15 @@ class UnknownNameError(UnknownEntityError):
         self.candidates = candidates
 
 
+def _echo(text: str) -> str:
+    """What the user typed, quoted; past 40 characters its start and end around how many were left out
+    (as the CLI's error lines elide long words): a long paste echoed whole pushed the advice after it
+    off the TUI's three-line status line."""
+    if len(text) <= 40:
+        return repr(text)
+    return repr(f"{text[:28]}…[{len(text) - 36:,} characters]…{text[-8:]}")
+
+
 def _describe(candidates: list) -> str:
     return "; ".join(f"{c.label if isinstance(c, RelationChoice) else c.name} [{c.key}]" for c in candidates)
 
@@ -427,20 +436,20 @@ class PredictionService:
                 return hits[0]
             if len(hits) == 1:  # the words occur only in its description: say so, never switch silently
                 raise UnknownNameError(
-                    f"no entity of dataset {self.dataset!r} has the name or key {text!r}; the words occur in "
+                    f"no entity of dataset {self.dataset!r} has the name or key {_echo(text)}; the words occur in "
                     f"the description of {_describe(hits)}: give its key or name to use it",
                     hits,
                 )
             candidates = (prefixed or hits)[:CANDIDATES]
             if candidates:
                 raise AmbiguousNameError(
-                    f"{text!r} matches several entities: {_describe(candidates)}"
-                    f"{' …' if len(prefixed or hits) > CANDIDATES else ''}; give a key or a longer name",
+                    f"{_echo(text)} matches several entities (give a key or a longer name): {_describe(candidates)}"
+                    f"{' …' if len(prefixed or hits) > CANDIDATES else ''}",
                     candidates,
                 )
             close = self._close_entities(text)
         hint = f"; did you mean: {_describe(close)}" if close else ""
-        raise UnknownNameError(f"no entity of dataset {self.dataset!r} matches {text!r}{hint}", close)
+        raise UnknownNameError(f"no entity of dataset {self.dataset!r} matches {_echo(text)}{hint}", close)
 
     def _close_entities(self, text: str) -> list[EntityInfo]:
         """Entities with names close to ``text`` (difflib), on graphs small enough to scan."""
@@ -489,8 +498,8 @@ class PredictionService:
             if found:
                 shown = found[:CANDIDATES]
                 raise AmbiguousNameError(
-                    f"{text!r} matches several relations: {_describe(shown)}"
-                    f"{' …' if len(found) > CANDIDATES else ''}; give a key or a longer name",
+                    f"{_echo(text)} matches several relations (give a key or a longer name): {_describe(shown)}"
+                    f"{' …' if len(found) > CANDIDATES else ''}",
                     shown,
                 )
         close = closest_relations(lowered, forward)
@@ -498,7 +507,7 @@ class PredictionService:
             hint = f"; did you mean: {_describe(close)}"
         else:
             hint = f"; the relations are: {_describe(forward)}" if len(forward) <= 2 * CANDIDATES else ""
-        raise UnknownNameError(f"no relation of dataset {self.dataset!r} matches {text!r}{hint}", close)
+        raise UnknownNameError(f"no relation of dataset {self.dataset!r} matches {_echo(text)}{hint}", close)
 
     # ---------------------------------------------------------------------------- queries
     def known(self, entity: int, relation: int) -> dict[str, Any]:
@@ -755,6 +764,16 @@ class PredictionService:
 
     def _check_entity(self, entity: int) -> None:
         if not 0 <= int(entity) < self.num_entities:
+            if int(entity) >= self.num_entities:
+                try:  # the store may have grown since this service opened (imf entities add elsewhere)
+                    added = self.store.entity(int(entity))
+                except ImfError:
+                    added = None
+                if added is not None:  # the search finds it, but its features are not loaded here
+                    raise UnknownEntityError(
+                        f"{added.name!r} was added to dataset {self.dataset!r} after this session opened; "
+                        "encode its features (imf encode) and start again to rank it"
+                    )
             raise UnknownEntityError(
                 f"no entity id {entity} in dataset {self.dataset!r} (ids 0–{self.num_entities - 1})"
             )

@@ -332,3 +332,32 @@ def test_inline_entities_need_features_that_imf_can_encode_again(service):
         service.predict_new(service.resolve_relation("borders").id, text="a republic")
     with pytest.raises(ImfError, match="no visual branch"):
         service.predict_new(service.resolve_relation("borders").id, image="flag.png")
+
+
+def test_a_long_name_is_echoed_short_and_the_advice_comes_before_the_candidates(service):
+    from imf_cli.service import UnknownNameError
+
+    with pytest.raises(UnknownNameError) as unknown:
+        service.resolve_entity("x" * 5000)
+    assert len(str(unknown.value)) < 400 and "'xxxxxxxx" in str(unknown.value) and "…[4,964 characters]…" in str(unknown.value)
+    with pytest.raises(UnknownNameError) as unknown:
+        service.resolve_relation("y" * 5000)
+    assert len(str(unknown.value)) < 1000 and "…[4,964 characters]…" in str(unknown.value)
+
+
+def test_an_entity_added_after_the_service_opened_is_named_with_what_to_do(service, monkeypatch):
+    """`imf entities add` in another terminal: the TUI's search finds the new entity, but the service
+    opened before it has no features for it (it said 'no entity id 494 … (ids 0–493)')."""
+    from types import SimpleNamespace
+
+    from imf_cli.service import UnknownEntityError
+
+    added = service.num_entities
+    real = service.store.entity
+    monkeypatch.setattr(service.store, "entity",
+                        lambda ref: SimpleNamespace(name="Quuxland") if ref == added else real(ref))
+    relation = service.relations()[0].id
+    with pytest.raises(UnknownEntityError, match="'Quuxland' was added to dataset 'places' after this session opened"):
+        service.top_k(added, relation, 5)
+    with pytest.raises(UnknownEntityError, match=f"no entity id {added + 1} in dataset 'places'"):
+        service.top_k(added + 1, relation, 5)

@@ -20,6 +20,7 @@ from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
@@ -200,6 +201,8 @@ class ExploreApp(App[None]):
         the run picker and the help they do not reach the app: those screens bind ``?`` and ``q``.)"""
         if action in LETTER_ACTIONS and isinstance(self.focused, Input):
             return False
+        if action in LETTER_ACTIONS | {"focus_results"} and isinstance(self.screen, ModalScreen):
+            return False  # under the help or the run picker: their footer lists their own keys
         if action == "runs" and self.run_source is None:
             return False
         return True
@@ -421,7 +424,10 @@ class ExploreApp(App[None]):
         """Ask again for the query last asked (answered or on its way) with the new settings."""
         if self._asked is not None:
             keep = self._keep
-            self.request(*self._asked, remember=False)
+            # A query still on its way keeps its place in the history: replacing an unanswered
+            # "explore from this row" must not lose the query b would return to.
+            pending = self._asked != self.current
+            self.request(*self._asked, remember=self._remember and pending)
             self._keep = keep
         else:
             state = "shown" if self.include_known else "hidden"

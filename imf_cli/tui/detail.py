@@ -128,7 +128,7 @@ class DetailPane(VerticalScroll):
         title.append(f"  {entity.key}", style="dim")
         alone = next(iter(result.weights)) if len(result.weights) == 1 else None  # one branch scores the row
         score = f"{alone} score" if alone else "fused"
-        title.append(f"\nrank {prediction.rank} · {score} {prediction.fused:.2f} · p {sigmoid(prediction.fused):.2f}\n")
+        title.append(f"\nrank {prediction.rank} · {score} {prediction.fused:.3f} · p {sigmoid(prediction.fused):.3f}\n")
         known = known_label(prediction.known)
         title.append(f"known: {known}" if known else "not a known fact", style="yellow" if known else "dim")
         if not prediction.in_graph:
@@ -137,14 +137,16 @@ class DetailPane(VerticalScroll):
 
         description = truncate(" ".join((entity.description or "").split()), DESCRIPTION_CHARS)
         self._static("description").update(Text(description or "No description.", style="" if description else "dim"))
+        preview = self.query_one("#detail-preview")
+        drawing = not isinstance(preview, Static) and not self.app.no_color  # --image none: a placeholder
         readable = False
-        if entity.image and Path(entity.image).is_file() and not self.app.no_color:
-            readable = show_image(self.query_one("#detail-preview"), entity.image)
+        if entity.image and Path(entity.image).is_file() and drawing:
+            readable = show_image(preview, entity.image)
         else:
-            show_image(self.query_one("#detail-preview"), None)
+            show_image(preview, None)
         if entity.image:
             missing = "" if Path(entity.image).is_file() else " (file missing)"
-            unreadable = " (unreadable)" if Path(entity.image).is_file() and not readable and not self.app.no_color else ""
+            unreadable = " (unreadable)" if Path(entity.image).is_file() and not readable and drawing else ""
             self._static("image").update(Text(f"Image: {display_path(entity.image)}{missing}{unreadable}", style="dim"))
         else:
             self._static("image").update(Text("No image.", style="dim"))

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 KEYS = [
     ("F1", "this help (works while typing, as do Ctrl+Q and Escape)"),
@@ -26,6 +26,7 @@ KEYS = [
     ("d", "show or hide the detail pane (hidden at first on a short terminal)"),
     ("r", "runs: list them, and open another"),
     ("Home End", "first and last row of the results or the runs"),
+    ("PgUp PgDn", "a page up or down in the results or the runs"),
     ("? q", "help and quit, outside the inputs (here, ? q and Escape close this help)"),
 ]
 
@@ -37,7 +38,7 @@ does not run the query yet: Enter does.
 fused: the model's decision fusion of the branch logits, Σ weight × logit, with the weights it \
 learned for this relation. Ranks follow it.
 
-structure · visual · text · multimodal (S V T M on a narrow terminal): each branch's share of the fused decision, weight × \
+structure · visual · text · multimodal (struct and multi at 80 columns, S V T M narrower; below about 60 columns a single top column names the branch with the largest share): each branch's share of the fused decision, weight × \
 probability normalised over the branches (share = w·σ(logit) / Σ w·σ(logit)): large when the fusion \
 trusts the branch for this relation and the branch believes the triple. The largest is underlined.
 
@@ -78,3 +79,4 @@ class HelpScreen(ModalScreen[None]):
                 Group(Text("imf explore", style="bold"), Text(""), keys, Text(""), Text(MEANING)),
                 id="help-text",
             )
+        yield Footer()  # this screen's keys: the one underneath would list keys that do nothing here

@@ -39,6 +39,16 @@ def bar(fraction: float, width: int) -> str:
     return text.ljust(width)
 
 
+def score_text(score: float, width: int = 6) -> str:
+    """A score in at most ``width`` cells with as many decimals as fit, up to three: ``0.041``,
+    ``-1.234``, ``-12.34``. Two decimals made the top rows of a query read ``0.04`` alike."""
+    for decimals in (3, 2, 1, 0):
+        text = f"{score:.{decimals}f}"
+        if len(text) <= width:
+            return text
+    return f"{score:.0f}"
+
+
 def letter(branch: str) -> str:
     """The one-letter name of a branch (:data:`LETTERS`; an unknown one by its initial)."""
     return LETTERS.get(branch, branch[:1].upper())

@@ -19,7 +19,7 @@ from textual.widgets import DataTable
 
 from imf_cli.scoring import dominant_branch
 from imf_cli.service import Prediction, QueryResult
-from imf_cli.tui.render import SHORT_NAMES, branch_cell, colour, known_label, letter, truncate
+from imf_cli.tui.render import SHORT_NAMES, branch_cell, colour, known_label, letter, score_text, truncate
 
 #: Cells a column adds around its content (DataTable's cell padding, one each side).
 PADDING = 2
@@ -147,7 +147,7 @@ class ResultsTable(RowTable):
             self.add_row(
                 Text(str(prediction.rank), justify="right"),
                 name,
-                Text(f"{prediction.fused:.2f}", justify="right", style="bold"),
+                Text(score_text(prediction.fused, FUSED), justify="right", style="bold"),
                 *(
                     [top_cell(dominant, shares)] if widths.top else (
                         branch_cell(b, shares.get(b, 0.0), widths.bar, dominant=b == dominant,

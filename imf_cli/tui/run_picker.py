@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Footer, Static
 
 from imf_cli.output import minutes_seconds
 from imf_cli.tui.render import letter, short_run_name
@@ -87,6 +87,7 @@ class RunPicker(ModalScreen["RunInfo | None"]):
             yield Static(Text("Runs (newest first). Enter opens one; Escape closes; q quits.", style="bold"), id="picker-title")
             yield RowTable(id="picker-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="picker-note")
+        yield Footer()  # this screen's keys: the one underneath would list keys that do nothing here
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

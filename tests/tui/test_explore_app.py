@@ -416,3 +416,26 @@ async def test_a_short_terminal_shows_result_rows_and_d_toggles_the_detail_pane(
         await pilot.press("d")
         await settle(pilot)
         assert detail.region.height > 0 and table.region.height == before
+
+
+async def test_with_image_drawing_off_the_image_is_named_not_called_unreadable(flag):
+    fake = FakeService(str(flag))
+    app = ExploreApp(fake, image="none")
+    async with app.run_test(size=(130, 36)) as pilot:
+        await run_query(pilot, "germ", "bord")
+        await pilot.press("f")
+        await wait_until(pilot, lambda: app.results_shown == 2)
+        names = rows(app)
+        app.query_one(ResultsTable).move_cursor(row=names.index("France"))
+        await settle(pilot)
+        text = detail_text(app)
+        assert "Image: images/flag_fra.png" in text and "unreadable" not in text
+        assert not app.query_one("#detail-preview").display
+
+
+def test_scores_show_as_many_decimals_as_their_column_holds():
+    from imf_cli.tui.render import score_text
+
+    assert [score_text(x) for x in (0.0412, 0.0378, -1.23456, -12.3456, 123.456, -1234.5, 123456.7)] == [
+        "0.041", "0.038", "-1.235", "-12.35", "123.46", "-1234", "123457"
+    ]

@@ -181,6 +181,31 @@ async def test_f_pressed_while_back_is_still_ranking_applies_to_the_query_it_goe
         assert app.table.current.entity.id == explored_from and app.table.cursor_row > 2
 
 
+async def test_k_pressed_while_an_explore_is_still_ranking_keeps_the_way_back(flag):
+    gate = threading.Event()
+    gate.set()
+    fake = FakeService(str(flag), slow=None, gate=gate)
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        await pilot.pause(0.6)  # past the doubled-Enter guard
+        await pilot.press("down")
+        target = app.table.current.entity.id
+        gate.clear()  # the explore waits: k is pressed before its answer
+        shown = app.results_shown
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: fake.calls and fake.calls[-1][0] == target)
+        await pilot.press("k")
+        gate.set()
+        await wait_until(pilot, lambda: app.results_shown > shown and app.current[0].id == target)
+        await settle(pilot)
+        assert [query[0].name for query, _ in app.history] == ["France"]
+        shown = app.results_shown
+        await pilot.press("b")
+        await wait_until(pilot, lambda: app.results_shown > shown)
+        assert app.current[0].name == "France"
+
+
 async def test_home_and_end_go_to_the_first_and_last_row(fake):
     app = ExploreApp(fake)
     async with app.run_test(size=(100, 30)) as pilot:
