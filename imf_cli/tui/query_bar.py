@@ -127,14 +127,24 @@ def entity_prompt(entity: EntityInfo, width: int = 72) -> Text:
         room -= len(ADDED_BADGE) + 4
     if entity.description and room > 8:
         text.append("  " + truncate(" ".join(entity.description.split()), room), style="italic dim")
+    text.truncate(width, overflow="ellipsis")  # the list wraps what is wider than itself, no_wrap or not
     return text
 
 
-def relation_prompt(relation: RelationChoice) -> Text:
+#: What an inverse relation's suggestion adds after its label, longest first: the longest that fits.
+INVERSE_HINTS = ("  predicts heads · type <- for inverses", "  predicts heads · type <-", "  heads · type <-", "  type <-")
+
+
+def relation_prompt(relation: RelationChoice, width: int = 72) -> Text:
+    """The relation's label; an inverse's with the longest hint of :data:`INVERSE_HINTS` that fits in
+    ``width`` cells (the list wraps what is wider than itself)."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append(relation.label)
     if relation.inverse:
-        text.append("  predicts heads · type <- for inverses", style="dim")
+        room = width - text.cell_len
+        hint = next((h for h in INVERSE_HINTS if len(h) <= room), "")
+        text.append(hint, style="dim")
+    text.truncate(width, overflow="ellipsis")
     return text
 
 
@@ -246,7 +256,14 @@ class QueryBar(Horizontal):
     def _search(self, text: str) -> None:
         try:
             found = self.service.search_entities(text, limit=SUGGESTIONS)
-        except Exception:  # a search error must not end the app; the query reports real errors
+        except Exception as error:  # a search error must not end the app: say it, and keep the app up
+            if not get_current_worker().is_cancelled:
+                busy = "locked" in str(error) or "busy" in str(error).lower()
+                self.post_message(Notice(
+                    "Search: the dataset is busy (another imf process is writing it); type again in a moment."
+                    if busy else f"Search failed: {str(error) or type(error).__name__}",
+                    error=not busy,
+                ))
             found = []
         if not get_current_worker().is_cancelled:
             self.post_message(SuggestionsReady(text, found))
@@ -272,7 +289,8 @@ class QueryBar(Horizontal):
 
     def _show_relations(self, text: str) -> None:
         self._relation_options = match_relations(self._all_relations, text)
-        self.suggestions("relation").show([relation_prompt(r) for r in self._relation_options])
+        width = max(self.query_one("#relation-field").size.width - 6, 12)
+        self.suggestions("relation").show([relation_prompt(r, width) for r in self._relation_options])
 
     # ------------------------------------------------------------------- focus
     def on_descendant_focus(self) -> None:

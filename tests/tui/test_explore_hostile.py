@@ -257,3 +257,32 @@ def test_an_added_entity_with_a_description_is_told_to_encode_it():
     assert missing_features_advice(bare, ("visual", "text"), "cm") == (
         "it needs an image or a description; add them and run imf encode cm"
     )
+
+
+async def test_a_search_that_finds_the_dataset_locked_says_so(fake):
+    import sqlite3
+
+    def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    fake.search_entities = locked
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press(*"Germ")
+        await wait_until(pilot, lambda: "busy" in status(app))
+        assert "another imf process is writing it" in status(app)
+
+
+def test_suggestions_are_cut_to_the_width_of_their_list():
+    """The option list wraps a prompt wider than itself (no_wrap notwithstanding): an inverse relation
+    took two lines at 80 columns, an added entity's badge four at 40."""
+    from imf_cli.tui.query_bar import entity_prompt, relation_prompt
+
+    inverse = RelationChoice(3, "shares_border_with", "shares border with", True)
+    for width in (12, 30, 60):
+        assert relation_prompt(inverse, width).cell_len <= width
+    added = EntityInfo(9, "country:BWR", "Brightwater", "A made-up country " * 10, None, added=True)
+    for width in (12, 30, 60):
+        assert entity_prompt(added, width).cell_len <= width
+    assert relation_prompt(inverse, 200).plain == "← shares border with  predicts heads · type <- for inverses"
+    assert relation_prompt(inverse, 40).plain == "← shares border with  heads · type <-"
