@@ -345,6 +345,9 @@ def run_info(run_dir: str | Path, *, dataset_hashes: dict[str, str | None] | Non
         status = _training_state(config, trace) or (RESUMABLE if (run_dir / "last.pt").is_file() else FAILED)
         if status == FAILED:
             reason = "no checkpoint: it stopped before its first epoch ended"
+        damaged = _checkpoint_problem(run_dir, trace)
+        if damaged:
+            status, reason = FAILED, damaged
         orphan = _orphan_reason(dataset, metadata.get("dataset_hash"), dataset_hashes)
         if orphan:
             status, reason = ORPHAN, orphan
@@ -368,6 +371,21 @@ def run_info(run_dir: str | Path, *, dataset_hashes: dict[str, str | None] | Non
         mtime=mtime,
         config=config,
     )
+
+
+def _checkpoint_problem(run_dir: Path, trace: list[dict]) -> str:
+    """What is wrong with a run's checkpoints, from cheap checks only (a listing must stay fast): a
+    ``best.pt`` missing though validations wrote one, or a checkpoint that is not the zip archive
+    ``torch.save`` writes; "" otherwise."""
+    import zipfile
+
+    for name in ("best", "last"):
+        path = run_dir / f"{name}.pt"
+        if path.is_file() and not zipfile.is_zipfile(path):
+            return f"{name}.pt is damaged (not the zip archive torch.save writes)"
+    if not (run_dir / "best.pt").exists() and any("valid" in record for record in trace):
+        return "best.pt is missing, though trace.jsonl records validations (imf eval RUN --checkpoint last)"
+    return ""
 
 
 def _orphan_reason(dataset: str | None, recorded: str | None, cache: dict[str, str | None] | None) -> str:

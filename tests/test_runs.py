@@ -483,3 +483,17 @@ def test_imf_runs_compare_names_a_damaged_trace_line_as_runs_show_does(tiny, imf
     for args in (["show", second.name], ["compare", first.name, second.name]):
         line = error_line(runner.invoke(app, ["runs", *args]))
         assert f"{second / 'trace.jsonl'}:2: not a trace record" in line, args
+
+
+def test_a_run_whose_checkpoints_are_damaged_or_gone_is_listed_with_the_reason(tiny):
+    from imf_cli.runs import run_info
+
+    run = train(2)
+    assert run_info(run).status == "finished" and run_info(run).reason == ""
+    (run / "best.pt").write_bytes(b"")
+    info = run_info(run)
+    assert info.status == "failed" and info.reason == "best.pt is damaged (not the zip archive torch.save writes)"
+    (run / "best.pt").unlink()
+    assert run_info(run).reason.startswith("best.pt is missing, though trace.jsonl records validations")
+    (run / "last.pt").write_bytes(b"\x00" * 100)
+    assert run_info(run).reason == "last.pt is damaged (not the zip archive torch.save writes)"

@@ -14,6 +14,7 @@ With a :class:`~imf_cli.tui.run_picker.RunSource`, ``r`` lists the runs and swit
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich.text import Text
 from textual import events, on, work
@@ -318,6 +319,9 @@ class ExploreApp(App[None]):
             text.append(" · known shown", style="yellow")
         elif result.hidden_known:
             text.append(f" · {result.hidden_known} known hidden", style="yellow")
+        run_dir = getattr(self.service, "run_dir", None)
+        if run_dir is not None and not Path(run_dir).is_dir():  # removed or moved while open (imf runs rm)
+            text.append(" · its run directory is gone: this model stays loaded until r opens another", style="red")
         if self.show_latency:
             text.append(f" · {self.last_latency_ms:.0f} ms", style="dim")
         return text

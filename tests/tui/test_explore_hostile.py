@@ -286,3 +286,18 @@ def test_suggestions_are_cut_to_the_width_of_their_list():
         assert entity_prompt(added, width).cell_len <= width
     assert relation_prompt(inverse, 200).plain == "← shares border with  predicts heads · type <- for inverses"
     assert relation_prompt(inverse, 40).plain == "← shares border with  heads · type <-"
+
+
+async def test_a_run_directory_removed_while_open_is_said_on_the_next_answer(fake, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    fake.run_dir = run
+    app = ExploreApp(fake)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        assert "gone" not in status(app)
+        run.rmdir()
+        shown = app.results_shown
+        await pilot.press("k")
+        await wait_until(pilot, lambda: app.results_shown > shown)
+        assert "its run directory is gone" in status(app)
