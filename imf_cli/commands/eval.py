@@ -44,7 +44,8 @@ def eval_command(
     per_relation: bool = typer.Option(
         False,
         "--per-relation",
-        help="Also report every relation, and each category: 1-1, 1-N, N-1, N-N (from train), unseen (no training triple).",
+        help="Also report every relation, and each category: 1-1, 1-N, N-1, N-N (from train), unseen (no "
+        "training triple).",
     ),
     drop_overlap: bool = typer.Option(
         False,

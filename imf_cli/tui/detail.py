@@ -128,7 +128,8 @@ class DetailPane(VerticalScroll):
         title.append(f"  {entity.key}", style="dim")
         alone = next(iter(result.weights)) if len(result.weights) == 1 else None  # one branch scores the row
         score = f"{alone} score" if alone else "fused"
-        title.append(f"\nrank {prediction.rank} · {score} {prediction.fused:.3f} · p {sigmoid(prediction.fused):.3f}\n")
+        probability = sigmoid(prediction.fused)
+        title.append(f"\nrank {prediction.rank} · {score} {prediction.fused:.3f} · p {probability:.3f}\n")
         known = known_label(prediction.known)
         title.append(f"known: {known}" if known else "not a known fact", style="yellow" if known else "dim")
         if not prediction.in_graph:

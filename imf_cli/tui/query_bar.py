@@ -132,7 +132,9 @@ def entity_prompt(entity: EntityInfo, width: int = 72) -> Text:
 
 
 #: What an inverse relation's suggestion adds after its label, longest first: the longest that fits.
-INVERSE_HINTS = ("  predicts heads · type <- for inverses", "  predicts heads · type <-", "  heads · type <-", "  type <-")
+INVERSE_HINTS = (
+    "  predicts heads · type <- for inverses", "  predicts heads · type <-", "  heads · type <-", "  type <-"
+)
 
 
 def relation_prompt(relation: RelationChoice, width: int = 72) -> Text:
