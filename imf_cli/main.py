@@ -6,6 +6,7 @@ Each command lives in ``imf_cli/commands/<name>.py`` and imports heavy libraries
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -41,6 +42,18 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("imf")
+        except PackageNotFoundError:  # run from a source tree that was not installed
+            number = "unknown (not installed)"
+        typer.echo(f"imf {number}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     home: Optional[Path] = typer.Option(
@@ -48,6 +61,9 @@ def root(
         "--home",
         help="Workspace directory for datasets, features and runs (default: $IMF_HOME, else the user data directory).",
         show_default=False,
+    ),
+    version: bool = typer.Option(
+        False, "--version", help="Print imf's version and exit.", is_eager=True, callback=_print_version
     ),
 ) -> None:
     """Multimodal knowledge-graph link prediction with IMF (Interactive Multimodal Fusion).
@@ -93,4 +109,21 @@ for name, command in (
 
 
 def main() -> None:
+    _tolerate_narrow_encodings()
     app()
+
+
+def _tolerate_narrow_encodings() -> None:
+    """Where stdout or stderr cannot encode every character (``PYTHONIOENCODING=ascii``, a latin-1
+    terminal), print what cannot be encoded as ``?`` rather than fail: names, bars and rules are
+    Unicode, and an error while printing must not cost the user the command's result."""
+    import codecs
+
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        try:
+            utf = codecs.lookup(encoding).name.startswith("utf")
+        except LookupError:
+            utf = False
+        if not utf and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")

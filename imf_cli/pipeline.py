@@ -123,15 +123,41 @@ def _manifest(feature_set: "FeatureSet") -> dict:
     }
 
 
+#: The presets shipped with imf: ``--config NAME`` finds ``NAME.yaml`` here when no file NAME exists.
+PRESETS = Path(__file__).resolve().parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(path.stem for path in PRESETS.glob("*.yaml"))
+
+
+def config_path(config_file: Path) -> Path:
+    """``config_file``, or the bundled preset it names (``db15k``, ``countries-mm-quick.yaml``) when there
+    is no such file: the README's ``imf_cli/presets/…`` paths exist only in a checkout of the source."""
+    path = Path(config_file)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    preset = PRESETS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    return preset if preset.is_file() else path
+
+
 def read_config_file(config_file: Path | None) -> dict:
-    """The values of a YAML config file (empty without one). Errors become :class:`ImfError`."""
+    """The values of a YAML config file (empty without one), or of a bundled preset named instead
+    (:func:`config_path`). Errors become :class:`ImfError`."""
     from models.config import ConfigError, load_yaml
 
+    from kgdata.errors import DataError
     from kgdata.files import read_text
 
     if config_file is None:
         return {}
-    read_text(config_file, "config file")  # a FIFO, a directory or non-UTF-8 bytes: one line with file:line
+    config_file = config_path(config_file)
+    try:
+        read_text(config_file, "config file")
+    except DataError as error:
+        if Path(config_file).exists():
+            raise
+        raise DataError(f"{error.reason}; or name a preset: {', '.join(preset_names())}", config_file) from None  # a FIFO, a directory or non-UTF-8 bytes: one line with file:line
     try:
         return load_yaml(config_file)
     except ConfigError as error:

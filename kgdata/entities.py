@@ -61,6 +61,35 @@ class AddReport:
         return asdict(self)
 
 
+def _refuse_names_in_use(conn, entities: list, dataset: str) -> None:
+    """Refuse a new entity whose name (case-insensitively) another entity already has, in the dataset or
+    in this batch: looking either up by name would then be ambiguous, and commands and examples that
+    name the old one would stop working."""
+    seen: dict[str, str] = {}
+    for entity in entities:
+        name = entity.name if entity.name and entity.name.strip() else entity.key
+        folded = name.casefold()
+        if folded in seen:
+            path, line = _where(entity)
+            raise DataError(
+                f"the name {name!r} is given twice (also to {seen[folded]!r}); names must differ", path, line
+            )
+        seen[folded] = entity.key
+        row = conn.execute("SELECT key FROM entities WHERE name = ? COLLATE NOCASE LIMIT 1", [name]).fetchone()
+        if row is None and not name.isascii():  # SQLite's NOCASE folds ASCII letters only
+            row = next(
+                (r for r in conn.execute("SELECT key, name FROM entities") if r[1].casefold() == folded), None
+            )
+        if row is not None:
+            path, line = _where(entity)
+            raise DataError(
+                f"the name {name!r} is already the name of entity {row[0]!r} in dataset {dataset!r}: looking "
+                "either up by name would be ambiguous; choose another name",
+                path,
+                line,
+            )
+
+
 def _where(entity: NewEntity) -> tuple[Path | None, int | None]:
     return entity.source if entity.source is not None else (None, None)
 
@@ -218,6 +247,7 @@ def _insert(store_file: Path, dataset: str, entities: list[NewEntity], images: d
                         path,
                         line,
                     )
+            _refuse_names_in_use(conn, entities, dataset)
             added = []
             for offset, entity in enumerate(entities):
                 row = {

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from helpers import REPO
@@ -31,6 +32,18 @@ def test_help_is_fast_and_imports_neither_torch_nor_textual():
     result = subprocess.run([sys.executable, "-m", "imf_cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "import" in result.stdout
     assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_terminal_that_cannot_encode_unicode_gets_the_output_not_a_crash(encoding, tmp_path):
+    import os
+
+    env = {**os.environ, "PYTHONIOENCODING": encoding, "IMF_HOME": str(tmp_path), "COLUMNS": "100"}
+    for args in (["--help"], ["explain", "--help"], ["import", "countries-mm"], ["search", "countries-mm", "São"]):
+        result = subprocess.run([sys.executable, "-m", "imf_cli", *args], capture_output=True, env=env)
+        assert result.returncode == 0, (args, result.stderr[-500:])
+        assert b"Traceback" not in result.stderr and b"bug in imf" not in result.stderr
+    assert b"o Tom" in result.stdout  # S?o Tom? in ASCII, S\xe3o Tom\xe9 in latin-1
 
 
 def command_names() -> list[str]:
@@ -93,3 +106,10 @@ def test_existing_dataset_and_unknown_dataset_errors(tiny_tsv):
     assert invoke("import", str(tiny_tsv), "--replace").exit_code == 0
     missing = invoke("search", "nope", "x")
     assert missing.exit_code == 2 and "no dataset named 'nope'" in missing.output
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"imf {version('imf')}"

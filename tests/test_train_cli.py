@@ -321,3 +321,21 @@ def test_precision_is_a_flag_of_new_runs_recorded_in_the_config_and_fixed_on_res
     assert resumed.exit_code == 2 and "--precision cannot change when a run is resumed" in resumed.output
     refused = runner.invoke(app, ["train", "tiny", "--precision", "fp16", *SMALL])
     assert refused.exit_code == 2 and "train.precision must be one of" in refused.output
+
+
+def test_a_preset_can_be_named_instead_of_its_path(tmp_path, monkeypatch):
+    """The README's imf_cli/presets/… paths exist only in a source checkout; a pip install has the
+    presets inside the package."""
+    from imf_cli.pipeline import PRESETS, config_path, read_config_file
+    from kgdata.errors import ImfError
+
+    monkeypatch.chdir(tmp_path)
+    assert config_path(Path("db15k")) == PRESETS / "db15k.yaml"
+    assert config_path(Path("countries-mm-quick.yaml")) == PRESETS / "countries-mm-quick.yaml"
+    assert read_config_file(Path("db15k-structure"))["model"]["modalities"] == ["structure"]
+    (tmp_path / "db15k").write_text("model: {dim: 16}\n")  # a file of that name wins
+    assert read_config_file(Path("db15k")) == {"model": {"dim": 16}}
+    with pytest.raises(ImfError, match=r"config file does not exist; or name a preset: countries-mm, countries-mm-quick, db15k"):
+        read_config_file(Path("no-such-preset"))
+    with pytest.raises(ImfError, match="does not exist"):
+        read_config_file(Path("sub/db15k"))  # a path is a path

@@ -17,7 +17,9 @@ from kgdata.files import check_writable_file
 @handle_errors
 def ablate_command(
     name: str = typer.Argument(..., help="Dataset name (see imf datasets)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Base YAML config of every variant [the defaults]."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="Base YAML config of every variant, or a preset's name [the defaults]."
+    ),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per variant (1, 2, …)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Epochs per run [the config's train.epochs]."),
     study: Optional[str] = typer.Option(
@@ -43,7 +45,7 @@ def ablate_command(
     finished run, in its own columns. Finished runs are reused and killed ones resumed, so running the
     same command again continues the study.
 
-    Example: imf ablate countries-mm --config imf_cli/presets/countries-mm-quick.yaml --seeds 2 --variant full --variant mean-fusion
+    Example: imf ablate countries-mm --config countries-mm-quick --seeds 2 --variant full --variant mean-fusion
     """
     from imf_cli.ablation import choose_study, markdown_table, parse_grid, run_study, verdicts
     from imf_cli.runtime import set_threads

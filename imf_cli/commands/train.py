@@ -34,7 +34,10 @@ def default(value) -> str:
 def train_command(
     name: Optional[str] = typer.Argument(None, help="Dataset name (not needed with --resume).", show_default=False),
     config: Optional[Path] = typer.Option(
-        None, "--config", help="YAML file with model/train/eval sections.", show_default="none"
+        None,
+        "--config",
+        help="YAML file with model/train/eval sections, or a preset's name (db15k, countries-mm-quick, …).",
+        show_default="none",
     ),
     modalities: Optional[str] = typer.Option(
         None,

@@ -110,6 +110,8 @@ def bomb_png() -> bytes:
         (["--from", "{tmp}/escape.tsv"], "the folder of escape.tsv"),
         (["--from", "{tmp}/dupes.tsv"], "listed twice (first on line 2)"),
         (["PARIS", "--name", "Lutetia"], "key 'PARIS' is the name of entity 'paris': keys are looked up before names"),
+        (["lutetia", "--name", "paris"], "the name 'paris' is already the name of entity 'paris' in dataset 'tiny'"),
+        (["--from", "{tmp}/samename.tsv"], "the name 'OSLO' is given twice (also to 'oslo')"),
     ],
 )
 def test_bad_additions_are_one_line_and_add_nothing(tiny, tmp_path, args, message):
@@ -118,6 +120,7 @@ def test_bad_additions_are_one_line_and_add_nothing(tiny, tmp_path, args, messag
     (tmp_path / "x.tsv").write_text("id\nx\n")
     (tmp_path / "escape.tsv").write_text("id\timage\noslo\t../../../../etc/hostname\n")
     (tmp_path / "dupes.tsv").write_text("id\noslo\noslo\n")
+    (tmp_path / "samename.tsv").write_text("id\tname\noslo\tOslo\nkristiania\tOSLO\n")
     line = error_line(invoke("entities", "add", tiny, *[a.replace("{tmp}", str(tmp_path)) for a in args]))
     assert message in line and "between fields" not in line  # a value, not a line of a file
     with EntityStore.open(tiny) as store:
