@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from kgdata import locking, migrations, paths
-from kgdata.errors import DataError, ImfError
+from kgdata.errors import DataError, EnvironmentFault, ImfError
 from kgdata.files import check_regular_file, check_text
 from models.atomic import never_short, write_atomically
 
@@ -210,6 +210,11 @@ def add_entities(
                 path.unlink(missing_ok=True)
             if isinstance(error, OSError):
                 raise locking.workspace_fault(error, home) from None
+            if isinstance(error, sqlite3.DatabaseError):  # as the readers say it, naming the store
+                text = str(error)
+                if "readonly" in text or "read-only" in text or ("disk" in text and "full" in text):
+                    raise EnvironmentFault(f"{store_file}: cannot write the entity store ({text})") from None
+                raise ImfError(f"{store_file}: not a readable imf entity store ({text})") from None
             raise
     return report
 

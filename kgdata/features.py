@@ -556,6 +556,8 @@ def list_features(store: "EntityStore") -> list[dict]:
     order = {m: i for i, m in enumerate(MODALITIES)}
     result = sorted(entries.values(), key=lambda e: (order.get(e["modality"], 9), e["created_at"] or ""))
     for entry in result:
+        if Path(entry["path"]) not in headers and entry.get("rows") is not None:
+            entry["missing"] = entry["rows"]  # the file is gone or unreadable: it covers nobody now
         missing = entry["missing"]
         entry["covered"] = None if missing is None else entry["rows"] - missing
     return result

@@ -239,3 +239,15 @@ def test_image_encoding_after_an_addition_reads_only_the_new_image(mm_store, tin
         after = load_features(store, "image", "tiny-cnn")
     np.testing.assert_array_equal(after.matrix[:10], before.matrix)
     assert after.mask[10] and after.mask[:10].tolist() == before.mask.tolist()
+
+
+def test_adding_to_a_damaged_store_names_it(tiny):
+    from kgdata import paths
+    from kgdata.errors import EnvironmentFault, ImfError
+
+    store_file = paths.store_path(tiny)
+    data = store_file.read_bytes()
+    store_file.write_bytes(data[:4096] + b"\x00" * 4096 + data[8192:])  # a damaged page
+    with pytest.raises(ImfError) as damaged:
+        add_entities(tiny, [NewEntity("oslo", "Oslo")])
+    assert str(store_file) in str(damaged.value) and not isinstance(damaged.value, EnvironmentFault)

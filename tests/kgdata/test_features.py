@@ -368,8 +368,10 @@ def test_a_corrupt_feature_file_is_named_when_loaded_and_listed(mm_store):
     assert error.value.path == path
     (entry,) = list_features(mm_store)
     assert entry["status"].startswith("stale: not a readable safetensors feature file")
+    assert (entry["covered"], entry["missing"]) == (0, entry["rows"])  # it covers nobody now
     path.unlink()
-    assert list_features(mm_store)[0]["status"] == "file missing"
+    (entry,) = list_features(mm_store)
+    assert entry["status"] == "file missing" and (entry["covered"], entry["missing"]) == (0, entry["rows"])
 
 
 @pytest.mark.parametrize(("extra", "shown"), [("{bad", "is not JSON"), ("5", "is not a JSON object"), ("[1]", "is not a JSON object")])
