@@ -38,7 +38,10 @@ def summary(explanation: Explanation) -> Text:
     text = Text()
     noun = "heads" if explanation.relation.inverse else "tails"
     text.append(f"rank {_rank(explanation.rank)}", style="bold")
-    text.append(f" of {explanation.candidates:,} {noun} (filtered; unfiltered {_rank(explanation.raw_rank)})")
+    # An added entity is ranked among the graph's entities, not among the other added ones (as imf predict
+    # --include-new ranks them): the line says so.
+    among = "the graph's entities and this one; " if not explanation.tail_in_graph else ""
+    text.append(f" of {explanation.candidates:,} {noun} ({among}filtered; unfiltered {_rank(explanation.raw_rank)})")
     score = f"{explanation.scored_by[0]} score" if len(explanation.scored_by) == 1 else "fused"
     text.append(f" · {score} {explanation.fused:+.2f} · p {explanation.probability:.2f}\n")
     if explanation.known:

@@ -121,6 +121,9 @@ def test_an_added_tail_is_ranked_among_the_graph_and_itself(service):
     assert explanation.candidates == service.num_graph_entities + 1 - 2
     rows = service.top_k(france, borders, k=100, include_new=True).predictions
     assert explanation.rank == [p.entity.id for p in rows].index(lyon) + 1
+    from imf_cli.explain_view import summary
+
+    assert "tails (the graph's entities and this one; filtered; unfiltered" in summary(explanation).plain
 
 
 def test_explain_errors(service):
