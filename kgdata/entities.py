@@ -61,30 +61,33 @@ class AddReport:
         return asdict(self)
 
 
+def _stored_name(entity: NewEntity) -> str:
+    """The name an entity is stored under: its name, or its key when the name is blank."""
+    return entity.name if entity.name and entity.name.strip() else entity.key
+
+
 def _refuse_names_in_use(conn, entities: list, dataset: str) -> None:
     """Refuse a new entity whose name (case-insensitively) another entity already has, in the dataset or
     in this batch: looking either up by name would then be ambiguous, and commands and examples that
-    name the old one would stop working."""
+    name the old one would stop working. One read of the stored names, folded in Python (SQLite's NOCASE
+    folds ASCII letters only)."""
+    taken: dict[str, str] = {}
+    for key, name in conn.execute("SELECT key, name FROM entities ORDER BY id"):
+        taken.setdefault(name.casefold(), key)
     seen: dict[str, str] = {}
     for entity in entities:
-        name = entity.name if entity.name and entity.name.strip() else entity.key
+        name = _stored_name(entity)
         folded = name.casefold()
+        path, line = _where(entity)
         if folded in seen:
-            path, line = _where(entity)
             raise DataError(
                 f"the name {name!r} is given twice (also to {seen[folded]!r}); names must differ", path, line
             )
         seen[folded] = entity.key
-        row = conn.execute("SELECT key FROM entities WHERE name = ? COLLATE NOCASE LIMIT 1", [name]).fetchone()
-        if row is None and not name.isascii():  # SQLite's NOCASE folds ASCII letters only
-            row = next(
-                (r for r in conn.execute("SELECT key, name FROM entities") if r[1].casefold() == folded), None
-            )
-        if row is not None:
-            path, line = _where(entity)
+        if folded in taken:
             raise DataError(
-                f"the name {name!r} is already the name of entity {row[0]!r} in dataset {dataset!r}: looking "
-                "either up by name would be ambiguous; choose another name",
+                f"the name {name!r} is already the name of entity {taken[folded]!r} in dataset {dataset!r}: "
+                "looking either up by name would be ambiguous; choose another name",
                 path,
                 line,
             )
@@ -258,7 +261,7 @@ def _insert(store_file: Path, dataset: str, entities: list[NewEntity], images: d
                 row = {
                     "id": total + offset,
                     "key": entity.key,
-                    "name": entity.name if entity.name and entity.name.strip() else entity.key,
+                    "name": _stored_name(entity),
                     "description": entity.description or None,
                     "image": images.get(entity.key),
                 }

@@ -128,7 +128,7 @@ _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
 def _lookalike_keys(keys: list[str]) -> list[tuple[str, str]]:
     """Pairs of distinct keys that are equal once in Unicode's NFC form and without invisible characters
     (``Café`` typed with a combining accent and with ``é``; ``A`` and ``A`` + zero-width space). They are
-    separate entities that print alike; the first pair of each group, in key order."""
+    separate entities that print alike: each key that looks like an earlier one, with that one."""
     import unicodedata
 
     first: dict[str, str] = {}
@@ -136,7 +136,7 @@ def _lookalike_keys(keys: list[str]) -> list[tuple[str, str]]:
     for key in keys:
         folded = unicodedata.normalize("NFC", key).translate(_INVISIBLE)
         other = first.setdefault(folded, key)
-        if other != key and len(pairs) < 1000:
+        if other != key:
             pairs.append((other, key))
     return pairs
 
