@@ -183,7 +183,7 @@ def main() -> None:
             )
             print(f"import {imported:.1f} s (child process), service load {loaded:.2f} s")
 
-            from imf_cli.runs import LoadedRun
+            from imf_cli.run_loading import LoadedRun
 
             # the service's model and store, as imf eval's ranking sees them after loading
             seconds, report = time_ours(

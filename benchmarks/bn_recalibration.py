@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from imf_cli.run_eval import evaluate_loaded
-    from imf_cli.runs import load_run
+    from imf_cli.run_loading import load_run
     from models.index import TailIndex, with_inverses
 
     torch.set_num_threads(args.threads)

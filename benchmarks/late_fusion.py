@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def load(run: str, home: Path | None, checkpoint: str) -> dict:
     """The frozen scorer of a one-branch run and what ranking needs from its dataset."""
-    from imf_cli.runs import load_run, run_metadata
+    from imf_cli.run_loading import load_run
+    from imf_cli.runs import run_metadata
     from models.evaluation import FrozenScorer, relation_categories
 
     if home is not None:

@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from imf_cli.run_loading import pick_device
 from imf_cli.runs import (
     BRANCH_FEATURES,
     check_same_dataset,
-    pick_device,
     read_trace,
     run_config,
     run_metadata,

@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imf_cli.runs import load_run, metrics_path
+from imf_cli.run_loading import load_run
+from imf_cli.runs import metrics_path
 from kgdata.errors import ImfError
 
 if TYPE_CHECKING:
-    from imf_cli.runs import LoadedRun
+    from imf_cli.run_loading import LoadedRun
 
 
 def evaluate_run(

@@ -281,7 +281,7 @@ class PredictionService:
         from models.evaluation import FrozenScorer
         from models.index import TailIndex, with_inverses
 
-        from imf_cli.runs import check_model_fits_store
+        from imf_cli.run_loading import check_model_fits_store
 
         check_model_fits_store(model, store)
         graph = store.num_graph_entities
@@ -327,9 +327,9 @@ class PredictionService:
 
         Raises:
             ImfError: If the run directory, the checkpoint or the dataset cannot be used, or the dataset
-                was re-imported since the run was trained (see :func:`imf_cli.runs.load_run`).
+                was re-imported since the run was trained (see :func:`imf_cli.run_loading.load_run`).
         """
-        from imf_cli.runs import load_run
+        from imf_cli.run_loading import load_run
 
         loaded = load_run(run_dir, checkpoint=checkpoint, device=device)
         try:

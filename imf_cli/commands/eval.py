@@ -69,7 +69,8 @@ def eval_command(
     Example: imf eval countries-mm@latest --split valid
     """
     from imf_cli.run_eval import evaluate_run
-    from imf_cli.runs import metrics_path, pick_device, resolve_run, run_metadata
+    from imf_cli.run_loading import pick_device
+    from imf_cli.runs import metrics_path, resolve_run, run_metadata
     from imf_cli.runtime import set_threads
 
     set_threads(threads)
