@@ -316,16 +316,21 @@ class RunConfig:
             return self
         return dataclasses.replace(self, train=dataclasses.replace(self.train, max_minutes=float(minutes)))
 
+    def changed_from(self, other: RunConfig) -> dict[str, Any]:
+        """The keys (``section.name``) whose values in this config differ from ``other``'s, with this
+        config's values."""
+        theirs = other.to_dict()
+        return {
+            f"{section}.{key}": value
+            for section, values in self.to_dict().items()
+            for key, value in values.items()
+            if theirs.get(section, {}).get(key) != value
+        }
+
     def differences_beyond_schedule(self, other: RunConfig) -> list[str]:
         """The keys (``section.name``) whose values differ between this config and ``other``, apart from
         the schedule keys a resume may change (:data:`RESUME_KEYS`): non-empty means two runs, not one."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return [
-            f"{section}.{key}"
-            for section, values in mine.items()
-            for key, value in values.items()
-            if f"{section}.{key}" not in RESUME_KEYS and theirs.get(section, {}).get(key) != value
-        ]
+        return [key for key in self.changed_from(other) if key not in RESUME_KEYS]
 
     def resumed_with(self, changes: Mapping[str, Any] | None) -> RunConfig:
         """This config with the schedule keys of a resumed run changed (``{"train.epochs": 300}``).

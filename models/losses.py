@@ -1,6 +1,9 @@
 """IMF's training objective: 1-N BCE per branch and for the fused score, plus a contrastive term.
 
 ``total = Σ_branches BCE(branch) + fused_weight · BCE(fused) + contrastive_weight · InfoNCE(modalities)``
+
+:class:`Objective` wraps a model and this loss in one module, the step the training loop runs (and
+wraps in DDP or a CUDA graph).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from models.imf import ScoreBreakdown
+from models.imf import IMF, ScoreBreakdown
+from models.scorer import RelationGroups
 
 
 def smoothed_targets(targets: Tensor, *, label_smoothing: float = 0.1, mode: str = "tucker") -> Tensor:
@@ -244,3 +248,81 @@ def imf_objective(
         contrastive = info_nce(views, masks=masks, temperature=temperature, pairs=contrastive_pairs)
         total = total + contrastive_weight * contrastive
     return LossTerms(total, branches, fused, contrastive)
+
+
+def contrastive_pairs(modalities: tuple[str, ...], branches: tuple[str, ...], which: str) -> list[tuple[str, str]]:
+    """The view pairs of ``train.contrastive_pairs``: among ``modalities``, with the fused branch, or both."""
+    import itertools
+
+    among = list(itertools.combinations(modalities, 2))
+    fused = [(m, b) for b in branches if b not in modalities for m in modalities]
+    return {"modalities": among, "fused": fused, "all": among + fused}[which]
+
+
+class Objective(nn.Module):
+    """The model and its loss as one module, so that DDP sees every parameter used inside ``forward``."""
+
+    def __init__(
+        self,
+        model: IMF,
+        *,
+        label_smoothing: float,
+        smoothing_mode: str,
+        contrastive_weight: float,
+        fused_weight: float,
+        temperature: float,
+        pairs: str = "modalities",
+    ):
+        super().__init__()
+        self.model = model
+        self.contrastive_pairs = pairs
+        self.label_smoothing = label_smoothing
+        self.smoothing_mode = smoothing_mode
+        self.contrastive_weight = contrastive_weight
+        self.fused_weight = fused_weight
+        self.temperature = temperature
+
+    def forward(
+        self,
+        heads: Tensor,
+        relations: Tensor,
+        positives: Positives,
+        groups: RelationGroups,
+        entities: Tensor,
+        entity_mask: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of queries ``(B,)`` and its detached terms.
+
+        Args:
+            heads, relations: ``(B,)`` the queries.
+            positives: Their known tails.
+            groups: Their relation groups, computed on the CPU.
+            entities: ``(E,)`` the distinct entities whose modality views the contrastive term aligns.
+            entity_mask: ``(E,)`` bool, False where ``entities`` is padding (the CUDA-graph step pads
+                them to a fixed count); None: every entry is real.
+        """
+        encoded = self.model.encode()
+        scores = self.model(heads, relations, encoded=encoded, groups=groups)
+        views = masks = None
+        pairs = None
+        if self.contrastive_weight:
+            views = {name: encoded[name].entities[entities] for name in self.model.branch_names}
+            masks = {
+                m: mask[entities] for m in self.model.modalities if (mask := self.model.feature_mask(m)) is not None
+            }
+            if entity_mask is not None:
+                masks = {name: masks[name] & entity_mask if name in masks else entity_mask for name in views}
+            pairs = contrastive_pairs(self.model.modalities, self.model.branch_names, self.contrastive_pairs)
+        terms = imf_objective(
+            scores,
+            positives,
+            views or {},
+            masks=masks,
+            label_smoothing=self.label_smoothing,
+            smoothing_mode=self.smoothing_mode,
+            contrastive_weight=self.contrastive_weight,
+            fused_weight=self.fused_weight,
+            temperature=self.temperature,
+            contrastive_pairs=pairs,
+        )
+        return terms.total, terms.detached()

@@ -175,3 +175,11 @@ def write_config(
         },
     }
     write_text_atomically(run_dir / "config.yaml", yaml.safe_dump(document, sort_keys=False), what="the run's config")
+
+
+def read_config_document(run_dir: Path) -> dict[str, Any]:
+    """The run's ``config.yaml`` as a mapping (empty when the file holds something else)."""
+    import yaml
+
+    document = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+    return document if isinstance(document, dict) else {}

@@ -62,10 +62,10 @@ from models.graphs import (
     pack_batch,
     plain_learning_rates,
 )
-from models.imf import IMF, STRUCTURE, build_model
+from models.imf import STRUCTURE, build_model
 from models.index import TailIndex, with_inverses
-from models.losses import Positives, imf_objective
-from models.run_files import append_trace, record_resume_changes, truncate_trace, write_config
+from models.losses import Objective, Positives
+from models.run_files import append_trace, read_config_document, record_resume_changes, truncate_trace, write_config
 from models.kg import KGTensors
 from models.loop import EpochProgress, StopSignals
 from models.sampling import epoch_batches
@@ -266,13 +266,13 @@ def restart(
         if context.is_main:
             for name in ("trace.jsonl", "best.pt"):
                 (run_dir / name).unlink(missing_ok=True)
-            recorded = _recorded_document(run_dir).get("config")
+            recorded = read_config_document(run_dir).get("config")
             changed = _schedule_changes(RunConfig.from_dict(recorded), config) if isinstance(recorded, dict) else {}
             if changed:
                 record_resume_changes(run_dir, config=config.to_dict(), epoch=0, changes=changed)
         context.barrier()
         _seed_everything(config.train.seed, context.rank)
-        metadata = _recorded_metadata(run_dir)
+        metadata = dict(read_config_document(run_dir).get("metadata") or {})
         trainer = _Trainer(data, data.fingerprint(), config, run_dir, context, device, metadata=metadata)
         trainer.initialise()
         return trainer.run(progress=progress, on_epoch_end=on_epoch_end)
@@ -283,101 +283,7 @@ def restart(
 def _schedule_changes(stored: RunConfig, config: RunConfig) -> dict[str, Any]:
     """The dotted keys whose values a resume changed, with their new values (the time budget of one
     invocation aside: it is not a change of the run)."""
-
-    def flat(run: RunConfig) -> dict[str, Any]:
-        return {f"{section}.{key}": value for section, values in run.to_dict().items() for key, value in values.items()}
-
-    before = flat(stored)
-    return {key: value for key, value in flat(config).items() if key != "train.max_minutes" and before.get(key) != value}
-
-
-def _recorded_document(run_dir: Path) -> dict[str, Any]:
-    import yaml
-
-    document = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    return document if isinstance(document, dict) else {}
-
-
-def _recorded_metadata(run_dir: Path) -> dict[str, Any]:
-    return dict(_recorded_document(run_dir).get("metadata") or {})
-
-
-def contrastive_pairs(modalities: tuple[str, ...], branches: tuple[str, ...], which: str) -> list[tuple[str, str]]:
-    """The view pairs of ``train.contrastive_pairs``: among ``modalities``, with the fused branch, or both."""
-    import itertools
-
-    among = list(itertools.combinations(modalities, 2))
-    fused = [(m, b) for b in branches if b not in modalities for m in modalities]
-    return {"modalities": among, "fused": fused, "all": among + fused}[which]
-
-
-class _Objective(nn.Module):
-    """The model and its loss as one module, so that DDP sees every parameter used inside ``forward``."""
-
-    def __init__(
-        self,
-        model: IMF,
-        *,
-        label_smoothing: float,
-        smoothing_mode: str,
-        contrastive_weight: float,
-        fused_weight: float,
-        temperature: float,
-        pairs: str = "modalities",
-    ):
-        super().__init__()
-        self.model = model
-        self.contrastive_pairs = pairs
-        self.label_smoothing = label_smoothing
-        self.smoothing_mode = smoothing_mode
-        self.contrastive_weight = contrastive_weight
-        self.fused_weight = fused_weight
-        self.temperature = temperature
-
-    def forward(
-        self,
-        heads: Tensor,
-        relations: Tensor,
-        positives: Positives,
-        groups: RelationGroups,
-        entities: Tensor,
-        entity_mask: Tensor | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss of queries ``(B,)`` and its detached terms.
-
-        Args:
-            heads, relations: ``(B,)`` the queries.
-            positives: Their known tails.
-            groups: Their relation groups, computed on the CPU.
-            entities: ``(E,)`` the distinct entities whose modality views the contrastive term aligns.
-            entity_mask: ``(E,)`` bool, False where ``entities`` is padding (the CUDA-graph step pads
-                them to a fixed count); None: every entry is real.
-        """
-        encoded = self.model.encode()
-        scores = self.model(heads, relations, encoded=encoded, groups=groups)
-        views = masks = None
-        pairs = None
-        if self.contrastive_weight:
-            views = {name: encoded[name].entities[entities] for name in self.model.branch_names}
-            masks = {
-                m: mask[entities] for m in self.model.modalities if (mask := self.model.feature_mask(m)) is not None
-            }
-            if entity_mask is not None:
-                masks = {name: masks[name] & entity_mask if name in masks else entity_mask for name in views}
-            pairs = contrastive_pairs(self.model.modalities, self.model.branch_names, self.contrastive_pairs)
-        terms = imf_objective(
-            scores,
-            positives,
-            views or {},
-            masks=masks,
-            label_smoothing=self.label_smoothing,
-            smoothing_mode=self.smoothing_mode,
-            contrastive_weight=self.contrastive_weight,
-            fused_weight=self.fused_weight,
-            temperature=self.temperature,
-            contrastive_pairs=pairs,
-        )
-        return terms.total, terms.detached()
+    return {key: value for key, value in config.changed_from(stored).items() if key != "train.max_minutes"}
 
 
 class _Trainer:
@@ -423,7 +329,7 @@ class _Trainer:
         single = len(self.model.branch_names) == 1
         if (self.fit_fusion or single) and self.model.decision.mode != "mean":
             self.model.decision.logits.requires_grad_(False)
-        self.objective = _Objective(
+        self.objective = Objective(
             self.model,
             label_smoothing=settings.label_smoothing,
             smoothing_mode=settings.label_smoothing_mode,

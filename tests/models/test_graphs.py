@@ -14,7 +14,7 @@ from models.index import TailIndex, with_inverses
 from models.losses import Positives
 from models.sampling import epoch_batches
 from models.scorer import RelationGroups
-from models.training import _Objective
+from models.losses import Objective
 
 from .conftest import make_kg
 
@@ -34,7 +34,7 @@ def _setup(missing: float = 0.3):
     )
     for modality in ("visual", "text"):
         model.set_features(modality, *kg.features[modality])
-    objective = _Objective(
+    objective = Objective(
         model, label_smoothing=0.1, smoothing_mode="tucker", contrastive_weight=0.5, fused_weight=1.0, temperature=0.1
     )
     index = TailIndex.from_triples(
