@@ -41,7 +41,8 @@ CANDIDATES = 5
 #: Entity counts up to which an unknown name is compared with every name for suggestions.
 FUZZY_LIMIT = 200_000
 #: Marks before a relation that ask for its inverse, longest first: ``← r``, ``<- r`` or ``< r``.
-INVERSE_MARKS = ("←", "<-", "<")
+#: Marks of an inverse relation typed before its name; ``^`` is SPARQL's inverse path (``^borders``).
+INVERSE_MARKS = ("←", "<-", "<", "^")
 #: The id of an entity given inline (``imf predict --new-text``), which the store does not hold.
 INLINE_ID = -1
 
@@ -366,6 +367,22 @@ class PredictionService:
             f"checkpoint={self.checkpoint!r}, branches={self.branch_names}, device={str(self.device)!r})"
         )
 
+    def refresh(self) -> None:
+        """Take in the entities added to the dataset (``imf entities add``) since the service opened it:
+        without this, a TUI left open counted the entities it was opened with and refused the features
+        encoded for the new ones. Cheap when nothing changed (one SQLite pragma); called by the methods
+        that count or look up entities."""
+        with self._lock:
+            if not self.store.refresh():
+                return
+            graph = (self.store.num_graph_entities, self.store.num_relations)
+            if graph != (self.num_graph_entities, self.num_relations):  # a re-import takes the write lock first
+                raise ImfError(
+                    f"dataset {self.dataset!r} was re-imported while this run was open; open the run again"
+                )
+            self.num_entities = self.store.num_entities
+            self.unseen.forget_added()
+
     # ---------------------------------------------------------------------------- entities
     def entity(self, entity_id: int) -> EntityInfo:
         """The entity with dense id ``entity_id``."""
@@ -388,6 +405,7 @@ class PredictionService:
         if not text:
             return []
         with self._lock:
+            self.refresh()
             found = self.store.entities_with_prefix(text, limit=limit)  # "Fra" → France before Swiss franc
             seen = {entity.id for entity in found}
             found += [entity for entity in self.store.search(text, limit=limit) if entity.id not in seen]
@@ -404,7 +422,8 @@ class PredictionService:
         """The one entity that ``text`` names.
 
         Tried in order: an exact key; an exact name (case-insensitive); a unique prefix of a key or
-        name; a single full-text search match whose name or key holds the words (in any order). A
+        name, unless ``text`` is also a whole word of other names ("Korea": "Korean", "South Korea",
+        "North Korea" are then listed); a single full-text search match whose name or key holds the words (in any order). A
         single match by its description alone is named in an :class:`UnknownNameError`, not taken.
 
         Raises:
@@ -415,6 +434,7 @@ class PredictionService:
         if not text:
             raise ImfError("no entity given")
         with self._lock:
+            self.refresh()
             try:
                 return self.store.entity(text)  # by key
             except UnknownEntityError:
@@ -430,7 +450,15 @@ class PredictionService:
                 )
             prefixed = self.store.entities_with_prefix(text, limit=CANDIDATES + 1)
             if len(prefixed) == 1:
-                return prefixed[0]
+                # "Korea" begins only "Korean" but is a whole word of "South Korea" and "North Korea":
+                # taking the prefix would answer for the language without a word.
+                worded = [
+                    hit for hit in self.store.search(text, limit=CANDIDATES + 1)
+                    if hit.id != prefixed[0].id and named_by(hit, text, whole_words=True)
+                ]
+                if not worded:
+                    return prefixed[0]
+                prefixed = [prefixed[0], *worded]
             hits = [] if prefixed else self.store.search(text, limit=CANDIDATES + 1)
             if len(hits) == 1 and named_by(hits[0], text):
                 return hits[0]
@@ -468,7 +496,7 @@ class PredictionService:
 
     def resolve_relation(self, text: str, *, inverse: bool = False) -> RelationChoice:
         """The relation that ``text`` names: an exact key, an exact name (case-insensitive), or a unique
-        prefix or substring of a key or name. A leading inverse mark (``←``, ``<-`` or ``<``, see
+        prefix or substring of a key or name. A leading inverse mark (``←``, ``<-``, ``<`` or ``^``, see
         :func:`split_relation_text`) asks for the inverse, as does ``inverse``. Text that is a relation's
         key exactly is taken as that key, even if it starts with a mark (as ``<http://…>`` keys do).
 
@@ -634,6 +662,7 @@ class PredictionService:
 
     def why_no_new_entities(self) -> str | None:
         """Why ``top_k(..., include_new=True)`` would rank no added entity (None: it can rank some)."""
+        self.refresh()
         if not self.model.feature_dims:
             return (
                 "this run has only a structure branch, which knows only the entities of the training graph; "
@@ -763,6 +792,8 @@ class PredictionService:
             self._check_relation(relation)
 
     def _check_entity(self, entity: int) -> None:
+        if int(entity) >= self.num_entities:
+            self.refresh()
         if not 0 <= int(entity) < self.num_entities:
             if int(entity) >= self.num_entities:
                 try:  # the store may have grown since this service opened (imf entities add elsewhere)

@@ -257,6 +257,12 @@ class UnseenEntities:
         self._inductive: "InductiveScorer | None" = None
         self._added: "tuple[list[int], PlacedEntities | None] | None" = None
 
+    def forget_added(self) -> None:
+        """Entities were added to the store: read the feature files and place the added entities again
+        on next use (the placement of the graph, ``inductive``, stays)."""
+        with self.service.lock:
+            self._feature_sets = self._added = None
+
     def feature_sets(self) -> dict[str, "FeatureSet"]:
         """Branch → the feature set the run was trained with (see :func:`run_feature_sets`)."""
         service = self.service

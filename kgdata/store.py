@@ -117,10 +117,12 @@ def fts_query(text: str) -> str | None:
     return " ".join(quoted)
 
 
-def named_by(entity: Entity, text: str) -> bool:
-    """Whether every word of ``text`` begins a word of ``entity``'s name or key (ignoring case): a
-    :meth:`EntityStore.search` hit matched by its name, not only by its description."""
+def named_by(entity: Entity, text: str, *, whole_words: bool = False) -> bool:
+    """Whether every word of ``text`` begins (with ``whole_words``: is) a word of ``entity``'s name or key,
+    ignoring case: a :meth:`EntityStore.search` hit matched by its name, not only by its description."""
     words = set(_WORD_RE.findall(f"{entity.name or ''} {entity.key}".casefold()))
+    if whole_words:
+        return set(_WORD_RE.findall(text.casefold())) <= words
     return all(any(word.startswith(part) for word in words) for part in _WORD_RE.findall(text.casefold()))
 
 
@@ -183,12 +185,36 @@ class EntityStore:
         conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
         try:
             self.db = Database(conn)
-            self._meta = {row["key"]: json.loads(row["value"]) for row in self.db["metadata"].rows}
+            self._meta = self._read_meta()
         except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
             conn.close()
             if isinstance(exc, sqlite3.OperationalError) and _journal(self.path).exists():
                 raise
             raise ImfError(f"{self.path}: not a readable imf entity store ({exc})") from exc
+
+    def _read_meta(self) -> dict:
+        # data_version changes when another connection commits (imf entities add while a TUI is open)
+        self._data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        return {row["key"]: json.loads(row["value"]) for row in self.db["metadata"].rows}
+
+    def refresh(self) -> bool:
+        """Read the metadata again if another process has written to the store since it was read (entities
+        added with ``imf entities add`` while this store is open); returns whether it changed.
+
+        Raises:
+            ImfError: If the store can no longer be read.
+        """
+        try:
+            if self.db.execute("PRAGMA data_version").fetchone()[0] == self._data_version:
+                return False
+            meta = self._read_meta()
+        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
+            raise ImfError(f"{self.path}: not a readable imf entity store ({exc})") from None
+        if meta == self._meta:
+            return False
+        self._meta = meta
+        self.__dict__.pop("entity_keys", None)  # the cached key list ends before the added entities
+        return True
 
     @classmethod
     def open(cls, name: str, home: str | Path | None = None) -> "EntityStore":

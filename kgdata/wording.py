@@ -11,8 +11,19 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
 
 
 def truncate(text: str, width: int) -> str:
-    """``text``, or its start and "…" in ``width`` characters."""
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    """``text``, or its start and "…" in ``width`` terminal cells (a CJK character or an emoji takes
+    two: counted as one, a name cut to fit a column overflowed it and lost its "…")."""
+    from rich.cells import cell_len
+
+    if cell_len(text) <= width:
+        return text
+    kept, used = [], 0
+    for character in text:
+        used += cell_len(character)
+        if used > width - 1:
+            break
+        kept.append(character)
+    return "".join(kept) + "…"
 
 
 def gist(text: str, width: int = 300) -> str:

@@ -203,9 +203,10 @@ def test_split_relation_text_is_the_one_the_tui_uses():
 
     # The suggestions split the mark themselves; a typed query hands the raw text to the service.
     assert query_bar.split_relation_text is split_relation_text and not hasattr(app, "split_relation_text")
-    assert INVERSE_MARKS == ("←", "<-", "<")
+    assert INVERSE_MARKS == ("←", "<-", "<", "^")
     assert split_relation_text(" <- shares border ") == ("shares border", True)
     assert split_relation_text("<in") == ("in", True)
+    assert split_relation_text("^ in") == ("in", True)  # SPARQL's inverse path
     assert split_relation_text(" in ") == ("in", None)
 
 
@@ -361,3 +362,25 @@ def test_an_entity_added_after_the_service_opened_is_named_with_what_to_do(servi
         service.top_k(added, relation, 5)
     with pytest.raises(UnknownEntityError, match=f"no entity id {added + 1} in dataset 'places'"):
         service.top_k(added + 1, relation, 5)
+
+
+def test_a_unique_prefix_that_is_a_whole_word_of_other_names_is_ambiguous(tmp_path, monkeypatch):
+    """"Korea" begins only "Korean" (a language) but is a whole word of "South Korea" and "North Korea":
+    taking the unique prefix answered for the language without a word."""
+    monkeypatch.setenv("IMF_HOME", str(tmp_path / "home"))
+    names = {"korean": "Korean", "south_korea": "South Korea", "north_korea": "North Korea", "seoul": "Seoul",
+             "japan": "Japan", "japanese": "Japanese language"}
+    train = [("seoul", "capital_of", "south_korea"), ("south_korea", "speaks", "korean"),
+             ("north_korea", "speaks", "korean"), ("japan", "speaks", "japanese"), ("north_korea", "borders", "south_korea")]
+    source = write_tsv_dataset(tmp_path / "koreas", train=train, valid=train[:1], test=train[1:2],
+                               entities=[{"id": key, "name": name} for key, name in names.items()])
+    import_dataset(source)
+    flags = {"model.dim": 4, "train.epochs": 1, "train.batch_size": 4, "train.seed": 1, "train.device": "cpu"}
+    run = train_model("koreas", flags=flags, modalities=("structure",), run_dir=tmp_path / "run", progress=False)
+    with PredictionService.from_run(run.run_dir, device="cpu") as service:
+        with pytest.raises(AmbiguousNameError, match="matches several entities") as ambiguous:
+            service.resolve_entity("Korea")
+        assert {c.key for c in ambiguous.value.candidates} == {"korean", "south_korea", "north_korea"}
+        assert service.resolve_entity("Korean").key == "korean"  # a whole name still answers
+        assert service.resolve_entity("Japanes").key == "japanese"  # a prefix of no other name's word too
+        assert service.resolve_entity("Seo").key == "seoul"

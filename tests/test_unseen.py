@@ -269,3 +269,38 @@ def test_the_service_says_when_no_added_entity_can_be_ranked(service, monkeypatc
     assert service.why_no_new_entities() is None  # feature branches, and two entities added after training
     monkeypatch.setattr(service, "num_entities", service.num_graph_entities)
     assert "no entities were added to places" in service.why_no_new_entities()
+
+
+def test_entities_added_while_the_service_is_open_are_taken_in(places_run, monkeypatch, tmp_path):
+    """`imf entities add` and `imf encode` in another terminal while `imf explore` is open: the service
+    counted the entities it was opened with, refused the new feature file ("holds 12 rows but … has 11
+    entities; re-run imf encode … --force") and said no entity was added."""
+    import shutil
+
+    from helpers import tiny_cnn_class
+    from kgdata.encoders import REGISTRY, encode_dataset
+    from kgdata.entities import NewEntity, add_entities
+    from kgdata.features import list_features
+    from kgdata.store import EntityStore
+
+    home, run_dir = places_run
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    monkeypatch.setenv("IMF_HOME", str(copy))
+    monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
+    with PredictionService.from_run(copy / "runs" / run_dir.name, device="cpu") as service:
+        before = service.num_entities
+        paris, borders = service.resolve_entity("paris").id, service.resolve_relation("borders").id
+        first = service.top_k(paris, borders, 50, include_new=True)  # reads the feature files as they are
+        assert "nice" not in {p.entity.key for p in first.predictions}
+        add_entities("places", [NewEntity("nice", "Nice", "city in the south of france", None)])
+        with EntityStore.open("places") as store:
+            text = next(entry["encoder"] for entry in list_features(store) if entry["modality"] == "text")
+            encode_dataset(store, "text", text, device="cpu")
+        assert service.num_entities == before  # nothing read yet
+        assert service.resolve_entity("Nice").key == "nice"
+        assert service.num_entities == before + 1
+        again = service.top_k(paris, borders, 50, include_new=True)
+        assert "nice" in {p.entity.key for p in again.predictions}
+        nice = service.top_k(service.resolve_entity("nice").id, borders, 3)
+        assert nice.predictions and not nice.in_graph

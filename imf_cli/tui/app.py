@@ -56,6 +56,9 @@ LETTER_ACTIONS = {
 }
 #: Lines the status line may take (``#status``'s max-height).
 STATUS_LINES = 3
+#: Below this height a query's summary keeps to one line, so that the table keeps its rows (at 40×12
+#: three lines of summary left it its header); from it up, the summary wraps rather than cut its counts.
+WRAP_SUMMARY = 20
 
 
 class Body(Container):
@@ -165,6 +168,10 @@ class ExploreApp(App[None]):
         #: Milliseconds from the request to the rows being on screen, for the last query.
         self.last_latency_ms: float | None = None
         self._serial = 0
+        #: Counts the runs picked: a run still loading when another is picked is closed, not shown.
+        self._run_serial = 0
+        #: Said once, before the summary of the next answer ("Opened RUN (branches)" after r).
+        self._opened_note: str | None = None
         self._remember = True
         self._started = 0.0
         #: The focused widget and the two inputs' text when the last query was asked: an answer that
@@ -192,7 +199,7 @@ class ExploreApp(App[None]):
     def on_mount(self) -> None:
         self.detail.clear()
         if self.opened_because:
-            self._status(Text(f"{HINT}  ·  Opened {self.opened_because}.", style="dim"), wrap=True)
+            self._status(Text(f"{HINT}  ·  Opened {self.opened_because}.", style="dim"))
         else:
             self._status(Text(HINT, style="dim"))
         self.query_bar.head_input.focus()
@@ -275,16 +282,21 @@ class ExploreApp(App[None]):
             self.table.focus()
             self._focused_by_query = (time.monotonic(), self.table.cursor_row)
         self.last_latency_ms = (time.perf_counter() - self._started) * 1000
-        self._status(self._summary(result))
+        self._status(self._summary(result), wrap=self.size.height >= WRAP_SUMMARY)
         self.results_shown += 1
 
     @on(QueryFailed)
     def _failed(self, message: QueryFailed) -> None:
         if message.serial != self._serial:
             return
+        if self._remember and self.current is not None:
+            # The rows on screen go; b must still return to them, as it would after a query that answered.
+            here = self.table.current.entity.id if self.table.current is not None else None
+            self.history.append((self.current, here))
+            self.current = None
         self.table.show(None)
         self.detail.clear()
-        self._status(Text(message.error, style="bold red"), wrap=True)
+        self._status(Text(message.error, style="bold red"))
         self._error_shown = True
         self._keep = None
         if message.field is not None:
@@ -308,6 +320,9 @@ class ExploreApp(App[None]):
 
     def _summary(self, result: QueryResult) -> Text:
         text = Text()
+        if self._opened_note is not None:
+            text.append(f"{self._opened_note} · ", style="dim")
+            self._opened_note = None
         text.append(f"({result.entity.name}, {result.relation.label}, ?)", style="bold")
         text.append(f" · {len(result.predictions)} rows")
         if not result.in_graph:
@@ -326,8 +341,9 @@ class ExploreApp(App[None]):
             text.append(f" · {self.last_latency_ms:.0f} ms", style="dim")
         return text
 
-    def _status(self, text: Text, *, wrap: bool = False) -> None:
-        """One line, or up to three for an error that needs them; what does not fit ends in "…"."""
+    def _status(self, text: Text, *, wrap: bool = True) -> None:
+        """Up to three lines (one where ``wrap`` is False); what does not fit ends in "…". Every message
+        wraps: one line cut the counts and warnings of a summary, and the hint's "F1 help", at 80 columns."""
         self._error_shown = False
         self._shown_status = (text, wrap)
         self._draw_status()
@@ -359,7 +375,7 @@ class ExploreApp(App[None]):
     @on(Notice)
     def _notice(self, message: Notice) -> None:
         message.stop()
-        self._status(Text(message.text, style="bold red" if message.error else "yellow"), wrap=True)
+        self._status(Text(message.text, style="bold red" if message.error else "yellow"))
 
     @on(LeaveInput)
     def _leave_input(self, message: LeaveInput) -> None:
@@ -408,7 +424,7 @@ class ExploreApp(App[None]):
         if not self.include_new:
             reason = self._why_no_new_entities()
             if reason is not None:  # refuse the toggle: the rows stay, and every later query still works
-                self._status(Text(f"n: {reason}.", style="yellow"), wrap=True)
+                self._status(Text(f"n: {reason}.", style="yellow"))
                 return
         self.include_new = not self.include_new
         self._rerun()
@@ -468,32 +484,56 @@ class ExploreApp(App[None]):
         self.push_screen(RunPicker(self.run_source.list(), self.run_path), self._open_run)
 
     def _open_run(self, run) -> None:
-        if run is None or run.path == self.run_path:
+        if run is None:
             return
+        if run.path == self.run_path:
+            if self.workers_loading_a_run():  # the open run picked again: the pick still loading is dropped
+                self._run_serial += 1
+                self.workers.cancel_group(self, "run")
+                self._status(Text(f"Stayed on {run.name}.", style="dim"))
+            return
+        self._run_serial += 1
         self._status(Text(f"Opening {run.name} …", style="dim"))
-        self._load_run(run)
+        self._load_run(run, self._run_serial)
+
+    def workers_loading_a_run(self) -> bool:
+        return any(worker.group == "run" and not worker.is_finished for worker in self.workers)
 
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
-    def _load_run(self, run) -> None:
+    def _load_run(self, run, serial: int) -> None:
+        worker = get_current_worker()
         try:
             service = self.run_source.open(run.path)
         except Exception as error:  # a damaged run: say so, keep the current one
-            self.post_message(RunOpened(run.name, error=str(error) or type(error).__name__))
+            self.post_message(RunOpened(run.name, error=str(error) or type(error).__name__, serial=serial))
             return
-        self.post_message(RunOpened(run.name, service=(run, service)))
+        if worker.is_cancelled:  # picked over while it loaded
+            _close(service)
+            return
+        self.post_message(RunOpened(run.name, service=(run, service), serial=serial))
 
     @on(RunOpened)
     def _run_opened(self, message: RunOpened) -> None:
+        if message.serial != self._run_serial:  # an earlier pick: the user has picked again since
+            if message.service is not None:
+                _close(message.service[1])
+            return
         if message.error is not None:
-            self._status(Text(f"Could not open {message.name}: {message.error}", style="bold red"), wrap=True)
+            self._status(Text(f"Could not open {message.name}: {message.error}", style="bold red"))
             self._error_shown = True
             return
         run, service = message.service
-        self.switch_service(service, run.path, subtitle=run_label(str(service.dataset), run.name))
-        self._status(Text(f"Opened {run.name} ({', '.join(service.branch_names)}).  {HINT}", style="dim"))
+        opened = f"Opened {run.name} ({', '.join(service.branch_names)})"
+        if self.switch_service(service, run.path, subtitle=run_label(str(service.dataset), run.name)):
+            self._opened_note = opened  # the query shown is asked again: its summary says it first
+        else:
+            self._status(Text(f"{opened}.  {HINT}", style="dim"))
 
-    def switch_service(self, service: Service, run_path=None, *, subtitle: str | None = None) -> None:
-        """Show another run: the query bar, table and detail pane use ``service``; the old one is closed."""
+    def switch_service(self, service: Service, run_path=None, *, subtitle: str | None = None) -> bool:
+        """Show another run: the query bar, table and detail pane use ``service``; the old one is closed.
+
+        On the same dataset the query shown is asked again of the new run, with the cursor on the same
+        entity, and ``b``'s history is kept (the entities are the same); returns whether it was asked."""
         old = self.service.wrapped
         self.service = LockedService(service)
         self.run_path = run_path
@@ -502,7 +542,11 @@ class ExploreApp(App[None]):
         self.table.branch_names = tuple(self.service.branch_names)
         self.detail.service = self.service
         previous = self.current
-        self.current, self.history, self._asked = None, [], None
+        here = self.table.current.entity.id if self.table.current is not None else None
+        same_dataset = service.dataset == getattr(old, "dataset", None)
+        self.current, self._asked = None, None
+        if not same_dataset:
+            self.history = []
         self.table.show(None)
         self.detail.clear()
         if self.include_new:  # the new run may have no branch that can place an added entity
@@ -510,8 +554,18 @@ class ExploreApp(App[None]):
             if reason is not None:
                 self.include_new = False
                 self.notify(f"New entities are no longer ranked (n): {reason}.", severity="warning", timeout=8)
-        if previous is not None and previous[0].key and service.dataset == getattr(old, "dataset", None):
-            self.request(previous[0].key, previous[1].key if not previous[1].inverse else f"<- {previous[1].key}")
-        close = getattr(old, "close", None)
-        if close is not None:
-            close()
+        asked = previous is not None and bool(previous[0].key) and same_dataset
+        if asked:
+            self.request(
+                previous[0].key, previous[1].key if not previous[1].inverse else f"<- {previous[1].key}", remember=False
+            )
+            self._keep = here
+        _close(old)
+        return asked
+
+
+def _close(service) -> None:
+    """Close a service that has a ``close`` (a test's fake may not)."""
+    close = getattr(service, "close", None)
+    if close is not None:
+        close()

@@ -106,6 +106,7 @@ class DetailPane(VerticalScroll):
 
     def clear(self, message: str = "") -> None:
         self.shown = self.result = None
+        self.scroll_home(animate=False)
         self._static("title").update(Text(message, style="dim"))
         for name in ("description", "image", "fusion", "facts"):
             self._static(name).update("")
@@ -121,6 +122,7 @@ class DetailPane(VerticalScroll):
         if key == self.shown:
             return
         self.shown, self.result = key, result
+        self.scroll_home(animate=False)  # another candidate: its name and rank, not the last one's middle
         entity = prediction.entity
 
         title = Text()

@@ -71,8 +71,10 @@ class LeaveInput(Message):
 
 @dataclass
 class RunOpened(Message):
-    """A run picked in the run picker was loaded (``service``), or failed to load (``error``)."""
+    """A run picked in the run picker was loaded (``service``), or failed to load (``error``); ``serial``
+    tells it from an earlier pick still loading when the user picked again."""
 
     name: str
     service: object | None = None
     error: str | None = None
+    serial: int = 0

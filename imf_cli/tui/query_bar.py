@@ -70,7 +70,7 @@ class QueryInput(Input):
 
 def match_relations(relations: list[RelationChoice], text: str) -> list[RelationChoice]:
     """Relations whose name or key contains the typed words: prefix matches first, forward before inverse;
-    a leading ``<-``, ``←`` or ``<`` lists inverses, unless the text as typed begins a relation's key.
+    a leading ``<-``, ``←``, ``<`` or ``^`` lists inverses, unless the text as typed begins a relation's key.
 
     When none does, the relations closest to the text (:func:`~imf_cli.service.closest_relations`), so
     that a typo still lists its relation.

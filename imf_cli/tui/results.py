@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
@@ -122,7 +123,7 @@ class ResultsTable(RowTable):
         self.clear(columns=True)
         predictions = result.predictions if result is not None else []
         known = max((len(known_label(p.known)) for p in predictions), default=0)
-        longest = max((len(p.entity.name) for p in predictions), default=NAME_MIN)
+        longest = max((cell_len(p.entity.name) for p in predictions), default=NAME_MIN)
         # One branch: its score is the ranking, and a share bar would read 100% on every row.
         bars = self.branch_names if len(self.branch_names) > 1 else ()
         score = "fused" if bars else SHORT_NAMES.get(self.branch_names[0], self.branch_names[0][:FUSED])

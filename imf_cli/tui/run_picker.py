@@ -101,8 +101,9 @@ class RunPicker(ModalScreen["RunInfo | None"]):
         for run in self.runs:
             table.add_row(
                 "▶" if self.current is not None and run.path == self.current else "",
-                short_run_name(run.dataset, run.name) if run.dataset else run.name,
-                *((run.dataset or "?",) if several else ()),
+                # Text, not str: DataTable reads a str cell as markup, and a run named "x-[baseline]" showed blank
+                Text(short_run_name(run.dataset, run.name) if run.dataset else run.name),
+                *((Text(run.dataset or "?"),) if several else ()),
                 Text(run.status, style="" if why_not_openable(run) is None else "red"),
                 "" if run.valid_mrr is None else f"{run.valid_mrr:.4f}",
                 "" if run.test_mrr is None else f"{run.test_mrr:.4f}",

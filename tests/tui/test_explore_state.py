@@ -1,0 +1,184 @@
+"""What the explore TUI keeps and shows across queries and run switches: history after an error, the
+detail pane's scroll, the run picker's pending opens, wide characters, and the status line's room."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from textual.widgets import DataTable
+
+from imf_cli.runs import RunInfo
+from imf_cli.tui.app import ExploreApp
+from imf_cli.tui.run_picker import RunPicker
+from tui.fake_service import FakeService
+from tui.pilot import run_query, settle, wait_until
+
+
+def status(app) -> str:
+    return str(app.query_one("#status").render())
+
+
+class ClosingFake(FakeService):
+    def __init__(self, *args, name: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.name, self.closed = name, False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Runs:
+    """Runs a, b and c of the fake dataset; opening one waits for its gate, if it has one."""
+
+    def __init__(self, root: Path, gates: dict[str, threading.Event] | None = None):
+        self.gates = gates or {}
+        self.runs = [
+            RunInfo(root / f"countries-fake-{name}", "finished", dataset="countries-fake",
+                    modalities=("structure", "visual", "text"), epochs=5, max_epochs=5, valid_mrr=0.4)
+            for name in "abc"
+        ]
+        for run in self.runs:
+            run.path.mkdir(parents=True)
+            (run.path / "best.pt").write_bytes(b"")
+        self.opened: list[ClosingFake] = []
+
+    def list(self):
+        return list(self.runs)
+
+    def open(self, path):
+        name = Path(path).name[-1]
+        if name in self.gates:
+            assert self.gates[name].wait(10)
+        service = ClosingFake(name=name)
+        self.opened.append(service)
+        return service
+
+
+async def pick(pilot, path: Path) -> None:
+    pilot.app.table.focus()  # r in an input is a letter
+    await pilot.press("r")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, RunPicker))
+    table = pilot.app.screen.query_one(DataTable)
+    table.move_cursor(row=table.get_row_index(str(path)))
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: not isinstance(pilot.app.screen, RunPicker))
+
+
+async def test_the_last_run_picked_wins_over_an_earlier_one_still_loading(tmp_path):
+    """A slow run picked first, a fast one right after: the slow one landed last and replaced the
+    user's later choice."""
+    gate = threading.Event()
+    runs = Runs(tmp_path / "runs", {"b": gate})
+    a, b, c = (run.path for run in runs.runs)
+    app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=a)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pick(pilot, b)  # waits on its gate
+        await pick(pilot, c)
+        await wait_until(pilot, lambda: app.run_path == c)
+        gate.set()
+        await settle(pilot)
+        assert app.run_path == c and app.service.wrapped.name == "c"
+        slow = next(service for service in runs.opened if service.name == "b")
+        assert slow.closed  # loaded too late: closed, not leaked
+
+
+async def test_picking_the_open_run_again_drops_a_pick_still_loading(tmp_path):
+    gate = threading.Event()
+    runs = Runs(tmp_path / "runs", {"b": gate})
+    a, b, _ = (run.path for run in runs.runs)
+    first = ClosingFake(name="a")
+    app = ExploreApp(first, runs=runs, run_path=a)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pick(pilot, b)
+        assert "Opening" in status(app)
+        await pick(pilot, a)
+        assert "Stayed on" in status(app)
+        gate.set()
+        await settle(pilot)
+        assert app.run_path == a and app.service.wrapped is first and not first.closed
+        assert all(service.closed for service in runs.opened)
+
+
+async def test_switching_runs_of_one_dataset_keeps_history_and_cursor_and_says_which_run(tmp_path):
+    runs = Runs(tmp_path / "runs")
+    a, b, _ = (run.path for run in runs.runs)
+    app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=a)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        app.table.focus()
+        await pilot.press("down", "down")
+        here = app.table.current.entity.id
+        shown = app.results_shown
+        await pick(pilot, b)
+        await wait_until(pilot, lambda: app.run_path == b and app.results_shown > shown)
+        await settle(pilot)
+        assert "Opened countries-fake-b" in status(app) and "(France, shares border with, ?)" in status(app)
+        assert app.table.current.entity.id == here  # the cursor stays on the entity it was on
+        await pilot.press("enter")  # explore from that row, then come back with b
+        await wait_until(pilot, lambda: app.current[0].id == here)
+        await settle(pilot)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: app.current is not None and app.current[0].name == "France")
+
+
+async def test_b_after_a_failed_query_returns_to_the_rows_shown_before_it(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        shown = app.results_shown
+        app.request("Germany", app.current[1])
+        await wait_until(pilot, lambda: app.results_shown > shown)
+        assert app.current[0].name == "Germany"
+        shown = app.results_shown
+        app.request("Xanadoo", app.current[1])
+        await wait_until(pilot, lambda: app.results_shown > shown)
+        assert "Xanadoo" in status(app)
+        app.table.focus()
+        await pilot.press("b")
+        await wait_until(pilot, lambda: app.current is not None)
+        await settle(pilot)
+        assert app.current[0].name == "Germany"  # it went to France, skipping the rows just shown
+        await pilot.press("b")
+        await wait_until(pilot, lambda: app.current is not None and app.current[0].name == "France")
+
+
+async def test_the_detail_pane_starts_at_the_top_for_each_candidate(fake):
+    app = ExploreApp(fake)
+    async with app.run_test(size=(130, 20)) as pilot:
+        await run_query(pilot, "france", "bord")
+        app.detail.scroll_end(animate=False)
+        await pilot.pause()
+        assert app.detail.scroll_y > 0
+        app.table.focus()
+        await pilot.press("down")
+        await pilot.pause()
+        assert app.detail.scroll_y == 0
+
+
+async def test_wide_names_are_cut_to_the_column_with_an_ellipsis(fake):
+    from rich.cells import cell_len
+
+    wide = "中华人民共和国测试国家名称很长很长的名字"  # 20 characters, 40 cells
+    fake.entities = [replace(e, name=f"{wide}{e.id}") if e.id else e for e in fake.entities]
+    app = ExploreApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await run_query(pilot, "france", "bord")
+        table = app.table
+        row = 0
+        width = table.columns["entity"].width
+        name = str(table.get_cell_at((row, list(table.columns).index("entity"))))
+        assert name.endswith("…") and cell_len(name) <= width
+
+
+async def test_the_status_line_keeps_the_counts_at_80_columns(fake):
+    app = ExploreApp(fake, subtitle="countries-fake · countries-fake-20261205-112222-984502")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await run_query(pilot, "france", "bord")
+        shown = status(app)
+        assert "6 rows · 6 known hidden" in shown and shown.rstrip().endswith("ms")
+        assert "F1" not in shown
+    narrow = ExploreApp(FakeService(), subtitle="countries-fake · countries-fake-20261205-112222-984502")
+    async with narrow.run_test(size=(60, 20)):
+        assert "F1 help" in status(narrow)
