@@ -139,7 +139,18 @@ def evaluate_loaded(
     scorer = FrozenScorer(model)
     if batch_size is not None:
         batch_size = min(batch_size, 2 * len(triples))  # every query of both directions at once, at most
-    ranks = rank_queries(scorer, triples, index, chunk_size=batch_size)
+    crossfit = _crossfit_seed(loaded, split)
+    if crossfit is not None:
+        # The weights were fitted on valid: ranked with them, valid's fused figure was in-sample (above
+        # every branch where the cross-fitted one training selected with was below them).
+        from models.calibration import crossfit_valid
+
+        ranks = crossfit_valid(
+            scorer, triples, index, batch_size=crossfit[1], seed=crossfit[0], chunk_size=batch_size,
+            per_relation=model.decision.mode == "learned-per-relation",
+        ).ranks
+    else:
+        ranks = rank_queries(scorer, triples, index, chunk_size=batch_size)
     categories = relation_categories(splits["train"], model.num_relations) if per_relation else None
     report = metrics_report(ranks, per_relation=per_relation, categories=categories)
     seconds = time.perf_counter() - started
@@ -159,8 +170,25 @@ def evaluate_loaded(
         "chunk_size": ranks.chunk_size,
         "seconds": round(seconds, 3),
         "fusion_weights": _fusion_weights(model, relations),
+        **({"fused_cross_fitted": True} if crossfit is not None else {}),
         **report,
     }
+
+
+def _crossfit_seed(loaded: "LoadedRun", split: str) -> tuple[int, int] | None:
+    """``(seed, batch size)`` of the cross-fitting training used on valid, when the run fits its decision
+    weights there and ``split`` is valid; None otherwise (test is never fitted on)."""
+    from models.config import ConfigError, RunConfig
+
+    if split != "valid":
+        return None
+    try:
+        config = RunConfig.from_dict((loaded.document or {}).get("config") or {})
+    except ConfigError:
+        return None
+    if not config.fits_fusion_on_valid(len(loaded.model.branch_names)):
+        return None
+    return (config.train.seed if config.train.seed is not None else 0), config.eval.batch_size
 
 
 def _fusion_weights(model, relations: list) -> dict:

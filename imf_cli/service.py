@@ -497,7 +497,8 @@ class PredictionService:
     def resolve_relation(self, text: str, *, inverse: bool = False) -> RelationChoice:
         """The relation that ``text`` names: an exact key, an exact name (case-insensitive), or a unique
         prefix or substring of a key or name. A leading inverse mark (``←``, ``<-``, ``<`` or ``^``, see
-        :func:`split_relation_text`) asks for the inverse, as does ``inverse``. Text that is a relation's
+        :func:`split_relation_text`) asks for the inverse, as does ``inverse``; the two together cancel
+        (``(?, ← r, t)`` is ``(t, r, ?)``). Text that is a relation's
         key exactly is taken as that key, even if it starts with a mark (as ``<http://…>`` keys do).
 
         Raises:
@@ -508,7 +509,7 @@ class PredictionService:
         text = text.strip()
         if not any(r.key == text for r in forward):
             text, marked = split_relation_text(text)
-            inverse = inverse or bool(marked)
+            inverse = inverse != bool(marked)  # a marked relation with --tail reads it forwards again
         if not text:
             raise ImfError("no relation given")
         lowered = text.casefold()

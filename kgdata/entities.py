@@ -72,8 +72,10 @@ def _refuse_names_in_use(conn, entities: list, dataset: str) -> None:
     name the old one would stop working. One read of the stored names, folded in Python (SQLite's NOCASE
     folds ASCII letters only)."""
     taken: dict[str, str] = {}
+    keys = {entity.key for entity in entities}
     for key, name in conn.execute("SELECT key, name FROM entities ORDER BY id"):
         taken.setdefault(name.casefold(), key)
+        keys.add(key)
     seen: dict[str, str] = {}
     for entity in entities:
         name = _stored_name(entity)
@@ -88,6 +90,13 @@ def _refuse_names_in_use(conn, entities: list, dataset: str) -> None:
             raise DataError(
                 f"the name {name!r} is already the name of entity {taken[folded]!r} in dataset {dataset!r}: "
                 "looking either up by name would be ambiguous; choose another name",
+                path,
+                line,
+            )
+        if name != entity.key and name in keys:  # keys are looked up first: the name would never reach it
+            raise DataError(
+                f"the name {name!r} is the key of another entity: keys are looked up before names, so the name "
+                "would never name this one; choose another name",
                 path,
                 line,
             )
@@ -194,10 +203,11 @@ def add_entities(
 
     store_file = paths.store_path(dataset, home)
     with locking.dataset_lock(dataset, "write", home, on_wait=on_wait):
-        if not store_file.is_file():
-            from kgdata.store import EntityStore
+        from kgdata.store import EntityStore
 
-            EntityStore.open(dataset, home)  # raises the usual "no dataset named ..." error
+        # Read-only first: the usual "no dataset named ..." or "not a readable imf entity store" error,
+        # before a write would add imf's tables to a damaged or foreign store.db (and then fail on it).
+        EntityStore.open(dataset, home).close()
         copied: list[Path] = []
         try:
             images = {}

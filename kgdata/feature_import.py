@@ -47,10 +47,25 @@ def _to_numpy(value: Any, source: Path, what: str) -> np.ndarray:
             value = value.detach().cpu().float().numpy()
         except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:  # quantized, nested, …
             raise DataError(f"{what} cannot be read as a dense array of numbers ({exc})", source) from None
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if kind in ("M", "m"):  # numpy turns dates and durations into numbers silently
+        raise DataError(f"{what} is not numeric (it holds {value.dtype} dates or durations)", source)
     try:
         return np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{what} is not numeric ({exc})", source) from None
+
+
+def _to_mask(value: Any, source: Path, rows: int) -> np.ndarray:
+    """The file's ``mask`` as ``(rows,)`` booleans: booleans, or numbers that are all 0 or 1 (a NaN read
+    as True, so a mask of NaNs covered every entity)."""
+    values = _to_numpy(value, source, "'mask'")
+    if values.shape != (rows,):
+        raise DataError(f"'mask' has shape {tuple(values.shape)}; expected ({rows},), one flag per row", source)
+    if not np.isin(values, (0.0, 1.0)).all():
+        bad = int(np.flatnonzero(~np.isin(values, (0.0, 1.0)))[0])
+        raise DataError(f"'mask' must hold booleans (or 0 and 1); row {bad} holds {values[bad]}", source)
+    return values.astype(bool)
 
 
 def _check_npy_size(source: Path, array: np.ndarray) -> None:
@@ -252,7 +267,7 @@ def import_features(
             matrix = np.zeros((n, array.shape[1]), dtype=np.float32)
             mask = np.zeros(n, dtype=bool)
             matrix[ids] = array
-            mask[ids] = True
+            mask[ids] = True if given_mask is None else _to_mask(given_mask, source, len(ids))
         else:
             if array.shape[0] != n:
                 raise DataError(
@@ -261,9 +276,7 @@ def import_features(
                     source,
                 )
             matrix = array
-            mask = np.ones(n, dtype=bool) if given_mask is None else np.asarray(given_mask).astype(bool)
-            if mask.shape != (n,):
-                raise DataError(f"'mask' has shape {tuple(mask.shape)}; expected ({n},)", source)
+            mask = np.ones(n, dtype=bool) if given_mask is None else _to_mask(given_mask, source, n)
     if not mask.any():  # every path above: a mask of all False, an empty dict, an empty keys file
         raise DataError("gives no entity a vector (its mask is all False); nothing to import", source)
     check_values(matrix, mask, source, name=lambda row: f"the vector of entity {store.entity_keys[row]!r}")

@@ -283,6 +283,16 @@ class RunConfig:
             + (" or set train.fit_fusion_on_valid: true" if self.model.fusion != "mean" else ""),
         )
 
+    def fits_fusion_on_valid(self, num_branches: int) -> bool:
+        """Whether training fits the decision weights on valid (by :mod:`models.calibration`, not by
+        gradient): learned fusion with ``train.fit_fusion_on_valid``, and more than one branch. Valid
+        figures of the fused score are then cross-fitted, never ranked with weights fitted on them."""
+        return (
+            self.train.fit_fusion_on_valid
+            and self.model.fusion in ("learned", "learned-per-relation")
+            and num_branches > 1
+        )
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """A plain nested dict (lists, not tuples), safe for YAML and ``torch.load(weights_only=True)``."""
         return {

@@ -319,11 +319,7 @@ class _Trainer:
         self.model = build_model(config.model, **self.model_args).to(device)
         settings = config.train
         # Fitted on valid at each evaluation (models.calibration), not by gradient; one branch has nothing to fit.
-        self.fit_fusion = (
-            settings.fit_fusion_on_valid
-            and config.model.fusion in ("learned", "learned-per-relation")
-            and len(self.model.branch_names) > 1
-        )
+        self.fit_fusion = config.fits_fusion_on_valid(len(self.model.branch_names))
         # Weights fitted on valid are held out of the optimizer; one branch has no weights to learn at all
         # (its fused score is its own), and under DDP a parameter without a gradient is an error.
         single = len(self.model.branch_names) == 1

@@ -524,3 +524,18 @@ def test_a_checkpoint_of_another_run_is_one_clear_error_in_eval_predict_and_expl
         assert result.exit_code == 2, (args, result.output)
         assert "the model has 3 entities and 1 relations, but the graph of dataset 'clusters'" in result.output
         assert "bug in imf" not in result.output
+
+
+def test_valid_fused_is_cross_fitted_as_training_selected_with(run_dir):
+    """The run fits its decision weights on valid: ranked with them, valid's fused MRR was in-sample
+    (above every branch, where the cross-fitted figure training chose best.pt with was below them)."""
+    trace = [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
+    best = next(r for r in trace if r["epoch"] == trace[-1]["best_epoch"])
+    report = invoke_json("eval", run_dir, "--split", "valid", "--device", "cpu")
+    assert report["fused_cross_fitted"] is True
+    assert report["fused"]["mrr"] == pytest.approx(best["valid"]["fused"]["mrr"], abs=1e-6)
+    for name, branch in report["branches"].items():
+        assert branch["mrr"] == pytest.approx(best["valid"][name]["mrr"], abs=1e-6)
+    assert "cross-fitted" in invoke("eval", run_dir, "--split", "valid", "--device", "cpu").output
+    test = invoke_json("eval", run_dir, "--split", "test", "--device", "cpu")
+    assert "fused_cross_fitted" not in test  # test is never fitted on

@@ -216,7 +216,7 @@ def test_resolve_relation_accepts_every_inverse_mark(service, mark):
     assert inverse_in.inverse
     assert service.resolve_relation(f"{mark} in") == inverse_in
     assert service.resolve_relation(f"  {mark}IN ") == inverse_in
-    assert service.resolve_relation(f"{mark} in", inverse=True) == inverse_in
+    assert service.resolve_relation(f"{mark} in", inverse=True) == service.resolve_relation("in")  # they cancel
     borders = service.resolve_relation(f"{mark} bord")  # a unique prefix, with a mark
     assert borders.key == "borders" and borders.inverse
     with pytest.raises(ImfError, match="no relation given"):
@@ -384,3 +384,13 @@ def test_a_unique_prefix_that_is_a_whole_word_of_other_names_is_ambiguous(tmp_pa
         assert service.resolve_entity("Korean").key == "korean"  # a whole name still answers
         assert service.resolve_entity("Japanes").key == "japanese"  # a prefix of no other name's word too
         assert service.resolve_entity("Seo").key == "seoul"
+
+
+def test_an_inverse_mark_and_inverse_together_read_the_relation_forwards(service):
+    """`imf predict --tail T --relation "<- borders"` asks (?, ← borders, T), which is (T, borders, ?): the
+    mark was ignored and the query ranked heads of borders."""
+    forward = service.resolve_relation("borders")
+    assert not forward.inverse
+    assert service.resolve_relation("<- borders", inverse=True) == forward
+    assert service.resolve_relation("borders", inverse=True).inverse
+    assert service.resolve_relation("<- borders").inverse

@@ -134,6 +134,11 @@ def eval_command(
 SPLIT_LABELS = {"valid": "valid", "test": "test (held-out)"}
 
 
+#: The note under a valid table whose fused row is cross-fitted (the decision weights were fitted on valid).
+CROSS_FITTED = (
+    "Fused: cross-fitted, as training selected with (each half of valid ranked with weights fitted on the "
+    "other half); the run keeps weights fitted on all of valid."
+)
 #: The note under a one-branch model's tables, which show the branch alone.
 ONE_BRANCH = "One branch: the fused and mean-fusion scores are the branch's own (--json has them too)."
 
@@ -176,6 +181,8 @@ def summary_table(result: dict, width: int = 80):
     natural = natural_widths(headers, cells)
     shown, left_out = fit_columns(natural, SUMMARY_EXPENDABLE, width)
     notes = [ONE_BRANCH] if len(result["branches"]) == 1 else []
+    if result.get("fused_cross_fitted"):
+        notes.append(CROSS_FITTED)
     if left_out:
         notes.append(left_out_note(left_out) + ".")
     table = Table(

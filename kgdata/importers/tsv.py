@@ -55,6 +55,9 @@ def read_table(path: Path, required: tuple[str, ...], known: tuple[str, ...]) ->
     unknown = [c for c in header if c not in known]
     if unknown:
         raise DataError(f"unknown column(s) {', '.join(unknown)}; expected {', '.join(known)}", path, first[0])
+    repeated = next((c for i, c in enumerate(header) if c in header[:i]), None)
+    if repeated is not None:  # read into a dict, the last one won: every name was an empty column's
+        raise DataError(f"the header names the column {repeated!r} twice", path, first[0])
     rows = []
     for number, text in lines:
         fields = text.split("\t")

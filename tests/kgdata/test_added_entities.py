@@ -112,6 +112,7 @@ def bomb_png() -> bytes:
         (["PARIS", "--name", "Lutetia"], "key 'PARIS' is the name of entity 'paris': keys are looked up before names"),
         (["lutetia", "--name", "paris"], "the name 'paris' is already the name of entity 'paris' in dataset 'tiny'"),
         (["--from", "{tmp}/samename.tsv"], "the name 'OSLO' is given twice (also to 'oslo')"),
+        (["--from", "{tmp}/keyname.tsv"], "the name 'bergen' is the key of another entity"),
     ],
 )
 def test_bad_additions_are_one_line_and_add_nothing(tiny, tmp_path, args, message):
@@ -121,6 +122,7 @@ def test_bad_additions_are_one_line_and_add_nothing(tiny, tmp_path, args, messag
     (tmp_path / "escape.tsv").write_text("id\timage\noslo\t../../../../etc/hostname\n")
     (tmp_path / "dupes.tsv").write_text("id\noslo\noslo\n")
     (tmp_path / "samename.tsv").write_text("id\tname\noslo\tOslo\nkristiania\tOSLO\n")
+    (tmp_path / "keyname.tsv").write_text("id\tname\noslo\tbergen\nbergen\tBergen City\n")
     line = error_line(invoke("entities", "add", tiny, *[a.replace("{tmp}", str(tmp_path)) for a in args]))
     assert message in line and "between fields" not in line  # a value, not a line of a file
     with EntityStore.open(tiny) as store:
@@ -251,3 +253,32 @@ def test_adding_to_a_damaged_store_names_it(tiny):
     with pytest.raises(ImfError) as damaged:
         add_entities(tiny, [NewEntity("oslo", "Oslo")])
     assert str(store_file) in str(damaged.value) and not isinstance(damaged.value, EnvironmentFault)
+
+
+@pytest.mark.parametrize("content", [b"", "foreign"])
+def test_adding_to_a_store_that_is_not_imf_s_leaves_it_untouched(tiny, content):
+    """An empty or foreign store.db got imf's tables written into it, then the add crashed on its
+    missing metadata (a TypeError); now the read-only check refuses it first."""
+    from kgdata import paths
+    from kgdata.errors import ImfError
+
+    store_file = paths.store_path(tiny)
+    store_file.unlink()
+    if content == "foreign":
+        with sqlite3.connect(store_file) as conn:
+            conn.execute("CREATE TABLE user_table (x)")
+    else:
+        store_file.write_bytes(content)
+    before = store_file.read_bytes()
+    with pytest.raises(ImfError, match="not a readable imf entity store"):
+        add_entities(tiny, [NewEntity("oslo", "Oslo")])
+    assert store_file.read_bytes() == before
+
+
+def test_a_name_that_is_a_stored_key_is_refused(tiny):
+    """Keys are looked up before names: `--head lut` always meant the entity keyed lut."""
+    from kgdata.errors import DataError
+
+    add_entities(tiny, [NewEntity("lut", "Lutetia")])
+    with pytest.raises(DataError, match="the name 'lut' is the key of another entity"):
+        add_entities(tiny, [NewEntity("x", "lut")])

@@ -500,3 +500,29 @@ def test_a_features_file_with_entries_beside_features_and_mask_is_refused(mm_sto
     torch.save({"features": torch.ones(10, 3), "mask": torch.ones(10, dtype=torch.bool), "extra": torch.zeros(2)}, source)
     with pytest.raises(DataError, match="holds 'extra' beside 'features' and 'mask'"):
         import_features(mm_store, "image", source)
+
+
+def test_from_file_masks_must_be_flags_and_count_with_keys(mm_store, tmp_path):
+    """A NaN mask counted every entity as covered; with --keys the file's mask was ignored; dates were
+    stored as day numbers."""
+    import torch
+
+    rows = mm_store.num_entities
+    dates = tmp_path / "dates.npy"
+    np.save(dates, np.array(["2020-01-01"] * (2 * rows), dtype="datetime64[D]").reshape(rows, 2))
+    with pytest.raises(DataError, match="not numeric"):
+        import_features(mm_store, "text", dates)
+    nan_mask = _write_container(tmp_path / "n.pt", {"features": torch.rand(rows, 3), "mask": torch.full((rows,), float("nan"))})
+    with pytest.raises(DataError, match="'mask' must hold booleans"):
+        import_features(mm_store, "text", nan_mask)
+    short_mask = _write_container(tmp_path / "short.pt", {"features": torch.rand(rows, 3), "mask": torch.ones(2, dtype=torch.bool)})
+    with pytest.raises(DataError, match=r"'mask' has shape \(2,\)"):
+        import_features(mm_store, "text", short_mask)
+    assert list_features(mm_store) == []
+    keys = tmp_path / "keys.txt"
+    keys.write_text("\n".join(mm_store.entity_keys[:4]) + "\n")
+    masked = _write_container(tmp_path / "m.pt", {"features": torch.rand(4, 3), "mask": torch.tensor([True, False, False, True])})
+    report = import_features(mm_store, "text", masked, keys=keys, encoder="masked")
+    assert report.rows - report.missing == 2
+    stored = load_features(mm_store, "text", "masked")
+    assert stored.mask[:4].tolist() == [True, False, False, True] and not stored.mask[4:].any()

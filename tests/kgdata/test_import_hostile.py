@@ -220,3 +220,17 @@ def test_a_line_longer_than_a_mebibyte_is_refused_without_reading_all_of_it(tmp_
         import_dataset(root)
     assert (error.value.path, error.value.line) == (root / "test.txt.gz", 2)
     assert not (imf_home / "datasets" / "tiny").exists()
+
+
+def test_a_column_named_twice_in_a_header_is_refused_with_file_and_line(tmp_path, imf_home):
+    """`id name description name`: read into a dict, the empty last column won, and every entity lost
+    its name without a word."""
+    names = ["paris", "berlin", "madrid", "france", "germany", "spain", "europe"]
+    root = tiny(tmp_path, entities=[{"id": n, "name": n.title()} for n in names])
+    path = root / "entities.tsv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0] + "\tname", *(line + "\t" for line in lines[1:])]) + "\n")
+    with pytest.raises(DataError, match="the header names the column 'name' twice") as error:
+        import_dataset(root)
+    assert (error.value.path, error.value.line) == (path, 1)
+    assert not (imf_home / "datasets" / "tiny").exists()
