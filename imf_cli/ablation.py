@@ -190,9 +190,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def study_dir(dataset: str, study: str, base: Mapping[str, Any]) -> Path:
-    """Where a study's runs live: the hash covers the base config (seed excluded) and the study."""
-    digest = hashlib.sha256(json.dumps({"study": study, "config": base}, sort_keys=True).encode()).hexdigest()[:10]
+def study_dir(dataset: str, study: str, base: Mapping[str, Any], data_hash: str) -> Path:
+    """Where a study's runs live: the hash covers the base config (seed excluded), the study and the
+    dataset's content hash, so that a re-imported dataset gets new cells instead of the old data's."""
+    identity = {"study": study, "config": base, "data": data_hash}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return paths.imf_home() / "ablations" / f"{dataset}-{study}-{digest}"
 
 
@@ -255,6 +257,7 @@ def run_study(
             raise ImfError(f"--budget must be at least 1 epoch, not {budget}")
         flags["train.epochs"] = budget
     with EntityStore.open(dataset) as store:
+        data_hash = store.content_hash
         base = resolve_config(base_values, flags)
         if not _sets_modalities(base_values):
             base = resolve_config(base_values, {**flags, "model.modalities": list(available_branches(store))})
@@ -292,7 +295,7 @@ def run_study(
                         f"the variants {users} start the structure branch from {encoder} features: {error} "
                         f"(or leave them out with --variant)"
                     ) from error
-    root = study_dir(dataset, study, base_dict)
+    root = study_dir(dataset, study, base_dict, data_hash)
     root.mkdir(parents=True, exist_ok=True)
     (root / "study.json").write_text(
         json.dumps({"dataset": dataset, "study": study, "config": base_dict,
@@ -330,6 +333,8 @@ def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Pa
     from imf_cli.runs import read_metrics, read_trace
 
     done = run_dir / "result.json"
+    if (run_dir / "config.yaml").is_file():
+        _check_cell_data(dataset, run_dir)
     record = _read_result(done)
     if record is not None:
         return _cell_from(record, variant.name, run_dir)
@@ -354,6 +359,22 @@ def _run_cell(dataset: str, base: dict, variant: Variant, seed: int, run_dir: Pa
     record = {"seed": seed, "best_epoch": result.best_epoch, "valid": valid, "test": test, "seconds": seconds}
     done.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return _cell_from(record, variant.name, run_dir)
+
+
+def _check_cell_data(dataset: str, run_dir: Path) -> None:
+    """Refuse to reuse or resume a cell trained on features computed from other inputs than the dataset
+    holds now (re-encoded since): its figures would be averaged with cells trained on the new ones."""
+    from imf_cli.runs import check_same_dataset, run_metadata
+    from kgdata.store import EntityStore
+
+    meta = run_metadata(run_dir).get("metadata") or {}
+    with EntityStore.open(dataset) as store:
+        try:
+            check_same_dataset(store, meta, run_dir)
+        except ImfError as error:
+            raise ImfError(
+                f"{error}; this study's cells would mix the two: remove {run_dir.parent.parent} to train the study anew"
+            ) from None
 
 
 def _read_result(path: Path) -> dict | None:

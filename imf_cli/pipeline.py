@@ -119,6 +119,7 @@ def _manifest(feature_set: "FeatureSet") -> dict:
         "input_hash": feature_set.input_hash,
         "computed_from": feature_set.computed_from,
         "graph_input_hash": feature_set.graph_input_hash,
+        "options": feature_set.extra.get("options"),  # see imf_cli.runs.check_feature_options
         "path": str(feature_set.path),
     }
 

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imf_cli.runs import BRANCH_FEATURES, CHECKPOINTS, _missing_checkpoint, check_same_dataset, run_config, run_metadata
+from imf_cli.runs import (
+    BRANCH_FEATURES,
+    CHECKPOINTS,
+    _missing_checkpoint,
+    check_feature_options,
+    check_same_dataset,
+    run_config,
+    run_metadata,
+)
 from kgdata.errors import ImfError
 
 if TYPE_CHECKING:
@@ -81,7 +89,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
         raise
     try:
         check_same_dataset(store, metadata, run_dir)
-        features = _run_features(store, document) if _needs_features(document) else None
+        features = _run_features(store, document, run_dir) if _needs_features(document) else None
         missing = _missing_checkpoint(run_dir, checkpoint)
         if missing:
             raise ImfError(missing)
@@ -135,7 +143,7 @@ def _needs_features(document: dict) -> bool:
     return model.get("feature_mode") == "project"
 
 
-def _run_features(store, document: dict) -> dict:
+def _run_features(store, document: dict, run_dir: Path) -> dict:
     """Branch → ``(matrix, mask)``: the frozen features the run trained with, read again from the feature files."""
     import torch
 
@@ -147,6 +155,7 @@ def _run_features(store, document: dict) -> dict:
         modality = BRANCH_FEATURES.get(branch)
         if modality is not None:
             feature_set = load_features(store, modality, recorded.get(modality))
+            check_feature_options(feature_set, document.get("metadata"), run_dir)
             graph = store.num_graph_entities  # the model knows the graph entities only
             features[branch] = (
                 torch.from_numpy(feature_set.matrix[:graph]),

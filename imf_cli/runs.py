@@ -39,6 +39,7 @@ from kgdata.wording import count
 BRANCH_FEATURES = {"visual": "image", "text": "text"}
 
 if TYPE_CHECKING:
+    from kgdata.features import FeatureSet
     from kgdata.store import EntityStore
     from models.config import RunConfig
 
@@ -228,11 +229,43 @@ def check_same_dataset(store: "EntityStore", meta: dict, run_dir: str | Path) ->
         if not source or not recorded or graph_input_hash(store, source) == recorded:
             continue
         modality = manifest.get("modality", "?")
+        unreadable = _unreadable_images(store) if source == "images" else []
+        if unreadable:  # moved or unmounted, not edited: re-encoding would fail on the same files
+            raise ImfError(
+                f"{count(len(unreadable), 'image')} that dataset {store.name!r} names cannot be read now (first: "
+                f"{unreadable[0]}), so run {run_dir}'s image features no longer match them; was the source folder "
+                f"moved or unmounted? imf import records where the images are: put them back, or re-import "
+                f"from the new place and train a new run"
+            )
         raise ImfError(
             f"run {run_dir} was trained on {modality} features computed from other {source} than dataset "
             f"{store.name!r} holds now (re-imported or edited since); re-run imf encode {store.name} "
             f"--modality {modality} and train a new run"
         )
+
+
+def check_feature_options(feature_set: "FeatureSet", metadata: dict | None, run: str | Path = "the run") -> None:
+    """Refuse features encoded with other options (pooling, length, …) than the run recorded for its
+    modality: ``imf encode --force`` with other options rewrote the file, and the run went on scoring
+    new entities, or its frozen features, from vectors of another kind without a word. Runs that
+    recorded no options (older ones) are not checked."""
+    for manifest in (metadata or {}).get("features", []) or []:
+        if manifest.get("modality") != feature_set.modality or "options" not in manifest:
+            continue
+        recorded, now = manifest["options"], feature_set.extra.get("options")
+        if recorded != now:
+            changed = sorted(k for k in {*(recorded or {}), *(now or {})} if (recorded or {}).get(k) != (now or {}).get(k))
+            raise ImfError(
+                f"{feature_set.path}: encoded with other options than {run} was trained on "
+                f"({', '.join(f'{k}: {(recorded or {}).get(k)!r} then, {(now or {}).get(k)!r} now' for k in changed[:3])}); "
+                f"encode again with the run's options (imf encode --force) or train a new run"
+            )
+
+
+def _unreadable_images(store: "EntityStore") -> list[str]:
+    """The image paths of the graph's entities that are not readable files now."""
+    graph = store.num_graph_entities
+    return [e.image for e in store.entities()[:graph] if e.image and not os.access(e.image, os.R_OK)]
 
 
 # ----------------------------------------------------------------------------------- status
@@ -330,7 +363,10 @@ def run_info(run_dir: str | Path, *, dataset_hashes: dict[str, str | None] | Non
     config = document.get("config") if isinstance(document.get("config"), dict) else {}
     metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
     environment = document.get("environment") if isinstance(document.get("environment"), dict) else {}
-    trace = read_trace(run_dir)
+    try:
+        trace, problem = read_trace(run_dir, strict=True), ""
+    except ImfError as error:  # listed, and failed with the line that eval, --resume and runs show refuse
+        trace, problem = read_trace(run_dir), str(error)
     last = trace[-1] if trace else {}
     test = read_metrics(run_dir, "test")
     dataset = metadata.get("dataset")
@@ -342,7 +378,7 @@ def run_info(run_dir: str | Path, *, dataset_hashes: dict[str, str | None] | Non
         status = _training_state(config, trace) or (RESUMABLE if (run_dir / "last.pt").is_file() else FAILED)
         if status == FAILED:
             reason = "no checkpoint: it stopped before its first epoch ended"
-        damaged = _checkpoint_problem(run_dir, trace)
+        damaged = _config_problem(run_dir, document) or problem or _checkpoint_problem(run_dir, trace)
         if damaged:
             status, reason = FAILED, damaged
         orphan = _orphan_reason(dataset, metadata.get("dataset_hash"), dataset_hashes)
@@ -368,6 +404,16 @@ def run_info(run_dir: str | Path, *, dataset_hashes: dict[str, str | None] | Non
         mtime=mtime,
         config=config,
     )
+
+
+def _config_problem(run_dir: Path, document: dict) -> str:
+    """Why the run's ``config.yaml`` would stop ``imf eval`` and ``--resume`` (a value out of range); ""
+    when it reads. The listing showed such runs as finished, and every other command refused them."""
+    try:
+        run_config(run_dir, document)
+    except ImfError as error:
+        return str(error)
+    return ""
 
 
 def _checkpoint_problem(run_dir: Path, trace: list[dict]) -> str:

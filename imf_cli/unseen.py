@@ -51,6 +51,7 @@ def run_feature_sets(store: "EntityStore", model: "IMF", metadata: Mapping | Non
     Raises:
         ImfError: If a feature file is missing or does not fit the dataset or the model.
     """
+    from imf_cli.runs import check_feature_options
     from kgdata.features import load_features
 
     encoders = {m["modality"]: m.get("encoder") for m in (metadata or {}).get("features", []) or []}
@@ -60,6 +61,7 @@ def run_feature_sets(store: "EntityStore", model: "IMF", metadata: Mapping | Non
         if modality is None:
             continue
         feature_set = load_features(store, modality, encoders.get(modality))
+        check_feature_options(feature_set, metadata)
         if feature_set.dim != width:
             raise DataError(
                 f"holds {feature_set.dim}-wide {modality} features, but the model's {branch} branch was trained "

@@ -370,6 +370,21 @@ def _feature_files(dataset_dir: Path) -> list[tuple[Path, dict]]:
     return found
 
 
+def _refuse_damaged(store: "EntityStore", modality: str) -> None:
+    """Name an unreadable feature file of ``modality`` (a cut copy, a full disk): without this, the
+    modality's features were reported as never encoded ("stored: none")."""
+    directory = Path(store.dataset_dir) / FEATURES_DIR
+    for path in sorted(directory.glob(f"{modality}-*{SUFFIX}")) if directory.is_dir() else ():
+        if path.name.startswith("."):
+            continue
+        try:
+            read_header(path)
+        except DataError as error:
+            raise DataError(
+                f"{error.reason}; encode again: imf encode {store.name} --modality {modality} --force", path
+            ) from None
+
+
 def _recreate_hint(store: "EntityStore", metadata: dict) -> str:
     modality = metadata.get("modality", "?")
     encoder = metadata.get("encoder")
@@ -471,6 +486,7 @@ def load_features(store: "EntityStore", modality: str, encoder: str | None = Non
             read_header(expected)  # raises a DataError naming the unreadable file
             raise DataError(f"not an imf {modality} feature file of encoder {encoder!r}", expected)
     if not available:
+        _refuse_damaged(store, modality)
         existing = sorted(f"{h['metadata'].get('modality')}/{h['metadata'].get('encoder')}" for _, h in stored)
         wanted = f"{modality} features" + (f" from encoder {encoder!r}" if encoder else "")
         raise ImfError(

@@ -256,3 +256,25 @@ def test_a_grid_that_repeats_a_key_or_a_value_is_refused(items, message):
 def test_a_seed_count_out_of_range_is_refused_before_anything_is_built(tiny_with_text, seeds):
     result = runner.invoke(app, ["ablate", "tiny", "--seeds", seeds, "--no-progress"])
     assert result.exit_code == 2 and f"--seeds must be from 1 to 100, not {seeds}" in result.output
+
+
+def test_a_reimported_dataset_gets_cells_of_its_own(tiny_with_text, tiny_tsv, tmp_path, imf_home):
+    """After `imf import --replace` with other triples, the study reused the old data's cells and
+    averaged them with cells trained on the new data."""
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump({"model": {"dim": 8}, "train": {"batch_size": 4, "eval_every": 1, "device": "cpu"}}))
+    args = ["ablate", "tiny", "--config", str(config), "--seeds", "1", "--budget", "1", "--threads", "1",
+            "--variant", "full", "--no-progress"]
+    assert runner.invoke(app, args).exit_code == 0
+    first = {path.parent.parent.parent for path in imf_home.glob("ablations/*/*/seed-1/result.json")}
+    assert len(first) == 1
+    lines = (tiny_tsv / "train.txt").read_text().splitlines()
+    (tiny_tsv / "train.txt").write_text("\n".join(lines[1:]) + "\n")
+    import_dataset(tiny_tsv, replace=True)
+    with EntityStore.open("tiny") as store:
+        n = store.num_entities
+        save_features(store, "text", "test-bert", np.ones((n, 6)), np.ones(n, dtype=bool), input_hash="t")
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    studies = {path.parent.parent.parent for path in imf_home.glob("ablations/*/*/seed-1/result.json")}
+    assert len(studies) == 2 and first < studies  # a study of its own, trained on the new data

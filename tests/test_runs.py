@@ -497,3 +497,22 @@ def test_a_run_whose_checkpoints_are_damaged_or_gone_is_listed_with_the_reason(t
     assert run_info(run).reason.startswith("best.pt is missing, though trace.jsonl records validations")
     (run / "last.pt").write_bytes(b"\x00" * 100)
     assert run_info(run).reason == "last.pt is damaged (not the zip archive torch.save writes)"
+
+
+def test_a_run_whose_config_or_trace_other_commands_refuse_is_listed_as_failed_with_the_reason(tiny):
+    """`epochs: -2` in config.yaml or a garbled trace line: the listing said finished 2/-2, while eval,
+    --resume and runs show refused the run."""
+    from imf_cli.runs import run_info
+
+    run = train(2)
+    config = (run / "config.yaml").read_text()
+    assert "  epochs: 2\n" in config
+    (run / "config.yaml").write_text(config.replace("  epochs: 2\n", "  epochs: -2\n", 1))
+    info = run_info(run)
+    assert info.status == "failed" and "config.yaml" in info.reason and "train.epochs" in info.reason
+    (run / "config.yaml").write_text(config)
+    assert run_info(run).status == "finished"
+    lines = (run / "trace.jsonl").read_text().splitlines(keepends=True)
+    (run / "trace.jsonl").write_text('{"epoch": 1, garbage\n' + "".join(lines[1:]))
+    info = run_info(run)
+    assert info.status == "failed" and f"{run / 'trace.jsonl'}:1: not a trace record" in info.reason

@@ -81,3 +81,34 @@ def test_replace_fails_clearly_while_a_service_reads_the_dataset(tiny_text):
         assert service.resolve_entity("paris").key == "paris"  # still reading the store it opened
     assert error_line(result, code=1).startswith("Error: dataset 'tiny' is in use by another imf process")
     ok("import", str(tiny_text), "--replace")  # closed: free again
+
+
+def test_images_that_cannot_be_read_now_are_named_not_called_other_images(tmp_path, imf_home):
+    """A source folder moved after import: eval said the run was trained on "features computed from
+    other images" and to re-encode, which then failed on the same missing files."""
+    from PIL import Image
+
+    from imf_cli.runs import check_same_dataset
+    from kgdata.errors import ImfError
+    from kgdata.importing import import_dataset
+    from kgdata.inputs import graph_input_hash
+    from kgdata.store import EntityStore
+
+    root = tmp_path / "src"
+    (root / "images").mkdir(parents=True)
+    entities = [{"id": n, "name": n.title()} for n in NAMES]
+    for entity in entities[:3]:
+        Image.new("RGB", (8, 8), (len(entity["id"]) * 20, 0, 0)).save(root / "images" / f"{entity['id']}.png")
+        entity["image"] = f"images/{entity['id']}.png"
+    write_tsv_dataset(root, train=TINY_TRAIN, valid=TINY_VALID, test=TINY_TEST, entities=entities)
+    import_dataset(root, name="moved")
+    with EntityStore.open("moved") as store:
+        meta = {"dataset_hash": store.content_hash, "features": [
+            {"modality": "image", "computed_from": "images", "graph_input_hash": graph_input_hash(store, "images")}
+        ]}
+        check_same_dataset(store, meta, "RUN")
+    root.rename(tmp_path / "elsewhere")
+    with EntityStore.open("moved") as store:
+        with pytest.raises(ImfError, match=r"3 images that dataset 'moved' names cannot be read now") as error:
+            check_same_dataset(store, meta, "RUN")
+    assert "moved or unmounted" in str(error.value) and str(root / "images") in str(error.value)

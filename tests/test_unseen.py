@@ -304,3 +304,27 @@ def test_entities_added_while_the_service_is_open_are_taken_in(places_run, monke
         assert "nice" in {p.entity.key for p in again.predictions}
         nice = service.top_k(service.resolve_entity("nice").id, borders, 3)
         assert nice.predictions and not nice.in_graph
+
+
+def test_features_encoded_again_with_other_options_are_refused_not_mixed(places_run, monkeypatch, tmp_path):
+    """`imf encode --force --pooling cls` over the mean-pooled features a run trained on: new entities
+    were then placed from vectors of another kind, and ranked differently, without a word."""
+    import shutil
+
+    from helpers import tiny_cnn_class
+    from kgdata.encoders import REGISTRY, encode_dataset
+    from kgdata.features import list_features
+    from kgdata.store import EntityStore
+
+    home, run_dir = places_run
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    monkeypatch.setenv("IMF_HOME", str(copy))
+    monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
+    with EntityStore.open("places") as store:
+        text = next(entry for entry in list_features(store) if entry["modality"] == "text")
+        assert text["extra"]["options"]["pooling"] == "mean"
+        encode_dataset(store, "text", text["encoder"], options={"pooling": "cls"}, device="cpu", force=True)
+    with PredictionService.from_run(copy / "runs" / run_dir.name, device="cpu") as service:
+        with pytest.raises(ImfError, match=r"encoded with other options than .*pooling: 'mean' then, 'cls' now"):
+            service.predict_new(service.resolve_relation("borders").id, text="a city in france")

@@ -526,3 +526,16 @@ def test_from_file_masks_must_be_flags_and_count_with_keys(mm_store, tmp_path):
     assert report.rows - report.missing == 2
     stored = load_features(mm_store, "text", "masked")
     assert stored.mask[:4].tolist() == [True, False, False, True] and not stored.mask[4:].any()
+
+
+def test_a_damaged_feature_file_is_named_not_reported_as_never_encoded(mm_store):
+    """A feature file cut short: training said "no text features … (stored: none)", while imf features
+    listed the file with a warning."""
+    matrix, mask = random_features(mm_store)
+    path = save_features(mm_store, "text", "toy", matrix, mask, input_hash="abc")
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(DataError, match="not a readable safetensors feature file") as error:
+        load_features(mm_store, "text")
+    assert error.value.path == path and "imf encode" in str(error.value) and "--force" in str(error.value)
+    with pytest.raises(ImfError, match="no image features"):  # another modality: still "never encoded"
+        load_features(mm_store, "image")
