@@ -302,6 +302,8 @@ def _evidence(service: "PredictionService", head: int, relation: int, tail: int,
              (int(body_first[k]), int(body_second[k])), float(confidence[k]), int(support[k]))
             for k in order
         ]
+    # A rule that never holds in train (confidence 0, no supporting pair) is no evidence for the triple.
+    found = [item for item in found if item[2] > 0]
     found.sort(key=lambda item: (-item[2], -item[3], len(item[0])))
     return found[:limit]
 

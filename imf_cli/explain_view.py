@@ -41,7 +41,12 @@ def summary(explanation: Explanation) -> Text:
     # An added entity is ranked among the graph's entities, not among the other added ones (as imf predict
     # --include-new ranks them): the line says so.
     among = "the graph's entities and this one; " if not explanation.tail_in_graph else ""
-    text.append(f" of {explanation.candidates:,} {noun} ({among}filtered; unfiltered {_rank(explanation.raw_rank)})")
+    # The filter of test ranking (every split's known answers): imf eval ranks valid with train + valid only,
+    # so a valid triple's rank here can be better than in eval's valid report.
+    text.append(
+        f" of {explanation.candidates:,} {noun} ({among}filtered of train, valid and test; unfiltered "
+        f"{_rank(explanation.raw_rank)})"
+    )
     score = f"{explanation.scored_by[0]} score" if len(explanation.scored_by) == 1 else "fused"
     text.append(f" · {score} {explanation.fused:+.2f} · p {explanation.probability:.2f}\n")
     if explanation.known:

@@ -63,7 +63,7 @@ def evaluate_run(
     if split == "test":
         report.update(_test_reads(run_dir, count_this=write))
     if write:
-        _write_json(metrics_path(run_dir, split, no_overlap=drop_overlap), report)
+        _write_json(metrics_path(run_dir, split, no_overlap=drop_overlap, checkpoint=checkpoint), report)
     return report
 
 
@@ -80,9 +80,11 @@ def _test_reads(run_dir: Path, *, count_this: bool) -> dict:
 
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     earlier, first = 0, None
-    for no_overlap in (False, True):
+    for no_overlap, checkpoint in ((False, "best"), (True, "best"), (False, "last"), (True, "last")):
         try:
-            old = json.loads(metrics_path(run_dir, "test", no_overlap=no_overlap).read_text(encoding="utf-8"))
+            old = json.loads(
+                metrics_path(run_dir, "test", no_overlap=no_overlap, checkpoint=checkpoint).read_text(encoding="utf-8")
+            )
         except (OSError, ValueError):
             continue  # none yet, or unreadable: it counts as no read
         if not isinstance(old, dict):

@@ -205,10 +205,14 @@ def read_metrics(run_dir: str | Path, split: str) -> dict | None:
     return report
 
 
-def metrics_path(run_dir: str | Path, split: str, *, no_overlap: bool = False) -> Path:
+def metrics_path(run_dir: str | Path, split: str, *, no_overlap: bool = False, checkpoint: str = "best") -> Path:
     """Where ``imf eval`` writes the metrics of ``split`` (``--drop-overlap``: of its triples that are in
-    no earlier split)."""
-    return Path(run_dir) / f"metrics-{split}{'-no-overlap' if no_overlap else ''}.json"
+    no earlier split) for ``checkpoint``: ``metrics-test.json`` is best.pt's, which ``imf runs`` shows;
+    last.pt's goes beside it (``metrics-test-last.json``) instead of replacing it."""
+    if checkpoint not in CHECKPOINTS:
+        raise ImfError(f"unknown checkpoint {checkpoint!r}; choose best or last")
+    suffix = ("-no-overlap" if no_overlap else "") + ("" if checkpoint == "best" else f"-{checkpoint}")
+    return Path(run_dir) / f"metrics-{split}{suffix}.json"
 
 
 def check_same_dataset(store: "EntityStore", meta: dict, run_dir: str | Path) -> None:

@@ -47,6 +47,16 @@ def branch_contributions(weights: Mapping[str, float], logits: Mapping[str, floa
     return result
 
 
+def decision_terms(weights: Mapping[str, float], logits: Mapping[str, float], space: str) -> dict[str, float]:
+    """Branch → its term of the fused decision, which the terms sum to: ``weight × logit`` in logit space
+    (the sum is the fused logit), ``weight × σ(logit)`` in probability space (the sum is the fused
+    probability, σ of the fused logit); see :mod:`models.decision`. ``weights`` are those the fusion
+    used for this triple (renormalised over the branches that scored it)."""
+    if space == "probability":
+        return {branch: weights[branch] * sigmoid(logit) for branch, logit in logits.items()}
+    return {branch: weights[branch] * logit for branch, logit in logits.items()}
+
+
 def branch_shares(weights: Mapping[str, float], logits: Mapping[str, float]) -> dict[str, float]:
     """Branch → its share of the prediction, ``w σ(ℓ) / Σ w σ(ℓ)`` over the branches of ``logits``.
 

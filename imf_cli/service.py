@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from imf_cli.scoring import branch_shares
+from imf_cli.scoring import branch_shares, decision_terms
 from kgdata.errors import ImfError, UnknownEntityError
 from kgdata.store import Entity, EntityStore, named_by
 from kgdata.wording import truncate
@@ -87,8 +87,9 @@ class Prediction:
         fused: The fused logit (the decision fusion of the branch logits).
         branches: Branch name → that branch's logit, for the branches that scored the triple (all of
             them between graph entities; an end outside the training graph has no structure score).
-        contributions: Branch name → weight × logit, with the weights renormalised over ``branches``;
-            they sum to ``fused``.
+        contributions: Branch name → its term of the fused decision, with the weights renormalised over
+            ``branches`` (:func:`imf_cli.scoring.decision_terms`): weight × logit, summing to ``fused``, or
+            in probability space weight × probability, summing to ``σ(fused)``.
         known: The splits in which the triple (head, relation, candidate) is a known fact.
         in_graph: False for a candidate added to the store after training.
     """
@@ -602,7 +603,9 @@ class PredictionService:
                 entity=info,
                 fused=fused_rows[position],
                 branches={name: values[position] for name, values in branch_rows.items()},
-                contributions={name: weights[name] * values[position] for name, values in branch_rows.items()},
+                contributions=decision_terms(
+                    weights, {name: values[position] for name, values in branch_rows.items()}, self.model.decision.space
+                ),
                 known=frozenset(split for split in SPLITS if flags[split][position]),
             )
             for position, info in enumerate(infos)

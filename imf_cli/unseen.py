@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imf_cli.pipeline import BRANCH_FEATURES
+from imf_cli.scoring import decision_terms
 from kgdata.errors import DataError, ImfError
 
 if TYPE_CHECKING:
@@ -393,7 +394,9 @@ def rank_unseen(
                 name: float(scores.branches[name][0, column])
                 for name, on in zip(service.branch_names, present.tolist()) if on
             }
-            contributions = {name: pair_weights[service.branch_names.index(name)] * v for name, v in logits.items()}
+            contributions = decision_terms(
+                dict(zip(service.branch_names, pair_weights)), logits, service.model.decision.space
+            )
             rows.append((column, float(scores.fused[0, column]), logits, contributions))
     graph = service.num_graph_entities
     ids = [column if column < graph else added_ids[column - graph] for column, *_ in rows]

@@ -539,3 +539,17 @@ def test_valid_fused_is_cross_fitted_as_training_selected_with(run_dir):
     assert "cross-fitted" in invoke("eval", run_dir, "--split", "valid", "--device", "cpu").output
     test = invoke_json("eval", run_dir, "--split", "test", "--device", "cpu")
     assert "fused_cross_fitted" not in test  # test is never fitted on
+
+
+def test_last_pt_s_test_report_goes_beside_best_pt_s_and_runs_shows_best(run_dir):
+    """`imf eval --split test --checkpoint last` overwrote metrics-test.json, and `imf runs` then showed
+    last.pt's test MRR under "fused MRR of best.pt"."""
+    from imf_cli.runs import run_info
+
+    best = invoke_json("eval", run_dir, "--split", "test", "--device", "cpu")
+    last = invoke_json("eval", run_dir, "--split", "test", "--device", "cpu", "--checkpoint", "last")
+    assert (run_dir / "metrics-test-last.json").is_file()
+    stored = json.loads((run_dir / "metrics-test.json").read_text())
+    assert stored["checkpoint"] == "best" and stored["fused"]["mrr"] == best["fused"]["mrr"]
+    assert run_info(run_dir).test_mrr == pytest.approx(best["fused"]["mrr"])
+    assert last["test_reads"] == best["test_reads"] + 1  # every read of test counts, either checkpoint

@@ -123,7 +123,7 @@ def test_an_added_tail_is_ranked_among_the_graph_and_itself(service):
     assert explanation.rank == [p.entity.id for p in rows].index(lyon) + 1
     from imf_cli.explain_view import summary
 
-    assert "tails (the graph's entities and this one; filtered; unfiltered" in summary(explanation).plain
+    assert "tails (the graph's entities and this one; filtered of train, valid and test; unfiltered" in summary(explanation).plain
 
 
 def test_explain_errors(service):
@@ -251,3 +251,12 @@ def test_a_one_branch_explanation_names_its_branch_and_has_no_fusion_table():
         assert ("Branch contributions" in text) != alone
         assert ("structure score" in text) == alone and ("fused" in text) != alone
         assert ("scored by the structure branch alone" in text) == alone
+
+
+def test_no_rule_that_never_holds_in_train_is_shown_as_evidence(service):
+    """A path whose rule has confidence 0 (no supporting pair in train) was listed as "0% … evidence"."""
+    relation = service.resolve_relation("capital_of").id
+    for head in ("france", "germany", "spain", "paris"):
+        for tail in ("europe", "germany", "madrid"):
+            explanation = service.explain(*ids(service, head), relation, *ids(service, tail))
+            assert all(item.confidence > 0 and item.support > 0 for item in explanation.evidence)

@@ -68,10 +68,13 @@ def add_command(
         return
     for row in report.added:
         console.print(f"Added {row['key']} (id {row['id']}): {row['name']}", highlight=False, soft_wrap=True)
+    # Text always (a name is text); images too when a new entity has one: advised text alone, an image
+    # given here stayed unused, and the entity was scored by its name only.
+    modalities = ["text", *(["image"] if any(row.get("image") for row in report.added) else [])]
+    commands = " and ".join(f"imf encode {report.dataset} --modality {m}" for m in modalities)
     console.print(
         f"Dataset {report.dataset}: {report.graph_entities:,} graph entities and "
-        f"{report.entities - report.graph_entities:,} added. Encode the new ones with: "
-        f"imf encode {report.dataset} --modality text",
+        f"{report.entities - report.graph_entities:,} added. Encode the new ones with: {commands}",
         highlight=False,
         soft_wrap=True,
     )

@@ -127,7 +127,7 @@ def eval_command(
             ),
             style="yellow",
         )
-    console.print(f"Wrote {metrics_path(run_dir, split.value, no_overlap=drop_overlap)}", style="dim")
+    console.print(f"Wrote {metrics_path(run_dir, split.value, no_overlap=drop_overlap, checkpoint=checkpoint)}", style="dim")
 
 
 #: How each split is named in the tables.

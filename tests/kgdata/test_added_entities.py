@@ -282,3 +282,10 @@ def test_a_name_that_is_a_stored_key_is_refused(tiny):
     add_entities(tiny, [NewEntity("lut", "Lutetia")])
     with pytest.raises(DataError, match="the name 'lut' is the key of another entity"):
         add_entities(tiny, [NewEntity("x", "lut")])
+
+
+def test_the_advice_after_adding_names_image_encoding_when_an_image_was_given(tiny, tmp_path):
+    plain = ok("entities", "add", tiny, "oslo", "--name", "Oslo").stdout
+    assert "imf encode tiny --modality text" in plain and "--modality image" not in plain
+    pictured = ok("entities", "add", tiny, "rome", "--name", "Rome", "--image", str(png(tmp_path / "r.png"))).stdout
+    assert "imf encode tiny --modality text and imf encode tiny --modality image" in " ".join(pictured.split())
