@@ -314,7 +314,10 @@ def _nearest(
 ) -> list[list[tuple[int, float]]]:
     """For each ``(entity, vector)`` of ``ends``: its ``k`` nearest graph entities in ``branch`` (cosine), itself left out.
 
-    One product with the branch's unit vectors serves every end.
+    In a feature branch, entities without that feature (no image, no text) all share one stand-in
+    vector: they are neither neighbours (their cosine 1.00 to each other says nothing) nor given any
+    (an end without the feature gets an empty list). One product with the branch's unit vectors serves
+    every end.
     """
     import torch
 
@@ -322,9 +325,17 @@ def _nearest(
         return []
     unit = service.unit_vectors(branch)
     vectors = torch.nn.functional.normalize(torch.stack([v.to(unit) for _, v in ends]), dim=1)
-    values, ids = torch.topk(vectors @ unit.T, min(k + 1, unit.shape[0]), dim=1)
+    similarity = vectors @ unit.T
+    mask = service.model.feature_mask(branch) if branch in service.model.feature_dims else None
+    if mask is not None:
+        mask = mask[: unit.shape[0]].to(similarity.device)
+        similarity = similarity.masked_fill(~mask, float("-inf"))
+    values, ids = torch.topk(similarity, min(k + 1, unit.shape[0]), dim=1)
+    graph = unit.shape[0]
     return [
-        [(i, v) for i, v in zip(row_ids, row_values) if i != entity][:k]
+        []
+        if mask is not None and entity < graph and not bool(mask[entity])
+        else [(i, v) for i, v in zip(row_ids, row_values) if i != entity and v != float("-inf")][:k]
         for (entity, _), row_ids, row_values in zip(ends, ids.cpu().tolist(), values.cpu().tolist())
     ]
 

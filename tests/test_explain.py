@@ -260,3 +260,16 @@ def test_no_rule_that_never_holds_in_train_is_shown_as_evidence(service):
         for tail in ("europe", "germany", "madrid"):
             explanation = service.explain(*ids(service, head), relation, *ids(service, tail))
             assert all(item.confidence > 0 and item.support > 0 for item in explanation.evidence)
+
+
+def test_entities_without_a_branch_s_feature_are_no_neighbours_there(service):
+    """Europe has no image: in the visual branch it and the other imageless entities share one stand-in
+    vector, so they were listed as each other's neighbours at cosine 1.00, in topk's arbitrary order."""
+    france, europe = ids(service, "france", "europe")
+    explanation = service.explain(france, service.resolve_relation("in").id, europe)
+    visual = next(group for group in explanation.neighbours if group.branch == "visual")
+    mask = service.model.feature_mask("visual")
+    assert visual.tail == () or list(visual.tail) == []  # Europe has no image
+    assert visual.head and all(bool(mask[n.entity.id]) for n in visual.head)
+    structure = next(group for group in explanation.neighbours if group.branch == "structure")
+    assert len(structure.tail) == 3  # every entity has a structure vector
