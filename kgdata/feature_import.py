@@ -193,6 +193,14 @@ def import_features(
             f"--encoder {truncate(escape_controls(encoder), 60)!r}: name the features with 1–200 printable "
             "characters (imf features lists them by it)"
         )
+    if encoder is not None:
+        from kgdata.encoders import REGISTRY
+
+        if encoder in REGISTRY or encoder.startswith("hf:"):  # its file would be the encoder's own, and the hints wrong
+            raise ImfError(
+                f"--encoder {encoder!r} is the name of one of imf's encoders; name imported features otherwise "
+                f"(e.g. file-{encoder.removeprefix('hf:').replace('/', '-')})"
+            )
     encoder = encoder or f"file:{source.name}"
     started = time.perf_counter()
 

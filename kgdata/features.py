@@ -390,6 +390,8 @@ def _recreate_hint(store: "EntityStore", metadata: dict) -> str:
     encoder = metadata.get("encoder")
     if str(encoder or "").startswith("file:"):
         return f"re-run imf encode {store.name} --modality {modality} --from-file FILE"
+    if metadata.get("computed_from") == COMPUTED_FROM["file"]:  # imported under a name of the user's
+        return f"re-run imf encode {store.name} --modality {modality} --from-file FILE --encoder {encoder}"
     from_default = encoder is None or DEFAULT_ENCODER_IDS.get(modality) == encoder
     return f"re-run imf encode {store.name} --modality {modality}" + ("" if from_default else f" --encoder {encoder}")
 

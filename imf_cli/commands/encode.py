@@ -130,7 +130,8 @@ def encode_command(
                 for flag, value in (
                     ("--batch-size", batch_size), ("--pooling", pooling), ("--weights", weights), ("--dim", dim),
                     ("--epochs", epochs), ("--lr", lr), ("--margin", margin), ("--negatives", negatives),
-                    ("--seed", seed),
+                    ("--seed", seed), ("--device", None if device == Device.auto else device.value),
+                    ("--download", download or None),
                 )
                 if value is not None
             }

@@ -114,6 +114,9 @@ def test_from_file_import_and_its_errors(tiny_mm, tmp_path):
         (["encode", "{ds}", "-m", "image", "--pooling", "cls"], "option --pooling does not apply to encoder 'efficientnet-lite0'"),
         (["encode", "{ds}", "-m", "text", "--keys", "k.txt"], "--keys names the rows of a --from-file file"),
         (["encode", "{ds}", "-m", "text", "--from-file", "x.npy", "--dim", "4"], "--dim cannot be combined with --from-file"),
+        # ignored without a word before: a file's vectors are not computed on a device or downloaded
+        (["encode", "{ds}", "-m", "text", "--from-file", "x.npy", "--device", "cuda"], "--device cannot be combined with --from-file"),
+        (["encode", "{ds}", "-m", "text", "--from-file", "x.npy", "--download"], "--download cannot be combined with --from-file"),
         (["encode", "{ds}", "-m", "structure", "--from-file", "x.npy"], "text or image features, not 'structure'"),
         (["encode", "{ds}", "-m", "text", "-e", "bert-base-uncased"], "needs the Hugging Face model 'bert-base-uncased'"),
         (["features", "nope"], "no dataset named 'nope'"),

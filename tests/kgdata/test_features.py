@@ -539,3 +539,13 @@ def test_a_damaged_feature_file_is_named_not_reported_as_never_encoded(mm_store)
     assert error.value.path == path and "imf encode" in str(error.value) and "--force" in str(error.value)
     with pytest.raises(ImfError, match="no image features"):  # another modality: still "never encoded"
         load_features(mm_store, "image")
+
+
+@pytest.mark.parametrize("name", ["gat", "vgg16", "minilm", "hf:some/model"])
+def test_imported_features_may_not_take_an_encoder_s_name(mm_store, tmp_path, name):
+    """`--from-file f.npy --encoder vgg16` wrote image-vgg16.safetensors, the file a real vgg16 encode
+    writes, and its stale hint advised `--encoder vgg16`, which then failed for want of weights."""
+    source = _write_container(tmp_path / "x.npy", np.ones((mm_store.num_entities, 3), dtype=np.float32))
+    with pytest.raises(ImfError, match="is the name of one of imf's encoders"):
+        import_features(mm_store, "image", source, encoder=name)
+    assert list_features(mm_store) == []
