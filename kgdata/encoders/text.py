@@ -123,8 +123,8 @@ class HFTextEncoder(Encoder):
         cache = None if Path(source).is_dir() else str(hub_cache_dir())
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, cache_dir=cache)
-            model = AutoModel.from_pretrained(
-                source, local_files_only=local_only, cache_dir=cache, dtype=torch.float32
+            model, loading = AutoModel.from_pretrained(
+                source, local_files_only=local_only, cache_dir=cache, dtype=torch.float32, output_loading_info=True
             )
         except (OSError, ValueError) as exc:
             first = gist(str(exc)) or type(exc).__name__
@@ -133,6 +133,10 @@ class HFTextEncoder(Encoder):
         self.device = device
         if self.options["pooling"] == "pooler" and getattr(model, "pooler", None) is None:
             raise ImfError(f"text encoder {self.id!r} has no pooler layer; use --pooling cls or mean")
+        if self.options["pooling"] == "pooler" and any("pooler" in key for key in loading.get("missing_keys", ())):
+            # transformers fills missing weights at random (its warning is silenced above): the features
+            # would be random projections, different at each encode
+            raise ImfError(f"text encoder {self.id!r}: {source} holds no pooler weights; use --pooling cls or mean")
         limits = [self.options["max_length"]]
         positions = getattr(model.config, "max_position_embeddings", None)
         if positions:

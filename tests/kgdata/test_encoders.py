@@ -90,6 +90,22 @@ def test_hf_text_encoder_pooling_modes_differ_and_have_the_model_dim(tiny_bert_d
     assert outputs["pooler"].abs().max() <= 1.0  # BERT's pooler ends in tanh
 
 
+def test_pooler_pooling_is_refused_when_the_checkpoint_has_no_pooler_weights(tiny_bert_dir, tmp_path):
+    """transformers fills missing pooler weights at random (its warning silenced): --pooling pooler
+    stored random projections, different at each encode."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "no-pooler"
+    shutil.copytree(tiny_bert_dir, copy)
+    weights = load_file(copy / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "pooler" not in k}, copy / "model.safetensors", metadata={"format": "pt"})
+    create_encoder(f"hf:{copy}", "text", pooling="mean").load(torch.device("cpu"))  # the rest is whole
+    with pytest.raises(ImfError, match="holds no pooler weights; use --pooling cls or mean"):
+        create_encoder(f"hf:{copy}", "text", pooling="pooler").load(torch.device("cpu"))
+
+
 def test_hf_text_encoder_id_is_the_resolved_directory(tiny_bert_dir, monkeypatch):
     monkeypatch.chdir(tiny_bert_dir.parent)
     encoder = create_encoder(f"hf:{tiny_bert_dir.name}", "text")
