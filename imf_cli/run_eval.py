@@ -180,13 +180,13 @@ def evaluate_loaded(
 def _crossfit_seed(loaded: "LoadedRun", split: str) -> tuple[int, int] | None:
     """``(seed, batch size)`` of the cross-fitting training used on valid, when the run fits its decision
     weights there and ``split`` is valid; None otherwise (test is never fitted on)."""
-    from models.config import ConfigError, RunConfig
+    from imf_cli.runs import run_config
 
     if split != "valid":
         return None
     try:
-        config = RunConfig.from_dict((loaded.document or {}).get("config") or {})
-    except ConfigError:
+        config = run_config(loaded.run_dir, loaded.document or {})
+    except (ImfError, KeyError):
         return None
     if not config.fits_fusion_on_valid(len(loaded.model.branch_names)):
         return None

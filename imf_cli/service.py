@@ -424,8 +424,8 @@ class PredictionService:
 
         Tried in order: an exact key; an exact name (case-insensitive); a unique prefix of a key or
         name, unless ``text`` is also a whole word of other names ("Korea": "Korean", "South Korea",
-        "North Korea" are then listed); a single full-text search match whose name or key holds the words (in any order). A
-        single match by its description alone is named in an :class:`UnknownNameError`, not taken.
+        "North Korea" are then listed); a single full-text search match whose name or key holds the
+        words (in any order). A single match by its description alone is named in an :class:`UnknownNameError`, not taken.
 
         Raises:
             AmbiguousNameError: Several entities match; the message lists the best candidates.
@@ -797,10 +797,10 @@ class PredictionService:
 
     def _check_entity(self, entity: int) -> None:
         if int(entity) >= self.num_entities:
-            self.refresh()
+            self.refresh()  # the store may have grown since this service opened (imf entities add elsewhere)
         if not 0 <= int(entity) < self.num_entities:
             if int(entity) >= self.num_entities:
-                try:  # the store may have grown since this service opened (imf entities add elsewhere)
+                try:  # a row committed after the refresh read the counts
                     added = self.store.entity(int(entity))
                 except ImfError:
                     added = None

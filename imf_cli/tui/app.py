@@ -487,7 +487,7 @@ class ExploreApp(App[None]):
         if run is None:
             return
         if run.path == self.run_path:
-            if self.workers_loading_a_run():  # the open run picked again: the pick still loading is dropped
+            if self._loading_a_run():  # the open run picked again: the pick still loading is dropped
                 self._run_serial += 1
                 self.workers.cancel_group(self, "run")
                 self._status(Text(f"Stayed on {run.name}.", style="dim"))
@@ -496,7 +496,7 @@ class ExploreApp(App[None]):
         self._status(Text(f"Opening {run.name} …", style="dim"))
         self._load_run(run, self._run_serial)
 
-    def workers_loading_a_run(self) -> bool:
+    def _loading_a_run(self) -> bool:
         return any(worker.group == "run" and not worker.is_finished for worker in self.workers)
 
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
