@@ -317,8 +317,10 @@ def _check_run_dir(run_dir: Path, *, given: bool = False) -> None:
     parent = run_dir.parent
     while not os.path.lexists(parent):  # lexists, not exists: below a file every path "does not exist"
         parent = parent.parent
+    # a --run-dir that cannot be is bad input (exit 2); an unusable workspace is a fault of the machine (1)
+    fault = ImfError if given else EnvironmentFault
     if not parent.is_dir():  # the workspace (or the --run-dir given) lies below a file: the place is broken
-        raise EnvironmentFault(f"cannot create run directory {run_dir}: {parent} is a file, not a directory")
+        raise fault(f"cannot create run directory {run_dir}: {parent} is a file, not a directory")
     created = [p for p in (run_dir, *run_dir.parents) if not os.path.lexists(p)]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -330,7 +332,7 @@ def _check_run_dir(run_dir: Path, *, given: bool = False) -> None:
 
             raise workspace_fault(error) from None
         reason = error.strerror or type(error).__name__
-        raise EnvironmentFault(
+        raise fault(
             f"cannot create the run directory {run_dir} given by --run-dir: {reason}; choose a writable place"
         ) from None
     finally:

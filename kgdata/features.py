@@ -468,6 +468,22 @@ def stale_reason(store: "EntityStore", header: dict) -> str | None:
     )
 
 
+def _how_to_encode(dataset: str, modality: str, encoder: str | None) -> str:
+    """The command that makes the missing features: ``imf encode`` for a built-in encoder, else an
+    import of a file under that name (no encoder of that name exists to run)."""
+    from kgdata.encoders import available
+
+    command = f"imf encode {dataset} --modality {modality}"
+    known = available(modality)
+    if encoder is None or encoder in known or any(encoder.startswith(p) for p in known if p.endswith(":")):
+        return "run: " + command + (f" --encoder {encoder}" if encoder else "")
+    return (
+        f"{encoder!r} is no {modality} encoder imf has (those: {', '.join(known)}); encode with one of "
+        f"them ({command} --encoder NAME) or import a file under that name "
+        f"({command} --from-file FILE --encoder {encoder})"
+    )
+
+
 def load_features(store: "EntityStore", modality: str, encoder: str | None = None) -> FeatureSet:
     """Load the features of one modality: of ``encoder``, or the only / most recent one.
 
@@ -493,8 +509,7 @@ def load_features(store: "EntityStore", modality: str, encoder: str | None = Non
         wanted = f"{modality} features" + (f" from encoder {encoder!r}" if encoder else "")
         raise ImfError(
             f"no {wanted} for dataset {store.name!r} (stored: {', '.join(existing) or 'none'}); "
-            f"run: imf encode {store.name} --modality {modality}"
-            + (f" --encoder {encoder}" if encoder else "")
+            + _how_to_encode(store.name, modality, encoder)
         )
     path, header = max(available, key=lambda item: item[1]["metadata"].get("created_at", ""))
     _check_header(store, path, header)

@@ -179,11 +179,11 @@ def test_run_dir_that_is_a_regular_file(tiny, tmp_path):
     assert target.read_text() == "x"
 
 
-def test_a_workspace_below_a_file_is_an_environment_fault_naming_the_file(tiny, tmp_path):
+def test_a_run_dir_below_a_file_is_refused_naming_the_file(tiny, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     target = blocker / "sub" / "run"
-    line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL, "--run-dir", str(target)]), code=1)
+    line = error_line(runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL, "--run-dir", str(target)]), code=2)
     assert f"cannot create run directory {target}: {blocker} is a file, not a directory" in line
 
 

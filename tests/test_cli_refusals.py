@@ -112,7 +112,7 @@ def test_imf_explore_with_redirected_streams_exits_instead_of_hanging(tmp_path):
 def test_an_uncreatable_run_dir_names_the_flag_before_training(tiny):
     result = cli("train", tiny, "--modalities", "structure", "--dim", "4", "--epochs", "1", "--threads", "1",
                  "--no-progress", "--run-dir", "/proc/x")
-    line = error_line(result, code=1)
+    line = error_line(result, code=2)  # bad input, as other unusable paths given
     assert "cannot create the run directory /proc/x given by --run-dir" in line
     assert "--home" not in line and "Training branches" not in result.output
 

@@ -230,7 +230,8 @@ class ExploreApp(App[None]):
         self._asked = (head, relation)
         self._asked_flags = (self.include_known, self.include_new)
         self._keep = None  # b and a rerun set it again after asking
-        self._status(Text("Ranking…", style="dim"))
+        # Ranking… keeps the lines the status had, so that the table does not move up and back down
+        self._status(Text("Ranking…", style="dim"), hold_height=True)
         self._query(self._serial, head, relation, self.rows, self.include_known, self.include_new)
 
     @work(thread=True, exclusive=True, group="query", exit_on_error=False)
@@ -341,10 +342,12 @@ class ExploreApp(App[None]):
             text.append(f" · {self.last_latency_ms:.0f} ms", style="dim")
         return text
 
-    def _status(self, text: Text, *, wrap: bool = True) -> None:
+    def _status(self, text: Text, *, wrap: bool = True, hold_height: bool = False) -> None:
         """Up to three lines (one where ``wrap`` is False); what does not fit ends in "…". Every message
-        wraps: one line cut the counts and warnings of a summary, and the hint's "F1 help", at 80 columns."""
+        wraps: one line cut the counts and warnings of a summary, and the hint's "F1 help", at 80 columns.
+        ``hold_height``: take at least the lines shown now (a passing message, as "Ranking…")."""
         self._error_shown = False
+        self.status.styles.min_height = (self.status.size.height or None) if hold_height else None
         self._shown_status = (text, wrap)
         self._draw_status()
 

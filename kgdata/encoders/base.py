@@ -110,6 +110,11 @@ def _flag(option: str) -> str:
     return "--" + option.replace("_", "-")
 
 
+#: Encoder options that ``imf encode`` offers as flags; an error lists only these, since the others
+#: (``heads``, ``layers``, ``max_length``, ``normalize``) are left at the encoder's defaults there.
+FLAG_OPTIONS = frozenset({"pooling", "weights", "download", "dim", "epochs", "lr", "margin", "negatives", "seed"})
+
+
 def create_encoder(name: str, modality: str | None = None, **options: Any) -> Encoder:
     """Instantiate an encoder by registry name (or ``prefix:rest``) with only the options it accepts.
 
@@ -134,7 +139,7 @@ def create_encoder(name: str, modality: str | None = None, **options: Any) -> En
     accepted = set(cls.option_names())
     for option in options:
         if option not in accepted:
-            shown = ", ".join(_flag(o) for o in sorted(accepted - {"model"})) or "none"
+            shown = ", ".join(_flag(o) for o in sorted(accepted & FLAG_OPTIONS)) or "none"
             raise ImfError(f"option {_flag(option)} does not apply to encoder {name!r} (its options: {shown})")
     return cls(**options)
 

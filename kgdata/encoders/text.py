@@ -93,6 +93,11 @@ class HFTextEncoder(Encoder):
         """``(what to pass to from_pretrained, local_files_only)``; never touches the network."""
         ref = self.model_ref
         if Path(ref).is_dir():
+            if not (Path(ref) / "config.json").is_file():
+                raise WeightsNotFoundError(
+                    f"text encoder {self.id!r}: {ref} holds no config.json; a model directory holds "
+                    f"config.json, the tokenizer files and the weights (as save_pretrained writes them)"
+                )
             return ref, True
         if ref.startswith((".", "/", "~")) or ref.count("/") > 1:  # a path, not an ``org/name`` hub id
             raise WeightsNotFoundError(f"text encoder {self.id!r}: no such model directory {ref}")

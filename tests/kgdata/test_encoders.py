@@ -49,6 +49,9 @@ def test_create_encoder_checks_names_modalities_and_options():
         create_encoder("minilm", "image")
     with pytest.raises(ImfError, match=r"option --pooling does not apply to encoder 'vgg16' \(its options: --download, --weights\)"):
         create_encoder("vgg16", "image", pooling="mean")
+    # only options `imf encode` has flags for are offered (not --max-length or --normalize)
+    with pytest.raises(ImfError, match=r"option --weights does not apply to encoder 'minilm' \(its options: --pooling\)"):
+        create_encoder("minilm", "text", weights="w.pt")
     with pytest.raises(ImfError, match="needs a model after 'hf:'"):
         create_encoder("hf:", "text")
     with pytest.raises(ImfError, match="unknown pooling 'max'"):
@@ -104,6 +107,13 @@ def test_pooler_pooling_is_refused_when_the_checkpoint_has_no_pooler_weights(tin
     create_encoder(f"hf:{copy}", "text", pooling="mean").load(torch.device("cpu"))  # the rest is whole
     with pytest.raises(ImfError, match="holds no pooler weights; use --pooling cls or mean"):
         create_encoder(f"hf:{copy}", "text", pooling="pooler").load(torch.device("cpu"))
+
+
+def test_a_model_directory_without_config_json_is_named_as_such(tmp_path):
+    """It failed in the tokenizer with transformers' words about a hub id."""
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ImfError, match=f"{tmp_path} holds no config.json"):
+        create_encoder(f"hf:{tmp_path}", "text").load(torch.device("cpu"))
 
 
 def test_hf_text_encoder_id_is_the_resolved_directory(tiny_bert_dir, monkeypatch):

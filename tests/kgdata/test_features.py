@@ -111,8 +111,15 @@ def test_load_picks_the_most_recent_and_lists_what_exists_when_unknown(mm_store,
     save_features(mm_store, "text", "newer", matrix * 2, mask, input_hash="2")
     assert load_features(mm_store, "text").encoder == "newer"
     assert load_features(mm_store, "text", "older").input_hash == "1"
-    with pytest.raises(ImfError, match=r"no text features from encoder 'nope'.*text/newer, text/older"):
+    with pytest.raises(ImfError, match=r"no text features from encoder 'nope'.*text/newer, text/older") as refused:
         load_features(mm_store, "text", "nope")
+    # no encoder 'nope' exists to run: the advice is one that does, or an import under that name
+    assert "run: imf encode tiny-mm --modality text --encoder nope" not in str(refused.value)
+    assert "--from-file FILE --encoder nope" in str(refused.value) and "minilm" in str(refused.value)
+    with pytest.raises(ImfError, match=r"run: imf encode tiny-mm --modality text --encoder minilm$"):
+        load_features(mm_store, "text", "minilm")
+    with pytest.raises(ImfError, match=r"run: imf encode tiny-mm --modality text --encoder hf:some/model$"):
+        load_features(mm_store, "text", "hf:some/model")
     with pytest.raises(ImfError, match=r"no image features .*imf encode tiny-mm --modality image"):
         load_features(mm_store, "image")
 

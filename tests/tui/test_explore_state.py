@@ -182,3 +182,22 @@ async def test_the_status_line_keeps_the_counts_at_80_columns(fake):
     narrow = ExploreApp(FakeService(), subtitle="countries-fake · countries-fake-20261205-112222-984502")
     async with narrow.run_test(size=(60, 20)):
         assert "F1 help" in status(narrow)
+
+
+async def test_ranking_keeps_the_status_lines_so_the_table_does_not_move():
+    """"Ranking…" took one line where the summary before and after took two: the table jumped up and down."""
+    gate = threading.Event()
+    fake = FakeService(slow={1}, gate=gate)  # Germany's rows wait for the gate
+    app = ExploreApp(fake, subtitle="countries-fake · countries-fake-20261205-112222-984502")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await run_query(pilot, "france", "bord")
+        lines, top = app.status.size.height, app.table.region.y
+        assert lines >= 2  # the summary wraps at 80 columns
+        app.request("Germany", app.current[1])
+        await wait_until(pilot, lambda: "Ranking" in status(app))
+        await pilot.pause()
+        assert app.status.size.height == lines and app.table.region.y == top
+        gate.set()
+        await wait_until(pilot, lambda: "Ranking" not in status(app))
+        await settle(pilot)
+        assert app.status.styles.min_height is None  # the hold ends with the summary
