@@ -24,7 +24,7 @@ import numpy as np
 
 from imf_cli.scoring import branch_shares, decision_terms
 from kgdata.errors import ImfError, UnknownEntityError
-from kgdata.store import Entity, EntityStore, named_by
+from kgdata.store import Entity, EntityStore, fold, named_by
 from kgdata.wording import truncate
 
 if TYPE_CHECKING:
@@ -424,8 +424,10 @@ class PredictionService:
 
         Tried in order: an exact key; an exact name (case-insensitive); a unique prefix of a key or
         name, unless ``text`` is also a whole word of other names ("Korea": "Korean", "South Korea",
-        "North Korea" are then listed); a single full-text search match whose name or key holds the
-        words (in any order). A single match by its description alone is named in an :class:`UnknownNameError`, not taken.
+        "North Korea" are then listed); among the full-text search matches, the one whose name is the
+        text or else the one whose name or key holds the words (in any order), ignoring case and
+        diacritics ("Curacao" is Curaçao). A single match by its description alone is named in an
+        :class:`UnknownNameError`, not taken.
 
         Raises:
             AmbiguousNameError: Several entities match; the message lists the best candidates.
@@ -461,8 +463,12 @@ class PredictionService:
                     return prefixed[0]
                 prefixed = [prefixed[0], *worded]
             hits = [] if prefixed else self.store.search(text, limit=CANDIDATES + 1)
-            if len(hits) == 1 and named_by(hits[0], text):
-                return hits[0]
+            # Typed without its accents or in another case ("Sao Tome and Principe", "Curacao"): the one
+            # hit whose name is the text, else the one named by its words, is meant; the others matched
+            # by their descriptions ("Netherlands" mentions Curaçao).
+            for named in ([h for h in hits if fold(h.name or "") == fold(text)], [h for h in hits if named_by(h, text)]):
+                if len(named) == 1:
+                    return named[0]
             if len(hits) == 1:  # the words occur only in its description: say so, never switch silently
                 raise UnknownNameError(
                     f"no entity of dataset {self.dataset!r} has the name or key {_echo(text)}; the words occur in "

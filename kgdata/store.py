@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sqlite3
+import unicodedata
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -117,13 +118,21 @@ def fts_query(text: str) -> str | None:
     return " ".join(quoted)
 
 
+def fold(text: str) -> str:
+    """``text`` without case or diacritics ("São Tomé" → "sao tome"), as the full-text index's
+    ``unicode61`` tokenizer compares words: what a user typing without accents means."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
 def named_by(entity: Entity, text: str, *, whole_words: bool = False) -> bool:
     """Whether every word of ``text`` begins (with ``whole_words``: is) a word of ``entity``'s name or key,
-    ignoring case: a :meth:`EntityStore.search` hit matched by its name, not only by its description."""
-    words = set(_WORD_RE.findall(f"{entity.name or ''} {entity.key}".casefold()))
+    ignoring case and diacritics (:func:`fold`): a :meth:`EntityStore.search` hit matched by its name,
+    not only by its description."""
+    words = set(_WORD_RE.findall(fold(f"{entity.name or ''} {entity.key}")))
     if whole_words:
-        return set(_WORD_RE.findall(text.casefold())) <= words
-    return all(any(word.startswith(part) for word in words) for part in _WORD_RE.findall(text.casefold()))
+        return set(_WORD_RE.findall(fold(text))) <= words
+    return all(any(word.startswith(part) for word in words) for part in _WORD_RE.findall(fold(text)))
 
 
 #: Query text longer than this is checked against the longest stored name or key before a ``LIKE``.

@@ -408,3 +408,25 @@ def test_contributions_sum_to_the_fused_decision_in_probability_space(service, m
         for name, logit in prediction.branches.items():
             assert prediction.contributions[name] == pytest.approx(result.weights[name] * sigmoid(logit))
         assert sum(prediction.contributions.values()) == pytest.approx(sigmoid(prediction.fused), abs=1e-5)
+
+
+def test_names_typed_without_their_accents_resolve(tmp_path, monkeypatch):
+    """"Sao Tome and Principe" was refused ("the words occur in the description of São Tomé…") and
+    "Curacao" was ambiguous with the Netherlands, whose description mentions Curaçao."""
+    monkeypatch.setenv("IMF_HOME", str(tmp_path / "home"))
+    entities = [
+        {"id": "stp", "name": "São Tomé and Príncipe", "description": "An island country in the Gulf of Guinea."},
+        {"id": "cuw", "name": "Curaçao", "description": "An island in the southern Caribbean."},
+        {"id": "nld", "name": "Netherlands", "description": "A kingdom; Curaçao is one of its countries."},
+        {"id": "gab", "name": "Gabon", "description": "A country on the Gulf of Guinea."},
+    ]
+    train = [("stp", "near", "gab"), ("cuw", "part_of", "nld"), ("gab", "near", "stp"), ("nld", "has", "cuw")]
+    import_dataset(write_tsv_dataset(tmp_path / "isles", train=train, valid=train[:1], test=train[1:2], entities=entities))
+    flags = {"model.dim": 4, "train.epochs": 1, "train.batch_size": 4, "train.seed": 1, "train.device": "cpu"}
+    run = train_model("isles", flags=flags, modalities=("structure",), run_dir=tmp_path / "run", progress=False)
+    with PredictionService.from_run(run.run_dir, device="cpu") as service:
+        assert service.resolve_entity("Sao Tome and Principe").key == "stp"
+        assert service.resolve_entity("SÃO TOMÉ AND PRÍNCIPE").key == "stp"
+        assert service.resolve_entity("Curacao").key == "cuw"
+        with pytest.raises(UnknownNameError, match="the words occur in the description of Gabon"):
+            service.resolve_entity("country on the Gulf")  # by its description alone: named, not taken

@@ -29,11 +29,14 @@ from imf_cli.service import EntityInfo, QueryResult, RelationChoice, Service
 from imf_cli.tui.detail import DetailPane
 from imf_cli.tui.help import HelpScreen
 from imf_cli.tui.locked import LockedService
-from imf_cli.tui.messages import LeaveInput, Notice, QueryFailed, QueryRequested, ResultsReady, RunOpened
+from imf_cli.tui.messages import (
+    LeaveInput, NewEntitiesChecked, Notice, QueryFailed, QueryRequested, ResultsReady, RunOpened,
+)
 from imf_cli.tui.query_bar import QueryBar
 from imf_cli.tui.render import fit_label, run_label
 from imf_cli.tui.results import ResultsTable
-from imf_cli.tui.run_picker import RunPicker, RunSource
+from imf_cli.tui.run_picker import RunPicker, RunSource, same_run
+from kgdata.wording import truncate
 
 ROW_COUNTS = (10, 20, 50, 100)
 #: Seconds after a query from the inputs puts its rows under the cursor during which Enter on the row
@@ -59,6 +62,8 @@ STATUS_LINES = 3
 #: Below this height a query's summary keeps to one line, so that the table keeps its rows (at 40×12
 #: three lines of summary left it its header); from it up, the summary wraps rather than cut its counts.
 WRAP_SUMMARY = 20
+#: Cells a head or relation name takes in a query's summary; longer ones end in "…".
+SUMMARY_NAME = 32
 
 
 class Body(Container):
@@ -105,6 +110,13 @@ class StatusLine(Static):
         self._width = event.size.width
 
 
+class CompactFooter(Footer):
+    """The footer, without padding around its keys below 80 columns, so that more of them fit."""
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.compact = event.size.width < 80
+
+
 class ExploreApp(App[None]):
     CSS_PATH = "explore.tcss"
     TITLE = "imf explore"
@@ -113,12 +125,14 @@ class ExploreApp(App[None]):
         Binding("f1", "help", "Help", priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("slash", "focus_search", "Search"),
+        # d and r before the others: at 60 columns the footer ends after n, and d is how the detail pane,
+        # hidden on short terminals, is found
+        Binding("d", "toggle_detail", "Detail"),
+        Binding("r", "runs", "Runs"),
         Binding("f", "toggle_known", "Known"),
         Binding("n", "toggle_new", "New"),
         Binding("k", "cycle_rows", "Rows"),
         Binding("b", "back", "Back"),
-        Binding("d", "toggle_detail", "Detail"),
-        Binding("r", "runs", "Runs"),
         Binding("question_mark", "help_letter", "Help", show=False),
         Binding("q", "quit_letter", "Quit", show=False),
         Binding("down", "focus_results", "Results", show=False),
@@ -148,6 +162,7 @@ class ExploreApp(App[None]):
         self.include_known = False
         #: Rank the entities added after training too (``n``).
         self.include_new = False
+        self._new_check = 0  # n presses since ``include_new`` last changed (see action_toggle_new)
         self.sub_title = subtitle or str(service.dataset)
         self.current: tuple[EntityInfo, RelationChoice] | None = None
         #: Earlier queries for ``b``, each with the entity id of the row the cursor was on when the user left it.
@@ -161,7 +176,8 @@ class ExploreApp(App[None]):
         #: The row to put the cursor on when the query on its way arrives (``b``: where the user was).
         self._keep: int | None = None
         #: The status line's last text, to refit it when the terminal is resized.
-        self._shown_status: tuple[Text, bool] | None = None
+        #: The status text and whether it wraps (None: a query's summary, which wraps on tall terminals only)
+        self._shown_status: tuple[Text, bool | None] | None = None
         #: Incremented each time a query's answer (its rows, or its error) is on screen; tests and the
         #: benchmark wait on it.
         self.results_shown = 0
@@ -194,7 +210,7 @@ class ExploreApp(App[None]):
         with self.body:
             yield self.table
             yield self.detail
-        yield Footer()
+        yield CompactFooter()
 
     def on_mount(self) -> None:
         self.detail.clear()
@@ -283,7 +299,7 @@ class ExploreApp(App[None]):
             self.table.focus()
             self._focused_by_query = (time.monotonic(), self.table.cursor_row)
         self.last_latency_ms = (time.perf_counter() - self._started) * 1000
-        self._status(self._summary(result), wrap=self.size.height >= WRAP_SUMMARY)
+        self._status(self._summary(result), wrap=None)
         self.results_shown += 1
 
     @on(QueryFailed)
@@ -324,7 +340,9 @@ class ExploreApp(App[None]):
         if self._opened_note is not None:
             text.append(f"{self._opened_note} · ", style="dim")
             self._opened_note = None
-        text.append(f"({result.entity.name}, {result.relation.label}, ?)", style="bold")
+        # The head input shows the names whole; here a 121-character name pushed the counts and flags out
+        head, relation = truncate(result.entity.name, SUMMARY_NAME), truncate(result.relation.label, SUMMARY_NAME)
+        text.append(f"({head}, {relation}, ?)", style="bold")
         text.append(f" · {len(result.predictions)} rows")
         if not result.in_graph:
             text.append(f" · not in the training graph: scored by {', '.join(result.scored_by)}", style="magenta")
@@ -342,17 +360,20 @@ class ExploreApp(App[None]):
             text.append(f" · {self.last_latency_ms:.0f} ms", style="dim")
         return text
 
-    def _status(self, text: Text, *, wrap: bool = True, hold_height: bool = False) -> None:
-        """Up to three lines (one where ``wrap`` is False); what does not fit ends in "…". Every message
-        wraps: one line cut the counts and warnings of a summary, and the hint's "F1 help", at 80 columns.
+    def _status(self, text: Text, *, wrap: bool | None = True, hold_height: bool = False) -> None:
+        """Up to three lines (one where ``wrap`` is False; with None, from WRAP_SUMMARY rows up, decided again
+        when the terminal is resized); what does not fit ends in "…". Every message wraps: one line cut
+        the counts and warnings of a summary, and the hint's "F1 help", at 80 columns.
         ``hold_height``: take at least the lines shown now (a passing message, as "Ranking…")."""
         self._error_shown = False
         self.status.styles.min_height = (self.status.size.height or None) if hold_height else None
         self._shown_status = (text, wrap)
         self._draw_status()
 
-    def _draw_status(self) -> None:
+    def _draw_status(self, height: int | None = None) -> None:
         text, wrap = self._shown_status
+        if wrap is None:
+            wrap = (height or self.size.height) >= WRAP_SUMMARY
         line = Text(no_wrap=not wrap, overflow="ellipsis")
         # Textual's Static drops a Text's no_wrap: the widget's own text-wrap style does it
         self.status.set_class(not wrap, "-one-line")
@@ -373,6 +394,11 @@ class ExploreApp(App[None]):
         """The status line's width changed: its label and its cut were fitted to the old one."""
         if self._shown_status is not None:
             self._draw_status()
+
+    def on_resize(self, event: events.Resize) -> None:
+        """The terminal's height decides whether a summary wraps (the width is the status line's own)."""
+        if self._shown_status is not None and self._shown_status[1] is None:
+            self._draw_status(height=event.size.height)  # self.size is the old one still
 
     # ------------------------------------------------------------ the query bar
     @on(Notice)
@@ -424,12 +450,32 @@ class ExploreApp(App[None]):
             self.table.focus()
 
     def action_toggle_new(self) -> None:
-        if not self.include_new:
+        if self.include_new:
+            self.include_new, self._new_check = False, 0
+            self._rerun()
+            return
+        self._new_check += 1  # n again while the check below runs: that turn-on is dropped
+        if self._new_check % 2:  # an odd count: this n asks to turn it on (an even one undid it)
+            # In a worker: the check waits for the service, which a query or an explanation may hold
+            self._check_new_entities(self._new_check)
+
+    @work(thread=True, group="new-check", exit_on_error=False)
+    def _check_new_entities(self, serial: int) -> None:
+        try:
             reason = self._why_no_new_entities()
-            if reason is not None:  # refuse the toggle: the rows stay, and every later query still works
-                self._status(Text(f"n: {reason}.", style="yellow"))
-                return
-        self.include_new = not self.include_new
+        except Exception as error:  # the service failed: say so, as any query's error
+            reason = str(error) or type(error).__name__
+        self.post_message(NewEntitiesChecked(serial, reason))
+
+    @on(NewEntitiesChecked)
+    def _new_entities_checked(self, message: NewEntitiesChecked) -> None:
+        if message.serial != self._new_check or self.include_new:
+            return  # n was pressed again since
+        self._new_check = 0
+        if message.reason is not None:  # refuse the toggle: the rows stay, and every later query still works
+            self._status(Text(f"n: {message.reason}.", style="yellow"))
+            return
+        self.include_new = True
         self._rerun()
 
     def _why_no_new_entities(self) -> str | None:
@@ -489,7 +535,7 @@ class ExploreApp(App[None]):
     def _open_run(self, run) -> None:
         if run is None:
             return
-        if run.path == self.run_path:
+        if same_run(run.path, self.run_path):
             if self._loading_a_run():  # the open run picked again: the pick still loading is dropped
                 self._run_serial += 1
                 self.workers.cancel_group(self, "run")
@@ -537,7 +583,14 @@ class ExploreApp(App[None]):
 
         On the same dataset the query shown is asked again of the new run, with the cursor on the same
         entity, and ``b``'s history is kept (the entities are the same); returns whether it was asked."""
-        old = self.service.wrapped
+        old_locked, old = self.service, self.service.wrapped  # closed once no worker is using it
+        # A query still ranking on the old run was asked of it: its answer must not land under the new
+        # one (it would show branches the new run does not have). It is asked again of the new run below.
+        pending = self._asked if self.current is None else None
+        self._serial += 1
+        self._new_check = 0  # an n still being checked asked about the old run
+        for node, group in ((self, "query"), (self.detail, "detail"), (self.query_bar, "suggest")):
+            self.workers.cancel_group(node, group)
         self.service = LockedService(service)
         self.run_path = run_path
         self.sub_title = subtitle or str(service.dataset)
@@ -557,14 +610,30 @@ class ExploreApp(App[None]):
             if reason is not None:
                 self.include_new = False
                 self.notify(f"New entities are no longer ranked (n): {reason}.", severity="warning", timeout=8)
-        asked = previous is not None and bool(previous[0].key) and same_dataset
-        if asked:
-            self.request(
-                previous[0].key, previous[1].key if not previous[1].inverse else f"<- {previous[1].key}", remember=False
-            )
+        again = _query_text(previous or pending) if same_dataset else None
+        if again is not None:
+            self.request(*again, remember=False)
             self._keep = here
-        _close(old)
-        return asked
+        self._close_when_idle(old_locked)
+        return again is not None
+
+    @work(thread=True, group="close", exit_on_error=False)
+    def _close_when_idle(self, locked: LockedService) -> None:
+        locked.close_when_idle()
+
+
+def _query_text(query) -> tuple[str, str] | None:
+    """``(head, relation)`` as typed text that asks ``query`` again (of another run of the dataset): keys,
+    the inverse marked; None for no query, or a head without a key."""
+    if query is None:
+        return None
+    head, relation = query
+    head_text = head.key if isinstance(head, EntityInfo) else str(head)
+    if isinstance(relation, RelationChoice):
+        relation_text = relation.key if not relation.inverse else f"<- {relation.key}"
+    else:
+        relation_text = str(relation)
+    return (head_text, relation_text) if head_text else None
 
 
 def _close(service) -> None:

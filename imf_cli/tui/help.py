@@ -42,14 +42,14 @@ structure · visual · text · multimodal (struct and multi at 80 columns, S V T
 probability normalised over the branches (share = w·σ(logit) / Σ w·σ(logit)): large when the fusion \
 trusts the branch for this relation and the branch believes the triple. The largest is underlined.
 
-Detail pane (as imf explain): per branch, its weight, logit, probability, weight × probability and \
-the same share as the bars; the candidate's filtered rank and the known answers the filter left out; \
+Detail pane (as imf explain, which also gives each logit): per branch, its weight, probability \
+(p), weight × probability (w×p) and the same share as the bars; the candidate's filtered rank and the known answers the filter left out; \
 facts and two-hop paths of the training graph that link the two, ranked by how reliably their \
 relations imply this one in train (rule confidence); and each end's nearest entities in every \
 branch's space.
 
 Entities added after training (imf entities add) carry a "not in training graph" badge in the \
-suggestions. They have no structure vector: the branches with their features score them, with the \
+suggestions ("not in graph" or "new" where the list is narrow). They have no structure vector: the branches with their features score them, with the \
 weights renormalised over those branches, and the structure column shows n/a. n ranks them among \
 the candidates.
 

@@ -33,6 +33,14 @@ class LockedService:
                 return False, None
             return True, getattr(self._service, name)(*args, **kwargs)
 
+    def close_when_idle(self) -> None:
+        """Close the service (when it has a ``close``) once no call is using it: a worker still ranking on
+        it would otherwise meet a closed database."""
+        with self._lock:
+            close = getattr(self._service, "close", None)
+            if close is not None:
+                close()
+
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._service, name)
         if not callable(attribute):

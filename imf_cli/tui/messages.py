@@ -78,3 +78,12 @@ class RunOpened(Message):
     service: object | None = None
     error: str | None = None
     serial: int = 0
+
+
+@dataclass
+class NewEntitiesChecked(Message):
+    """Whether the open run can rank entities added after training: ``reason`` why not, or None.
+    ``serial`` tells a check of an ``n`` pressed again since from the newest."""
+
+    serial: int
+    reason: str | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.actions import SkipAction
@@ -111,24 +112,38 @@ def match_relations(relations: list[RelationChoice], text: str) -> list[Relation
     return first + [relation for relation in rest if relation not in first]
 
 
-#: The badge of an entity added after training (``imf entities add``).
-ADDED_BADGE = "not in training graph"
+#: The badge of an entity added after training (``imf entities add``), then shorter ones for narrow lists.
+ADDED_BADGES = ("not in training graph", "not in graph", "new")
+ADDED_BADGE = ADDED_BADGES[0]
 
 
 def entity_prompt(entity: EntityInfo, width: int = 72) -> Text:
-    """``Name  key  start of the description``; an added entity carries the :data:`ADDED_BADGE`."""
+    """``Name  key  start of the description`` in ``width`` cells; an added entity carries the longest
+    of :data:`ADDED_BADGES` that leaves its name and key whole, else the shortest, which the name and
+    key give way to (cut at the end, the badge told nothing)."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
-    text.append(entity.name, style="bold")
-    text.append(f"  {entity.key}", style="dim")
-    room = width - len(entity.name) - len(entity.key) - 4
+    badge = ""
     if getattr(entity, "added", False):
+        label = cell_len(entity.name) + 2 + cell_len(entity.key)
+        badge = f" {next((b for b in ADDED_BADGES if label + 4 + len(b) <= width), ADDED_BADGES[-1])} "
+    room = width - (2 + cell_len(badge) if badge else 0)
+    name = truncate(entity.name, max(room - 2 - cell_len(entity.key), min(room, NAME_LEAST)))
+    text.append(name, style="bold")
+    key_room = room - cell_len(name) - 2
+    if key_room >= 4:
+        text.append("  " + truncate(entity.key, key_room), style="dim")
+    if badge:
         text.append("  ")
-        text.append(f" {ADDED_BADGE} ", style="bold black on magenta")
-        room -= len(ADDED_BADGE) + 4
+        text.append(badge, style="bold black on magenta")
+    room = width - text.cell_len - 2
     if entity.description and room > 8:
         text.append("  " + truncate(" ".join(entity.description.split()), room), style="italic dim")
     text.truncate(width, overflow="ellipsis")  # the list wraps what is wider than itself, no_wrap or not
     return text
+
+
+#: The cells a suggested entity's name keeps before its key is cut away.
+NAME_LEAST = 12
 
 
 #: What an inverse relation's suggestion adds after its label, longest first: the longest that fits.

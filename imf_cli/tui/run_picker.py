@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -21,6 +22,7 @@ from textual.widgets import DataTable, Footer, Static
 from imf_cli.output import minutes_seconds
 from imf_cli.tui.render import letter, short_run_name
 from imf_cli.tui.results import RowTable
+from kgdata.wording import truncate
 
 if TYPE_CHECKING:
     from imf_cli.runs import RunInfo
@@ -52,8 +54,26 @@ class RunCatalog:
         return PredictionService.from_run(path, checkpoint=self.checkpoint, device=self.device)
 
 
+#: The picker's largest width (``#picker``'s max-width in explore.tcss).
+PICKER_WIDTH = 130
+
+#: The run column's least width, and the columns dropped (in this order) before it is cut below it.
+NAME_MIN = 10
+NARROW_DROPS = ("time", "branches", "epochs", "dataset")
+
 #: Runs that can be opened (they have a model and their dataset is as they knew it).
 OPENABLE = ("finished", "stopped early", "resumable", "running")
+
+
+def same_run(path: Path | None, other: Path | None) -> bool:
+    """Whether two paths name one run directory: a run opened through a symlink or ``..`` is the run
+    the catalog lists under its own path."""
+    if path is None or other is None:
+        return False
+    try:
+        return Path(path).resolve() == Path(other).resolve()
+    except OSError:  # a symlink loop: only the same spelling is the same
+        return Path(path) == Path(other)
 
 
 def why_not_openable(run: "RunInfo") -> str | None:
@@ -96,25 +116,45 @@ class RunPicker(ModalScreen["RunInfo | None"]):
         several = len({run.dataset for run in self.runs}) > 1
         columns = ("", "run", *(("dataset",) if several else ()), "status", "valid MRR", "test MRR", "epochs",
                    "branches", "time")
-        for column in columns:
-            table.add_column(column, key=column or "mark")
-        for run in self.runs:
-            table.add_row(
-                "▶" if self.current is not None and run.path == self.current else "",
-                # Text, not str: DataTable reads a str cell as markup, and a run named "x-[baseline]" showed blank
-                Text(short_run_name(run.dataset, run.name) if run.dataset else run.name),
-                *((Text(run.dataset or "?"),) if several else ()),
-                Text(run.status, style="" if why_not_openable(run) is None else "red"),
+        rows = [
+            (
+                "▶" if same_run(run.path, self.current) else "",
+                short_run_name(run.dataset, run.name) if run.dataset else run.name,
+                *((run.dataset or "?",) if several else ()),
+                run.status,
                 "" if run.valid_mrr is None else f"{run.valid_mrr:.4f}",
                 "" if run.test_mrr is None else f"{run.test_mrr:.4f}",
                 f"{run.epochs}/{run.max_epochs}" if run.max_epochs else str(run.epochs),
                 "".join(letter(m) for m in run.branches),
                 minutes_seconds(run.seconds) if run.seconds else "",
-                key=str(run.path),
             )
+            for run in self.runs
+        ]
+        # The run's name gives way to the figures, and then the least needed columns go: at 60 columns the
+        # table scrolled sideways, and the MRRs at its edge read "0.01" for 0.0174.
+        width = min(self.app.size.width, PICKER_WIDTH) - 6  # the border and padding around the table
+        cells = {column: max([cell_len(column), *(cell_len(row[i]) for row in rows)]) for i, column in enumerate(columns)}
+        for dropped in (None, *NARROW_DROPS):
+            if dropped in cells:
+                del cells[dropped]
+            # each column has a cell of padding on either side
+            room = width - 2 * len(cells) - (sum(cells.values()) - cells["run"])
+            if room >= NAME_MIN:
+                break
+        keep = [i for i, column in enumerate(columns) if column in cells]
+        columns, rows = tuple(columns[i] for i in keep), [tuple(row[i] for i in keep) for row in rows]
+        name_width = max(min(cells["run"], room), NAME_MIN)
+        for column in columns:
+            table.add_column(column, key=column or "mark", width=name_width if column == "run" else None)
+        for run, row in zip(self.runs, rows):
+            # Text, not str: DataTable reads a str cell as markup, and a run named "x-[baseline]" showed blank
+            cells = [Text(cell) for cell in row]
+            cells[1] = Text(truncate(row[1], name_width))
+            cells[columns.index("status")].style = "" if why_not_openable(run) is None else "red"
+            table.add_row(*cells, key=str(run.path))
         if not self.runs:
             self.query_one("#picker-note", Static).update(Text("No runs yet: imf train DATASET.", style="dim"))
-        shown = next((row for row, run in enumerate(self.runs) if run.path == self.current), None)
+        shown = next((row for row, run in enumerate(self.runs) if same_run(run.path, self.current)), None)
         if shown is not None:  # start on the run shown now (Enter keeps it), not on whichever is newest
             table.move_cursor(row=shown, animate=False)
         table.focus()

@@ -284,6 +284,14 @@ def test_suggestions_are_cut_to_the_width_of_their_list():
     added = EntityInfo(9, "country:BWR", "Brightwater", "A made-up country " * 10, None, added=True)
     for width in (12, 30, 60):
         assert entity_prompt(added, width).cell_len <= width
+    # the badge stays whole where the name, key or markup-like text would have pushed it out (at 80 columns)
+    for name in ("Zanzibaria", "[bold]Markup[/] Land [red]x[/red]", "Ώ" * 60, "中" * 40):
+        shown = entity_prompt(EntityInfo(9, "zanz", name, "An island.", None, added=True), 40)
+        assert (" new " in shown.plain or " not in " in shown.plain) and shown.cell_len <= 40, shown.plain
+    assert entity_prompt(EntityInfo(9, "zanz", "Zanzibaria", None, None, added=True), 40).plain.rstrip() == (
+        "Zanzibaria  zanz   not in graph"
+    )
+    assert "not in training graph" in entity_prompt(EntityInfo(9, "zanz", "Zanzibaria", None, None, added=True), 60).plain
     assert relation_prompt(inverse, 200).plain == "← shares border with  predicts heads · type <- for inverses"
     assert relation_prompt(inverse, 40).plain == "← shares border with  heads · type <-"
 

@@ -123,6 +123,28 @@ async def test_switching_runs_of_one_dataset_keeps_history_and_cursor_and_says_w
         await wait_until(pilot, lambda: app.current is not None and app.current[0].name == "France")
 
 
+async def test_a_query_ranking_when_the_run_switches_is_asked_of_the_new_run(tmp_path):
+    """The first query still ranking on run a, run b picked: a's answer (four branches) landed under b
+    (one branch), and a was closed under the worker ranking on it ("closed database")."""
+    gate = threading.Event()
+    first = ClosingFake(name="a", gate=gate)  # every query of run a waits for the gate
+    runs = Runs(tmp_path / "runs")
+    a, b, _ = (run.path for run in runs.runs)
+    runs.open = lambda path: runs.opened.append(ClosingFake(name="b", branches=("structure",))) or runs.opened[-1]
+    app = ExploreApp(first, runs=runs, run_path=a)
+    async with app.run_test(size=(120, 30)) as pilot:
+        app.request("France", "shares border with")
+        await wait_until(pilot, lambda: "Ranking" in status(app))
+        await pick(pilot, b)
+        await wait_until(pilot, lambda: app.run_path == b and app.results_shown == 1)
+        assert app.table.branch_names == ("structure",) and app.current[0].name == "France"
+        assert runs.opened[0].calls and not first.closed  # asked of b; a waits for its worker
+        gate.set()
+        await settle(pilot)
+        await wait_until(pilot, lambda: first.closed)
+        assert app.results_shown == 1 and app.service.wrapped is runs.opened[0]  # a's late answer dropped
+
+
 async def test_b_after_a_failed_query_returns_to_the_rows_shown_before_it(fake):
     app = ExploreApp(fake)
     async with app.run_test(size=(120, 30)) as pilot:
@@ -201,3 +223,112 @@ async def test_ranking_keeps_the_status_lines_so_the_table_does_not_move():
         await wait_until(pilot, lambda: "Ranking" not in status(app))
         await settle(pilot)
         assert app.status.styles.min_height is None  # the hold ends with the summary
+
+
+async def test_n_while_a_query_ranks_does_not_freeze_the_app():
+    """n's check waited on the UI thread for the service, which the ranking query held: every key froze."""
+
+    class Checking(FakeService):
+        def why_no_new_entities(self):
+            return None
+
+    gate = threading.Event()
+    fake = Checking(slow={1}, gate=gate, added=True)
+    app = ExploreApp(fake)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        app.request("Germany", app.current[1])
+        await wait_until(pilot, lambda: "Ranking" in status(app))
+        app.table.focus()
+        await pilot.press("n", "f")  # n waits for the service in a worker; f is handled at once
+        assert app.include_known and not app.include_new and not gate.is_set()
+        gate.set()
+        await wait_until(pilot, lambda: app.include_new)
+        await settle(pilot)
+        assert app.current[0].name == "Germany"
+        await pilot.press("n", "n", "n")  # off, then on and off again before the check answered
+        await settle(pilot)
+        assert not app.include_new
+
+
+async def test_the_picker_cuts_run_names_not_figures_at_60_columns(tmp_path):
+    """At 60 columns the picker's table scrolled sideways and its MRRs read "0.01" for 0.0174."""
+    runs = Runs(tmp_path / "runs")
+    runs.runs = [replace(run, valid_mrr=0.0174, test_mrr=0.029, seconds=95.0) for run in runs.runs]
+    app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=runs.runs[0].path)
+    async with app.run_test(size=(60, 20)) as pilot:
+        app.table.focus()
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunPicker))
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        assert sum(column.get_render_width(table) for column in table.columns.values()) <= table.size.width
+        assert table.max_scroll_x == 0
+        row = table.get_row_at(0)
+        assert "0.0174" in str(row[list(table.columns).index("valid MRR")])
+        assert "time" not in table.columns and "epochs" in table.columns  # the least needed went first
+
+
+async def test_at_60_columns_the_footer_shows_detail_and_runs(tmp_path):
+    """At 60×15 the detail pane is hidden, and the footer was cut before "d Detail" and "r Runs"."""
+    from textual.widgets import Footer
+
+    runs = Runs(tmp_path / "runs")
+    app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=runs.runs[0].path)
+    async with app.run_test(size=(60, 15)) as pilot:
+        app.table.focus()
+        await pilot.pause()
+        keys = {key.key: key.region for key in app.query_one(Footer).children if hasattr(key, "key")}
+        assert keys["d"].right <= 60 and keys["r"].right <= 60 and keys["f1"].right <= 60
+        assert not app.detail.display or app.detail.size.width == 0  # d is the way to the pane here
+
+
+async def test_a_summary_wraps_again_or_not_when_the_terminal_is_resized(fake):
+    """The wrap was decided for the height at the time of the query: a summary asked at 60×15 stayed cut
+    on one line at 60×40, and one asked at 40×30 kept three lines at 40×12, leaving the table 4 rows."""
+    app = ExploreApp(fake)
+    async with app.run_test(size=(60, 15)) as pilot:
+        await run_query(pilot, "france", "bord")
+        assert app.status.size.height == 1
+        await pilot.resize_terminal(60, 40)
+        await pilot.pause()
+        await pilot.pause()
+        assert app.status.size.height > 1 and "ms" in status(app)
+        await pilot.resize_terminal(60, 15)
+        await pilot.pause()
+        await pilot.pause()
+        assert app.status.size.height == 1
+
+
+async def test_a_long_head_name_leaves_the_summary_its_flags(fake):
+    """A 121-character name filled the status lines: "known shown" and the latency were cut off."""
+    fake.entities[0] = replace(fake.entities[0], name="France " + "très longue " * 10)
+    app = ExploreApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.request(fake.entities[0].key, "shares border with")
+        await wait_until(pilot, lambda: app.results_shown == 1)
+        app.table.focus()
+        await pilot.press("f")
+        await wait_until(pilot, lambda: app.results_shown == 2)
+        await settle(pilot)
+        shown = " ".join(status(app).split())
+        assert "France très longue" in shown and "…" in shown and "known shown" in shown and shown.endswith("ms")
+
+
+async def test_a_run_opened_through_a_symlink_is_marked_in_the_picker(tmp_path):
+    runs = Runs(tmp_path / "runs")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "runs")
+    b = runs.runs[1].path
+    app = ExploreApp(ClosingFake(name="b"), runs=runs, run_path=link / b.name)
+    async with app.run_test(size=(120, 30)) as pilot:
+        app.table.focus()
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunPicker))
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        assert table.cursor_row == table.get_row_index(str(b)) and str(table.get_row(str(b))[0]) == "▶"
+        await pilot.press("enter")  # the run shown: nothing is reopened
+        await wait_until(pilot, lambda: not isinstance(app.screen, RunPicker))
+        await settle(pilot)
+        assert runs.opened == []
