@@ -80,6 +80,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
     metadata = document.get("metadata") or {}
     if "dataset" not in metadata:
         raise ImfError(f"{run_dir / 'config.yaml'}: records no dataset")
+    run_config(run_dir, document)  # a damaged config is named before anything reads its parts
     torch_device = pick_device(device)
     lock = dataset_lock(metadata["dataset"], "read").acquire()
     try:
@@ -94,7 +95,12 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
         if missing:
             raise ImfError(missing)
         try:
-            model, stored = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=torch_device, features=features)
+            # trained on other data of the same sizes, the weights would load and score other entities
+            fingerprint = (document.get("data") or {}).get("fingerprint")
+            model, stored = load_checkpoint(
+                run_dir / f"{checkpoint}.pt", map_location=torch_device, features=features,
+                data_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+            )
         except CheckpointError as error:
             raise ImfError(str(error)) from error
         check_model_fits_store(model, store, run_dir / f"{checkpoint}.pt")
@@ -112,13 +118,14 @@ def check_checkpoint_is_the_runs(stored: dict, run_dir: Path, document: dict, ch
     would be reported as this run's."""
     from models.config import ConfigError, RunConfig
 
+    path = Path(run_dir) / f"{checkpoint}.pt"
     try:
         differ = run_config(run_dir, document).differences_beyond_schedule(RunConfig.from_dict(stored))
     except ConfigError:
         return  # the checkpoint loaded, so its config rebuilt: nothing to compare against
     if differ:
         raise ImfError(
-            f"{Path(run_dir) / f'{checkpoint}.pt'}: its {', '.join(differ[:3])}{' …' if len(differ) > 3 else ''} "
+            f"{path}: its {', '.join(differ[:3])}{' …' if len(differ) > 3 else ''} "
             "differ from the run's config.yaml: it is another run's checkpoint"
         )
 

@@ -103,14 +103,34 @@ def _load(path: Path, **options: Any) -> Any:
         raise CheckpointError(path, f"the file is corrupt or unreadable ({describe_load_failure(error)})") from error
 
 
+#: The type of each top-level field a checkpoint may hold (None: the field may be None). A field of
+#: another type (an edited or damaged file) is refused here, not met later as a TypeError deep inside
+#: loading or resuming.
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "version": (int,), "model": (dict,), "model_args": (dict,), "config": (dict,), "metadata": (dict, type(None)),
+    "data_fingerprint": (str,), "feature_hashes": (dict, type(None)), "optimizer": (dict,), "scheduler": (dict,),
+    "epoch": (int,), "best_epoch": (int, type(None)), "best_valid_mrr": (int, float, type(None)),
+    "bad_evaluations": (int,), "finished": (bool,), "stopped_early": (bool,), "progress": (dict, type(None)),
+    "rng": (list,), "world_size": (int,),
+}
+
+
 def _checked(path: Path, payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(path, "not an IMF checkpoint")
-    if payload.get("version", 0) > VERSION:
-        raise CheckpointError(path, f"format version {payload['version']} is newer than this code ({VERSION})")
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
         raise CheckpointError(path, f"missing {', '.join(missing)}")
+    for key, types in FIELD_TYPES.items():
+        value = payload.get(key)
+        bad_bool = isinstance(value, bool) and bool not in types  # True is an int to isinstance
+        if key in payload and (not isinstance(value, types) or bad_bool):
+            raise CheckpointError(path, f"damaged: its {key!r} is a {type(value).__name__}, not a "
+                                        f"{' or '.join(t.__name__ for t in types)}")
+    if payload.get("version", 0) > VERSION:
+        raise CheckpointError(path, f"format version {payload['version']} is newer than this code ({VERSION})")
+    if "rng" in payload and not (payload["rng"] and all(isinstance(state, dict) for state in payload["rng"])):
+        raise CheckpointError(path, "damaged: its random states ('rng') are not a list of states")
     return payload
 
 
@@ -119,6 +139,7 @@ def load_checkpoint(
     map_location: str | torch.device = "cpu",
     *,
     features: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    data_fingerprint: str | None = None,
 ) -> tuple[IMF, dict[str, Any]]:
     """Rebuild the model stored in ``path`` for inference.
 
@@ -128,6 +149,8 @@ def load_checkpoint(
         features: Modality → ``(matrix (N, D), mask (N,))``, the frozen features the run trained with.
             Needed for every modality in ``"project"`` mode (:attr:`IMF.modalities_needing_features`);
             others are ignored. Their hashes are checked against the checkpoint's when it has them.
+        data_fingerprint: The fingerprint of the data the model must have been trained on (the run's
+            record); a checkpoint of other data of the same sizes would load, and score other entities.
 
     Returns:
         The model, on ``map_location`` and in eval mode, and the run's config as a plain dict
@@ -138,13 +161,19 @@ def load_checkpoint(
             features it needs are missing or differ from those it was trained with.
     """
     payload = read_checkpoint(path, map_location)
+    if data_fingerprint is not None and payload.get("data_fingerprint") not in (None, data_fingerprint):
+        theirs = (payload.get("metadata") or {}).get("dataset")
+        raise CheckpointError(
+            path, "trained on other data than the run records" + (f" (dataset {theirs!r})" if isinstance(theirs, str) else "")
+            + ": it is another run's checkpoint"
+        )
     try:
         config = RunConfig.from_dict(payload["config"])
         model = build_model(config.model, **payload["model_args"])
         # Checkpoints of older versions still hold the feature buffers: keep what fits, ignore the rest.
         state = {key: value for key, value in payload["model"].items() if not _is_feature_buffer(key)}
         model.load_state_dict(state)
-    except (ConfigError, KeyError, TypeError, ValueError, RuntimeError) as error:
+    except (ConfigError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
         raise CheckpointError(path, f"the stored model does not rebuild ({error})") from error
     _check_finite(path, state)
     needed = model.modalities_needing_features

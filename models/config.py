@@ -310,7 +310,12 @@ class RunConfig:
         A stored config written before a key of :data:`ADDED_KEYS` existed gets the value that key's
         behaviour had then, so an older checkpoint rebuilds (and resumes) as the model it was trained as.
         """
-        data = {section: dict(values) if isinstance(values, Mapping) else values for section, values in data.items()}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a config is a mapping of sections, not a {type(data).__name__}")
+        for section, values in data.items():
+            if values is not None and not isinstance(values, Mapping):
+                raise ConfigError(f"section {section!r} is a {type(values).__name__}, not a mapping", key=str(section))
+        data = {section: dict(values or {}) for section, values in data.items()}
         for key, value in ADDED_KEYS.items():
             section, name = key.split(".")
             if isinstance(data.get(section), dict):

@@ -407,9 +407,14 @@ class _Trainer:
         stored weights then replace everything it initialised.
         """
         self.initialise()
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:
+            raise CheckpointError(
+                self.run_dir / "last.pt", f"damaged: its model, optimizer or scheduler state does not load ({error})"
+            ) from None
         hold_learning_rates(self.optimizer, self.graphed, self.device, self.lr_tensors)
         self.epoch = payload["epoch"]
         self.best_epoch = payload["best_epoch"]
@@ -423,7 +428,10 @@ class _Trainer:
         self.start_epoch = self.epoch
         self.progress = payload.get("progress")
         states = payload["rng"]
-        restore_rng_state(states[self.context.rank % len(states)], self.shuffle)
+        try:
+            restore_rng_state(states[self.context.rank % len(states)], self.shuffle)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(self.run_dir / "last.pt", f"damaged: its random states do not load ({error})") from None
 
     def _checkpoint(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
         return {

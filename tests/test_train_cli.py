@@ -339,3 +339,19 @@ def test_a_preset_can_be_named_instead_of_its_path(tmp_path, monkeypatch):
         read_config_file(Path("no-such-preset"))
     with pytest.raises(ImfError, match="does not exist"):
         read_config_file(Path("sub/db15k"))  # a path is a path
+
+
+def test_a_checkpoint_trained_on_another_dataset_of_the_same_sizes_is_refused(tiny_with_features):
+    """Its weights load (the sizes match) and eval and predict answered with them, silently."""
+    import torch
+
+    ours = train("tiny", "--epochs", "1", "--modalities", "structure", *SMALL)
+    path = Path(ours["run_dir"]) / "best.pt"
+    payload = torch.load(path, weights_only=True)
+    payload["data_fingerprint"] = "0" * 64
+    payload["metadata"] = {**payload["metadata"], "dataset": "elsewhere"}
+    torch.save(payload, path)
+    evaluated = runner.invoke(app, ["eval", ours["run_dir"], "--device", "cpu"])
+    said = " ".join(evaluated.output.split())
+    assert evaluated.exit_code == 2 and "trained on other data than the run records" in said, said
+    assert "(dataset 'elsewhere')" in said and "Traceback" not in said

@@ -134,3 +134,38 @@ def test_weights_that_are_not_finite_are_refused(saved, tmp_path, value):
     torch.save(payload, damaged)
     with pytest.raises(CheckpointError, match=rf"holds NaN or infinite weights \({name}\)"):
         load_checkpoint(damaged)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("version", None), ("version", "2"), ("model", None), ("model", "x"), ("config", "x"), ("epoch", "x"),
+     ("optimizer", None), ("rng", None), ("rng", [1]), ("best_valid_mrr", "0.3"), ("finished", 1), ("progress", 3)],
+)
+def test_a_field_of_the_wrong_type_is_named_as_damaged(saved, tmp_path, field, value):
+    """Each crashed later with a TypeError or AttributeError, reported as "a bug in imf"."""
+    payload = torch.load(saved[0], weights_only=True)
+    payload[field] = value
+    damaged = tmp_path / "damaged.pt"
+    torch.save(payload, damaged)
+    with pytest.raises(CheckpointError, match=rf"damaged: its (random states|{field!r})"):
+        read_checkpoint(damaged)
+
+
+def test_a_config_section_that_is_not_a_mapping_does_not_rebuild(saved, tmp_path):
+    payload = torch.load(saved[0], weights_only=True)
+    payload["config"]["model"] = "junk"
+    damaged = tmp_path / "damaged.pt"
+    torch.save(payload, damaged)
+    with pytest.raises(CheckpointError, match="does not rebuild.*section 'model' is a str, not a mapping"):
+        load_checkpoint(damaged)
+
+
+def test_a_checkpoint_of_other_data_is_refused_when_the_data_are_named(saved, tmp_path, kg):
+    payload = torch.load(saved[0], weights_only=True)
+    payload.update(data_fingerprint="a" * 64, metadata={"dataset": "elsewhere"})
+    other = tmp_path / "other.pt"
+    torch.save(payload, other)
+    load_checkpoint(other, features=kg.features)  # nothing expected: nothing to compare
+    load_checkpoint(other, features=kg.features, data_fingerprint="a" * 64)
+    with pytest.raises(CheckpointError, match="trained on other data than the run records \\(dataset 'elsewhere'\\)"):
+        load_checkpoint(other, data_fingerprint="b" * 64)
