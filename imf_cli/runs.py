@@ -190,8 +190,11 @@ def read_metrics(run_dir: str | Path, split: str) -> dict | None:
     is left out."""
     from models.run_files import finite_numbers
 
+    path = metrics_path(run_dir, split)
+    if not path.is_file():  # nothing, or a FIFO, whose read would block
+        return None
     try:
-        report = json.loads(metrics_path(run_dir, split).read_text(encoding="utf-8"))
+        report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not isinstance(report, dict):
@@ -351,11 +354,19 @@ def _training_state(config: dict, trace: list[dict]) -> str | None:
 
 
 def run_info(run_dir: str | Path, *, dataset_hashes: dict[str, str | None] | None = None) -> RunInfo:
-    """Describe one run directory (see :class:`RunInfo`); never raises for a damaged run.
+    """Describe one run directory (see :class:`RunInfo`); never raises for a damaged run, nor for one
+    that cannot be read (listed as failed: one unreadable run hid every other from ``imf runs``).
 
     ``dataset_hashes`` caches dataset name → content hash (None: not imported) across calls.
     """
-    run_dir = Path(run_dir)
+    try:
+        return _run_info(Path(run_dir), dataset_hashes)
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        return RunInfo(Path(run_dir), FAILED, f"cannot be read: {error.strerror or error}{where}", size=0, mtime=0.0)
+
+
+def _run_info(run_dir: Path, dataset_hashes: dict[str, str | None] | None) -> RunInfo:
     config_path = run_dir / "config.yaml"
     mtime = config_path.stat().st_mtime if config_path.is_file() else run_dir.stat().st_mtime
     size = _disk_size(run_dir)

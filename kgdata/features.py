@@ -320,6 +320,13 @@ def read_header(path: Path) -> dict:
     tensors. A damaged ``extra`` is refused here, once, for every reader (:func:`parse_extra`)."""
     from safetensors import safe_open
 
+    from kgdata.files import file_problem
+
+    problem = file_problem(path)  # a FIFO blocked safe_open for good (not even SIGTERM ended it)
+    if problem == "does not exist":
+        raise DataError("no such feature file", path)
+    if problem is not None:
+        raise DataError(f"not a feature file: it {problem}", path)
     try:
         with safe_open(str(path), framework="np") as handle:
             metadata = dict(handle.metadata() or {})

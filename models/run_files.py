@@ -54,6 +54,10 @@ def read_trace(path: Path, *, strict: bool = True) -> list[dict[str, Any]]:
             the line; without it such lines are skipped.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the read for good
+        if strict:
+            raise TraceError(f"{path}: not a regular file")
+        return []
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:

@@ -516,3 +516,39 @@ def test_a_run_whose_config_or_trace_other_commands_refuse_is_listed_as_failed_w
     (run / "trace.jsonl").write_text('{"epoch": 1, garbage\n' + "".join(lines[1:]))
     info = run_info(run)
     assert info.status == "failed" and f"{run / 'trace.jsonl'}:1: not a trace record" in info.reason
+
+
+def test_an_unreadable_run_is_listed_as_failed_and_hides_no_other(tiny, imf_home, monkeypatch):
+    """One run directory without read permission made `imf runs list` and every `latest` fail."""
+    good = train(1)
+    locked = imf_home / "runs" / "tiny-locked"
+    locked.mkdir()
+    real = runs._disk_size
+
+    def size(path):
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(locked / "config.yaml"))
+        return real(path)
+
+    monkeypatch.setattr(runs, "_disk_size", size)
+    listed = {info.path: info for info in runs.list_runs()}
+    assert listed[good].status != runs.FAILED
+    assert listed[locked].status == runs.FAILED and "cannot be read: Permission denied" in listed[locked].reason
+    assert runs.resolve_run("latest") == good == runs.resolve_run("tiny@latest")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_for_a_runs_trace_or_metrics_does_not_block_the_listing(tiny, imf_home):
+    import signal
+
+    run = train(1)
+    (run / "trace.jsonl").unlink()
+    os.mkfifo(run / "trace.jsonl")
+    os.mkfifo(run / "metrics-test.json")
+    signal.alarm(20)  # a regression fails here instead of hanging the suite
+    try:
+        listed = {info.path: info for info in runs.list_runs()}
+        assert listed[run].status == runs.FAILED and "not a regular file" in listed[run].reason
+        assert listed[run].test_mrr is None
+    finally:
+        signal.alarm(0)

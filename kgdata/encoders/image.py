@@ -34,6 +34,11 @@ def read_image(path: str | Path):
     """
     from PIL import Image
 
+    from kgdata.files import file_problem
+
+    problem = file_problem(path)  # a FIFO would block the read for good
+    if problem is not None:
+        raise OSError(f"{path} {problem}")
     with Image.open(path) as image:
         image.load()
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):

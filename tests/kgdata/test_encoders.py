@@ -326,3 +326,14 @@ def test_weights_that_do_not_fit_say_which_keys(tmp_path):
     assert gist("Heading:\n\n  first detail\n  second\n") == "Heading: first detail second"
     assert gist("one line\nmore") == "one line" and gist("  \n") == ""
     assert len(gist("x:\n" + "y " * 500, 50)) == 50
+
+
+def test_an_image_that_is_a_fifo_is_unreadable_not_waited_on(tmp_path):
+    import os
+
+    from kgdata.encoders import read_image
+
+    fifo = tmp_path / "flag.png"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="is a FIFO"):
+        read_image(fifo)

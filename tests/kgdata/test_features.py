@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -556,3 +557,21 @@ def test_imported_features_may_not_take_an_encoder_s_name(mm_store, tmp_path, na
     with pytest.raises(ImfError, match="is the name of one of imf's encoders"):
         import_features(mm_store, "image", source, encoder=name)
     assert list_features(mm_store) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_among_the_feature_files_is_named_not_waited_on(mm_store):
+    """safe_open blocked on a FIFO for good (SIGINT and SIGTERM did not end it)."""
+    import signal
+
+    fifo = feature_path(mm_store.dataset_dir, "image", "fifo")
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)
+    signal.alarm(20)  # a regression fails here instead of hanging the suite
+    try:
+        with pytest.raises(DataError, match="FIFO"):
+            features.read_header(fifo)
+        with pytest.raises(ImfError):
+            load_features(mm_store, "image")
+    finally:
+        signal.alarm(0)
