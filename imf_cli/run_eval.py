@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +46,8 @@ def evaluate_run(
         (:func:`models.evaluation.relation_categories`). ``fusion_weights`` maps branch names to the
         decision weights, or, with per-relation fusion, relation keys (inverse relations as ``"← key"``)
         to such maps. On test also ``read_at``, ``test_reads`` (the reads of this run's test split
-        written so far, this one included) and ``first_test_read_at``.
+        written so far, this one included) and ``first_test_read_at``. ``not_written`` says why the
+        report could not be written (a read-only run directory), when it could not.
 
     With ``drop_overlap`` only the triples of ``split`` that are not also in an earlier split are
     ranked (:data:`models.splits.EARLIER_SPLITS`: a test triple also in train or valid is a leak the
@@ -63,7 +66,10 @@ def evaluate_run(
     if split == "test":
         report.update(_test_reads(run_dir, count_this=write))
     if write:
-        _write_json(metrics_path(run_dir, split, no_overlap=drop_overlap, checkpoint=checkpoint), report)
+        try:
+            _write_json(metrics_path(run_dir, split, no_overlap=drop_overlap, checkpoint=checkpoint), report)
+        except ImfError as error:  # the figures are computed: the caller shows them, then says this
+            report["not_written"] = str(error)
     return report
 
 
@@ -81,13 +87,15 @@ def _test_reads(run_dir: Path, *, count_this: bool) -> dict:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     earlier, first = 0, None
     for no_overlap, checkpoint in ((False, "best"), (True, "best"), (False, "last"), (True, "last")):
+        path = metrics_path(run_dir, "test", no_overlap=no_overlap, checkpoint=checkpoint)
+        if not os.path.lexists(path):
+            continue  # none yet
         try:
-            old = json.loads(
-                metrics_path(run_dir, "test", no_overlap=no_overlap, checkpoint=checkpoint).read_text(encoding="utf-8")
-            )
+            old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
         except (OSError, ValueError):
-            continue  # none yet, or unreadable: it counts as no read
-        if not isinstance(old, dict):
+            old = None
+        if not isinstance(old, dict):  # damaged, but there: test was read at least once (the count goes on)
+            earlier = max(earlier, 1)
             continue
         reads = old.get("test_reads", 1)
         earlier = max(earlier, reads if isinstance(reads, int) and reads > 0 else 1)

@@ -94,10 +94,22 @@ def _number(value: Any) -> float | int | None:
 
 
 def finite_numbers(value: Any) -> dict[str, Any]:
-    """The entries of a ``{name: number}`` mapping that are finite numbers (``{}`` for a non-mapping)."""
+    """The entries of a ``{name: number}`` mapping that are finite numbers (``{}`` for a non-mapping);
+    a rank metric out of its range (an MRR or Hits@k outside [0, 1], an MR below 1: a damaged or
+    edited file) is left out too."""
     if not isinstance(value, dict):
         return {}
-    return {key: number for key, number in ((k, _number(v)) for k, v in value.items()) if number is not None}
+    kept = {key: number for key, number in ((k, _number(v)) for k, v in value.items()) if number is not None}
+    return {key: number for key, number in kept.items() if _in_range(key, number)}
+
+
+def _in_range(key: Any, number: float) -> bool:
+    name = str(key).lower()
+    if name.endswith("mrr") or name.startswith("hits@"):
+        return 0.0 <= number <= 1.0
+    if name == "mr" or name.endswith("_mr"):
+        return number >= 1.0
+    return True
 
 
 def _clean(record: dict[str, Any]) -> dict[str, Any]:

@@ -553,3 +553,20 @@ def test_last_pt_s_test_report_goes_beside_best_pt_s_and_runs_shows_best(run_dir
     assert stored["checkpoint"] == "best" and stored["fused"]["mrr"] == best["fused"]["mrr"]
     assert run_info(run_dir).test_mrr == pytest.approx(best["fused"]["mrr"])
     assert last["test_reads"] == best["test_reads"] + 1  # every read of test counts, either checkpoint
+
+
+def test_eval_in_a_read_only_run_shows_the_figures_then_says_they_were_not_written(run_dir, monkeypatch):
+    """Only "cannot write …/metrics-valid.json" came out: the computed figures were thrown away."""
+    from imf_cli import run_eval
+    from kgdata.errors import ImfError
+
+    def refuse(path, value):
+        raise ImfError(f"cannot write {path}: Permission denied")
+
+    monkeypatch.setattr(run_eval, "_write_json", refuse)
+    shown = invoke("eval", run_dir, "--device", "cpu")
+    flat = " ".join(shown.output.split())
+    assert shown.exit_code == 1 and "MRR" in flat and "Hits@10" in flat, shown.output
+    assert "metrics-valid.json: Permission denied; the figures above were not recorded" in flat and "Wrote" not in flat
+    as_json = invoke("eval", run_dir, "--device", "cpu", "--json")
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["fused"]["mrr"] > 0

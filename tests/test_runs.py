@@ -552,3 +552,14 @@ def test_a_fifo_for_a_runs_trace_or_metrics_does_not_block_the_listing(tiny, imf
         assert listed[run].test_mrr is None
     finally:
         signal.alarm(0)
+
+
+def test_a_damaged_test_report_counts_as_a_read_and_out_of_range_figures_are_not_shown(tmp_path):
+    """A junk metrics-test.json was ignored, and the next read of test counted as the first; an MRR of 5
+    was listed as the run's test MRR."""
+    from imf_cli.run_eval import _test_reads
+
+    (tmp_path / "metrics-test.json").write_text("junk")
+    assert _test_reads(tmp_path, count_this=True)["test_reads"] == 2
+    (tmp_path / "metrics-test.json").write_text(json.dumps({"fused": {"mrr": 5, "mr": 0.5, "hits@1": 0.2}}))
+    assert runs.read_metrics(tmp_path, "test")["fused"] == {"hits@1": 0.2}

@@ -95,6 +95,7 @@ def eval_command(
         lines(f"Ranked {2 * result['triples']:,} queries in {result['seconds']:.2f} s")
     if json_output:
         print_json(result)
+        _refuse_unwritten(result)
         return
     console.print(summary_table(result, console.width))
     fused = result["fused"]
@@ -127,7 +128,17 @@ def eval_command(
             ),
             style="yellow",
         )
+    _refuse_unwritten(result)
     console.print(f"Wrote {metrics_path(run_dir, split.value, no_overlap=drop_overlap, checkpoint=checkpoint)}", style="dim")
+
+
+def _refuse_unwritten(result: dict) -> None:
+    """The figures were shown; that their report could not be written (a read-only run directory) is a
+    fault of the place, said last, with exit status 1."""
+    if "not_written" in result:
+        from kgdata.errors import EnvironmentFault
+
+        raise EnvironmentFault(f"{result['not_written']}; the figures above were not recorded")
 
 
 #: How each split is named in the tables.
