@@ -56,7 +56,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
-    home: Optional[Path] = typer.Option(
+    home: Optional[str] = typer.Option(  # str: a Path option reads "" as the current directory
         None,
         "--home",
         help="Workspace directory for datasets, features and runs (default: $IMF_HOME, else the user data directory).",
@@ -73,7 +73,9 @@ def root(
     from kgdata import locking, paths
 
     if home is not None:
-        os.environ[paths.ENV_VAR] = str(home.expanduser().resolve())
+        if not home.strip():
+            raise ImfError("--home is empty; give the workspace directory (it is created if missing)")
+        os.environ[paths.ENV_VAR] = str(Path(home).expanduser().resolve())
     workspace = paths.imf_home()
     if workspace.exists() and not workspace.is_dir():
         given = "--home" if home is not None else f"${paths.ENV_VAR}"

@@ -72,6 +72,8 @@ def bundled_path(name: str) -> Path | None:
 
 def resolve_source(source: str | Path) -> tuple[Path, str]:
     """Map a bundled dataset name or a directory to ``(directory, default dataset name)``."""
+    if not str(source).strip():  # Path("") is the current directory: an empty argument imported it
+        raise ImfError("no dataset given (an empty path); give a dataset directory or a bundled dataset name")
     bundled = bundled_path(str(source))
     if bundled is not None and not Path(source).exists():
         return bundled, str(source)

@@ -78,10 +78,18 @@ EpochCallback = Callable[[dict[str, Any]], None]
 class NonFiniteLossError(ValueError):
     """The training loss became nan or infinite: the run diverged."""
 
-    def __init__(self, epoch: int, lr: float, run_dir: Path):
+    def __init__(self, epoch: int, lr: float, run_dir: Path, terms: list[str] | None = None,
+                 weights: dict[str, float] | None = None):
+        """``terms``: the loss terms that are not finite; ``weights``: loss weights (``train.*``), of which
+        the large ones (over 10) are named as a likelier cause than the learning rate."""
+        loss = f"the {', '.join(terms)} loss" if terms else "the loss"
+        large = {key: value for key, value in (weights or {}).items() if not math.isfinite(value) or abs(value) > 10}
+        advice = f"a lower learning rate than train.lr = {lr:g} (e.g. --lr {lr / 10:g})"
+        if large:
+            advice = f"smaller loss weights ({', '.join(f'train.{k} = {v:g}' for k, v in large.items())}), or {advice}"
         super().__init__(
-            f"training diverged in epoch {epoch}: the loss is not finite (nan or inf). Nothing of that epoch "
-            f"was saved. Train again with a lower learning rate than train.lr = {lr:g} (e.g. --lr {lr / 10:g})"
+            f"training diverged in epoch {epoch}: {loss} is not finite (nan or inf). Nothing of that epoch "
+            f"was saved. Train again with {advice}"
         )
         self.epoch = epoch
         self.run_dir = run_dir
@@ -495,7 +503,11 @@ class _Trainer:
                     )
                 self.epoch += 1
                 if not all(math.isfinite(value) for value in losses.values()):
-                    raise NonFiniteLossError(self.epoch, lr, self.run_dir)
+                    settings = self.config.train
+                    raise NonFiniteLossError(
+                        self.epoch, lr, self.run_dir, [name for name, value in losses.items() if not math.isfinite(value)],
+                        {"contrastive_weight": settings.contrastive_weight, "fused_loss_weight": settings.fused_loss_weight},
+                    )
                 seconds = {"train": time.perf_counter() - started}
                 record: dict[str, Any] = {"epoch": self.epoch, "lr": lr, "loss": losses, "seconds": seconds}
                 if self.device.type == "cuda":

@@ -152,3 +152,13 @@ def test_imf_predict_new_image_directory_is_one_clear_line(places_run, monkeypat
     line = error_line(cli("predict", str(run_dir), "--new-image", str(folder), "--relation", "borders",
                           "--threads", "1"))
     assert f"{folder}: image file is a directory" in line
+
+
+def test_an_empty_home_or_dataset_path_is_refused_not_read_as_the_current_directory(tmp_path, monkeypatch):
+    """`--home ""` wrote ./datasets/…, and `imf import ""` imported the current directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMF_HOME", str(tmp_path / "home"))
+    home = cli("--home", "", "import", "countries-mm", "--name", "hx")
+    assert "--home is empty" in error_line(home) and not (tmp_path / "datasets").exists()
+    empty = cli("import", "", "--name", "hx")
+    assert "no dataset given (an empty path)" in error_line(empty)

@@ -56,9 +56,16 @@ def test_a_nan_model_scores_near_zero_mrr_not_two():
 def test_a_diverging_run_stops_with_a_clear_error_and_saves_nothing_of_it(tmp_path, kg):
     config = resolve(FAST, {"train.epochs": 3, "train.lr": 1e30, "train.seed": 1})
     run_dir = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1: the loss is not finite.*lower learning rate"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1: the .* loss is not finite.*lower learning rate"):
         train(kg, config, run_dir, progress=False)
     assert not (run_dir / "best.pt").exists() and not (run_dir / "last.pt").exists()
+
+
+def test_a_run_diverging_with_a_huge_loss_weight_names_the_weight(tmp_path, kg):
+    """It blamed the learning rate for --contrastive-weight 1e300."""
+    config = resolve(FAST, {"train.epochs": 1, "train.contrastive_weight": 1e300, "train.seed": 1})
+    with pytest.raises(NonFiniteLossError, match=r"smaller loss weights \(train.contrastive_weight = 1e\+300\)"):
+        train(kg, config, tmp_path / "run", progress=False)
 
 
 def test_the_trace_is_strict_json(tmp_path):
