@@ -84,9 +84,11 @@ def run_demo(
     from kgdata.importing import import_dataset
     from kgdata.locking import locked_store
     from kgdata.store import list_datasets
-    from imf_cli.pipeline import train_model
+    from imf_cli.pipeline import read_config_file, resolve_config, train_model
     from imf_cli.run_eval import evaluate_run
 
+    # the seed (and the preset) checked first: a bad --seed was refused only after import and encoding
+    resolve_config(read_config_file(preset_path(quick)), {"train.seed": seed})
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     if DATASET in list_datasets():
@@ -115,8 +117,9 @@ def run_demo(
             config_file=preset,
             flags={"train.seed": seed},
             modalities=modalities,
-            text_encoder=ENCODERS["text"],
-            image_encoder=ENCODERS["image"],
+            # the baseline has no feature branch for the encoders to apply to
+            text_encoder=ENCODERS["text"] if modalities is None else None,
+            image_encoder=ENCODERS["image"] if modalities is None else None,
             progress=progress,
             on_epoch=lines,
         )

@@ -302,6 +302,23 @@ def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.d
     )
 
 
+def _check_options_apply(
+    branches, structure_init: str | None, text_encoder: str | None, image_encoder: str | None
+) -> None:
+    """Refuse a command-line option for a branch the run does not train: it was accepted and ignored
+    (and ``--structure-init`` recorded in the run as if it had been used)."""
+    for flag, value, branch in (
+        ("--structure-init", structure_init, "structure"),
+        ("--text-encoder", text_encoder, "text"),
+        ("--image-encoder", image_encoder, "visual"),
+    ):
+        if value is not None and branch not in branches:
+            raise ImfError(
+                f"{flag} {value} applies to the {branch} branch, which this run does not train "
+                f"(branches: {', '.join(branches)}); leave it out or add {branch} to --modalities"
+            )
+
+
 def _check_run_dir(run_dir: Path, *, given: bool = False) -> None:
     """Refuse a run directory that cannot be a new run: a file, a non-empty directory, an unwritable place.
 
@@ -406,7 +423,9 @@ def train_model(
         if structure_init is not None:
             flags["model.structure_init"] = structure_init
         config = resolve_config(file_values, flags)
-        structure_init = config.model.structure_init
+        _check_options_apply(config.model.modalities, structure_init, text_encoder, image_encoder)
+        # a config file's structure_init (the paper preset's) has nothing to initialise without the branch
+        structure_init = config.model.structure_init if "structure" in config.model.modalities else None
         device = pick_device(config.train.device)
         prepared = prepare_data(
             store,

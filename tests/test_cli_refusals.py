@@ -162,3 +162,19 @@ def test_an_empty_home_or_dataset_path_is_refused_not_read_as_the_current_direct
     assert "--home is empty" in error_line(home) and not (tmp_path / "datasets").exists()
     empty = cli("import", "", "--name", "hx")
     assert "no dataset given (an empty path)" in error_line(empty)
+
+
+def test_a_branch_option_for_a_branch_not_trained_is_refused(tiny):
+    """`--modalities text --structure-init gat` trained, and recorded structure_init: gat in the run."""
+    for flag, value, branch in (("--structure-init", "gat", "structure"), ("--image-encoder", "nope", "visual")):
+        result = cli("train", tiny, "--modalities", "text", "--dim", "4", "--epochs", "1", "--threads", "1",
+                     "--no-progress", flag, value)
+        line = error_line(result)
+        assert f"{flag} {value} applies to the {branch} branch, which this run does not train" in line, line
+
+
+def test_demo_refuses_a_bad_seed_before_importing_or_encoding(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMF_HOME", str(tmp_path / "home"))
+    line = error_line(cli("demo", "--quick", "--seed", "-1", "--no-progress"))
+    assert "train.seed must be an integer from 0" in line
+    assert not (tmp_path / "home" / "datasets").exists()
