@@ -246,6 +246,7 @@ def run_study(
     """
     from kgdata.store import EntityStore
     from imf_cli.pipeline import available_branches, read_config_file, resolve_config
+    from imf_cli.runs import BRANCH_FEATURES
 
     study = choose_study(study, grid)
     if not 1 <= seeds <= MAX_SEEDS:
@@ -255,6 +256,8 @@ def run_study(
     if budget is not None:
         if budget < 1:
             raise ImfError(f"--budget must be at least 1 epoch, not {budget}")
+        if grid and "train.epochs" in grid:  # the grid's values won over the budget, silently
+            raise ImfError("--budget and a --grid over train.epochs both set the epochs; give one of them")
         flags["train.epochs"] = budget
     with EntityStore.open(dataset) as store:
         data_hash = store.content_hash
@@ -281,6 +284,16 @@ def run_study(
         chosen = [v for v in chosen if v.name in variants]
     config_values = {key: value for key, value in base_dict.items() if key != "grid"}
     resolved = [resolve_config(config_values, dict(variant.overrides)) for variant in chosen]  # fail before training
+    with EntityStore.open(dataset) as store:  # features missing: refused before the study directory exists
+        encoded = set(available_branches(store))
+    for variant, config in zip(chosen, resolved):
+        lacking = [b for b in config.model.modalities if b in BRANCH_FEATURES and b not in encoded]
+        if lacking:
+            raise ImfError(
+                f"variant {variant.name} trains the {', '.join(lacking)} branch, but dataset {dataset!r} has no "
+                f"{', '.join(BRANCH_FEATURES[b] for b in lacking)} features: run imf encode {dataset} --modality "
+                f"{BRANCH_FEATURES[lacking[0]]} first (or leave the variant out with --variant)"
+            )
     initialisers = {config.model.structure_init for config in resolved} - {None}
     if initialisers:  # the paper's GAT start needs `imf encode --modality structure` first
         from kgdata.features import load_features

@@ -278,3 +278,18 @@ def test_a_reimported_dataset_gets_cells_of_its_own(tiny_with_text, tiny_tsv, tm
     assert again.exit_code == 0, again.output
     studies = {path.parent.parent.parent for path in imf_home.glob("ablations/*/*/seed-1/result.json")}
     assert len(studies) == 2 and first < studies  # a study of its own, trained on the new data
+
+
+def test_a_variant_without_its_features_fails_before_the_study_directory_exists(tiny_with_text, imf_home, tmp_path):
+    """The check came in the first cell's training, after study.json and the cell's folder were written."""
+    config = tmp_path / "visual.yaml"
+    config.write_text("model:\n  modalities: [structure, visual]\n")
+    result = runner.invoke(app, ["ablate", "tiny", "--seeds", "1", "--budget", "1", "--config", str(config)])
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 2 and "trains the visual branch, but dataset 'tiny' has no image features" in flat, flat
+    assert not list(imf_home.glob("ablations/*"))
+
+
+def test_a_budget_and_a_grid_over_the_epochs_are_refused_together(tiny_with_text, imf_home):
+    result = runner.invoke(app, ["ablate", "tiny", "--seeds", "1", "--budget", "1", "--grid", "train.epochs=1,2"])
+    assert result.exit_code == 2 and "--budget and a --grid over train.epochs" in " ".join(result.output.split())
