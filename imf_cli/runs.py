@@ -437,10 +437,15 @@ def _checkpoint_problem(run_dir: Path, trace: list[dict]) -> str:
     ``torch.save`` writes; "" otherwise."""
     import zipfile
 
+    from kgdata.files import file_problem
+
     for name in ("best", "last"):
         path = run_dir / f"{name}.pt"
         if path.is_file() and not zipfile.is_zipfile(path):
             return f"{name}.pt is damaged (not the zip archive torch.save writes)"
+        problem = file_problem(path)
+        if problem is not None and problem != "does not exist":  # a directory or a FIFO in its place
+            return f"{name}.pt {problem}"
     if not (run_dir / "best.pt").exists() and any("valid" in record for record in trace):
         return "best.pt is missing, though trace.jsonl records validations (imf eval RUN --checkpoint last)"
     return ""
@@ -527,8 +532,7 @@ def resolve_run(ref: str | os.PathLike) -> Path:
                 raise ImfError(f"{text!r}: DATASET@latest needs a dataset name; {error}") from None
         found = latest_run(dataset)
         if found is None:
-            of = f" of {dataset}" if dataset else ""
-            raise ImfError(f"no runs{of} in {root} yet; train one first: imf train {dataset or 'countries-mm'}")
+            raise ImfError(_no_runs_yet(dataset))
         return found
     path = Path(text).expanduser()
     if path.is_dir():
@@ -546,6 +550,16 @@ def resolve_run(ref: str | os.PathLike) -> Path:
         raise ImfError(f"no run matches {text!r} in {root}; see imf runs, or use latest or DATASET@latest")
     shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
     raise ImfError(f"{text!r} matches {len(names)} runs: {shown}; give more of the name")
+
+
+def _no_runs_yet(dataset: str | None) -> str:
+    """Why there is no run to take: none trained yet, or (for a dataset not imported) no such dataset, for
+    which "train one first: imf train NAME" would fail too."""
+    if dataset and not paths.store_path(dataset).is_file():
+        return (f"no dataset {dataset!r} in {paths.imf_home()} (see imf datasets); import it first: "
+                f"imf import SOURCE --name {dataset}")
+    of = f" of {dataset}" if dataset else ""
+    return f"no runs{of} in {paths.runs_dir()} yet; train one first: imf train {dataset or 'countries-mm'}"
 
 
 def default_run(dataset: str | None = None) -> tuple[Path, str]:
@@ -569,9 +583,7 @@ def default_run(dataset: str | None = None) -> tuple[Path, str]:
                 f"{'is an orphan' if len(orphans) == 1 else 'are orphans'}, the newest {newest.name}: {newest.reason}; "
                 f"import the dataset again as it was, or train a new run"
             )
-        raise ImfError(
-            f"no runs{of} in {paths.runs_dir()} yet; train one first: imf train {dataset or 'countries-mm'}"
-        )
+        raise ImfError(_no_runs_yet(dataset))
     done = [run for run in runs if run.status in DONE and (run.path / "best.pt").is_file()]
     pool = done or runs
     chosen = max(pool, key=lambda run: (len(run.branches), run.mtime, run.name))

@@ -79,12 +79,22 @@ def resolve_source(source: str | Path) -> tuple[Path, str]:
         return bundled, str(source)
     directory = Path(source).expanduser()
     if not directory.exists():
+        from kgdata.files import file_problem
+
+        problem = file_problem(directory)  # a link loop or a dangling link is not "no such directory"
+        if problem != "does not exist":
+            raise DataError(f"expected a dataset directory; this {problem}", directory)
         raise DataError(
             f"no such directory, and not a bundled dataset (bundled: {', '.join(BUNDLED)})", directory
         )
     if not directory.is_dir():
         raise DataError("expected a dataset directory", directory)
-    return directory.resolve(), directory.resolve().name
+    if not os.access(directory, os.R_OK | os.X_OK):  # bad input, as an unreadable file in it is
+        raise DataError("cannot be read (permission denied)", directory)
+    name = directory.resolve().name
+    if not name:  # the root: no name to take
+        raise ImfError(f"{directory} gives no dataset name; name it with --name")
+    return directory.resolve(), name
 
 
 def _stored_source(store_path: Path) -> tuple[str | None, str | None, str | None]:

@@ -60,6 +60,10 @@ def write_atomically(
         temporary.unlink(missing_ok=True)
         if short_write(error):
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+            if "Permission denied" in first or "Read-only file system" in first:  # not a full disk
+                raise PermissionError(
+                    errno.EACCES, f"could not write {what}: {final.parent} is not writable", str(final)
+                ) from error
             raise OSError(
                 errno.EIO, f"could not write {what} ({first}); the disk may be full or a file-size limit reached", str(final)
             ) from error

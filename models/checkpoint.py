@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
 import random
 import zipfile
 from collections.abc import Mapping
@@ -96,9 +97,13 @@ def _load(path: Path, **options: Any) -> Any:
     if not path.exists():
         raise CheckpointError(path, "no such file")
     if not path.is_file():
-        raise CheckpointError(path, "not a regular file (a directory?)")
+        kind = stat.S_IFMT(path.stat().st_mode)
+        what = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket"}
+        raise CheckpointError(path, f"not a regular file: it is {what.get(kind, 'a device')}")
     try:
         return torch.load(path, weights_only=True, **options)
+    except PermissionError as error:  # not damaged: the file may not be read
+        raise CheckpointError(path, f"cannot be read ({error.strerror})") from error
     except Exception as error:  # torch raises many types for a damaged file (RuntimeError, EOFError, …)
         raise CheckpointError(path, f"the file is corrupt or unreadable ({describe_load_failure(error)})") from error
 

@@ -178,3 +178,11 @@ def test_demo_refuses_a_bad_seed_before_importing_or_encoding(tmp_path, monkeypa
     line = error_line(cli("demo", "--quick", "--seed", "-1", "--no-progress"))
     assert "train.seed must be an integer from 0" in line
     assert not (tmp_path / "home" / "datasets").exists()
+
+
+def test_an_import_source_that_is_a_link_loop_or_the_root_is_named_as_such(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMF_HOME", str(tmp_path / "home"))
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert "is a symbolic link loop" in error_line(cli("import", str(loop)))
+    assert "gives no dataset name; name it with --name" in error_line(cli("import", "/"))

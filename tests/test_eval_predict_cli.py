@@ -570,3 +570,8 @@ def test_eval_in_a_read_only_run_shows_the_figures_then_says_they_were_not_writt
     assert "metrics-valid.json: Permission denied; the figures above were not recorded" in flat and "Wrote" not in flat
     as_json = invoke("eval", run_dir, "--device", "cpu", "--json")
     assert as_json.exit_code == 1 and json.loads(as_json.stdout)["fused"]["mrr"] > 0
+
+
+def test_an_unknown_checkpoint_is_refused_before_the_progress_line(run_dir):
+    shown = invoke("eval", run_dir, "--checkpoint", "nope", "--device", "cpu", "--no-progress")
+    assert shown.exit_code == 2 and "unknown checkpoint 'nope'" in shown.output and "Ranking" not in shown.output

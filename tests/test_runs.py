@@ -111,8 +111,8 @@ def test_references_latest_dataset_latest_prefix_and_directory(tiny, imf_home, t
         runs.resolve_run("tiny-")
     with pytest.raises(ImfError, match="no run matches 'nope'"):
         runs.resolve_run("nope")
-    with pytest.raises(ImfError, match="no runs of other"):
-        runs.resolve_run("other@latest")
+    with pytest.raises(ImfError, match="no dataset 'other' in .*; import it first: imf import SOURCE --name other"):
+        runs.resolve_run("other@latest")  # not "train one first: imf train other", which fails too
     for bad in ("@latest", "tiny@latest@latest", "../x@latest"):  # not 'no runs yet' while runs exist
         with pytest.raises(ImfError, match="DATASET@latest needs a dataset name"):
             runs.resolve_run(bad)
@@ -563,3 +563,11 @@ def test_a_damaged_test_report_counts_as_a_read_and_out_of_range_figures_are_not
     assert _test_reads(tmp_path, count_this=True)["test_reads"] == 2
     (tmp_path / "metrics-test.json").write_text(json.dumps({"fused": {"mrr": 5, "mr": 0.5, "hits@1": 0.2}}))
     assert runs.read_metrics(tmp_path, "test")["fused"] == {"hits@1": 0.2}
+
+
+def test_a_run_whose_checkpoint_is_a_directory_is_listed_as_failed(tiny, imf_home):
+    run = train(1)
+    (run / "best.pt").unlink()
+    (run / "best.pt").mkdir()
+    listed = {info.path: info for info in runs.list_runs()}
+    assert listed[run].status == runs.FAILED and "best.pt is a directory" in listed[run].reason

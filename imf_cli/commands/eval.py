@@ -77,6 +77,7 @@ def eval_command(
     run_dir = resolve_run(run)
     run_metadata(run_dir)  # a damaged config.yaml or an unknown device: one error line, before any progress line
     pick_device(device)
+    metrics_path(run_dir, split.value, checkpoint=checkpoint)  # an unknown --checkpoint, before "Ranking …" too
     bar, lines = progress_mode(progress, json_output)
     what = f"Ranking the {split.value} split with {run_dir.name}/{checkpoint}.pt"
     if lines is not None:

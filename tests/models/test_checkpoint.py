@@ -169,3 +169,19 @@ def test_a_checkpoint_of_other_data_is_refused_when_the_data_are_named(saved, tm
     load_checkpoint(other, features=kg.features, data_fingerprint="a" * 64)
     with pytest.raises(CheckpointError, match="trained on other data than the run records \\(dataset 'elsewhere'\\)"):
         load_checkpoint(other, data_fingerprint="b" * 64)
+
+
+def test_a_write_refused_for_permission_is_not_called_a_full_disk(tmp_path):
+    """safetensors reports an unwritable folder as its SafetensorError, which read as a short write."""
+    from models.atomic import safetensors_short_write, write_atomically
+
+    class SafetensorError(Exception):
+        pass
+
+    def refuse(to):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 13, kind: PermissionDenied, message: \"Permission denied\" })")
+
+    with pytest.raises(PermissionError, match="is not writable") as refused:
+        write_atomically(tmp_path / "f.safetensors", tmp_path / ".f.tmp", refuse, what="the features file",
+                         short_write=safetensors_short_write)
+    assert "disk may be full" not in str(refused.value)
