@@ -56,6 +56,7 @@ class AddReport:
     added: list[dict] = field(default_factory=list)  # id, key, name, description, image
     graph_entities: int = 0
     entities: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,6 +181,19 @@ def _copy_image(image: Path, dataset_dir: Path) -> tuple[Path, bool]:
     return target, True
 
 
+def _lookalikes_of(stored: list[str], new: list[str]) -> list[str]:
+    """A warning for each new key that prints as a stored one or another new one (Unicode normalisation,
+    invisible characters), as ``imf import`` warns: they stay separate entities that look alike."""
+    from kgdata.importing import _lookalike_keys
+
+    added = set(new)
+    return [
+        f"key {ascii(b)} differs from {ascii(a)} only in Unicode normalisation or invisible characters, "
+        f"and stays a separate entity"
+        for a, b in _lookalike_keys([*stored, *new]) if b in added
+    ]
+
+
 def add_entities(
     dataset: str,
     entities: list[NewEntity],
@@ -207,7 +221,8 @@ def add_entities(
 
         # Read-only first: the usual "no dataset named ..." or "not a readable imf entity store" error,
         # before a write would add imf's tables to a damaged or foreign store.db (and then fail on it).
-        EntityStore.open(dataset, home).close()
+        with EntityStore.open(dataset, home) as store:
+            lookalikes = _lookalikes_of(list(store.entity_keys), [e.key for e in entities])
         copied: list[Path] = []
         try:
             images = {}
@@ -218,6 +233,7 @@ def add_entities(
                     if new:
                         copied.append(target)
             report = _insert(store_file, dataset, entities, images)
+            report.warnings += lookalikes
         except BaseException as error:
             for path in copied:  # the transaction did not happen: drop the copies it would have used
                 path.unlink(missing_ok=True)

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, entity_table, handle_errors, print_json, waiting
+from imf_cli.output import console, entity_table, handle_errors, print_json, waiting, warn
+from kgdata.wording import truncate
 from kgdata.errors import ImfError
 
 app = typer.Typer(
@@ -67,7 +68,11 @@ def add_command(
         print_json(report.to_dict())
         return
     for row in report.added:
-        console.print(f"Added {row['key']} (id {row['id']}): {row['name']}", highlight=False, soft_wrap=True)
+        # a 100,000-character name filled the terminal: its start is enough here (imf entities shows it)
+        console.print(f"Added {truncate(row['key'], 200)} (id {row['id']}): {truncate(row['name'], 200)}",
+                      highlight=False, soft_wrap=True)
+    for message in report.warnings:
+        warn(message)
     # Text always (a name is text); images too when a new entity has one: advised text alone, an image
     # given here stayed unused, and the entity was scored by its name only.
     modalities = ["text", *(["image"] if any(row.get("image") for row in report.added) else [])]

@@ -289,3 +289,14 @@ def test_the_advice_after_adding_names_image_encoding_when_an_image_was_given(ti
     assert "imf encode tiny --modality text" in plain and "--modality image" not in plain
     pictured = ok("entities", "add", tiny, "rome", "--name", "Rome", "--image", str(png(tmp_path / "r.png"))).stdout
     assert "imf encode tiny --modality text and imf encode tiny --modality image" in " ".join(pictured.split())
+
+
+def test_a_key_that_prints_as_a_stored_one_is_added_with_a_warning(tiny):
+    """`imf import` warned of keys differing only by invisible characters; `entities add` did not."""
+    stored = EntityStore.open("tiny")
+    key = stored.entity_keys[0]
+    stored.close()
+    report = add_entities("tiny", [NewEntity(key + "\u200b", name="Lookalike")])
+    assert len(report.warnings) == 1 and "only in Unicode normalisation or invisible characters" in report.warnings[0]
+    result = invoke("entities", "add", "tiny", "fresh-key", "--name", "x" * 5000)
+    assert result.exit_code == 0 and len(result.output) < 2000  # the long name is cut in the echo
