@@ -571,3 +571,14 @@ def test_a_run_whose_checkpoint_is_a_directory_is_listed_as_failed(tiny, imf_hom
     (run / "best.pt").mkdir()
     listed = {info.path: info for info in runs.list_runs()}
     assert listed[run].status == runs.FAILED and "best.pt is a directory" in listed[run].reason
+
+
+def test_a_replace_with_other_content_says_which_runs_it_orphans(tiny, imf_home, tmp_path):
+    """The runs became orphans without a word."""
+    from helpers import TINY_TEST, TINY_TRAIN, TINY_VALID, write_tsv_dataset
+
+    train(1)
+    other = write_tsv_dataset(tmp_path / "other", train=TINY_TRAIN[1:], valid=TINY_VALID, test=TINY_TEST)
+    result = runner.invoke(app, ["import", str(other), "--name", "tiny", "--replace"])
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 0 and "1 run of tiny was trained on the replaced content and is now an orphan" in flat, flat

@@ -44,6 +44,8 @@ def import_command(
     report = import_dataset(
         source, name=name, format=format.value, replace=replace, progress=not json_output, on_wait=waiting
     )
+    if replace and report.status != "unchanged":
+        report.warnings += _orphaned_runs(report.name)
     for message in report.warnings:
         warn(message)
     if json_output:
@@ -70,3 +72,19 @@ def import_command(
         )
     )
     console.print(f"Store: {report.path}", soft_wrap=True)
+
+
+def _orphaned_runs(dataset: str) -> list[str]:
+    """A warning when the replaced store's runs no longer match it: they were trained on other content
+    (their metrics and predictions are of that), and ``imf runs`` lists them as orphans."""
+    from imf_cli.runs import ORPHAN, list_runs
+
+    orphans = [run for run in list_runs(dataset) if run.status == ORPHAN]
+    if not orphans:
+        return []
+    return [
+        f"{count(len(orphans), 'run')} of {dataset} {'was' if len(orphans) == 1 else 'were'} trained on the "
+        f"replaced content and {'is' if len(orphans) == 1 else 'are'} now an orphan (imf runs {dataset}; "
+        f"import the old source again to use {'it' if len(orphans) == 1 else 'them'}, or train anew)"
+    ]
+
