@@ -163,6 +163,7 @@ class ExploreApp(App[None]):
         #: Rank the entities added after training too (``n``).
         self.include_new = False
         self._new_check = 0  # n presses since ``include_new`` last changed (see action_toggle_new)
+        self._opening: str | None = None  # the run picked last, while it loads
         self.sub_title = subtitle or str(service.dataset)
         self.current: tuple[EntityInfo, RelationChoice] | None = None
         #: Earlier queries for ``b``, each with the entity id of the row the cursor was on when the user left it.
@@ -530,7 +531,8 @@ class ExploreApp(App[None]):
         """List the runs; the one picked replaces the current run."""
         if self.run_source is None:
             return
-        self.push_screen(RunPicker(self.run_source.list(), self.run_path), self._open_run)
+        opening = self._opening if self._loading_a_run() else None
+        self.push_screen(RunPicker(self.run_source.list(), self.run_path, opening), self._open_run)
 
     def _open_run(self, run) -> None:
         if run is None:
@@ -542,6 +544,7 @@ class ExploreApp(App[None]):
                 self._status(Text(f"Stayed on {run.name}.", style="dim"))
             return
         self._run_serial += 1
+        self._opening = run.name
         self._status(Text(f"Opening {run.name} …", style="dim"))
         self._load_run(run, self._run_serial)
 

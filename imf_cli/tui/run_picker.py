@@ -97,10 +97,12 @@ class RunPicker(ModalScreen["RunInfo | None"]):
         Binding("q", "app.quit", "Quit", show=False),
     ]
 
-    def __init__(self, runs: list["RunInfo"], current: Path | None):
+    def __init__(self, runs: list["RunInfo"], current: Path | None, opening: str | None = None):
+        """``opening``: the name of a run picked earlier and still loading (the note says what keys do)."""
         super().__init__()
         self.runs = list(reversed(runs))
         self.current = current
+        self.opening = opening
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker"):
@@ -154,6 +156,10 @@ class RunPicker(ModalScreen["RunInfo | None"]):
             table.add_row(*cells, key=str(run.path))
         if not self.runs:
             self.query_one("#picker-note", Static).update(Text("No runs yet: imf train DATASET.", style="dim"))
+        elif self.opening is not None:  # Escape closes this list; it does not call that pick back
+            self.query_one("#picker-note", Static).update(Text(
+                f"{self.opening} is still opening: Escape leaves it opening; Enter on the run marked ▶ stays "
+                f"on that one instead.", style="yellow"))
         shown = next((row for row, run in enumerate(self.runs) if same_run(run.path, self.current)), None)
         if shown is not None:  # start on the run shown now (Enter keeps it), not on whichever is newest
             table.move_cursor(row=shown, animate=False)

@@ -93,6 +93,13 @@ async def test_picking_the_open_run_again_drops_a_pick_still_loading(tmp_path):
     async with app.run_test(size=(120, 30)) as pilot:
         await pick(pilot, b)
         assert "Opening" in status(app)
+        app.table.focus()
+        await pilot.press("r")  # the picker says what its keys do to the pick still loading
+        await wait_until(pilot, lambda: isinstance(app.screen, RunPicker))
+        note = str(app.screen.query_one("#picker-note").render())
+        assert "countries-fake-b is still opening: Escape leaves it opening" in " ".join(note.split())
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, RunPicker))
         await pick(pilot, a)
         assert "Stayed on" in status(app)
         gate.set()
