@@ -60,6 +60,7 @@ def root(
         None,
         "--home",
         help="Workspace directory for datasets, features and runs (default: $IMF_HOME, else the user data directory).",
+        metavar="<path>",
         show_default=False,
     ),
     version: bool = typer.Option(
