@@ -44,8 +44,8 @@ def test_no_run_is_a_clear_message(imf_home):
     result = runner.invoke(app, ["explore"])
     assert result.exit_code == 2
     assert "no runs in" in result.output and "imf train" in result.output
-    result = runner.invoke(app, ["explore", "--dataset", "tiny"])
-    assert result.exit_code == 2 and "no runs of tiny" in result.output
+    result = runner.invoke(app, ["explore", "--dataset", "tiny"])  # not imported: "imf train tiny" would fail too
+    assert result.exit_code == 2 and "no dataset 'tiny' in" in result.output and "imf import SOURCE --name tiny" in result.output
 
 
 def test_a_directory_that_is_not_a_run_is_an_error(tmp_path):
