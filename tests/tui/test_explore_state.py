@@ -56,11 +56,17 @@ class Runs:
         return service
 
 
-async def pick(pilot, path: Path) -> None:
+async def open_picker(pilot) -> DataTable:
+    """Press r from the results and return the picker's table."""
     pilot.app.table.focus()  # r in an input is a letter
     await pilot.press("r")
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, RunPicker))
-    table = pilot.app.screen.query_one(DataTable)
+    await pilot.pause()
+    return pilot.app.screen.query_one(DataTable)
+
+
+async def pick(pilot, path: Path) -> None:
+    table = await open_picker(pilot)
     table.move_cursor(row=table.get_row_index(str(path)))
     await pilot.press("enter")
     await wait_until(pilot, lambda: not isinstance(pilot.app.screen, RunPicker))
@@ -93,9 +99,7 @@ async def test_picking_the_open_run_again_drops_a_pick_still_loading(tmp_path):
     async with app.run_test(size=(120, 30)) as pilot:
         await pick(pilot, b)
         assert "Opening" in status(app)
-        app.table.focus()
-        await pilot.press("r")  # the picker says what its keys do to the pick still loading
-        await wait_until(pilot, lambda: isinstance(app.screen, RunPicker))
+        await open_picker(pilot)  # the picker says what its keys do to the pick still loading
         note = str(app.screen.query_one("#picker-note").render())
         assert "countries-fake-b is still opening: Escape leaves it opening" in " ".join(note.split())
         await pilot.press("escape")
@@ -264,11 +268,7 @@ async def test_the_picker_cuts_run_names_not_figures_at_60_columns(tmp_path):
     runs.runs = [replace(run, valid_mrr=0.0174, test_mrr=0.029, seconds=95.0) for run in runs.runs]
     app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=runs.runs[0].path)
     async with app.run_test(size=(60, 20)) as pilot:
-        app.table.focus()
-        await pilot.press("r")
-        await wait_until(pilot, lambda: isinstance(app.screen, RunPicker))
-        await pilot.pause()
-        table = app.screen.query_one(DataTable)
+        table = await open_picker(pilot)
         assert sum(column.get_render_width(table) for column in table.columns.values()) <= table.size.width
         assert table.max_scroll_x == 0
         row = table.get_row_at(0)
@@ -329,11 +329,7 @@ async def test_a_run_opened_through_a_symlink_is_marked_in_the_picker(tmp_path):
     b = runs.runs[1].path
     app = ExploreApp(ClosingFake(name="b"), runs=runs, run_path=link / b.name)
     async with app.run_test(size=(120, 30)) as pilot:
-        app.table.focus()
-        await pilot.press("r")
-        await wait_until(pilot, lambda: isinstance(app.screen, RunPicker))
-        await pilot.pause()
-        table = app.screen.query_one(DataTable)
+        table = await open_picker(pilot)
         assert table.cursor_row == table.get_row_index(str(b)) and str(table.get_row(str(b))[0]) == "▶"
         await pilot.press("enter")  # the run shown: nothing is reopened
         await wait_until(pilot, lambda: not isinstance(app.screen, RunPicker))
