@@ -283,6 +283,22 @@ def threads_option() -> Any:
     )
 
 
+def _given_path(value: str | Path) -> Path:
+    """A path option's value; "" or blanks are refused (``Path("")`` would silently mean the current directory)."""
+    if isinstance(value, Path):
+        return value
+    if not value.strip():
+        raise typer.BadParameter("is empty; give a path")
+    return Path(value)
+
+
+def path_option(*declarations: str, help: str, show_default: bool | str = False) -> Any:
+    """A ``Path | None`` option that refuses an empty value instead of reading it as ".". """
+    return typer.Option(
+        None, *declarations, parser=_given_path, metavar="<path>", help=help, show_default=show_default
+    )
+
+
 def progress_mode(progress: bool, json_output: bool = False) -> tuple[bool, Callable[[str], None] | None]:
     """``(show a bar, line printer)`` for ``--progress`` and ``--json``.
 

@@ -186,3 +186,33 @@ def test_an_import_source_that_is_a_link_loop_or_the_root_is_named_as_such(tmp_p
     loop.symlink_to(loop)
     assert "is a symbolic link loop" in error_line(cli("import", str(loop)))
     assert "gives no dataset name; name it with --name" in error_line(cli("import", "/"))
+
+
+def _path_options() -> list[tuple[list[str], str]]:
+    """``(command words, option)`` for every option of every command that takes a path."""
+    import typer.main
+
+    from imf_cli.main import app
+
+    found = []
+
+    def walk(command, words: list[str]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, words + [name])
+        for param in command.params:
+            is_path = param.type_descriptor.annotation is Path or param.metavar == "<path>"
+            if param.opts[0].startswith("--") and is_path and param.opts[0] != "--home":
+                found.append((words, param.opts[0]))
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_every_path_option_refuses_an_empty_value_rather_than_reading_the_current_directory():
+    """`--run-dir ""` was read as "." and refused as "not empty"; `--config ""` as a directory, and so on."""
+    options = _path_options()
+    assert len(options) >= 10, options  # ablate --config/--markdown, encode ×3, entities add ×2, predict, train ×2
+    for words, option in options:
+        result = cli(*words, option, "")
+        assert result.exit_code == 2, (words, option, result.output)
+        assert f"Invalid value for '{option}': is empty; give a path" in " ".join(result.output.split()), result.output

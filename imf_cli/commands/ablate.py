@@ -9,7 +9,16 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import INTERRUPTED, console, count, handle_errors, print_json, report_interrupted, threads_option
+from imf_cli.output import (
+    INTERRUPTED,
+    console,
+    count,
+    handle_errors,
+    path_option,
+    print_json,
+    report_interrupted,
+    threads_option,
+)
 from kgdata.errors import ImfError
 from kgdata.files import check_writable_file
 
@@ -17,8 +26,8 @@ from kgdata.files import check_writable_file
 @handle_errors
 def ablate_command(
     name: str = typer.Argument(..., help="Dataset name (see imf datasets)."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", help="Base YAML config of every variant, or a preset's name [the defaults]."
+    config: Optional[Path] = path_option(
+        "--config", help="Base YAML config of every variant, or a preset's name [the defaults]."
     ),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per variant (1, 2, …)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Epochs per run [the config's train.epochs]."),
@@ -32,7 +41,7 @@ def ablate_command(
     grid: Optional[list[str]] = typer.Option(
         None, "--grid", help="The grid study: SECTION.KEY=V1,V2 (repeatable); every combination is a variant."
     ),
-    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table to this Markdown file."),
+    markdown: Optional[Path] = path_option("--markdown", help="Also write the table to this Markdown file."),
     threads: Optional[int] = threads_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the runs."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),

@@ -13,6 +13,7 @@ from imf_cli.output import (
     console,
     handle_errors,
     json_option,
+    path_option,
     print_json,
     progress_mode,
     progress_option,
@@ -53,8 +54,7 @@ def encode_command(
     name: str = typer.Argument(..., help="Dataset name (see imf datasets)."),
     modality: Modality = typer.Option(..., "--modality", "-m", help="Which modality to encode."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help=ENCODERS_HELP, show_default=False),
-    from_file: Optional[Path] = typer.Option(
-        None,
+    from_file: Optional[Path] = path_option(
         "--from-file",
         help=(
             "Import precomputed text or image features instead of encoding: .npy (plain arrays only), .pt "
@@ -64,8 +64,8 @@ def encode_command(
         ),
         show_default=False,
     ),
-    keys: Optional[Path] = typer.Option(
-        None, "--keys", help="With --from-file: a file of one entity key per line, naming each row.", show_default=False
+    keys: Optional[Path] = path_option(
+        "--keys", help="With --from-file: a file of one entity key per line, naming each row.", show_default=False
     ),
     batch_size: Optional[int] = typer.Option(
         None,
@@ -79,8 +79,8 @@ def encode_command(
         None, "--pooling", help="Text (hf:, bert-base-uncased, minilm): how token states become one vector.",
         show_default=False,
     ),
-    weights: Optional[Path] = typer.Option(
-        None, "--weights", help="Image encoders: a state-dict file to load instead of the default weights.",
+    weights: Optional[Path] = path_option(
+        "--weights", help="Image encoders: a state-dict file to load instead of the default weights.",
         show_default=False,
     ),
     download: bool = typer.Option(

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, entity_table, handle_errors, print_json, waiting, warn
+from imf_cli.output import console, entity_table, handle_errors, path_option, print_json, waiting, warn
 from kgdata.wording import truncate
 from kgdata.errors import ImfError
 
@@ -29,11 +29,10 @@ def add_command(
     description: Optional[str] = typer.Option(
         None, "--description", help="Its description, the text that text features encode.", show_default=False
     ),
-    image: Optional[Path] = typer.Option(
-        None, "--image", help="An image file; it is copied into the dataset.", show_default=False
+    image: Optional[Path] = path_option(
+        "--image", help="An image file; it is copied into the dataset.", show_default=False
     ),
-    from_file: Optional[Path] = typer.Option(
-        None,
+    from_file: Optional[Path] = path_option(
         "--from",
         help="Add every entity of a file in the entities.tsv layout (header: id, name, description, image; "
         "image paths relative to the file).",

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from imf_cli.output import console, count, handle_errors, print_json, threads_option
+from imf_cli.output import console, count, handle_errors, path_option, print_json, threads_option
 from kgdata.errors import ImfError
 
 #: What the branch cells of a row that a branch did not score show.
@@ -23,8 +23,8 @@ def predict_command(
     new_text: Optional[str] = typer.Option(
         None, "--new-text", help="Score an entity given by this text (not stored), as the head; with --new-image too."
     ),
-    new_image: Optional[Path] = typer.Option(
-        None, "--new-image", help="Score an entity given by this image file (not stored), as the head."
+    new_image: Optional[Path] = path_option(
+        "--new-image", help="Score an entity given by this image file (not stored), as the head."
     ),
     k: int = typer.Option(10, "-k", "--top", min=1, help="Rows to show."),
     include_known: bool = typer.Option(

@@ -15,6 +15,7 @@ from imf_cli.output import (
     err_console,
     handle_errors,
     json_option,
+    path_option,
     print_json,
     progress_mode,
     progress_option,
@@ -33,8 +34,7 @@ def default(value) -> str:
 @handle_errors
 def train_command(
     name: Optional[str] = typer.Argument(None, help="Dataset name (not needed with --resume).", show_default=False),
-    config: Optional[Path] = typer.Option(
-        None,
+    config: Optional[Path] = path_option(
         "--config",
         help="YAML file with model/train/eval sections, or a preset's name (db15k, countries-mm-quick, …).",
         show_default="none",
@@ -117,8 +117,8 @@ def train_command(
         "without, imf predict --new-text fits it on first use.",
     ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed.", show_default="drawn and recorded"),
-    run_dir: Optional[Path] = typer.Option(
-        None, "--run-dir", help="Where to write the run.", show_default="$IMF_HOME/runs/<name>-<time>"
+    run_dir: Optional[Path] = path_option(
+        "--run-dir", help="Where to write the run.", show_default="$IMF_HOME/runs/<name>-<time>"
     ),
     resume: Optional[str] = typer.Option(
         None,
