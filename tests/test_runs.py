@@ -582,3 +582,22 @@ def test_a_replace_with_other_content_says_which_runs_it_orphans(tiny, imf_home,
     result = runner.invoke(app, ["import", str(other), "--name", "tiny", "--replace"])
     flat = " ".join(result.output.split())
     assert result.exit_code == 0 and "1 run of tiny was trained on the replaced content and is now an orphan" in flat, flat
+
+
+def test_a_replace_with_other_content_says_which_feature_files_went_stale(tiny, tiny_tsv, imf_home, tmp_path):
+    """The structure features went stale without a word; training found out later."""
+    from helpers import TINY_TEST, TINY_TRAIN, TINY_VALID, write_tsv_dataset
+    from kgdata.inputs import COMPUTED_FROM, graph_input_hash
+
+    with EntityStore.open("tiny") as store:
+        n, source = store.num_entities, COMPUTED_FROM["structure"]
+        save_features(store, "structure", "gat", np.ones((n, 4)), np.ones(n, dtype=bool), input_hash="g",
+                      computed_from=source, graph_input_hash=graph_input_hash(store, source))
+    other = write_tsv_dataset(tmp_path / "other", train=TINY_TRAIN[1:], valid=TINY_VALID, test=TINY_TEST)
+    result = runner.invoke(app, ["import", str(other), "--name", "tiny", "--replace"])
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 0, flat
+    assert "1 feature file of tiny was computed from the replaced content and is stale now (structure/gat)" in flat
+    assert "imf features tiny says how to make it again" in flat
+    back = runner.invoke(app, ["import", str(tiny_tsv), "--name", "tiny", "--replace"])
+    assert back.exit_code == 0 and "feature file" not in " ".join(back.output.split())  # they fit the old content

@@ -45,7 +45,7 @@ def import_command(
         source, name=name, format=format.value, replace=replace, progress=not json_output, on_wait=waiting
     )
     if replace and report.status != "unchanged":
-        report.warnings += _orphaned_runs(report.name)
+        report.warnings += _orphaned_runs(report.name) + _stale_features(report.name)
     for message in report.warnings:
         warn(message)
     if json_output:
@@ -88,3 +88,21 @@ def _orphaned_runs(dataset: str) -> list[str]:
         f"import the old source again to use {'it' if len(orphans) == 1 else 'them'}, or train anew)"
     ]
 
+
+
+def _stale_features(dataset: str) -> list[str]:
+    """A warning naming the feature files that the replaced store made stale: training and encoding
+    refuse them until they are made again."""
+    from kgdata.features import list_features
+    from kgdata.store import EntityStore
+
+    with EntityStore.open(dataset) as store:
+        stale = [f"{entry['modality']}/{entry['encoder']}" for entry in list_features(store)
+                 if entry["status"].startswith(("stale", "partial"))]
+    if not stale:
+        return []
+    return [
+        f"{count(len(stale), 'feature file')} of {dataset} {'was' if len(stale) == 1 else 'were'} computed from "
+        f"the replaced content and {'is' if len(stale) == 1 else 'are'} stale now ({', '.join(stale)}); "
+        f"imf features {dataset} says how to make {'it' if len(stale) == 1 else 'them'} again"
+    ]
