@@ -215,8 +215,8 @@ class ExploreApp(App[None]):
 
     def on_mount(self) -> None:
         self.detail.clear()
-        if self.opened_because:
-            self._status(Text(f"{HINT}  ·  Opened {self.opened_because}.", style="dim"))
+        if self.opened_because:  # the inputs' placeholders say what to type: the why gets the room
+            self._status(Text(f"F1 help  ·  Opened {self.opened_because}.", style="dim"))
         else:
             self._status(Text(HINT, style="dim"))
         self.query_bar.head_input.focus()

@@ -137,7 +137,14 @@ async def test_a_status_message_too_long_for_three_lines_ends_in_an_ellipsis(fak
     async with opened.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         label, _, rest = status(opened).strip().partition("  ")
-        assert rest.startswith("Type a head entity")  # the hint comes before the long reason
+        assert rest.startswith("F1 help")  # the way to help comes before the long reason
+    because = ("countries-mm-20261205-172233, the newest finished run with the most branches (4: structure, visual, "
+               "text, multimodal); newer: countries-mm-20261205-180004 (finished, structure)")
+    usual = ExploreApp(fake, opened_because=because)
+    async with usual.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        shown = " ".join(status(usual).split())
+        assert shown.endswith("newer: countries-mm-20261205-180004 (finished, structure)."), shown  # all of it
 
 
 async def test_switching_to_a_run_that_cannot_rank_new_entities_turns_n_off(flag):
