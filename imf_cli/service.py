@@ -369,10 +369,11 @@ class PredictionService:
         )
 
     def refresh(self) -> None:
-        """Take in the entities added to the dataset (``imf entities add``) since the service opened it:
-        without this, a TUI left open counted the entities it was opened with and refused the features
-        encoded for the new ones. Cheap when nothing changed (one SQLite pragma); called by the methods
-        that count or look up entities."""
+        """Take in the entities added to the dataset (``imf entities add``) and the features encoded
+        (``imf encode``) since the service read them: without this, a TUI left open counted the entities
+        it was opened with, refused the features encoded for the new ones, and kept asking for an encode
+        already done. Cheap when nothing changed (one SQLite pragma); called by the methods that count
+        or look up entities."""
         with self._lock:
             if not self.store.refresh():
                 return

@@ -270,6 +270,7 @@ class UnseenEntities:
         """Branch → the feature set the run was trained with (see :func:`run_feature_sets`)."""
         service = self.service
         with service.lock:
+            service.refresh()  # an imf encode since the last look makes the files read again
             if self._feature_sets is None:
                 self._feature_sets = run_feature_sets(service.store, service.model, service.metadata)
             return self._feature_sets
@@ -304,6 +305,7 @@ class UnseenEntities:
 
         service = self.service
         with service.lock:
+            service.refresh()  # entities added or features encoded since the last look place them again
             if self._added is None:
                 ids = list(range(service.num_graph_entities, service.num_entities))
                 placed = None

@@ -194,7 +194,7 @@ class EntityStore:
         conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
         try:
             self.db = Database(conn)
-            self._meta = self._read_meta()
+            self._meta, self._manifest = self._read_meta(), self._read_manifest()
         except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
             conn.close()
             if isinstance(exc, sqlite3.OperationalError) and _journal(self.path).exists():
@@ -206,9 +206,16 @@ class EntityStore:
         self._data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
         return {row["key"]: json.loads(row["value"]) for row in self.db["metadata"].rows}
 
+    def _read_manifest(self) -> tuple:
+        """The feature manifest's rows (one per feature file ``imf encode`` wrote), to tell a new encode."""
+        if "features" not in self.db.table_names():
+            return ()
+        return tuple(map(tuple, self.db.execute("SELECT * FROM features ORDER BY modality, encoder").fetchall()))
+
     def refresh(self) -> bool:
-        """Read the metadata again if another process has written to the store since it was read (entities
-        added with ``imf entities add`` while this store is open); returns whether it changed.
+        """Read the metadata and the feature manifest again if another process has written to the store
+        since they were read (``imf entities add`` or ``imf encode`` while this store is open); returns
+        whether either changed.
 
         Raises:
             ImfError: If the store can no longer be read.
@@ -216,12 +223,12 @@ class EntityStore:
         try:
             if self.db.execute("PRAGMA data_version").fetchone()[0] == self._data_version:
                 return False
-            meta = self._read_meta()
+            meta, manifest = self._read_meta(), self._read_manifest()
         except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
             raise ImfError(f"{self.path}: not a readable imf entity store ({exc})") from None
-        if meta == self._meta:
+        if (meta, manifest) == (self._meta, self._manifest):
             return False
-        self._meta = meta
+        self._meta, self._manifest = meta, manifest
         self.__dict__.pop("entity_keys", None)  # the cached key list ends before the added entities
         return True
 

@@ -328,3 +328,33 @@ def test_features_encoded_again_with_other_options_are_refused_not_mixed(places_
     with PredictionService.from_run(copy / "runs" / run_dir.name, device="cpu") as service:
         with pytest.raises(ImfError, match=r"encoded with other options than .*pooling: 'mean' then, 'cls' now"):
             service.predict_new(service.resolve_relation("borders").id, text="a city in france")
+
+
+def test_features_encoded_after_the_service_looked_at_an_added_entity_are_taken_in(places_run, monkeypatch, tmp_path):
+    """`imf entities add`, a query in `imf explore`, then `imf encode` in another terminal: the explorer
+    kept saying "has a description not encoded yet: run imf encode" after the encode."""
+    import shutil
+
+    from helpers import tiny_cnn_class
+    from kgdata.encoders import REGISTRY, encode_dataset
+    from kgdata.entities import NewEntity, add_entities
+    from kgdata.features import list_features
+    from kgdata.store import EntityStore
+
+    home, run_dir = places_run
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    monkeypatch.setenv("IMF_HOME", str(copy))
+    monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
+    with PredictionService.from_run(copy / "runs" / run_dir.name, device="cpu") as service:
+        add_entities("places", [NewEntity("nice", "Nice", "city in the south of france", None)])
+        nice, borders = service.resolve_entity("nice").id, service.resolve_relation("borders").id
+        with pytest.raises(ImfError, match="not encoded yet"):
+            service.top_k(nice, borders, 3)  # looked at, and its missing features remembered
+        with EntityStore.open("places") as store:
+            text = next(entry["encoder"] for entry in list_features(store) if entry["modality"] == "text")
+            encode_dataset(store, "text", text, device="cpu")
+        ranked = service.top_k(nice, borders, 3)
+        assert ranked.predictions and not ranked.in_graph
+        paris = service.resolve_entity("paris").id
+        assert "nice" in {p.entity.key for p in service.top_k(paris, borders, 50, include_new=True).predictions}
