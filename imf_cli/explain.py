@@ -147,6 +147,8 @@ class Explanation:
         fused: The fused logit; ``probability`` is its sigmoid.
         contributions: The branches that scored the triple, in the model's order.
         rank: Filtered realistic rank among ``candidates``; ``raw_rank`` without the filter.
+        added_candidates: How many of the candidates are entities added after training (with
+            ``include_new``; else 0, and an added tail is ranked among the graph's entities alone).
         known: The splits in which the triple is a known fact.
         filtered: The other known answers, highest score first (at most :data:`FILTERED`);
             ``filtered_count`` counts them all.
@@ -165,6 +167,7 @@ class Explanation:
     rank: float
     raw_rank: float
     candidates: int
+    added_candidates: int
     known: frozenset[str]
     filtered: tuple[FilteredAnswer, ...]
     filtered_count: int
@@ -191,6 +194,7 @@ class Explanation:
             "rank": self.rank,
             "raw_rank": self.raw_rank,
             "candidates": self.candidates,
+            "added_candidates": self.added_candidates,
             "known": {split: split in self.known for split in SPLITS},
             "filtered_count": self.filtered_count,
             "filtered": [f.to_dict() for f in self.filtered],
@@ -202,7 +206,8 @@ class Explanation:
 # ------------------------------------------------------------------------------------------------ scores
 @dataclass(frozen=True)
 class _Row:
-    """One query's scores against every candidate: ``G`` graph entities, then the tail if it is unseen."""
+    """One query's scores against every candidate: ``G`` graph entities, then the tail if it is unseen
+    (with ``include_new``, every added entity)."""
 
     fused: "torch.Tensor"  # (C,)
     branches: dict[str, "torch.Tensor"]  # (C,), NaN where the branch did not score
@@ -210,14 +215,18 @@ class _Row:
     target: int  # the tail's column
     head_vectors: dict[str, "torch.Tensor"]  # (d,) per branch that places the head
     tail_vectors: dict[str, "torch.Tensor"]  # (d,) per branch that places the tail
+    added: int = 0  # the added entities among the candidates, with include_new (else 0)
 
 
-def _score_row(service: "PredictionService", head: int, relation: int, tail: int) -> _Row:
+def _score_row(service: "PredictionService", head: int, relation: int, tail: int, include_new: bool = False) -> _Row:
+    """Every candidate's scores for ``(head, relation, ?)`` and the column of ``tail``: the graph's
+    entities, then the added ``tail`` or, with ``include_new``, every added entity (as ``top_k`` ranks)."""
     import torch
 
     graph = service.num_graph_entities
     relations = torch.tensor([relation], device=service.device)
-    if not service.is_added(head) and not service.is_added(tail):
+    added_ids, every_added = service.unseen.added() if include_new else ([], None)
+    if not service.is_added(head) and not service.is_added(tail) and not added_ids:
         breakdown = service.scorer.score(torch.tensor([head], device=service.device), relations)
         entities = service.scorer.entities
         vectors = {name: entities[name][head] for name in service.branch_names}
@@ -227,18 +236,22 @@ def _score_row(service: "PredictionService", head: int, relation: int, tail: int
         )
     inductive = service.inductive()
     heads = service.placed(head) if service.is_added(head) else torch.tensor([head])
-    candidates = service.placed(tail) if service.is_added(tail) else None
+    if added_ids:
+        candidates, target = every_added, (graph + added_ids.index(tail) if service.is_added(tail) else tail)
+    else:
+        candidates = service.placed(tail) if service.is_added(tail) else None
+        target = graph if candidates is not None else tail
     scores = inductive.score(relations, heads=heads, candidates=candidates)
 
-    def vectors(entity: int, placed) -> dict[str, "torch.Tensor"]:
-        if placed is None:
+    def vectors(entity: int) -> dict[str, "torch.Tensor"]:
+        if not service.is_added(entity):
             return {name: service.scorer.entities[name][entity] for name in service.branch_names}
+        placed = heads if entity == head and service.is_added(head) else service.placed(entity)
         return {name: placed.vectors[name][0] for name in placed.scored_by(0)}
 
     return _Row(
-        scores.fused[0], {n: s[0] for n, s in scores.branches.items()}, scores.weights[0],
-        graph if candidates is not None else tail,
-        vectors(head, heads if service.is_added(head) else None), vectors(tail, candidates),
+        scores.fused[0], {n: s[0] for n, s in scores.branches.items()}, scores.weights[0], target,
+        vectors(head), vectors(tail), len(added_ids),
     )
 
 
@@ -349,8 +362,12 @@ def explain(
     *,
     evidence: int = EVIDENCE,
     neighbours: int = NEIGHBOURS,
+    include_new: bool = False,
 ) -> Explanation:
     """Explain why ``tail`` answers ``(head, relation, ?)`` (ids; see the module docstring).
+
+    ``include_new`` ranks ``tail`` among the entities added after training too, as
+    ``top_k(..., include_new=True)`` does, so that the rank is the one a list with them shows.
 
     Raises:
         ImfError: For an unknown id, or an end outside the training graph that no branch can score.
@@ -361,7 +378,7 @@ def explain(
 
     service.check_ids(entities=(head, tail), relations=(relation,))
     with torch.inference_mode():
-        row = _score_row(service, int(head), int(relation), int(tail))
+        row = _score_row(service, int(head), int(relation), int(tail), include_new)
         contributions = _contributions(service, row)
         if not contributions:
             from imf_cli.unseen import missing_features_advice
@@ -431,6 +448,7 @@ def explain(
         rank=rank,
         raw_rank=raw_rank,
         candidates=len(fused) - len(others),
+        added_candidates=row.added,
         known=frozenset(splits_of.get(int(tail), ())) if not service.is_added(tail) else frozenset(),
         filtered=tuple(
             FilteredAnswer(info[a], frozenset(splits_of[a]), float(fused[a]), float(fused[a]) > float(fused[target]))

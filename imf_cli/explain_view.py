@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from imf_cli.explain import BranchContribution, Explanation
-from imf_cli.output import fit_columns, left_out_note, natural_widths
+from imf_cli.output import count, fit_columns, left_out_note, natural_widths
 from imf_cli.service import SPLITS
 from imf_cli.tui.render import bar, colour, truncate
 
@@ -38,9 +38,13 @@ def summary(explanation: Explanation) -> Text:
     text = Text()
     noun = "heads" if explanation.relation.inverse else "tails"
     text.append(f"rank {_rank(explanation.rank)}", style="bold")
-    # An added entity is ranked among the graph's entities, not among the other added ones (as imf predict
-    # --include-new ranks them): the line says so.
-    among = "the graph's entities and this one; " if not explanation.tail_in_graph else ""
+    # Without include_new an added tail is ranked among the graph's entities, not among the other added
+    # ones; with it, among all of them (as imf predict --include-new ranks them): the line says which.
+    added = explanation.added_candidates
+    if added:
+        among = f"the graph's entities and {count(added, 'added entity', 'added entities')}; "
+    else:
+        among = "the graph's entities and this one; " if not explanation.tail_in_graph else ""
     # The filter of test ranking (every split's known answers): imf eval ranks valid with train + valid only,
     # so a valid triple's rank here can be better than in eval's valid report.
     text.append(

@@ -152,6 +152,7 @@ class QueryResult:
         predictions: The top rows, best first.
         hidden_known: How many known answers were left out (0 with ``include_known``).
         in_graph: False when the query entity is outside the training graph (added, or inline).
+        include_new: The entities added after training were ranked too (``top_k(..., include_new=True)``).
     """
 
     entity: EntityInfo
@@ -160,6 +161,7 @@ class QueryResult:
     predictions: list[Prediction]
     hidden_known: int = 0
     in_graph: bool = True
+    include_new: bool = False
 
     @property
     def scored_by(self) -> tuple[str, ...]:
@@ -198,7 +200,7 @@ class Service(Protocol):
         self, entity: int, relation: int, k: int = 10, *, include_known: bool = False, include_new: bool = False
     ) -> QueryResult: ...
     def supporting_facts(self, head: int, tail: int, limit: int = 5) -> list[Fact]: ...
-    def explain(self, head: int, relation: int, tail: int) -> "Explanation": ...
+    def explain(self, head: int, relation: int, tail: int, *, include_new: bool = False) -> "Explanation": ...
 
 
 class UnknownNameError(UnknownEntityError):
@@ -788,11 +790,12 @@ class PredictionService:
                 self._rules = cached_index(self.store, self.edges())
             return self._rules
 
-    def explain(self, head: int, relation: int, tail: int) -> "Explanation":
-        """Why ``tail`` answers ``(head, relation, ?)``: see :func:`imf_cli.explain.explain`."""
+    def explain(self, head: int, relation: int, tail: int, *, include_new: bool = False) -> "Explanation":
+        """Why ``tail`` answers ``(head, relation, ?)``: see :func:`imf_cli.explain.explain`; ``include_new``
+        ranks it among the entities added after training too, as ``top_k`` does."""
         from imf_cli.explain import explain
 
-        return explain(self, head, relation, tail)
+        return explain(self, head, relation, tail, include_new=include_new)
 
     # ---------------------------------------------------------------------------- checks
     def check_ids(self, *, entities: tuple[int, ...] = (), relations: tuple[int, ...] = ()) -> None:

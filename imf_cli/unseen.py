@@ -419,4 +419,6 @@ def rank_unseen(
         name: value
         for name, value, on in zip(service.branch_names, query_weights.tolist(), head_present.tolist()) if on
     }
-    return QueryResult(entity, service.relation(relation), weights, predictions, hidden, in_graph=in_graph)
+    return QueryResult(
+        entity, service.relation(relation), weights, predictions, hidden, in_graph=in_graph, include_new=include_new
+    )

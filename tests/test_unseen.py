@@ -358,3 +358,17 @@ def test_features_encoded_after_the_service_looked_at_an_added_entity_are_taken_
         assert ranked.predictions and not ranked.in_graph
         paris = service.resolve_entity("paris").id
         assert "nice" in {p.entity.key for p in service.top_k(paris, borders, 50, include_new=True).predictions}
+
+
+def test_explain_ranks_among_the_added_entities_as_top_k_does_with_include_new(service):
+    """With `n` on, the explorer's table said rank 62 and its detail pane "rank 60 of 298": explain ranked
+    among the graph's entities only."""
+    paris, borders = service.resolve_entity("paris").id, service.resolve_relation("borders").id
+    listed = service.top_k(paris, borders, service.num_entities, include_new=True)
+    assert listed.include_new and any(not p.in_graph for p in listed.predictions)
+    for prediction in listed.predictions:
+        why = service.explain(paris, borders, prediction.entity.id, include_new=True)
+        assert why.rank == prediction.rank, (prediction.entity.key, why.rank, prediction.rank)
+        assert why.added_candidates == service.num_entities - service.num_graph_entities
+    graph_only = service.explain(paris, borders, listed.predictions[-1].entity.id)
+    assert graph_only.added_candidates == 0

@@ -15,6 +15,9 @@ def explain_command(
     head: str = typer.Option(..., "--head", help="The query's head: key, name, or a unique part of one."),
     relation: str = typer.Option(..., "--relation", help="Relation key or name; a leading '<-' reads it backwards."),
     tail: str = typer.Option(..., "--tail", help="The candidate answer to explain."),
+    include_new: bool = typer.Option(
+        False, "--include-new", help="Rank TAIL among the entities added after training too, as predict --include-new."
+    ),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best | last."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     json_output: bool = typer.Option(False, "--json", help="Print the explanation as one JSON object."),
@@ -28,7 +31,8 @@ def explain_command(
     (a rule-mining confidence). Nearest neighbours: the entities closest to HEAD and to TAIL in each
     branch's space (cosine), with their own RELATION facts. Rank: TAIL's filtered rank among all
     candidates, and the known answers the filter left out. Entities added after training are
-    explained from the branches that have their features.
+    explained from the branches that have their features; an added TAIL is ranked among the graph's
+    entities, and with --include-new every added entity is a candidate too.
 
     Example: imf explain countries-mm@latest --head France --relation "shares border" --tail Germany
     """
@@ -39,7 +43,9 @@ def explain_command(
     set_threads(threads)
     with PredictionService.from_run(resolve_run(run), checkpoint=checkpoint, device=device) as service:
         chosen = service.resolve_relation(relation)
-        explanation = service.explain(service.resolve_entity(head).id, chosen.id, service.resolve_entity(tail).id)
+        explanation = service.explain(
+            service.resolve_entity(head).id, chosen.id, service.resolve_entity(tail).id, include_new=include_new
+        )
     if json_output:
         print_json(explanation.to_dict())
         return

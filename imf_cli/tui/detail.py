@@ -169,8 +169,11 @@ class DetailPane(VerticalScroll):
         try:
             # Holding the cursor key down asks for one explanation per row passed: only the newest is
             # computed, the others give up once they hold the service's lock.
+            # ranked among the added entities too where the list was, so the pane's rank is the list's
+            options = {"include_new": True} if result.include_new else {}
             ran, explanation = self.service.call_unless(
-                lambda: worker.is_cancelled, "explain", result.entity.id, result.relation.id, prediction.entity.id
+                lambda: worker.is_cancelled, "explain", result.entity.id, result.relation.id, prediction.entity.id,
+                **options,
             )
             if not ran:
                 return

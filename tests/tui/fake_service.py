@@ -108,6 +108,7 @@ class FakeService:
         self.slow = slow
         self.gate = gate
         self.calls: list[tuple[int, int, int, bool]] = []
+        self.explained: list[tuple[int, int, int, bool]] = []  # (head, relation, tail, include_new)
         self.finished: list[int] = []
 
     # ---------------------------------------------------------------- lookups
@@ -209,12 +210,18 @@ class FakeService:
             total = sum(w for b, w in weights.items() if b != "structure")
             weights = {b: w / total for b, w in weights.items() if b != "structure"}
         self.finished.append(entity)
-        return QueryResult(self.entities[entity], self._relations[relation], weights, predictions, hidden, in_graph)
+        return QueryResult(
+            self.entities[entity], self._relations[relation], weights, predictions, hidden, in_graph, include_new
+        )
 
-    def explain(self, head: int, relation: int, tail: int) -> Explanation:
-        """A fixed explanation from the same tables: contributions, rank, facts as evidence, neighbours by id."""
+    def explain(self, head: int, relation: int, tail: int, *, include_new: bool = False) -> Explanation:
+        """A fixed explanation from the same tables: contributions, rank, facts as evidence, neighbours by id.
+        As the real one, it ranks an added tail among the graph's entities, or with ``include_new`` among
+        every added entity too."""
+        self.explained.append((head, relation, tail, include_new))
         weights = self._weights(relation)
-        rows = self._rows(head, relation, include_new=True)
+        rows = [row for row in self._rows(head, relation, include_new=True)
+                if include_new or not self.is_added(row[1].id) or row[1].id == tail]
         target = next(row for row in rows if row[1].id == tail)
         others = [row for row in rows if row[4] and row[1].id != tail]
         kept = [row for row in rows if row not in others]
@@ -236,6 +243,7 @@ class FakeService:
             fused=target[0], probability=sigmoid(target[0]),
             contributions=contributions_of(weights, target[2]),
             rank=float(kept.index(target) + 1), raw_rank=float(rows.index(target) + 1), candidates=len(kept),
+            added_candidates=sum(self.is_added(row[1].id) for row in kept) if include_new else 0,
             known=target[4],
             filtered=tuple(FilteredAnswer(row[1], row[4], row[0], row[0] > target[0]) for row in others[:3]),
             filtered_count=len(others), evidence=evidence, neighbours=neighbours,

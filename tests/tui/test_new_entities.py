@@ -88,6 +88,13 @@ async def test_n_ranks_the_added_entities_too(added):
         table.move_cursor(row=row)
         await settle(pilot)
         assert "not in training graph" in str(app.query_one("#detail-title").render())
+        # the pane ranks as the list does, among the added entities too (it said a graph-only rank)
+        for at in (row, len(predictions) - 1):
+            table.move_cursor(row=at)
+            await settle(pilot)
+            why = " ".join(text_of(app.query_one("#detail-facts").content).split())
+            assert f"rank {at + 1} of " in why and "the graph's entities and 1 added entity" in why, why
+        assert added.explained[-1][3] is True
 
 
 async def test_the_detail_pane_falls_back_to_supporting_facts_without_explain(flag):
