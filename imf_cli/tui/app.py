@@ -21,6 +21,7 @@ from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
@@ -115,6 +116,27 @@ class CompactFooter(Footer):
 
     def on_resize(self, event: events.Resize) -> None:
         self.compact = event.size.width < 80
+
+
+def _wrapped_lines(text: Text, width: int) -> int:
+    return len(Content.from_rich_text(text).wrap(width))
+
+
+def fit_lines(text: Text, width: int, lines: int) -> Text:
+    """``text``, or its longest start that ends in "…" and, wrapped at word boundaries to ``width`` cells
+    as a Static wraps it, takes at most ``lines`` lines. (A cut by cell count alone left a text that
+    wrapped onto one line more, which the status line's max-height then hid without a sign.)"""
+    if _wrapped_lines(text, width) <= lines:
+        return text
+    low, high = 1, min(text.cell_len, lines * width)
+    while low < high:  # the longest cut that fits
+        middle = (low + high + 1) // 2
+        cut = text.copy()
+        cut.truncate(middle, overflow="ellipsis")
+        low, high = (middle, high) if _wrapped_lines(cut, width) <= lines else (low, middle - 1)
+    cut = text.copy()
+    cut.truncate(low, overflow="ellipsis")
+    return cut
 
 
 class ExploreApp(App[None]):
@@ -386,9 +408,8 @@ class ExploreApp(App[None]):
         line = line + text
         # Wrapped, the text may take STATUS_LINES lines of the status's width (less its padding); a
         # longer one would be cut at the last line's edge without a sign.
-        room = STATUS_LINES * (width - 2) - 4 if wrap and width else 0
-        if room > 0 and line.cell_len > room:
-            line.truncate(room, overflow="ellipsis")
+        if wrap and width > 2:
+            line = fit_lines(line, width - 2, STATUS_LINES)
         self.status.update(line)
 
     def _refit_status(self) -> None:

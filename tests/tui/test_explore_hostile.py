@@ -316,3 +316,22 @@ async def test_a_run_directory_removed_while_open_is_said_on_the_next_answer(fak
         await pilot.press("k")
         await wait_until(pilot, lambda: app.results_shown > shown)
         assert "its run directory is gone" in status(app)
+
+
+async def test_a_status_message_of_long_words_is_cut_where_it_shows_not_past_the_third_line(fake):
+    """A message under 3 × 78 cells whose long words wrapped onto a fourth line (a checkpoint path, a list
+    of relations) lost its end to the status's max-height, with no "…"."""
+    from textual.content import Content
+
+    app = ExploreApp(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        words = [f"/tmp/a-long-path-{i}/" + "x" * 44 for i in range(4)]  # 62 cells each: one per line
+        app._status(Text(" ".join(words) + " END"), wrap=True)
+        await pilot.pause()
+        shown = app.query_one("#status").render()
+        lines = Content.from_rich_text(shown).wrap(78) if isinstance(shown, Text) else shown.wrap(78)
+        assert len(lines) <= 3 and str(lines[-1]).rstrip().endswith("…"), [str(line) for line in lines]
+        assert "END" not in str(shown)
+        app._status(Text("short words " * 5 + "END"), wrap=True)
+        await pilot.pause()
+        assert status(app).rstrip().endswith("END")  # what fits is not cut
