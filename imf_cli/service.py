@@ -25,7 +25,7 @@ import numpy as np
 from imf_cli.scoring import branch_shares, decision_terms
 from kgdata.errors import ImfError, UnknownEntityError
 from kgdata.store import Entity, EntityStore, fold, named_by
-from kgdata.wording import truncate
+from kgdata.wording import count, truncate
 
 if TYPE_CHECKING:
     import torch
@@ -683,6 +683,18 @@ class PredictionService:
             )
         if self.num_entities == self.num_graph_entities:
             return f"no entities were added to {self.dataset} after training (imf entities add {self.dataset} …)"
+        ids, placed = self.unseen.added()
+        if placed is None or not bool(placed.present.any()):
+            from imf_cli.unseen import BRANCH_FEATURES, feature_words
+
+            branches = self.inductive().placeable
+            commands = " and ".join(
+                f"imf encode {self.dataset} --modality {BRANCH_FEATURES[b]}" for b in branches if b in BRANCH_FEATURES
+            )
+            return (
+                f"none of the {count(len(ids), 'entity', 'entities')} added to {self.dataset} has features this run "
+                f"reads ({' or '.join(feature_words(branches))}, encoded): {commands}"
+            )
         return None
 
     def inductive(self) -> "InductiveScorer":

@@ -267,6 +267,12 @@ def test_training_can_leave_the_placement_to_first_use(places_run, monkeypatch, 
 
 def test_the_service_says_when_no_added_entity_can_be_ranked(service, monkeypatch):
     assert service.why_no_new_entities() is None  # feature branches, and two entities added after training
+    blank = service.resolve_entity("blank").id  # added without a description or an image
+    only_blank = ([blank], service.placed(blank))
+    monkeypatch.setattr(service.unseen, "added", lambda: only_blank)
+    why = service.why_no_new_entities()  # `n` said "new entities ranked" and ranked none
+    assert why.startswith("none of the 1 entity added to places has features this run reads"), why
+    assert "imf encode places --modality" in why
     monkeypatch.setattr(service, "num_entities", service.num_graph_entities)
     assert "no entities were added to places" in service.why_no_new_entities()
 
