@@ -673,8 +673,10 @@ class PredictionService:
         """True for an entity added to the store after training: it is not in the training graph."""
         return int(entity_id) >= self.num_graph_entities
 
-    def why_no_new_entities(self) -> str | None:
-        """Why ``top_k(..., include_new=True)`` would rank no added entity (None: it can rank some)."""
+    def why_no_new_entities(self, *, quick: bool = False) -> str | None:
+        """Why ``top_k(..., include_new=True)`` would rank no added entity (None: it can rank some).
+        ``quick`` skips the check that needs the added entities placed (their features read, and the
+        run's placement loaded or fitted), for a caller that must not wait."""
         self.refresh()
         if not self.model.feature_dims:
             return (
@@ -683,6 +685,8 @@ class PredictionService:
             )
         if self.num_entities == self.num_graph_entities:
             return f"no entities were added to {self.dataset} after training (imf entities add {self.dataset} …)"
+        if quick:
+            return None
         ids, placed = self.unseen.added()
         if placed is None or not bool(placed.present.any()):
             from imf_cli.unseen import BRANCH_FEATURES, feature_words

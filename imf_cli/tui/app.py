@@ -500,11 +500,14 @@ class ExploreApp(App[None]):
         self.include_new = True
         self._rerun()
 
-    def _why_no_new_entities(self) -> str | None:
+    def _why_no_new_entities(self, quick: bool = False) -> str | None:
         """Why the open run cannot rank the entities added after training (None: it can, or its service
-        cannot say, as a test's fake cannot: such a service is taken to rank them)."""
+        cannot say, as a test's fake cannot: such a service is taken to rank them). ``quick``: only what
+        needs no feature file read (on the UI thread)."""
         check = getattr(self.service.wrapped, "why_no_new_entities", None)
-        return self.service.why_no_new_entities() if check is not None else None
+        if check is None:
+            return None
+        return self.service.why_no_new_entities(quick=True) if quick else self.service.why_no_new_entities()
 
     def action_cycle_rows(self) -> None:
         position = ROW_COUNTS.index(self.rows) + 1 if self.rows in ROW_COUNTS else 0
@@ -630,7 +633,7 @@ class ExploreApp(App[None]):
         self.table.show(None)
         self.detail.clear()
         if self.include_new:  # the new run may have no branch that can place an added entity
-            reason = self._why_no_new_entities()
+            reason = self._why_no_new_entities(quick=True)
             if reason is not None:
                 self.include_new = False
                 self.notify(f"New entities are no longer ranked (n): {reason}.", severity="warning", timeout=8)

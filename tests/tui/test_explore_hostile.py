@@ -82,7 +82,7 @@ def test_a_relation_key_that_starts_with_an_inverse_mark_is_offered_forward_firs
 
 
 class NoNewEntities(FakeService):
-    def why_no_new_entities(self):
+    def why_no_new_entities(self, quick=False):
         return "this run has only a structure branch"
 
 

@@ -240,7 +240,7 @@ async def test_n_while_a_query_ranks_does_not_freeze_the_app():
     """n's check waited on the UI thread for the service, which the ranking query held: every key froze."""
 
     class Checking(FakeService):
-        def why_no_new_entities(self):
+        def why_no_new_entities(self, quick=False):
             return None
 
     gate = threading.Event()
