@@ -264,8 +264,8 @@ def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.d
     """Refuse a model that cannot fit in ``device``'s free memory, saying what was asked and what it needs.
 
     The parameters are counted on PyTorch's ``meta`` device, which allocates nothing; that costs a
-    second or two the first time, so it runs only when one ``dim³`` core alone could take an eighth of
-    the free memory.
+    second or two the first time, so it runs only when a rough count (a ``dim³`` core per branch, the
+    fusions' ``rank × dim²`` factors, the embedding tables) could take an eighth of the free memory.
     """
     import torch
 
@@ -273,8 +273,13 @@ def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.d
     from models.imf import build_model
 
     available = available_memory(device)
-    dim = config.model.dim
-    if available is None or TRAINING_BYTES_PER_PARAMETER * dim**3 <= available / 8:
+    dim, branches = config.model.dim, len(config.model.modalities)
+    rough = (
+        branches * dim**3
+        + (4 * config.model.fusion_rank * dim * (dim + 1) if branches > 1 else 0)
+        + branches * (tensors.num_entities + 2 * tensors.num_relations) * dim
+    )
+    if available is None or TRAINING_BYTES_PER_PARAMETER * rough <= available / 8:
         return
     feature_dims = {m: tensors.feature_dims[m] for m in config.model.modalities if m != "structure"}
     try:
@@ -289,17 +294,28 @@ def check_model_fits(config: "RunConfig", tensors: "KGTensors", device: "torch.d
             )
         parameters = sum(p.numel() for p in model.parameters())
         buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-        count = f"{parameters:,}"
+        fusion = sum(p.numel() for name, p in model.named_parameters() if "fusion" in name.split(".")[0])
+        count = _how_many(parameters)
     except Exception:  # too large even to describe (the sizes overflow): one dim³ core is a lower bound
-        parameters, buffers = dim**3, 0
-        count = f"at least {parameters:,}"
+        parameters, buffers, fusion = dim**3, 0, 0
+        count = f"at least {_how_many(parameters)}"
+    if 2 * fusion > parameters:  # the fusion's factors, not the cores, are what does not fit
+        asked = f"model.fusion_rank {config.model.fusion_rank} at model.dim {dim}"
+        advice = "choose a smaller model.fusion_rank (the default is 2) or --dim"
+    else:
+        asked, advice = f"model.dim {dim}", "choose a smaller --dim"
     require_memory(
         TRAINING_BYTES_PER_PARAMETER * parameters + buffers,
         device,
-        f"model.dim {dim} asks for a model of {count} parameters, which to train (weights, gradients and "
+        f"{asked} asks for a model of {count} parameters, which to train (weights, gradients and "
         f"Adam's two moments, float32)",
-        "choose a smaller --dim",
+        advice,
     )
+
+
+def _how_many(number: int) -> str:
+    """``1,234,567``, or ``10^42`` past 10^15: a count of 300 digits is no help in an error line."""
+    return f"{number:,}" if number < 10**15 else f"10^{len(str(number)) - 1}"
 
 
 def _check_options_apply(

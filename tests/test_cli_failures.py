@@ -138,7 +138,9 @@ def tiny(tiny_tsv):
         (["--seed", "-1"], "train.seed must be an integer from 0"),
         (["--dim", "100000"], "model.dim 100000 asks for a model of"),
         # dim³ overflows even the meta device's size arithmetic: the one-core lower bound refuses it
-        (["--dim", "100000000"], "model.dim 100000000 asks for a model of at least 1,000,000,000,000,000,000,000,000"),
+        (["--dim", "100000000"], "model.dim 100000000 asks for a model of at least 10^24 parameters"),
+        # 111 digits: the byte count overflowed a float in its formatting ("a bug in imf")
+        (["--dim", "1" + "0" * 110], "asks for a model of at least 10^330 parameters"),
         (["--batch-size", "100000000000000000000"], "train.batch_size must be at most 2147483647"),
         (["--device", "cuda:99999999999999999999"], "unknown device 'cuda:99999999999999999999'"),
     ],
@@ -151,9 +153,31 @@ def test_refused_train_options_leave_no_run_directory(tiny, imf_home, args, mess
         assert args[-1] in line  # the seed is named
     if args == ["--dim", "100000"]:
         assert "needs about 16.0 PB of memory" in line
+    if args[-1].startswith("1" + "0" * 100):
+        assert "needs about 10^331 B of memory" in line
     if "--dim" in args:
         assert "choose a smaller --dim" in line
     assert runs(imf_home) == []
+
+
+def test_a_fusion_rank_too_large_for_memory_is_refused_by_name_before_training(monkeypatch):
+    """`model.fusion_rank: 1000000000` at dim 8 passed the check (it looked at dim³ only) and failed in
+    training with "out of memory …; choose a smaller --dim or --batch-size"."""
+    from types import SimpleNamespace
+
+    import kgdata.encoders.base as base
+    from imf_cli.pipeline import check_model_fits
+    from kgdata.errors import ImfError
+    from models.config import RunConfig
+
+    monkeypatch.setattr(base, "available_memory", lambda device: 8 * 10**9)
+    tensors = SimpleNamespace(num_entities=500, num_relations=9, feature_dims={"text": 384})
+    config = RunConfig.from_dict({"model": {"dim": 8, "modalities": ["structure", "text"], "fusion_rank": 10**7}})
+    with pytest.raises(ImfError, match=r"model.fusion_rank 10000000 at model.dim 8 asks for a model of [\d,]+ "
+                       r"parameters.*choose a smaller model.fusion_rank"):
+        check_model_fits(config, tensors, torch.device("cpu"))
+    check_model_fits(RunConfig.from_dict({"model": {"dim": 8, "modalities": ["structure", "text"]}}), tensors,
+                     torch.device("cpu"))  # the default rank fits
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

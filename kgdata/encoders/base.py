@@ -177,7 +177,10 @@ def available_memory(device: torch.device) -> int | None:
 
 
 def format_bytes(count: float) -> str:
-    """``16.0 PB``, ``22.0 GB``, ``512 B``: decimal units."""
+    """``16.0 PB``, ``22.0 GB``, ``512 B``: decimal units; from 1,000 PB a power of ten, ``10^302 B``
+    (a size typed with 300 digits overflowed a float division here)."""
+    if count >= 1000**6:
+        return f"10^{len(str(int(count))) - 1} B"
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if count < 1000:
             return f"{int(count)} B" if unit == "B" else f"{count:,.1f} {unit}"

@@ -337,3 +337,14 @@ def test_an_image_that_is_a_fifo_is_unreadable_not_waited_on(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="is a FIFO"):
         read_image(fifo)
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"),
+    [(512, "512 B"), (22_000_000_000, "22.0 GB"), (16 * 10**15, "16.0 PB"), (10**18, "10^18 B"), (10**331, "10^331 B")],
+)
+def test_byte_counts_read_in_decimal_units_and_huge_ones_as_a_power_of_ten(count, shown):
+    """A --dim of 300 digits overflowed the float division here: "unexpected OverflowError (a bug in imf)"."""
+    from kgdata.encoders.base import format_bytes
+
+    assert format_bytes(count) == shown
