@@ -240,8 +240,10 @@ def train_gat(
             raise ImfError(f"--{name.replace('_', '-')} must be at least 1")
     check_float_options(lr, margin)
     device = torch.device(device)
+    # a batch holds at most the train triples, whatever --batch-size asked (1e8 was refused as 1.8 TB)
     needed = gat_training_bytes(
-        num_entities, num_relations, len(triples), dim=dim, layers=layers, batch_size=batch_size, negatives=negatives
+        num_entities, num_relations, len(triples), dim=dim, layers=layers, batch_size=min(batch_size, len(triples)),
+        negatives=negatives,
     )
     asked = f"the GAT at --dim {dim} with batches of {batch_size:,} triples × {negatives:,} negatives"
     require_memory(needed, device, f"{asked} ({len(triples):,} train triples)", "choose a smaller --dim, --batch-size or --negatives")

@@ -121,3 +121,12 @@ def test_structure_input_is_a_plain_tuple():
     encoder.load(torch.device("cpu"))
     result = encoder.encode(graph)
     assert result.entity.shape == (N, 8) and result.seed == 0 and encoder.dim == 8
+
+
+def test_a_batch_size_beyond_the_train_triples_is_counted_as_the_triples_in_the_memory_check(monkeypatch):
+    """`imf encode -m structure --batch-size 100000000` on 5 triples was refused as needing 1.8 TB."""
+    import kgdata.encoders.base as base
+
+    monkeypatch.setattr(base, "available_memory", lambda device: 10**9)
+    result = train_gat(tiny_graph(), N, R, dim=4, epochs=1, batch_size=100_000_000, seed=0)
+    assert result.entity.shape == (N, 4)
