@@ -379,7 +379,8 @@ def _feature_files(dataset_dir: Path) -> list[tuple[Path, dict]]:
 
 def _refuse_damaged(store: "EntityStore", modality: str) -> None:
     """Name an unreadable feature file of ``modality`` (a cut copy, a full disk): without this, the
-    modality's features were reported as never encoded ("stored: none")."""
+    modality's features were reported as never encoded ("stored: none"), or an older readable file
+    was used in its place when it may have been the newest."""
     directory = Path(store.dataset_dir) / FEATURES_DIR
     for path in sorted(directory.glob(f"{modality}-*{SUFFIX}")) if directory.is_dir() else ():
         if path.name.startswith("."):
@@ -387,9 +388,26 @@ def _refuse_damaged(store: "EntityStore", modality: str) -> None:
         try:
             read_header(path)
         except DataError as error:
-            raise DataError(
-                f"{error.reason}; encode again: imf encode {store.name} --modality {modality} --force", path
-            ) from None
+            raise DataError(f"{error.reason}; {_damaged_hint(store, modality, path)}", path) from None
+
+
+def _damaged_hint(store: "EntityStore", modality: str, path: Path) -> str:
+    """How to make a damaged feature file again: the manifest says which encoder wrote it."""
+    encoder = None
+    if "features" in store.db.table_names():
+        rows = store.db["features"].rows_where("modality = ?", [modality])
+        encoder = next((row["encoder"] for row in rows if Path(row["path"]).name == path.name), None)
+    command = f"imf encode {store.name} --modality {modality}"
+    if encoder is None:
+        return f"encode again ({command} --force) or remove the file"
+    if encoder.startswith("file:"):
+        return f"import its file again: {command} --from-file FILE --force"
+    from kgdata.encoders import available
+
+    if encoder in available(modality) or any(encoder.startswith(p) for p in available(modality) if p.endswith(":")):
+        default = DEFAULT_ENCODER_IDS.get(modality) == encoder
+        return f"encode again: {command}{'' if default else f' --encoder {encoder}'} --force"
+    return f"import its file again: {command} --from-file FILE --encoder {encoder} --force"
 
 
 def _recreate_hint(store: "EntityStore", metadata: dict) -> str:
@@ -510,8 +528,9 @@ def load_features(store: "EntityStore", modality: str, encoder: str | None = Non
         if not available and expected.is_file():
             read_header(expected)  # raises a DataError naming the unreadable file
             raise DataError(f"not an imf {modality} feature file of encoder {encoder!r}", expected)
-    if not available:
+    if not available or encoder is None:  # "the most recent" cannot skip a damaged file: it may be it
         _refuse_damaged(store, modality)
+    if not available:
         existing = sorted(f"{h['metadata'].get('modality')}/{h['metadata'].get('encoder')}" for _, h in stored)
         wanted = f"{modality} features" + (f" from encoder {encoder!r}" if encoder else "")
         raise ImfError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -575,3 +576,20 @@ def test_a_fifo_among_the_feature_files_is_named_not_waited_on(mm_store):
             load_features(mm_store, "image")
     finally:
         signal.alarm(0)
+
+
+def test_a_damaged_newest_feature_file_is_named_not_passed_over_for_an_older_one(mm_store, tmp_path):
+    """Two imports of text features, the newer one cut short: training used the older one without a word,
+    and the hint for a damaged imported file advised an encode that would run MiniLM."""
+    older = import_features(mm_store, "text", _write_container(tmp_path / "f1.npy", np.ones((mm_store.num_entities, 3),
+                                                                                          dtype=np.float32)))
+    newer = import_features(mm_store, "text", _write_container(tmp_path / "f2.npy", np.ones((mm_store.num_entities, 3),
+                                                                                          dtype=np.float32)))
+    newer_path = Path(newer.path)
+    newer_path.write_bytes(newer_path.read_bytes()[:200])
+    with pytest.raises(DataError, match="not a readable safetensors feature file") as error:
+        load_features(mm_store, "text")  # "the most recent": it may be the damaged one
+    assert error.value.path == newer_path
+    assert "import its file again: imf encode" in str(error.value) and "--from-file FILE" in str(error.value)
+    chosen = load_features(mm_store, "text", "file:f1.npy")  # named: the damaged one is not in the way
+    assert chosen.encoder == "file:f1.npy" and older is not None
