@@ -855,4 +855,8 @@ def _inline_name(text: str | None, image: str | Path | None, width: int = 40) ->
     """A short label for an entity given inline: the start of its text, else its image's file name."""
     if text and text.strip():
         return truncate(" ".join(text.split()), width)
-    return Path(image).name if image is not None else "(new entity)"
+    if image is None:
+        return "(new entity)"
+    from kgdata.files import escape_controls
+
+    return truncate(escape_controls(Path(image).name), width)  # a file name may hold a terminal's escapes

@@ -201,6 +201,11 @@ def import_features(
                 f"--encoder {encoder!r} is the name of one of imf's encoders; name imported features otherwise "
                 f"(e.g. file-{encoder.removeprefix('hf:').replace('/', '-')})"
             )
+    if encoder is None and (len(source.name) > 195 or escape_controls(source.name) != source.name):
+        raise ImfError(  # the name would reach the manifest, run configs and every listing as it is
+            f"{truncate(escape_controls(source.name), 60)!r}: a file name with control characters or over 195 "
+            "characters cannot name the features; name them with --encoder NAME"
+        )
     encoder = encoder or f"file:{source.name}"
     started = time.perf_counter()
 

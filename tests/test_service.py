@@ -430,3 +430,12 @@ def test_names_typed_without_their_accents_resolve(tmp_path, monkeypatch):
         assert service.resolve_entity("Curacao").key == "cuw"
         with pytest.raises(UnknownNameError, match="the words occur in the description of Gabon"):
             service.resolve_entity("country on the Gulf")  # by its description alone: named, not taken
+
+
+def test_an_inline_image_is_labelled_by_its_file_name_with_escapes_made_visible():
+    """`imf predict --new-image $'/tmp/e\\e[31m.png'` printed the escape in its caption."""
+    from imf_cli.service import _inline_name
+
+    assert _inline_name(None, "/tmp/e\x1b[31m.png") == "e%1B[31m.png"
+    assert len(_inline_name(None, "/tmp/" + "x" * 100 + ".png")) <= 40
+    assert _inline_name("  a   red\tcity ", None) == "a red city"

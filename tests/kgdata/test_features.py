@@ -593,3 +593,13 @@ def test_a_damaged_newest_feature_file_is_named_not_passed_over_for_an_older_one
     assert "import its file again: imf encode" in str(error.value) and "--from-file FILE" in str(error.value)
     chosen = load_features(mm_store, "text", "file:f1.npy")  # named: the damaged one is not in the way
     assert chosen.encoder == "file:f1.npy" and older is not None
+
+
+def test_a_file_name_with_control_characters_cannot_name_imported_features(mm_store, tmp_path):
+    """`--from-file $'e\\e[31mred.npy'` stored the encoder "file:e\\x1b[31mred.npy", whose escape then
+    reached the terminal from imf features, imf runs show and the run's config."""
+    source = _write_container(tmp_path / "e\x1b[31mred.npy", np.ones((mm_store.num_entities, 3), dtype=np.float32))
+    with pytest.raises(ImfError, match=r"'e%1B\[31mred.npy': a file name with control characters .* --encoder NAME"):
+        import_features(mm_store, "text", source)
+    assert list_features(mm_store) == []
+    assert import_features(mm_store, "text", source, encoder="red").encoder == "red"  # named: fine
