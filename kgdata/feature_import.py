@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import pickle
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kgdata.errors import DataError, ImfError
-from kgdata.features import FeatureReport, check_values, current_features, save_features
+from kgdata.features import MAX_MAGNITUDE, FeatureReport, check_values, current_features, save_features
 from kgdata.files import check_regular_file, escape_controls
 from kgdata.inputs import COMPUTED_FROM, graph_input_hash, hash_file, keys_hash
 from kgdata.wording import truncate
@@ -44,16 +45,29 @@ def _to_numpy(value: Any, source: Path, what: str) -> np.ndarray:
         if getattr(value, "is_meta", False):
             raise DataError(f"{what} is a tensor without data (on the meta device)", source)
         try:
-            value = value.detach().cpu().float().numpy()
+            value = value.detach().cpu()
+            # float64 stays so until the range check below: .float() turned 1e300 into inf without a word
+            value = value.numpy() if str(value.dtype) == "torch.float64" else value.float().numpy()
         except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:  # quantized, nested, …
             raise DataError(f"{what} cannot be read as a dense array of numbers ({exc})", source) from None
     kind = getattr(getattr(value, "dtype", None), "kind", None)
     if kind in ("M", "m"):  # numpy turns dates and durations into numbers silently
         raise DataError(f"{what} is not numeric (it holds {value.dtype} dates or durations)", source)
     try:
-        return np.asarray(value, dtype=np.float32)
+        wide = np.asarray(value)
+        if wide.dtype.kind != "f" or wide.dtype.itemsize <= 4:
+            return np.asarray(wide, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{what} is not numeric ({exc})", source) from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        large = np.isfinite(wide) & (np.abs(wide) > MAX_MAGNITUDE)
+        if large.any():  # said here, before float32 turns the largest into inf ("holds NaN or infinite values")
+            raise DataError(
+                f"{what} holds values as large as {float(np.abs(wide[large]).max()):.3g}; features must stay within "
+                f"±{MAX_MAGNITUDE:.0e} so that float32 arithmetic cannot overflow: rescale them",
+                source,
+            )
+        return wide.astype(np.float32)
 
 
 def _to_mask(value: Any, source: Path, rows: int) -> np.ndarray:
@@ -110,7 +124,9 @@ def _read_container(source: Path) -> Any:
             import torch
 
             try:
-                return torch.load(source, map_location="cpu", weights_only=True)
+                with warnings.catch_warnings():  # a sparse tensor is refused below, by name, in one line
+                    warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
+                    return torch.load(source, map_location="cpu", weights_only=True)
             except pickle.UnpicklingError as exc:
                 from models.checkpoint import describe_load_failure
 
@@ -125,8 +141,9 @@ def _read_container(source: Path) -> Any:
             tensors = load_file(str(source))
             if "features" in tensors:
                 return tensors
-            if len(tensors) == 1:
-                return next(iter(tensors.values()))
+            only = next(iter(tensors.values())) if len(tensors) == 1 else None
+            if only is not None and only.ndim != 1:  # one matrix, whatever its name; one vector is a mapping
+                return only
             return tensors
     except DataError:
         raise

@@ -603,3 +603,41 @@ def test_a_file_name_with_control_characters_cannot_name_imported_features(mm_st
         import_features(mm_store, "text", source)
     assert list_features(mm_store) == []
     assert import_features(mm_store, "text", source, encoder="red").encoder == "red"  # named: fine
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".pt"])
+def test_float64_values_beyond_float32_are_named_as_too_large_not_as_infinite(mm_store, tmp_path, suffix):
+    """1e300 in a float64 file became inf in the cast: a numpy warning, then "holds NaN or infinite values"."""
+    import warnings
+
+    import torch
+
+    matrix = np.ones((mm_store.num_entities, 3)) * 1e300
+    value = torch.from_numpy(matrix) if suffix == ".pt" else matrix
+    source = _write_container(tmp_path / f"big{suffix}", value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "overflow encountered in cast" beside the error
+        with pytest.raises(DataError, match=r"holds values as large as 1e\+300; features must stay within"):
+            import_features(mm_store, "text", source)
+    fine = _write_container(tmp_path / f"fine{suffix}", value / 1e300)
+    assert import_features(mm_store, "text", fine).missing == 0
+
+
+def test_a_sparse_pt_is_refused_in_one_line_without_torch_s_warning(mm_store, tmp_path):
+    import warnings
+
+    import torch
+
+    source = _write_container(tmp_path / "s.pt", torch.ones(mm_store.num_entities, 3).to_sparse())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="sparse_coo tensor; save a dense one"):
+            import_features(mm_store, "text", source)
+
+
+def test_a_safetensors_file_of_one_entity_vector_is_a_mapping_as_in_a_pt(mm_store, tmp_path):
+    """{key: vector} with one key was read as a 1-D matrix ("expected a 2-D array") from .safetensors."""
+    key = mm_store.entity_keys[0]
+    source = _write_container(tmp_path / "one.safetensors", {key: np.ones(3, dtype=np.float32)})
+    report = import_features(mm_store, "image", source)
+    assert report.rows - report.missing == 1 and report.dim == 3
