@@ -502,10 +502,11 @@ def _how_to_encode(dataset: str, modality: str, encoder: str | None) -> str:
     known = available(modality)
     if encoder is None or encoder in known or any(encoder.startswith(p) for p in known if p.endswith(":")):
         return "run: " + command + (f" --encoder {encoder}" if encoder else "")
+    importable = modality != "structure"  # --from-file takes text and image features only
     return (
         f"{encoder!r} is no {modality} encoder imf has (those: {', '.join(known)}); encode with one of "
-        f"them ({command} --encoder NAME) or import a file under that name "
-        f"({command} --from-file FILE --encoder {encoder})"
+        f"them ({command} --encoder NAME)"
+        + (f" or import a file under that name ({command} --from-file FILE --encoder {encoder})" if importable else "")
     )
 
 

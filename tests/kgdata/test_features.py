@@ -641,3 +641,12 @@ def test_a_safetensors_file_of_one_entity_vector_is_a_mapping_as_in_a_pt(mm_stor
     source = _write_container(tmp_path / "one.safetensors", {key: np.ones(3, dtype=np.float32)})
     report = import_features(mm_store, "image", source)
     assert report.rows - report.missing == 1 and report.dim == 3
+
+
+@pytest.mark.parametrize(("modality", "importable"), [("structure", False), ("text", True), ("image", True)])
+def test_features_of_an_unknown_encoder_advise_only_commands_imf_runs(mm_store, modality, importable):
+    """`structure_init: nope` advised `imf encode … --modality structure --from-file FILE --encoder nope`,
+    which imf refuses (--from-file takes text and image features only)."""
+    with pytest.raises(ImfError, match=f"'nope' is no {modality} encoder imf has") as error:
+        load_features(mm_store, modality, "nope")
+    assert ("--from-file FILE --encoder nope" in str(error.value)) is importable
