@@ -74,11 +74,14 @@ class Summary:
     variant: Variant
     cells: list[Cell]
 
-    def stat(self, split: str, metric: str) -> tuple[float, float]:
+    def stat(self, split: str, metric: str) -> tuple[float, float | None]:
+        """``(mean, sample sd)`` over the seeds; sd None for one seed, and ``(nan, None)`` for none."""
         values = [getattr(cell, split)[metric] for cell in self.cells if getattr(cell, split).get(metric) is not None]
         if not values:
-            return math.nan, math.nan
-        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+            return math.nan, None
+        from imf_cli.evidence import sample_sd
+
+        return statistics.fmean(values), sample_sd(values)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -448,8 +451,10 @@ def markdown_table(summaries: Sequence[Summary], *, title: str | None = None) ->
     return "\n".join(lines) + "\n"
 
 
-def format_stat(mean: float, sd: float) -> str:
-    return "n/a" if math.isnan(mean) else f"{mean:.4f} ± {sd:.4f}"
+def format_stat(mean: float, sd: float | None) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}"  # one seed: no spread to show
 
 
 class _RunsProgress:

@@ -17,10 +17,10 @@ MIN_SEEDS = 3
 
 @dataclass(frozen=True)
 class Stat:
-    """A mean ± sample standard deviation over ``n`` seeds (sd 0 for one)."""
+    """A mean ± sample standard deviation over ``n`` seeds (sd None for one: a spread needs two)."""
 
     mean: float
-    sd: float
+    sd: float | None
     n: int
 
     @classmethod
@@ -28,10 +28,16 @@ class Stat:
         values = [v for v in values if v is not None and math.isfinite(v)]
         if not values:
             return None
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+        return cls(statistics.fmean(values), sample_sd(values), len(values))
 
     def to_dict(self) -> dict:
         return {"mean": self.mean, "sd": self.sd, "n": self.n}
+
+
+def sample_sd(values: list[float]) -> float | None:
+    """The sample standard deviation, or None for fewer than two values (one seed has no spread; 0 read
+    as one that was measured)."""
+    return statistics.stdev(values) if len(values) > 1 else None
 
 
 def verdict(a: tuple[str, Stat], b: tuple[str, Stat], *, what: str, decimals: int = 4) -> str:
@@ -42,7 +48,6 @@ def verdict(a: tuple[str, Stat], b: tuple[str, Stat], *, what: str, decimals: in
     """
     (a_label, a_stat), (b_label, b_stat) = a, b
     gap = b_stat.mean - a_stat.mean
-    spread = max(a_stat.sd, b_stat.sd)
     text = (
         f"{what}: {b_label} {b_stat.mean:.{decimals}f} against {a_label} {a_stat.mean:.{decimals}f}, "
         f"a difference of {gap:+.{decimals}f}"
@@ -51,6 +56,7 @@ def verdict(a: tuple[str, Stat], b: tuple[str, Stat], *, what: str, decimals: in
     if single:
         verb = "has" if len(single) == 1 else "have"
         return text + f"; {' and '.join(single)} {verb} one seed: no seed spread to weigh it against"
+    spread = max(a_stat.sd, b_stat.sd)
     if abs(gap) <= spread:
         text += f"; not more than the larger seed sd ({spread:.{decimals}f}): no difference shown"
     else:

@@ -293,3 +293,18 @@ def test_a_variant_without_its_features_fails_before_the_study_directory_exists(
 def test_a_budget_and_a_grid_over_the_epochs_are_refused_together(tiny_with_text, imf_home):
     result = runner.invoke(app, ["ablate", "tiny", "--seeds", "1", "--budget", "1", "--grid", "train.epochs=1,2"])
     assert result.exit_code == 2 and "--budget and a --grid over train.epochs" in " ".join(result.output.split())
+
+
+def test_one_seed_has_no_spread_rather_than_a_spread_of_zero():
+    """`imf ablate --seeds 1` showed 1.000±0.000 and wrote "sd": 0.0, a spread nobody measured."""
+    from imf_cli.ablation import format_stat
+    from imf_cli.commands.ablate import _short
+    from imf_cli.evidence import Stat, verdict
+
+    one = Stat.of([0.5])
+    assert one.sd is None and one.to_dict() == {"mean": 0.5, "sd": None, "n": 1}
+    assert Stat.of([0.5, 0.7]).sd == pytest.approx(0.1414, abs=1e-4)
+    assert format_stat(0.5, None) == "0.5000" and _short(0.5, None) == "0.500"
+    assert format_stat(0.5, 0.01) == "0.5000 ± 0.0100"
+    said = verdict(("a", one), ("b", Stat.of([0.6, 0.7])), what="valid MRR")
+    assert said.endswith("a has one seed: no seed spread to weigh it against")

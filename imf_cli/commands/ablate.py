@@ -96,7 +96,8 @@ def ablate_command(
         print_json({"dataset": name, "study": study, "dir": str(root), "variants": [s.to_dict() for s in summaries],
                     "verdicts": verdicts(summaries)})
     else:
-        for view in summary_tables(summaries, f"{name}: {study}, mean±sd over {count(seeds, 'seed')}", console.width):
+        what = f"mean±sd over {count(seeds, 'seed')}" if seeds > 1 else "one seed (no sd)"
+        for view in summary_tables(summaries, f"{name}: {study}, {what}", console.width):
             console.print(view)
         for line in verdicts(summaries):  # each variant against the first, on valid: more than the seed spread?
             console.print(line[0].upper() + line[1:] + ".", highlight=False, soft_wrap=True)
@@ -143,5 +144,7 @@ def summary_tables(summaries, title: str, width: int) -> list:
     return tables
 
 
-def _short(mean: float, sd: float) -> str:
-    return "n/a" if mean != mean else f"{mean:.3f}±{sd:.3f}"
+def _short(mean: float, sd: float | None) -> str:
+    if mean != mean:
+        return "n/a"
+    return f"{mean:.3f}" if sd is None else f"{mean:.3f}±{sd:.3f}"  # one seed: no spread to show

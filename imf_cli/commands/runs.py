@@ -396,7 +396,7 @@ def seed_group_tables(comparison) -> list:
     def stat(value, size: int | None = None) -> str:
         if value is None:
             return ""
-        text = f"{value.mean:.{decimals}f} ± {value.sd:.{decimals}f}"
+        text = f"{value.mean:.{decimals}f}" + ("" if value.sd is None else f" ± {value.sd:.{decimals}f}")
         return text + (f" (n {value.n})" if size is not None and value.n != size else "")
 
     def table(title: str) -> Table:
