@@ -139,7 +139,7 @@ def iter_lines(path: Path, advance: Advance | None = None, *, skip_blank: bool =
             if number == 1 and text.startswith("\ufeff"):
                 text = text[1:]
             check_text(text, path, number)
-            if text.strip() or not skip_blank:
+            if text.strip(" ") or not skip_blank:  # a line of tabs has empty fields: it is not blank
                 yield number, text
     except (OSError, EOFError, zlib.error) as exc:  # gzip's BadGzipFile is an OSError; a corrupt stream, zlib.error
         raise DataError(f"cannot read file: {exc}", path) from exc

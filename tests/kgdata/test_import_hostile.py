@@ -176,6 +176,8 @@ def test_bad_dataset_names_are_refused(tmp_path, imf_home, name):
     [
         (b"paris\t\tfrance\n", "the relation field is empty"),
         (b" \t\tfrance\n", "the head and relation fields are empty"),
+        (b"\t\t\n", "the head and relation and tail fields are empty"),  # was skipped as a blank line
+        (b" \t \t \n", "the head and relation and tail fields are empty"),
         (b"paris\tcapital_of\tfrance\t\n", "expected 3 tab-separated fields (head, relation, tail), got 4"),
     ],
 )
