@@ -347,6 +347,10 @@ def _check_run_dir(run_dir: Path, *, given: bool = False) -> None:
         raise ImfError(f"run directory {run_dir} is not a directory (a file is in the way)")
     if run_dir.is_dir() and any(run_dir.iterdir()):
         raise ImfError(f"run directory {run_dir} is not empty; runs are write-once (use --resume to continue one)")
+    for above in Path(os.path.abspath(run_dir)).parents:  # inside a run, it made that run unremovable
+        ran = any((above / name).exists() for name in ("trace.jsonl", "last.pt", "best.pt"))
+        if ran and (above / "config.yaml").is_file():
+            raise ImfError(f"run directory {run_dir} is inside the run {above}; put a run beside the others, not in one")
     parent = run_dir.parent
     while not os.path.lexists(parent):  # lexists, not exists: below a file every path "does not exist"
         parent = parent.parent

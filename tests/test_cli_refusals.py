@@ -124,6 +124,20 @@ def test_the_run_dir_check_leaves_nothing_behind(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_a_run_dir_inside_another_run_is_refused(tmp_path):
+    """`--run-dir RUN/sub` trained, and `imf runs rm RUN` then refused RUN ("files that no run writes")."""
+    from imf_cli.pipeline import _check_run_dir
+
+    run = tmp_path / "runs" / "a-run"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("config: {}\n")
+    (run / "trace.jsonl").write_text("")
+    with pytest.raises(ImfError, match=f"run directory {run}/sub/x is inside the run {run}; put a run beside"):
+        _check_run_dir(run / "sub" / "x", given=True)
+    assert not (run / "sub").exists()
+    _check_run_dir(tmp_path / "runs" / "b-run", given=True)  # beside it: fine
+
+
 # ------------------------------------------------------------------------------ 4. --new-image not a regular file
 def test_new_image_that_is_not_a_regular_file_says_what_it_is(tmp_path):
     from imf_cli.unseen import encode_inline
