@@ -167,9 +167,24 @@ def read_config_file(config_file: Path | None) -> dict:
         raise ImfError(f"cannot read config file {config_file}: {error.strerror}") from error
 
 
-def resolve_config(file_values: Mapping[str, Any], flags: Mapping[str, Any]) -> "RunConfig":
+#: The config keys that ``imf train`` sets from a flag of the same name (``train.lr`` ← ``--lr``): an
+#: error in one names the flag the user typed.
+FLAG_KEYS = (
+    "model.dim", "model.fusion", "model.feature_mode", "model.modalities", "model.structure_init", "train.epochs",
+    "train.batch_size", "train.lr", "train.contrastive_weight", "train.fused_loss_weight", "train.eval_every",
+    "train.patience", "train.checkpoint_every", "train.max_minutes", "train.device", "train.precision", "train.seed",
+)
+
+
+def flag_of(key: str) -> str:
+    """``--batch-size`` for ``train.batch_size``."""
+    return "--" + key.split(".", 1)[1].replace("_", "-")
+
+
+def resolve_config(file_values: Mapping[str, Any], flags: Mapping[str, Any], *, typed: bool = False) -> "RunConfig":
     """Defaults ← file values ← flags (None flags are skipped). Config errors become :class:`ImfError`,
-    naming the file and line where the file set the key at fault."""
+    naming the file and line where the file set the key at fault; with ``typed`` (the flags are
+    ``imf train``'s own), a bad flag's error names the flag too (:data:`FLAG_KEYS`)."""
     from models.config import ConfigError, ConfigValues, resolve
 
     overridden = {key for key, value in flags.items() if value is not None}
@@ -186,7 +201,9 @@ def resolve_config(file_values: Mapping[str, Any], flags: Mapping[str, Any]) -> 
         # A key the config file set (and no flag overrode) is named with the file and its line.
         from_file = isinstance(file_values, ConfigValues) and error.key not in overridden
         where = file_values.locate(error) if from_file else ""
-        raise ImfError(where + str(error)) from error
+        typed_flag = typed and error.key in overridden and error.key in FLAG_KEYS
+        given = f" (given by {flag_of(error.key)})" if typed_flag else ""
+        raise ImfError(where + str(error) + given) from error
 
 
 def _sets_modalities(file_values: Mapping[str, Any]) -> bool:
@@ -412,6 +429,7 @@ def train_model(
     on_epoch: "EpochLogger | None" = None,
     log: Callable[[str], None] | None = None,
     place_unseen: bool = True,
+    typed_flags: bool = False,
 ) -> "TrainResult":
     """Train IMF on an imported dataset into a new, write-once run directory.
 
@@ -421,7 +439,7 @@ def train_model(
     The config is layered as defaults ← ``config_file`` (or ``config_values``, a mapping of the same
     shape) ← ``flags``. ``progress`` shows a rich progress bar; ``on_epoch`` is called with each
     epoch's line of text (for logs, when there is no terminal); ``log`` receives the branch plan
-    (:class:`BranchPlan`).
+    (:class:`BranchPlan`). ``typed_flags``: ``flags`` are ``imf train``'s options, and an error names them.
 
     Everything that can be checked is checked before the run directory is created (the config, the
     device, the features, that the model fits in memory, the run directory itself); if training still
@@ -442,7 +460,7 @@ def train_model(
             flags["model.modalities"] = list(plan.trained)
         if structure_init is not None:
             flags["model.structure_init"] = structure_init
-        config = resolve_config(file_values, flags)
+        config = resolve_config(file_values, flags, typed=typed_flags)
         _check_options_apply(config.model.modalities, structure_init, text_encoder, image_encoder)
         # a config file's structure_init (the paper preset's) has nothing to initialise without the branch
         structure_init = config.model.structure_init if "structure" in config.model.modalities else None

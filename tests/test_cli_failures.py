@@ -141,7 +141,9 @@ def tiny(tiny_tsv):
         (["--dim", "100000000"], "model.dim 100000000 asks for a model of at least 10^24 parameters"),
         # 111 digits: the byte count overflowed a float in its formatting ("a bug in imf")
         (["--dim", "1" + "0" * 110], "asks for a model of at least 10^330 parameters"),
-        (["--batch-size", "100000000000000000000"], "train.batch_size must be at most 2147483647"),
+        (["--batch-size", "100000000000000000000"], "train.batch_size must be at most 2147483647, got 100000000000000000000 (given by --batch-size)"),
+        (["--lr", "nan"], "config key 'train.lr' expects a finite float, got nan (given by --lr)"),
+        (["--max-minutes", "inf"], "'train.max_minutes' expects a finite float, got inf (given by --max-minutes)"),
         (["--device", "cuda:99999999999999999999"], "unknown device 'cuda:99999999999999999999'"),
     ],
 )

@@ -235,6 +235,7 @@ def train_command(
                 on_epoch=lines,
                 place_unseen=place_unseen,
                 log=notes if main_rank else None,
+                typed_flags=True,
             )
     except TrainingInterrupted as stopped:  # SIGINT/SIGTERM: last.pt holds the point reached
         if main_rank:
