@@ -187,7 +187,12 @@ def compare_runs(
     metric, score = metric.lower(), score.strip().lower()  # branch names are lower case, as metrics are
     if metric not in METRICS:
         raise ImfError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    distinct = list(dict.fromkeys(Path(path) for path in run_dirs))
+    from imf_cli.runs import run_identity
+
+    first_of: dict[Path, Path] = {}
+    for path in run_dirs:  # one run named twice (a symlink to it, say) is one run
+        first_of.setdefault(run_identity(path), Path(path))
+    distinct = list(first_of.values())
     if len(distinct) < 2:
         raise ImfError("imf runs compare needs at least two different runs")
     for path in distinct:

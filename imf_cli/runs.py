@@ -612,6 +612,15 @@ def _written_by_a_run(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_FILES)
 
 
+def run_identity(run_dir: str | Path) -> Path:
+    """The path that tells one run directory from another: a run named through a symlink or ``..`` is
+    the run listed under its own path (a symlink loop: only its spelling)."""
+    try:
+        return Path(run_dir).resolve()
+    except OSError:
+        return Path(run_dir)
+
+
 def check_removable(run_dir: str | Path) -> None:
     """Raise an :class:`ImfError` unless ``run_dir`` may be deleted as a whole: a run directory holding
     only the files a run writes, not being trained. Outside the workspace's runs directory its

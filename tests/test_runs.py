@@ -331,6 +331,16 @@ def test_imf_runs_compare_refuses_what_it_cannot_compare(tiny, args, message):
     assert message in error_line(runner.invoke(app, ["runs", "compare", *args]))
 
 
+def test_imf_runs_compare_counts_a_symlink_to_a_run_as_that_run(tiny, tmp_path):
+    """`imf runs compare LINK RUN`, LINK a symlink to RUN, compared the run with itself."""
+    from helpers import error_line
+
+    run = train(1)
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    assert "needs at least two different runs" in error_line(runner.invoke(app, ["runs", "compare", str(link), str(run)]))
+
+
 def test_imf_runs_compare_refuses_a_run_without_its_config_as_runs_show_does(tiny):
     from helpers import error_line
 

@@ -70,10 +70,9 @@ def same_run(path: Path | None, other: Path | None) -> bool:
     the catalog lists under its own path."""
     if path is None or other is None:
         return False
-    try:
-        return Path(path).resolve() == Path(other).resolve()
-    except OSError:  # a symlink loop: only the same spelling is the same
-        return Path(path) == Path(other)
+    from imf_cli.runs import run_identity
+
+    return run_identity(path) == run_identity(other)
 
 
 def why_not_openable(run: "RunInfo") -> str | None:
