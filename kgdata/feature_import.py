@@ -53,6 +53,9 @@ def _to_numpy(value: Any, source: Path, what: str) -> np.ndarray:
     kind = getattr(getattr(value, "dtype", None), "kind", None)
     if kind in ("M", "m"):  # numpy turns dates and durations into numbers silently
         raise DataError(f"{what} is not numeric (it holds {value.dtype} dates or durations)", source)
+    if kind in ("U", "S", "V"):  # and strings of digits ("1.5") and records too
+        held = "records (a structured array)" if kind == "V" else "text"
+        raise DataError(f"{what} is not numeric (it holds {held}, dtype {value.dtype})", source)
     try:
         wide = np.asarray(value)
         if wide.dtype.kind != "f" or wide.dtype.itemsize <= 4:

@@ -650,3 +650,18 @@ def test_features_of_an_unknown_encoder_advise_only_commands_imf_runs(mm_store, 
     with pytest.raises(ImfError, match=f"'nope' is no {modality} encoder imf has") as error:
         load_features(mm_store, modality, "nope")
     assert ("--from-file FILE --encoder nope" in str(error.value)) is importable
+
+
+@pytest.mark.parametrize(
+    ("array", "held"),
+    [
+        (lambda rows: np.array([["1.5", "2"]] * rows), "text"),
+        (lambda rows: np.array([(1.0, 2.0)] * rows, dtype=[("a", "f4"), ("b", "f4")]), "records"),
+    ],
+)
+def test_text_or_records_in_a_npy_are_not_read_as_numbers(mm_store, tmp_path, array, held):
+    """An .npy of digit strings or of a structured dtype was imported as numbers without a word."""
+    source = tmp_path / "f.npy"
+    np.save(source, array(mm_store.num_entities))
+    with pytest.raises(DataError, match=f"is not numeric \\(it holds {held}"):
+        import_features(mm_store, "text", source)
