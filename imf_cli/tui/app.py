@@ -336,7 +336,11 @@ class ExploreApp(App[None]):
             self.current = None
         self.table.show(None)
         self.detail.clear()
-        self._status(Text(message.error, style="bold red"))
+        error = Text(message.error, style="bold red")
+        if self._opened_note is not None:  # the query asked again of a new run failed: say both, once
+            error = Text.assemble((f"{self._opened_note} · ", "dim"), error)
+            self._opened_note = None
+        self._status(error)
         self._error_shown = True
         self._keep = None
         if message.field is not None:
@@ -621,12 +625,12 @@ class ExploreApp(App[None]):
         self.service = LockedService(service)
         self.run_path = run_path
         self.sub_title = subtitle or str(service.dataset)
-        self.query_bar.use_service(self.service)
+        same_dataset = service.dataset == getattr(old, "dataset", None)
+        self.query_bar.use_service(self.service, clear=not same_dataset)
         self.table.branch_names = tuple(self.service.branch_names)
         self.detail.service = self.service
         previous = self.current
         here = self.table.current.entity.id if self.table.current is not None else None
-        same_dataset = service.dataset == getattr(old, "dataset", None)
         self.current, self._asked = None, None
         if not same_dataset:
             self.history = []

@@ -210,9 +210,12 @@ class QueryBar(Horizontal):
             yield QueryInput(placeholder="Relation (<- for the inverse)", id="relation")
             yield Suggestions(id="relation-suggestions")
 
-    def use_service(self, service: Service) -> None:
-        """Answer from another run's service; typed text stays, to be resolved against it."""
+    def use_service(self, service: Service, *, clear: bool = False) -> None:
+        """Answer from another run's service; typed text stays, to be resolved against it, unless
+        ``clear`` (another dataset: the text named its entities and relations, not this one's)."""
         self.service = service
+        if clear:
+            self.head_input.value = self.relation_input.value = ""
         self._all_relations = list(service.relations())
         self.head = self.relation = None
         self._entity_options, self._relation_options = [], []

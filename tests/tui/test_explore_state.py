@@ -134,6 +134,53 @@ async def test_switching_runs_of_one_dataset_keeps_history_and_cursor_and_says_w
         await wait_until(pilot, lambda: app.current is not None and app.current[0].name == "France")
 
 
+async def test_a_run_of_another_dataset_clears_the_query_typed_for_the_old_one(tmp_path):
+    """After picking a run of another dataset the inputs still said France / shares border with, and Enter
+    asked the new dataset for a relation it does not have."""
+    runs = Runs(tmp_path / "runs")
+    a, b, _ = (run.path for run in runs.runs)
+
+    def other_dataset(path):
+        service = ClosingFake(name="b")
+        service.dataset = "elsewhere"
+        runs.opened.append(service)
+        return service
+
+    runs.open = other_dataset
+    app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=a)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        await pick(pilot, b)
+        await wait_until(pilot, lambda: app.run_path == b)
+        await settle(pilot)
+        bar = app.query_bar
+        assert (bar.head_input.value, bar.relation_input.value) == ("", "")
+        assert "Opened countries-fake-b" in status(app) and "France" not in status(app)
+
+
+async def test_a_failed_query_asked_again_of_a_new_run_says_which_run_once(tmp_path):
+    """The re-asked query failed on the new run; the "Opened RUN" note then led a later, unrelated summary."""
+    runs = Runs(tmp_path / "runs")
+    a, b, _ = (run.path for run in runs.runs)
+
+    def failing(path):
+        service = ClosingFake(name="b")
+        service.top_k = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("cannot rank that here"))
+        runs.opened.append(service)
+        return service
+
+    runs.open = failing
+    app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=a)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await run_query(pilot, "france", "bord")
+        shown = app.results_shown
+        await pick(pilot, b)
+        await wait_until(pilot, lambda: app.run_path == b and app.results_shown > shown)
+        await settle(pilot)
+        assert "Opened countries-fake-b" in status(app) and "cannot rank that here" in status(app)
+        assert app._opened_note is None
+
+
 async def test_a_query_ranking_when_the_run_switches_is_asked_of_the_new_run(tmp_path):
     """The first query still ranking on run a, run b picked: a's answer (four branches) landed under b
     (one branch), and a was closed under the worker ranking on it ("closed database")."""
