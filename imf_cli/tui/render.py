@@ -11,6 +11,7 @@ import math
 import os
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.text import Text
 
 from kgdata.wording import truncate  # noqa: F401  (the widgets import it from here)
@@ -81,8 +82,26 @@ def known_label(known: frozenset[str] | set[str]) -> str:
 
 
 def truncate_start(text: str, width: int) -> str:
-    """``text`` cut from the start, for names whose end tells them apart (``…0311-491388``)."""
-    return text if len(text) <= width else "…" + text[len(text) - max(width - 1, 0):]
+    """``text`` cut from the start, for names whose end tells them apart (``…0311-491388``), in ``width``
+    terminal cells (a CJK character takes two)."""
+    if cell_len(text) <= width:
+        return text
+    kept, used = [], 0
+    for character in reversed(text):
+        used += cell_len(character)
+        if used > width - 1:
+            break
+        kept.append(character)
+    return "…" + "".join(reversed(kept))
+
+
+def truncate_middle(text: str, width: int) -> str:
+    """``text`` cut in the middle (``count…171034-010772``): its start says what it is (a run's dataset),
+    its end tells it from its likes."""
+    if cell_len(text) <= width:
+        return text
+    head = max((width - 1) // 3, 1)
+    return truncate(text, head + 1)[:-1] + truncate_start(text, width - head)
 
 
 def short_run_name(dataset: str, run: str) -> str:

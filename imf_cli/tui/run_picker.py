@@ -20,9 +20,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
 from imf_cli.output import minutes_seconds
-from imf_cli.tui.render import letter, short_run_name
+from imf_cli.tui.render import letter, short_run_name, truncate_middle, truncate_start
 from imf_cli.tui.results import RowTable
-from kgdata.wording import truncate
 
 if TYPE_CHECKING:
     from imf_cli.runs import RunInfo
@@ -144,13 +143,18 @@ class RunPicker(ModalScreen["RunInfo | None"]):
                 break
         keep = [i for i, column in enumerate(columns) if column in cells]
         columns, rows = tuple(columns[i] for i in keep), [tuple(row[i] for i in keep) for row in rows]
-        name_width = max(min(cells["run"], room), NAME_MIN)
+        # Without its column the dataset is said by the name's start again; the end tells runs apart, so a
+        # name is cut in the middle, or (its dataset said) at its start: at 60 columns runs read "20261205-…".
+        whole = several and "dataset" not in cells
+        names = [run.name if whole else row[1] for run, row in zip(self.runs, rows)]
+        longest = max((cell_len(name) for name in names), default=0)
+        name_width = max(min(longest, room), NAME_MIN)
         for column in columns:
             table.add_column(column, key=column or "mark", width=name_width if column == "run" else None)
-        for run, row in zip(self.runs, rows):
+        for run, row, name in zip(self.runs, rows, names):
             # Text, not str: DataTable reads a str cell as markup, and a run named "x-[baseline]" showed blank
             cells = [Text(cell) for cell in row]
-            cells[1] = Text(truncate(row[1], name_width))
+            cells[1] = Text(truncate_middle(name, name_width) if whole else truncate_start(name, name_width))
             cells[columns.index("status")].style = "" if why_not_openable(run) is None else "red"
             table.add_row(*cells, key=str(run.path))
         if not self.runs:

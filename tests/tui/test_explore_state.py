@@ -323,6 +323,27 @@ async def test_the_picker_cuts_run_names_not_figures_at_60_columns(tmp_path):
         assert "time" not in table.columns and "epochs" in table.columns  # the least needed went first
 
 
+async def test_the_picker_cuts_long_run_names_where_they_differ_not_at_their_end(tmp_path):
+    """At 60 columns every run read "20261205-…", and with runs of two datasets (the dataset column
+    dropped, its prefix stripped from the names) the datasets could not be told apart either."""
+    root = tmp_path / "runs"
+    names = [("countries-mm", "countries-mm-20261205-171034-010772"),
+             ("countries-mm", "countries-mm-20261205-172204-026571"), ("tiny", "tiny-20261205-173311-999999")]
+    runs = Runs(root)
+    runs.runs = [replace(runs.runs[0], path=root / name, dataset=dataset, valid_mrr=0.0174, test_mrr=0.029,
+                         seconds=95.0) for dataset, name in names]
+    for run in runs.runs:
+        run.path.mkdir(parents=True, exist_ok=True)
+    app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=runs.runs[0].path)
+    async with app.run_test(size=(60, 20)) as pilot:
+        table = await open_picker(pilot)
+        shown = [str(table.get_row_at(row)[1]) for row in range(3)]
+        assert len(set(shown)) == 3, shown
+        assert all(name.endswith(full[-6:]) for name, (_, full) in zip(shown, reversed(names))), shown
+        if "dataset" not in table.columns:  # its start says the dataset again
+            assert shown[0].startswith("ti") and shown[1].startswith("co"), shown
+
+
 async def test_at_60_columns_the_footer_shows_detail_and_runs(tmp_path):
     """At 60×15 the detail pane is hidden, and the footer was cut before "d Detail" and "r Runs"."""
     from textual.widgets import Footer
