@@ -60,8 +60,23 @@ The image is drawn with the terminal's graphics protocol (Kitty or Sixel) \
 where it has one, else with coloured half blocks."""
 
 
-class HelpScreen(ModalScreen[None]):
+class QuitHint:
+    """Ctrl+C on a modal screen: it copies a selection, else says how to quit, as on the main screen.
+    (The app's Ctrl+C does not reach a modal screen, and the screen's own copy did nothing there.)"""
+
+    CTRL_C = Binding("ctrl+c", "copy_or_quit_hint", show=False)
+
+    def action_copy_or_quit_hint(self) -> None:
+        selection = self.get_selected_text()
+        if selection:
+            self.app.copy_to_clipboard(selection)
+        else:  # Textual's own hint looks for a quit key among this screen's bindings, and finds none here
+            self.app.notify("Press [b]ctrl+q[/b] to quit the app", title="Do you want to quit?")
+
+
+class HelpScreen(QuitHint, ModalScreen[None]):
     BINDINGS = [
+        QuitHint.CTRL_C,
         Binding("escape", "dismiss", "Close"),
         Binding("question_mark", "dismiss", "Close", show=False),
         Binding("q", "dismiss", "Close", show=False),

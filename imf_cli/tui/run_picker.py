@@ -20,6 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
 from imf_cli.output import minutes_seconds
+from imf_cli.tui.help import QuitHint
 from imf_cli.tui.render import letter, short_run_name, truncate_middle, truncate_start
 from imf_cli.tui.results import RowTable
 
@@ -83,11 +84,12 @@ def why_not_openable(run: "RunInfo") -> str | None:
     return None
 
 
-class RunPicker(ModalScreen["RunInfo | None"]):
+class RunPicker(QuitHint, ModalScreen["RunInfo | None"]):
     """Newest run first; the current one is marked, and the cursor starts on it. Enter opens the
     highlighted run (the current one: nothing changes), Escape closes."""
 
     BINDINGS = [
+        QuitHint.CTRL_C,
         Binding("escape", "dismiss(None)", "Close"),
         Binding("r", "dismiss(None)", "Close", show=False),
         # The app's letter keys do not reach it under a modal screen: help and quit, as everywhere.

@@ -403,3 +403,26 @@ async def test_a_run_opened_through_a_symlink_is_marked_in_the_picker(tmp_path):
         await wait_until(pilot, lambda: not isinstance(app.screen, RunPicker))
         await settle(pilot)
         assert runs.opened == []
+
+
+async def test_ctrl_c_under_the_help_and_the_picker_says_how_to_quit(tmp_path):
+    """Ctrl+C said "Press ctrl+q to quit" on the main screen, and did nothing under the help or the picker."""
+    from imf_cli.tui.help import HelpScreen
+
+    runs = Runs(tmp_path / "runs")
+    app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=runs.runs[0].path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f1")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        said = [str(n.message) for n in app._notifications]
+        assert any("to quit the app" in message for message in said), said
+        app.clear_notifications()
+        await pilot.press("escape")
+        await open_picker(pilot)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        said = [str(n.message) for n in app._notifications]
+        assert any("to quit the app" in message for message in said), said
+        assert isinstance(app.screen, RunPicker) and app.is_running
