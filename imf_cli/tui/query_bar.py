@@ -168,11 +168,14 @@ def relation_prompt(relation: RelationChoice, width: int = 72) -> Text:
 class Suggestions(OptionList, can_focus=False):
     """A list under an input. It never takes focus: the input keeps it and drives the highlight."""
 
-    def show(self, prompts: list[Text]) -> None:
+    def show(self, prompts: list[Text], *, keep_highlight: bool = False) -> None:
+        """Show ``prompts``, the first highlighted (``keep_highlight``: the same row as before, when the
+        prompts are the same options refitted to a new width)."""
+        was = self.highlighted
         self.set_options(Option(prompt) for prompt in prompts)
         self.set_class(bool(prompts), "-open")
         if prompts:
-            self.highlighted = 0
+            self.highlighted = was if keep_highlight and was is not None and was < len(prompts) else 0
 
     def close(self) -> None:
         self.remove_class("-open")
@@ -287,6 +290,20 @@ class QueryBar(Horizontal):
             found = []
         if not get_current_worker().is_cancelled:
             self.post_message(SuggestionsReady(text, found))
+
+    def on_resize(self) -> None:
+        """The lists' prompts were cut to the old width: wider ones wrapped (two lines each at 80 columns
+        after 120), narrower ones stayed short. Refit the open ones, once the fields have their new size."""
+        self.call_after_refresh(self._refit_suggestions)
+
+    def _refit_suggestions(self) -> None:
+        for field, options, prompt in (
+            ("head", self._entity_options, entity_prompt), ("relation", self._relation_options, relation_prompt),
+        ):
+            suggestions = self.suggestions(field)
+            if suggestions.is_open and options:
+                width = max(self.query_one(f"#{field}-field").size.width - 6, 12)
+                suggestions.show([prompt(option, width) for option in options], keep_highlight=True)
 
     @on(SuggestionsReady)
     def _show_entities(self, message: SuggestionsReady) -> None:

@@ -335,3 +335,22 @@ async def test_a_status_message_of_long_words_is_cut_where_it_shows_not_past_the
         app._status(Text("short words " * 5 + "END"), wrap=True)
         await pilot.pause()
         assert status(app).rstrip().endswith("END")  # what fits is not cut
+
+
+async def test_open_suggestions_are_refitted_when_the_terminal_is_resized(fake):
+    """Typed at 120 columns, then resized to 80: each suggestion wrapped onto two lines, and only two showed."""
+    app = ExploreApp(fake)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press(*"re")
+        bar = app.query_bar
+        await wait_until(pilot, lambda: bar.suggested_for == "re" and bar.suggestions("head").is_open)
+        await pilot.press("down")
+        highlighted = bar.suggestions("head").highlighted
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        suggestions = bar.suggestions("head")
+        width = bar.query_one("#head-field").size.width - 6
+        prompts = [suggestions.get_option_at_index(i).prompt for i in range(suggestions.option_count)]
+        assert prompts and all(prompt.cell_len <= width for prompt in prompts), (width, [p.cell_len for p in prompts])
+        assert suggestions.highlighted == highlighted  # the row the user was on
