@@ -346,7 +346,7 @@ class ExploreApp(App[None]):
         if message.field is not None:
             self._asked = None  # an unknown head or relation: f, k and n have nothing to rerun
         if message.field is not None and self._untouched():
-            self.query_bar.focus_field(message.field)
+            self.query_bar.focus_field(message.field, suggest=True)  # its list holds the names to pick from
         self.results_shown += 1
 
     def _focus_and_inputs(self) -> tuple[object, str, str]:

@@ -248,11 +248,17 @@ class QueryBar(Horizontal):
     def focus_search(self) -> None:
         self.focus_field("head")
 
-    def focus_field(self, field: str) -> None:
-        """Focus the ``"head"`` or ``"relation"`` input with its text selected, ready to be replaced."""
+    def focus_field(self, field: str, *, suggest: bool = False) -> None:
+        """Focus the ``"head"`` or ``"relation"`` input with its text selected, ready to be replaced;
+        ``suggest`` opens its list for the text (a name that matched several or none: pick from it)."""
         target = self.query_one(f"#{field}", Input)
         target.focus()
         target.select_all()
+        if suggest and target.value.strip():
+            if field == "head":
+                self._search(target.value)
+            else:
+                self._show_relations(target.value)
 
     def set_query(self, entity: EntityInfo, relation: RelationChoice) -> None:
         """Show a resolved query in the inputs (after a query, or when a row becomes the head)."""

@@ -220,9 +220,13 @@ async def test_ambiguous_and_unknown_relation_text(fake):
         await wait_until(pilot, lambda: app.results_shown == 1)
         assert "'republic' matches several entities: France [country:FRA]" in status(app)
         assert app.focused.id == "head"
+        bar = app.query_bar  # its list is open on the candidates, to pick one (it stayed closed)
+        await wait_until(pilot, lambda: bar.suggestions("head").is_open and bar.suggested_for == "republic")
+        assert "France" in str(bar.suggestions("head").get_option_at_index(0).prompt)
         app.request("France", "flies to")
         await wait_until(pilot, lambda: app.results_shown == 2)
         assert "no relation matches 'flies to'" in status(app)
+        assert app.focused.id == "relation"
 
 
 async def test_a_new_query_cancels_the_previous_one(flag):
