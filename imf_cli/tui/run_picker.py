@@ -79,6 +79,8 @@ def why_not_openable(run: "RunInfo") -> str | None:
     """Why the picker cannot open ``run`` (None: it can): its status, or no checkpoint file."""
     if run.status not in OPENABLE:
         return run.reason or f"it is {run.status}"
+    if not run.path.is_dir():
+        return "its directory is gone (removed since the list was read)"
     if not run.has_checkpoint:
         return "it has no checkpoint (neither best.pt nor last.pt is in its directory)"
     return None
@@ -173,6 +175,9 @@ class RunPicker(QuitHint, ModalScreen["RunInfo | None"]):
     @on(DataTable.RowSelected, "#picker-table")
     def _picked(self, event: DataTable.RowSelected) -> None:
         run = self.runs[event.cursor_row]
+        if same_run(run.path, self.current):  # the run shown stays, whatever became of its files since
+            self.dismiss(run)
+            return
         reason = why_not_openable(run)
         if reason is not None:
             self.query_one("#picker-note", Static).update(Text(f"{run.name} cannot be opened: {reason}.", style="red"))

@@ -426,3 +426,26 @@ async def test_ctrl_c_under_the_help_and_the_picker_says_how_to_quit(tmp_path):
         said = [str(n.message) for n in app._notifications]
         assert any("to quit the app" in message for message in said), said
         assert isinstance(app.screen, RunPicker) and app.is_running
+
+
+async def test_enter_on_the_open_run_stays_on_it_even_when_its_files_were_damaged_since(tmp_path):
+    """The picker said the open run "cannot be opened: best.pt is damaged", though Enter on the open run
+    changes nothing; a run whose directory was removed was said to have no checkpoint."""
+    import shutil
+
+    runs = Runs(tmp_path / "runs")
+    a, b, c = (run.path for run in runs.runs)
+    runs.runs[0] = replace(runs.runs[0], status="failed", reason="best.pt is damaged")
+    app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=a)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = await open_picker(pilot)
+        shutil.rmtree(c)
+        table.move_cursor(row=table.get_row_index(str(c)))
+        await pilot.press("enter")
+        await pilot.pause()
+        note = " ".join(str(app.screen.query_one("#picker-note").render()).split())
+        assert "countries-fake-c cannot be opened: its directory is gone" in note, note
+        table.move_cursor(row=table.get_row_index(str(a)))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not isinstance(app.screen, RunPicker))
+        assert app.run_path == a and app.service.wrapped.name == "a" and not runs.opened
