@@ -277,24 +277,33 @@ def test_the_service_says_when_no_added_entity_can_be_ranked(service, monkeypatc
     assert "no entities were added to places" in service.why_no_new_entities()
 
 
-def test_entities_added_while_the_service_is_open_are_taken_in(places_run, monkeypatch, tmp_path):
-    """`imf entities add` and `imf encode` in another terminal while `imf explore` is open: the service
-    counted the entities it was opened with, refused the new feature file ("holds 12 rows but … has 11
-    entities; re-run imf encode … --force") and said no entity was added."""
+@pytest.fixture
+def writable_run(places_run, monkeypatch, tmp_path):
+    """The places run in a copy of its home that a test may change (add entities, encode), as IMF_HOME,
+    with the tiny image encoder its features came from registered; returns the run directory."""
     import shutil
 
     from helpers import tiny_cnn_class
-    from kgdata.encoders import REGISTRY, encode_dataset
-    from kgdata.entities import NewEntity, add_entities
-    from kgdata.features import list_features
-    from kgdata.store import EntityStore
+    from kgdata.encoders import REGISTRY
 
     home, run_dir = places_run
     copy = tmp_path / "home"
     shutil.copytree(home, copy)
     monkeypatch.setenv("IMF_HOME", str(copy))
     monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
-    with PredictionService.from_run(copy / "runs" / run_dir.name, device="cpu") as service:
+    return copy / "runs" / run_dir.name
+
+
+def test_entities_added_while_the_service_is_open_are_taken_in(writable_run):
+    """`imf entities add` and `imf encode` in another terminal while `imf explore` is open: the service
+    counted the entities it was opened with, refused the new feature file ("holds 12 rows but … has 11
+    entities; re-run imf encode … --force") and said no entity was added."""
+    from kgdata.encoders import encode_dataset
+    from kgdata.entities import NewEntity, add_entities
+    from kgdata.features import list_features
+    from kgdata.store import EntityStore
+
+    with PredictionService.from_run(writable_run, device="cpu") as service:
         before = service.num_entities
         paris, borders = service.resolve_entity("paris").id, service.resolve_relation("borders").id
         first = service.top_k(paris, borders, 50, include_new=True)  # reads the feature files as they are
@@ -312,47 +321,31 @@ def test_entities_added_while_the_service_is_open_are_taken_in(places_run, monke
         assert nice.predictions and not nice.in_graph
 
 
-def test_features_encoded_again_with_other_options_are_refused_not_mixed(places_run, monkeypatch, tmp_path):
+def test_features_encoded_again_with_other_options_are_refused_not_mixed(writable_run):
     """`imf encode --force --pooling cls` over the mean-pooled features a run trained on: new entities
     were then placed from vectors of another kind, and ranked differently, without a word."""
-    import shutil
-
-    from helpers import tiny_cnn_class
-    from kgdata.encoders import REGISTRY, encode_dataset
+    from kgdata.encoders import encode_dataset
     from kgdata.features import list_features
     from kgdata.store import EntityStore
 
-    home, run_dir = places_run
-    copy = tmp_path / "home"
-    shutil.copytree(home, copy)
-    monkeypatch.setenv("IMF_HOME", str(copy))
-    monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
     with EntityStore.open("places") as store:
         text = next(entry for entry in list_features(store) if entry["modality"] == "text")
         assert text["extra"]["options"]["pooling"] == "mean"
         encode_dataset(store, "text", text["encoder"], options={"pooling": "cls"}, device="cpu", force=True)
-    with PredictionService.from_run(copy / "runs" / run_dir.name, device="cpu") as service:
+    with PredictionService.from_run(writable_run, device="cpu") as service:
         with pytest.raises(ImfError, match=r"encoded with other options than .*pooling: 'mean' then, 'cls' now"):
             service.predict_new(service.resolve_relation("borders").id, text="a city in france")
 
 
-def test_features_encoded_after_the_service_looked_at_an_added_entity_are_taken_in(places_run, monkeypatch, tmp_path):
+def test_features_encoded_after_the_service_looked_at_an_added_entity_are_taken_in(writable_run):
     """`imf entities add`, a query in `imf explore`, then `imf encode` in another terminal: the explorer
     kept saying "has a description not encoded yet: run imf encode" after the encode."""
-    import shutil
-
-    from helpers import tiny_cnn_class
-    from kgdata.encoders import REGISTRY, encode_dataset
+    from kgdata.encoders import encode_dataset
     from kgdata.entities import NewEntity, add_entities
     from kgdata.features import list_features
     from kgdata.store import EntityStore
 
-    home, run_dir = places_run
-    copy = tmp_path / "home"
-    shutil.copytree(home, copy)
-    monkeypatch.setenv("IMF_HOME", str(copy))
-    monkeypatch.setitem(REGISTRY, "tiny-cnn", tiny_cnn_class())
-    with PredictionService.from_run(copy / "runs" / run_dir.name, device="cpu") as service:
+    with PredictionService.from_run(writable_run, device="cpu") as service:
         add_entities("places", [NewEntity("nice", "Nice", "city in the south of france", None)])
         nice, borders = service.resolve_entity("nice").id, service.resolve_relation("borders").id
         with pytest.raises(ImfError, match="not encoded yet"):
