@@ -392,22 +392,26 @@ def _refuse_damaged(store: "EntityStore", modality: str) -> None:
 
 
 def _damaged_hint(store: "EntityStore", modality: str, path: Path) -> str:
-    """How to make a damaged feature file again: the manifest says which encoder wrote it."""
+    """How to make a damaged feature file again: the manifest says which encoder wrote it, and
+    :func:`_recreate_hint` how to run that encoder (or to import the file) again."""
     encoder = None
     if "features" in store.db.table_names():
         rows = store.db["features"].rows_where("modality = ?", [modality])
         encoder = next((row["encoder"] for row in rows if Path(row["path"]).name == path.name), None)
-    command = f"imf encode {store.name} --modality {modality}"
     if encoder is None:
-        return f"encode again ({command} --force) or remove the file"
-    if encoder.startswith("file:"):
-        return f"import its file again: {command} --from-file FILE --force"
+        return f"encode again (imf encode {store.name} --modality {modality} --force) or remove the file"
+    imported = not _is_encoder(modality, encoder)  # file:NAME, or a name of the user's
+    metadata = {"modality": modality, "encoder": encoder, "computed_from": COMPUTED_FROM["file"] if imported else None}
+    how = _recreate_hint(store, metadata).removeprefix("re-run ")
+    return f"{'import its file again' if imported else 'encode again'}: {how} --force"
+
+
+def _is_encoder(modality: str, encoder: str) -> bool:
+    """Whether ``imf encode`` can run ``encoder`` for ``modality`` (a registered name, or an ``hf:`` one)."""
     from kgdata.encoders import available
 
-    if encoder in available(modality) or any(encoder.startswith(p) for p in available(modality) if p.endswith(":")):
-        default = DEFAULT_ENCODER_IDS.get(modality) == encoder
-        return f"encode again: {command}{'' if default else f' --encoder {encoder}'} --force"
-    return f"import its file again: {command} --from-file FILE --encoder {encoder} --force"
+    known = available(modality)
+    return encoder in known or any(encoder.startswith(p) for p in known if p.endswith(":"))
 
 
 def _recreate_hint(store: "EntityStore", metadata: dict) -> str:
@@ -500,7 +504,7 @@ def _how_to_encode(dataset: str, modality: str, encoder: str | None) -> str:
 
     command = f"imf encode {dataset} --modality {modality}"
     known = available(modality)
-    if encoder is None or encoder in known or any(encoder.startswith(p) for p in known if p.endswith(":")):
+    if encoder is None or _is_encoder(modality, encoder):
         return "run: " + command + (f" --encoder {encoder}" if encoder else "")
     importable = modality != "structure"  # --from-file takes text and image features only
     return (

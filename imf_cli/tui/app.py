@@ -509,9 +509,7 @@ class ExploreApp(App[None]):
         cannot say, as a test's fake cannot: such a service is taken to rank them). ``quick``: only what
         needs no feature file read (on the UI thread)."""
         check = getattr(self.service.wrapped, "why_no_new_entities", None)
-        if check is None:
-            return None
-        return self.service.why_no_new_entities(quick=True) if quick else self.service.why_no_new_entities()
+        return None if check is None else self.service.why_no_new_entities(quick=quick)
 
     def action_cycle_rows(self) -> None:
         position = ROW_COUNTS.index(self.rows) + 1 if self.rows in ROW_COUNTS else 0

@@ -15,6 +15,14 @@ async def wait_until(pilot, condition, timeout: float = 5.0) -> None:
         await pilot.pause(0.01)
 
 
+async def type_head(pilot, text: str):
+    """Type ``text`` into the focused head input and wait for its suggestion list; returns the query bar."""
+    bar = pilot.app.query_bar
+    await pilot.press(*text)
+    await wait_until(pilot, lambda: bar.suggested_for == text and bar.suggestions("head").is_open)
+    return bar
+
+
 async def settle(pilot) -> None:
     """Wait for every worker, then for the messages they posted."""
     await pilot.app.workers.wait_for_complete()

@@ -16,7 +16,7 @@ from imf_cli.tui.render import run_label
 from imf_cli.tui.run_picker import RunPicker
 from imf_cli.unseen import missing_features_advice
 from tui.fake_service import FakeService
-from tui.pilot import run_query, settle, wait_until
+from tui.pilot import run_query, settle, type_head, wait_until
 
 
 def status(app) -> str:
@@ -341,9 +341,7 @@ async def test_open_suggestions_are_refitted_when_the_terminal_is_resized(fake):
     """Typed at 120 columns, then resized to 80: each suggestion wrapped onto two lines, and only two showed."""
     app = ExploreApp(fake)
     async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.press(*"re")
-        bar = app.query_bar
-        await wait_until(pilot, lambda: bar.suggested_for == "re" and bar.suggestions("head").is_open)
+        bar = await type_head(pilot, "re")
         await pilot.press("down")
         highlighted = bar.suggestions("head").highlighted
         await pilot.resize_terminal(80, 24)

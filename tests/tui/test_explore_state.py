@@ -32,8 +32,10 @@ class ClosingFake(FakeService):
 class Runs:
     """Runs a, b and c of the fake dataset; opening one waits for its gate, if it has one."""
 
-    def __init__(self, root: Path, gates: dict[str, threading.Event] | None = None):
+    def __init__(self, root: Path, gates: dict[str, threading.Event] | None = None, made=None):
+        """``made(service)``: changes each service opened (another dataset, a failing top_k, …)."""
         self.gates = gates or {}
+        self.made = made
         self.runs = [
             RunInfo(root / f"countries-fake-{name}", "finished", dataset="countries-fake",
                     modalities=("structure", "visual", "text"), epochs=5, max_epochs=5, valid_mrr=0.4)
@@ -52,6 +54,8 @@ class Runs:
         if name in self.gates:
             assert self.gates[name].wait(10)
         service = ClosingFake(name=name)
+        if self.made is not None:
+            self.made(service)
         self.opened.append(service)
         return service
 
@@ -137,16 +141,8 @@ async def test_switching_runs_of_one_dataset_keeps_history_and_cursor_and_says_w
 async def test_a_run_of_another_dataset_clears_the_query_typed_for_the_old_one(tmp_path):
     """After picking a run of another dataset the inputs still said France / shares border with, and Enter
     asked the new dataset for a relation it does not have."""
-    runs = Runs(tmp_path / "runs")
+    runs = Runs(tmp_path / "runs", made=lambda service: setattr(service, "dataset", "elsewhere"))
     a, b, _ = (run.path for run in runs.runs)
-
-    def other_dataset(path):
-        service = ClosingFake(name="b")
-        service.dataset = "elsewhere"
-        runs.opened.append(service)
-        return service
-
-    runs.open = other_dataset
     app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=a)
     async with app.run_test(size=(120, 30)) as pilot:
         await run_query(pilot, "france", "bord")
@@ -160,16 +156,11 @@ async def test_a_run_of_another_dataset_clears_the_query_typed_for_the_old_one(t
 
 async def test_a_failed_query_asked_again_of_a_new_run_says_which_run_once(tmp_path):
     """The re-asked query failed on the new run; the "Opened RUN" note then led a later, unrelated summary."""
-    runs = Runs(tmp_path / "runs")
+    def failing(*args, **kwargs):
+        raise RuntimeError("cannot rank that here")
+
+    runs = Runs(tmp_path / "runs", made=lambda service: setattr(service, "top_k", failing))
     a, b, _ = (run.path for run in runs.runs)
-
-    def failing(path):
-        service = ClosingFake(name="b")
-        service.top_k = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("cannot rank that here"))
-        runs.opened.append(service)
-        return service
-
-    runs.open = failing
     app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=a)
     async with app.run_test(size=(120, 30)) as pilot:
         await run_query(pilot, "france", "bord")

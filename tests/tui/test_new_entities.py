@@ -16,7 +16,7 @@ from imf_cli.tui.app import ExploreApp
 from imf_cli.tui.query_bar import ADDED_BADGE
 from imf_cli.tui.results import ResultsTable
 from tui.fake_service import FakeService
-from tui.pilot import run_query, settle, wait_until
+from tui.pilot import run_query, settle, type_head, wait_until
 
 
 def text_of(renderable, width: int = 200) -> str:
@@ -43,9 +43,7 @@ def added(flag) -> FakeService:
 async def test_added_entities_carry_a_badge_in_the_suggestions(added):
     app = ExploreApp(added)
     async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.press(*"republic")
-        bar = app.query_bar
-        await wait_until(pilot, lambda: bar.suggested_for == "republic" and bar.suggestions("head").is_open)
+        await type_head(pilot, "republic")
         lines = suggestion_lines(app)
         newland = [line for line in lines if "Newland" in line]
         assert newland and ADDED_BADGE in newland[0]
@@ -124,9 +122,7 @@ async def test_a_real_run_explains_in_the_pane_and_scores_an_added_entity(places
     with PredictionService.from_run(run_dir, device="cpu") as service:
         app = ExploreApp(service)
         async with app.run_test(size=(160, 45)) as pilot:
-            await pilot.press(*"lyo")
-            bar = app.query_bar
-            await wait_until(pilot, lambda: bar.suggested_for == "lyo" and bar.suggestions("head").is_open)
+            await type_head(pilot, "lyo")
             assert ADDED_BADGE in suggestion_lines(app)[0]
             await pilot.press("enter", *"capital", "enter")
             await wait_until(pilot, lambda: app.results_shown == 1)
