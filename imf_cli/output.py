@@ -318,7 +318,9 @@ def progress_mode(progress: bool, json_output: bool = False) -> tuple[bool, Call
 
 
 def minutes_seconds(seconds: float) -> str:
-    """``"1 min 05 s"``, or ``"42 s"`` under a minute."""
+    """``"1 min 05 s"``, or ``"42 s"`` under a minute, ``"< 1 s"`` for a moment (a run picker read "0 s")."""
+    if 0 < seconds < 0.5:
+        return "< 1 s"
     whole = round(seconds)
     minutes, rest = divmod(whole, 60)
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"

@@ -102,7 +102,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
                 data_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
             )
         except CheckpointError as error:
-            raise ImfError(str(error)) from error
+            raise ImfError(f"{error}{_other_checkpoint_hint(run_dir, checkpoint)}") from error
         check_model_fits_store(model, store, run_dir / f"{checkpoint}.pt")
         check_checkpoint_is_the_runs(stored, run_dir, document, checkpoint)
     except BaseException:
@@ -110,6 +110,17 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
         lock.release()
         raise
     return LoadedRun(run_dir, checkpoint, model, store, document, lock)
+
+
+def _other_checkpoint_hint(run_dir: Path, checkpoint: str) -> str:
+    """"; its last.pt reads: add --checkpoint last" when the other checkpoint is a sound-looking file."""
+    import zipfile
+
+    other = "last" if checkpoint == "best" else "best"
+    path = run_dir / f"{other}.pt"
+    if path.is_file() and zipfile.is_zipfile(path):
+        return f"; its {other}.pt reads: add --checkpoint {other} to use that one"
+    return ""
 
 
 def check_checkpoint_is_the_runs(stored: dict, run_dir: Path, document: dict, checkpoint: str) -> None:

@@ -442,7 +442,11 @@ def _checkpoint_problem(run_dir: Path, trace: list[dict]) -> str:
     for name in ("best", "last"):
         path = run_dir / f"{name}.pt"
         if path.is_file() and not zipfile.is_zipfile(path):
-            return f"{name}.pt is damaged (not the zip archive torch.save writes)"
+            damaged = f"{name}.pt is damaged (not the zip archive torch.save writes)"
+            last = run_dir / "last.pt"
+            if name == "best" and last.is_file() and zipfile.is_zipfile(last):
+                damaged += "; its last.pt reads: --checkpoint last (imf eval, predict, explore) uses it"
+            return damaged
         problem = file_problem(path)
         if problem is not None and problem != "does not exist":  # a directory or a FIFO in its place
             return f"{name}.pt {problem}"

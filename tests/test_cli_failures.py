@@ -382,6 +382,7 @@ def test_resume_refuses_a_run_whose_best_checkpoint_cannot_be_loaded(trained, da
     line = error_line(runner.invoke(app, ["eval", str(trained)]))
     assert f"cannot load checkpoint {best}" in line
     assert ("not a regular file" if damage == "directory" else "corrupt or unreadable") in line
+    assert "its last.pt reads: add --checkpoint last to use that one" in line  # the way on
 
 
 def test_a_torn_last_trace_line_is_tolerated_on_resume(trained):

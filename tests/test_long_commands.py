@@ -113,5 +113,6 @@ def test_another_existing_dataset_still_needs_replace(tiny_tsv):
 
 def test_times_read_as_minutes_and_seconds():
     assert minutes_seconds(42.4) == "42 s"
+    assert minutes_seconds(0.2) == "< 1 s" and minutes_seconds(0) == "0 s"
     assert minutes_seconds(115) == "1 min 55 s"
     assert minutes_seconds(3605) == "60 min 05 s"

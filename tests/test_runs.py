@@ -502,7 +502,9 @@ def test_a_run_whose_checkpoints_are_damaged_or_gone_is_listed_with_the_reason(t
     assert run_info(run).status == "finished" and run_info(run).reason == ""
     (run / "best.pt").write_bytes(b"")
     info = run_info(run)
-    assert info.status == "failed" and info.reason == "best.pt is damaged (not the zip archive torch.save writes)"
+    assert info.status == "failed" and info.reason == (
+        "best.pt is damaged (not the zip archive torch.save writes); its last.pt reads: --checkpoint last "
+        "(imf eval, predict, explore) uses it")
     (run / "best.pt").unlink()
     assert run_info(run).reason.startswith("best.pt is missing, though trace.jsonl records validations")
     (run / "last.pt").write_bytes(b"\x00" * 100)

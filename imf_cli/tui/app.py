@@ -18,10 +18,10 @@ from pathlib import Path
 
 from rich.text import Text
 from textual import events, on, work
+from textual._time import get_time as textual_clock  # the clock of events' .time: when a key was pressed
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
-from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
@@ -34,15 +34,17 @@ from imf_cli.tui.messages import (
     LeaveInput, NewEntitiesChecked, Notice, QueryFailed, QueryRequested, ResultsReady, RunOpened,
 )
 from imf_cli.tui.query_bar import QueryBar
-from imf_cli.tui.render import fit_label, run_label
+from imf_cli.tui.render import fit_label, fit_lines, run_label
 from imf_cli.tui.results import ResultsTable
 from imf_cli.tui.run_picker import RunPicker, RunSource, same_run
 from kgdata.wording import truncate
 
 ROW_COUNTS = (10, 20, 50, 100)
-#: Seconds after a query from the inputs puts its rows under the cursor during which Enter on the row
-#: the cursor has not left is taken for a doubled Enter (one to pick the relation, which runs the
-#: query, one more out of habit), not for "explore from this entity".
+#: Seconds after a query from the inputs puts its rows on screen under the cursor during which an Enter
+#: pressed on the row the cursor has not left is taken for a doubled Enter (one to pick the relation,
+#: which runs the query, one more out of habit), not for "explore from this entity". It counts from
+#: the screen refresh that shows the rows to the moment the key was pressed (the key event's own
+#: time), so a loaded machine, slow to draw or to handle keys, does not shorten it.
 ENTER_GUARD = 0.5
 #: Below this width the detail pane goes under the table instead of beside it.
 NARROW = 120
@@ -116,27 +118,6 @@ class CompactFooter(Footer):
 
     def on_resize(self, event: events.Resize) -> None:
         self.compact = event.size.width < 80
-
-
-def _wrapped_lines(text: Text, width: int) -> int:
-    return len(Content.from_rich_text(text).wrap(width))
-
-
-def fit_lines(text: Text, width: int, lines: int) -> Text:
-    """``text``, or its longest start that ends in "…" and, wrapped at word boundaries to ``width`` cells
-    as a Static wraps it, takes at most ``lines`` lines. (A cut by cell count alone left a text that
-    wrapped onto one line more, which the status line's max-height then hid without a sign.)"""
-    if _wrapped_lines(text, width) <= lines:
-        return text
-    low, high = 1, min(text.cell_len, lines * width)
-    while low < high:  # the longest cut that fits
-        middle = (low + high + 1) // 2
-        cut = text.copy()
-        cut.truncate(middle, overflow="ellipsis")
-        low, high = (middle, high) if _wrapped_lines(cut, width) <= lines else (low, middle - 1)
-    cut = text.copy()
-    cut.truncate(low, overflow="ellipsis")
-    return cut
 
 
 class ExploreApp(App[None]):
@@ -222,9 +203,11 @@ class ExploreApp(App[None]):
         self.table = ResultsTable(self.service.branch_names, id="results")
         self.detail = DetailPane(self.service, id="detail", image=image)
         self.body = Body(id="body")
-        self._error_shown = False
-        #: When a query from the inputs last moved the focus to the table, and the row it put the cursor
-        #: on (see ENTER_GUARD).
+        #: The two inputs' text when the status last showed an error or a notice, which the next edit of
+        #: either input replaces with the hint; None when the status shows neither.
+        self._clear_on_edit: tuple[str, str] | None = None
+        #: When the rows of a query from the inputs, which moved the focus to the table, were drawn
+        #: (``textual_clock``), and the row the cursor was put on (see ENTER_GUARD).
         self._focused_by_query: tuple[float, int] = (float("-inf"), -1)
 
     def compose(self) -> ComposeResult:
@@ -320,10 +303,17 @@ class ExploreApp(App[None]):
         self.detail.show(result, self.table.current)
         if self.query_bar.has_focus_within and untouched:
             self.table.focus()
-            self._focused_by_query = (time.monotonic(), self.table.cursor_row)
+            row = self.table.cursor_row
+            self._focused_by_query = (textual_clock(), row)
+            # the guard counts from when the rows are drawn: on a loaded machine that comes later
+            self.call_after_refresh(self._rows_drawn, message.serial, row)
         self.last_latency_ms = (time.perf_counter() - self._started) * 1000
         self._status(self._summary(result), wrap=None)
         self.results_shown += 1
+
+    def _rows_drawn(self, serial: int, row: int) -> None:
+        if serial == self._serial and self._focused_by_query[1] == row:
+            self._focused_by_query = (textual_clock(), row)
 
     @on(QueryFailed)
     def _failed(self, message: QueryFailed) -> None:
@@ -340,8 +330,7 @@ class ExploreApp(App[None]):
         if self._opened_note is not None:  # the query asked again of a new run failed: say both, once
             error = Text.assemble((f"{self._opened_note} · ", "dim"), error)
             self._opened_note = None
-        self._status(error)
-        self._error_shown = True
+        self._status(error, clear_on_edit=True)
         self._keep = None
         if message.field is not None:
             self._asked = None  # an unknown head or relation: f, k and n have nothing to rerun
@@ -387,12 +376,15 @@ class ExploreApp(App[None]):
             text.append(f" · {self.last_latency_ms:.0f} ms", style="dim")
         return text
 
-    def _status(self, text: Text, *, wrap: bool | None = True, hold_height: bool = False) -> None:
+    def _status(
+        self, text: Text, *, wrap: bool | None = True, hold_height: bool = False, clear_on_edit: bool = False
+    ) -> None:
         """Up to three lines (one where ``wrap`` is False; with None, from WRAP_SUMMARY rows up, decided again
         when the terminal is resized); what does not fit ends in "…". Every message wraps: one line cut
         the counts and warnings of a summary, and the hint's "F1 help", at 80 columns.
-        ``hold_height``: take at least the lines shown now (a passing message, as "Ranking…")."""
-        self._error_shown = False
+        ``hold_height``: take at least the lines shown now (a passing message, as "Ranking…").
+        ``clear_on_edit``: an error or a notice, which the next edit of the query replaces with the hint."""
+        self._clear_on_edit = self._inputs() if clear_on_edit else None
         self.status.styles.min_height = (self.status.size.height or None) if hold_height else None
         self._shown_status = (text, wrap)
         self._draw_status()
@@ -430,17 +422,22 @@ class ExploreApp(App[None]):
     @on(Notice)
     def _notice(self, message: Notice) -> None:
         message.stop()
-        self._status(Text(message.text, style="bold red" if message.error else "yellow"))
+        self._status(Text(message.text, style="bold red" if message.error else "yellow"), clear_on_edit=True)
 
     @on(LeaveInput)
     def _leave_input(self, message: LeaveInput) -> None:
         message.stop()
         self.table.focus()
 
+    def _inputs(self) -> tuple[str, str]:
+        return self.query_bar.head_input.value, self.query_bar.relation_input.value
+
     @on(Input.Changed)
     def _typing(self, event: Input.Changed) -> None:
-        """An old error goes away as soon as the user edits the query."""
-        if self._error_shown and event.input.has_focus:
+        """An old error or notice goes away as soon as the user edits the query: "Enter ranks (Spain,
+        exports to, ?)" must not stay while they type another relation. A change the message already
+        saw (the pick that led to it, arriving late) leaves it."""
+        if self._clear_on_edit is not None and event.input.has_focus and self._inputs() != self._clear_on_edit:
             self._status(Text(HINT, style="dim"))
 
     # ---------------------------------------------------------------- the table
@@ -453,7 +450,9 @@ class ExploreApp(App[None]):
     def _selected(self, event: DataTable.RowSelected) -> None:
         """Enter on a row: explore from that entity, with the same relation."""
         when, row = self._focused_by_query
-        if event.cursor_row == row and time.monotonic() - when < ENTER_GUARD:
+        pressed = self.table.take_enter_time()
+        pressed = textual_clock() if pressed is None else pressed
+        if event.cursor_row == row and pressed - when < ENTER_GUARD:
             return  # the Enter that ran the query, pressed twice: the cursor has not moved since
         prediction = self.table.prediction_at(event.cursor_row)
         if prediction is not None and self.current is not None:
@@ -597,8 +596,7 @@ class ExploreApp(App[None]):
                 _close(message.service[1])
             return
         if message.error is not None:
-            self._status(Text(f"Could not open {message.name}: {message.error}", style="bold red"))
-            self._error_shown = True
+            self._status(Text(f"Could not open {message.name}: {message.error}", style="bold red"), clear_on_edit=True)
             return
         run, service = message.service
         opened = f"Opened {run.name} ({', '.join(service.branch_names)})"
@@ -634,6 +632,10 @@ class ExploreApp(App[None]):
             self.history = []
         self.table.show(None)
         self.detail.clear()
+        if not same_dataset:
+            # the inputs were cleared and the table is empty: the next keys are a head to type, and in the
+            # table they did nothing
+            self.query_bar.head_input.focus()
         if self.include_new:  # the new run may have no branch that can place an added entity
             reason = self._why_no_new_entities(quick=True)
             if reason is not None:

@@ -27,11 +27,35 @@ from imf_cli.service import Fact, Prediction, QueryResult, Service
 from imf_cli.tui.locked import LockedService
 from imf_cli.tui.messages import DetailReady
 from imf_cli.tui.preview import image_widget, show_image
-from imf_cli.tui.render import display_path, known_label, truncate
+from imf_cli.tui.render import display_path, fit_lines, known_label, truncate
 
 FACTS = 5
-#: Descriptions are cut after this many characters; ``imf search`` shows them whole.
+#: Descriptions are cut after this many characters, and to the lines the pane gives them (the
+#: ``max-height`` of ``#detail-description``), ending in "…"; ``imf search`` shows them whole.
 DESCRIPTION_CHARS = 320
+DESCRIPTION_LINES = 12
+
+
+class FittedText(Static):
+    """A Static that keeps its whole text and shows what fits in ``lines`` lines of its width, ending in "…".
+
+    The pane's ``max-height`` alone cropped a long description mid-sentence without a sign.
+    """
+
+    def __init__(self, *, lines: int, id: str | None = None):
+        super().__init__(id=id)
+        self.lines = lines
+        self._text = Text()
+
+    def show_text(self, text: Text) -> None:
+        self._text = text
+        self._fit(self.content_size.width)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(self.content_size.width)
+
+    def _fit(self, width: int) -> None:
+        self.update(fit_lines(self._text, width, self.lines) if width > 1 else self._text)
 
 
 def triple_ends(result: QueryResult, prediction: Prediction) -> tuple[int, int]:
@@ -86,7 +110,7 @@ class DetailPane(VerticalScroll):
                 yield Static(id="detail-title")
                 with Horizontal(id="detail-top"):
                     yield image_widget(self.image_mode, id="detail-preview")
-                    yield Static(id="detail-description")
+                    yield FittedText(lines=DESCRIPTION_LINES, id="detail-description")
                 yield Static(id="detail-image")
             with Vertical(id="detail-scores"):
                 yield Static(id="detail-fusion")
@@ -108,7 +132,8 @@ class DetailPane(VerticalScroll):
         self.shown = self.result = None
         self.scroll_home(animate=False)
         self._static("title").update(Text(message, style="dim"))
-        for name in ("description", "image", "fusion", "facts"):
+        self.query_one("#detail-description", FittedText).show_text(Text())
+        for name in ("image", "fusion", "facts"):
             self._static(name).update("")
         show_image(self.query_one("#detail-preview"), None)
 
@@ -139,7 +164,8 @@ class DetailPane(VerticalScroll):
         self._static("title").update(title)
 
         description = truncate(" ".join((entity.description or "").split()), DESCRIPTION_CHARS)
-        self._static("description").update(Text(description or "No description.", style="" if description else "dim"))
+        self.query_one("#detail-description", FittedText).show_text(
+            Text(description or "No description.", style="" if description else "dim"))
         preview = self.query_one("#detail-preview")
         drawing = not isinstance(preview, Static) and not self.app.no_color  # --image none: a placeholder
         readable = False

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual.content import Content
 
 from kgdata.wording import truncate  # noqa: F401  (the widgets import it from here)
 
@@ -135,3 +136,24 @@ def display_path(path: str | os.PathLike) -> str:
         return "~/" + str(path.relative_to(Path.home()))
     except (ValueError, RuntimeError):
         return str(path)
+
+
+def _wrapped_lines(text: Text, width: int) -> int:
+    return len(Content.from_rich_text(text).wrap(width))
+
+
+def fit_lines(text: Text, width: int, lines: int) -> Text:
+    """``text``, or its longest start that ends in "…" and, wrapped at word boundaries to ``width`` cells
+    as a Static wraps it, takes at most ``lines`` lines. (A cut by cell count alone left a text that
+    wrapped onto one line more, which the status line's max-height then hid without a sign.)"""
+    if _wrapped_lines(text, width) <= lines:
+        return text
+    low, high = 1, min(text.cell_len, lines * width)
+    while low < high:  # the longest cut that fits
+        middle = (low + high + 1) // 2
+        cut = text.copy()
+        cut.truncate(middle, overflow="ellipsis")
+        low, high = (middle, high) if _wrapped_lines(cut, width) <= lines else (low, middle - 1)
+    cut = text.copy()
+    cut.truncate(low, overflow="ellipsis")
+    return cut

@@ -105,6 +105,21 @@ class ResultsTable(RowTable):
         self.branch_names = tuple(branch_names)
         self.result: QueryResult | None = None
         self._laid_out_for: int | None = None
+        #: When the last key pressed here was Enter, the time it was pressed (the event's time); else None.
+        self._enter_pressed: float | None = None
+
+    def on_key(self, event: events.Key) -> None:
+        """Note when Enter was pressed: handled before the binding that selects the row, and timed at the
+        key press, not when a busy app gets to it (see ``ENTER_GUARD`` in :mod:`imf_cli.tui.app`)."""
+        self._enter_pressed = event.time if event.key == "enter" else None
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        self._enter_pressed = None  # a click selects too: it is timed when handled
+
+    def take_enter_time(self) -> float | None:
+        """The time the Enter that selected a row was pressed (None: not by Enter), forgotten once read."""
+        pressed, self._enter_pressed = self._enter_pressed, None
+        return pressed
 
     def prediction_at(self, row: int) -> Prediction | None:
         if self.result is None or not 0 <= row < len(self.result.predictions):
@@ -167,3 +182,10 @@ class ResultsTable(RowTable):
         if self._laid_out_for is not None and event.size.width != self._laid_out_for:
             current = self.current
             self.show(self.result, keep=current.entity.id if current else None)
+        elif self.row_count:
+            # shorter (the detail pane took rows): the highlighted row, which the pane describes, stays in view
+            self.call_after_refresh(self._scroll_cursor_visible)
+
+    def _scroll_cursor_visible(self) -> None:
+        if self.row_count and 0 <= self.cursor_row < self.row_count:
+            self.move_cursor(row=self.cursor_row, animate=False, scroll=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from rich.cells import cell_len
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -105,6 +105,7 @@ class RunPicker(QuitHint, ModalScreen["RunInfo | None"]):
         self.runs = list(reversed(runs))
         self.current = current
         self.opening = opening
+        self._laid_out_for: int | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker"):
@@ -115,6 +116,32 @@ class RunPicker(QuitHint, ModalScreen["RunInfo | None"]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
+        self._fill(self.app.size.width)
+        if not self.runs:
+            self.query_one("#picker-note", Static).update(Text("No runs yet: imf train DATASET.", style="dim"))
+        elif self.opening is not None:  # Escape closes this list; it does not call that pick back
+            self.query_one("#picker-note", Static).update(Text(
+                f"{self.opening} is still opening: Escape leaves it opening; Enter on the run marked ▶ stays "
+                f"on that one instead.", style="yellow"))
+        shown = next((row for row, run in enumerate(self.runs) if same_run(run.path, self.current)), None)
+        if shown is not None:  # start on the run shown now (Enter keeps it), not on whichever is newest
+            table.move_cursor(row=shown, animate=False)
+        table.focus()
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Lay the columns out again for the new width (opened at 120 columns and narrowed to 60, the MRRs
+        went off the edge), on the row the cursor was on."""
+        if event.size.width != self._laid_out_for:
+            table = self.query_one(DataTable)
+            row = table.cursor_row
+            self._fill(event.size.width)
+            table.move_cursor(row=row, animate=False)
+
+    def _fill(self, screen_width: int) -> None:
+        """The columns and rows, fitted to a terminal ``screen_width`` cells wide."""
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        self._laid_out_for = screen_width
         # The columns people choose by first: at 80 columns the run, its status and its MRRs fit. A run's
         # name repeats its dataset; the dataset gets a column of its own only when runs of several are listed.
         several = len({run.dataset for run in self.runs}) > 1
@@ -136,7 +163,7 @@ class RunPicker(QuitHint, ModalScreen["RunInfo | None"]):
         ]
         # The run's name gives way to the figures, and then the least needed columns go: at 60 columns the
         # table scrolled sideways, and the MRRs at its edge read "0.01" for 0.0174.
-        width = min(self.app.size.width, PICKER_WIDTH) - 6  # the border and padding around the table
+        width = min(screen_width, PICKER_WIDTH) - 6  # the border and padding around the table
         cells = {column: max([cell_len(column), *(cell_len(row[i]) for row in rows)]) for i, column in enumerate(columns)}
         for dropped in (None, *NARROW_DROPS):
             if dropped in cells:
@@ -161,16 +188,6 @@ class RunPicker(QuitHint, ModalScreen["RunInfo | None"]):
             cells[1] = Text(truncate_middle(name, name_width) if whole else truncate_start(name, name_width))
             cells[columns.index("status")].style = "" if why_not_openable(run) is None else "red"
             table.add_row(*cells, key=str(run.path))
-        if not self.runs:
-            self.query_one("#picker-note", Static).update(Text("No runs yet: imf train DATASET.", style="dim"))
-        elif self.opening is not None:  # Escape closes this list; it does not call that pick back
-            self.query_one("#picker-note", Static).update(Text(
-                f"{self.opening} is still opening: Escape leaves it opening; Enter on the run marked ▶ stays "
-                f"on that one instead.", style="yellow"))
-        shown = next((row for row, run in enumerate(self.runs) if same_run(run.path, self.current)), None)
-        if shown is not None:  # start on the run shown now (Enter keeps it), not on whichever is newest
-            table.move_cursor(row=shown, animate=False)
-        table.focus()
 
     @on(DataTable.RowSelected, "#picker-table")
     def _picked(self, event: DataTable.RowSelected) -> None:

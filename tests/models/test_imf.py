@@ -119,3 +119,35 @@ def test_reset_parameters_keeps_the_feature_initialisation():
     torch.manual_seed(5)
     model.reset_parameters()
     torch.testing.assert_close(model.encode()["visual"].entities, first)
+
+
+@pytest.mark.parametrize("contrastive_weight", [0.0, 0.1])
+def test_with_detached_fusion_inputs_only_the_contrastive_term_couples_the_branches(contrastive_weight):
+    """With the fusion inputs detached and no fused loss (the presets' defaults), a modality branch gets
+    from the joint objective exactly the gradient of its own BCE, unless the contrastive term is on.
+    """
+    from models.losses import Positives, imf_objective
+
+    torch.manual_seed(0)
+    model = build(("structure", "text"), detach_fusion_inputs=True).eval()
+    heads, relations, tails = queries(8)
+    targets = torch.zeros(8, N)
+    targets[torch.arange(8), tails] = 1.0
+
+    def structure_grads(loss_of) -> list[torch.Tensor]:
+        model.zero_grad()
+        encoded = model.encode()
+        scores = model(heads, relations, encoded=encoded)
+        views = {m: encoded[m].entities[heads] for m in model.modalities}
+        loss_of(scores, views).backward()
+        parts = [model.entity_representations["structure"], model.relation_representations["structure"],
+                 model.scorers["structure"]]
+        return [p.grad.clone() for part in parts for p in part.parameters()]
+
+    joint = structure_grads(lambda s, v: imf_objective(s, Positives.from_dense(targets), v, fused_weight=0.0,
+                                                       contrastive_weight=contrastive_weight).total)
+    alone = structure_grads(lambda s, v: imf_objective(
+        ScoreBreakdown({"structure": s.branches["structure"]}, s.weights, s.fused), Positives.from_dense(targets),
+        v, fused_weight=0.0, contrastive_weight=0.0).total)
+    same = all(torch.allclose(a, b, atol=1e-6) for a, b in zip(joint, alone))
+    assert same is (contrastive_weight == 0.0)

@@ -322,3 +322,32 @@ def test_fit_placement_without_triples_is_the_closed_form_start_and_the_fit_is_d
     stages = {stage for stage, _, _ in progress}
     assert stages == {"choosing", "fitting"}
     assert refine_placement(model, closed, features, facts()[:0]) == closed  # nothing to fit
+
+
+def test_an_epoch_of_the_fit_is_bounded_on_a_large_graph(monkeypatch):
+    """Past MAX_STEPS_PER_EPOCH batches of BATCH_PAIRS pairs an epoch stops, and the held-out check ranks
+    at most MAX_CHECK_PAIRS pairs: the fit costs the same per epoch on DB15K as on a small graph."""
+    import models.placement as placement
+
+    model, _ = build()
+    features, triples = clustered(model)
+    drift(model, features, noise=0.5)
+    monkeypatch.setattr(placement, "BATCH_PAIRS", 4)
+    monkeypatch.setattr(placement, "MAX_STEPS_PER_EPOCH", 3)
+    monkeypatch.setattr(placement, "MAX_CHECK_PAIRS", 5)
+    batches, ranked, epochs = [], [], []
+    multi_hot = placement.TailIndex.multi_hot
+    monkeypatch.setattr(placement.TailIndex, "multi_hot", lambda self, h, r: batches.append(len(h)) or multi_hot(self, h, r))
+    ranks = placement.realistic_ranks
+    monkeypatch.setattr(placement, "realistic_ranks", lambda scores, *a: ranked.append(len(scores)) or ranks(scores, *a))
+
+    def progress(stage, done, total):
+        epochs.append((stage, len(batches), sum(ranked)))
+        assert max(batches) <= 4
+        batches.clear()
+        ranked.clear()
+
+    refine_placement(model, initial_placement(model, features), features, triples, max_epochs=2, progress=progress)
+    assert [stage for stage, _, _ in epochs][:2] == ["choosing", "choosing"]
+    assert all(steps == 3 for _, steps, _ in epochs)  # 3 batches of at most 4 pairs, of the 120 pairs there are
+    assert all(0 < checked <= 5 for stage, _, checked in epochs if stage == "choosing")

@@ -6,10 +6,11 @@ import io
 import threading
 
 from rich.console import Console
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input
 
 from imf_cli.tui.app import ExploreApp
 from imf_cli.tui.detail import DetailPane
+from imf_cli.tui.messages import Notice
 from imf_cli.tui.results import ResultsTable
 from tui.fake_service import FakeService
 from tui.pilot import no_blink, run_query, settle, wait_until
@@ -279,6 +280,66 @@ async def test_a_doubled_enter_after_picking_the_relation_stays_on_the_query(fak
         await pilot.press("down", "enter")
         await wait_until(pilot, lambda: app.results_shown == 2)
         assert f"({second}, shares border with, ?)" in status(app)
+
+
+async def test_the_enter_guard_counts_from_the_key_press_and_the_drawn_rows_not_from_a_busy_app(fake, monkeypatch):
+    """On a loaded machine the second Enter of a double press was handled more than ENTER_GUARD after the
+    rows were focused and explored from row 1. The guard now compares the key's own press time with the
+    refresh that drew the rows: pressed before that (or within the guard after), it stays on the query."""
+    from textual import events
+
+    monkeypatch.setattr("imf_cli.tui.app.ENTER_GUARD", 0.5)
+    app = ExploreApp(fake)
+
+    def enter_pressed_at(when: float) -> None:
+        key = events.Key("enter", "\r")
+        key.time = when  # pressed then, handled whenever the app gets to it
+        key.set_sender(app)
+        app._driver.send_message(key)
+
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_query(pilot, "italy", "bord")
+        await settle(pilot)
+        assert app.results_shown == 1 and isinstance(app.focused, ResultsTable)
+        drawn, row = app._focused_by_query
+        assert row == 0 and drawn > float("-inf")
+        enter_pressed_at(drawn - 0.2)
+        await settle(pilot)
+        enter_pressed_at(drawn + 0.3)
+        await settle(pilot)
+        assert app.results_shown == 1 and "(Italy, shares border with, ?)" in status(app)
+        first = rows(app)[0]
+        enter_pressed_at(drawn + 0.6)  # past the guard: the user saw the rows and chose the first
+        await wait_until(pilot, lambda: app.results_shown == 2)
+        assert f"({first}, shares border with, ?)" in status(app)
+
+
+async def test_a_notice_goes_when_the_query_is_edited_and_not_when_the_pick_that_led_to_it_lands(fake):
+    """"Enter ranks (Spain, exports to, ?)" stayed while the user typed another relation, and "Type a head
+    entity first" after they had picked one: notices now clear on the next edit, as errors do."""
+    app = ExploreApp(fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("enter")  # nothing typed
+        await settle(pilot)
+        assert "Type a head entity first" in status(app)
+        await pilot.press("f", "r")
+        await settle(pilot)
+        assert "Type a head entity first" not in status(app)
+        app.query_bar.head_input.value = ""
+        await run_query(pilot, "italy", "bord")
+        await settle(pilot)
+        assert app.results_shown == 1
+        app._notice(Notice("Enter ranks (Italy, shares border with, ?); Tab changes the relation."))
+        app.query_bar.head_input.focus()
+        await settle(pilot)
+        app.query_bar.head_input.post_message(Input.Changed(app.query_bar.head_input, "Italy"))  # the pick, late
+        await settle(pilot)
+        assert "Enter ranks (Italy" in status(app)
+        app.query_bar.relation_input.focus()
+        await settle(pilot)
+        await pilot.press("x")
+        await settle(pilot)
+        assert "Enter ranks" not in status(app)
 
 
 async def test_keys_help_and_quit(fake):

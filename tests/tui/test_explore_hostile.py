@@ -352,3 +352,51 @@ async def test_open_suggestions_are_refitted_when_the_terminal_is_resized(fake):
         prompts = [suggestions.get_option_at_index(i).prompt for i in range(suggestions.option_count)]
         assert prompts and all(prompt.cell_len <= width for prompt in prompts), (width, [p.cell_len for p in prompts])
         assert suggestions.highlighted == highlighted  # the row the user was on
+
+
+async def test_a_long_description_ends_in_an_ellipsis_where_the_pane_cuts_it_at_any_width(fake):
+    """The pane's max-height cut Azerbaijan's description mid-sentence ("incorporated into") without a
+    sign; it is now cut to the lines shown, ending in "…", and fitted again when the terminal is resized."""
+    from dataclasses import replace
+
+    from imf_cli.tui.detail import DESCRIPTION_LINES, FittedText
+    from imf_cli.tui.render import _wrapped_lines
+
+    app = ExploreApp(fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_query(pilot, "italy", "bord")
+        await settle(pilot)
+        result = app.table.result
+        long = replace(result.predictions[0], entity=replace(result.predictions[0].entity, description=" ".join(
+            f"word{i}" for i in range(200))))
+        app.detail.shown = None  # the same row: show it again with the long text
+        app.detail.show(result, long)
+        for size in ((120, 40), (200, 50), (80, 24)):
+            await pilot.resize_terminal(*size)
+            await settle(pilot)
+            pane = app.query_one("#detail-description", FittedText)
+            shown = pane.visual.plain if hasattr(pane.visual, "plain") else str(pane.visual)
+            assert shown.endswith("…"), (size, shown[-40:])
+            assert _wrapped_lines(Text(shown), pane.content_size.width) <= DESCRIPTION_LINES
+
+
+async def test_the_row_the_pane_describes_stays_in_view_when_the_pane_takes_the_rows_it_was_on(fake):
+    """At 40×12, d showed the pane for row 4 while the table, shortened to one row, showed row 1."""
+    app = ExploreApp(fake)
+    async with app.run_test(size=(40, 12)) as pilot:
+        await run_query(pilot, "france", "bord")
+        table = app.table
+        if app.detail.display:
+            await pilot.press("d")  # start with the pane hidden, whichever way the width decides
+            await settle(pilot)
+        await pilot.press("down", "down", "down")
+        await settle(pilot)
+        row = table.cursor_row
+        assert row == 3
+        await pilot.press("d")
+        await settle(pilot)
+        await pilot.pause(0.1)
+        assert app.detail.display
+        top = round(table.scroll_y)
+        visible = table.scrollable_content_region.height - 1  # less the header row
+        assert top <= row < top + max(visible, 1), (top, visible, row)

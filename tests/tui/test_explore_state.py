@@ -152,6 +152,9 @@ async def test_a_run_of_another_dataset_clears_the_query_typed_for_the_old_one(t
         bar = app.query_bar
         assert (bar.head_input.value, bar.relation_input.value) == ("", "")
         assert "Opened countries-fake-b" in status(app) and "France" not in status(app)
+        assert app.focused is bar.head_input  # in the empty table the next keys did nothing
+        await pilot.press("g")
+        assert bar.head_input.value == "g"
 
 
 async def test_a_failed_query_asked_again_of_a_new_run_says_which_run_once(tmp_path):
@@ -312,6 +315,26 @@ async def test_the_picker_cuts_run_names_not_figures_at_60_columns(tmp_path):
         row = table.get_row_at(0)
         assert "0.0174" in str(row[list(table.columns).index("valid MRR")])
         assert "time" not in table.columns and "epochs" in table.columns  # the least needed went first
+
+
+async def test_the_picker_lays_its_columns_out_again_when_the_terminal_is_resized(tmp_path):
+    """Opened at 120 columns and narrowed to 60, "test MRR" was cut and the rest went off the edge;
+    opened at 60 and widened, it kept the 60-column layout. The cursor stays on its row."""
+    runs = Runs(tmp_path / "runs")
+    runs.runs = [replace(run, valid_mrr=0.0174, test_mrr=0.029, seconds=95.0) for run in runs.runs]
+    app = ExploreApp(ClosingFake(name="a"), runs=runs, run_path=runs.runs[0].path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = await open_picker(pilot)
+        assert "time" in table.columns
+        table.move_cursor(row=1)
+        await pilot.resize_terminal(60, 20)
+        await wait_until(pilot, lambda: "time" not in table.columns)
+        await pilot.pause()
+        assert sum(column.get_render_width(table) for column in table.columns.values()) <= table.size.width
+        assert "0.0290" in str(table.get_row_at(0)[list(table.columns).index("test MRR")])
+        assert table.cursor_row == 1
+        await pilot.resize_terminal(120, 30)
+        await wait_until(pilot, lambda: "time" in table.columns)
 
 
 async def test_the_picker_cuts_long_run_names_where_they_differ_not_at_their_end(tmp_path):
