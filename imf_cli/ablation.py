@@ -164,8 +164,11 @@ def grid_variants(grid: Mapping[str, Sequence[Any]]) -> list[Variant]:
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
-    """``["model.core_init=xavier,uniform", …]`` as ``{"model.core_init": ["xavier", "uniform"]}`` (YAML scalars)."""
+    """``["model.core_init=xavier,uniform", …]`` as ``{"model.core_init": ["xavier", "uniform"]}`` (YAML scalars,
+    numbers as a ``--config`` file reads them: ``010`` is 10, and ``1e-1`` and ``0.1`` are one value)."""
     import yaml
+
+    from models.config import parse_scalar
 
     grid: dict[str, list[Any]] = {}
     for item in items:
@@ -180,7 +183,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         if any(not v.strip() for v in values.split(",")):
             raise ImfError(f"--grid {item[:80]!r} has an empty value; list values like --grid {key}=A,B")
         try:
-            parsed = [yaml.safe_load(v.strip()) for v in values.split(",")]
+            parsed = [parse_scalar(v.strip()) for v in values.split(",")]
         except (yaml.YAMLError, RecursionError) as error:
             problem = " ".join(str(getattr(error, "problem", None) or "nested too deeply").split())
             raise ImfError(f"--grid {item[:80]!r}: a value is not a YAML scalar ({problem})") from None

@@ -77,6 +77,12 @@ def root(
         if not home.strip():
             raise ImfError("--home is empty; give the workspace directory (it is created if missing)")
         os.environ[paths.ENV_VAR] = str(Path(home).expanduser().resolve())
+    elif paths.ENV_VAR in os.environ and not os.environ[paths.ENV_VAR].strip():
+        # IMF_HOME=$UNSET_VAR wrote into the user data directory, and IMF_HOME=" " into a folder named " "
+        raise ImfError(
+            f"${paths.ENV_VAR} is set but empty; give the workspace directory, or unset it to use "
+            f"{paths.default_home()}"
+        )
     workspace = paths.imf_home()
     if workspace.exists() and not workspace.is_dir():
         given = "--home" if home is not None else f"${paths.ENV_VAR}"

@@ -654,7 +654,7 @@ def resume_model(
     except ConfigError as error:
         raise ImfError(f"--resume {run_dir}: {error}") from None
     pick_device(config.train.device)
-    _check_best_checkpoint(run_dir)
+    _check_best_checkpoint(run_dir, document)
     with locked_store(meta["dataset"], "read") as store:
         check_same_dataset(store, meta, run_dir)
         prepared = prepare_data(store, tuple(config.model.modalities), **_recorded_encoders(meta))
@@ -690,22 +690,32 @@ def resume_model(
     return _run_training(run_dir, start)
 
 
-def _check_best_checkpoint(run_dir: Path) -> None:
-    """Refuse to resume a run whose ``best.pt`` is there but cannot be loaded: training on would report
-    success while the run's best model stays unreadable (a later epoch rewrites it only if it is better)."""
+def _check_best_checkpoint(run_dir: Path, document: dict) -> None:
+    """Refuse to resume a run whose ``best.pt`` is there but cannot be loaded, or is another run's (other
+    data, or a config beyond the schedule): training on would report success while the run's best model
+    stays one that ``imf eval`` refuses (a later epoch rewrites it only if it is better)."""
+    from imf_cli.run_loading import check_checkpoint_is_the_runs
     from models.checkpoint import CheckpointError, verify_checkpoint
 
     best = run_dir / "best.pt"
     if not os.path.lexists(best):
         return  # none yet (or removed): the next better validation writes it
+    advice = (
+        "Move best.pt aside to resume (the next better validation writes a new one), or evaluate the last "
+        f"weights: imf eval {run_dir} --checkpoint last"
+    )
     try:
-        verify_checkpoint(best)
+        payload = verify_checkpoint(best)
     except CheckpointError as error:
-        raise ImfError(
-            f"--resume {run_dir}: {error}; the run's best model is lost. Move best.pt aside to resume (the "
-            f"next better validation writes a new one), or evaluate the last weights: imf eval {run_dir} "
-            "--checkpoint last"
-        ) from None
+        raise ImfError(f"--resume {run_dir}: {error}; the run's best model is lost. {advice}") from None
+    fingerprint = (document.get("data") or {}).get("fingerprint")
+    if isinstance(fingerprint, str) and payload.get("data_fingerprint") not in (None, fingerprint):
+        raise ImfError(f"--resume {run_dir}: {best} was trained on other data than the run records: it is another "
+                       f"run's checkpoint. {advice}")
+    try:
+        check_checkpoint_is_the_runs(payload["config"], run_dir, document, "best")
+    except ImfError as error:
+        raise ImfError(f"--resume {run_dir}: {error}. {advice}") from None
 
 
 def _recorded_encoders(meta: dict) -> dict:

@@ -136,7 +136,7 @@ def run_metadata(run_dir: str | Path) -> dict:
         raise ImfError(f"{run_dir}: not a run directory (no config.yaml); runs are in {paths.runs_dir()}")
     text = read_text(path, "run config")
     try:
-        document = parse_yaml(text, path)
+        document = parse_yaml(text, path, written_by_imf=True)
     except ConfigError as error:
         raise ImfError(str(error)) from None
     if not isinstance(document, dict):

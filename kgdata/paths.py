@@ -27,6 +27,11 @@ def imf_home(home: str | Path | None = None) -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
+    return default_home()
+
+
+def default_home() -> Path:
+    """The workspace when neither ``--home`` nor ``$IMF_HOME`` gives one: the user data directory."""
     import platformdirs
 
     return Path(platformdirs.user_data_dir("imf", appauthor=False))

@@ -81,16 +81,15 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return _checked(path, _load(path, map_location=map_location))
 
 
-def verify_checkpoint(path: str | Path) -> None:
-    """Check that ``path`` is a loadable IMF checkpoint without reading its tensors (memory-mapped).
+def verify_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Check that ``path`` is a loadable IMF checkpoint without reading its tensors (memory-mapped), and
+    return its payload (the tensors stay on disk: read only its config and plain values).
 
     Raises:
         CheckpointError: As :func:`read_checkpoint` would.
     """
     path = Path(path)
-    if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive; mmap needs one
-        raise CheckpointError(path, "the file is corrupt or unreadable (not the zip archive torch.save writes)")
-    _checked(path, _load(path, map_location="cpu", mmap=True))
+    return _checked(path, _load(path, map_location="cpu", mmap=True))
 
 
 def _load(path: Path, **options: Any) -> Any:
@@ -101,7 +100,12 @@ def _load(path: Path, **options: Any) -> Any:
         what = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket"}
         raise CheckpointError(path, f"not a regular file: it is {what.get(kind, 'a device')}")
     try:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a text file read as torch's old
+            # format failed as "the safe loader refused it: Unsupported operand 110", which reads as a refusal
+            raise CheckpointError(path, "the file is corrupt or unreadable (not the zip archive torch.save writes)")
         return torch.load(path, weights_only=True, **options)
+    except CheckpointError:
+        raise
     except PermissionError as error:  # not damaged: the file may not be read
         raise CheckpointError(path, f"cannot be read ({error.strerror})") from error
     except Exception as error:  # torch raises many types for a damaged file (RuntimeError, EOFError, …)

@@ -68,8 +68,9 @@ class ConfigValues(dict):
         self.lines = dict(lines)
 
     def locate(self, error: ConfigError) -> str:
-        """``"FILE, line N: "`` for an error about a key this file set; ``""`` otherwise."""
-        line = self.lines.get(error.key) if error.key else None
+        """``"FILE, line N: "`` for an error about a key this file set (a key merged in with ``<<: *anchor``
+        has no line of its own: its section's); ``""`` otherwise."""
+        line = (self.lines.get(error.key) or self.lines.get(error.key.partition(".")[0])) if error.key else None
         return f"{self.path}, line {line}: " if line else ""
 
 
@@ -448,11 +449,55 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def parse_yaml(text: str, path: str | Path) -> Any:
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+
+
+class _UserConfigLoader(_UniqueKeyLoader):
+    """The loader of what people write (``--config`` files, ``--grid`` values): numbers as YAML 1.2 reads
+    them. PyYAML follows YAML 1.1, where ``dim: 010`` is octal 8, ``dim: 1:0`` base-60 60, and ``1e-1``
+    a string while ``0.1`` is a float: a config trained other numbers than the ones written. Here a
+    decimal is decimal (``010`` is 10), ``0o``/``0x`` mark octal and hexadecimal, and an exponent needs
+    no dot. Booleans stay PyYAML's. Files imf writes itself (``yaml.safe_dump``) are read back with the
+    loader that wrote them."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_INT, _FLOAT)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_core_int(self, node) -> int:
+        text = self.construct_scalar(node)
+        sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text.lstrip("+"))
+        base = {"0o": 8, "0x": 16}.get(digits[:2], 10)
+        return sign * int(digits[2:] if base != 10 else digits, base)
+
+
+_UserConfigLoader.add_implicit_resolver(
+    _INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
+_UserConfigLoader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"),
+)
+_UserConfigLoader.add_constructor(_INT, _UserConfigLoader.construct_core_int)
+
+
+def parse_scalar(text: str) -> Any:
+    """One value as a ``--config`` file would read it (see :class:`_UserConfigLoader`); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_UserConfigLoader)  # noqa: S506 (a SafeLoader)
+
+
+def parse_yaml(text: str, path: str | Path, *, written_by_imf: bool = False) -> Any:
     """The YAML document ``text`` (read from ``path``), loaded safely with no key given twice in a
-    mapping; a :class:`ConfigError` naming the file, line and column of what is wrong otherwise."""
+    mapping; a :class:`ConfigError` naming the file, line and column of what is wrong otherwise.
+
+    Numbers are read as YAML 1.2 reads them (:class:`_UserConfigLoader`); ``written_by_imf``: a file
+    ``yaml.safe_dump`` wrote (a run's ``config.yaml``), read back as it was written (YAML 1.1).
+    """
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(text, Loader=_UniqueKeyLoader if written_by_imf else _UserConfigLoader)  # noqa: S506
     except RecursionError:  # PyYAML composes nested collections recursively
         raise ConfigError(f"{path}: not valid YAML: collections nested too deeply") from None
     except yaml.YAMLError as error:
@@ -491,6 +536,22 @@ def _key_lines(root: Any) -> dict[str, int]:
     return lines
 
 
+_EXAMPLE_KEYS = {"model": "dim: 200", "train": "lr: 0.003", "eval": "batch_size: 512"}
+
+
+def _kind(value: Any) -> str:
+    """What a YAML value is, in words: "a list", "text 'x'", "the number 3"."""
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the text {reprlib.repr(value)}"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
 def _flatten(layer: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """``section.key`` → value pairs of a nested or dotted layer, with unknown keys rejected."""
     pairs = []
@@ -500,8 +561,12 @@ def _flatten(layer: Mapping[str, Any]) -> list[tuple[str, Any]]:
         if "." in key:
             pairs.append((key, value))
         elif key in SECTIONS:
+            if value is None:  # `model:` with nothing under it (yet): sets nothing
+                continue
             if not isinstance(value, Mapping):
-                raise ConfigError(f"config section {key!r} must be a mapping, got {type(value).__name__}", key=key)
+                raise ConfigError(
+                    f"config section {key!r} must hold its keys (as `{key}: {{{_EXAMPLE_KEYS[key]}}}`), "
+                    f"got {_kind(value)}", key=key)
             pairs.extend((f"{key}.{name}", item) for name, item in value.items())
         else:
             raise ConfigError(f"unknown config key {key!r}{_suggest(key, SECTIONS)}", key=key)

@@ -236,6 +236,8 @@ def test_the_summary_splits_valid_and_test_where_one_table_does_not_fit():
 @pytest.mark.parametrize(("items", "message"), [
     (["model.dim=8", "model.dim=16"], "--grid model.dim is given twice"),
     (["model.dim=8,8"], "--grid model.dim lists 8 twice"),
+    (["model.dim=8,08"], "--grid model.dim lists 8 twice"),  # YAML 1.1 read 08 as a string: two cells of dim 8
+    (["train.lr=0.1,1e-1"], "--grid train.lr lists 0.1 twice"),  # and 1e-1 as a string
     (["model.dim=[" + "[" * 3000], "a value is not a YAML scalar"),
     (["train.seed=5,6"], "--grid cannot vary train.seed: every variant is trained with each seed of --seeds"),
     (["model.dim=4,"], "has an empty value"),
@@ -250,6 +252,12 @@ def test_a_grid_that_repeats_a_key_or_a_value_is_refused(items, message):
     with pytest.raises(ImfError, match=message.replace("[", r"\[")) as refused:
         parse_grid(items)
     assert len(str(refused.value)) < 300
+
+
+def test_grid_numbers_are_read_as_a_config_file_reads_them_not_as_yaml_1_1_octal():
+    from imf_cli.ablation import parse_grid
+
+    assert parse_grid(["model.dim=010,16", "train.lr=1e-3,0.01"]) == {"model.dim": [10, 16], "train.lr": [0.001, 0.01]}
 
 
 @pytest.mark.parametrize("seeds", ["0", "101", "99999999999999999999"])

@@ -226,7 +226,7 @@ def test_a_config_file_that_is_not_utf8(tiny, tmp_path):
         ("# a comment\ntrain:\n  epochs: 1\n  lr: -1\n", 4, "train.lr must be positive"),
         ("model:\n  dim: abc\n", 2, "config key 'model.dim' expects int, got 'abc'"),
         ("train:\n  epochs: 1\nmodel:\n  dimm: 8\n", 4, "unknown config key 'model.dimm' (did you mean 'model.dim'?)"),
-        ("train:\n  epochs: 1\nmodel: [8]\n", 3, "config section 'model' must be a mapping"),
+        ("train:\n  epochs: 1\nmodel: [8]\n", 3, "config section 'model' must hold its keys"),
         ("train.epochs: 1\ntrain.batch_size: 1\n", 2, "train.batch_size must be at least 2"),
     ],
 )
@@ -383,6 +383,20 @@ def test_resume_refuses_a_run_whose_best_checkpoint_cannot_be_loaded(trained, da
     assert f"cannot load checkpoint {best}" in line
     assert ("not a regular file" if damage == "directory" else "corrupt or unreadable") in line
     assert "its last.pt reads: add --checkpoint last to use that one" in line  # the way on
+
+
+def test_resume_refuses_another_runs_best_checkpoint_as_eval_does(trained, tiny):
+    """A best.pt copied from another run (here another --dim) resumed and was listed as finished, while
+    imf eval refused it as another run's checkpoint."""
+    other = runner.invoke(app, ["train", tiny, "--epochs", "1", *SMALL, "--dim", "12", "--json"])
+    assert other.exit_code == 0, other.output
+    foreign = Path(json.loads(other.stdout)["run_dir"]) / "best.pt"
+    (trained / "best.pt").write_bytes(foreign.read_bytes())
+    trace = (trained / "trace.jsonl").read_text()
+    line = error_line(runner.invoke(app, ["train", "--resume", str(trained), "--epochs", "3", "--no-progress"]))
+    assert f"--resume {trained}" in line and "another run's checkpoint" in line and "--checkpoint last" in line
+    assert (trained / "trace.jsonl").read_text() == trace  # nothing trained
+    assert "another run's checkpoint" in error_line(runner.invoke(app, ["eval", str(trained)]))
 
 
 def test_a_torn_last_trace_line_is_tolerated_on_resume(trained):

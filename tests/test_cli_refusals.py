@@ -176,6 +176,11 @@ def test_an_empty_home_or_dataset_path_is_refused_not_read_as_the_current_direct
     assert "--home is empty" in error_line(home) and not (tmp_path / "datasets").exists()
     empty = cli("import", "", "--name", "hx")
     assert "no dataset given (an empty path)" in error_line(empty)
+    for blank in ("", " "):  # IMF_HOME=$UNSET_VAR wrote to the user data directory; " " to a folder named " "
+        monkeypatch.setenv("IMF_HOME", blank)
+        line = error_line(cli("import", "countries-mm", "--name", "hx"))
+        assert "$IMF_HOME is set but empty" in line and "unset it to use" in line
+        assert not (tmp_path / " ").exists()
 
 
 def test_a_branch_option_for_a_branch_not_trained_is_refused(tiny):

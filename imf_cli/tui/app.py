@@ -339,7 +339,7 @@ class ExploreApp(App[None]):
         self.results_shown += 1
 
     def _focus_and_inputs(self) -> tuple[object, str, str]:
-        return self.focused, self.query_bar.head_input.value, self.query_bar.relation_input.value
+        return (self.focused, *self._inputs())
 
     def _untouched(self, *, focus: bool = True) -> bool:
         """Whether the inputs (and, with ``focus``, the focus) are as they were when the shown query was

@@ -58,7 +58,7 @@ def test_an_unknown_key_fails_with_a_message_naming_it(layer, named):
         ({"train": {"batch_size": 1}}, "at least 2"),
         ({"train": {"epochs": 10**20}}, "train.epochs must be at most 2147483647"),
         ({"train": {"patience": 2**31}}, "train.patience must be at most"),
-        ({"train": "fast"}, "section 'train' must be a mapping"),
+        ({"train": "fast"}, "section 'train' must hold its keys"),
     ],
 )
 def test_bad_values_fail_clearly(layer, message):
@@ -122,6 +122,36 @@ def test_a_config_file_error_names_its_line_and_no_key_is_dropped_silently(tmp_p
         load_yaml(path)
     message = str(error.value)
     assert message.startswith(f"{path}, {where}") and what in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("written", "read"), [
+    ("010", 10), ("08", 8), ("0o17", 15), ("0x10", 16), ("-3", -3), ("1e-1", 0.1), ("3e-3", 0.003), ("1:0", "1:0"),
+])
+def test_config_file_numbers_are_read_as_yaml_1_2_reads_them(tmp_path, written, read):
+    """PyYAML's YAML 1.1 read `dim: 010` as octal 8 and `dim: 1:0` as base-60 60: runs trained numbers that
+    were not the ones written. Files imf writes itself are read back as written."""
+    from models.config import parse_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"model:\n  dim: {written}\n")
+    assert load_yaml(path)["model"]["dim"] == read
+    if written == "1:0":
+        with pytest.raises(ConfigError, match="model.dim"):
+            resolve(load_yaml(path))
+    assert parse_yaml("a: 010\n", path, written_by_imf=True) == {"a": 8}  # yaml.safe_dump never writes 010 for 10
+
+
+def test_an_empty_section_sets_nothing_and_a_merged_key_is_placed_at_its_section(tmp_path):
+    """`model:` with nothing under it said "must be a mapping, got NoneType"; a bad key merged in with
+    `<<: *anchor` was named with no file or line."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\ntrain:\n  lr: 0.01\n")
+    assert resolve(load_yaml(path)).train.lr == 0.01
+    path.write_text("model: &m {dim: 8}\ntrain:\n  <<: *m\n")
+    values = load_yaml(path)
+    with pytest.raises(ConfigError, match="unknown config key 'train.dim'") as error:
+        resolve(values)
+    assert values.locate(error.value) == f"{path}, line 2: "
 
 
 def test_a_merge_key_may_be_overridden(tmp_path):
