@@ -42,6 +42,8 @@ class PreparedData:
     tensors: "KGTensors"
     modalities: tuple[str, ...]
     manifests: list[dict]  # one per feature file used: modality, encoder, dim, missing, input_hash, path
+    #: One line per modality whose features were picked as the newest of several files (say which).
+    notes: tuple[str, ...] = ()
 
 
 def available_branches(store: "EntityStore") -> tuple[str, ...]:
@@ -78,7 +80,7 @@ def prepare_data(
         raise ImfError(f"unknown modality {unknown[0]!r}; choose from {', '.join(BRANCHES)}")
     encoders = {"text": text_encoder, "image": image_encoder}
     graph = store.num_graph_entities
-    features, manifests = {}, []
+    features, manifests, notes = {}, [], []
     for branch in modalities:
         if branch == "structure":
             continue
@@ -87,6 +89,11 @@ def prepare_data(
         matrix, mask = feature_set.matrix[:graph], feature_set.mask[:graph]
         features[branch] = (torch.from_numpy(matrix), torch.from_numpy(mask))
         manifests.append(_manifest(feature_set))
+        if feature_set.others:
+            flag = "--text-encoder" if modality == "text" else "--image-encoder"
+            others = ", ".join(feature_set.others[:4]) + (" …" if len(feature_set.others) > 4 else "")
+            notes.append(f"{branch.capitalize()} features: encoder {feature_set.encoder!r}, the newest of "
+                         f"{len(feature_set.others) + 1} ({others}); {flag} ENCODER picks another.")
 
     entity_init = relation_init = None
     if structure_init and "structure" in modalities:
@@ -107,7 +114,7 @@ def prepare_data(
         structure_entity_init=entity_init,
         structure_relation_init=relation_init,
     )
-    return PreparedData(tensors, tuple(modalities), manifests)
+    return PreparedData(tensors, tuple(modalities), manifests, tuple(notes))
 
 
 def _manifest(feature_set: "FeatureSet") -> dict:
@@ -482,7 +489,7 @@ def train_model(
         }
     check_model_fits(config, prepared.tensors, device)
     if log is not None:
-        for line in plan.describe():
+        for line in (*plan.describe(), *prepared.notes):
             log(line)
     from models.training import train
 

@@ -77,6 +77,7 @@ class FeatureSet:
     extra: dict = field(default_factory=dict, compare=False)
     computed_from: str | None = None  # texts, images, train-triples, entity-keys; None: not recorded
     graph_input_hash: str | None = None  # the hash of exactly that, for the graph entities
+    others: tuple[str, ...] = ()  # the modality's other encoders, passed over for this newest one (no encoder asked)
 
     @property
     def dim(self) -> int:
@@ -571,6 +572,7 @@ def load_features(store: "EntityStore", modality: str, encoder: str | None = Non
         extra=header["extra"],
         computed_from=metadata.get("computed_from"),
         graph_input_hash=metadata.get("graph_input_hash"),
+        others=tuple(sorted({h["metadata"].get("encoder") for p, h in available if p != path} - {None})),
     )
 
 

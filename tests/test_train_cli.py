@@ -182,7 +182,7 @@ def test_another_runs_checkpoint_copied_into_a_run_is_refused_by_resume_and_eval
         shutil.copy(Path(theirs["run_dir"]) / name, run / name)
     resumed = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "3", "--no-progress"])
     assert resumed.exit_code != 0 and "Traceback" not in resumed.output
-    assert "last.pt" in resumed.output and "train.seed differ from the run's config.yaml" in " ".join(resumed.output.split())
+    assert "best.pt" in resumed.output and "train.seed differ from the run's config.yaml" in " ".join(resumed.output.split())
     assert (run / "config.yaml").read_text() == document  # nothing rewritten
     evaluated = runner.invoke(app, ["eval", str(run), "--device", "cpu"])
     assert evaluated.exit_code == 2 and "it is another run's checkpoint" in " ".join(evaluated.output.split())
@@ -355,3 +355,18 @@ def test_a_checkpoint_trained_on_another_dataset_of_the_same_sizes_is_refused(ti
     said = " ".join(evaluated.output.split())
     assert evaluated.exit_code == 2 and "trained on other data than the run records" in said, said
     assert "(dataset 'elsewhere')" in said and "Traceback" not in said
+
+
+def test_train_names_the_encoder_it_picked_when_a_modality_has_several(tiny_with_features, imf_home):
+    """With several image feature files imf train used the newest and said only "Training branches: …"."""
+    import time
+
+    with EntityStore.open("tiny") as store:
+        n = store.num_entities
+        time.sleep(1.1)  # created_at has second resolution: this file is the newest
+        save_features(store, "image", "newer-cnn", np.ones((n, 5)), np.ones(n, dtype=bool), input_hash="i")
+    result = runner.invoke(app, ["train", "tiny", "--epochs", "1", "--dim", "4", "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "Visual features: encoder 'newer-cnn', the newest of 2 (test-cnn); --image-encoder ENCODER picks another." in (
+        " ".join(result.output.split()))
+    assert "Text features" not in result.output  # one text file: nothing to choose
