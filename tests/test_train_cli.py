@@ -370,3 +370,13 @@ def test_train_names_the_encoder_it_picked_when_a_modality_has_several(tiny_with
     assert "Visual features: encoder 'newer-cnn', the newest of 2 (test-cnn); --image-encoder ENCODER picks another." in (
         " ".join(result.output.split()))
     assert "Text features" not in result.output  # one text file: nothing to choose
+
+
+def test_resuming_a_finished_run_whose_trace_was_emptied_says_the_trace_is_short(tiny_with_features):
+    """An emptied trace.jsonl left a run listed as resumable that resume said was finished, with no word why."""
+    first = train("tiny", "--epochs", "2", "--modalities", "structure", *SMALL)
+    (Path(first["run_dir"]) / "trace.jsonl").write_text("")
+    again = runner.invoke(app, ["train", "--resume", first["run_dir"], "--no-progress"])
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    assert "nothing was trained" in text and "trace.jsonl records 0 of the 2 epochs that last.pt holds" in text

@@ -271,6 +271,7 @@ def train_command(
             highlight=False,
             soft_wrap=True,
         )
+        _note_short_trace(result)
     if result.stopped_at_time_limit:
         console.print(
             f"Stopped at the --max-minutes budget, not finished; continue with: imf train --resume {result.run_dir}",
@@ -278,6 +279,23 @@ def train_command(
             soft_wrap=True,
         )
     typer.echo(str(result.run_dir))
+
+
+def _note_short_trace(result) -> None:
+    """Say so when trace.jsonl records fewer epochs than the checkpoint holds (cut or emptied by hand): the
+    run is listed by its trace, as "resumable" forever, though there is nothing left to train."""
+    from imf_cli.runs import read_trace
+
+    try:
+        recorded = max((int(r.get("epoch", 0)) for r in read_trace(result.run_dir)), default=0)
+    except Exception:  # a damaged trace was named when the run was read; this note is only a hint
+        return
+    if recorded < result.epochs_completed:
+        _note(
+            f"Note: {Path(result.run_dir) / 'trace.jsonl'} records {recorded} of the {result.epochs_completed} "
+            "epochs that last.pt holds (it was cut or emptied): the curves of the rest are lost, and imf runs, "
+            "which lists runs by their trace, shows it as unfinished. imf eval reads the checkpoints as they are."
+        )
 
 
 def _note(text: str) -> None:
