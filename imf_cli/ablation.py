@@ -184,8 +184,10 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             raise ImfError(f"--grid {item[:80]!r} has an empty value; list values like --grid {key}=A,B")
         try:
             parsed = [parse_scalar(v.strip()) for v in values.split(",")]
-        except (yaml.YAMLError, RecursionError) as error:
-            problem = " ".join(str(getattr(error, "problem", None) or "nested too deeply").split())
+        except (yaml.YAMLError, RecursionError, ValueError, IndexError) as error:  # ValueError: `!!int abc`
+            problem = " ".join(str(getattr(error, "problem", None) or (
+                "nested too deeply" if isinstance(error, RecursionError) else f"a tagged value does not read: {error}"
+            )).split())
             raise ImfError(f"--grid {item[:80]!r}: a value is not a YAML scalar ({problem})") from None
         if any(v is None for v in parsed):  # `null` or `~`: to the config, "not given", i.e. the base value
             raise ImfError(f"--grid {item[:80]!r}: null is not a setting; list the values to try")

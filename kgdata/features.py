@@ -572,7 +572,8 @@ def load_features(store: "EntityStore", modality: str, encoder: str | None = Non
         extra=header["extra"],
         computed_from=metadata.get("computed_from"),
         graph_input_hash=metadata.get("graph_input_hash"),
-        others=tuple(sorted({h["metadata"].get("encoder") for p, h in available if p != path} - {None})),
+        others=() if encoder is not None else tuple(sorted(
+            {h["metadata"].get("encoder") for _, h in available} - {None, metadata["encoder"]})),
     )
 
 

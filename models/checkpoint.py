@@ -100,6 +100,8 @@ def _load(path: Path, **options: Any) -> Any:
         what = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket"}
         raise CheckpointError(path, f"not a regular file: it is {what.get(kind, 'a device')}")
     try:
+        with open(path, "rb"):  # unreadable (permissions, I/O): said as such below, not called corrupt
+            pass
         if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a text file read as torch's old
             # format failed as "the safe loader refused it: Unsupported operand 110", which reads as a refusal
             raise CheckpointError(path, "the file is corrupt or unreadable (not the zip archive torch.save writes)")

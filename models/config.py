@@ -70,7 +70,10 @@ class ConfigValues(dict):
     def locate(self, error: ConfigError) -> str:
         """``"FILE, line N: "`` for an error about a key this file set (a key merged in with ``<<: *anchor``
         has no line of its own: its section's); ``""`` otherwise."""
-        line = (self.lines.get(error.key) or self.lines.get(error.key.partition(".")[0])) if error.key else None
+        line = self.lines.get(error.key) if error.key else None
+        section = error.key.partition(".")[0] if error.key else ""
+        if line is None and f"{section}.<<" in self.lines:  # perhaps merged in: the section's line
+            line = self.lines.get(section)
         return f"{self.path}, line {line}: " if line else ""
 
 
@@ -500,6 +503,8 @@ def parse_yaml(text: str, path: str | Path, *, written_by_imf: bool = False) -> 
         return yaml.load(text, Loader=_UniqueKeyLoader if written_by_imf else _UserConfigLoader)  # noqa: S506
     except RecursionError:  # PyYAML composes nested collections recursively
         raise ConfigError(f"{path}: not valid YAML: collections nested too deeply") from None
+    except (ValueError, IndexError) as error:  # an explicit tag on a value it cannot be: `dim: !!int abc`
+        raise ConfigError(f"{path}: not valid YAML: a tagged value does not read ({error})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         if mark is None:

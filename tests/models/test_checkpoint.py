@@ -189,3 +189,19 @@ def test_a_write_refused_for_permission_is_not_called_a_full_disk(tmp_path):
         write_atomically(tmp_path / "f.safetensors", tmp_path / ".f.tmp", refuse, what="the features file",
                          short_write=safetensors_short_write)
     assert "disk may be full" not in str(refused.value)
+
+
+def test_a_checkpoint_that_cannot_be_read_is_not_called_corrupt(tmp_path, monkeypatch):
+    """The zip check swallowed a PermissionError: an intact but unreadable best.pt read "corrupt", and
+    eval then suggested the other checkpoint, resume that the best model was lost."""
+    import models.checkpoint as checkpoint
+
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"PK\x03\x04 whatever")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint, "open", refuse, raising=False)
+    with pytest.raises(CheckpointError, match=r"cannot be read \(Permission denied\)"):
+        read_checkpoint(path)

@@ -154,6 +154,14 @@ def test_an_empty_section_sets_nothing_and_a_merged_key_is_placed_at_its_section
     assert values.locate(error.value) == f"{path}, line 2: "
 
 
+@pytest.mark.parametrize("text", ["model:\n  dim: !!int abc\n", "model:\n  dim: !!int 0b1\n", "model:\n  dim: !!int\n"])
+def test_a_tagged_value_that_does_not_read_is_a_config_error_not_a_traceback(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"{path}: not valid YAML: a tagged value does not read"):
+        load_yaml(path)
+
+
 def test_a_merge_key_may_be_overridden(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("base: &base {dim: 8, fusion: mean}\nmodel:\n  <<: *base\n  dim: 16\n")

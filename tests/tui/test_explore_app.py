@@ -288,7 +288,9 @@ async def test_the_enter_guard_counts_from_the_key_press_and_the_drawn_rows_not_
     refresh that drew the rows: pressed before that (or within the guard after), it stays on the query."""
     from textual import events
 
-    monkeypatch.setattr("imf_cli.tui.app.ENTER_GUARD", 0.5)
+    # a long guard, so that handling the keys (however slow this machine is) decides nothing: the press
+    # times alone do (the old code timed the handling, and swallowed both Enters below)
+    monkeypatch.setattr("imf_cli.tui.app.ENTER_GUARD", 30.0)
     app = ExploreApp(fake)
 
     def enter_pressed_at(when: float) -> None:
@@ -305,11 +307,11 @@ async def test_the_enter_guard_counts_from_the_key_press_and_the_drawn_rows_not_
         assert row == 0 and drawn > float("-inf")
         enter_pressed_at(drawn - 0.2)
         await settle(pilot)
-        enter_pressed_at(drawn + 0.3)
+        enter_pressed_at(drawn + 29.0)
         await settle(pilot)
         assert app.results_shown == 1 and "(Italy, shares border with, ?)" in status(app)
         first = rows(app)[0]
-        enter_pressed_at(drawn + 0.6)  # past the guard: the user saw the rows and chose the first
+        enter_pressed_at(drawn + 31.0)  # past the guard: the user saw the rows and chose the first
         await wait_until(pilot, lambda: app.results_shown == 2)
         assert f"({first}, shares border with, ?)" in status(app)
 

@@ -371,7 +371,8 @@ async def test_a_long_description_ends_in_an_ellipsis_where_the_pane_cuts_it_at_
             f"word{i}" for i in range(200))))
         app.detail.shown = None  # the same row: show it again with the long text
         app.detail.show(result, long)
-        for size in ((120, 40), (200, 50), (80, 24)):
+        # where the pane is under about 27 cells wide, 320 characters take more than its 12 lines
+        for size in ((34, 40), (28, 40), (120, 40), (24, 40)):
             await pilot.resize_terminal(*size)
             await settle(pilot)
             pane = app.query_one("#detail-description", FittedText)
