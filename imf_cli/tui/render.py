@@ -156,4 +156,11 @@ def fit_lines(text: Text, width: int, lines: int) -> Text:
         low, high = (middle, high) if _wrapped_lines(cut, width) <= lines else (low, middle - 1)
     cut = text.copy()
     cut.truncate(low, overflow="ellipsis")
+    # end at a word's end where one is near: "… word37 wo…" read as a typo
+    kept = cut.plain[:-1]
+    if not text.plain[len(kept):len(kept) + 1].isspace():
+        space = kept.rstrip().rfind(" ")
+        if space >= 0.75 * len(kept):
+            cut = text.copy()
+            cut.truncate(cell_len(kept[:space].rstrip()) + 1, overflow="ellipsis")
     return cut

@@ -378,6 +378,7 @@ async def test_a_long_description_ends_in_an_ellipsis_where_the_pane_cuts_it_at_
             pane = app.query_one("#detail-description", FittedText)
             shown = pane.visual.plain if hasattr(pane.visual, "plain") else str(pane.visual)
             assert shown.endswith("…"), (size, shown[-40:])
+            assert long.entity.description.startswith(shown[:-1].rstrip() + " "), shown[-40:]  # at a word's end
             assert _wrapped_lines(Text(shown), pane.content_size.width) <= DESCRIPTION_LINES
 
 
