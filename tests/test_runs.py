@@ -164,6 +164,9 @@ def test_imf_runs_lists_shows_and_removes(tiny, imf_home):
     assert curves["epochs"] == [1, 2] and set(curves["valid"]) == {"structure", "fused"}
     refused = runner.invoke(app, ["runs", "rm", run.name], input="n\n")
     assert refused.exit_code == 1 and run.exists()
+    unanswered = runner.invoke(app, ["runs", "rm", run.name], input="")  # stdin at its end: click said "Aborted."
+    assert unanswered.exit_code == 1 and run.exists()
+    assert "Nothing removed (answer y, or add --yes" in unanswered.output and "Aborted" not in unanswered.output
     removed = runner.invoke(app, ["runs", "rm", "latest"], input="y\n")
     assert removed.exit_code == 0 and not run.exists()
     assert runner.invoke(app, ["runs"]).output.startswith("No runs")

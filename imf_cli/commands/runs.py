@@ -453,9 +453,18 @@ def rm_command(
     infos = [run_info(path) for path in chosen]
     console.print(runs_table(infos, title="To remove"))
     total = human_size(sum(info.size for info in infos))
-    if not yes and not typer.confirm(f"Remove {len(infos)} run{'s' if len(infos) != 1 else ''} ({total})?"):
-        console.print("Nothing removed.")
+    if not yes and not _confirmed(f"Remove {len(infos)} run{'s' if len(infos) != 1 else ''} ({total})?"):
+        console.print("Nothing removed (answer y, or add --yes to remove without asking).")
         raise typer.Exit(1)
     for info in infos:
         remove_run(info.path)
         console.print(f"Removed {info.path}", highlight=False, soft_wrap=True)
+
+
+def _confirmed(question: str) -> bool:
+    """Ask; no answer at all (stdin closed, Ctrl+C at the prompt) is a no, not the bare "Aborted."."""
+    try:
+        return typer.confirm(question)
+    except typer.Abort:
+        console.print()
+        return False
