@@ -616,3 +616,14 @@ def test_a_replace_with_other_content_says_which_feature_files_went_stale(tiny, 
     assert "imf features tiny says how to make it again" in flat
     back = runner.invoke(app, ["import", str(tiny_tsv), "--name", "tiny", "--replace"])
     assert back.exit_code == 0 and "feature file" not in " ".join(back.output.split())  # they fit the old content
+
+
+def test_a_run_name_with_a_line_feed_lists_as_one_row(tiny):
+    """A directory made by hand with a line feed in its name printed as two table rows."""
+    run = train(1)
+    odd = run.with_name(run.name + "\nsecond")
+    run.rename(odd)
+    listed = runner.invoke(app, ["runs"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    assert f"{run.name}%0Asecond" in listed.output
+    assert not any(line.startswith("second") for line in listed.output.splitlines())

@@ -18,6 +18,7 @@ from imf_cli.output import (
     print_json,
     reflow,
 )
+from kgdata.files import escape_controls
 
 
 class ListByDefault(TyperGroup):
@@ -90,7 +91,8 @@ def runs_table(runs, *, title: str | None = None, width: int | None = None):
     from rich.table import Table
 
     headers = ("run", "status", "branches", "seed", "epochs", "best", "valid", "test", "time", "size")
-    rows = [(run.name, *run_cells(run).values(), human_size(run.size)) for run in runs]
+    # a name with a line feed (a directory made by hand) printed as two rows: controls are shown as %0A
+    rows = [(escape_controls(run.name), *run_cells(run).values(), human_size(run.size)) for run in runs]
     natural = natural_widths(headers, rows)
     shown, left_out = fit_columns(natural, EXPENDABLE, console.width if width is None else width)
     caption = BRANCH_LEGEND
