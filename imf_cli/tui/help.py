@@ -17,7 +17,8 @@ KEYS = [
     ("Escape", "close a suggestion list; with none open, leave the input for the results"),
     ("/", "search: focus the head-entity input"),
     ("↑ ↓", "move through suggestions, or through the results"),
-    ("Enter", "pick a suggestion / run the query; on a result: explore from that entity"),
+    ("Enter", "pick a suggestion / run the query; on a result (or a click on the highlighted one): explore "
+              "from that entity"),
     ("Tab", "next field"),
     ("f", "show or hide answers already known in train, valid or test"),
     ("n", "rank the entities added after training (imf entities add) too, or not"),
