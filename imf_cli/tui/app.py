@@ -13,12 +13,12 @@ With a :class:`~imf_cli.tui.run_picker.RunSource`, ``r`` lists the runs and swit
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 from rich.text import Text
 from textual import events, on, work
-from textual._time import get_time as textual_clock  # the clock of events' .time: when a key was pressed
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
@@ -38,6 +38,11 @@ from imf_cli.tui.render import fit_label, fit_lines, run_label
 from imf_cli.tui.results import ResultsTable
 from imf_cli.tui.run_picker import RunPicker, RunSource, same_run
 from kgdata.wording import truncate
+
+try:  # the clock of events' .time (when a key was pressed); private in textual, so with a fallback
+    from textual._time import get_time as textual_clock
+except ImportError:  # the clocks textual uses: perf_counter on Windows, monotonic elsewhere
+    textual_clock = time.perf_counter if sys.platform == "win32" else time.monotonic
 
 ROW_COUNTS = (10, 20, 50, 100)
 #: Seconds after a query from the inputs puts its rows on screen under the cursor during which an Enter
