@@ -702,7 +702,7 @@ def _check_best_checkpoint(run_dir: Path, document: dict) -> None:
     data, or a config beyond the schedule): training on would report success while the run's best model
     stays one that ``imf eval`` refuses (a later epoch rewrites it only if it is better)."""
     from imf_cli.run_loading import check_checkpoint_is_the_runs
-    from models.checkpoint import CheckpointError, verify_checkpoint
+    from models.checkpoint import CheckpointError, check_same_data, verify_checkpoint
 
     best = run_dir / "best.pt"
     if not os.path.lexists(best):
@@ -716,12 +716,10 @@ def _check_best_checkpoint(run_dir: Path, document: dict) -> None:
     except CheckpointError as error:
         raise ImfError(f"--resume {run_dir}: {error}; the run's best model is lost. {advice}") from None
     fingerprint = (document.get("data") or {}).get("fingerprint")
-    if isinstance(fingerprint, str) and payload.get("data_fingerprint") not in (None, fingerprint):
-        raise ImfError(f"--resume {run_dir}: {best} was trained on other data than the run records: it is another "
-                       f"run's checkpoint. {advice}")
     try:
+        check_same_data(best, payload, fingerprint if isinstance(fingerprint, str) else None)
         check_checkpoint_is_the_runs(payload["config"], run_dir, document, "best")
-    except ImfError as error:
+    except (CheckpointError, ImfError) as error:
         raise ImfError(f"--resume {run_dir}: {error}. {advice}") from None
 
 

@@ -20,6 +20,7 @@ from imf_cli.runs import (
     _missing_checkpoint,
     check_feature_options,
     check_same_dataset,
+    other_checkpoint_reads,
     run_config,
     run_metadata,
 )
@@ -114,13 +115,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str = "au
 
 def _other_checkpoint_hint(run_dir: Path, checkpoint: str) -> str:
     """"; its last.pt reads: add --checkpoint last" when the other checkpoint is a sound-looking file."""
-    import zipfile
-
-    other = "last" if checkpoint == "best" else "best"
-    path = run_dir / f"{other}.pt"
-    if path.is_file() and zipfile.is_zipfile(path):
-        return f"; its {other}.pt reads: add --checkpoint {other} to use that one"
-    return ""
+    other = other_checkpoint_reads(run_dir, checkpoint)
+    return f"; its {other}.pt reads: add --checkpoint {other} to use that one" if other else ""
 
 
 def check_checkpoint_is_the_runs(stored: dict, run_dir: Path, document: dict, checkpoint: str) -> None:

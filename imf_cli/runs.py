@@ -443,8 +443,7 @@ def _checkpoint_problem(run_dir: Path, trace: list[dict]) -> str:
         path = run_dir / f"{name}.pt"
         if path.is_file() and not zipfile.is_zipfile(path):
             damaged = f"{name}.pt is damaged (not the zip archive torch.save writes)"
-            last = run_dir / "last.pt"
-            if name == "best" and last.is_file() and zipfile.is_zipfile(last):
+            if name == "best" and other_checkpoint_reads(run_dir, "best"):
                 damaged += "; its last.pt reads: --checkpoint last (imf eval, predict, explore) uses it"
             return damaged
         problem = file_problem(path)
@@ -614,6 +613,16 @@ def _written_by_a_run(name: str) -> bool:
     temporary = _TEMPORARY.fullmatch(name)
     name = temporary.group("name") if temporary else name
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_FILES)
+
+
+def other_checkpoint_reads(run_dir: Path, checkpoint: str) -> str | None:
+    """``"last"`` for ``"best"`` (and the other way round) when that other checkpoint is a zip archive, as
+    ``torch.save`` writes: a way on when ``checkpoint`` is damaged; None otherwise (a cheap check)."""
+    import zipfile
+
+    other = "last" if checkpoint == "best" else "best"
+    path = Path(run_dir) / f"{other}.pt"
+    return other if path.is_file() and zipfile.is_zipfile(path) else None
 
 
 def run_identity(run_dir: str | Path) -> Path:

@@ -100,10 +100,10 @@ def _load(path: Path, **options: Any) -> Any:
         what = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket"}
         raise CheckpointError(path, f"not a regular file: it is {what.get(kind, 'a device')}")
     try:
-        with open(path, "rb"):  # unreadable (permissions, I/O): said as such below, not called corrupt
-            pass
-        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a text file read as torch's old
-            # format failed as "the safe loader refused it: Unsupported operand 110", which reads as a refusal
+        with open(path, "rb") as file:  # unreadable (permissions, I/O): said as such below, not called corrupt
+            zipped = zipfile.is_zipfile(file)
+        if not zipped:  # torch.save writes a zip archive; a text file read as torch's old format failed as
+            # "the safe loader refused it: Unsupported operand 110", which reads as a refusal
             raise CheckpointError(path, "the file is corrupt or unreadable (not the zip archive torch.save writes)")
         return torch.load(path, weights_only=True, **options)
     except CheckpointError:
@@ -172,12 +172,7 @@ def load_checkpoint(
             features it needs are missing or differ from those it was trained with.
     """
     payload = read_checkpoint(path, map_location)
-    if data_fingerprint is not None and payload.get("data_fingerprint") not in (None, data_fingerprint):
-        theirs = (payload.get("metadata") or {}).get("dataset")
-        raise CheckpointError(
-            path, "trained on other data than the run records" + (f" (dataset {theirs!r})" if isinstance(theirs, str) else "")
-            + ": it is another run's checkpoint"
-        )
+    check_same_data(path, payload, data_fingerprint)
     try:
         config = RunConfig.from_dict(payload["config"])
         model = build_model(config.model, **payload["model_args"])
@@ -192,6 +187,17 @@ def load_checkpoint(
         stored = {key: value for key, value in payload["model"].items() if _is_feature_buffer(key)}
         _attach(model, path, needed, features or {}, stored, payload.get("feature_hashes"))
     return model.to(map_location).eval(), payload["config"]
+
+
+def check_same_data(path: str | Path, payload: Mapping[str, Any], data_fingerprint: str | None) -> None:
+    """Refuse a checkpoint ``payload`` (read from ``path``) trained on other data than ``data_fingerprint``
+    (the run's record; None, or a checkpoint that records none: nothing to compare)."""
+    if data_fingerprint is not None and payload.get("data_fingerprint") not in (None, data_fingerprint):
+        theirs = (payload.get("metadata") or {}).get("dataset")
+        raise CheckpointError(
+            path, "trained on other data than the run records" + (f" (dataset {theirs!r})" if isinstance(theirs, str) else "")
+            + ": it is another run's checkpoint"
+        )
 
 
 def _check_finite(path: Path, state: Mapping[str, torch.Tensor]) -> None:

@@ -310,9 +310,8 @@ def _train_maps(model, scorer, frozen, start, features, index, heads, relations,
 
     def check_mrr() -> float:
         with torch.no_grad():
-            chosen = checked
             reciprocal = []
-            for part in chosen.split(1024):
+            for part in checked.split(1024):
                 h, r = heads[part], relations[part]
                 placed = place(h)
                 scores = inductive.score(r, heads=placed).fused

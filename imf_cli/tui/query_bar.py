@@ -302,14 +302,18 @@ class QueryBar(Horizontal):
         after 120), narrower ones stayed short. Refit the open ones, once the fields have their new size."""
         self.call_after_refresh(self._refit_suggestions)
 
+    def _prompt_width(self, field: str) -> int:
+        """The cells a prompt of ``field``'s list may take: the list's own width, so that no prompt wraps."""
+        return max(self.query_one(f"#{field}-field").size.width - 6, 12)
+
     def _refit_suggestions(self) -> None:
         for field, options, prompt in (
             ("head", self._entity_options, entity_prompt), ("relation", self._relation_options, relation_prompt),
         ):
             suggestions = self.suggestions(field)
             if suggestions.is_open and options:
-                width = max(self.query_one(f"#{field}-field").size.width - 6, 12)
-                suggestions.show([prompt(option, width) for option in options], keep_highlight=True)
+                suggestions.show([prompt(option, self._prompt_width(field)) for option in options],
+                                 keep_highlight=True)
 
     @on(SuggestionsReady)
     def _show_entities(self, message: SuggestionsReady) -> None:
@@ -318,7 +322,7 @@ class QueryBar(Horizontal):
             return
         self._entity_options = message.entities
         self.suggested_for = message.text
-        width = max(self.query_one("#head-field").size.width - 6, 12)  # the list's own width: no prompt wraps
+        width = self._prompt_width("head")
         self.suggestions("head").show([entity_prompt(e, width) for e in message.entities])
 
     # --------------------------------------------------------------- relations
@@ -332,7 +336,7 @@ class QueryBar(Horizontal):
 
     def _show_relations(self, text: str) -> None:
         self._relation_options = match_relations(self._all_relations, text)
-        width = max(self.query_one("#relation-field").size.width - 6, 12)
+        width = self._prompt_width("relation")
         self.suggestions("relation").show([relation_prompt(r, width) for r in self._relation_options])
 
     # ------------------------------------------------------------------- focus
